@@ -1,0 +1,49 @@
+# followup: two commands for a fresh clone (see README.md).
+#   make demo   install, then run the whole loop on a real-format LVK alert against the sandbox
+#   make test   install, then run the test suite (what CI runs)
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+
+.PHONY: demo test lint format lock bench clean install
+
+install: $(STAMP)
+
+# The venv is rebuilt whenever the lock or the project metadata changes.
+$(STAMP): requirements/dev.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/followup demo $(if $(ONCE),--once) $(if $(ALERT),--alert $(ALERT)) $(if $(SUMMARY_JSON),--summary-json $(SUMMARY_JSON))
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+# Regenerate the pinned, hashed locks from pyproject.toml (needs the index).
+lock: $(STAMP)
+	$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links --generate-hashes \
+		-o requirements/runtime.lock pyproject.toml
+	$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links --generate-hashes \
+		--extra dev -o requirements/dev.lock pyproject.toml
+
+bench: $(STAMP)
+	for b in benchmarks/*.py; do $(BIN)/python $$b --quick || exit 1; done
+
+clean:
+	rm -rf $(VENV) .prefect .followup build *.egg-info

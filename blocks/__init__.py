@@ -1,0 +1,1 @@
+"""Prefect Blocks: credentials and settings that build followup's clients."""

@@ -1,0 +1,889 @@
+"""The ledger: followup's own record of what arrived and what was promised to others.
+
+Prefect records runs; the ledger records the science and the commitments: every Kafka message as
+received (raw bytes kept), its parse result or quarantine reason, events and their alert sequence,
+targets, telescope requests with their remote ids and states, frames, measurements, reports and
+human approvals. Unique keys make a second submission of the same thing impossible, whatever the
+caller does: one message per hop ``_id``, one alert per (event, type, issue time), one request per
+(event, target, filter set, epoch), one report per (destination, event, target, content hash).
+
+SQLite is the embedded default (WAL mode, a busy timeout); the same code runs on PostgreSQL. The
+schema is managed by alembic (``followup/migrations``); :meth:`Ledger.migrate` brings a database
+to the current revision.
+
+Example:
+    >>> ledger = Ledger("sqlite:///:memory:")
+    >>> ledger.migrate()
+    >>> row, created = ledger.record_message(topic="igwn.gwalert", raw=b"{}", message_uuid=None)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    event,
+    select,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from followup.exceptions import LedgerError
+from followup.models import (
+    Alert,
+    Approval,
+    Frame,
+    LcoState,
+    Measurement,
+    ObservationRequest,
+    Report,
+    Target,
+    utcnow,
+)
+
+__all__ = [
+    "AlertRow",
+    "ApprovalRow",
+    "Base",
+    "EventRow",
+    "FrameRow",
+    "Ledger",
+    "MeasurementRow",
+    "MessageRow",
+    "QuarantineRow",
+    "ReportRow",
+    "RequestRow",
+    "TargetRow",
+    "default_ledger_url",
+]
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def default_ledger_url(home: str | Path = ".followup") -> str:
+    """Return the embedded default: an SQLite file under the project-local state directory."""
+    path = Path(home).resolve() / "ledger.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timestamps stored in UTC and always read back timezone-aware (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the ledger tables."""
+
+
+class MessageRow(Base):
+    """Every message read from Kafka (or given to ``followup parse``), exactly once."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    message_uuid: Mapped[str | None] = mapped_column(String(36), unique=True)
+    topic: Mapped[str] = mapped_column(String(255))
+    partition: Mapped[int | None] = mapped_column(Integer)
+    offset: Mapped[int | None] = mapped_column(BigInteger)
+    kafka_timestamp_ms: Mapped[int | None] = mapped_column(BigInteger)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(20), default="received", index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class QuarantineRow(Base):
+    """A message that could not be parsed or validated, with the reason, kept for inspection."""
+
+    __tablename__ = "quarantine"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), unique=True)
+    reason: Mapped[str] = mapped_column(String(255))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class EventRow(Base):
+    """An astrophysical event (LVK superevent, GRB trigger...) and its alert sequence."""
+
+    __tablename__ = "events"
+
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(20))
+    is_test: Mapped[bool] = mapped_column(Boolean, default=False)
+    first_alert_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    latest_alert_id: Mapped[int | None] = mapped_column(Integer)
+    retracted: Mapped[bool] = mapped_column(Boolean, default=False)
+    retracted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class AlertRow(Base):
+    """A parsed alert. Its raw bytes (sky map included) stay in its message row."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (UniqueConstraint("event_id", "alert_type", "issued_at", name="uq_alert_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), unique=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("events.event_id"), index=True)
+    alert_type: Mapped[str] = mapped_column(String(20))
+    issued_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    source: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(20))
+    format: Mapped[str] = mapped_column(String(32))
+    is_test: Mapped[bool] = mapped_column(Boolean, default=False)
+    decision: Mapped[str | None] = mapped_column(String(20))  # accepted / rejected / retraction
+    decision_reason: Mapped[str | None] = mapped_column(Text)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class TargetRow(Base):
+    """A planned target of an event."""
+
+    __tablename__ = "targets"
+    __table_args__ = (UniqueConstraint("event_id", "name", name="uq_target_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("events.event_id"), index=True)
+    name: Mapped[str] = mapped_column(String(30))
+    ra: Mapped[float] = mapped_column(Float)
+    dec: Mapped[float] = mapped_column(Float)
+    kind: Mapped[str] = mapped_column(String(10))
+    rank: Mapped[int] = mapped_column(Integer)
+    probability: Mapped[float] = mapped_column(Float)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class RequestRow(Base):
+    """One LCO request group for one target, filter set and epoch.
+
+    ``local_status`` follows the client's side of the exchange: ``claimed`` (row written, nothing
+    sent yet), ``submitted`` (the portal answered with ids), ``declined`` (a person said no),
+    ``rejected`` (the portal refused it), ``failed``. A row left ``claimed`` after a crash means the
+    POST may or may not have reached the portal: look the group name up before sending again.
+    """
+
+    __tablename__ = "requests"
+    __table_args__ = (
+        UniqueConstraint("event_id", "target_id", "filters_key", "epoch", name="uq_request_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("events.event_id"), index=True)
+    target_id: Mapped[int] = mapped_column(ForeignKey("targets.id"))
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    filters_key: Mapped[str] = mapped_column(String(100))
+    group_name: Mapped[str] = mapped_column(String(50), unique=True)
+    observation_type: Mapped[str] = mapped_column(String(20))
+    local_status: Mapped[str] = mapped_column(String(20), default="claimed", index=True)
+    state: Mapped[str] = mapped_column(String(30), default=LcoState.PENDING.value, index=True)
+    group_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    request_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    window_start: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    window_end: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    portal_url: Mapped[str | None] = mapped_column(String(255))
+    detail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class FrameRow(Base):
+    """An archive frame, once per archive frame id."""
+
+    __tablename__ = "frames"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    archive_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    request_row_id: Mapped[int | None] = mapped_column(ForeignKey("requests.id"), index=True)
+    basename: Mapped[str] = mapped_column(String(100))
+    version_id: Mapped[int | None] = mapped_column(BigInteger)
+    reduction_level: Mapped[int] = mapped_column(Integer)
+    filter: Mapped[str | None] = mapped_column(String(20))
+    observation_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    local_path: Mapped[str | None] = mapped_column(Text)
+    md5: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class MeasurementRow(Base):
+    """Forced photometry of one target on one frame by one method."""
+
+    __tablename__ = "measurements"
+    __table_args__ = (
+        UniqueConstraint("frame_id", "target_id", "method", name="uq_measurement_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    frame_id: Mapped[int] = mapped_column(ForeignKey("frames.id"))
+    target_id: Mapped[int] = mapped_column(ForeignKey("targets.id"), index=True)
+    method: Mapped[str] = mapped_column(String(10))
+    band: Mapped[str] = mapped_column(String(10))
+    mjd: Mapped[float] = mapped_column(Float)
+    flux_ujy: Mapped[float] = mapped_column(Float)
+    flux_err_ujy: Mapped[float] = mapped_column(Float)
+    mag: Mapped[float | None] = mapped_column(Float)
+    mag_err: Mapped[float | None] = mapped_column(Float)
+    limit_mag_5sigma: Mapped[float] = mapped_column(Float)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class ReportRow(Base):
+    """A report to HERMES, TNS or GCN; the unique key makes a second send impossible."""
+
+    __tablename__ = "reports"
+    __table_args__ = (
+        UniqueConstraint(
+            "destination", "event_id", "target_name", "content_hash", name="uq_report_key"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    destination: Mapped[str] = mapped_column(String(10))
+    event_id: Mapped[str] = mapped_column(String(64), index=True)
+    # '' rather than NULL when a report is not about one target: NULLs never collide in a key.
+    target_name: Mapped[str] = mapped_column(String(30), default="")
+    content_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20))
+    remote_id: Mapped[str | None] = mapped_column(String(100))
+    url: Mapped[str | None] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class ApprovalRow(Base):
+    """A human decision (or a timeout counted as a decline)."""
+
+    __tablename__ = "approvals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject: Mapped[str] = mapped_column(String(120), index=True)
+    approved: Mapped[bool] = mapped_column(Boolean)
+    decided_by: Mapped[str] = mapped_column(String(100), default="")
+    comment: Mapped[str] = mapped_column(Text, default="")
+    decided_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+class Ledger:
+    """Access to the ledger database.
+
+    Args:
+        url: SQLAlchemy URL, ``sqlite:///path.db`` (default embedded) or
+            ``postgresql+psycopg2://user@host/db``.
+        echo: Log SQL statements.
+
+    Every method opens and closes its own transaction, so a Ledger can be shared by threads.
+    """
+
+    _migrate_lock = threading.Lock()
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            kwargs["pool_pre_ping"] = True
+        self.engine: Engine = create_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def __repr__(self) -> str:
+        return f"Ledger({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    # ---------------------------------------------------------------- schema
+
+    def migrate(self, revision: str = "head") -> None:
+        """Bring the database schema to ``revision`` with alembic (idempotent)."""
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        with self._migrate_lock, self.engine.begin() as connection:
+            cfg.attributes["connection"] = connection
+            command.upgrade(cfg, revision)
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session in one transaction: committed on success, rolled back on error."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    # ---------------------------------------------------------------- messages and alerts
+
+    def record_message(
+        self,
+        *,
+        topic: str,
+        raw: bytes,
+        message_uuid: str | None,
+        partition: int | None = None,
+        offset: int | None = None,
+        kafka_timestamp_ms: int | None = None,
+    ) -> tuple[MessageRow, bool]:
+        """Store a message exactly once.
+
+        Returns:
+            The stored row and True when it was new, or the earlier row and False when a message
+            with the same hop ``_id`` was already stored.
+        """
+        if message_uuid is not None:
+            existing = self.find_message(message_uuid)
+            if existing is not None:
+                return existing, False
+        row = MessageRow(
+            message_uuid=message_uuid,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            kafka_timestamp_ms=kafka_timestamp_ms,
+            raw=raw,
+            sha256=hashlib.sha256(raw).hexdigest(),
+        )
+        try:
+            with self.session() as s:
+                s.add(row)
+        except IntegrityError:
+            # Another consumer stored it between our look-up and insert.
+            existing = self.find_message(message_uuid) if message_uuid else None
+            if existing is None:
+                raise
+            return existing, False
+        return row, True
+
+    def find_message(self, message_uuid: str) -> MessageRow | None:
+        """Return the message with this hop ``_id``, if stored."""
+        with self.session() as s:
+            return s.scalar(select(MessageRow).where(MessageRow.message_uuid == message_uuid))
+
+    def get_message(self, message_id: int) -> MessageRow:
+        """Return a message by ledger id.
+
+        Raises:
+            LedgerError: No such message.
+        """
+        with self.session() as s:
+            row = s.get(MessageRow, message_id)
+        if row is None:
+            raise LedgerError(f"no message with id {message_id}")
+        return row
+
+    def set_message_status(self, message_id: int, status: str, reason: str | None = None) -> None:
+        """Record what became of a message (accepted, rejected, duplicate, quarantined...)."""
+        with self.session() as s:
+            row = s.get(MessageRow, message_id)
+            if row is None:
+                raise LedgerError(f"no message with id {message_id}")
+            row.status = status
+            row.reason = reason
+
+    def quarantine(self, message_id: int, reason: str, detail: str = "") -> QuarantineRow:
+        """Keep an unparseable message for inspection, with the reason (idempotent)."""
+        with self.session() as s:
+            existing = s.scalar(select(QuarantineRow).where(QuarantineRow.message_id == message_id))
+            if existing is not None:
+                return existing
+            row = QuarantineRow(message_id=message_id, reason=reason[:255], detail=detail)
+            s.add(row)
+            message = s.get(MessageRow, message_id)
+            if message is not None:
+                message.status = "quarantined"
+                message.reason = reason
+        return row
+
+    def quarantined(self, limit: int = 100) -> list[QuarantineRow]:
+        """The most recent quarantined messages."""
+        with self.session() as s:
+            return list(
+                s.scalars(select(QuarantineRow).order_by(QuarantineRow.id.desc()).limit(limit))
+            )
+
+    def record_alert(self, message_id: int, alert: Alert) -> tuple[AlertRow, bool]:
+        """Store a parsed alert and upsert its event.
+
+        Returns:
+            The row and True when it is new, or the first copy and False when an alert with the same
+            event id, alert type and issue time was stored before (a duplicate).
+        """
+        existing = self.find_alert(*alert.dedupe_key)
+        if existing is not None:
+            return existing, False
+        summary = alert.model_dump(mode="json")
+        row = AlertRow(
+            message_id=message_id,
+            event_id=alert.event_id,
+            alert_type=alert.alert_type.value,
+            issued_at=alert.issued_at,
+            source=alert.source,
+            kind=alert.kind.value,
+            format=alert.format,
+            is_test=alert.is_test,
+            summary=summary,
+        )
+        try:
+            with self.session() as s:
+                event_row = s.get(EventRow, alert.event_id)
+                if event_row is None:
+                    event_row = EventRow(
+                        event_id=alert.event_id,
+                        source=alert.source,
+                        kind=alert.kind.value,
+                        is_test=alert.is_test,
+                        first_alert_at=alert.issued_at,
+                    )
+                    s.add(event_row)
+                    s.flush()
+                s.add(row)
+                s.flush()
+                event_row.latest_alert_id = row.id
+        except IntegrityError:
+            existing = self.find_alert(*alert.dedupe_key)
+            if existing is None:
+                raise
+            return existing, False
+        return row, True
+
+    def find_alert(
+        self, event_id: str, alert_type: str, issued_at: str | datetime
+    ) -> AlertRow | None:
+        """Return the alert with this dedupe key, if stored."""
+        if isinstance(issued_at, str):
+            issued_at = datetime.fromisoformat(issued_at)
+        if issued_at.tzinfo is None:
+            issued_at = issued_at.replace(tzinfo=UTC)
+        with self.session() as s:
+            return s.scalar(
+                select(AlertRow).where(
+                    AlertRow.event_id == event_id,
+                    AlertRow.alert_type == alert_type,
+                    AlertRow.issued_at == issued_at.astimezone(UTC),
+                )
+            )
+
+    def get_alert(self, alert_id: int) -> tuple[AlertRow, bytes]:
+        """Return an alert row and the raw bytes of its message.
+
+        Raises:
+            LedgerError: No such alert.
+        """
+        with self.session() as s:
+            row = s.get(AlertRow, alert_id)
+            if row is None:
+                raise LedgerError(f"no alert with id {alert_id}")
+            message = s.get(MessageRow, row.message_id)
+            assert message is not None  # foreign key
+            return row, message.raw
+
+    def set_alert_decision(self, alert_id: int, decision: str, reason: str | None = None) -> None:
+        """Record the trigger rules' decision on an alert (accepted, rejected, retraction)."""
+        with self.session() as s:
+            row = s.get(AlertRow, alert_id)
+            if row is None:
+                raise LedgerError(f"no alert with id {alert_id}")
+            row.decision = decision
+            row.decision_reason = reason
+            message = s.get(MessageRow, row.message_id)
+            if message is not None:
+                message.status = decision
+                message.reason = reason
+
+    def alerts_for_event(self, event_id: str) -> list[AlertRow]:
+        """Every stored alert of an event, oldest first."""
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(AlertRow).where(AlertRow.event_id == event_id).order_by(AlertRow.id)
+                )
+            )
+
+    # ---------------------------------------------------------------- events
+
+    def get_event(self, event_id: str) -> EventRow | None:
+        """Return an event, if known."""
+        with self.session() as s:
+            return s.get(EventRow, event_id)
+
+    def mark_retracted(self, event_id: str) -> EventRow:
+        """Mark an event retracted (creating the row if a retraction arrives first)."""
+        with self.session() as s:
+            row = s.get(EventRow, event_id)
+            if row is None:
+                row = EventRow(event_id=event_id, source="unknown", kind="other")
+                s.add(row)
+            if not row.retracted:
+                row.retracted = True
+                row.retracted_at = utcnow()
+        return row
+
+    # ---------------------------------------------------------------- targets
+
+    def save_targets(self, event_id: str, targets: Sequence[Target]) -> list[TargetRow]:
+        """Store targets of an event; a target already stored under its name is kept as it was."""
+        rows: list[TargetRow] = []
+        with self.session() as s:
+            for target in targets:
+                row = s.scalar(
+                    select(TargetRow).where(
+                        TargetRow.event_id == event_id, TargetRow.name == target.name
+                    )
+                )
+                if row is None:
+                    row = TargetRow(
+                        event_id=event_id,
+                        name=target.name,
+                        ra=target.ra,
+                        dec=target.dec,
+                        kind=target.kind.value,
+                        rank=target.rank,
+                        probability=target.probability,
+                        data=target.model_dump(mode="json"),
+                    )
+                    s.add(row)
+                    s.flush()
+                rows.append(row)
+        return rows
+
+    def get_target(self, event_id: str, name: str) -> TargetRow | None:
+        """Return a target of an event by name."""
+        with self.session() as s:
+            return s.scalar(
+                select(TargetRow).where(TargetRow.event_id == event_id, TargetRow.name == name)
+            )
+
+    def targets_for_event(self, event_id: str) -> list[TargetRow]:
+        """The targets of an event in rank order."""
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(TargetRow).where(TargetRow.event_id == event_id).order_by(TargetRow.rank)
+                )
+            )
+
+    # ---------------------------------------------------------------- requests
+
+    def claim_request(self, request: ObservationRequest) -> tuple[RequestRow, bool]:
+        """Write the request row before anything is sent, under its unique key.
+
+        Returns:
+            The row and True when this call claimed it; the existing row and False when the same
+            (event, target, filters, epoch) or the same group name was claimed before. A caller
+            that gets False must not POST blindly: if the row is still ``claimed`` it looks the
+            group name up at the portal first.
+
+        Raises:
+            LedgerError: The target is not stored for this event.
+        """
+        target = self.get_target(request.event_id, request.target_name)
+        if target is None:
+            raise LedgerError(f"target {request.target_name!r} of {request.event_id} is not stored")
+        filters_key = ",".join(request.filters)
+        existing = self._find_request(request.event_id, target.id, filters_key, request.epoch)
+        if existing is None:
+            existing = self.find_request_by_name(request.group_name)
+        if existing is not None:
+            return existing, False
+        row = RequestRow(
+            event_id=request.event_id,
+            target_id=target.id,
+            epoch=request.epoch,
+            filters_key=filters_key,
+            group_name=request.group_name,
+            observation_type=request.observation_type.value,
+            state=request.state.value,
+            window_start=request.window_start,
+            window_end=request.window_end,
+        )
+        try:
+            with self.session() as s:
+                s.add(row)
+        except IntegrityError:
+            existing = self._find_request(request.event_id, target.id, filters_key, request.epoch)
+            existing = existing or self.find_request_by_name(request.group_name)
+            if existing is None:
+                raise
+            return existing, False
+        return row, True
+
+    def _find_request(
+        self, event_id: str, target_id: int, filters_key: str, epoch: int
+    ) -> RequestRow | None:
+        with self.session() as s:
+            return s.scalar(
+                select(RequestRow).where(
+                    RequestRow.event_id == event_id,
+                    RequestRow.target_id == target_id,
+                    RequestRow.filters_key == filters_key,
+                    RequestRow.epoch == epoch,
+                )
+            )
+
+    def find_request_by_name(self, group_name: str) -> RequestRow | None:
+        """Return the request row with this group name, if any."""
+        with self.session() as s:
+            return s.scalar(select(RequestRow).where(RequestRow.group_name == group_name))
+
+    def update_request(self, group_name: str, **fields: Any) -> RequestRow:
+        """Update a request row (remote ids, state, local status...).
+
+        Raises:
+            LedgerError: No such request, or an unknown column.
+        """
+        with self.session() as s:
+            row = s.scalar(select(RequestRow).where(RequestRow.group_name == group_name))
+            if row is None:
+                raise LedgerError(f"no request named {group_name!r}")
+            for key, value in fields.items():
+                if not hasattr(RequestRow, key):
+                    raise LedgerError(f"requests has no column {key!r}")
+                if isinstance(value, LcoState):
+                    value = value.value
+                setattr(row, key, value)
+        return row
+
+    def requests_for_event(self, event_id: str) -> list[RequestRow]:
+        """Every request row of an event."""
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(RequestRow)
+                    .where(RequestRow.event_id == event_id)
+                    .order_by(RequestRow.id)
+                )
+            )
+
+    def pending_requests(self, event_id: str | None = None) -> list[RequestRow]:
+        """Submitted requests whose last known state is PENDING (optionally of one event)."""
+        query = select(RequestRow).where(
+            RequestRow.local_status == "submitted", RequestRow.state == LcoState.PENDING.value
+        )
+        if event_id is not None:
+            query = query.where(RequestRow.event_id == event_id)
+        with self.session() as s:
+            return list(s.scalars(query.order_by(RequestRow.id)))
+
+    # ---------------------------------------------------------------- frames and measurements
+
+    def record_frame(
+        self, frame: Frame, request_row_id: int | None = None
+    ) -> tuple[FrameRow, bool]:
+        """Store a frame once per archive id; updates the local path of a known frame."""
+        with self.session() as s:
+            row = s.scalar(select(FrameRow).where(FrameRow.archive_id == frame.frame_id))
+            if row is not None:
+                if frame.local_path and row.local_path != frame.local_path:
+                    row.local_path = frame.local_path
+                return row, False
+            row = FrameRow(
+                archive_id=frame.frame_id,
+                request_row_id=request_row_id,
+                basename=frame.basename,
+                version_id=frame.version_id,
+                reduction_level=frame.reduction_level,
+                filter=frame.filter,
+                observation_date=frame.observation_date,
+                local_path=frame.local_path,
+                md5=frame.md5,
+            )
+            s.add(row)
+        return row, True
+
+    def record_measurement(
+        self, frame_row_id: int, target_row_id: int, measurement: Measurement
+    ) -> tuple[MeasurementRow, bool]:
+        """Store a measurement once per (frame, target, method); a rerun keeps the first."""
+        with self.session() as s:
+            row = s.scalar(
+                select(MeasurementRow).where(
+                    MeasurementRow.frame_id == frame_row_id,
+                    MeasurementRow.target_id == target_row_id,
+                    MeasurementRow.method == measurement.method,
+                )
+            )
+            if row is not None:
+                return row, False
+            row = MeasurementRow(
+                frame_id=frame_row_id,
+                target_id=target_row_id,
+                method=measurement.method,
+                band=measurement.band,
+                mjd=measurement.mjd,
+                flux_ujy=measurement.flux_ujy,
+                flux_err_ujy=measurement.flux_err_ujy,
+                mag=measurement.mag,
+                mag_err=measurement.mag_err,
+                limit_mag_5sigma=measurement.limit_mag_5sigma,
+                data=measurement.model_dump(mode="json"),
+            )
+            s.add(row)
+        return row, True
+
+    def measurements_for_event(self, event_id: str) -> list[Measurement]:
+        """Every measurement of an event's targets, in time order."""
+        with self.session() as s:
+            rows = s.scalars(
+                select(MeasurementRow)
+                .join(TargetRow, MeasurementRow.target_id == TargetRow.id)
+                .where(TargetRow.event_id == event_id)
+                .order_by(MeasurementRow.mjd)
+            )
+            return [Measurement.model_validate(row.data) for row in rows]
+
+    # ---------------------------------------------------------------- reports
+
+    def claim_report(self, report: Report) -> tuple[ReportRow, bool]:
+        """Write a report row under its exactly-once key before sending anything.
+
+        Returns:
+            The row and True when new; the existing row and False when the same content was already
+            claimed for this destination, event and target (a rerun: send nothing).
+        """
+        target = report.target_name or ""
+        with self.session() as s:
+            existing = s.scalar(
+                select(ReportRow).where(
+                    ReportRow.destination == report.destination.value,
+                    ReportRow.event_id == report.event_id,
+                    ReportRow.target_name == target,
+                    ReportRow.content_hash == report.content_hash,
+                )
+            )
+            if existing is not None:
+                return existing, False
+        row = ReportRow(
+            destination=report.destination.value,
+            event_id=report.event_id,
+            target_name=target,
+            content_hash=report.content_hash,
+            status=report.status,
+            remote_id=report.remote_id,
+            url=report.url,
+            payload=report.payload,
+        )
+        try:
+            with self.session() as s:
+                s.add(row)
+        except IntegrityError:
+            return self.claim_report(report)
+        return row, True
+
+    def update_report(self, report_id: int, **fields: Any) -> ReportRow:
+        """Update a report row (status, remote id, url).
+
+        Raises:
+            LedgerError: No such report.
+        """
+        with self.session() as s:
+            row = s.get(ReportRow, report_id)
+            if row is None:
+                raise LedgerError(f"no report with id {report_id}")
+            for key, value in fields.items():
+                if not hasattr(ReportRow, key):
+                    raise LedgerError(f"reports has no column {key!r}")
+                setattr(row, key, value)
+        return row
+
+    def reports_for_event(self, event_id: str) -> list[ReportRow]:
+        """Every report row of an event."""
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(ReportRow).where(ReportRow.event_id == event_id).order_by(ReportRow.id)
+                )
+            )
+
+    def sent_reports(self, destination: str, event_id: str) -> list[ReportRow]:
+        """Reports of an event already sent or confirmed at one destination."""
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(ReportRow).where(
+                        ReportRow.destination == destination,
+                        ReportRow.event_id == event_id,
+                        ReportRow.status.in_(("sent", "confirmed")),
+                    )
+                )
+            )
+
+    # ---------------------------------------------------------------- approvals
+
+    def record_approval(self, approval: Approval, **data: Any) -> ApprovalRow:
+        """Record a human decision (or a timeout counted as a decline)."""
+        row = ApprovalRow(
+            subject=approval.subject,
+            approved=approval.approved,
+            decided_by=approval.decided_by,
+            comment=approval.comment,
+            decided_at=approval.decided_at,
+            data=data,
+        )
+        with self.session() as s:
+            s.add(row)
+        return row
+
+    def approvals_for(self, subject: str) -> list[ApprovalRow]:
+        """Every decision recorded on a subject, oldest first."""
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(ApprovalRow)
+                    .where(ApprovalRow.subject == subject)
+                    .order_by(ApprovalRow.id)
+                )
+            )

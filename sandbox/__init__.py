@@ -1,0 +1,1 @@
+"""Local stand-ins for LCO, HERMES, TNS and GCN, and a synthetic sky, for drills, demos and tests."""

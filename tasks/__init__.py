@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers over followup, adding retries, caching and artifacts."""

@@ -1,0 +1,244 @@
+"""The ledger's unique keys make double submission impossible, on SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import inspect
+
+from followup.exceptions import LedgerError
+from followup.ledger import Ledger
+from followup.models import (
+    Alert,
+    Approval,
+    Frame,
+    LcoState,
+    Measurement,
+    ObservationRequest,
+    Report,
+    Target,
+)
+
+
+def make_alert(event_id: str = "S250101ab", alert_type: str = "PRELIMINARY", **kw) -> Alert:
+    fields = dict(
+        source="LVK",
+        kind="gw",
+        format="lvk-json",
+        event_id=event_id,
+        alert_type=alert_type,
+        issued_at=datetime(2025, 1, 1, 12, 0, tzinfo=UTC),
+    )
+    fields.update(kw)
+    return Alert(**fields)
+
+
+def add_target(ledger: Ledger, event_id: str = "S250101ab", name: str = "F001") -> None:
+    message, _ = ledger.record_message(topic="t", raw=b"x", message_uuid=None)
+    ledger.record_alert(message.id, make_alert(event_id))
+    ledger.save_targets(
+        event_id, [Target(name=name, ra=10.0, dec=-20.0, kind="field", rank=1, probability=0.3)]
+    )
+
+
+def test_migrate_creates_every_table_and_is_idempotent(ledger: Ledger) -> None:
+    ledger.migrate()  # a second run changes nothing and does not fail
+    tables = set(inspect(ledger.engine).get_table_names())
+    assert {
+        "messages",
+        "quarantine",
+        "events",
+        "alerts",
+        "targets",
+        "requests",
+        "frames",
+        "measurements",
+        "reports",
+        "approvals",
+        "alembic_version",
+    } <= tables
+
+
+def test_message_with_same_hop_id_is_stored_once(ledger: Ledger) -> None:
+    first, created = ledger.record_message(topic="igwn.gwalert", raw=b"abc", message_uuid="u-1")
+    again, created_again = ledger.record_message(
+        topic="igwn.gwalert", raw=b"abc", message_uuid="u-1"
+    )
+    other, created_other = ledger.record_message(
+        topic="igwn.gwalert", raw=b"abc", message_uuid="u-2"
+    )
+    assert (created, created_again, created_other) == (True, False, True)
+    assert again.id == first.id != other.id
+    assert ledger.get_message(first.id).raw == b"abc"
+
+
+def test_messages_without_hop_id_are_each_kept(ledger: Ledger) -> None:
+    a, _ = ledger.record_message(topic="t", raw=b"same", message_uuid=None)
+    b, _ = ledger.record_message(topic="t", raw=b"same", message_uuid=None)
+    assert a.id != b.id
+    assert a.sha256 == b.sha256
+
+
+def test_alert_dedupe_key_catches_a_republished_copy(ledger: Ledger) -> None:
+    m1, _ = ledger.record_message(topic="t", raw=b"1", message_uuid="a")
+    m2, _ = ledger.record_message(topic="t", raw=b"2", message_uuid="b")
+    row, new = ledger.record_alert(m1.id, make_alert())
+    # The same alert with its issue time written in another zone is the same alert.
+    same = make_alert(issued_at=datetime(2025, 1, 1, 13, 0, tzinfo=timezone(timedelta(hours=1))))
+    dup, new_dup = ledger.record_alert(m2.id, same)
+    assert new and not new_dup
+    assert dup.id == row.id
+    later, new_later = ledger.record_alert(m2.id, make_alert(alert_type="INITIAL"))
+    assert new_later
+    event = ledger.get_event("S250101ab")
+    assert event is not None and event.latest_alert_id == later.id
+    assert [a.alert_type for a in ledger.alerts_for_event("S250101ab")] == [
+        "PRELIMINARY",
+        "INITIAL",
+    ]
+
+
+def test_get_alert_returns_raw_bytes_and_aware_times(ledger: Ledger) -> None:
+    message, _ = ledger.record_message(topic="t", raw=b"raw-bytes", message_uuid=None)
+    row, _ = ledger.record_alert(message.id, make_alert())
+    got, raw = ledger.get_alert(row.id)
+    assert raw == b"raw-bytes"
+    assert got.issued_at == datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+    assert got.issued_at.tzinfo is not None
+    with pytest.raises(LedgerError):
+        ledger.get_alert(10_000)
+
+
+def test_quarantine_keeps_the_message_and_reason(ledger: Ledger) -> None:
+    message, _ = ledger.record_message(topic="t", raw=b"\x00garbage", message_uuid="q")
+    ledger.quarantine(message.id, "unknown-format", "no parser recognised the bytes")
+    ledger.quarantine(message.id, "unknown-format")  # idempotent
+    rows = ledger.quarantined()
+    assert [r.message_id for r in rows] == [message.id]
+    kept = ledger.get_message(message.id)
+    assert kept.status == "quarantined" and kept.raw == b"\x00garbage"
+
+
+def test_request_claim_is_unique_per_target_filters_and_epoch(ledger: Ledger) -> None:
+    add_target(ledger)
+    request = ObservationRequest(
+        event_id="S250101ab", target_name="F001", group_name="S250101ab-F001-e0", filters=["rp"]
+    )
+    row, claimed = ledger.claim_request(request)
+    again, claimed_again = ledger.claim_request(request)
+    renamed = request.model_copy(update={"group_name": "another-name"})
+    third, claimed_third = ledger.claim_request(renamed)
+    assert claimed and not claimed_again and not claimed_third
+    assert again.id == row.id == third.id
+    epoch1 = request.model_copy(update={"epoch": 1, "group_name": "S250101ab-F001-e1"})
+    _, claimed_epoch1 = ledger.claim_request(epoch1)
+    assert claimed_epoch1
+
+
+def test_concurrent_claims_give_exactly_one_winner(ledger: Ledger) -> None:
+    add_target(ledger)
+    request = ObservationRequest(
+        event_id="S250101ab", target_name="F001", group_name="S250101ab-F001-e0", filters=["rp"]
+    )
+    results: list[bool] = []
+    barrier = threading.Barrier(6)
+
+    def claim() -> None:
+        barrier.wait()
+        results.append(ledger.claim_request(request)[1])
+
+    threads = [threading.Thread(target=claim) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 5 + [True]
+    assert len(ledger.requests_for_event("S250101ab")) == 1
+
+
+def test_claim_request_needs_a_stored_target(ledger: Ledger) -> None:
+    with pytest.raises(LedgerError, match="not stored"):
+        ledger.claim_request(
+            ObservationRequest(event_id="S1", target_name="nope", group_name="g", filters=["rp"])
+        )
+
+
+def test_pending_requests_follow_state_updates(ledger: Ledger) -> None:
+    add_target(ledger)
+    request = ObservationRequest(
+        event_id="S250101ab", target_name="F001", group_name="g-1", filters=["gp", "rp"]
+    )
+    ledger.claim_request(request)
+    assert ledger.pending_requests() == []  # claimed, not yet submitted
+    ledger.update_request("g-1", local_status="submitted", group_id=11, request_id=22)
+    assert [r.request_id for r in ledger.pending_requests("S250101ab")] == [22]
+    ledger.update_request("g-1", state=LcoState.CANCELED)
+    assert ledger.pending_requests() == []
+    with pytest.raises(LedgerError):
+        ledger.update_request("g-1", no_such_column=1)
+
+
+def test_report_claim_makes_a_second_send_impossible(ledger: Ledger) -> None:
+    report = Report(
+        destination="tns", event_id="S1", target_name="c1", content_hash="h1", status="draft"
+    )
+    row, new = ledger.claim_report(report)
+    again, new_again = ledger.claim_report(report)
+    assert new and not new_again and again.id == row.id
+    ledger.update_report(row.id, status="confirmed", remote_id="2025abc")
+    changed = report.model_copy(update={"content_hash": "h2"})
+    _, new_changed = ledger.claim_report(changed)
+    assert new_changed
+    assert [r.remote_id for r in ledger.sent_reports("tns", "S1")] == ["2025abc"]
+
+
+def test_frames_and_measurements_are_stored_once(ledger: Ledger) -> None:
+    add_target(ledger)
+    frame = Frame(
+        frame_id=5, basename="cpt1m010-fa16-20250101-0001-e91", filename="x.fits.fz", url="u"
+    )
+    frow, new = ledger.record_frame(frame)
+    _, new_again = ledger.record_frame(frame.model_copy(update={"local_path": "/tmp/x.fits"}))
+    assert new and not new_again
+    target = ledger.get_target("S250101ab", "F001")
+    assert target is not None
+    m = Measurement(
+        target_name="F001",
+        frame_basename=frame.basename,
+        date_obs=datetime(2025, 1, 2, tzinfo=UTC),
+        mjd=60677.0,
+        band="rp",
+        flux_ujy=100.0,
+        flux_err_ujy=5.0,
+        snr=20.0,
+        mag=18.9,
+        mag_err=0.05,
+        limit_mag_5sigma=21.4,
+        zero_point=23.1,
+        zero_point_err=0.01,
+        n_ref_stars=40,
+    )
+    _, m_new = ledger.record_measurement(frow.id, target.id, m)
+    _, m_again = ledger.record_measurement(frow.id, target.id, m)
+    assert m_new and not m_again
+    assert ledger.measurements_for_event("S250101ab") == [m]
+
+
+def test_retraction_marks_the_event(ledger: Ledger) -> None:
+    add_target(ledger)
+    ledger.mark_retracted("S250101ab")
+    event = ledger.get_event("S250101ab")
+    assert event is not None and event.retracted and event.retracted_at is not None
+    # A retraction for an event never seen is still recorded.
+    assert ledger.mark_retracted("S999999zz").retracted
+
+
+def test_approvals_are_recorded_in_order(ledger: Ledger) -> None:
+    ledger.record_approval(Approval(subject="g-1", approved=False, decided_by="timeout"))
+    ledger.record_approval(Approval(subject="g-1", approved=True, decided_by="alice", comment="go"))
+    assert [(a.decided_by, a.approved) for a in ledger.approvals_for("g-1")] == [
+        ("timeout", False),
+        ("alice", True),
+    ]
