@@ -1,0 +1,107 @@
+"""What the sandbox's LCO stand-in asks the synthetic sky for, and what the sky says is true.
+
+The portal/archive stand-in decides *which* frames exist (one per exposure of a completed request,
+plus calibration frames); the synthetic sky decides *what is in them*. This module is the contract
+between the two, so either side can be tested alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from followup.models import UtcDatetime
+
+__all__ = ["FrameRenderer", "FrameSpec", "Transient"]
+
+
+class Transient(BaseModel):
+    """A synthetic transient with a simple light curve, the truth every measurement is checked against.
+
+    The AB magnitude in band ``b`` at time ``t`` is
+    ``peak_mag[b] + decline_mag_per_day * max(0, days since peak_time)``
+    (rising is ignored: follow-up starts after the peak in this model).
+
+    Attributes:
+        name: Name of the transient (for truth look-ups).
+        ra: Right ascension, ICRS, degrees.
+        dec: Declination, ICRS, degrees.
+        peak_mag: AB magnitude at peak per filter code (gp, rp, ip, zs...).
+        peak_time: Time of the peak (UTC).
+        decline_mag_per_day: Fading rate after the peak in magnitudes per day.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    ra: float = Field(ge=0, lt=360)
+    dec: float = Field(ge=-90, le=90)
+    peak_mag: dict[str, float]
+    peak_time: UtcDatetime
+    decline_mag_per_day: float = 0.0
+
+    def magnitude(self, band: str, when: datetime) -> float:
+        """True AB magnitude in ``band`` at ``when``.
+
+        Raises:
+            KeyError: The transient has no brightness defined in that band.
+        """
+        days = max(0.0, (when - self.peak_time).total_seconds() / 86400.0)
+        return self.peak_mag[band] + self.decline_mag_per_day * days
+
+
+class FrameSpec(BaseModel):
+    """Everything needed to render one frame of an LCO request in the synthetic sky.
+
+    Attributes:
+        basename: Archive basename, e.g. ``cpt1m010-fa16-20250101-0042-e91``.
+        frame_number: Running frame number of the night (the ``0042`` above).
+        reduction_level: 0 for a raw frame, 91 for a BANZAI-like reduced frame.
+        configuration_type: EXPOSE for science; BIAS, DARK or SKYFLAT for calibrations.
+        ra: Pointing right ascension, ICRS, degrees (ignored for BIAS and DARK).
+        dec: Pointing declination, ICRS, degrees.
+        filter: Filter code (gp, rp, ip, zs); None for BIAS and DARK.
+        exposure_time_s: Exposure time in seconds (0 for BIAS).
+        date_obs: Exposure start (UTC).
+        site_id: LCO site code.
+        telescope_id: e.g. ``1m0a``.
+        enclosure_id: e.g. ``doma``.
+        instrument_id: e.g. ``fa16``.
+        instrument_type: e.g. ``1M0-SCICAM-SINISTRO``.
+        request_id: LCO request id (REQNUM), None for calibrations.
+        group_id: LCO request group id (TRACKNUM).
+        group_name: Request group name (GROUPID).
+        proposal_id: Proposal id (PROPID).
+        target_name: OBJECT keyword.
+        seed: Seed of the frame's noise, so the same spec always gives the same pixels.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    basename: str
+    frame_number: int = Field(ge=0)
+    reduction_level: Literal[0, 91] = 91
+    configuration_type: Literal["EXPOSE", "BIAS", "DARK", "SKYFLAT"] = "EXPOSE"
+    ra: float = Field(default=0.0, ge=0, lt=360)
+    dec: float = Field(default=0.0, ge=-90, le=90)
+    filter: str | None = None
+    exposure_time_s: float = Field(default=0.0, ge=0)
+    date_obs: UtcDatetime
+    site_id: str = "cpt"
+    telescope_id: str = "1m0a"
+    enclosure_id: str = "doma"
+    instrument_id: str = "fa16"
+    instrument_type: str = "1M0-SCICAM-SINISTRO"
+    request_id: int | None = None
+    group_id: int | None = None
+    group_name: str | None = None
+    proposal_id: str = "SANDBOX-001"
+    target_name: str = ""
+    seed: int = 0
+
+
+FrameRenderer = Callable[[FrameSpec], bytes]
+"""Renders a frame spec to the bytes of a FITS file (what the archive serves at the frame's url)."""
