@@ -87,3 +87,27 @@ def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
     ledger.migrate()
     yield ledger
     ledger.dispose()
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real Prefect server (SQLite) for the session; this process and its children use it."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from deployments.prefect_server import PrefectServer
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    server = PrefectServer(home, port=free_port(), log_dir=home / "logs")
+    server.start()
+    saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
+    os.environ.update(PREFECT_API_URL=server.api_url, PREFECT_HOME=str(home))
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            yield server
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

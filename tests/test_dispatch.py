@@ -1,0 +1,58 @@
+"""The dispatcher starts deployment runs at once in warm processes, exactly once."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+from deployments.dispatch import Dispatcher
+from tests.dispatch_flows import probe
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def dispatcher(prefect_server):
+    deployment_id = probe.to_deployment(name="probe").apply()
+    d = Dispatcher("tests.dispatch_flows:probe", "dispatch-probe/probe", workers=1).start()
+    yield d, deployment_id
+    d.shutdown()
+
+
+def wait_final(flow_run_id: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            run = client.read_flow_run(flow_run_id)
+            if run.state and run.state.is_final():
+                return run
+            time.sleep(0.2)
+    raise AssertionError(f"flow run {flow_run_id} did not finish")
+
+
+def test_dispatched_run_belongs_to_the_deployment_and_completes(dispatcher) -> None:
+    d, deployment_id = dispatcher
+    started = time.monotonic()
+    run_id = d.dispatch({"x": 21}, name="probe-21")
+    run = wait_final(run_id)
+    assert run.state.is_completed(), run.state
+    assert run.deployment_id == deployment_id
+    assert run.name == "probe-21"
+    # No runner or worker serves this deployment: only the dispatcher can have run it.
+    assert time.monotonic() - started < 30
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+        )
+    assert [r.id for r in runs if r.name == "probe-21"] == [run.id]
+
+
+def test_a_killed_worker_leaves_a_crashed_run_and_a_working_pool(dispatcher) -> None:
+    d, _ = dispatcher
+    dead = wait_final(d.dispatch({"x": 1, "die": True}, name="probe-dies"))
+    assert dead.state.is_crashed(), dead.state
+    alive = wait_final(d.dispatch({"x": 2}, name="probe-after"))
+    assert alive.state.is_completed()
