@@ -1,1 +1,24 @@
-"""Prefect Blocks: credentials and settings that build followup's clients."""
+"""Prefect Blocks: credentials and settings that build followup's clients.
+
+Register them with ``prefect block register -m blocks``; fill them in the UI under Blocks.
+"""
+
+from blocks.credentials import (
+    GcnCredentials,
+    GcnKafkaCredentials,
+    HermesCredentials,
+    HopCredentials,
+    LcoCredentials,
+    TnsCredentials,
+)
+from blocks.settings import FollowupSettings
+
+__all__ = [
+    "FollowupSettings",
+    "GcnCredentials",
+    "GcnKafkaCredentials",
+    "HermesCredentials",
+    "HopCredentials",
+    "LcoCredentials",
+    "TnsCredentials",
+]

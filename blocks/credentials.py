@@ -1,0 +1,283 @@
+"""Credentials Blocks, one per external service; ``get_client`` is the only place a secret is unwrapped.
+
+Fill them in the Prefect UI (Blocks -> Add) or in code; flows load them by name and never pass
+secrets as parameters. Every field that grants access is a ``SecretStr``: the UI masks it, the API
+returns it obfuscated, and the server stores it encrypted.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from prefect.blocks.core import Block
+from pydantic import Field, SecretStr
+
+if TYPE_CHECKING:
+    from followup.lco import ArchiveClient, PortalClient
+    from followup.reporting.gcn import GcnCircularsClient
+    from followup.reporting.hermes import HermesClient
+    from followup.reporting.tns import TnsClient
+
+__all__ = [
+    "GcnCredentials",
+    "GcnKafkaCredentials",
+    "HermesCredentials",
+    "HopCredentials",
+    "LcoCredentials",
+    "TnsCredentials",
+]
+
+
+class LcoCredentials(Block):
+    """Access to the LCO Observation Portal and Science Archive (one API token serves both).
+
+    Attributes:
+        api_token: Observation Portal API token (from the portal's profile page).
+        proposal_id: Proposal whose time the requests use.
+        portal_url: Root of the Observation Portal (its API is under ``/api/``).
+        archive_url: Root of the Science Archive API (frames are under ``/frames/``).
+        timeout_s: HTTP timeout in seconds.
+
+    Example:
+        ```python
+        from blocks import LcoCredentials
+
+        lco = LcoCredentials.load("BLOCK_NAME")
+        portal = lco.get_portal_client()
+        ```
+    """
+
+    _block_type_name = "LCO Credentials"
+    _block_type_slug = "lco-credentials"
+    _documentation_url = "https://developers.lco.global/"
+
+    api_token: SecretStr = Field(description="Observation Portal API token.")
+    proposal_id: str = Field(description="Proposal whose time the requests use.")
+    portal_url: str = Field(
+        default="https://observe.lco.global", description="Root URL of the Observation Portal."
+    )
+    archive_url: str = Field(
+        default="https://archive-api.lco.global", description="Root URL of the Science Archive."
+    )
+    timeout_s: float = Field(default=30.0, gt=0, description="HTTP timeout in seconds.")
+
+    def get_portal_client(self, *, transport: httpx.BaseTransport | None = None) -> PortalClient:
+        """A new Observation Portal client with this token."""
+        from followup.lco import PortalClient
+
+        return PortalClient(
+            self.portal_url, self.api_token, timeout=self.timeout_s, transport=transport
+        )
+
+    def get_archive_client(self, *, transport: httpx.BaseTransport | None = None) -> ArchiveClient:
+        """A new Science Archive client with this token."""
+        from followup.lco import ArchiveClient
+
+        return ArchiveClient(
+            self.archive_url, self.api_token, timeout=self.timeout_s, transport=transport
+        )
+
+
+class HermesCredentials(Block):
+    """Access to HERMES, LCO's message broker front end to SCiMMA's Hopskotch.
+
+    Attributes:
+        api_token: HERMES API token (profile page; the account needs a linked SCiMMA credential).
+        base_url: Root URL of HERMES (the API is under ``/api/v0/``).
+        timeout_s: HTTP timeout in seconds.
+
+    Example:
+        ```python
+        from blocks import HermesCredentials
+
+        hermes = HermesCredentials.load("BLOCK_NAME")
+        client = hermes.get_client()
+        ```
+    """
+
+    _block_type_name = "HERMES Credentials"
+    _block_type_slug = "hermes-credentials"
+    _documentation_url = "https://hermes.lco.global/"
+
+    api_token: SecretStr = Field(description="HERMES API token.")
+    base_url: str = Field(default="https://hermes.lco.global", description="Root URL of HERMES.")
+    timeout_s: float = Field(default=30.0, gt=0, description="HTTP timeout in seconds.")
+
+    def get_client(self, *, transport: httpx.BaseTransport | None = None) -> HermesClient:
+        """A new HERMES client with this token."""
+        from followup.reporting.hermes import HermesClient
+
+        return HermesClient(
+            self.base_url, self.api_token, timeout=self.timeout_s, transport=transport
+        )
+
+
+class TnsCredentials(Block):
+    """Access to the Transient Name Server as a bot.
+
+    Attributes:
+        api_key: The bot's API key.
+        bot_id: The bot's TNS id (goes into the ``tns_marker`` User-Agent).
+        bot_name: The bot's name.
+        reporting_group_id: TNS id of the reporting group.
+        discovery_data_source_id: TNS id of the discovery data source.
+        reporter: Reporter line of AT reports (names and institutes).
+        base_url: Root URL of TNS (``https://sandbox.wis-tns.org`` for TNS's own sandbox).
+        timeout_s: HTTP timeout in seconds.
+
+    Example:
+        ```python
+        from blocks import TnsCredentials
+
+        tns = TnsCredentials.load("BLOCK_NAME")
+        client = tns.get_client()
+        ```
+    """
+
+    _block_type_name = "TNS Credentials"
+    _block_type_slug = "tns-credentials"
+    _documentation_url = "https://www.wis-tns.org/content/tns-getting-started"
+
+    api_key: SecretStr = Field(description="The bot's TNS API key.")
+    bot_id: int = Field(description="The bot's TNS id.")
+    bot_name: str = Field(description="The bot's name.")
+    reporting_group_id: int = Field(description="TNS id of the reporting group.")
+    discovery_data_source_id: int = Field(description="TNS id of the discovery data source.")
+    reporter: str = Field(description="Reporter line of AT reports (names and institutes).")
+    base_url: str = Field(default="https://www.wis-tns.org", description="Root URL of TNS.")
+    timeout_s: float = Field(default=30.0, gt=0, description="HTTP timeout in seconds.")
+
+    def get_client(self, *, transport: httpx.BaseTransport | None = None) -> TnsClient:
+        """A new TNS client for this bot."""
+        from followup.reporting.tns import TnsClient
+
+        return TnsClient(
+            self.base_url,
+            self.api_key,
+            bot_id=self.bot_id,
+            bot_name=self.bot_name,
+            timeout=self.timeout_s,
+            transport=transport,
+        )
+
+
+class GcnCredentials(Block):
+    """Access to the GCN Circulars API (for partner applications) and the Circulars email address.
+
+    Attributes:
+        access_token: OAuth access token with the ``gcn.nasa.gov/circular-submitter`` scope.
+        base_url: Root URL of GCN (``https://gcn.nasa.gov``).
+        from_address: Sender address of endorsed emailers, used for the ready email text.
+        timeout_s: HTTP timeout in seconds.
+
+    Example:
+        ```python
+        from blocks import GcnCredentials
+
+        gcn = GcnCredentials.load("BLOCK_NAME")
+        client = gcn.get_client()
+        ```
+    """
+
+    _block_type_name = "GCN Credentials"
+    _block_type_slug = "gcn-credentials"
+    _documentation_url = "https://gcn.nasa.gov/docs/circulars"
+
+    access_token: SecretStr = Field(description="Bearer token for the Circulars API.")
+    base_url: str = Field(default="https://gcn.nasa.gov", description="Root URL of GCN.")
+    from_address: str = Field(default="", description="Sender address of Circular emails.")
+    timeout_s: float = Field(default=30.0, gt=0, description="HTTP timeout in seconds.")
+
+    def get_client(self, *, transport: httpx.BaseTransport | None = None) -> GcnCircularsClient:
+        """A new GCN Circulars client with this token."""
+        from followup.reporting.gcn import GcnCircularsClient
+
+        return GcnCircularsClient(
+            self.base_url, self.access_token, timeout=self.timeout_s, transport=transport
+        )
+
+
+class HopCredentials(Block):
+    """A SCiMMA Hopskotch (or local Kafka) credential and the topics to read.
+
+    Attributes:
+        broker_url: Kafka URL without topics, e.g. ``kafka://kafka.scimma.org``.
+        username: SCiMMA credential name; empty for a broker without authentication.
+        password: SCiMMA credential password.
+        topics: Topics to read (``igwn.gwalert`` ...).
+        group_id: Consumer group id (Hopskotch requires it to start with the username).
+
+    Example:
+        ```python
+        from blocks import HopCredentials
+
+        hop = HopCredentials.load("BLOCK_NAME")
+        auth = hop.get_auth()
+        ```
+    """
+
+    _block_type_name = "Hop Credentials"
+    _block_type_slug = "hop-credentials"
+    _documentation_url = "https://hop-client.readthedocs.io/"
+
+    broker_url: str = Field(default="kafka://kafka.scimma.org", description="Kafka broker URL.")
+    username: str = Field(default="", description="SCiMMA credential name (empty: no auth).")
+    password: SecretStr = Field(default=SecretStr(""), description="SCiMMA credential password.")
+    topics: list[str] = Field(default_factory=lambda: ["igwn.gwalert"], description="Topics read.")
+    group_id: str = Field(default="followup-listener", description="Consumer group id.")
+
+    def get_auth(self) -> Any:
+        """A ``hop.auth.Auth`` for this credential, or False for a broker without authentication."""
+        if not self.username:
+            return False
+        from hop.auth import Auth
+
+        return Auth(self.username, self.password.get_secret_value())
+
+
+class GcnKafkaCredentials(Block):
+    """A NASA GCN Kafka client credential and the topics to read.
+
+    Attributes:
+        client_id: GCN Kafka client id.
+        client_secret: GCN Kafka client secret.
+        domain: ``gcn.nasa.gov`` (or ``test.gcn.nasa.gov``).
+        topics: Topics to read.
+        group_id: Consumer group id.
+
+    Example:
+        ```python
+        from blocks import GcnKafkaCredentials
+
+        gcn_kafka = GcnKafkaCredentials.load("BLOCK_NAME")
+        auth = gcn_kafka.get_auth()
+        ```
+    """
+
+    _block_type_name = "GCN Kafka Credentials"
+    _block_type_slug = "gcn-kafka-credentials"
+    _documentation_url = "https://gcn.nasa.gov/docs/client"
+
+    client_id: str = Field(description="GCN Kafka client id.")
+    client_secret: SecretStr = Field(description="GCN Kafka client secret.")
+    domain: str = Field(default="gcn.nasa.gov", description="GCN domain.")
+    topics: list[str] = Field(default_factory=list, description="Topics to read.")
+    group_id: str = Field(default="followup-listener", description="Consumer group id.")
+
+    @property
+    def broker_url(self) -> str:
+        """Kafka URL of GCN's brokers for this domain."""
+        return f"kafka://kafka.{self.domain}"
+
+    def get_auth(self) -> Any:
+        """A ``hop.auth.Auth`` using GCN's OAuth client-credentials flow."""
+        from adc.auth import SASLMethod
+        from hop.auth import Auth
+
+        return Auth(
+            self.client_id,
+            self.client_secret.get_secret_value(),
+            method=SASLMethod.OAUTHBEARER,
+            token_endpoint=f"https://auth.{self.domain}/oauth2/token",
+        )
