@@ -626,7 +626,8 @@ class _LcoHttp:
         response: httpx.Response,
         operation: str,
         cls: type[ServiceError] | None = None,
-        **extra: Any,
+        *,
+        retry_after: float | None = None,
     ) -> ServiceError:
         """Translate a non-2xx response into the matching ``followup.exceptions`` class."""
         status = response.status_code
@@ -648,6 +649,9 @@ class _LcoHttp:
         message = f"{operation}: {status} from {response.request.method} {url}: {detail}"
         if cls is UncertainOutcome:
             message += " (the request may have been acted on: look it up before sending again)"
+        extra: dict[str, Any] = {}
+        if issubclass(cls, ServiceUnavailable):
+            extra["retry_after"] = retry_after
         return cls(message, operation=operation, status_code=status, url=url, body=body, **extra)
 
     def _get_json(self, path: str, *, operation: str, params: Any = None) -> Any:
@@ -1098,7 +1102,6 @@ class ArchiveClient(_LcoHttp):
         max_retry_after_s: Longest Retry-After (seconds) the client waits by itself.
         sleep: The function used to wait.
         user_agent: The User-Agent header.
-        chunk_bytes: Size of the pieces a download is written in.
     """
 
     _service = "the LCO archive"
@@ -1116,7 +1119,6 @@ class ArchiveClient(_LcoHttp):
         max_retry_after_s: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
         user_agent: str = _USER_AGENT,
-        chunk_bytes: int = 1 << 20,
     ) -> None:
         super().__init__(
             token,
@@ -1130,7 +1132,6 @@ class ArchiveClient(_LcoHttp):
             sleep=sleep,
             user_agent=user_agent,
         )
-        self.chunk_bytes = chunk_bytes
 
     def list_frame_records(self, **filters: Any) -> list[dict[str, Any]]:
         """Raw frame records for any archive filters (``GET /frames/?...``), every page followed.
@@ -1382,7 +1383,9 @@ class ArchiveClient(_LcoHttp):
                     total = int(length) if length is not None else None
                     mode = "wb"
                 with part.open(mode) as handle:
-                    for chunk in response.iter_bytes(self.chunk_bytes):
+                    # Chunks as they arrive: a re-chunking buffer would lose the tail of a
+                    # broken transfer.
+                    for chunk in response.iter_bytes():
                         handle.write(chunk)
                 return total
         except httpx.TransportError as exc:
