@@ -1014,6 +1014,8 @@ class LcoSandboxState:
             "does not have any ... time left" refusal.
         completion_delay_s: Simulated seconds from the later of submission and window start
             until a request completes.
+        reduction_delay_s: Simulated seconds from completion until the BANZAI (level 91)
+            frames reach the archive; raw frames and calibrations are there at completion.
         cache_dir: Where rendered frames are kept (each rendered once); None keeps them in memory.
         url_secret: Key signing download URLs; random by default.
         url_lifetime_s: Lifetime of a signed download URL (the archive's is 48 h).
@@ -1030,6 +1032,7 @@ class LcoSandboxState:
         proposals: Iterable[str] = ("SANDBOX-001",),
         time_allocation_hours: Mapping[str, float] | None = None,
         completion_delay_s: float = 600.0,
+        reduction_delay_s: float = 0.0,
         cache_dir: str | Path | None = None,
         url_secret: bytes | None = None,
         url_lifetime_s: float = 172800.0,
@@ -1049,6 +1052,7 @@ class LcoSandboxState:
             **(time_allocation_hours or {}),
         }
         self.completion_delay_s = completion_delay_s
+        self.reduction_delay_s = reduction_delay_s
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.url_secret = url_secret or secrets.token_bytes(32)
         self.url_lifetime_s = url_lifetime_s
@@ -1594,7 +1598,13 @@ class LcoSandboxState:
         counter = self._frame_numbers.setdefault((instrument_id, day), itertools.count(1))
         return next(counter)
 
-    def _add_frame(self, spec: FrameSpec, day: date, observation_id: int | None) -> _FrameEntry:
+    def _add_frame(
+        self,
+        spec: FrameSpec,
+        day: date,
+        observation_id: int | None,
+        available_at: datetime | None = None,
+    ) -> _FrameEntry:
         frame_id = next(self._frame_ids)
         entry = _FrameEntry(
             frame_id=frame_id,
@@ -1604,7 +1614,7 @@ class LcoSandboxState:
             version_key=hashlib.md5(
                 f"{spec.basename}:{frame_id}".encode(), usedforsecurity=False
             ).hexdigest(),
-            created=spec.date_obs + timedelta(minutes=5),
+            created=available_at or spec.date_obs,
             public_date=spec.date_obs + timedelta(days=365),
             observation_day=day,
         )
@@ -1683,11 +1693,13 @@ class LcoSandboxState:
                     FrameSpec(basename=f"{stem}-e00", reduction_level=0, **common),
                     day,
                     sim.block_id,
+                    available_at=completed_at,
                 )
                 reduced = self._add_frame(
                     FrameSpec(basename=f"{stem}-e91", reduction_level=91, **common),
                     day,
                     sim.block_id,
+                    available_at=completed_at + timedelta(seconds=self.reduction_delay_s),
                 )
                 reduced.related.append(raw.frame_id)
                 raw.related.append(reduced.frame_id)
@@ -1815,6 +1827,8 @@ class LcoSandboxState:
                     "basename_exact": spec.basename,
                     "target_name_exact": spec.target_name,
                 }
+                if entry.created > now:
+                    continue  # not ingested yet (BANZAI still reducing)
                 if not authenticated and entry.public_date > now:
                     continue
                 if any(record[key] != value for key, value in numbers.items()):
@@ -1855,7 +1869,7 @@ class LcoSandboxState:
         with self._lock:
             self.refresh()
             entry = self._frames[frame_id]
-            if not authenticated and entry.public_date > self.now():
+            if entry.created > self.now() or (not authenticated and entry.public_date > self.now()):
                 raise KeyError(frame_id)
             return entry
 
