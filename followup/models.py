@@ -326,7 +326,9 @@ class ObservingStrategy(_Model):
     instrument_type: str = "1M0-SCICAM-SINISTRO"
     filters: list[str] = Field(default_factory=lambda: ["rp"], min_length=1)
     exposure_time_s: float = Field(default=300.0, gt=0)
-    exposure_time_per_filter_s: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    exposure_time_per_filter_s: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict
+    )
     exposure_count: int = Field(default=1, ge=1)
     max_airmass: float = Field(default=1.6, ge=1, le=25)
     min_lunar_distance_deg: float = Field(default=30.0, ge=0, le=180)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import subprocess
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -11,7 +14,13 @@ import httpx
 import pytest
 
 from followup.exceptions import AuthenticationError, RequestRejected, UncertainOutcome
-from followup.lco import ArchiveClient, PortalClient, build_request_group, group_name_prefix, make_group_name
+from followup.lco import (
+    ArchiveClient,
+    PortalClient,
+    build_request_group,
+    group_name_prefix,
+    make_group_name,
+)
 from followup.models import LcoState
 from sandbox.lco import LcoSandboxState, ManualClock, create_archive_app, create_portal_app
 from tests.lco_support import TOKEN, TinyRenderer, serve, strategy, target, window
@@ -28,17 +37,22 @@ class Sleeps(list):
 def stack(tmp_path_factory) -> Iterator[tuple[LcoSandboxState, str, str]]:
     """Portal and archive on their own ports, sharing one state (as `followup sandbox` runs them)."""
     state = LcoSandboxState(
-        ManualClock(), TinyRenderer(), token=TOKEN, completion_delay_s=600,
+        ManualClock(),
+        TinyRenderer(),
+        token=TOKEN,
+        completion_delay_s=600,
         cache_dir=tmp_path_factory.mktemp("render"),
     )
-    with serve(create_portal_app(state)) as portal_url, serve(create_archive_app(state)) as archive_url:
+    with (
+        serve(create_portal_app(state)) as portal_url,
+        serve(create_archive_app(state)) as archive_url,
+    ):
         yield state, portal_url, archive_url
 
 
 @pytest.fixture
 def sandbox(stack):
-    state, portal_url, archive_url = stack
-    state.reset()
+    stack[0].reset()
     return stack
 
 
@@ -48,10 +62,18 @@ def control(url: str, method: str, path: str, **kwargs) -> httpx.Response:
     return response
 
 
-def group_payload(state: LcoSandboxState, event: str = "S250101ab", name: str = "GAL-001", epoch: int = 0, **fields) -> dict:
+def group_payload(
+    state: LcoSandboxState,
+    event: str = "S250101ab",
+    name: str = "GAL-001",
+    epoch: int = 0,
+    **fields,
+) -> dict:
     chosen = strategy(**fields)
     return build_request_group(
-        target(name), chosen, proposal="SANDBOX-001",
+        target(name),
+        chosen,
+        proposal="SANDBOX-001",
         group_name=make_group_name(event, name, epoch=epoch, filters=chosen.filters),
         **window(state.now()),
     )
@@ -71,7 +93,9 @@ def test_the_whole_exchange(sandbox, tmp_path: Path) -> None:
     rids = [g.request_ids[0] for g in groups]
     assert portal.get_request(rids[0]).state is LcoState.PENDING
     # One paged query per poll cycle, for every request of the event.
-    states = portal.get_request_states(rids, name=group_name_prefix("S250101ab"), created_after=since)
+    states = portal.get_request_states(
+        rids, name=group_name_prefix("S250101ab"), created_after=since
+    )
     assert set(states) == set(rids) and {s.state for s in states.values()} == {LcoState.PENDING}
     everything = portal.get_request_states(created_after=since, page_size=2)  # paged 2 by 2
     assert set(everything) == {*rids, other.request_ids[0]}
@@ -79,7 +103,11 @@ def test_the_whole_exchange(sandbox, tmp_path: Path) -> None:
     assert portal.cancel_request_group(groups[2].id).canceled
     control(portal_url, "POST", "/sandbox/clock/advance", json={"seconds": 700})
     states = portal.get_request_states(rids, created_after=since)
-    assert [states[r].state for r in rids] == [LcoState.COMPLETED, LcoState.COMPLETED, LcoState.CANCELED]
+    assert [states[r].state for r in rids] == [
+        LcoState.COMPLETED,
+        LcoState.COMPLETED,
+        LcoState.CANCELED,
+    ]
     finished = portal.cancel_request_group(groups[0].id)
     assert not finished.canceled and finished.group.state is LcoState.COMPLETED
     assert "Cannot transition from request state COMPLETED to CANCELED" in finished.message
@@ -117,7 +145,12 @@ def test_lost_answer_is_found_by_name_and_never_resubmitted(sandbox) -> None:
     state, portal_url, _ = sandbox
     portal = PortalClient(TOKEN, base_url=portal_url)
     body = group_payload(state)
-    control(portal_url, "POST", "/sandbox/faults", json={"endpoint": "POST /api/requestgroups/$", "status": 502, "after_store": True})
+    control(
+        portal_url,
+        "POST",
+        "/sandbox/faults",
+        json={"endpoint": "POST /api/requestgroups/$", "status": 502, "after_store": True},
+    )
     with pytest.raises(UncertainOutcome):
         portal.submit_request_group(body)
     found = portal.find_request_group_by_name(body["name"])
@@ -130,7 +163,12 @@ def test_hang_after_store_is_uncertain(sandbox) -> None:
     state, portal_url, _ = sandbox
     portal = PortalClient(TOKEN, base_url=portal_url, timeout=0.3)
     body = group_payload(state)
-    control(portal_url, "POST", "/sandbox/faults", json={"endpoint": "POST /api/requestgroups/$", "after_store": True, "delay_s": 1.0})
+    control(
+        portal_url,
+        "POST",
+        "/sandbox/faults",
+        json={"endpoint": "POST /api/requestgroups/$", "after_store": True, "delay_s": 1.0},
+    )
     with pytest.raises(UncertainOutcome):
         portal.submit_request_group(body)
     assert portal.find_request_group_by_name(body["name"]) is not None
@@ -141,17 +179,27 @@ def test_throttled_submit_waits_and_gets_through(sandbox) -> None:
     state, portal_url, _ = sandbox
     sleeps = Sleeps()
     portal = PortalClient(TOKEN, base_url=portal_url, sleep=sleeps)
-    control(portal_url, "POST", "/sandbox/faults", json={"endpoint": "POST /api/requestgroups/$", "status": 429, "retry_after": 5})
+    control(
+        portal_url,
+        "POST",
+        "/sandbox/faults",
+        json={"endpoint": "POST /api/requestgroups/$", "status": 429, "retry_after": 5},
+    )
     group = portal.submit_request_group(group_payload(state))
     assert sleeps == [5.0] and group.state is LcoState.PENDING
     assert control(portal_url, "GET", "/sandbox/requests").json()["count"] == 1
 
 
 def test_get_retries_through_5xx(sandbox) -> None:
-    state, portal_url, _ = sandbox
+    _, portal_url, _ = sandbox
     sleeps = Sleeps()
     portal = PortalClient(TOKEN, base_url=portal_url, sleep=sleeps)
-    control(portal_url, "POST", "/sandbox/faults", json={"endpoint": "GET /api/instruments/", "status": 503, "count": 2})
+    control(
+        portal_url,
+        "POST",
+        "/sandbox/faults",
+        json={"endpoint": "GET /api/instruments/", "status": 503, "count": 2},
+    )
     assert portal.get_instruments()
     assert len(sleeps) == 2
 
@@ -173,7 +221,12 @@ def test_truncated_download_resumes(sandbox, tmp_path: Path) -> None:
     rid = portal.submit_request_group(group_payload(state, filters=["rp"])).request_ids[0]
     control(portal_url, "POST", "/sandbox/clock/advance", json={"seconds": 700})
     (frame,) = archive.list_frames(rid)
-    control(archive_url, "POST", "/sandbox/faults", json={"endpoint": "GET /download/", "truncate_bytes": 2000, "count": 2})
+    control(
+        archive_url,
+        "POST",
+        "/sandbox/faults",
+        json={"endpoint": "GET /download/", "truncate_bytes": 2000, "count": 2},
+    )
     path = archive.download_frame(frame, tmp_path)
     assert hashlib.md5(path.read_bytes()).hexdigest() == frame.md5
     assert control(archive_url, "GET", "/sandbox/faults").json() == []
@@ -192,34 +245,65 @@ def test_expired_download_url_is_refreshed(sandbox, tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------ clients written by others
+#
+# aeonlib needs Python >= 3.12 and tomtoolkit pins astropy/numpy below this project's, so neither
+# can live in the project's venv. Point FOLLOWUP_PEER_PYTHON at a Python that has them
+# (python3.12 -m venv /tmp/lco-peers && /tmp/lco-peers/bin/pip install aeonlib tomtoolkit);
+# the probes in tests/peer_clients/ run there against the stand-ins served here.
+
+PEERS = Path(__file__).parent / "peer_clients"
 
 
-def test_aeonlib_works_unchanged(sandbox) -> None:
-    pytest.importorskip("aeonlib")
-    from aeonlib.conf import Settings
-    from aeonlib.ocs.lco.facility import LcoFacility
-    from aeonlib.ocs.request_models import RequestGroup as AeonGroup
+def peer_python(module: str) -> str:
+    python = os.environ.get("FOLLOWUP_PEER_PYTHON")
+    if not python:
+        pytest.skip("set FOLLOWUP_PEER_PYTHON to a Python with aeonlib and tomtoolkit")
+    probe = subprocess.run([python, "-c", f"import {module}"], capture_output=True, timeout=60)
+    if probe.returncode != 0:
+        pytest.skip(f"{python} cannot import {module}")
+    return python
 
+
+def run_probe(python: str, *args: str) -> dict:
+    done = subprocess.run([python, *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_aeonlib_works_unchanged(sandbox, tmp_path: Path) -> None:
+    python = peer_python("aeonlib")
     state, portal_url, _ = sandbox
-    facility = LcoFacility(settings=Settings(lco_token=TOKEN, lco_api_root=f"{portal_url}/api/"))
     body = group_payload(state)
-    group = AeonGroup.model_validate(body)
-    valid, errors = facility.validate_request_group(group)
-    assert valid and errors == []
-    bad = group.model_copy(update={"ipp_value": 3.0})
-    valid, errors = facility.validate_request_group(bad)
-    assert not valid and errors == {"non_field_errors": ["requestgroups ipp_value must be >= 0.5, <= 2.0"]}
-    submitted = facility.submit_request_group(group)
-    assert submitted.state == "PENDING" and submitted.name == body["name"]
+    path = tmp_path / "payload.json"
+    path.write_text(json.dumps(body))
+    report = run_probe(python, str(PEERS / "aeonlib_probe.py"), portal_url, TOKEN, str(path))
+    assert report["valid"] is True and report["errors"] == []
+    assert report["bad_valid"] is False
+    assert report["bad_errors"] == {
+        "non_field_errors": ["requestgroups ipp_value must be >= 0.5, <= 2.0"]
+    }
+    assert report["submitted"]["state"] == "PENDING" and report["submitted"]["name"] == body["name"]
     assert control(portal_url, "GET", "/sandbox/requests").json()["count"] == 1
 
 
 def test_tomtoolkit_lco_facility_works_unchanged(sandbox, tmp_path: Path) -> None:
-    pytest.importorskip("tom_observations")
-    from tests.tomtoolkit_probe import run_tomtoolkit
-
+    python = peer_python("tom_observations")
     state, portal_url, archive_url = sandbox
-    result = run_tomtoolkit(portal_url, archive_url, TOKEN, group_payload(state), control)
-    assert result["observation_ids"] and result["status"]["state"] == "COMPLETED"
-    assert result["products"] and all(p["url"] for p in result["products"])
-    assert result["canceled"] is True
+    body = group_payload(state)
+    path = tmp_path / "payload.json"
+    path.write_text(json.dumps(body))
+    report = run_probe(
+        python,
+        str(PEERS / "tomtoolkit_probe.py"),
+        portal_url,
+        archive_url,
+        TOKEN,
+        str(path),
+        portal_url,
+    )
+    assert report["validate"]["errors"] == {} and report["validate"]["request_durations"]
+    assert report["pending"]["state"] == "PENDING" and report["pending"]["scheduled_start"]
+    assert report["status"]["state"] == "COMPLETED"
+    assert len(report["products"]) == 4 and all(p["url"] for p in report["products"])
+    assert report["canceled"] is True
+    assert control(portal_url, "GET", "/sandbox/requests").json()["count"] == 2

@@ -39,10 +39,16 @@ def test_sinistro_payload_shape() -> None:
     assert request["location"] == {"telescope_class": "1m0"}
     assert request["windows"] == [{"start": "2025-03-01T12:00:00Z", "end": "2025-03-02T12:00:00Z"}]
     (configuration,) = request["configurations"]
-    assert configuration["type"] == "EXPOSE" and configuration["instrument_type"] == "1M0-SCICAM-SINISTRO"
+    assert (
+        configuration["type"] == "EXPOSE"
+        and configuration["instrument_type"] == "1M0-SCICAM-SINISTRO"
+    )
     assert configuration["target"]["type"] == "ICRS" and configuration["target"]["ra"] == 150.25
     assert configuration["constraints"]["max_airmass"] == 2.0
-    assert [ic["optical_elements"] for ic in configuration["instrument_configs"]] == [{"filter": "gp"}, {"filter": "rp"}]
+    assert [ic["optical_elements"] for ic in configuration["instrument_configs"]] == [
+        {"filter": "gp"},
+        {"filter": "rp"},
+    ]
     assert [ic["exposure_time"] for ic in configuration["instrument_configs"]] == [200.0, 120.0]
     assert configuration["guiding_config"] == {"mode": "ON", "optional": True, "extra_params": {}}
     assert configuration["acquisition_config"]["mode"] == "OFF"
@@ -71,7 +77,9 @@ def test_muscat_uses_per_channel_extra_params() -> None:
 
 
 def test_floyds_is_a_spectrum_with_slit() -> None:
-    payload = build(instrument_type="2M0-FLOYDS-SCICAM", filters=["slit_2.0as"], exposure_time_s=900)
+    payload = build(
+        instrument_type="2M0-FLOYDS-SCICAM", filters=["slit_2.0as"], exposure_time_s=900
+    )
     configuration = payload["requests"][0]["configurations"][0]
     assert configuration["type"] == "SPECTRUM"
     assert configuration["acquisition_config"]["mode"] == "WCS"
@@ -82,7 +90,9 @@ def test_floyds_is_a_spectrum_with_slit() -> None:
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        pytest.param({"instrument_type": "1M0-SCICAM-SBIG"}, "unknown instrument type", id="instrument"),
+        pytest.param(
+            {"instrument_type": "1M0-SCICAM-SBIG"}, "unknown instrument type", id="instrument"
+        ),
         pytest.param({"filters": ["rp", "Ha"]}, r"has no filter \['Ha'\]", id="filter"),
     ],
 )
@@ -93,22 +103,40 @@ def test_builder_rejects_bad_strategy(fields, message) -> None:
 
 def test_builder_rejects_bad_window_and_name() -> None:
     with pytest.raises(ValueError, match="not after"):
-        build_request_group(target(), strategy(), proposal="P", group_name="n", window_start=START, window_end=START)
+        build_request_group(
+            target(), strategy(), proposal="P", group_name="n", window_start=START, window_end=START
+        )
     with pytest.raises(ValueError, match="1 to 50"):
-        build_request_group(target(), strategy(), proposal="P", group_name="x" * 51, window_start=START, window_end=START + timedelta(hours=1))
+        build_request_group(
+            target(),
+            strategy(),
+            proposal="P",
+            group_name="x" * 51,
+            window_start=START,
+            window_end=START + timedelta(hours=1),
+        )
 
 
 def test_naive_window_is_utc() -> None:
     payload = build_request_group(
-        target(), strategy(), proposal="P", group_name="n",
-        window_start=datetime(2025, 3, 1, 12), window_end=datetime(2025, 3, 1, 18),
+        target(),
+        strategy(),
+        proposal="P",
+        group_name="n",
+        window_start=datetime(2025, 3, 1, 12),
+        window_end=datetime(2025, 3, 1, 18),
     )
-    assert payload["requests"][0]["windows"][0] == {"start": "2025-03-01T12:00:00Z", "end": "2025-03-01T18:00:00Z"}
+    assert payload["requests"][0]["windows"][0] == {
+        "start": "2025-03-01T12:00:00Z",
+        "end": "2025-03-01T18:00:00Z",
+    }
 
 
 def test_group_names_are_deterministic_unique_and_safe() -> None:
     base = make_group_name("S250101ab", "GAL-001", epoch=0, filters=["gp", "rp"], plan="gw-bns")
-    assert base == make_group_name("S250101ab", "GAL-001", epoch=0, filters=["gp", "rp"], plan="gw-bns")
+    assert base == make_group_name(
+        "S250101ab", "GAL-001", epoch=0, filters=["gp", "rp"], plan="gw-bns"
+    )
     variants = {
         make_group_name("S250101ab", "GAL-001", epoch=1, filters=["gp", "rp"], plan="gw-bns"),
         make_group_name("S250101ab", "GAL-002", epoch=0, filters=["gp", "rp"], plan="gw-bns"),
@@ -118,7 +146,9 @@ def test_group_names_are_deterministic_unique_and_safe() -> None:
     }
     assert base not in variants and len(variants) == 5
     assert base.startswith("S250101ab_GAL-001_e0_")
-    long = make_group_name("GRB 250101A / Swift-BAT trigger 1234567", "field #12 (ra=10, dec=-20)" + "x" * 10, epoch=12)
+    long = make_group_name(
+        "GRB 250101A / Swift-BAT trigger 1234567", "field #12 (ra=10, dec=-20)" + "x" * 10, epoch=12
+    )
     assert len(long) <= 50 and re.fullmatch(r"[A-Za-z0-9._-]+", long)
     assert long.startswith(group_name_prefix("GRB 250101A / Swift-BAT trigger 1234567"))
     with pytest.raises(ValueError):

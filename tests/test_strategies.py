@@ -36,8 +36,18 @@ def book():
 
 
 def test_default_book_covers_every_alert_class(book) -> None:
-    assert set(book.strategies) == {"gw-bns-nsbh", "gw-bbh-other", "grb", "neutrino", "x-ray", "optical"}
-    assert book.strategies["gw-bns-nsbh"].epochs == 3 and book.strategies["gw-bns-nsbh"].cadence_hours == 24
+    assert set(book.strategies) == {
+        "gw-bns-nsbh",
+        "gw-bbh-other",
+        "grb",
+        "neutrino",
+        "x-ray",
+        "optical",
+    }
+    assert (
+        book.strategies["gw-bns-nsbh"].epochs == 3
+        and book.strategies["gw-bns-nsbh"].cadence_hours == 24
+    )
     assert book.strategies["grb"].observation_type is ObservationType.RAPID_RESPONSE
     assert book.strategies["grb"].exposure_time_per_filter_s["gp"] == 180
 
@@ -46,9 +56,17 @@ def test_default_book_covers_every_alert_class(book) -> None:
     ("fields", "expected"),
     [
         pytest.param({"classification": {"BNS": 0.9, "BBH": 0.05}}, "gw-bns-nsbh", id="bns"),
-        pytest.param({"classification": {"BNS": 0.3, "NSBH": 0.3, "BBH": 0.4}}, "gw-bns-nsbh", id="bns+nsbh"),
-        pytest.param({"classification": {"BBH": 0.9}, "properties": {"HasNS": 0.7}}, "gw-bns-nsbh", id="hasns"),
-        pytest.param({"classification": {"BBH": 0.95, "Terrestrial": 0.05}}, "gw-bbh-other", id="bbh"),
+        pytest.param(
+            {"classification": {"BNS": 0.3, "NSBH": 0.3, "BBH": 0.4}}, "gw-bns-nsbh", id="bns+nsbh"
+        ),
+        pytest.param(
+            {"classification": {"BBH": 0.9}, "properties": {"HasNS": 0.7}},
+            "gw-bns-nsbh",
+            id="hasns",
+        ),
+        pytest.param(
+            {"classification": {"BBH": 0.95, "Terrestrial": 0.05}}, "gw-bbh-other", id="bbh"
+        ),
         pytest.param({"kind": AlertKind.GAMMA_RAY, "source": "Swift"}, "grb", id="grb"),
         pytest.param({"kind": AlertKind.NEUTRINO, "source": "IceCube"}, "neutrino", id="neutrino"),
         pytest.param({"kind": AlertKind.X_RAY, "source": "EP"}, "x-ray", id="x-ray"),
