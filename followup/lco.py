@@ -483,13 +483,16 @@ class _LcoHttp:
     """One ``httpx.Client`` with the error and retry policy both LCO clients share."""
 
     _service = "LCO"
+    _default_base_url = ""
+    _default_timeout = 30.0
+    _strip_suffix = ""  # a path the caller may include in base_url, removed (the portal's /api)
 
     def __init__(
         self,
         token: str | SecretStr | None,
         *,
-        base_url: str,
-        timeout: float | httpx.Timeout = 30.0,
+        base_url: str | None = None,
+        timeout: float | httpx.Timeout | None = None,
         transport: httpx.BaseTransport | None = None,
         max_retries: int = 3,
         backoff_s: float = 1.0,
@@ -505,10 +508,13 @@ class _LcoHttp:
         self.max_backoff_s = max_backoff_s
         self.max_retry_after_s = max_retry_after_s
         self._sleep = sleep
+        root = (base_url or self._default_base_url).rstrip("/")
+        if self._strip_suffix and root.endswith(self._strip_suffix):
+            root = root[: -len(self._strip_suffix)]
         self._client = httpx.Client(
-            base_url=base_url.rstrip("/"),
+            base_url=root,
             auth=TokenAuth(token) if token else None,
-            timeout=timeout,
+            timeout=self._default_timeout if timeout is None else timeout,
             transport=transport,
             headers={"User-Agent": user_agent, "Accept": "application/json"},
             follow_redirects=True,
@@ -720,9 +726,9 @@ class PortalClient(_LcoHttp):
 
     Args:
         token: Portal API token (``Authorization: Token``); None for anonymous reads.
-        base_url: Portal root, e.g. ``https://observe.lco.global`` (a trailing ``/api`` is
+        base_url: Portal root (default ``https://observe.lco.global``; a trailing ``/api`` is
             accepted and removed).
-        timeout: Seconds (or an ``httpx.Timeout``) for each HTTP call.
+        timeout: Seconds (or an ``httpx.Timeout``) for each HTTP call; 30 by default.
         transport: An httpx transport to use instead of the network (tests, the sandbox).
         max_retries: Retries after the first attempt for retryable failures.
         backoff_s: First backoff wait in seconds; doubles each retry up to ``max_backoff_s``.
@@ -733,36 +739,8 @@ class PortalClient(_LcoHttp):
     """
 
     _service = "the LCO portal"
-
-    def __init__(
-        self,
-        token: str | SecretStr | None,
-        *,
-        base_url: str = DEFAULT_PORTAL_URL,
-        timeout: float | httpx.Timeout = 30.0,
-        transport: httpx.BaseTransport | None = None,
-        max_retries: int = 3,
-        backoff_s: float = 1.0,
-        max_backoff_s: float = 30.0,
-        max_retry_after_s: float = 60.0,
-        sleep: Callable[[float], None] = time.sleep,
-        user_agent: str = _USER_AGENT,
-    ) -> None:
-        root = base_url.rstrip("/")
-        if root.endswith("/api"):
-            root = root[: -len("/api")]
-        super().__init__(
-            token,
-            base_url=root,
-            timeout=timeout,
-            transport=transport,
-            max_retries=max_retries,
-            backoff_s=backoff_s,
-            max_backoff_s=max_backoff_s,
-            max_retry_after_s=max_retry_after_s,
-            sleep=sleep,
-            user_agent=user_agent,
-        )
+    _default_base_url = DEFAULT_PORTAL_URL
+    _strip_suffix = "/api"
 
     # ---------------------------------------------------------------- request groups
 
@@ -1093,8 +1071,8 @@ class ArchiveClient(_LcoHttp):
 
     Args:
         token: Portal API token; None for public frames only.
-        base_url: Archive API root, e.g. ``https://archive-api.lco.global``.
-        timeout: Seconds (or an ``httpx.Timeout``) for each HTTP call.
+        base_url: Archive API root (default ``https://archive-api.lco.global``).
+        timeout: Seconds (or an ``httpx.Timeout``) for each HTTP call; 60 by default.
         transport: An httpx transport to use instead of the network.
         max_retries: Retries of retryable failures (and resumes of a broken download).
         backoff_s: First backoff wait in seconds.
@@ -1105,33 +1083,8 @@ class ArchiveClient(_LcoHttp):
     """
 
     _service = "the LCO archive"
-
-    def __init__(
-        self,
-        token: str | SecretStr | None,
-        *,
-        base_url: str = DEFAULT_ARCHIVE_URL,
-        timeout: float | httpx.Timeout = 60.0,
-        transport: httpx.BaseTransport | None = None,
-        max_retries: int = 3,
-        backoff_s: float = 1.0,
-        max_backoff_s: float = 30.0,
-        max_retry_after_s: float = 60.0,
-        sleep: Callable[[float], None] = time.sleep,
-        user_agent: str = _USER_AGENT,
-    ) -> None:
-        super().__init__(
-            token,
-            base_url=base_url,
-            timeout=timeout,
-            transport=transport,
-            max_retries=max_retries,
-            backoff_s=backoff_s,
-            max_backoff_s=max_backoff_s,
-            max_retry_after_s=max_retry_after_s,
-            sleep=sleep,
-            user_agent=user_agent,
-        )
+    _default_base_url = DEFAULT_ARCHIVE_URL
+    _default_timeout = 60.0
 
     def list_frame_records(self, **filters: Any) -> list[dict[str, Any]]:
         """Raw frame records for any archive filters (``GET /frames/?...``), every page followed.
