@@ -318,12 +318,17 @@ class ObservingStrategy(_Model):
         epochs: Number of epochs (for example 3 for three nights).
         cadence_hours: Hours between epoch window starts.
         max_targets: At most this many targets are requested per alert.
+        exposure_time_per_filter_s: Per-filter exposure times in seconds overriding
+            ``exposure_time_s`` (MuSCAT's per-channel times, or longer exposures in blue filters).
     """
 
     name: str
     instrument_type: str = "1M0-SCICAM-SINISTRO"
     filters: list[str] = Field(default_factory=lambda: ["rp"], min_length=1)
     exposure_time_s: float = Field(default=300.0, gt=0)
+    exposure_time_per_filter_s: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict
+    )
     exposure_count: int = Field(default=1, ge=1)
     max_airmass: float = Field(default=1.6, ge=1, le=25)
     min_lunar_distance_deg: float = Field(default=30.0, ge=0, le=180)

@@ -1,0 +1,89 @@
+"""Helpers for the LCO tests: a tiny FITS renderer and a uvicorn server on a free port."""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import uvicorn
+from astropy.io import fits
+
+from followup.models import ObservingStrategy, Target
+from sandbox.specs import FrameSpec
+
+TOKEN = "test-token-0123456789"
+AUTH = {"Authorization": f"Token {TOKEN}"}
+
+
+class TinyRenderer:
+    """A FrameRenderer writing a 16x16 FITS file with the spec's keywords; counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, spec: FrameSpec) -> bytes:
+        with self._lock:
+            self.calls.append(spec.basename)
+        header = fits.Header()
+        header["OBJECT"] = spec.target_name
+        header["FILTER"] = spec.filter or "air"
+        header["RLEVEL"] = spec.reduction_level
+        header["OBSTYPE"] = spec.configuration_type
+        header["REQNUM"] = spec.request_id or 0
+        rng = np.random.default_rng(spec.seed)
+        data = rng.normal(100, 5, size=(16, 16)).astype(np.float32)
+        buffer = io.BytesIO()
+        fits.PrimaryHDU(data=data, header=header).writeto(buffer)
+        return buffer.getvalue()
+
+
+def target(name: str = "GAL-001", ra: float = 150.25, dec: float = -20.5) -> Target:
+    return Target(name=name, ra=ra, dec=dec, kind="galaxy", rank=1, probability=0.2)
+
+
+def strategy(**fields: Any) -> ObservingStrategy:
+    values: dict[str, Any] = {
+        "name": "test",
+        "filters": ["gp", "rp"],
+        "exposure_time_s": 120.0,
+        "exposure_count": 1,
+    }
+    values.update(fields)
+    return ObservingStrategy(**values)
+
+
+def window(now: datetime, hours: float = 24.0, start_offset_h: float = 0.0) -> dict[str, datetime]:
+    start = now + timedelta(hours=start_offset_h)
+    return {"window_start": start, "window_end": start + timedelta(hours=hours)}
+
+
+@contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on 127.0.0.1 (a socket bound to port 0); yield its URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="critical", lifespan="off", timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()

@@ -1,0 +1,172 @@
+"""The request-group payload builder and the deterministic group names."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from followup.lco import (
+    INSTRUMENTS,
+    build_request_group,
+    epoch_windows,
+    estimate_request_duration_s,
+    group_name_prefix,
+    make_group_name,
+)
+from tests.lco_support import strategy, target
+
+START = datetime(2025, 3, 1, 12, tzinfo=UTC)
+
+
+def build(**fields):
+    return build_request_group(
+        target(),
+        strategy(**fields),
+        proposal="P1",
+        group_name="S1_GAL-001_e0_0123456789",
+        window_start=START,
+        window_end=START + timedelta(hours=24),
+    )
+
+
+def test_sinistro_payload_shape() -> None:
+    payload = build(filters=["gp", "rp"], exposure_time_per_filter_s={"gp": 200.0}, max_airmass=2.0)
+    assert payload["operator"] == "SINGLE" and payload["observation_type"] == "NORMAL"
+    assert payload["ipp_value"] == 1.05 and payload["proposal"] == "P1"
+    (request,) = payload["requests"]
+    assert request["location"] == {"telescope_class": "1m0"}
+    assert request["windows"] == [{"start": "2025-03-01T12:00:00Z", "end": "2025-03-02T12:00:00Z"}]
+    (configuration,) = request["configurations"]
+    assert (
+        configuration["type"] == "EXPOSE"
+        and configuration["instrument_type"] == "1M0-SCICAM-SINISTRO"
+    )
+    assert configuration["target"]["type"] == "ICRS" and configuration["target"]["ra"] == 150.25
+    assert configuration["constraints"]["max_airmass"] == 2.0
+    assert [ic["optical_elements"] for ic in configuration["instrument_configs"]] == [
+        {"filter": "gp"},
+        {"filter": "rp"},
+    ]
+    assert [ic["exposure_time"] for ic in configuration["instrument_configs"]] == [200.0, 120.0]
+    assert configuration["guiding_config"] == {"mode": "ON", "optional": True, "extra_params": {}}
+    assert configuration["acquisition_config"]["mode"] == "OFF"
+
+
+def test_muscat_uses_per_channel_extra_params() -> None:
+    payload = build(
+        instrument_type="2M0-SCICAM-MUSCAT",
+        filters=["gp", "rp", "ip", "zs"],
+        exposure_time_per_filter_s={"gp": 180.0},
+        exposure_count=2,
+    )
+    (request,) = payload["requests"]
+    assert request["location"]["telescope_class"] == "2m0"
+    (config,) = request["configurations"][0]["instrument_configs"]
+    assert config["optical_elements"] == {f"narrowband_{c}_position": "out" for c in "griz"}
+    assert config["extra_params"] == {
+        "exposure_mode": "ASYNCHRONOUS",
+        "exposure_time_g": 180.0,
+        "exposure_time_r": 120.0,
+        "exposure_time_i": 120.0,
+        "exposure_time_z": 120.0,
+    }
+    assert config["exposure_time"] == 180.0 and config["exposure_count"] == 2
+    assert config["mode"] == "MUSCAT_SLOW"
+
+
+def test_floyds_is_a_spectrum_with_slit() -> None:
+    payload = build(
+        instrument_type="2M0-FLOYDS-SCICAM", filters=["slit_2.0as"], exposure_time_s=900
+    )
+    configuration = payload["requests"][0]["configurations"][0]
+    assert configuration["type"] == "SPECTRUM"
+    assert configuration["acquisition_config"]["mode"] == "WCS"
+    assert configuration["instrument_configs"][0]["optical_elements"] == {"slit": "slit_2.0as"}
+    assert configuration["instrument_configs"][0]["rotator_mode"] == "VFLOAT"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        pytest.param(
+            {"instrument_type": "1M0-SCICAM-SBIG"}, "unknown instrument type", id="instrument"
+        ),
+        pytest.param({"filters": ["rp", "Ha"]}, r"has no filter \['Ha'\]", id="filter"),
+    ],
+)
+def test_builder_rejects_bad_strategy(fields, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        build(**fields)
+
+
+def test_builder_rejects_bad_window_and_name() -> None:
+    with pytest.raises(ValueError, match="not after"):
+        build_request_group(
+            target(), strategy(), proposal="P", group_name="n", window_start=START, window_end=START
+        )
+    with pytest.raises(ValueError, match="1 to 50"):
+        build_request_group(
+            target(),
+            strategy(),
+            proposal="P",
+            group_name="x" * 51,
+            window_start=START,
+            window_end=START + timedelta(hours=1),
+        )
+
+
+def test_naive_window_is_utc() -> None:
+    payload = build_request_group(
+        target(),
+        strategy(),
+        proposal="P",
+        group_name="n",
+        window_start=datetime(2025, 3, 1, 12),
+        window_end=datetime(2025, 3, 1, 18),
+    )
+    assert payload["requests"][0]["windows"][0] == {
+        "start": "2025-03-01T12:00:00Z",
+        "end": "2025-03-01T18:00:00Z",
+    }
+
+
+def test_group_names_are_deterministic_unique_and_safe() -> None:
+    base = make_group_name("S250101ab", "GAL-001", epoch=0, filters=["gp", "rp"], plan="gw-bns")
+    assert base == make_group_name(
+        "S250101ab", "GAL-001", epoch=0, filters=["gp", "rp"], plan="gw-bns"
+    )
+    variants = {
+        make_group_name("S250101ab", "GAL-001", epoch=1, filters=["gp", "rp"], plan="gw-bns"),
+        make_group_name("S250101ab", "GAL-002", epoch=0, filters=["gp", "rp"], plan="gw-bns"),
+        make_group_name("S250101ab", "GAL-001", epoch=0, filters=["gp"], plan="gw-bns"),
+        make_group_name("S250101ac", "GAL-001", epoch=0, filters=["gp", "rp"], plan="gw-bns"),
+        make_group_name("S250101ab", "GAL-001", epoch=0, filters=["gp", "rp"], plan="other"),
+    }
+    assert base not in variants and len(variants) == 5
+    assert base.startswith("S250101ab_GAL-001_e0_")
+    long = make_group_name(
+        "GRB 250101A / Swift-BAT trigger 1234567", "field #12 (ra=10, dec=-20)" + "x" * 10, epoch=12
+    )
+    assert len(long) <= 50 and re.fullmatch(r"[A-Za-z0-9._-]+", long)
+    assert long.startswith(group_name_prefix("GRB 250101A / Swift-BAT trigger 1234567"))
+    with pytest.raises(ValueError):
+        make_group_name("", "T")
+    with pytest.raises(ValueError):
+        make_group_name("E", "T", epoch=-1)
+
+
+def test_epoch_windows_follow_the_cadence() -> None:
+    windows = epoch_windows(strategy(epochs=3, cadence_hours=24, window_hours=6), START)
+    assert windows == [
+        (START + timedelta(hours=24 * k), START + timedelta(hours=24 * k + 6)) for k in range(3)
+    ]
+
+
+def test_duration_estimate_counts_exposures_and_overheads() -> None:
+    spec = INSTRUMENTS["1M0-SCICAM-SINISTRO"]
+    one = estimate_request_duration_s(strategy(filters=["rp"], exposure_count=1))
+    three = estimate_request_duration_s(strategy(filters=["rp"], exposure_count=3))
+    assert three - one == pytest.approx(2 * (120 + spec.readout_s))
+    assert one == pytest.approx(spec.front_padding_s + 120 + spec.readout_s + spec.element_change_s)
