@@ -14,10 +14,11 @@ from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
 if TYPE_CHECKING:
-    from followup.lco import ArchiveClient, PortalClient
     from followup.reporting.gcn import GcnCircularsClient
     from followup.reporting.hermes import HermesClient
     from followup.reporting.tns import TnsClient
+
+    from followup.lco import ArchiveClient, PortalClient
 
 __all__ = [
     "GcnCredentials",
@@ -67,7 +68,7 @@ class LcoCredentials(Block):
         from followup.lco import PortalClient
 
         return PortalClient(
-            self.portal_url, self.api_token, timeout=self.timeout_s, transport=transport
+            self.api_token, base_url=self.portal_url, timeout=self.timeout_s, transport=transport
         )
 
     def get_archive_client(self, *, transport: httpx.BaseTransport | None = None) -> ArchiveClient:
@@ -75,7 +76,7 @@ class LcoCredentials(Block):
         from followup.lco import ArchiveClient
 
         return ArchiveClient(
-            self.archive_url, self.api_token, timeout=self.timeout_s, transport=transport
+            self.api_token, base_url=self.archive_url, timeout=self.timeout_s, transport=transport
         )
 
 

@@ -1,0 +1,274 @@
+"""Telescope requests exactly once: claim in the ledger, submit, poll in batches, cancel.
+
+The ledger row is written *before* anything is sent. Whenever a POST may have reached the portal
+without its answer reaching us (a crash between the POST and the ledger write, a timeout, a 5xx
+after the body went out), the group is looked up by its deterministic name before anything is
+sent again. The portal may still be processing a POST whose answer we lost, so after an uncertain
+outcome the look-up is repeated after a delay before giving up; only then does the caller retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from followup.exceptions import RequestRejected, UncertainOutcome
+from followup.lco import PortalClient, RequestGroup, group_name_prefix
+from followup.ledger import Ledger, RequestRow
+from followup.models import LcoState, ObservationRequest
+
+__all__ = [
+    "CancelResult",
+    "StateChange",
+    "SubmitResult",
+    "cancel_event_requests",
+    "mark_declined",
+    "refresh_request_states",
+    "submit_once",
+]
+
+logger = logging.getLogger(__name__)
+
+# A look-up by name is limited to groups created after the row was claimed, less this margin
+# (clock skew between us and the portal).
+CLOCK_MARGIN = timedelta(minutes=10)
+
+
+class SubmitResult(BaseModel):
+    """What :func:`submit_once` did for one request.
+
+    Attributes:
+        group_name: The request group name.
+        outcome: ``submitted`` (sent now), ``found`` (an earlier POST had reached the portal),
+            ``already`` (the ledger already held the remote ids), ``not-sent`` (declined or
+            rejected earlier: nothing is sent again).
+        group_id: LCO request group id.
+        request_id: LCO request id.
+        state: State at the portal.
+        local_status: The ledger row's status afterwards.
+    """
+
+    group_name: str
+    outcome: Literal["submitted", "found", "already", "not-sent"]
+    group_id: int | None = None
+    request_id: int | None = None
+    state: LcoState | None = None
+    local_status: str
+
+
+class StateChange(BaseModel):
+    """A request whose state at the portal differs from the ledger's."""
+
+    group_name: str
+    event_id: str
+    request_id: int
+    old: LcoState
+    new: LcoState
+
+
+class CancelResult(BaseModel):
+    """What cancelling one request group achieved.
+
+    Attributes:
+        group_name: The request group name.
+        canceled: True when the group is CANCELED now.
+        state: Its state afterwards (COMPLETED, WINDOW_EXPIRED... when it had already finished).
+        message: The portal's refusal for a group that had already finished.
+    """
+
+    group_name: str
+    canceled: bool
+    state: LcoState | None
+    message: str | None = None
+
+
+def _record(ledger: Ledger, group: RequestGroup, *, portal: PortalClient) -> RequestRow:
+    request_id = group.request_ids[0] if group.requests else None
+    state = group.requests[0].state if group.requests else group.state
+    return ledger.update_request(
+        group.name,
+        local_status="submitted",
+        group_id=group.id,
+        request_id=request_id,
+        state=state,
+        portal_url=portal.request_url(request_id) if request_id is not None else None,
+        detail=None,
+    )
+
+
+def _result(row: RequestRow, outcome: str) -> SubmitResult:
+    return SubmitResult(
+        group_name=row.group_name,
+        outcome=outcome,  # type: ignore[arg-type]
+        group_id=row.group_id,
+        request_id=row.request_id,
+        state=LcoState(row.state) if row.state else None,
+        local_status=row.local_status,
+    )
+
+
+def submit_once(
+    portal: PortalClient,
+    ledger: Ledger,
+    request: ObservationRequest,
+    payload: Mapping[str, Any],
+    *,
+    recheck_delays_s: Sequence[float] = (5.0, 30.0),
+    sleep: Callable[[float], None] = time.sleep,
+) -> SubmitResult:
+    """Submit one request group unless it has been submitted before, by anyone, ever.
+
+    Args:
+        portal: Observation Portal client.
+        ledger: The ledger (its unique key on event, target, filters and epoch backs the promise).
+        request: The request as the ledger keys it; ``request.group_name`` must equal
+            ``payload["name"]``.
+        payload: The request-group payload (see :func:`followup.lco.build_request_group`).
+        recheck_delays_s: After an uncertain outcome, look the name up again after each of these
+            delays before giving up (the portal may still be processing our POST).
+        sleep: Injectable sleep, for tests.
+
+    Returns:
+        What happened; the ledger row is updated with the remote ids.
+
+    Raises:
+        ValueError: The payload's name differs from the request's group name.
+        UncertainOutcome: The POST may have reached the portal and no group of that name was
+            found after every re-check; retrying later is safe (the retry looks up first).
+        RequestRejected: The portal refused the payload (recorded as ``rejected``).
+        ServiceUnavailable: The portal could not be reached; nothing was sent.
+    """
+    if payload.get("name") != request.group_name:
+        raise ValueError(
+            f"payload name {payload.get('name')!r} differs from group name {request.group_name!r}"
+        )
+    row, claimed = ledger.claim_request(request)
+    if row.local_status == "submitted":
+        return _result(row, "already")
+    if row.local_status in {"declined", "rejected"}:
+        return _result(row, "not-sent")
+    created_after = row.created_at - CLOCK_MARGIN
+    if not claimed:
+        # Claimed by an earlier attempt that may have POSTed and died before writing the answer.
+        found = portal.find_request_group_by_name(row.group_name, created_after=created_after)
+        if found is not None:
+            logger.info("request group %s was already at the portal (id %s)", found.name, found.id)
+            return _result(_record(ledger, found, portal=portal), "found")
+    try:
+        group = portal.submit_request_group(payload)
+    except UncertainOutcome:
+        for delay in recheck_delays_s:
+            sleep(delay)
+            found = portal.find_request_group_by_name(row.group_name, created_after=created_after)
+            if found is not None:
+                logger.info("request group %s arrived despite the lost answer", found.name)
+                return _result(_record(ledger, found, portal=portal), "found")
+        raise
+    except RequestRejected as exc:
+        ledger.update_request(row.group_name, local_status="rejected", detail=str(exc))
+        raise
+    return _result(_record(ledger, group, portal=portal), "submitted")
+
+
+def mark_declined(ledger: Ledger, request: ObservationRequest, reason: str) -> SubmitResult:
+    """Record that a person declined a request: it is claimed and will never be sent."""
+    row, _ = ledger.claim_request(request)
+    if row.local_status == "claimed":
+        row = ledger.update_request(row.group_name, local_status="declined", detail=reason)
+    return _result(row, "not-sent")
+
+
+def refresh_request_states(
+    portal: PortalClient, ledger: Ledger, *, event_id: str | None = None
+) -> list[StateChange]:
+    """Bring the ledger's request states up to date with one batched portal query.
+
+    Every submitted request of the event (or of every event) is read in one paged listing of the
+    request groups created since the oldest one, never one call per request. A request the portal
+    calls terminal can still turn COMPLETED later (late data); that change is recorded too.
+
+    Returns:
+        The requests whose state changed.
+    """
+    rows = [
+        r
+        for r in (ledger.requests_for_event(event_id) if event_id else ledger.pending_requests())
+        if r.local_status == "submitted"
+        and r.request_id is not None
+        and r.state != LcoState.COMPLETED.value
+    ]
+    if not rows:
+        return []
+    oldest = min(r.created_at for r in rows) - CLOCK_MARGIN
+    name = group_name_prefix(event_id) if event_id else None
+    statuses = portal.get_request_states(created_after=oldest, name=name)
+    changes = []
+    for row in rows:
+        status = statuses.get(int(row.request_id))  # type: ignore[arg-type]
+        if status is None:
+            # Not in the listing (filtered out by the portal): read it alone.
+            status_state = portal.get_request(int(row.request_id)).state  # type: ignore[arg-type]
+        else:
+            status_state = status.state
+        if status_state.value != row.state:
+            ledger.update_request(row.group_name, state=status_state)
+            changes.append(
+                StateChange(
+                    group_name=row.group_name,
+                    event_id=row.event_id,
+                    request_id=int(row.request_id),  # type: ignore[arg-type]
+                    old=LcoState(row.state),
+                    new=status_state,
+                )
+            )
+    return changes
+
+
+def cancel_event_requests(
+    portal: PortalClient, ledger: Ledger, event_id: str
+) -> list[CancelResult]:
+    """Cancel every request of an event that may still be observed, and record each outcome.
+
+    Requests already finished are left alone and their state recorded; a request claimed but not
+    known to be submitted (a POST may be in flight or lost) is looked up by name and cancelled if
+    the portal has it, otherwise marked so that it is never sent.
+    """
+    results: list[CancelResult] = []
+    for row in ledger.requests_for_event(event_id):
+        if row.local_status == "claimed":
+            found = portal.find_request_group_by_name(
+                row.group_name, created_after=row.created_at - CLOCK_MARGIN
+            )
+            if found is None:
+                ledger.update_request(row.group_name, local_status="declined", detail="retracted")
+                results.append(
+                    CancelResult(
+                        group_name=row.group_name,
+                        canceled=True,
+                        state=None,
+                        message="never submitted",
+                    )
+                )
+                continue
+            row = _record(ledger, found, portal=portal)
+        if row.local_status != "submitted" or row.group_id is None:
+            continue
+        if row.state != LcoState.PENDING.value:
+            continue
+        outcome = portal.cancel_request_group(int(row.group_id))
+        state = outcome.group.requests[0].state if outcome.group.requests else outcome.group.state
+        ledger.update_request(row.group_name, state=state, detail=outcome.message)
+        results.append(
+            CancelResult(
+                group_name=row.group_name,
+                canceled=outcome.canceled,
+                state=state,
+                message=outcome.message,
+            )
+        )
+    return results
