@@ -1,0 +1,65 @@
+"""What a flow run needs from its settings block, loaded once per process and reused briefly.
+
+Flows take only the name of a :class:`blocks.FollowupSettings` document. Loading it is an API
+call; a follow-up run loads it in each stage, so the loaded settings, the ledger engine and the
+strategies are kept for a short while per process (a warm dispatcher worker serves many runs, and
+edits made in the UI apply within a minute).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from blocks import FollowupSettings
+from followup.ledger import Ledger
+from followup.strategies import StrategyBook, load_strategies
+
+__all__ = ["Runtime", "load_runtime"]
+
+_TTL_S = 60.0
+_cache: dict[str, tuple[float, Runtime]] = {}
+_ledgers: dict[str, Ledger] = {}
+_lock = threading.Lock()
+
+
+@dataclass
+class Runtime:
+    """The settings of a run and what is built from them (never passed as a flow parameter)."""
+
+    name: str
+    settings: FollowupSettings
+    ledger: Ledger = field(repr=False)
+
+    @cached_property
+    def strategies(self) -> StrategyBook:
+        """Observing strategies and approval rules (the settings' YAML, else the packaged ones)."""
+        return load_strategies(self.settings.strategies_yaml or None)
+
+
+def _ledger(url: str) -> Ledger:
+    # One engine (connection pool) per database per process; migrated once.
+    ledger = _ledgers.get(url)
+    if ledger is None:
+        ledger = Ledger(url)
+        ledger.migrate()
+        _ledgers[url] = ledger
+    return ledger
+
+
+def load_runtime(name: str) -> Runtime:
+    """Load the settings block ``name`` (cached for a minute in this process)."""
+    with _lock:
+        cached = _cache.get(name)
+        if cached is not None and time.monotonic() - cached[0] < _TTL_S:
+            return cached[1]
+        settings = FollowupSettings.load(name)
+        runtime = Runtime(
+            name=name,
+            settings=settings,
+            ledger=_ledger(settings.ledger_url.get_secret_value()),
+        )
+        _cache[name] = (time.monotonic(), runtime)
+        return runtime
