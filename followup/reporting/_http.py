@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any, Self
 
 import httpx
+from pydantic import SecretStr
 
 from followup import __version__
 from followup.exceptions import (
@@ -104,12 +105,13 @@ class ServiceClient:
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
         headers: Mapping[str, str] | None = None,
-        secrets: Iterable[str] = (),
+        secrets: Iterable[SecretStr] = (),
     ) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
         self.service = service
-        self._secrets = tuple(s for s in secrets if s)
+        # Kept wrapped so that no repr of the client shows them.
+        self._secrets = tuple(s for s in secrets if s.get_secret_value())
         default_headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         default_headers.update(headers or {})
         self._client = httpx.Client(
@@ -143,7 +145,7 @@ class ServiceClient:
         """Replace every known secret inside strings, lists and dicts with ``***``."""
         if isinstance(value, str):
             for secret in self._secrets:
-                value = value.replace(secret, _REDACTED)
+                value = value.replace(secret.get_secret_value(), _REDACTED)
             return value
         if isinstance(value, Mapping):
             return {self._scrub(k): self._scrub(v) for k, v in value.items()}

@@ -477,7 +477,7 @@ class GcnCircularsClient(ServiceClient):
             auth=GcnBearerAuth(token),
             timeout=timeout,
             transport=transport,
-            secrets=[token.get_secret_value()],
+            secrets=[token],
         )
 
     def submit_circular(self, circular: Circular | Mapping[str, Any]) -> CircularRecord:

@@ -415,7 +415,7 @@ class HermesClient(ServiceClient):
             auth=HermesTokenAuth(token),
             timeout=timeout,
             transport=transport,
-            secrets=[token.get_secret_value()],
+            secrets=[token],
         )
 
     def validate_message(self, message: HermesMessage | Mapping[str, Any]) -> None:

@@ -242,6 +242,7 @@ class TnsRateLimit(BaseModel):
         cone_limit: ``x-cone-rate-limit-limit`` (cone searches).
         cone_remaining: ``x-cone-rate-limit-remaining``.
         cone_reset_s: ``x-cone-rate-limit-reset``.
+        seen_at: The client's clock when the headers arrived.
     """
 
     limit: int | None = None
@@ -250,6 +251,7 @@ class TnsRateLimit(BaseModel):
     cone_limit: int | None = None
     cone_remaining: int | None = None
     cone_reset_s: float | None = None
+    seen_at: float | None = Field(default=None, repr=False)
 
 
 class TnsOutcomeStatus(StrEnum):
@@ -623,7 +625,7 @@ class TnsClient(ServiceClient):
             auth=TnsBotAuth(self.marker),
             timeout=timeout,
             transport=transport,
-            secrets=[key.get_secret_value()],
+            secrets=[key],
         )
 
     # --------------------------------------------------------------- plumbing
@@ -661,6 +663,7 @@ class TnsClient(ServiceClient):
         if not any(h.startswith(("x-rate-limit", "x-cone-rate-limit")) for h in headers):
             return
         self.rate_limit = TnsRateLimit(
+            seen_at=self._clock(),
             limit=_int(headers.get("x-rate-limit-limit")),
             remaining=_int(headers.get("x-rate-limit-remaining")),
             reset_s=_float(headers.get("x-rate-limit-reset")),
@@ -931,8 +934,18 @@ class TnsClient(ServiceClient):
 
     # --------------------------------------------------------------- exactly once
     def _until(self, deadline: float, call: Callable[[], _T], notes: list[str], what: str) -> _T:
-        """Run ``call``; on 429/503/not-reached, wait (reset or 1 s) and repeat until ``deadline``."""
+        """Run ``call``; on 429/503/not-reached, wait (reset or 1 s) and repeat until ``deadline``.
+
+        When the last reply said no requests remain in the window, wait for its reset first
+        (TNS's advice), so that the budget is not burnt on 429s.
+        """
         while True:
+            limits = self.rate_limit
+            if limits.remaining == 0 and limits.reset_s is not None and limits.seen_at is not None:
+                wait = max(0.0, limits.reset_s - (self._clock() - limits.seen_at)) + 1.0
+                if self._clock() + wait <= deadline:
+                    notes.append(f"{what}: rate-limit window spent; waited {wait:g} s")
+                    self._sleep(wait)
             try:
                 return call()
             except (UncertainOutcome, TnsNotStored):
@@ -1027,12 +1040,13 @@ class TnsClient(ServiceClient):
            is sent.
         2. Send the report once; handle TNS's quirks as the module docstring explains (never a
            blind resend).
-        3. Poll the reply every ``poll_interval_s`` until processed or ``max_wait_s`` is spent,
-           then confirm by search.
+        3. Poll the reply (at once, again after ``poll_interval_s``, then slower) until processed
+           or ``max_wait_s`` is spent, then confirm by search.
 
         Args:
             report: ``{"at_report": {"0": {...}}}`` with exactly one report.
-            poll_interval_s: Seconds between reply polls (TNS processes within seconds).
+            poll_interval_s: Seconds between the first reply polls (TNS processes within
+                seconds); later waits grow 1.5 times each, up to 30 s, to spare the rate limit.
             max_wait_s: Total seconds this call may take, waits for rate limits included.
             search_radius_arcsec: Cone radius for "is it already there".
             max_resends: Resends allowed after a 200 without report id (0 disables them).
@@ -1131,6 +1145,7 @@ class TnsClient(ServiceClient):
         sends: int,
     ) -> TnsOutcome:
         polls = 0
+        interval = poll_interval_s
         while True:
             try:
                 reply = self._until(
@@ -1168,9 +1183,10 @@ class TnsClient(ServiceClient):
                     )
                 notes.append(f"reply: processed (codes {reply.codes}) but no object name")
                 break
-            if self._clock() + poll_interval_s > deadline:
+            if self._clock() + interval > deadline:
                 break
-            self._sleep(poll_interval_s)
+            self._sleep(interval)
+            interval = _next_interval(interval, poll_interval_s)
         notes.append(
             f"reply: not confirmed after {polls} poll(s); report id {report_id} exists, so no resend"
         )
@@ -1198,6 +1214,7 @@ class TnsClient(ServiceClient):
         sends: int,
     ) -> TnsOutcome:
         searches = 0
+        interval = poll_interval_s
         while True:
             searches += 1
             found = self._try_find(ident, radius, deadline, notes)
@@ -1205,14 +1222,20 @@ class TnsClient(ServiceClient):
                 return self._outcome(
                     TnsOutcomeStatus.FOUND, objname=found.objname, sends=sends, notes=notes
                 )
-            if self._clock() + poll_interval_s > deadline:
+            if self._clock() + interval > deadline:
                 break
-            self._sleep(poll_interval_s)
+            self._sleep(interval)
+            interval = _next_interval(interval, poll_interval_s)
         notes.append(
             f"not found after {searches} search(es): unconfirmed; a later report_and_confirm searches "
             "first, so it sends only if the report never arrived"
         )
         return self._outcome(TnsOutcomeStatus.UNCONFIRMED, sends=sends, notes=notes)
+
+
+def _next_interval(interval: float, first: float) -> float:
+    """Polls slow down by half each time, up to 30 s (or the first interval, if longer)."""
+    return min(interval * 1.5, max(first, 30.0))
 
 
 def _as_dict(body: Any) -> dict[str, Any]:
