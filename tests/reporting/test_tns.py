@@ -9,7 +9,13 @@ import httpx
 import pytest
 import respx
 
-from followup.exceptions import AuthenticationError, NotFound, RequestRejected, ServiceUnavailable, UncertainOutcome
+from followup.exceptions import (
+    AuthenticationError,
+    NotFound,
+    RequestRejected,
+    ServiceUnavailable,
+    UncertainOutcome,
+)
 from followup.reporting.tns import (
     TnsClient,
     TnsIdenticalReport,
@@ -32,7 +38,9 @@ def form(request: httpx.Request) -> dict[str, str]:
 
 @pytest.fixture
 def tns(clock: FakeClock) -> TnsClient:
-    with TnsClient(KEY, bot_id=4321, bot_name="followup_bot", base_url=BASE, sleep=clock.sleep, clock=clock) as c:
+    with TnsClient(
+        KEY, bot_id=4321, bot_name="followup_bot", base_url=BASE, sleep=clock.sleep, clock=clock
+    ) as c:
         yield c
 
 
@@ -52,7 +60,10 @@ def report(target, candidate_points) -> dict:
 
 # ----------------------------------------------------------------------------- builder
 def test_marker():
-    assert tns_marker(4321, "followup_bot") == 'tns_marker{"tns_id": 4321, "type": "bot", "name": "followup_bot"}'
+    assert (
+        tns_marker(4321, "followup_bot")
+        == 'tns_marker{"tns_id": 4321, "type": "bot", "name": "followup_bot"}'
+    )
     assert json.loads(tns_marker("77", "x", kind="user")[len("tns_marker") :]) == {
         "tns_id": 77,
         "type": "user",
@@ -80,7 +91,9 @@ def test_at_report_new_dialect(report):
     assert entry["discovery_datetime"] == "2026-03-14 11:00:00"
     assert entry["internal_name"] == "S260314ab-C1" and entry["at_type"] == "1"
     point = entry["photometry"]["photometry_group"]["0"]
-    assert point["flux"] == "19.610" and point["flux_error"] == "0.080" and point["flux_units"] == "1"
+    assert (
+        point["flux"] == "19.610" and point["flux_error"] == "0.080" and point["flux_units"] == "1"
+    )
     assert point["filter_value"] == "22" and point["instrument_value"] == "101"
     nd = entry["non_detection"]
     assert nd["obsdate"] == "2026-03-14 07:00:00" and nd["limiting_flux"] == "21.500"
@@ -90,11 +103,20 @@ def test_at_report_new_dialect(report):
 def test_at_report_legacy_dialect(target, candidate_points):
     first, last = discovery_points(candidate_points)
     legacy = build_at_report(
-        target, first, last, reporter="R", reporting_group_id=82, discovery_data_source_id=48, instrument_id=101, dialect="legacy"
+        target,
+        first,
+        last,
+        reporter="R",
+        reporting_group_id=82,
+        discovery_data_source_id=48,
+        instrument_id=101,
+        dialect="legacy",
     )["at_report"]["0"]
     assert legacy["reporting_groupid"] == "82" and legacy["data_source_groupid"] == "48"
     point = legacy["photometry"]["photometry_group"]["0"]
-    assert point["flux_unitid"] == "1" and point["filterid"] == "22" and point["instrumentid"] == "101"
+    assert (
+        point["flux_unitid"] == "1" and point["filterid"] == "22" and point["instrumentid"] == "101"
+    )
     assert legacy["non_detection"]["filterid"] == "22"
     assert "reporting_group_id" not in legacy and "filter_value" not in point
 
@@ -114,7 +136,10 @@ def test_at_report_more_detections_and_archival(target, candidate_points):
         archival_remarks="SDSS shows nothing",
     )["at_report"]["0"]
     assert report["non_detection"] == {"archiveid": "1", "archival_remarks": "SDSS shows nothing"}
-    assert [p["filter_value"] for p in report["photometry"]["photometry_group"].values()] == ["22", "21"]
+    assert [p["filter_value"] for p in report["photometry"]["photometry_group"].values()] == [
+        "22",
+        "21",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -147,7 +172,14 @@ def test_at_report_refuses_bad_input(target, candidate_points, kwargs, message):
     extra = {k: v for k, v in kwargs.items() if k in ("dialect", "at_type")}
     with pytest.raises(ValueError, match=message):
         build_at_report(
-            target, first, last, reporter="R", reporting_group_id=1, discovery_data_source_id=1, instrument_id=1, **extra
+            target,
+            first,
+            last,
+            reporter="R",
+            reporting_group_id=1,
+            discovery_data_source_id=1,
+            instrument_id=1,
+            **extra,
         )
 
 
@@ -159,7 +191,9 @@ def test_report_identity(report):
     ident = report_identity(sexagesimal)
     assert ident.ra_deg == pytest.approx(150.0) and ident.dec_deg == pytest.approx(-20.5)
     with pytest.raises(ValueError):
-        report_identity({"at_report": {"0": report["at_report"]["0"], "1": report["at_report"]["0"]}})
+        report_identity(
+            {"at_report": {"0": report["at_report"]["0"], "1": report["at_report"]["0"]}}
+        )
 
 
 # ----------------------------------------------------------------------------- client calls
@@ -178,27 +212,47 @@ def test_search_sends_form_key_and_marker(respx_mock, tns):
     hits = tns.search(150.1, -20.6, 2.5)
     assert [h.full_name for h in hits] == ["AT 2026abc"]
     request = route.calls.last.request
-    assert request.headers["User-Agent"] == 'tns_marker{"tns_id": 4321, "type": "bot", "name": "followup_bot"}'
+    assert (
+        request.headers["User-Agent"]
+        == 'tns_marker{"tns_id": 4321, "type": "bot", "name": "followup_bot"}'
+    )
     sent = form(request)
     assert sent["api_key"] == KEY
     query = json.loads(sent["data"])
     assert query["ra"] == "150.100000" and query["radius"] == "2.5" and query["units"] == "arcsec"
-    assert tns.rate_limit.limit == 90 and tns.rate_limit.remaining == 89 and tns.rate_limit.reset_s == 42
+    assert (
+        tns.rate_limit.limit == 90
+        and tns.rate_limit.remaining == 89
+        and tns.rate_limit.reset_s == 42
+    )
 
 
 @respx.mock(base_url=BASE, assert_all_called=False)
 def test_search_older_reply_shape_and_internal_name(respx_mock, tns):
-    route = respx_mock.post("get/search").respond(200, json=ok({"reply": [{"objname": "2025x", "prefix": "SN"}]}))
+    route = respx_mock.post("get/search").respond(
+        200, json=ok({"reply": [{"objname": "2025x", "prefix": "SN"}]})
+    )
     assert tns.search(internal_name="ZTF26abc")[0].objname == "2025x"
     query = json.loads(form(route.calls.last.request)["data"])
-    assert query["internal_name"] == "ZTF26abc" and query["internal_name_exact_match"] == 1 and query["ra"] == ""
+    assert (
+        query["internal_name"] == "ZTF26abc"
+        and query["internal_name_exact_match"] == 1
+        and query["ra"] == ""
+    )
     with pytest.raises(ValueError):
         tns.search()
 
 
 @respx.mock(base_url=BASE, assert_all_called=False)
 def test_get_object(respx_mock, tns):
-    data = {"objname": "2026abc", "name_prefix": "AT", "objid": 9, "radeg": 150.1, "decdeg": -20.6, "internal_names": "A, B"}
+    data = {
+        "objname": "2026abc",
+        "name_prefix": "AT",
+        "objid": 9,
+        "radeg": 150.1,
+        "decdeg": -20.6,
+        "internal_names": "A, B",
+    }
     respx_mock.post("get/object").respond(200, json=ok(data))
     obj = tns.get_object("2026abc")
     assert obj.internal_names == ["A", "B"] and obj.ra_deg == 150.1 and obj.prefix == "AT"
@@ -214,7 +268,11 @@ def test_send_at_report(respx_mock, tns, report):
     assert json.loads(form(route.calls.last.request)["data"]) == report
 
 
-@pytest.mark.parametrize("data", [{}, {"report_id": ""}, {"report_id": None}, []], ids=["missing", "empty", "null", "list"])
+@pytest.mark.parametrize(
+    "data",
+    [{}, {"report_id": ""}, {"report_id": None}, []],
+    ids=["missing", "empty", "null", "list"],
+)
 @respx.mock(base_url=BASE, assert_all_called=False)
 def test_send_200_with_nothing_stored(respx_mock, tns, report, data):
     respx_mock.post("set/bulk-report").respond(200, json=ok(data))
@@ -244,17 +302,23 @@ def test_429_carries_the_reset(respx_mock, tns, report):
 
 @respx.mock(base_url=BASE, assert_all_called=False)
 def test_401_and_error_inside_200(respx_mock, tns, report):
-    respx_mock.post("set/bulk-report").respond(401, json={"id_code": 401, "id_message": "Unauthorized"})
+    respx_mock.post("set/bulk-report").respond(
+        401, json={"id_code": 401, "id_message": "Unauthorized"}
+    )
     with pytest.raises(AuthenticationError):
         tns.send_at_report(report)
-    respx_mock.post("set/bulk-report").respond(200, json={"id_code": 400, "id_message": "Bad request", "data": {}})
+    respx_mock.post("set/bulk-report").respond(
+        200, json={"id_code": 400, "id_message": "Bad request", "data": {}}
+    )
     with pytest.raises(RequestRejected):
         tns.send_at_report(report)
 
 
 @respx.mock(base_url=BASE, assert_all_called=False)
 def test_reply_404_is_not_yet(respx_mock, tns):
-    route = respx_mock.post("get/bulk-report-reply").respond(404, json={"id_code": 404, "id_message": "Not found"})
+    route = respx_mock.post("get/bulk-report-reply").respond(
+        404, json={"id_code": 404, "id_message": "Not found"}
+    )
     reply = tns.get_report_reply(12345)
     assert reply.processed is False and reply.objname is None
     assert form(route.calls.last.request) == {"api_key": KEY, "report_id": "12345"}
@@ -262,17 +326,31 @@ def test_reply_404_is_not_yet(respx_mock, tns):
 
 @respx.mock(base_url=BASE, assert_all_called=False)
 def test_reply_400_carries_the_feedback(respx_mock, tns):
-    feedback = {"at_report": [{"reporting_groupid": [{"message": "Invalid reporting group ID", "message_id": 3}]}]}
-    respx_mock.post("get/bulk-report-reply").respond(400, json={"id_code": 400, "data": {"feedback": feedback}})
-    with pytest.raises(RequestRejected, match="reporting_groupid: Invalid reporting group ID") as info:
+    feedback = {
+        "at_report": [
+            {"reporting_groupid": [{"message": "Invalid reporting group ID", "message_id": 3}]}
+        ]
+    }
+    respx_mock.post("get/bulk-report-reply").respond(
+        400, json={"id_code": 400, "data": {"feedback": feedback}}
+    )
+    with pytest.raises(
+        RequestRejected, match="reporting_groupid: Invalid reporting group ID"
+    ) as info:
         tns.get_report_reply("7")
     assert info.value.body == feedback and not isinstance(info.value, TnsIdenticalReport)
 
 
 @respx.mock(base_url=BASE, assert_all_called=False)
 def test_reply_identical_report(respx_mock, tns):
-    feedback = {"at_report": [{"at_report": [{"message": "An identical AT report (sender, RA/DEC) already exists"}]}]}
-    respx_mock.post("get/bulk-report-reply").respond(400, json={"id_code": 400, "data": {"feedback": feedback}})
+    feedback = {
+        "at_report": [
+            {"at_report": [{"message": "An identical AT report (sender, RA/DEC) already exists"}]}
+        ]
+    }
+    respx_mock.post("get/bulk-report-reply").respond(
+        400, json={"id_code": 400, "data": {"feedback": feedback}}
+    )
     with pytest.raises(TnsIdenticalReport):
         tns.get_report_reply("7")
 
@@ -280,9 +358,17 @@ def test_reply_identical_report(respx_mock, tns):
 @pytest.mark.parametrize(
     ("entry", "objname", "flags"),
     [
-        pytest.param({"100": {"objname": "2026abc", "message": "created", "message_id": 100}}, "2026abc", "c", id="100"),
         pytest.param(
-            {"101": {"objname": "2025xyz", "prefix": "SN", "message": "exists", "message_id": 101}}, "2025xyz", "e", id="101"
+            {"100": {"objname": "2026abc", "message": "created", "message_id": 100}},
+            "2026abc",
+            "c",
+            id="100",
+        ),
+        pytest.param(
+            {"101": {"objname": "2025xyz", "prefix": "SN", "message": "exists", "message_id": 101}},
+            "2025xyz",
+            "e",
+            id="101",
         ),
         pytest.param(
             {
@@ -301,12 +387,18 @@ def test_reply_codes(respx_mock, tns, entry, objname, flags):
     respx_mock.post("get/bulk-report-reply").respond(200, json=body)
     reply = tns.get_report_reply("5")
     assert reply.processed and reply.objname == objname
-    assert (reply.created, reply.existing, reply.renamed) == ("c" in flags, "e" in flags, "r" in flags)
+    assert (reply.created, reply.existing, reply.renamed) == (
+        "c" in flags,
+        "e" in flags,
+        "r" in flags,
+    )
 
 
 @respx.mock(base_url=BASE, assert_all_called=False)
 def test_api_key_never_leaks(respx_mock, tns, report):
-    respx_mock.post("set/bulk-report").respond(400, json={"id_code": 400, "id_message": f"bad key {KEY}"})
+    respx_mock.post("set/bulk-report").respond(
+        400, json={"id_code": 400, "id_message": f"bad key {KEY}"}
+    )
     with pytest.raises(RequestRejected) as info:
         tns.send_at_report(report)
     assert KEY not in str(info.value) and KEY not in json.dumps(info.value.body)
@@ -322,13 +414,17 @@ class FakeTns:
         self.sends = 0
         self.replies = 0
         self.found: list[dict] = []  # what a search answers
-        self.found_after_sends: int | None = None  # the object appears once this many sends happened
+        self.found_after_sends: int | None = (
+            None  # the object appears once this many sends happened
+        )
         self.send_answers: list[httpx.Response] = []
         self.reply_answers: list[httpx.Response] = []
         mock.post("get/search").mock(side_effect=self.search)
         mock.post("set/bulk-report").mock(side_effect=self.send)
         mock.post("get/bulk-report-reply").mock(side_effect=self.reply)
-        mock.post("get/object").respond(200, json=ok({"objname": "2026abc", "radeg": 150.123456, "decdeg": -20.654321}))
+        mock.post("get/object").respond(
+            200, json=ok({"objname": "2026abc", "radeg": 150.123456, "decdeg": -20.654321})
+        )
 
     def search(self, request: httpx.Request) -> httpx.Response:
         self.searches.append(json.loads(form(request)["data"]))
@@ -336,7 +432,11 @@ class FakeTns:
         return httpx.Response(200, json=ok(self.found if visible else []))
 
     def send(self, request: httpx.Request) -> httpx.Response:
-        answer = self.send_answers.pop(0) if self.send_answers else httpx.Response(200, json=ok({"report_id": 1}))
+        answer = (
+            self.send_answers.pop(0)
+            if self.send_answers
+            else httpx.Response(200, json=ok({"report_id": 1}))
+        )
         if answer.status_code != 429:
             self.sends += 1
         return answer
@@ -349,7 +449,9 @@ class FakeTns:
 
 
 def created(name: str = "2026abc") -> httpx.Response:
-    return httpx.Response(200, json=ok({"feedback": {"at_report": [{"100": {"objname": name, "message_id": 100}}]}}))
+    return httpx.Response(
+        200, json=ok({"feedback": {"at_report": [{"100": {"objname": name, "message_id": 100}}]}})
+    )
 
 
 NOT_YET = httpx.Response(404, json={"id_code": 404})
@@ -381,7 +483,10 @@ def test_normal_flow_polls_until_processed(respx_mock, tns, report, clock):
 def test_101_is_attached(respx_mock, tns, report):
     fake = FakeTns(respx_mock)
     fake.reply_answers = [
-        httpx.Response(200, json=ok({"feedback": {"at_report": [{"101": {"objname": "2025q", "prefix": "SN"}}]}}))
+        httpx.Response(
+            200,
+            json=ok({"feedback": {"at_report": [{"101": {"objname": "2025q", "prefix": "SN"}}]}}),
+        )
     ]
     outcome = tns.report_and_confirm(report, poll_interval_s=1, max_wait_s=10)
     assert outcome.status is TnsOutcomeStatus.ATTACHED and outcome.objname == "2025q"
@@ -390,7 +495,10 @@ def test_101_is_attached(respx_mock, tns, report):
 @respx.mock(base_url=BASE, assert_all_called=False)
 def test_nothing_stored_searches_then_resends_once(respx_mock, tns, report):
     fake = FakeTns(respx_mock)
-    fake.send_answers = [httpx.Response(200, json=ok({})), httpx.Response(200, json=ok({"report_id": 77}))]
+    fake.send_answers = [
+        httpx.Response(200, json=ok({})),
+        httpx.Response(200, json=ok({"report_id": 77})),
+    ]
     fake.reply_answers = [created()]
     outcome = tns.report_and_confirm(report, poll_interval_s=1, max_wait_s=30)
     assert outcome.status is TnsOutcomeStatus.CREATED and outcome.report_id == "77"
@@ -413,10 +521,14 @@ def test_nothing_stored_twice_gives_up(respx_mock, tns, report):
     fake = FakeTns(respx_mock)
     fake.send_answers = [httpx.Response(200, json=ok({})), httpx.Response(200, json=ok({}))]
     outcome = tns.report_and_confirm(report, poll_interval_s=1, max_wait_s=30)
-    assert outcome.status is TnsOutcomeStatus.NOT_STORED and fake.sends == 2 and not outcome.confirmed
+    assert (
+        outcome.status is TnsOutcomeStatus.NOT_STORED and fake.sends == 2 and not outcome.confirmed
+    )
     fake.send_answers = [httpx.Response(200, json=ok({}))]
     fake.sends = 0
-    assert tns.report_and_confirm(report, poll_interval_s=1, max_wait_s=30, max_resends=0).sends == 1
+    assert (
+        tns.report_and_confirm(report, poll_interval_s=1, max_wait_s=30, max_resends=0).sends == 1
+    )
 
 
 @respx.mock(base_url=BASE, assert_all_called=False)
@@ -455,7 +567,11 @@ def test_lasting_404_for_a_known_report_id(respx_mock, tns, report, clock):
 def test_429_waits_for_the_reset(respx_mock, tns, report, clock):
     fake = FakeTns(respx_mock)
     fake.send_answers = [
-        httpx.Response(429, json={"id_code": 429}, headers={"x-rate-limit-remaining": "0", "x-rate-limit-reset": "12"})
+        httpx.Response(
+            429,
+            json={"id_code": 429},
+            headers={"x-rate-limit-remaining": "0", "x-rate-limit-reset": "12"},
+        )
     ]
     fake.reply_answers = [
         httpx.Response(429, json={"id_code": 429}, headers={"x-rate-limit-reset": "4"}),
@@ -469,7 +585,9 @@ def test_429_waits_for_the_reset(respx_mock, tns, report, clock):
 @respx.mock(base_url=BASE, assert_all_called=False)
 def test_429_beyond_the_wait_is_raised_and_nothing_was_sent(respx_mock, tns, report):
     fake = FakeTns(respx_mock)
-    fake.send_answers = [httpx.Response(429, json={"id_code": 429}, headers={"x-rate-limit-reset": "600"})]
+    fake.send_answers = [
+        httpx.Response(429, json={"id_code": 429}, headers={"x-rate-limit-reset": "600"})
+    ]
     with pytest.raises(ServiceUnavailable) as info:
         tns.report_and_confirm(report, poll_interval_s=1, max_wait_s=30)
     assert info.value.retry_after == 600 and fake.sends == 0
@@ -478,8 +596,14 @@ def test_429_beyond_the_wait_is_raised_and_nothing_was_sent(respx_mock, tns, rep
 @respx.mock(base_url=BASE, assert_all_called=False)
 def test_rejection_is_raised(respx_mock, tns, report):
     fake = FakeTns(respx_mock)
-    feedback = {"at_report": [{"non_detection": [{"message": "Last non-detection or archival info must be filled"}]}]}
-    fake.reply_answers = [httpx.Response(400, json={"id_code": 400, "data": {"feedback": feedback}})]
+    feedback = {
+        "at_report": [
+            {"non_detection": [{"message": "Last non-detection or archival info must be filled"}]}
+        ]
+    }
+    fake.reply_answers = [
+        httpx.Response(400, json={"id_code": 400, "data": {"feedback": feedback}})
+    ]
     with pytest.raises(RequestRejected, match="non-detection"):
         tns.report_and_confirm(report, poll_interval_s=1, max_wait_s=30)
     assert fake.sends == 1
@@ -488,8 +612,12 @@ def test_rejection_is_raised(respx_mock, tns, report):
 @respx.mock(base_url=BASE, assert_all_called=False)
 def test_identical_report_reply_is_resolved_by_search(respx_mock, tns, report):
     fake = FakeTns(respx_mock)
-    feedback = {"at_report": [{"at_report": [{"message": "An identical AT report (...) already exists"}]}]}
-    fake.reply_answers = [httpx.Response(400, json={"id_code": 400, "data": {"feedback": feedback}})]
+    feedback = {
+        "at_report": [{"at_report": [{"message": "An identical AT report (...) already exists"}]}]
+    }
+    fake.reply_answers = [
+        httpx.Response(400, json={"id_code": 400, "data": {"feedback": feedback}})
+    ]
     fake.found, fake.found_after_sends = OBJ, 1
     outcome = tns.report_and_confirm(report, poll_interval_s=1, max_wait_s=30)
     assert outcome.status is TnsOutcomeStatus.FOUND and fake.sends == 1
@@ -500,7 +628,11 @@ def test_several_hits_pick_the_nearest(respx_mock, tns, report):
     respx_mock.post("get/search").mock(
         side_effect=lambda request: httpx.Response(
             200,
-            json=ok([] if json.loads(form(request)["data"])["internal_name"] else [{"objname": "far"}, {"objname": "near"}]),
+            json=ok(
+                []
+                if json.loads(form(request)["data"])["internal_name"]
+                else [{"objname": "far"}, {"objname": "near"}]
+            ),
         )
     )
     positions = {"far": (150.1238, -20.6543), "near": (150.12346, -20.65432)}
