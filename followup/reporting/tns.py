@@ -1003,6 +1003,15 @@ class TnsClient(ServiceClient):
         notes.append(f"search: {best.full_name} within {radius_arcsec:g} arcsec of the position")
         return best
 
+    def _search_internal_name(
+        self, name: str, deadline: float, notes: list[str]
+    ) -> TnsObject | None:
+        try:
+            hits = self._until(deadline, lambda: self.search(internal_name=name), notes, "search")
+        except ServiceUnavailable:
+            return None
+        return hits[0] if hits else None
+
     def _try_find(
         self, ident: ReportIdentity, radius_arcsec: float, deadline: float, notes: list[str]
     ) -> TnsObject | None:
@@ -1183,6 +1192,21 @@ class TnsClient(ServiceClient):
                     )
                 notes.append(f"reply: processed (codes {reply.codes}) but no object name")
                 break
+            if polls % 3 == 0 and ident.internal_name:
+                # TNS sometimes answers 404 for a report it holds; the object, once processed,
+                # carries our internal name, which settles it without waiting out max_wait_s.
+                found = self._search_internal_name(ident.internal_name, deadline, notes)
+                if found is not None:
+                    notes.append(
+                        f"reply: still 404 after {polls} polls, but {found.full_name} carries our internal name"
+                    )
+                    return self._outcome(
+                        TnsOutcomeStatus.FOUND,
+                        objname=found.objname,
+                        report_id=report_id,
+                        sends=sends,
+                        notes=notes,
+                    )
             if self._clock() + interval > deadline:
                 break
             self._sleep(interval)
