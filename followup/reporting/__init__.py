@@ -1,0 +1,56 @@
+"""Reports to HERMES, TNS and GCN: message builders, renderings and the clients that send them.
+
+Submodules: :mod:`~followup.reporting.hermes`, :mod:`~followup.reporting.tns`,
+:mod:`~followup.reporting.gcn`, :mod:`~followup.reporting.render` and
+:mod:`~followup.reporting.bands`. The most used names are re-exported here.
+"""
+
+from __future__ import annotations
+
+from followup.reporting.gcn import (
+    Circular,
+    CircularRecord,
+    GcnCircularsClient,
+    circular_email,
+    draft_circular,
+    subject_is_valid,
+)
+from followup.reporting.hermes import (
+    TEST_TOPIC,
+    HermesClient,
+    HermesMessage,
+    HermesReceipt,
+    build_hermes_message,
+    is_public_topic,
+)
+from followup.reporting.render import render_markdown
+from followup.reporting.tns import (
+    TnsClient,
+    TnsOutcome,
+    TnsOutcomeStatus,
+    TnsReply,
+    build_at_report,
+    discovery_points,
+)
+
+__all__ = [
+    "TEST_TOPIC",
+    "Circular",
+    "CircularRecord",
+    "GcnCircularsClient",
+    "HermesClient",
+    "HermesMessage",
+    "HermesReceipt",
+    "TnsClient",
+    "TnsOutcome",
+    "TnsOutcomeStatus",
+    "TnsReply",
+    "build_at_report",
+    "build_hermes_message",
+    "circular_email",
+    "discovery_points",
+    "draft_circular",
+    "is_public_topic",
+    "render_markdown",
+    "subject_is_valid",
+]

@@ -1,0 +1,75 @@
+"""LCO filter codes as HERMES, TNS and GCN readers name them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+__all__ = ["LCO_BANDS", "Band", "band_label", "tns_filter_id"]
+
+
+@dataclass(frozen=True)
+class Band:
+    """One LCO imaging filter.
+
+    Attributes:
+        code: The LCO filter code (``gp``, ``rp``...), as in ``Measurement.band``.
+        label: The name used in HERMES messages and GCN Circulars (``g``, ``r``, ``B``...).
+        tns_filter_id: The TNS ``filters`` id (from TNS ``api/get/values``), when known.
+    """
+
+    code: str
+    label: str
+    tns_filter_id: str | None = None
+
+
+# TNS ids 20-24 are the Sloan u, g, r, i, z entries of TNS's filter table (the ids SkyPortal
+# sends for sdss/ztf filters). Other filters have no id here on purpose: pass `filter_ids` to
+# build_at_report after checking them against TNS `api/get/values`.
+LCO_BANDS: Mapping[str, Band] = {
+    b.code: b
+    for b in (
+        Band("up", "u", "20"),
+        Band("gp", "g", "21"),
+        Band("rp", "r", "22"),
+        Band("ip", "i", "23"),
+        Band("zs", "z", "24"),
+        Band("U", "U"),
+        Band("B", "B"),
+        Band("V", "V"),
+        Band("R", "R"),
+        Band("I", "I"),
+        Band("w", "w"),
+        Band("Y", "Y"),
+    )
+}
+
+
+def band_label(code: str) -> str:
+    """The readable name of an LCO filter code (``"rp"`` -> ``"r"``); unknown codes are kept as given."""
+    band = LCO_BANDS.get(code)
+    return band.label if band else code
+
+
+def tns_filter_id(code: str, overrides: Mapping[str, str] | None = None) -> str:
+    """The TNS filter id of an LCO filter code.
+
+    Args:
+        code: LCO filter code.
+        overrides: Ids by filter code that take precedence over the built-in table.
+
+    Returns:
+        The id as a string (TNS wants numeric strings).
+
+    Raises:
+        ValueError: No TNS id is known for this filter.
+    """
+    if overrides and code in overrides:
+        return str(overrides[code])
+    band = LCO_BANDS.get(code)
+    if band is None or band.tns_filter_id is None:
+        raise ValueError(
+            f"no TNS filter id is known for LCO filter {code!r}; pass filter_ids={{{code!r}: '<id>'}} "
+            "with the id from TNS api/get/values"
+        )
+    return band.tns_filter_id

@@ -1,0 +1,545 @@
+"""GCN Circulars: drafts in GCN's style, GCN's subject rule, the Circulars API client and email text.
+
+A follow-up Circular reports one event: the subject names the event and the result
+("LIGO/Virgo/KAGRA S250101ab: LCO optical upper limits"), the body opens with the authors "report on
+behalf of" their team, gives the observations (times in UT, filters, exposures, AB magnitudes or
+upper limits) as a fixed-width table and closes with the calibration and the usual remarks, in
+plain ASCII text under ~60 lines (GCN's style guide, ``docs.circulars.styleguide.mdx``).
+
+GCN accepts a subject only when it contains a known keyword or a parseable event name and does
+not look like an auto-reply (``subjectIsValid`` in nasa-gcn/gcn.nasa.gov
+``app/routes/circulars/circulars.lib.ts``); :func:`subject_is_valid` mirrors that rule.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from collections.abc import Generator, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime
+from typing import Any, Literal
+
+import httpx
+from pydantic import BaseModel, Field, SecretStr
+
+from followup.exceptions import UncertainOutcome
+from followup.models import Measurement, Target
+from followup.reporting._http import ServiceClient
+from followup.reporting.bands import band_label
+
+__all__ = [
+    "AUTO_REPLY_MARKERS",
+    "CIRCULARS_EMAIL",
+    "GCN_URL",
+    "SUBJECT_KEYWORDS",
+    "Circular",
+    "CircularRecord",
+    "GcnBearerAuth",
+    "GcnCircularsClient",
+    "circular_email",
+    "draft_circular",
+    "event_label",
+    "parse_event_from_subject",
+    "subject_is_valid",
+]
+
+GCN_URL = "https://gcn.nasa.gov/"
+CIRCULARS_EMAIL = "circulars@gcn.nasa.gov"
+
+SUBJECT_KEYWORDS: tuple[str, ...] = (
+    "AGILE", "ALMA", "AMON", "ANTARES", "AXP", "Baksan Neutrino Observatory Alert", "CALET",
+    "Chandra", "COLIBRI", "COLIBRÍ", "EP", "Fermi", "FRB", "FXT", "GOTO", "GRANDMA", "GRB", "GW",
+    "HAWC", "HST", "IBAS", "IceCube", "INTEGRAL", "IPN", "JCMT", "KAGRA", "KamLAND", "KONUS",
+    "LIGO", "LOFAR", "LVC", "LVK", "LXT", "MAGIC", "MASTER", "MAXI", "Nova", "NuEM", "Pan-STARRS",
+    "POLAR", "RATIR", "SDSS", "SFXT", "SGR", "SN", "Super-Kamiokande", "Supernova", "Suzaku",
+    "SVOM", "Swift", "transient", "VLA", "VLBI", "XRB", "XRF", "XRT", "XTR", "Virgo", "ZTF",
+)  # fmt: skip
+"""GCN's ``validSubjectKeywords`` (gcn.nasa.gov@11d32bd4); matched case-insensitively as substrings."""
+
+AUTO_REPLY_MARKERS: tuple[str, ...] = (
+    "this is an automatic reply", "automatic reply: ", "auto reply", "autoreply", "vacation",
+    "out of the office", "out of office", "out of town", "away from my mail",
+    "away from his e-mail", "away from her e-mail", "away from the office",
+    "away from his office", "away from her office", "traveling until",
+    "no longer receiving mail", "delivery failure notif", "mail delivery failure",
+    "returned mail", "saxzlcnkgzmfpbhvyzsbub", "ponse_automatique", "off-line re:", "re: ",
+    "fwd: ", " r: ", " ris: ", "subject:", "draft",
+)  # fmt: skip
+"""GCN's ``emailAutoReplyChecklist``: a subject containing any of these is refused."""
+
+
+def _lvk(m: re.Match[str]) -> str:
+    instrument = m.group(1).upper().replace("VIRGO", "Virgo")
+    return f"{instrument} {m.group(2).upper()}{m.group(3).lower()}"
+
+
+# GCN's subjectMatchers, in its order: (pattern, normaliser).
+_EVENT_PATTERNS: tuple[tuple[re.Pattern[str], Any], ...] = tuple(
+    (re.compile(p, re.IGNORECASE), f)
+    for p, f in (
+        (r"GRB[.\s_-]*(\d{6}(?:[a-z]|\.[0-9]+)?)", lambda m: f"GRB {m.group(1).upper()}"),
+        (r"SGR[.\s_-]*(J*\d{4}\.?\d*\+\d{4})", lambda m: f"SGR {m.group(1).upper()}"),
+        (
+            r"SGR[.\s_-]*Swift[.\s_-]*(J*\d{4}\.?\d*\+\d{4})",
+            lambda m: f"SGR Swift {m.group(1).upper()}",
+        ),
+        (r"IceCube[.\s_-]*(\d{6}[a-z])", lambda m: f"IceCube-{m.group(1).upper()}"),
+        (
+            r"IceCube[.\s_-]*Cascade[.\s_-]*(\d{6}[a-z])",
+            lambda m: f"IceCube-Cascade {m.group(1).upper()}",
+        ),
+        (r"ZTF[.\s_-]*(\d{2}[a-z]*)", lambda m: f"ZTF{m.group(1).lower()}"),
+        (r"HAWC[.\s_-]*(\d{6}A)", lambda m: f"HAWC-{m.group(1).upper()}"),
+        (
+            r"((?:LIGO|Virgo|KAGRA)(?:[/-](?:LIGO|Virgo|KAGRA))*)[-_ \s]?(S|G|GW)(\d{5,}[a-z]*)",
+            _lvk,
+        ),
+        (r"ANTARES[.\s_-]*(\d{6}[a-z])", lambda m: f"ANTARES {m.group(1)}".upper()),
+        (
+            r"Baksan\sNeutrino\sObservatory\sAlert[.\s_-]*(\d{6}.\d{2})",
+            lambda m: f"Baksan Neutrino Observatory Alert {m.group(1)}",
+        ),
+        (r"EP[.\s_-]*(\d{6}[a-z])", lambda m: f"EP{m.group(1).lower()}"),
+        (
+            r"SN[.\s_-]*(\d{4}[a-z]*)",
+            lambda m: f"SN {m.group(1).upper() if len(m.group(1)) == 5 else m.group(1).lower()}",
+        ),
+        (r"GW[.\s_-]*(\d{6})", lambda m: f"GW{m.group(1)}"),
+        (r"FRB[.\s_-]*(\d{8}[a-z]|\d{6}[a-z]?)", lambda m: f"FRB {m.group(1)}".upper()),
+        (r"sb[.\s_-]*(\d{8})", lambda m: f"sb{m.group(1)}"),
+        (r"XRF[.\s_-]*(\d{6}[a-z]?)", lambda m: f"XRF {m.group(1).upper()}"),
+        (r"AT[.\s_-]*(\d{4}[a-z]+)", lambda m: f"AT{m.group(1).lower()}"),
+    )
+)
+
+
+def parse_event_from_subject(subject: str) -> str | None:
+    """The event id GCN derives from a subject (``parseEventFromSubject``), or None.
+
+    Patterns matching at the start win over matches further in, as on GCN.
+    """
+    for pattern, normalise in _EVENT_PATTERNS:
+        m = pattern.match(subject)
+        if m:
+            return normalise(m)
+    for pattern, normalise in _EVENT_PATTERNS:
+        m = pattern.search(subject)
+        if m:
+            return normalise(m)
+    return None
+
+
+def subject_is_valid(subject: str) -> bool:
+    """GCN's subject rule: a known keyword or event name, and nothing that looks like an auto-reply.
+
+    Example:
+        >>> subject_is_valid("LIGO/Virgo/KAGRA S250101ab: LCO optical upper limits")
+        True
+        >>> subject_is_valid("Re: LCO observations")
+        False
+    """
+    if not subject:
+        return False
+    lower = subject.lower()
+    if any(marker in lower for marker in AUTO_REPLY_MARKERS):
+        return False
+    return (
+        any(k.lower() in lower for k in SUBJECT_KEYWORDS)
+        or parse_event_from_subject(subject) is not None
+    )
+
+
+def _subject_problem(subject: str) -> str | None:
+    if not subject:
+        return "the subject is empty"
+    lower = subject.lower()
+    markers = [m for m in AUTO_REPLY_MARKERS if m in lower]
+    if markers:
+        return f"the subject looks like an auto-reply to GCN (contains {markers[0]!r})"
+    if not subject_is_valid(subject):
+        return "the subject has no GCN keyword or event name (e.g. 'LIGO', 'GRB', 'transient')"
+    return None
+
+
+def event_label(event_id: str) -> str:
+    """The event as a follow-up subject names it.
+
+    LVK superevents get the collaboration's name (``S250101ab`` -> ``LIGO/Virgo/KAGRA S250101ab``,
+    mock ``MS...`` events too); ids GCN already recognises (``GRB 250101A``, ``EP250101a``,
+    ``IceCube-250101A``) are kept as they are.
+    """
+    event_id = event_id.strip()
+    if re.fullmatch(r"(M?S|GW)\d{6}[a-z]{1,3}|GW\d{6}(_\d{6})?", event_id):
+        return f"LIGO/Virgo/KAGRA {event_id}"
+    return event_id
+
+
+class Circular(BaseModel):
+    """A GCN Circular ready to submit or mail.
+
+    Attributes:
+        subject: One line: event, facility and result.
+        body: Plain text (or markdown with ``format="text/markdown"``).
+        format: ``"text/plain"`` or ``"text/markdown"``.
+        event_id: The event the Circular is about (GCN also derives it from the subject).
+    """
+
+    subject: str = Field(min_length=1)
+    body: str = Field(min_length=1)
+    format: Literal["text/plain", "text/markdown"] = "text/plain"
+    event_id: str | None = None
+
+    @property
+    def line_count(self) -> int:
+        """Lines of the body (GCN's style guide asks for fewer than about 60)."""
+        return len(self.body.splitlines())
+
+    def to_payload(self) -> dict[str, Any]:
+        """The JSON body of ``POST /api/circulars``."""
+        payload: dict[str, Any] = {
+            "subject": self.subject,
+            "body": self.body,
+            "format": self.format,
+        }
+        if self.event_id:
+            payload["eventId"] = self.event_id
+        return payload
+
+
+class CircularRecord(BaseModel):
+    """A Circular as GCN stored it.
+
+    Attributes:
+        circular_id: GCN Circular number (the remote id to keep).
+        created_on: When GCN stored it (UTC).
+        subject: Subject as stored.
+        body: Body as stored.
+        submitter: Who GCN says submitted it.
+        event_id: Event id GCN derived from the subject.
+        format: Body format.
+        url: Link to the Circular.
+        raw: GCN's JSON answer.
+    """
+
+    circular_id: int
+    created_on: datetime
+    subject: str
+    body: str
+    submitter: str | None = None
+    event_id: str | None = None
+    format: str | None = None
+    url: str | None = None
+    raw: dict[str, Any] = Field(default_factory=dict, repr=False)
+
+
+# ------------------------------------------------------------------------------- the draft
+def _mag_text(m: Measurement) -> str:
+    if m.is_detection:
+        err = f" +/- {m.mag_err:.2f}" if m.mag_err is not None else ""
+        return f"{m.mag:.2f}{err}"
+    return f"> {m.limit_mag_5sigma:.2f}"
+
+
+def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> list[str]:
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    return [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+
+
+def _wrap(text: str) -> list[str]:
+    return textwrap.wrap(text, width=78, break_long_words=False, break_on_hyphens=False)
+
+
+def _hours(delta_s: float) -> str:
+    return f"{delta_s / 3600.0:.2f}"
+
+
+def draft_circular(
+    event_id: str,
+    measurements: Iterable[Measurement],
+    *,
+    observers: Sequence[str],
+    team: str,
+    telescope: str = "LCO 1-m",
+    facility: str = "LCO",
+    targets: Sequence[Target] = (),
+    event_time: datetime | None = None,
+    label: str | None = None,
+    catalog: str | None = None,
+    references: Sequence[str] = (),
+    closing: str | None = "Further observations are planned.",
+    acknowledgement: str | None = None,
+    max_rows: int = 30,
+) -> Circular:
+    """Draft a follow-up Circular for one event from its measurements.
+
+    The subject says ``candidate counterpart`` when any measurement is a detection (S/N >= 5) and
+    ``upper limits`` otherwise. Rows are sorted by time; beyond ``max_rows`` they are summarised
+    in one line saying how many more there are (never dropped silently).
+
+    Args:
+        event_id: The event (``"S250101ab"``, ``"GRB 250101A"``, ``"EP250101a"``).
+        measurements: Forced photometry results to report.
+        observers: Author list entries, e.g. ``["A. Author (LCO)", "B. Author (UCSB)"]``.
+        team: The team the authors report for, e.g. ``"LCO Global Supernova Project"``.
+        telescope: Telescope name in the text and table.
+        facility: Short facility name for the subject.
+        targets: The targets measured (their positions are listed for detections).
+        event_time: Event time T0 (UTC); adds a ``T-T0 (h)`` column.
+        label: Event name for the subject and text (default :func:`event_label`).
+        catalog: Reference catalog of the zero points (named in the calibration sentence).
+        references: Prior Circulars to cite, e.g. ``["LIGO/Virgo/KAGRA Collaboration, GCN Circ. 12345"]``.
+        closing: Closing sentence (None for none).
+        acknowledgement: Acknowledgement sentence (None for none).
+        max_rows: Most table rows to print.
+
+    Returns:
+        The Circular (plain text).
+
+    Raises:
+        ValueError: No measurements, no observers, a measurement of a target not in ``targets``
+            (when targets are given), or a subject GCN would refuse.
+    """
+    points = sorted(measurements, key=lambda m: (m.date_obs, m.target_name))
+    if not points:
+        raise ValueError("a Circular needs at least one measurement")
+    if not observers or not all(o.strip() for o in observers):
+        raise ValueError("observers must list the authors")
+    if not team.strip():
+        raise ValueError("team must name the team the authors report for")
+    if max_rows < 1:
+        raise ValueError("max_rows must be >= 1")
+    by_name = {t.name: t for t in targets}
+    if targets:
+        unknown = sorted({m.target_name for m in points} - set(by_name))
+        if unknown:
+            raise ValueError(f"measurements of targets that were not given: {unknown}")
+
+    name = label or event_label(event_id)
+    detections = [m for m in points if m.is_detection]
+    result = "optical candidate counterpart" if detections else "optical upper limits"
+    subject = f"{name}: {facility} {result}"
+    problem = _subject_problem(subject)
+    if problem:
+        raise ValueError(f"GCN would refuse the subject {subject!r}: {problem}")
+
+    n_targets = len({m.target_name for m in points})
+    first, last = points[0].date_obs, points[-1].date_obs
+    when = f"between {first:%Y-%m-%d %H:%M:%S} and {last:%Y-%m-%d %H:%M:%S} UT"
+    if first == last:
+        when = f"at {first:%Y-%m-%d %H:%M:%S} UT"
+    if event_time is not None:
+        when += f" (starting {_hours((first - event_time).total_seconds())} h after the event)"
+    filters = sorted({band_label(m.band) for m in points})
+    cite = f" ({'; '.join(references)})" if references else ""
+
+    lines = [*_wrap(f"{', '.join(observers)} report on behalf of the {team}:"), ""]
+    lines += _wrap(
+        f"We observed {n_targets} target{'s' if n_targets != 1 else ''} in the localization of {name}{cite} "
+        f"with the {telescope} telescope network {when}, in the {', '.join(filters)} "
+        f"filter{'s' if len(filters) != 1 else ''}."
+    )
+    lines.append("")
+    if detections:
+        det_names = sorted({m.target_name for m in detections})
+        lines += _wrap(
+            f"Forced photometry detects a source (S/N >= 5) at {len(det_names)} of the {n_targets} "
+            f"target position{'s' if n_targets != 1 else ''}:"
+        )
+        if by_name:
+            lines.append("")
+            lines += _table(
+                [(n, f"{by_name[n].ra:.5f}", f"{by_name[n].dec:+.5f}") for n in det_names],
+                ("Target", "RA (deg)", "Dec (deg)"),
+            )
+        lines.append("")
+        lines += _wrap("The photometry (AB magnitudes; limits are 5-sigma) is:")
+    else:
+        lines += _wrap(
+            "Forced photometry at the target positions detects no source at S/N >= 5. "
+            "The 5-sigma upper limits (AB) are:"
+        )
+    lines.append("")
+
+    header = ["Target", "Date (UT)"]
+    if event_time is not None:
+        header.append("T-T0 (h)")
+    header += ["Telescope", "Filter", "Exp (s)", "AB mag"]
+    rows = []
+    for m in points[:max_rows]:
+        row = [m.target_name, f"{m.date_obs:%Y-%m-%d %H:%M:%S}"]
+        if event_time is not None:
+            row.append(_hours((m.date_obs - event_time).total_seconds()))
+        row += [
+            telescope,
+            band_label(m.band),
+            "-" if m.exposure_time_s is None else f"{m.exposure_time_s:g}",
+            _mag_text(m),
+        ]
+        rows.append(row)
+    lines += _table(rows, header)
+    if len(points) > max_rows:
+        lines.append(f"({len(points) - max_rows} further measurements are not listed here.)")
+    lines.append("")
+    calibration = "Magnitudes are in the AB system"
+    calibration += f", calibrated against {catalog}," if catalog else ""
+    calibration += " and are not corrected for Galactic extinction."
+    lines += _wrap(calibration)
+    for sentence in (closing, acknowledgement):
+        if sentence:
+            lines += ["", *_wrap(sentence)]
+    body = "\n".join(lines).rstrip() + "\n"
+    return Circular(subject=subject, body=body, event_id=event_id)
+
+
+def circular_email(
+    circular: Circular,
+    *,
+    from_addr: str,
+    to_addr: str = CIRCULARS_EMAIL,
+    date: datetime | None = None,
+) -> str:
+    """The email that submits a Circular, for endorsed submitters who send by mail.
+
+    Args:
+        circular: The Circular.
+        from_addr: The endorsed submitter's address (GCN matches it to the account).
+        to_addr: ``circulars@gcn.nasa.gov`` (``circulars@dev.gcn.nasa.gov`` for the dev site).
+        date: Date header (default now, UTC).
+
+    Returns:
+        The RFC 5322 message text (headers, blank line, plain-text body).
+
+    Raises:
+        ValueError: An address is missing or the subject would be refused.
+    """
+    if "@" not in from_addr or "@" not in to_addr:
+        raise ValueError("from_addr and to_addr must be email addresses")
+    problem = _subject_problem(circular.subject)
+    if problem:
+        raise ValueError(f"GCN would refuse the subject {circular.subject!r}: {problem}")
+    msg = EmailMessage()
+    msg["From"] = from_addr
+    msg["To"] = to_addr
+    msg["Subject"] = circular.subject
+    msg["Date"] = format_datetime(date or datetime.now(UTC))
+    msg.set_content(
+        circular.body, subtype="markdown" if circular.format == "text/markdown" else "plain"
+    )
+    return msg.as_string()
+
+
+# ------------------------------------------------------------------------------- the client
+class GcnBearerAuth(httpx.Auth):
+    """``Authorization: Bearer <access token>`` (GCN's Cognito, scope ``gcn.nasa.gov/circular-submitter``)."""
+
+    def __init__(self, token: SecretStr) -> None:
+        self._token = token
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        """Add the bearer token."""
+        request.headers["Authorization"] = f"Bearer {self._token.get_secret_value()}"
+        yield request
+
+    def __repr__(self) -> str:
+        return "GcnBearerAuth(token=SecretStr('**********'))"
+
+
+class GcnCircularsClient(ServiceClient):
+    """Client of GCN's Circulars API (``POST /api/circulars``), for partner apps with an access token.
+
+    Args:
+        access_token: OIDC access token with scope ``gcn.nasa.gov/circular-submitter``.
+        base_url: ``GCN_URL`` (``https://dev.gcn.nasa.gov/`` for the dev site) or a sandbox URL.
+        timeout: Seconds for connect, read and write.
+        transport: An httpx transport to use instead of the network.
+    """
+
+    def __init__(
+        self,
+        access_token: SecretStr | str,
+        *,
+        base_url: str = GCN_URL,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        token = access_token if isinstance(access_token, SecretStr) else SecretStr(access_token)
+        if not token.get_secret_value():
+            raise ValueError("a GCN access token is required")
+        super().__init__(
+            base_url,
+            service="GCN",
+            auth=GcnBearerAuth(token),
+            timeout=timeout,
+            transport=transport,
+            secrets=[token],
+        )
+
+    def submit_circular(self, circular: Circular | Mapping[str, Any]) -> CircularRecord:
+        """Submit a Circular; GCN distributes it at once.
+
+        Returns:
+            The stored Circular with its number.
+
+        Raises:
+            ValueError: The subject fails GCN's rule (checked before sending).
+            AuthenticationError: 403 "Bearer missing", "Invalid scope" or "User is not in the
+                submitters group".
+            RequestRejected: 400 "subject is invalid", "body is invalid", "format is invalid",
+                "missing required parameter", "Wrong IdP"; 405.
+            UncertainOutcome: 5xx or a lost answer: the Circular may be published. (An expired or
+                forged token also makes GCN answer 500.)
+            ServiceUnavailable: GCN could not be reached, 429 or 503.
+        """
+        if not isinstance(circular, Circular):
+            circular = Circular.model_validate(
+                {**circular, "event_id": circular.get("eventId", circular.get("event_id"))}
+                if isinstance(circular, Mapping)
+                else circular
+            )
+        problem = _subject_problem(circular.subject)
+        if problem:
+            raise ValueError(f"GCN would refuse the subject {circular.subject!r}: {problem}")
+        response = self._request(
+            "POST",
+            "api/circulars",
+            operation="submit_circular",
+            creates=True,
+            json=circular.to_payload(),
+        )
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or "circularId" not in body:
+            raise UncertainOutcome(
+                f"GCN submit_circular: HTTP {response.status_code} without a circularId "
+                f"({self._text(response)[:200]!r}); the Circular may be published",
+                operation="submit_circular",
+                status_code=response.status_code,
+                url=str(response.request.url),
+                body=self._scrub(body),
+            )
+        circular_id = int(body["circularId"])
+        created = body.get("createdOn")
+        created_on = (
+            datetime.fromtimestamp(created / 1000.0, UTC)
+            if isinstance(created, int | float)
+            else datetime.now(UTC)
+        )
+        return CircularRecord(
+            circular_id=circular_id,
+            created_on=created_on,
+            subject=str(body.get("subject", circular.subject)),
+            body=str(body.get("body", circular.body)),
+            submitter=body.get("submitter"),
+            event_id=body.get("eventId"),
+            format=body.get("format"),
+            url=str(self._client.base_url.join(f"circulars/{circular_id}")),
+            raw=body,
+        )
