@@ -110,7 +110,7 @@ class HermesCredentials(Block):
         from followup.reporting.hermes import HermesClient
 
         return HermesClient(
-            self.base_url, self.api_token, timeout=self.timeout_s, transport=transport
+            self.api_token, base_url=self.base_url, timeout=self.timeout_s, transport=transport
         )
 
 
@@ -154,8 +154,8 @@ class TnsCredentials(Block):
         from followup.reporting.tns import TnsClient
 
         return TnsClient(
-            self.base_url,
             self.api_key,
+            base_url=self.base_url,
             bot_id=self.bot_id,
             bot_name=self.bot_name,
             timeout=self.timeout_s,
@@ -195,7 +195,7 @@ class GcnCredentials(Block):
         from followup.reporting.gcn import GcnCircularsClient
 
         return GcnCircularsClient(
-            self.base_url, self.access_token, timeout=self.timeout_s, transport=transport
+            self.access_token, base_url=self.base_url, timeout=self.timeout_s, transport=transport
         )
 
 
