@@ -14,11 +14,10 @@ from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
 if TYPE_CHECKING:
+    from followup.lco import ArchiveClient, PortalClient
     from followup.reporting.gcn import GcnCircularsClient
     from followup.reporting.hermes import HermesClient
     from followup.reporting.tns import TnsClient
-
-    from followup.lco import ArchiveClient, PortalClient
 
 __all__ = [
     "GcnCredentials",
@@ -124,7 +123,7 @@ class TnsCredentials(Block):
         reporting_group_id: TNS id of the reporting group.
         discovery_data_source_id: TNS id of the discovery data source.
         reporter: Reporter line of AT reports (names and institutes).
-        base_url: Root URL of TNS (``https://sandbox.wis-tns.org`` for TNS's own sandbox).
+        base_url: Root URL of the TNS API (``https://sandbox.wis-tns.org/api/`` for TNS's sandbox).
         timeout_s: HTTP timeout in seconds.
 
     Example:
@@ -146,7 +145,9 @@ class TnsCredentials(Block):
     reporting_group_id: int = Field(description="TNS id of the reporting group.")
     discovery_data_source_id: int = Field(description="TNS id of the discovery data source.")
     reporter: str = Field(description="Reporter line of AT reports (names and institutes).")
-    base_url: str = Field(default="https://www.wis-tns.org", description="Root URL of TNS.")
+    base_url: str = Field(
+        default="https://www.wis-tns.org/api/", description="Root URL of the TNS API."
+    )
     timeout_s: float = Field(default=30.0, gt=0, description="HTTP timeout in seconds.")
 
     def get_client(self, *, transport: httpx.BaseTransport | None = None) -> TnsClient:

@@ -1020,6 +1020,10 @@ class LcoSandboxState:
         url_secret: Key signing download URLs; random by default.
         url_lifetime_s: Lifetime of a signed download URL (the archive's is 48 h).
         page_size: Default ``limit`` of portal listings (the portal's PAGE_SIZE is 10).
+        first_id: First request group / request id. A sandbox started afresh against a ledger
+            that outlives it should start above every id it handed out before (the real
+            portal's ids are unique for ever).
+        first_frame_id: First archive frame id (same reasoning).
     """
 
     def __init__(
@@ -1037,8 +1041,12 @@ class LcoSandboxState:
         url_secret: bytes | None = None,
         url_lifetime_s: float = 172800.0,
         page_size: int = 10,
+        first_id: int = 1000,
+        first_frame_id: int = 50_000_000,
     ) -> None:
         self.clock: Clock = clock or ScaledClock()
+        self.first_id = first_id
+        self.first_frame_id = first_frame_id
         self.renderer = renderer
         self.token = token
         self.username = username
@@ -1078,8 +1086,8 @@ class LcoSandboxState:
             self._time_used: dict[tuple[str, str, str], float] = {}
             self._faults: list[Fault] = []
             self._next_outcomes: list[LcoState] = []
-            self._ids = itertools.count(1000)
-            self._frame_ids = itertools.count(50_000_000)
+            self._ids = itertools.count(self.first_id)
+            self._frame_ids = itertools.count(self.first_frame_id)
             self._version_ids = itertools.count(70_000_000)
             self.create_calls = 0
             self.validate_calls = 0

@@ -1,22 +1,20 @@
-"""Helpers for the LCO tests: a tiny FITS renderer and a uvicorn server on a free port."""
+"""Helpers for the LCO tests: a tiny FITS renderer, targets, strategies, and ``serve``."""
 
 from __future__ import annotations
 
 import io
-import socket
 import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-import uvicorn
 from astropy.io import fits
 
 from followup.models import ObservingStrategy, Target
+from sandbox.serving import serve
 from sandbox.specs import FrameSpec
+
+__all__ = ["AUTH", "TOKEN", "TinyRenderer", "serve", "strategy", "target", "window"]
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Token {TOKEN}"}
@@ -63,27 +61,3 @@ def strategy(**fields: Any) -> ObservingStrategy:
 def window(now: datetime, hours: float = 24.0, start_offset_h: float = 0.0) -> dict[str, datetime]:
     start = now + timedelta(hours=start_offset_h)
     return {"window_start": start, "window_end": start + timedelta(hours=hours)}
-
-
-@contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Serve an ASGI app with uvicorn on 127.0.0.1 (a socket bound to port 0); yield its URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="critical", lifespan="off", timeout_graceful_shutdown=1)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import threading
-import time
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from starlette.exceptions import StarletteDeprecationWarning
+
+from sandbox.serving import serve
 
 with warnings.catch_warnings():
     # Starlette 1.0 wants `httpx2` for its TestClient; the lock pins httpx, which still works.
@@ -113,28 +111,6 @@ class AppTransport(httpx.BaseTransport):
 
     def close(self) -> None:
         self.client.close()
-
-
-@contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Serve an app with uvicorn on a free 127.0.0.1 port in a thread; yield its base URL."""
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", access_log=False
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
 
 
 @pytest.fixture

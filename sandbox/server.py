@@ -1,0 +1,271 @@
+"""Run every stand-in together: LCO portal and archive, HERMES, TNS, GCN, a webhook receiver.
+
+Each service listens on its own 127.0.0.1 port at the root of its host:port, as the real ones do
+(clients written for LCO join absolute paths such as ``/api/...`` and ``/frames/...`` onto the
+configured URL). The portal and the archive share one state, and the archive's frames come from
+the synthetic sky, which holds the transients every measurement is checked against.
+
+A control app (``/sandbox/config``, ``/sandbox/truth``) tells drills and the demo where everything
+is and what the true magnitudes are. ``followup sandbox`` runs this module in the foreground;
+the demo runs ``python -m sandbox.server`` as a child process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel, ConfigDict, Field
+
+from followup.models import UtcDatetime, utcnow
+from sandbox import gcn, hermes, tns, webhook
+from sandbox.lco import LcoSandboxState, ScaledClock, create_archive_app, create_portal_app
+from sandbox.serving import ServedApp
+from sandbox.specs import FrameRenderer, Transient
+
+__all__ = ["SERVICES", "SandboxConfig", "SandboxServer", "SandboxUrls", "main"]
+
+SERVICES = ("portal", "archive", "hermes", "tns", "gcn", "webhook", "control")
+
+
+class SandboxConfig(BaseModel):
+    """How to run the sandbox.
+
+    Attributes:
+        host: Interface every service binds.
+        base_port: The services use ``base_port`` + 0..6 in the order of :data:`SERVICES`;
+            0 gives each a free port.
+        lco_token: Token the LCO portal and archive accept.
+        hermes_token: Token HERMES accepts.
+        tns_api_key: API key of the TNS bot.
+        tns_bot_id: TNS bot id.
+        tns_bot_name: TNS bot name.
+        gcn_token: Bearer token the GCN Circulars API accepts.
+        proposal_id: The proposal the portal knows.
+        completion_delay_s: Simulated seconds from submission to a request's completion.
+        clock_scale: Simulated seconds per real second.
+        tns_processing_delay_s: Seconds before TNS has processed a report.
+        cache_dir: Where rendered frames are kept.
+        renderer: ``synthetic`` (the synthetic sky, real pixels) or ``header-only`` (tiny frames).
+        sky_seed: Seed of the synthetic star field.
+        frame_shape: Pixels of rendered frames (height, width); Sinistro is 4096 x 4096.
+        transients: The transients the synthetic sky holds.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    base_port: int = Field(default=0, ge=0)
+    lco_token: str = "sandbox-lco-token"
+    hermes_token: str = hermes.DEFAULT_TOKEN
+    tns_api_key: str = tns.DEFAULT_BOT.api_key
+    tns_bot_id: int = int(tns.DEFAULT_BOT.bot_id)
+    tns_bot_name: str = tns.DEFAULT_BOT.name
+    gcn_token: str = gcn.DEFAULT_TOKEN
+    proposal_id: str = "SANDBOX-001"
+    completion_delay_s: float = Field(default=20.0, ge=0)
+    clock_scale: float = Field(default=1.0, gt=0)
+    tns_processing_delay_s: float = Field(default=1.0, ge=0)
+    cache_dir: str = ".followup/sandbox-frames"
+    renderer: str = "synthetic"
+    sky_seed: int = 0
+    frame_shape: tuple[int, int] = (4096, 4096)
+    transients: list[Transient] = Field(default_factory=list)
+
+
+class SandboxUrls(BaseModel):
+    """Where each service of a running sandbox is, and the credentials it accepts."""
+
+    portal: str
+    archive: str
+    hermes: str
+    tns: str
+    gcn: str
+    webhook: str
+    control: str
+    lco_token: str
+    proposal_id: str
+    hermes_token: str
+    tns_api_key: str
+    tns_bot_id: int
+    tns_bot_name: str
+    gcn_token: str
+
+
+def _renderer(config: SandboxConfig) -> FrameRenderer | None:
+    if config.renderer == "header-only":
+        return None
+    if config.renderer != "synthetic":
+        raise ValueError(f"unknown renderer {config.renderer!r}: use synthetic or header-only")
+    from sandbox.sky import SyntheticSky
+
+    return SyntheticSky(
+        seed=config.sky_seed, transients=config.transients, shape=config.frame_shape
+    ).render
+
+
+class TruthRow(BaseModel):
+    """The true AB magnitude of a transient in a band at a time."""
+
+    name: str
+    ra: float
+    dec: float
+    band: str
+    time: UtcDatetime
+    mag: float
+
+
+def create_control_app(config: SandboxConfig, urls: dict[str, str]) -> FastAPI:
+    """The sandbox's own control app: where things are, and the truth."""
+    app = FastAPI(title="followup sandbox control")
+
+    @app.get("/sandbox/config")
+    def get_config() -> dict[str, Any]:
+        return {"urls": urls, "transients": [t.model_dump(mode="json") for t in config.transients]}
+
+    @app.get("/sandbox/truth")
+    def get_truth(band: str, time: datetime | None = None) -> list[TruthRow]:
+        when = time or utcnow()
+        rows = []
+        for transient in config.transients:
+            if band not in transient.peak_mag:
+                raise HTTPException(404, f"{transient.name} has no brightness in band {band!r}")
+            rows.append(
+                TruthRow(
+                    name=transient.name,
+                    ra=transient.ra,
+                    dec=transient.dec,
+                    band=band,
+                    time=when,
+                    mag=transient.magnitude(band, when),
+                )
+            )
+        return rows
+
+    return app
+
+
+class SandboxServer:
+    """Every stand-in in this process, each on its own port.
+
+    Example:
+        >>> server = SandboxServer(SandboxConfig(renderer="header-only")).start()
+        >>> server.urls.portal  # doctest: +SKIP
+        'http://127.0.0.1:41234'
+        >>> server.stop()
+    """
+
+    def __init__(self, config: SandboxConfig) -> None:
+        self.config = config
+        # Remote ids must stay unique across sandbox restarts, as the real services' ids are:
+        # the ledger outlives the sandbox and keys requests and frames by them.
+        id_base = int(time.time() * 1000)
+        self.lco = LcoSandboxState(
+            ScaledClock(config.clock_scale),
+            _renderer(config),
+            token=config.lco_token,
+            proposals=(config.proposal_id,),
+            completion_delay_s=config.completion_delay_s,
+            cache_dir=config.cache_dir,
+            first_id=id_base // 1000,
+            first_frame_id=id_base,
+        )
+        self.hermes = hermes.HermesSandboxState({config.hermes_token: "sandbox-user"})
+        self.tns = tns.TnsSandboxState(
+            bots=[
+                tns.TnsBot(
+                    bot_id=str(config.tns_bot_id),
+                    name=config.tns_bot_name,
+                    api_key=config.tns_api_key,
+                )
+            ],
+            processing_delay_s=config.tns_processing_delay_s,
+            first_report_id=id_base // 1000,
+        )
+        self.gcn = gcn.GcnSandboxState(
+            {config.gcn_token: gcn.GcnUser()}, first_circular_id=40000 + (id_base // 1000) % 50000
+        )
+        self.webhook = webhook.WebhookState()
+        self._served: dict[str, ServedApp] = {}
+        self.urls: SandboxUrls | None = None
+
+    def start(self) -> SandboxServer:
+        """Bind every port and start serving."""
+        apps = {
+            "portal": create_portal_app(self.lco),
+            "archive": create_archive_app(self.lco),
+            "hermes": hermes.create_app(self.hermes),
+            "tns": tns.create_app(self.tns),
+            "gcn": gcn.create_app(self.gcn),
+            "webhook": webhook.create_app(self.webhook),
+        }
+        port = self.config.base_port
+        for offset, name in enumerate(SERVICES[:-1]):
+            served = ServedApp(apps[name], host=self.config.host, port=port + offset if port else 0)
+            self._served[name] = served.start()
+        url_map = {name: served.url for name, served in self._served.items()}
+        control_port = port + len(SERVICES) - 1 if port else 0
+        control = ServedApp(
+            create_control_app(self.config, url_map), host=self.config.host, port=control_port
+        )
+        self._served["control"] = control.start()
+        url_map["control"] = control.url
+        c = self.config
+        self.urls = SandboxUrls(
+            **url_map,
+            lco_token=c.lco_token,
+            proposal_id=c.proposal_id,
+            hermes_token=c.hermes_token,
+            tns_api_key=c.tns_api_key,
+            tns_bot_id=c.tns_bot_id,
+            tns_bot_name=c.tns_bot_name,
+            gcn_token=c.gcn_token,
+        )
+        return self
+
+    def stop(self) -> None:
+        """Stop every service."""
+        for served in self._served.values():
+            served.stop()
+        self._served.clear()
+
+    def __enter__(self) -> SandboxServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the sandbox until SIGINT or SIGTERM; write the URLs as JSON when asked."""
+    parser = argparse.ArgumentParser(prog="python -m sandbox.server", description=__doc__)
+    parser.add_argument("--config", type=Path, help="JSON file with a SandboxConfig")
+    parser.add_argument("--urls-out", type=Path, help="write the services' URLs here as JSON")
+    args = parser.parse_args(argv)
+    config = (
+        SandboxConfig.model_validate_json(args.config.read_text())
+        if args.config
+        else SandboxConfig()
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with SandboxServer(config) as server:
+        assert server.urls is not None
+        text = server.urls.model_dump_json(indent=2)
+        if args.urls_out:
+            tmp = args.urls_out.with_suffix(".tmp")
+            tmp.write_text(text)
+            tmp.replace(args.urls_out)  # readers never see half a file
+        print(text, flush=True)
+        stop.wait()
+
+
+if __name__ == "__main__":
+    main()
