@@ -118,6 +118,7 @@ def submit_once(
     request: ObservationRequest,
     payload: Mapping[str, Any],
     *,
+    validate: bool = True,
     recheck_delays_s: Sequence[float] = (5.0, 30.0),
     sleep: Callable[[float], None] = time.sleep,
 ) -> SubmitResult:
@@ -129,6 +130,8 @@ def submit_once(
         request: The request as the ledger keys it; ``request.group_name`` must equal
             ``payload["name"]``.
         payload: The request-group payload (see :func:`followup.lco.build_request_group`).
+        validate: Ask the portal's validate endpoint first; an invalid payload is recorded as
+            ``rejected`` with the portal's messages and never sent.
         recheck_delays_s: After an uncertain outcome, look the name up again after each of these
             delays before giving up (the portal may still be processing our POST).
         sleep: Injectable sleep, for tests.
@@ -159,6 +162,17 @@ def submit_once(
         if found is not None:
             logger.info("request group %s was already at the portal (id %s)", found.name, found.id)
             return _result(_record(ledger, found, portal=portal), "found")
+    if validate:
+        validation = portal.validate_request_group(payload)
+        if not validation.is_valid:
+            detail = "; ".join(validation.messages)
+            ledger.update_request(row.group_name, local_status="rejected", detail=detail)
+            raise RequestRejected(
+                f"validate_request_group: the portal refused {row.group_name}: {detail}",
+                operation="validate_request_group",
+                status_code=200,
+                body=validation.errors,
+            )
     try:
         group = portal.submit_request_group(payload)
     except UncertainOutcome:

@@ -140,6 +140,8 @@ def test_rejected_and_declined_requests_are_never_sent(sqlite_ledger, sandbox, p
     bad = dict(payload, ipp_value=9.0)
     with pytest.raises(RequestRejected, match="ipp_value"):
         submit_once(portal, sqlite_ledger, request, bad)
+    assert sqlite_ledger.find_request_by_name(request.group_name).local_status == "rejected"
+    assert sandbox[0].validate_calls == 1 and sandbox[0].create_calls == 0
     assert submit_once(portal, sqlite_ledger, request, payload).outcome == "not-sent"
     other, other_payload = prepare(sqlite_ledger, sandbox, event="S250101cd")
     assert mark_declined(sqlite_ledger, other, "declined by alice").local_status == "declined"

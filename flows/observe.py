@@ -1,0 +1,215 @@
+"""Stage flow ``observe``: strategy, approval, exactly-once submission, waiting for LCO."""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow, get_run_logger
+from prefect.states import Completed, State
+
+from flows.approvals import RequestApproval, ask
+from flows.events import REQUEST_COMPLETED, REQUEST_SUBMITTED, emit_followup_event
+from flows.runtime import load_runtime
+from followup.lco import build_request_group, epoch_windows, make_group_name
+from followup.ledger import Ledger, RequestRow
+from followup.models import Alert, LcoState, ObservationRequest, ObservingStrategy, Target, utcnow
+from followup.strategies import choose_strategy, needs_approval
+from tasks.artifacts import publish_table
+from tasks.lco import decline_request, refresh_states, submit_request
+
+__all__ = ["observe", "wait_for_requests"]
+
+
+def _plan_requests(
+    alert: Alert, targets: list[Target], strategy: ObservingStrategy, proposal: str
+) -> list[tuple[ObservationRequest, dict]]:
+    """One request group per target and epoch of the strategy's cadence."""
+    windows = epoch_windows(strategy, utcnow())
+    planned = []
+    for target in targets[: strategy.max_targets]:
+        for epoch, (start, end) in enumerate(windows):
+            name = make_group_name(
+                alert.event_id,
+                target.name,
+                epoch=epoch,
+                filters=strategy.filters,
+                plan=strategy.name,
+            )
+            request = ObservationRequest(
+                event_id=alert.event_id,
+                target_name=target.name,
+                epoch=epoch,
+                group_name=name,
+                filters=strategy.filters,
+                observation_type=strategy.observation_type,
+                window_start=start,
+                window_end=end,
+            )
+            payload = build_request_group(
+                target,
+                strategy,
+                proposal=proposal,
+                group_name=name,
+                window_start=start,
+                window_end=end,
+            )
+            planned.append((request, payload))
+    return planned
+
+
+def _describe(alert: Alert, strategy: ObservingStrategy, planned: list, reason: str) -> str:
+    lines = [
+        f"### Telescope time for {alert.event_id} ({alert.alert_type.value})",
+        f"**Why approval is needed:** {reason}",
+        "",
+        f"Strategy **{strategy.name}**: {strategy.instrument_type}, filters "
+        f"{', '.join(strategy.filters)}, {strategy.exposure_count} x {strategy.exposure_time_s:.0f} s, "
+        f"{strategy.observation_type.value}, {strategy.epochs} epoch(s).",
+        "",
+        "| group | target | epoch | window start (UTC) | window end (UTC) |",
+        "|---|---|---|---|---|",
+    ]
+    for request, _ in planned:
+        lines.append(
+            f"| {request.group_name} | {request.target_name} | {request.epoch} | "
+            f"{request.window_start:%Y-%m-%d %H:%M} | {request.window_end:%Y-%m-%d %H:%M} |"
+        )
+    return "\n".join(lines)
+
+
+def requests_rows(ledger: Ledger, event_id: str) -> list[dict]:
+    """The requests table of an event, with links to the portal."""
+    targets = {t.id: t.name for t in ledger.targets_for_event(event_id)}
+    return [
+        {
+            "group": row.group_name,
+            "target": targets.get(row.target_id, "?"),
+            "epoch": row.epoch,
+            "filters": row.filters_key,
+            "type": row.observation_type,
+            "status": row.local_status,
+            "state": row.state,
+            "request id": row.request_id,
+            "portal": row.portal_url or "",
+            "detail": row.detail or "",
+        }
+        for row in ledger.requests_for_event(event_id)
+    ]
+
+
+def _submitted(rows: list[RequestRow]) -> list[RequestRow]:
+    return [r for r in rows if r.local_status == "submitted"]
+
+
+@flow(name="wait-for-requests", flow_run_name="wait-{event_id}")
+def wait_for_requests(
+    event_id: str,
+    settings: str = "default",
+    max_wait_seconds: float = 600,
+    poll_frequency_seconds: float = 30,
+) -> State:
+    """Poll the event's requests (one batched query per cycle) until none is PENDING.
+
+    Ends Completed when every request reached a terminal state, or Completed named
+    ``StillPending`` after ``max_wait_seconds``: the ``refresh-requests`` schedule then follows the
+    rest, so no process waits hours for the sky.
+    """
+    runtime = load_runtime(settings)
+    portal = runtime.settings.lco.get_portal_client()
+    logger = get_run_logger()
+    deadline = time.monotonic() + max_wait_seconds
+    while True:
+        for change in refresh_states(portal, runtime.ledger, event_id):
+            if change.new is LcoState.COMPLETED:
+                emit_followup_event(
+                    REQUEST_COMPLETED,
+                    event_id,
+                    payload={"request_id": change.request_id},
+                    group=change.group_name,
+                )
+        pending = [r.group_name for r in runtime.ledger.pending_requests(event_id)]
+        if not pending:
+            states = {
+                r.group_name: r.state
+                for r in _submitted(runtime.ledger.requests_for_event(event_id))
+            }
+            return Completed(message=f"every request is terminal: {states}", data=states)
+        if time.monotonic() >= deadline:
+            logger.info("%d request(s) still pending after %.0f s", len(pending), max_wait_seconds)
+            return Completed(
+                name="StillPending",
+                message=f"{len(pending)} request(s) still pending; refresh-requests follows them",
+                data={name: LcoState.PENDING.value for name in pending},
+            )
+        time.sleep(min(poll_frequency_seconds, max(0.0, deadline - time.monotonic())))
+
+
+@flow(name="observe", flow_run_name="observe-{event_id}")
+def observe(
+    alert_id: int, event_id: str = "", settings: str = "default", wait: bool = True
+) -> list[dict]:
+    """Ask LCO for images of the event's targets: strategy, approval, submission, waiting.
+
+    Every request is claimed in the ledger before it is sent and looked up by name before any
+    resend, so rerunning this flow never submits anything twice.
+
+    Returns:
+        The requests table of the event.
+    """
+    logger = get_run_logger()
+    runtime = load_runtime(settings)
+    ledger = runtime.ledger
+    row, _ = ledger.get_alert(alert_id)
+    alert = Alert.model_validate(row.summary)
+    targets = [Target.model_validate(t.data) for t in ledger.targets_for_event(alert.event_id)]
+    if not targets:
+        logger.warning("%s has no targets: nothing to observe", alert.event_id)
+        return []
+    strategy = choose_strategy(alert, runtime.strategies)
+    planned = _plan_requests(alert, targets, strategy, runtime.settings.lco.proposal_id)
+    portal = runtime.settings.lco.get_portal_client()
+    required, reason = needs_approval(
+        strategy, alert, rules=runtime.strategies.approval, n_requests=len(planned)
+    )
+    if required:
+        decision, answer = ask(
+            ledger,
+            subject=f"requests:{alert.event_id}:{alert.alert_type.value.lower()}",
+            event_id=alert.event_id,
+            description=_describe(alert, strategy, planned, reason),
+            form=RequestApproval(
+                filters=strategy.filters,
+                exposure_time_s=strategy.exposure_time_s,
+                exposure_count=strategy.exposure_count,
+            ),
+            timeout_s=runtime.settings.approval_timeout_s,
+        )
+        if not decision.approved:
+            for request, _ in planned:
+                decline_request(ledger, request, f"declined by {decision.decided_by}")
+            rows = requests_rows(ledger, alert.event_id)
+            publish_table("requests", alert.event_id, rows, "LCO requests (declined)")
+            return rows
+        edited = {k: answer[k] for k in ("filters", "exposure_time_s", "exposure_count")}
+        if edited != {k: getattr(strategy, k) for k in edited}:
+            strategy = strategy.model_copy(update=edited)
+            planned = _plan_requests(alert, targets, strategy, runtime.settings.lco.proposal_id)
+    for request, payload in planned:
+        result = submit_request(portal, ledger, request, payload)
+        if result.outcome in {"submitted", "found"}:
+            emit_followup_event(
+                REQUEST_SUBMITTED,
+                alert.event_id,
+                payload={"request_id": result.request_id, "group_id": result.group_id},
+                group=request.group_name,
+            )
+    if wait:
+        wait_for_requests(
+            alert.event_id,
+            settings,
+            max_wait_seconds=runtime.settings.max_wait_s,
+            poll_frequency_seconds=runtime.settings.poll_interval_s,
+        )
+    rows = requests_rows(ledger, alert.event_id)
+    publish_table("requests", alert.event_id, rows, f"LCO requests of {alert.event_id}")
+    return rows
