@@ -346,22 +346,43 @@ def _greedy(
 
     cand = skymap.credible_pixels(domain_level, order=c_order)
     cand_ra, cand_dec = _centres(cand, c_order)
-    n_c = cand.size
-
-    # Pairs (candidate, pixel) closer than the half-diagonal, then the exact rectangle test.
-    chord = 2 * math.sin(math.radians(inst.half_diagonal_deg) / 2)
-    tree_c = cKDTree(_unit_vectors(cand_ra, cand_dec))
     tree_p = cKDTree(_unit_vectors(pix_ra, pix_dec))
-    pairs = tree_c.sparse_distance_matrix(tree_p, chord, output_type="ndarray")
-    ci = pairs["i"].astype(np.int64)
-    pj = pairs["j"].astype(np.int64)
-    inside = in_field(
-        cand_ra[ci], cand_dec[ci], pix_ra[pj], pix_dec[pj], inst.width_deg, inst.height_deg
-    )
-    ci, pj = ci[inside], pj[inside]
-    member = sparse.csr_matrix(
-        (np.ones(ci.size), (ci, pj)), shape=(n_c, pixels.size), dtype=np.float64
-    )
+
+    def membership(ra: np.ndarray, dec: np.ndarray) -> sparse.csr_matrix:
+        """Which pixels each candidate field holds: KD-tree pairs, then the rectangle test."""
+        chord = 2 * math.sin(math.radians(inst.half_diagonal_deg) / 2)
+        pairs = cKDTree(_unit_vectors(ra, dec)).sparse_distance_matrix(
+            tree_p, chord, output_type="ndarray"
+        )
+        ci = pairs["i"].astype(np.int64)
+        pj = pairs["j"].astype(np.int64)
+        inside = in_field(ra[ci], dec[ci], pix_ra[pj], pix_dec[pj], inst.width_deg, inst.height_deg)
+        return sparse.csr_matrix(
+            (np.ones(int(inside.sum())), (ci[inside], pj[inside])),
+            shape=(ra.size, pixels.size),
+            dtype=np.float64,
+        )
+
+    member = membership(cand_ra, cand_dec)
+    # Fields on HEALPix centres cannot abut exactly; add grids of abutting fields anchored at
+    # the best single field (and offset by half a field), so neighbours can pack without gaps.
+    if cand.size:
+        anchor = int(np.argmax(member @ p0))
+        grid_ra, grid_dec = _anchored_grids(
+            float(cand_ra[anchor]), float(cand_dec[anchor]), pix_dec, pix_ra, inst
+        )
+        keep = np.isin(
+            np.asarray(
+                ah.lonlat_to_healpix(grid_ra * u.deg, grid_dec * u.deg, 2**f_order, order="nested")
+            ),
+            domain_fine,
+        )
+        grid_ra, grid_dec = grid_ra[keep], grid_dec[keep]
+        if grid_ra.size:
+            cand_ra = np.concatenate([cand_ra, grid_ra])
+            cand_dec = np.concatenate([cand_dec, grid_dec])
+            member = sparse.vstack([member, membership(grid_ra, grid_dec)], format="csr")
+    n_c = cand_ra.size
     member.sort_indices()
     member_csc = member.tocsc()
 
@@ -423,6 +444,40 @@ def _greedy(
         candidates=n_c,
         pixel_order=f_order,
     )
+
+
+def _anchored_grids(
+    ra0: float, dec0: float, pix_dec: np.ndarray, pix_ra: np.ndarray, inst: InstrumentField
+) -> tuple[np.ndarray, np.ndarray]:
+    """Centres of four field grids (offsets 0 and 1/2 field) anchored at ``(ra0, dec0)``.
+
+    Rows are one field height apart in Dec; along a row, fields are one field width apart
+    (``width / cos(dec)`` in RA). Only rows and RA ranges that reach the given pixels are made.
+    """
+    w, h = inst.width_deg, inst.height_deg
+    out_ra: list[np.ndarray] = []
+    out_dec: list[np.ndarray] = []
+    rel_ra = (pix_ra - ra0 + 180.0) % 360.0 - 180.0
+    lo_k = math.floor((float(pix_dec.min()) - dec0) / h) - 1
+    hi_k = math.ceil((float(pix_dec.max()) - dec0) / h) + 1
+    for oy in (0.0, 0.5):
+        for k in range(lo_k, hi_k + 1):
+            d = dec0 + (k + oy) * h
+            if abs(d) >= 89.0:
+                continue
+            band = np.abs(pix_dec - d) <= h
+            if not band.any():
+                continue
+            step = w / math.cos(math.radians(d))
+            j_lo = math.floor(float(rel_ra[band].min()) / step) - 1
+            j_hi = math.ceil(float(rel_ra[band].max()) / step) + 1
+            for ox in (0.0, 0.5):
+                j = np.arange(j_lo, j_hi + 1) + ox
+                out_ra.append((ra0 + j * step) % 360.0)
+                out_dec.append(np.full(j.size, d))
+    if not out_ra:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(out_ra), np.concatenate(out_dec)
 
 
 def fields_probability(
