@@ -9,8 +9,10 @@ follows from the Earth rotation angle, which is linear in time. That agrees with
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,6 +37,16 @@ ERA_RATE_RAD_S = 2 * math.pi * 1.00273781191135448 / 86400.0
 """Rate of the Earth rotation angle in radians per (UT1) second."""
 
 _BISECT_STEPS = 20
+
+
+@contextlib.contextmanager
+def _quiet_iers() -> Iterator[None]:
+    """Silence astropy's per-call IERS range warnings: a stale table is warned about once."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*IERS.*")
+        warnings.filterwarnings("ignore", message=".*polar motion.*")
+        warnings.filterwarnings("ignore", message=".*dubious year.*")
+        yield
 
 
 def airmass_to_altitude(airmass: float) -> float:
@@ -106,8 +118,9 @@ class VisibilityCalculator:
         if not step_minutes > 0:
             raise ValueError(f"step_minutes must be positive, got {step_minutes}")
         configure_offline_iers()
-        self.start = _as_time(start)
-        self.start_datetime: datetime = self.start.to_datetime(timezone=UTC)
+        with _quiet_iers():
+            self.start = _as_time(start)
+            self.start_datetime: datetime = self.start.to_datetime(timezone=UTC)
         self.span_s = float(span_hours) * 3600.0
         self.sites = list(sites) if sites is not None else get_sites()
         if not self.sites:
@@ -117,11 +130,12 @@ class VisibilityCalculator:
         self.sun_alt_max_deg = float(sun_alt_max_deg)
         n = max(2, math.ceil(self.span_s / (step_minutes * 60.0)) + 1)
         self.t = np.linspace(0.0, self.span_s, n)
-        self.era0 = float(self.start.earth_rotation_angle(0 * u.deg).rad)
         self.lat = np.radians([s.lat_deg for s in self.sites])
         self.lon = np.radians([s.lon_deg for s in self.sites])
-        times = self.start + self.t * u.s
-        sun = get_sun(times).transform_to(CIRS(obstime=times))
+        with _quiet_iers():
+            times = self.start + self.t * u.s
+            self.era0 = float(self.start.earth_rotation_angle(0 * u.deg).rad)
+            sun = get_sun(times).transform_to(CIRS(obstime=times))
         self.sun_ra = np.unwrap(sun.ra.rad)
         self.sun_dec = sun.dec.rad
         self.sin_alt_min = math.sin(math.radians(self.alt_min_deg))
@@ -167,8 +181,9 @@ class VisibilityCalculator:
             np.atleast_1d(np.asarray(dec_deg, dtype=float)) * u.deg,
             frame="icrs",
         )
-        mid = self.start + (self.span_s / 2) * u.s
-        cirs = coords.transform_to(CIRS(obstime=mid))
+        with _quiet_iers():
+            mid = self.start + (self.span_s / 2) * u.s
+            cirs = coords.transform_to(CIRS(obstime=mid))
         return cirs.ra.rad, cirs.dec.rad
 
     def altitude(self, ra_deg: Any, dec_deg: Any, t_seconds: Any) -> np.ndarray:
