@@ -2,7 +2,7 @@
 
 Fields are rectangles in the tangent plane at their centre, aligned with north. Candidate
 centres lie on a fine HEALPix grid (about a third of a field apart) over the region; the map is
-resampled to pixels about a sixth of a field wide, and the probability each candidate encloses
+resampled to pixels about a fifth of a field wide, and the probability each candidate encloses
 is the sum over the pixels whose centres fall inside it. Fields are then chosen greedily: each
 next field is the candidate adding the most probability not yet covered. That beats a fixed
 grid, which cannot shift its fields onto the densest parts of the map.
@@ -263,7 +263,7 @@ def tile_skymap(
             that may be chosen (for example those observable tonight). Refused fields are
             recorded in ``rejected`` and their pixels are not offered again.
         max_rejected: Stop after this many refused fields (default ``2 * max_fields + 10``).
-        pixel_order: HEALPix order of the resampled map (default: pixels <= field/6).
+        pixel_order: HEALPix order of the resampled map (default: pixels <= field/5).
         candidate_order: HEALPix order of the candidate centres (default: <= field/3 apart).
 
     Returns:
@@ -278,7 +278,7 @@ def tile_skymap(
     if max_fields is not None and max_fields < 1:
         raise ValueError(f"max_fields must be >= 1, got {max_fields}")
     small = min(inst.width_deg, inst.height_deg)
-    f_order = pixel_order if pixel_order is not None else _order_for(small / 6)
+    f_order = pixel_order if pixel_order is not None else _order_for(small / 5)
     c_order = candidate_order if candidate_order is not None else _order_for(small / 3)
     if max_rejected is None:
         max_rejected = 2 * max_fields + 10 if max_fields is not None else 10**9
@@ -288,7 +288,7 @@ def tile_skymap(
     # the fields wanted), widening it eightfold while too few fields are found.
     levels = [level]
     if max_fields is not None:
-        extra = min(max_rejected, 2 * max_fields) if accept is not None else 0
+        extra = min(max_rejected, max_fields) if accept is not None else 0
         want = 6 * (max_fields + extra) * inst.area_deg2
         area_cum = skymap._cumarea_ranked / SR_PER_DEG2
         cum = skymap._cumprob_ranked
@@ -346,7 +346,10 @@ def _greedy(
 
     cand = skymap.credible_pixels(domain_level, order=c_order)
     cand_ra, cand_dec = _centres(cand, c_order)
-    tree_p = cKDTree(_unit_vectors(pix_ra, pix_dec))
+    pix_vec = _unit_vectors(pix_ra, pix_dec)
+    tree_p = cKDTree(pix_vec)
+    tan_w = math.tan(math.radians(inst.width_deg) / 2)
+    tan_h = math.tan(math.radians(inst.height_deg) / 2)
 
     def membership(ra: np.ndarray, dec: np.ndarray) -> sparse.csr_matrix:
         """Which pixels each candidate field holds: KD-tree pairs, then the rectangle test."""
@@ -356,7 +359,18 @@ def _greedy(
         )
         ci = pairs["i"].astype(np.int64)
         pj = pairs["j"].astype(np.int64)
-        inside = in_field(ra[ci], dec[ci], pix_ra[pj], pix_dec[pj], inst.width_deg, inst.height_deg)
+        # The rectangle test with unit vectors (no trigonometry per pair): tangent-plane
+        # coordinates are xi = p.e / p.c and eta = p.n / p.c for the centre c, east e, north n.
+        a, d = np.radians(ra), np.radians(dec)
+        centre = _unit_vectors(ra, dec)
+        east = np.column_stack([-np.sin(a), np.cos(a), np.zeros_like(a)])
+        north = np.column_stack([-np.sin(d) * np.cos(a), -np.sin(d) * np.sin(a), np.cos(d)])
+        pv = pix_vec[pj]
+        cos_c = np.einsum("ij,ij->i", pv, centre[ci])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xi = np.einsum("ij,ij->i", pv, east[ci]) / cos_c
+            eta = np.einsum("ij,ij->i", pv, north[ci]) / cos_c
+        inside = (cos_c > 0) & (np.abs(xi) <= tan_w) & (np.abs(eta) <= tan_h)
         return sparse.csr_matrix(
             (np.ones(int(inside.sum())), (ci[inside], pj[inside])),
             shape=(ra.size, pixels.size),
@@ -498,13 +512,13 @@ def fields_probability(
         ra: Field centre RA(s) in degrees.
         dec: Field centre Dec(s) in degrees.
         instrument: Instrument type or field.
-        pixel_order: HEALPix order of the resampled map (default: pixels <= field/6).
+        pixel_order: HEALPix order of the resampled map (default: pixels <= field/5).
     """
     inst = get_instrument_field(instrument)
     order = (
         pixel_order
         if pixel_order is not None
-        else _order_for(min(inst.width_deg, inst.height_deg) / 6)
+        else _order_for(min(inst.width_deg, inst.height_deg) / 5)
     )
     hp = ah.HEALPix(nside=2**order, order="nested")
     found = []
