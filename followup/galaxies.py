@@ -477,7 +477,7 @@ def rank_galaxies(
     dist = out["distance"].to_value(u.Mpc)
     err = np.nan_to_num(out["distance_err"].to_value(u.Mpc), nan=0.0)
     if n:
-        idx, found = skymap._lookup(ra, dec)
+        idx, found = skymap.lookup(ra, dec)
         rho = np.where(found, skymap.probdensity[idx], 0.0)
         mu = np.where(found, skymap.distmu[idx], np.inf)
         sigma = np.where(found, skymap.distsigma[idx], 1.0)

@@ -365,6 +365,16 @@ class SkyMap:
         area_sr = before_area + fraction * float(self.pixel_area_sr[pixel])
         return area_sr / SR_PER_DEG2
 
+    def level_for_area(self, area_deg2: float) -> float:
+        """The credible level whose region has the given area (the inverse of :meth:`area`).
+
+        Returns:
+            Probability enclosed by the densest ``area_deg2`` of the map (1 if it exceeds the
+            map's coverage).
+        """
+        area_sr = area_deg2 * SR_PER_DEG2
+        return float(np.interp(area_sr, self._cumarea_ranked, self._cumprob_ranked, left=0.0))
+
     @property
     def area50(self) -> float:
         """Area of the 50% credible region in deg2."""
@@ -410,8 +420,20 @@ class SkyMap:
         return self.searched_probability(ra, dec) <= level
 
     # ---------------------------------------------------------------- positions
-    def _lookup(self, ra: Any, dec: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Return the pixel index (into the map's arrays) of each position and a found mask."""
+    def lookup(self, ra: Any, dec: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The map pixel holding each position.
+
+        Args:
+            ra: Right ascension(s) in degrees.
+            dec: Declination(s) in degrees.
+
+        Returns:
+            ``(index, found)``: indices into the map's arrays (``uniq``, ``probdensity``,
+            ``distmu``...) and a mask, False where the map does not cover the position.
+
+        Raises:
+            ValueError: Non-finite RA or a Dec outside [-90, 90].
+        """
         ra_arr = np.asarray(ra, dtype=float)
         dec_arr = np.asarray(dec, dtype=float)
         if np.any(np.abs(dec_arr) > 90) or not np.all(np.isfinite(ra_arr)):
@@ -435,7 +457,7 @@ class SkyMap:
         Returns:
             Density per deg2 (a float for scalar input); 0 outside the map's coverage.
         """
-        idx, found = self._lookup(ra, dec)
+        idx, found = self.lookup(ra, dec)
         value = np.where(found, self.probdensity[idx], 0.0) * SR_PER_DEG2
         return float(value) if np.ndim(value) == 0 else value
 
@@ -445,13 +467,13 @@ class SkyMap:
         Returns:
             Values in (0, 1]; 1 outside the map's coverage (a float for scalar input).
         """
-        idx, found = self._lookup(ra, dec)
+        idx, found = self.lookup(ra, dec)
         value = np.where(found, self._levels[idx], 1.0)
         return float(value) if np.ndim(value) == 0 else value
 
     def searched_area(self, ra: Any, dec: Any) -> np.ndarray | float:
         """Area (deg2) of the smallest credible region that contains each position."""
-        idx, found = self._lookup(ra, dec)
+        idx, found = self.lookup(ra, dec)
         rank_of = np.empty_like(self._rank)
         rank_of[self._rank] = np.arange(self._rank.size)
         area_sr = self._cumarea_ranked[rank_of[idx]]
@@ -500,7 +522,7 @@ class SkyMap:
         """
         if not self.has_distance:
             raise SkymapError("this sky map has no distance layers (DISTMU/DISTSIGMA/DISTNORM)")
-        idx, found = self._lookup(ra, dec)
+        idx, found = self.lookup(ra, dec)
         mu = np.where(found, self.distmu[idx], np.inf)
         sigma = np.where(found, self.distsigma[idx], 1.0)
         norm = np.where(found, self.distnorm[idx], 0.0)
@@ -532,7 +554,7 @@ class SkyMap:
         """
         if not self.has_distance:
             raise SkymapError("this sky map has no distance layers (DISTMU/DISTSIGMA/DISTNORM)")
-        idx, found = self._lookup(ra, dec)
+        idx, found = self.lookup(ra, dec)
         rho = np.where(found, self.probdensity[idx], 0.0)
         mu = np.where(found, self.distmu[idx], np.inf)
         sigma = np.where(found, self.distsigma[idx], 1.0)
@@ -653,7 +675,7 @@ class SkyMap:
             cols_data: dict[str, np.ndarray] = {"PROB": prob}
             if self.has_distance:
                 lon, lat = _nested_lonlat(nested, np.full(npix, order))
-                idx, found = self._lookup(lon, lat)
+                idx, found = self.lookup(lon, lat)
                 cols_data["DISTMU"] = np.where(found, self.distmu[idx], np.inf)
                 cols_data["DISTSIGMA"] = np.where(found, self.distsigma[idx], 1.0)
                 cols_data["DISTNORM"] = np.where(found, self.distnorm[idx], 0.0)

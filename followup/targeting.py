@@ -171,7 +171,8 @@ class Plan(BaseModel):
         Columns: ``rank``, ``name``, ``kind``, ``ra`` [deg], ``dec`` [deg], ``probability``,
         ``cumulative_probability``, ``distance`` [Mpc] (NaN unless a galaxy), ``n_windows``,
         ``sites`` (comma-separated codes), ``first_start``, ``first_end`` (ISO UTC, empty
-        without a window), ``observable_hours`` [h], ``best_airmass``.
+        without a window), ``observable_hours`` [h] (summed over sites, so it can exceed the
+        span), ``best_airmass``.
         """
         table = QTable()
         rows = self.targets
@@ -222,9 +223,10 @@ class Plan(BaseModel):
         return table
 
     def dropped_table(self) -> QTable:
-        """The dropped targets: ``name``, ``kind``, ``ra`` [deg], ``dec`` [deg], ``probability``,
-        ``reason``.
-        """  # noqa: D205
+        """The dropped targets as a table.
+
+        Columns: ``name``, ``kind``, ``ra`` [deg], ``dec`` [deg], ``probability``, ``reason``.
+        """
         table = QTable()
         table["name"] = np.array([d.name for d in self.dropped], dtype=str)
         table["kind"] = np.array([d.kind.value for d in self.dropped], dtype=str)
@@ -306,6 +308,7 @@ def plan_targets(
     min_window_minutes: float = 10.0,
     sites: list[Site] | None = None,
     allow_empty: bool = False,
+    use_combined_skymap: bool = True,
 ) -> Plan:
     """Plan the targets of one alert: choose a strategy, rank targets, keep the observable ones.
 
@@ -325,6 +328,8 @@ def plan_targets(
         min_window_minutes: Windows shorter than this do not count.
         sites: Sites to consider (default: all six LCO sites).
         allow_empty: Return a plan without targets instead of raising.
+        use_combined_skymap: Prefer ``alert.external_coinc.combined_skymap`` (LVK + GRB) over
+            ``alert.skymap`` when both are present (and no ``skymap`` is passed).
 
     Returns:
         The plan.
@@ -364,10 +369,18 @@ def plan_targets(
     }
 
     sky = skymap
+    note = ""
+    combined = alert.external_coinc.combined_skymap if alert.external_coinc else None
+    if sky is None and combined and use_combined_skymap:
+        # LVK's map combined with a coincident GRB's localisation is the better one.
+        sky = SkyMap.from_fits(combined)
+        observatory = alert.external_coinc.observatory or "the external"
+        note = f"sky map combined with {observatory} localisation; "
     if sky is None and alert.skymap:
         sky = SkyMap.from_fits(alert.skymap)
     if sky is not None:
         plan = _plan_skymap(sky, inst, calc, rule, catalog, max_targets, level, min_window_minutes)
+        plan["strategy_reason"] = note + plan["strategy_reason"]
         plan = Plan(**common, **plan)
     elif alert.position is not None:
         plan = Plan(
@@ -738,8 +751,8 @@ def plot_plan(skymap: SkyMap | None, plan: Plan, *, dpi: int = 100) -> bytes:
 
     # Whole sky.
     if skymap is not None:
-        lon = np.linspace(0, 360, 721)
-        lat = np.linspace(-90, 90, 361)
+        lon = np.linspace(0, 360, 361)
+        lat = np.linspace(-90, 90, 181)
         glon, glat = np.meshgrid(lon, lat)
         dens = np.asarray(skymap.density(glon.ravel(), glat.ravel())).reshape(glon.shape)
         x = np.radians(180 - glon)  # RA to the left, 180 deg at the left edge
@@ -777,8 +790,8 @@ def plot_plan(skymap: SkyMap | None, plan: Plan, *, dpi: int = 100) -> bytes:
     ra_lo, ra_hi = centre_ra - half / cosd, centre_ra + half / cosd
     dec_lo, dec_hi = max(centre_dec - half, -90), min(centre_dec + half, 90)
     if skymap is not None:
-        zr = np.linspace(ra_lo, ra_hi, 400)
-        zd = np.linspace(dec_lo, dec_hi, 300)
+        zr = np.linspace(ra_lo, ra_hi, 300)
+        zd = np.linspace(dec_lo, dec_hi, 240)
         gr, gd = np.meshgrid(zr, zd)
         dens = np.asarray(skymap.density(np.mod(gr.ravel(), 360), gd.ravel())).reshape(gr.shape)
         ax_zoom.pcolormesh(gr, gd, dens, cmap="viridis", shading="auto")

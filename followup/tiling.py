@@ -22,7 +22,7 @@ from astropy.table import QTable
 from scipy import sparse
 from scipy.spatial import cKDTree
 
-from followup.skymap import SR_PER_DEG2, SkyMap
+from followup.skymap import SkyMap
 
 __all__ = [
     "INSTRUMENT_FIELDS",
@@ -290,15 +290,13 @@ def tile_skymap(
     if max_fields is not None:
         extra = min(max_rejected, max_fields) if accept is not None else 0
         want = 6 * (max_fields + extra) * inst.area_deg2
-        area_cum = skymap._cumarea_ranked / SR_PER_DEG2
-        cum = skymap._cumprob_ranked
         levels = []
         while want < region_area:
-            i = min(int(np.searchsorted(area_cum, want)), cum.size - 1)
-            if float(cum[i]) >= level:
+            domain_level = skymap.level_for_area(want)
+            if domain_level >= level:
                 break
-            if not levels or float(cum[i]) > levels[-1]:
-                levels.append(float(cum[i]))
+            if not levels or domain_level > levels[-1]:
+                levels.append(domain_level)
             want *= 8
         levels.append(level)
     result: Tiling | None = None

@@ -118,14 +118,31 @@ def test_unobservable_map_drops_fields_with_reasons():
 
 
 def test_partly_observable_map_keeps_the_observable_fields():
-    # A map straddling Dec -60..+75 at RA 350: the far north is never below airmass 1.6 from
-    # the southern... but Teide and McDonald reach it; at Dec -89 nothing does.
-    data = make_gaussian_skymap(0.0, -86.0, 2.0)
+    # Near the south pole only Dec > -83.70 reaches airmass 1.6 (from Sutherland, -32.38):
+    # fields closer to the pole are dropped as never observable, the others kept.
+    data = make_gaussian_skymap(0.0, -84.0, 1.5)
     plan = plan_targets(gw_alert(data), max_targets=3, start=START, allow_empty=True)
-    for t in plan.targets:
-        assert t.dec > -86.5
-    assert plan.dropped
-    assert any("never below airmass" in d.reason for d in plan.dropped)
+    assert plan.targets
+    assert all(t.dec > -83.71 for t in plan.targets)
+    never = [d for d in plan.dropped if "never below airmass" in d.reason]
+    assert never
+    assert all(d.dec < -83.69 for d in never)
+
+
+def test_combined_skymap_is_preferred(gw_bytes):
+    from followup.models import ExternalCoincidence
+
+    combined = make_gaussian_skymap(351.0, -21.0, 0.5, distance_mpc=80.0)
+    alert = gw_alert(
+        gw_bytes,
+        alert_type=AlertType.UPDATE,
+        external_coinc=ExternalCoincidence(observatory="Fermi", combined_skymap=combined),
+    )
+    plan = plan_targets(alert, max_targets=2, start=START)
+    assert plan.strategy_reason.startswith("sky map combined with Fermi")
+    assert plan.area90_deg2 == pytest.approx(np.pi * 0.25 * -2 * np.log(0.1), rel=0.02)
+    plain = plan_targets(alert, max_targets=2, start=START, use_combined_skymap=False)
+    assert plain.area90_deg2 > 10
 
 
 # ------------------------------------------------------------------ galaxies
