@@ -341,16 +341,19 @@ class SkyMap:
         return self._levels
 
     # ---------------------------------------------------------------- credible regions
-    def area(self, level: float = 0.9) -> float:
+    def area(self, level: float = 0.9, *, interpolate: bool = True) -> float:
         """Area of the smallest region holding ``level`` of the probability, in deg2.
 
         Pixels are taken in order of decreasing density until the cumulative probability
-        reaches ``level`` (as in the LVK user guide); the pixel that crosses it counts in
-        proportion to the probability still needed, so the result does not depend on how
-        finely the map's pixels of equal density were split (flat vs multi-order).
+        reaches ``level``. The pixel that crosses it counts in proportion to the probability
+        still needed (as ligo.skymap's crossmatch interpolates), so the result does not depend
+        on how finely pixels of equal density were split (flat vs multi-order maps). With
+        ``interpolate=False`` that pixel is left out, as in the LVK user guide's recipe
+        (30.975 deg2 for its sample map, 30.980 interpolated).
 
         Args:
             level: Credible level in (0, 1].
+            interpolate: Count the crossing pixel in proportion (default) or not at all.
 
         Raises:
             ValueError: ``level`` outside (0, 1].
@@ -362,6 +365,8 @@ class SkyMap:
         before_area = float(self._cumarea_ranked[i - 1]) if i > 0 else 0.0
         pixel = int(self._rank[i])
         fraction = min(max((level - before_prob) / self.prob[pixel], 0.0), 1.0)
+        if not interpolate:
+            fraction = 0.0
         area_sr = before_area + fraction * float(self.pixel_area_sr[pixel])
         return area_sr / SR_PER_DEG2
 

@@ -36,6 +36,7 @@ def analytic_area(sigma: float, level: float) -> float:
 def test_lvk_user_guide_reference_numbers(samples):
     sky = read_skymap(samples / "lvk_userguide" / "bayestar.multiorder.fits")
     assert sky.area90 == pytest.approx(30.975, abs=0.01)
+    assert sky.area(0.9, interpolate=False) == pytest.approx(30.975, abs=0.0005)  # the recipe
     assert sky.density(197.4133, -23.3996) == pytest.approx(0.034679, abs=1e-5)
     ra, dec, dens = sky.peak
     assert dens == pytest.approx(0.07825, abs=1e-5)
