@@ -642,7 +642,10 @@ def _plan_position(
             "area90_deg2": summary["area90_deg2"],
             "skymap_summary": summary,
         }
-    name = _target_name(alert.event_id, position.ra, position.dec, "P")
+    raw = alert.event_id
+    if not re.search(r"[A-Za-z]", raw):  # a bare trigger number: say whose it is
+        raw = f"{alert.source}-{raw}"
+    name = _target_name(raw, position.ra, position.dec, "P")
     vis = calc.windows(position.ra, position.dec, min_window_minutes=min_window_minutes)
     targets: list[Target] = []
     dropped: list[DroppedTarget] = []

@@ -31,6 +31,7 @@ __all__ = [
     "VisibilityResult",
     "airmass_to_altitude",
     "visibility_windows",
+    "warm_up",
 ]
 
 ERA_RATE_RAD_S = 2 * math.pi * 1.00273781191135448 / 86400.0
@@ -386,3 +387,20 @@ def visibility_windows(
         step_minutes=step_minutes,
     )
     return calc.windows(ra_deg, dec_deg, min_window_minutes=min_window_minutes)
+
+
+def warm_up() -> float:
+    """Open the IERS table and run one small computation, so the first alert does not pay it.
+
+    A worker calls this once at start: the first :class:`VisibilityCalculator` of a process
+    costs about 0.5-0.8 s more than later ones (IERS table, ephemeris, transform set-up).
+
+    Returns:
+        Seconds spent.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    calc = VisibilityCalculator(datetime.now(UTC), span_hours=1.0)
+    calc.windows([0.0], [0.0])
+    return time.perf_counter() - t0

@@ -220,6 +220,8 @@ def test_small_error_circle_is_one_point_target():
     assert target.name == "GRB_260901A"
     assert (target.ra, target.dec) == (350.0, -20.0)
     assert target.probability == 1.0
+    numbered = plan_targets(position_alert(0.01, event_id="1125809"), start=START)
+    assert numbered.targets[0].name == "Swift-1125809"
 
 
 def test_large_error_circle_is_tiled():

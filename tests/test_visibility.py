@@ -14,7 +14,12 @@ from astropy.utils.data import conf as data_conf
 
 from followup import sites as sites_module
 from followup.sites import LCO_SITES, IersStaleWarning, configure_offline_iers, get_sites
-from followup.visibility import VisibilityCalculator, airmass_to_altitude, visibility_windows
+from followup.visibility import (
+    VisibilityCalculator,
+    airmass_to_altitude,
+    visibility_windows,
+    warm_up,
+)
 
 START = datetime(2026, 9, 1, 0, 0, tzinfo=UTC)
 
@@ -163,3 +168,7 @@ def test_bad_arguments():
         airmass_to_altitude(0.5)
     with pytest.raises(ValueError, match="span_hours"):
         VisibilityCalculator(START, span_hours=0)
+
+
+def test_warm_up_runs():
+    assert warm_up() > 0
