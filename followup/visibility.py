@@ -1,0 +1,406 @@
+"""When targets can be observed from LCO sites: airmass under a limit while the Sun is down.
+
+All targets, all sites and a time grid are computed at once with an analytic altitude: target
+positions are transformed once to CIRS (precession, nutation, aberration) and the hour angle
+follows from the Earth rotation angle, which is linear in time. That agrees with astropy's
+``AltAz`` to under an arcsecond (checked in the tests); refraction is not included, as in
+``AltAz`` without pressure. Window edges are refined by bisection to about a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from astropy import units as u
+from astropy.coordinates import CIRS, SkyCoord, get_sun
+from astropy.time import Time
+
+from followup.models import VisibilityWindow
+from followup.sites import Site, configure_offline_iers, get_sites
+
+__all__ = [
+    "ERA_RATE_RAD_S",
+    "VisibilityCalculator",
+    "VisibilityResult",
+    "airmass_to_altitude",
+    "visibility_windows",
+    "warm_up",
+]
+
+ERA_RATE_RAD_S = 2 * math.pi * 1.00273781191135448 / 86400.0
+"""Rate of the Earth rotation angle in radians per (UT1) second."""
+
+_BISECT_STEPS = 20
+
+
+@contextlib.contextmanager
+def _quiet_iers() -> Iterator[None]:
+    """Silence astropy's per-call IERS range warnings: a stale table is warned about once."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*IERS.*")
+        warnings.filterwarnings("ignore", message=".*polar motion.*")
+        warnings.filterwarnings("ignore", message=".*dubious year.*")
+        yield
+
+
+def airmass_to_altitude(airmass: float) -> float:
+    """Altitude in degrees at which the plane-parallel airmass ``sec z`` equals ``airmass``.
+
+    Raises:
+        ValueError: ``airmass`` below 1.
+    """
+    if airmass < 1:
+        raise ValueError(f"airmass must be >= 1, got {airmass}")
+    return math.degrees(math.asin(1.0 / airmass))
+
+
+def _as_time(value: datetime | Time) -> Time:
+    if isinstance(value, Time):
+        return Time(value, scale="utc")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return Time(value.astimezone(UTC), scale="utc")
+
+
+@dataclass
+class VisibilityResult:
+    """Visibility of a list of targets.
+
+    Attributes:
+        windows: One list of windows per target, sorted by start time (all sites).
+        reasons: One string per target: empty when it has a window, else why it has none.
+        hours: Total observable hours per target, summed over sites.
+    """
+
+    windows: list[list[VisibilityWindow]]
+    reasons: list[str]
+    hours: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    @property
+    def visible(self) -> np.ndarray:
+        """True for targets with at least one window."""
+        return np.array([bool(w) for w in self.windows], dtype=bool)
+
+
+class VisibilityCalculator:
+    """Sun and Earth-rotation data for one span and set of sites, reused for many targets.
+
+    Args:
+        start: Span start (aware datetime, naive read as UTC, or astropy Time).
+        span_hours: Span length in hours.
+        sites: Sites to consider (default: the six LCO sites).
+        max_airmass: Airmass limit (``sec z``), >= 1.
+        sun_alt_max_deg: The Sun must be below this altitude (degrees), e.g. -12.
+        step_minutes: Grid step; windows shorter than a step can be missed.
+
+    Raises:
+        ValueError: Non-positive span or step, airmass below 1.
+    """
+
+    def __init__(
+        self,
+        start: datetime | Time,
+        *,
+        span_hours: float = 24.0,
+        sites: Sequence[Site] | None = None,
+        max_airmass: float = 1.6,
+        sun_alt_max_deg: float = -12.0,
+        step_minutes: float = 5.0,
+    ) -> None:
+        if not span_hours > 0:
+            raise ValueError(f"span_hours must be positive, got {span_hours}")
+        if not step_minutes > 0:
+            raise ValueError(f"step_minutes must be positive, got {step_minutes}")
+        configure_offline_iers()
+        with _quiet_iers():
+            self.start = _as_time(start)
+            self.start_datetime: datetime = self.start.to_datetime(timezone=UTC)
+        self.span_s = float(span_hours) * 3600.0
+        self.sites = list(sites) if sites is not None else get_sites()
+        if not self.sites:
+            raise ValueError("no sites given")
+        self.max_airmass = float(max_airmass)
+        self.alt_min_deg = airmass_to_altitude(self.max_airmass)
+        self.sun_alt_max_deg = float(sun_alt_max_deg)
+        n = max(2, math.ceil(self.span_s / (step_minutes * 60.0)) + 1)
+        self.t = np.linspace(0.0, self.span_s, n)
+        self.lat = np.radians([s.lat_deg for s in self.sites])
+        self.lon = np.radians([s.lon_deg for s in self.sites])
+        with _quiet_iers():
+            times = self.start + self.t * u.s
+            self.era0 = float(self.start.earth_rotation_angle(0 * u.deg).rad)
+            sun = get_sun(times).transform_to(CIRS(obstime=times))
+        self.sun_ra = np.unwrap(sun.ra.rad)
+        self.sun_dec = sun.dec.rad
+        self.sin_alt_min = math.sin(math.radians(self.alt_min_deg))
+        self.sin_sun_max = math.sin(math.radians(self.sun_alt_max_deg))
+        sun_sin = self._sin_alt(self.sun_ra, self.sun_dec, self.t)  # (site, time)
+        self.dark = sun_sin < self.sin_sun_max  # (site, time)
+        local = self.era(self.t)[None, :] + self.lon[:, None]  # (site, time)
+        cos_lat = np.cos(self.lat)[:, None]
+        self._basis = np.stack(
+            [
+                np.broadcast_to(np.sin(self.lat)[:, None], local.shape),
+                cos_lat * np.cos(local),
+                cos_lat * np.sin(local),
+            ]
+        ).reshape(3, -1)
+
+    # ------------------------------------------------------------------ geometry
+    def era(self, t: np.ndarray) -> np.ndarray:
+        """Earth rotation angle (radians) at ``t`` seconds after the start."""
+        return self.era0 + ERA_RATE_RAD_S * t
+
+    def _sin_alt(
+        self, ra: np.ndarray, dec: np.ndarray, t: np.ndarray, site: np.ndarray | None = None
+    ) -> np.ndarray:
+        """sin(altitude) for CIRS ra/dec (radians) at times ``t``; broadcasts over sites.
+
+        With ``site`` None, the result has a leading site axis; else ``site`` holds a site
+        index per element.
+        """
+        if site is None:
+            lat = self.lat.reshape((-1,) + (1,) * np.ndim(t))
+            lon = self.lon.reshape((-1,) + (1,) * np.ndim(t))
+        else:
+            lat = self.lat[site]
+            lon = self.lon[site]
+        hour_angle = self.era(t) + lon - ra
+        return np.sin(lat) * np.sin(dec) + np.cos(lat) * np.cos(dec) * np.cos(hour_angle)
+
+    def to_cirs(self, ra_deg: Any, dec_deg: Any) -> tuple[np.ndarray, np.ndarray]:
+        """ICRS degrees to CIRS radians at the middle of the span."""
+        coords = SkyCoord(
+            np.atleast_1d(np.asarray(ra_deg, dtype=float)) * u.deg,
+            np.atleast_1d(np.asarray(dec_deg, dtype=float)) * u.deg,
+            frame="icrs",
+        )
+        with _quiet_iers():
+            mid = self.start + (self.span_s / 2) * u.s
+            cirs = coords.transform_to(CIRS(obstime=mid))
+        return cirs.ra.rad, cirs.dec.rad
+
+    def altitude(self, ra_deg: Any, dec_deg: Any, t_seconds: Any) -> np.ndarray:
+        """Altitude in degrees of targets at times, shape ``(n_targets, n_sites, n_times)``."""
+        ra, dec = self.to_cirs(ra_deg, dec_deg)
+        t = np.atleast_1d(np.asarray(t_seconds, dtype=float))
+        s = self._sin_alt(ra[:, None], dec[:, None], t[None, :], None)  # (site, target, time)
+        return np.degrees(np.arcsin(np.clip(s.transpose(1, 0, 2), -1, 1)))
+
+    def _sun_sin_alt(self, t: np.ndarray, site: np.ndarray) -> np.ndarray:
+        ra = np.interp(t, self.t, self.sun_ra)
+        dec = np.interp(t, self.t, self.sun_dec)
+        return self._sin_alt(ra, dec, t, site)
+
+    # ------------------------------------------------------------------ screening
+    def observable_grid(self, ra_deg: Any, dec_deg: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Grid masks ``(high, ok)`` of shape ``(n_targets, n_sites, n_times)``.
+
+        ``high``: above the airmass limit; ``ok``: above it with the Sun down.
+        """
+        ra, dec = self.to_cirs(ra_deg, dec_deg)
+        # sin(alt) = sin(lat) sin(dec) + cos(lat) cos(dec) cos(ERA + lon - ra) is a dot product
+        # of a per-target vector with a per-(site, time) vector: one matrix product.
+        target = np.stack([np.sin(dec), np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra)], 1)
+        sin_alt = (target @ self._basis).reshape(ra.size, len(self.sites), self.t.size)
+        high = sin_alt > self.sin_alt_min
+        ok = high & self.dark[None, :, :]
+        return high, ok
+
+    def ever_observable(self, ra_deg: Any, dec_deg: Any, *, chunk: int = 4096) -> np.ndarray:
+        """Fast screen: True for targets observable at some grid time from some site."""
+        ra_arr = np.atleast_1d(np.asarray(ra_deg, dtype=float))
+        dec_arr = np.atleast_1d(np.asarray(dec_deg, dtype=float))
+        out = np.zeros(ra_arr.size, dtype=bool)
+        for i in range(0, ra_arr.size, chunk):
+            _, ok = self.observable_grid(ra_arr[i : i + chunk], dec_arr[i : i + chunk])
+            out[i : i + chunk] = ok.any(axis=(1, 2))
+        return out
+
+    # ------------------------------------------------------------------ windows
+    def _refine(
+        self,
+        ra: np.ndarray,
+        dec: np.ndarray,
+        site: np.ndarray,
+        t_lo: np.ndarray,
+        t_hi: np.ndarray,
+        ok_at_lo: np.ndarray,
+    ) -> np.ndarray:
+        """Bisect the time in [t_lo, t_hi] where observability changes."""
+        lo = t_lo.copy()
+        hi = t_hi.copy()
+        for _ in range(_BISECT_STEPS):
+            mid = 0.5 * (lo + hi)
+            target_ok = self._sin_alt(ra, dec, mid, site) > self.sin_alt_min
+            sun_ok = self._sun_sin_alt(mid, site) < self.sin_sun_max
+            same = (target_ok & sun_ok) == ok_at_lo
+            lo = np.where(same, mid, lo)
+            hi = np.where(same, hi, mid)
+        return 0.5 * (lo + hi)
+
+    def windows(
+        self, ra_deg: Any, dec_deg: Any, *, min_window_minutes: float = 0.0
+    ) -> VisibilityResult:
+        """Observing windows of each target from each site, with reasons for targets without.
+
+        Args:
+            ra_deg: Target RA(s), ICRS degrees.
+            dec_deg: Target Dec(s), ICRS degrees.
+            min_window_minutes: Windows shorter than this are left out.
+
+        Returns:
+            The windows, the reasons and the observable hours per target.
+        """
+        ra_arr = np.atleast_1d(np.asarray(ra_deg, dtype=float))
+        dec_arr = np.atleast_1d(np.asarray(dec_deg, dtype=float))
+        n_targets = ra_arr.size
+        n_sites = len(self.sites)
+        ra_c, dec_c = self.to_cirs(ra_arr, dec_arr)
+        high, ok = self.observable_grid(ra_arr, dec_arr)
+        n_t = self.t.size
+        flat = ok.reshape(n_targets * n_sites, n_t)
+        padded = np.zeros((flat.shape[0], n_t + 2), dtype=np.int8)
+        padded[:, 1:-1] = flat
+        change = np.diff(padded, axis=1)  # +1 at a run start (index k), -1 after a run end
+        row_s, k_s = np.nonzero(change == 1)
+        _, k_e = np.nonzero(change == -1)  # runs end at grid index k_e - 1, same row order
+        target_s = row_s // n_sites
+        site_s = row_s % n_sites
+        # Refine starts that are not at the span start, ends that are not at the span end.
+        t_start = self.t[np.minimum(k_s, n_t - 1)].copy()
+        inner = k_s > 0
+        if inner.any():
+            t_start[inner] = self._refine(
+                ra_c[target_s[inner]],
+                dec_c[target_s[inner]],
+                site_s[inner],
+                self.t[k_s[inner] - 1],
+                self.t[k_s[inner]],
+                np.zeros(int(inner.sum()), dtype=bool),
+            )
+        t_end = self.t[k_e - 1].copy()
+        inner = k_e < n_t
+        if inner.any():
+            t_end[inner] = self._refine(
+                ra_c[target_s[inner]],
+                dec_c[target_s[inner]],
+                site_s[inner],
+                self.t[k_e[inner] - 1],
+                self.t[np.minimum(k_e[inner], n_t - 1)],
+                np.ones(int(inner.sum()), dtype=bool),
+            )
+        # Best altitude in each window: at an end, or at transit when it falls inside.
+        ra_w = ra_c[target_s]
+        dec_w = dec_c[target_s]
+        to_transit = np.mod(ra_w - self.lon[site_s] - self.era(t_start), 2 * math.pi)
+        t_transit = t_start + to_transit / ERA_RATE_RAD_S
+        candidates = [t_start, t_end, np.where(t_transit <= t_end, t_transit, t_start)]
+        best = np.max([self._sin_alt(ra_w, dec_w, tc, site_s) for tc in candidates], axis=0)
+        min_airmass = 1.0 / np.clip(best, 1e-6, 1.0)
+
+        duration = t_end - t_start
+        keep = duration >= min_window_minutes * 60.0
+        windows: list[list[VisibilityWindow]] = [[] for _ in range(n_targets)]
+        hours = np.zeros(n_targets)
+        t0 = self.start_datetime
+        for i in np.nonzero(keep)[0]:
+            n = int(target_s[i])
+            windows[n].append(
+                VisibilityWindow(
+                    site=self.sites[int(site_s[i])].code,
+                    start=t0 + timedelta(seconds=float(t_start[i])),
+                    end=t0 + timedelta(seconds=float(t_end[i])),
+                    min_airmass=round(float(min_airmass[i]), 4),
+                )
+            )
+            hours[n] += duration[i] / 3600.0
+        for w in windows:
+            w.sort(key=lambda win: (win.start, win.site))
+
+        span_h = self.span_s / 3600.0
+        reasons = []
+        any_high = high.any(axis=(1, 2))
+        any_ok = ok.any(axis=(1, 2))
+        for n in range(n_targets):
+            if windows[n]:
+                reasons.append("")
+            elif not any_high[n]:
+                reasons.append(
+                    f"never below airmass {self.max_airmass:g} from any site "
+                    f"({', '.join(s.code for s in self.sites)}) in the next {span_h:g} h"
+                )
+            elif not any_ok[n]:
+                reasons.append(
+                    f"below airmass {self.max_airmass:g} only while the Sun is above "
+                    f"{self.sun_alt_max_deg:g} deg in the next {span_h:g} h"
+                )
+            else:
+                reasons.append(
+                    f"observable for less than {min_window_minutes:g} min in a row "
+                    f"in the next {span_h:g} h"
+                )
+        return VisibilityResult(windows=windows, reasons=reasons, hours=hours)
+
+
+def visibility_windows(
+    ra_deg: Any,
+    dec_deg: Any,
+    *,
+    start: datetime | Time,
+    span_hours: float = 24.0,
+    sites: Sequence[Site] | None = None,
+    max_airmass: float = 1.6,
+    sun_alt_max_deg: float = -12.0,
+    min_window_minutes: float = 0.0,
+    step_minutes: float = 5.0,
+) -> VisibilityResult:
+    """Observing windows of targets from LCO sites (see :class:`VisibilityCalculator`).
+
+    Args:
+        ra_deg: Target RA(s), ICRS degrees.
+        dec_deg: Target Dec(s), ICRS degrees.
+        start: Span start (aware datetime, naive read as UTC, or astropy Time).
+        span_hours: Span length in hours.
+        sites: Sites (default: coj, cpt, tfn, lsc, elp, ogg).
+        max_airmass: Airmass limit.
+        sun_alt_max_deg: Sun altitude limit in degrees.
+        min_window_minutes: Shorter windows are left out.
+        step_minutes: Grid step before refinement.
+
+    Returns:
+        Windows and reasons per target.
+    """
+    calc = VisibilityCalculator(
+        start,
+        span_hours=span_hours,
+        sites=sites,
+        max_airmass=max_airmass,
+        sun_alt_max_deg=sun_alt_max_deg,
+        step_minutes=step_minutes,
+    )
+    return calc.windows(ra_deg, dec_deg, min_window_minutes=min_window_minutes)
+
+
+def warm_up() -> float:
+    """Open the IERS table and run one small computation, so the first alert does not pay it.
+
+    A worker calls this once at start: the first :class:`VisibilityCalculator` of a process
+    costs about 0.5-0.8 s more than later ones (IERS table, ephemeris, transform set-up).
+
+    Returns:
+        Seconds spent.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    calc = VisibilityCalculator(datetime.now(UTC), span_hours=1.0)
+    calc.windows([0.0], [0.0])
+    return time.perf_counter() - t0

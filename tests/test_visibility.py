@@ -1,0 +1,174 @@
+"""Visibility windows against a direct astropy AltAz computation; reasons; offline IERS."""
+
+from __future__ import annotations
+
+import warnings
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from astropy import units as u
+from astropy.coordinates import AltAz, SkyCoord, get_sun
+from astropy.time import Time
+from astropy.utils.data import conf as data_conf
+
+from followup import sites as sites_module
+from followup.sites import LCO_SITES, IersStaleWarning, configure_offline_iers, get_sites
+from followup.visibility import (
+    VisibilityCalculator,
+    airmass_to_altitude,
+    visibility_windows,
+    warm_up,
+)
+
+START = datetime(2026, 9, 1, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def offline():
+    """No test here may reach the internet (IERS downloads included)."""
+    with data_conf.set_temp("allow_internet", False):
+        yield
+
+
+def astropy_windows(ra, dec, site, start, hours=24.0, step_s=30.0, max_airmass=1.6, sun_max=-12):
+    """Windows from astropy AltAz on a fine grid, edges refined by bisection with AltAz."""
+    t0 = Time(start)
+    times = t0 + np.arange(0, hours * 3600 + step_s, step_s) * u.s
+    loc = site.location
+    target = SkyCoord(ra * u.deg, dec * u.deg)
+    alt_min = airmass_to_altitude(max_airmass)
+
+    def ok(t):
+        frame = AltAz(obstime=t, location=loc)
+        return (target.transform_to(frame).alt.deg > alt_min) & (
+            get_sun(t).transform_to(frame).alt.deg < sun_max
+        )
+
+    good = ok(times)
+    edges = np.nonzero(np.diff(good.astype(int)))[0]
+    refined = {}
+    for k in edges:
+        lo, hi = 0.0, step_s
+        state = good[k]
+        for _ in range(7):
+            mid = (lo + hi) / 2
+            if ok(times[k] + mid * u.s) == state:
+                lo = mid
+            else:
+                hi = mid
+        refined[k] = (times[k] + lo * u.s).to_datetime(timezone=UTC)
+    runs = []
+    padded = np.concatenate([[False], good, [False]])
+    starts = np.nonzero(~padded[:-1] & padded[1:])[0]
+    ends = np.nonzero(padded[:-1] & ~padded[1:])[0] - 1
+    for s, e in zip(starts, ends, strict=True):
+        s_time = (
+            refined.get(s - 1, times[s].to_datetime(timezone=UTC))
+            if s > 0
+            else times[0].to_datetime(timezone=UTC)
+        )
+        e_time = refined.get(e, times[e].to_datetime(timezone=UTC))
+        runs.append((s_time, e_time))
+    return runs
+
+
+TARGETS = [(350.0, -20.0), (30.0, 10.0), (250.0, -60.0)]
+
+
+@pytest.mark.slow
+def test_windows_agree_with_astropy_altaz_within_a_minute():
+    ra = np.array([t[0] for t in TARGETS])
+    dec = np.array([t[1] for t in TARGETS])
+    result = visibility_windows(ra, dec, start=START)
+    compared = 0
+    for n, (r, d) in enumerate(TARGETS):
+        for code in ("lsc", "coj", "tfn"):
+            site = LCO_SITES[code]
+            expected = astropy_windows(r, d, site, START)
+            mine = [(w.start, w.end) for w in result.windows[n] if w.site == code]
+            assert len(mine) == len(expected), (r, d, code, mine, expected)
+            for (s1, e1), (s2, e2) in zip(mine, expected, strict=True):
+                assert abs((s1 - s2).total_seconds()) < 60
+                assert abs((e1 - e2).total_seconds()) < 60
+                compared += 1
+    assert compared >= 8  # the check compared real windows
+
+
+def test_analytic_altitude_matches_astropy_to_arcseconds():
+    calc = VisibilityCalculator(START, span_hours=6)
+    t = np.linspace(0, 6 * 3600, 13)
+    ours = calc.altitude([350.0, 30.0], [-20.0, 10.0], t)  # (target, site, time)
+    times = calc.start + t * u.s
+    for i, site in enumerate(calc.sites):
+        frame = AltAz(obstime=times, location=site.location)
+        for n, (r, d) in enumerate([(350.0, -20.0), (30.0, 10.0)]):
+            alt = SkyCoord(r * u.deg, d * u.deg).transform_to(frame).alt.deg
+            assert np.max(np.abs(ours[n, i] - alt)) * 3600 < 2.0
+
+
+def test_windows_respect_the_limits():
+    result = visibility_windows([350.0], [-20.0], start=START, max_airmass=1.6)
+    assert result.windows[0]
+    end = START + timedelta(hours=24)
+    for w in result.windows[0]:
+        assert START <= w.start < w.end <= end
+        assert 1.0 <= w.min_airmass <= 1.6
+    starts = [w.start for w in result.windows[0]]
+    assert starts == sorted(starts)
+    assert result.hours[0] == pytest.approx(
+        sum((w.end - w.start).total_seconds() for w in result.windows[0]) / 3600
+    )
+
+
+def test_reasons_for_targets_without_windows():
+    # Dec -89: never above airmass 1.6 from any LCO site (lowest latitude -32.4 deg).
+    # RA of the Sun at the start: above the limit only in daylight.
+    sun = get_sun(Time(START))
+    result = visibility_windows(
+        [0.0, float(sun.ra.deg), 350.0],
+        [-89.0, float(sun.dec.deg), -20.0],
+        start=START,
+        min_window_minutes=24 * 60,
+    )
+    assert result.reasons[0].startswith("never below airmass 1.6")
+    assert "Sun is above -12" in result.reasons[1]
+    assert "less than 1440 min" in result.reasons[2]
+    assert not any(result.visible)
+
+
+def test_sites_from_geodetic_coordinates():
+    assert [s.code for s in get_sites()] == ["coj", "cpt", "tfn", "lsc", "elp", "ogg"]
+    lsc = LCO_SITES["lsc"].location
+    assert lsc.lat.deg == pytest.approx(-30.167, abs=0.01)
+    assert LCO_SITES["tfn"].lat_deg == pytest.approx(28.30, abs=0.01)
+    with pytest.raises(ValueError, match="unknown LCO site"):
+        get_sites(["xyz"])
+    only = visibility_windows([350.0], [-20.0], start=START, sites=get_sites(["lsc"]))
+    assert {w.site for w in only.windows[0]} == {"lsc"}
+
+
+def test_stale_iers_table_warns_once(monkeypatch):
+    monkeypatch.setattr(sites_module, "_IERS_CONFIGURED", False)
+    with pytest.warns(IersStaleWarning, match="extrapolated"):
+        assert configure_offline_iers(now=datetime(2031, 1, 1, tzinfo=UTC))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert configure_offline_iers(now=datetime(2031, 1, 1, tzinfo=UTC)) is False
+    # Far beyond the table, alt/az still works (extrapolated), without a download and without
+    # a warning per call.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = visibility_windows([350.0], [-20.0], start=datetime(2031, 9, 1, tzinfo=UTC))
+    assert result.windows[0]
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="airmass"):
+        airmass_to_altitude(0.5)
+    with pytest.raises(ValueError, match="span_hours"):
+        VisibilityCalculator(START, span_hours=0)
+
+
+def test_warm_up_runs():
+    assert warm_up() > 0
