@@ -31,6 +31,8 @@ class FollowupSettings(Block):
         reference_catalog: ``frame`` (the frame's own CAT and L1ZP), ``vizier-refcat2``, or the
             path of a local catalog file.
         vizier_server: Vizier mirror used by ``vizier-*`` catalogs.
+        galaxy_catalog: Galaxy catalog for galaxy targeting: empty (tile the sky map only),
+            ``vizier-glade`` (GLADE+ through Vizier) or the path of a local GLADE+-like file.
         max_targets: Most targets planned per alert (the strategy may lower it).
         planning_span_hours: Visibility windows are searched this far ahead.
         approval_timeout_s: How long a run waits for a person before counting it as declined.
@@ -70,6 +72,9 @@ class FollowupSettings(Block):
         default="frame", description="Reference stars: frame, vizier-refcat2, or a file path."
     )
     vizier_server: str = Field(default="vizier.cds.unistra.fr", description="Vizier mirror.")
+    galaxy_catalog: str = Field(
+        default="", description="Galaxies: empty (tile only), vizier-glade, or a file path."
+    )
     max_targets: int = Field(default=5, ge=1, description="Most targets planned per alert.")
     planning_span_hours: float = Field(
         default=24.0, gt=0, description="Visibility windows are searched this far ahead."

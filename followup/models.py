@@ -222,6 +222,7 @@ class TargetKind(StrEnum):
     FIELD = "field"  # a telescope pointing tiling part of a sky map
     GALAXY = "galaxy"  # a catalogued galaxy inside the localisation volume
     POINT = "point"  # the position of a well-localised source
+    CANDIDATE = "candidate"  # a transient found in our own images (what TNS reports are about)
 
 
 class VisibilityWindow(_Model):
@@ -512,7 +513,10 @@ class Report(_Model):
         event_id: The event reported on.
         target_name: The target reported, when the report is about one target (TNS).
         content_hash: SHA-256 of the content sent; part of the exactly-once key.
-        status: ``draft``, ``awaiting_approval``, ``sent``, ``confirmed``, ``declined``, ``failed``.
+        status: ``draft``, ``awaiting_approval``, ``sending`` (handed to the service, no answer
+            recorded yet), ``sent`` (accepted, delivery not confirmed), ``unconfirmed`` (may or may
+            not have arrived: never resent automatically), ``confirmed``, ``declined``, ``failed``
+            (nothing arrived: may be tried again).
         remote_id: HERMES uuid, TNS report id / object name, GCN circular id.
         url: Link to the report where one exists.
         payload: What was (or would be) sent, secrets excluded.
@@ -522,7 +526,16 @@ class Report(_Model):
     event_id: str
     target_name: str | None = None
     content_hash: str
-    status: Literal["draft", "awaiting_approval", "sent", "confirmed", "declined", "failed"]
+    status: Literal[
+        "draft",
+        "awaiting_approval",
+        "sending",
+        "sent",
+        "unconfirmed",
+        "confirmed",
+        "declined",
+        "failed",
+    ]
     remote_id: str | None = None
     url: str | None = None
     payload: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,73 @@
+"""Tasks of target selection: plan, store, plot."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from followup.galaxies import GalaxyCatalog
+from followup.ledger import Ledger
+from followup.models import Alert, ObservingStrategy
+from followup.skymap import SkyMap, read_skymap
+from followup.targeting import Plan, plan_targets, plot_plan
+from tasks.retry import RETRY_DELAYS_S, retry_if_unavailable
+
+__all__ = ["plan_alert_targets", "plot_targets", "store_targets"]
+
+
+@task(
+    name="plan targets",
+    retries=len(RETRY_DELAYS_S),
+    retry_delay_seconds=RETRY_DELAYS_S,
+    retry_condition_fn=retry_if_unavailable,
+    cache_policy=NO_CACHE,
+)
+def plan_alert_targets(
+    alert: Alert,
+    strategy: ObservingStrategy,
+    *,
+    max_targets: int,
+    start: datetime,
+    span_hours: float,
+    catalog: GalaxyCatalog | None = None,
+) -> Plan:
+    """Ranked, visible targets for the alert with the strategy's instrument and airmass limit."""
+    plan = plan_targets(
+        alert,
+        instrument_type=strategy.instrument_type,
+        max_targets=min(max_targets, strategy.max_targets),
+        start=start,
+        span_hours=span_hours,
+        max_airmass=strategy.max_airmass,
+        catalog=catalog,
+        allow_empty=True,
+    )
+    get_run_logger().info(
+        "%s: %s, %d target(s), %d dropped, covering %.1f%% (%.2f s)",
+        alert.event_id,
+        plan.strategy,
+        len(plan.targets),
+        len(plan.dropped),
+        100 * plan.covered_probability,
+        plan.planning_seconds,
+    )
+    return plan
+
+
+@task(name="store targets", cache_policy=NO_CACHE)
+def store_targets(ledger: Ledger, plan: Plan) -> int:
+    """Store the plan's targets (a target already stored under its name is kept)."""
+    return len(ledger.save_targets(plan.event_id, plan.targets))
+
+
+@task(name="plot targets", cache_policy=NO_CACHE)
+def plot_targets(alert: Alert, plan: Plan) -> bytes:
+    """The sky plot of the plan: the map, its credible contour, the chosen targets (PNG)."""
+    skymap: SkyMap | None = None
+    source = alert.external_coinc.combined_skymap if alert.external_coinc else None
+    source = source or alert.skymap
+    if source:
+        skymap = read_skymap(source)
+    return plot_plan(skymap, plan)
