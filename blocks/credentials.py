@@ -123,6 +123,7 @@ class TnsCredentials(Block):
         reporting_group_id: TNS id of the reporting group.
         discovery_data_source_id: TNS id of the discovery data source.
         reporter: Reporter line of AT reports (names and institutes).
+        instrument_id: TNS id of the camera that took the data (TNS's instruments list).
         base_url: Root URL of the TNS API (``https://sandbox.wis-tns.org/api/`` for TNS's sandbox).
         timeout_s: HTTP timeout in seconds.
 
@@ -145,6 +146,7 @@ class TnsCredentials(Block):
     reporting_group_id: int = Field(description="TNS id of the reporting group.")
     discovery_data_source_id: int = Field(description="TNS id of the discovery data source.")
     reporter: str = Field(description="Reporter line of AT reports (names and institutes).")
+    instrument_id: int = Field(description="TNS id of the camera that took the data.")
     base_url: str = Field(
         default="https://www.wis-tns.org/api/", description="Root URL of the TNS API."
     )

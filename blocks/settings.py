@@ -43,7 +43,7 @@ class FollowupSettings(Block):
         send_tns: Send AT reports of new candidates to TNS (after approval).
         send_gcn: Submit GCN Circulars through the API (after approval); otherwise drafts only.
         team: Team name used in reports.
-        authors: Author list used in reports.
+        authors: Authors of reports, one entry each (``A. Author (Institute)``).
         plots_base_url: Public URL of ``state_dir/plots`` for image artifacts; empty to embed
             plots in markdown artifacts instead.
 
@@ -92,7 +92,10 @@ class FollowupSettings(Block):
     send_tns: bool = Field(default=True, description="Send AT reports of new candidates.")
     send_gcn: bool = Field(default=False, description="Submit GCN Circulars through the API.")
     team: str = Field(default="the followup team", description="Team name used in reports.")
-    authors: str = Field(default="", description="Author list used in reports.")
+    authors: list[str] = Field(
+        default_factory=lambda: ["followup bot (LCO)"],
+        description="Authors of reports, one entry each, e.g. 'A. Author (LCO)'.",
+    )
     plots_base_url: str = Field(default="", description="Public URL of the plots directory.")
 
     @property
