@@ -258,15 +258,56 @@ def _decode_json(raw: bytes) -> tuple[Container, Any]:
     return "json", document
 
 
+# Attribute names of the VOEvent 2.0 schema (elements are capitalised, attributes are not), used
+# to rebuild XML from hop's dict form, where attributes and child elements look alike.
+_VOEVENT_ATTRIBUTES = frozenset(
+    {
+        "ivorn",
+        "role",
+        "version",
+        "name",
+        "value",
+        "unit",
+        "ucd",
+        "dataType",
+        "type",
+        "cite",
+        "id",
+        "coord_system_id",
+        "importance",
+        "probability",
+        "expires",
+        "pos_unit",
+        "uri",
+        "meaning",
+        "relation",
+        "utype",
+        "mimetype",
+    }
+)
+
+
+def _label_attributes(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_label_attributes(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    labelled: dict[str, Any] = {}
+    for key, value in node.items():
+        if key.startswith("_") or ":" in key:
+            continue
+        if key in _VOEVENT_ATTRIBUTES and not isinstance(value, dict | list):
+            labelled[f"@{key}"] = value
+        else:
+            labelled[key] = _label_attributes(value)
+    return labelled
+
+
 def _voevent_from_dict(content: dict[str, Any]) -> ElementTree.Element:
     import xmltodict
 
-    body = {k: v for k, v in content.items() if not k.startswith("_")}
-    for attribute in ("ivorn", "role", "version"):
-        if attribute in body:
-            body[f"@{attribute}"] = body.pop(attribute)
     try:
-        text = xmltodict.unparse({"VOEvent": body}, attr_prefix="@")
+        text = xmltodict.unparse({"VOEvent": _label_attributes(content)}, attr_prefix="@")
     except (ValueError, TypeError, AttributeError) as exc:
         raise AlertParseError("invalid-voevent", detail=f"hop VOEvent dict: {exc}") from None
     return _decode_xml(text)
