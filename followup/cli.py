@@ -368,6 +368,9 @@ def publish_alert(
     message_id: str | None = typer.Option(
         None, "--id", help="Use this hop _id (a UUID), e.g. to re-publish the same message."
     ),
+    timeout_s: float = typer.Option(
+        10.0, "--timeout", help="Seconds to wait for the broker to take the message."
+    ),
 ) -> None:
     """Publish a file to a topic with hop-client (drills: the local broker, no credentials)."""
     from pathlib import Path
@@ -390,7 +393,7 @@ def publish_alert(
             f"note: {path} is not a recognised alert; a listener will quarantine it", err=True
         )
     try:
-        with Publisher(broker) as publisher:
+        with Publisher(broker, produce_timeout_s=timeout_s) as publisher:
             sent_id = publisher.send(raw, topic=topic, test=test, message_id=message_id)
     except Exception as exc:
         typer.echo(f"publishing to {broker} failed: {exc}", err=True)
