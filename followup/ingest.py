@@ -306,12 +306,14 @@ class Ingestor:
         partition = _attr(meta, "partition", int)
         offset = _attr(meta, "offset", int)
         timestamp = _attr(meta, "timestamp", int)
-        headers = getattr(meta, "headers", None) if meta is not None else None
         digest = hashlib.sha256(raw).hexdigest()
-        try:
-            key = message_key(headers, topic, partition, offset, digest)
-        except Exception:  # malformed headers must not stop the listener
-            key = None
+        try:  # malformed headers must not stop the listener: they count as absent
+            headers = normalise_headers(
+                getattr(meta, "headers", None) if meta is not None else None
+            )
+        except Exception:
+            headers = {}
+        key = message_key(headers, topic, partition, offset, digest)
         return _Work(raw, topic, partition, offset, timestamp, headers, key, digest)
 
     def _parse_and_judge(self, work: _Work) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -53,6 +54,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.sql.dml import Insert
 
 from followup.exceptions import LedgerError
 from followup.models import (
@@ -765,7 +767,9 @@ class Ledger:
                     (i, p) for (i, _), p in zip(to_insert, params, strict=True) if p["message_uuid"]
                 ]
                 if keyed:
-                    conn.execute(insert(messages_table), [p for _, p in keyed])
+                    _executemany(
+                        conn, "insert messages", insert(messages_table), [p for _, p in keyed]
+                    )
                     ids_by_uuid: dict[str, int] = {}
                     for chunk in _chunks([p["message_uuid"] for _, p in keyed], 500):
                         ids_by_uuid.update(
@@ -928,11 +932,13 @@ class Ledger:
                     )
                 )
             if new_events:
-                conn.execute(insert(events_table), list(new_events.values()))
+                _executemany(conn, "insert events", insert(events_table), list(new_events.values()))
             latest: dict[str, int] = {}
             retracted: set[str] = set()
             if new_alerts:
-                conn.execute(insert(alerts_table), [params for _, _, params in new_alerts])
+                _executemany(
+                    conn, "insert alerts", insert(alerts_table), [p for _, _, p in new_alerts]
+                )
                 alert_ids: dict[int, int] = {}
                 for chunk in _chunks([params["message_id"] for _, _, params in new_alerts], 500):
                     alert_ids.update(
@@ -1029,7 +1035,9 @@ class Ledger:
                 )
             if status_updates:
                 messages_table = MessageRow.__table__
-                conn.execute(
+                _executemany(
+                    conn,
+                    "update message status",
                     update(messages_table)
                     .where(messages_table.c.id == bindparam("b_id"))
                     .values(status=bindparam("b_status"), reason=bindparam("b_reason")),
@@ -1376,3 +1384,50 @@ class Ledger:
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _executemany(conn: Any, name: str, statement: Any, rows: list[dict[str, Any]]) -> None:
+    """Execute one statement for many rows, without SQLAlchemy's per-row overhead on SQLite.
+
+    SQLAlchemy spends several microseconds per row and statement building parameters, more than
+    SQLite spends storing the row: on the listener's hot path that halves throughput. On SQLite the
+    statement is compiled once, each value goes through the same bind processor SQLAlchemy would
+    use (so stored values are identical), and the rows go to the driver's ``executemany``. Other
+    databases use SQLAlchemy's own executemany (psycopg2 batches inserts itself).
+    """
+    if not rows:
+        return
+    dialect = conn.dialect
+    if dialect.name != "sqlite" or dialect.paramstyle != "qmark":
+        conn.execute(statement, rows)
+        return
+    keys = tuple(rows[0])
+    cache_key = (name, keys)
+    plan = _EXECUTEMANY_PLANS.get(cache_key)
+    if plan is None:
+        if isinstance(statement, Insert):
+            statement = statement.values({k: bindparam(k) for k in keys})
+        compiled = statement.compile(dialect=dialect)
+        order = tuple(compiled.positiontup or ())
+        processors = tuple(
+            compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+            for name in order
+        )
+        plan = (
+            compiled.string,
+            operator.itemgetter(*order) if len(order) > 1 else (lambda row: (row[order[0]],)),
+            tuple((i, proc) for i, proc in enumerate(processors) if proc is not None),
+        )
+        _EXECUTEMANY_PLANS[cache_key] = plan
+    sql, getter, converters = plan
+    params = []
+    for row in rows:
+        values = list(getter(row))
+        for i, convert in converters:
+            values[i] = convert(values[i])
+        params.append(tuple(values))
+    conn.exec_driver_sql(sql, params)
+
+
+# Compiled statements by (statement name, columns): a handful, built once per process.
+_EXECUTEMANY_PLANS: dict[tuple[str, tuple[str, ...]], tuple[str, Any, tuple[Any, ...]]] = {}

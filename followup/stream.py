@@ -54,7 +54,7 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[bytes, Any], Any]
 BatchHandler = Callable[[Sequence[tuple[bytes, Any]]], Sequence[Any]]
 
-_RECENT_PER_PARTITION = 4096
+_RECENT_PER_PARTITION = 256  # commit points remembered per partition
 _CONNECTION_ERRORS = {"_TRANSPORT", "_ALL_BROKERS_DOWN", "_RESOLVE", "_AUTHENTICATION"}
 
 
@@ -462,8 +462,6 @@ class AlertStream:
                 committed = self._commit(consumer, raw_messages, state)
                 if committed:
                     state.last_error = None
-                for message in raw_messages:
-                    self._remember(message)
                 if after_batch is not None:
                     try:
                         after_batch(results, committed)
@@ -538,6 +536,8 @@ class AlertStream:
             for message in last.values():
                 consumer.mark_done(Metadata.from_message(message), asynchronous=False)
                 state.stats.commits += 1
+                # A committed offset C is checked after a reconnect against the message at C - 1.
+                self._remember(message)
         except Exception as exc:
             self._lost.set()
             state.last_error = f"commit failed: {exc}"
@@ -568,7 +568,7 @@ class AlertStream:
         """After a reconnect, re-read the message before each committed offset to check the log.
 
         A committed offset is only meaningful in the log it was committed in. For each partition
-        whose committed offset ``C`` follows a message this process handled (at ``C - 1``), the
+        whose committed offset ``C`` follows a message this process committed (at ``C - 1``), the
         consumer starts at ``C - 1``; the first message it gets there is compared with the one
         remembered. Same message: skipped, and reading goes on from ``C``. Another message: the
         log was replaced (a broker that restarted empty and got new messages), and the partition

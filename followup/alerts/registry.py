@@ -100,6 +100,10 @@ def normalise_headers(headers: HeadersLike) -> dict[str, bytes]:
     """Kafka headers as a ``{name: bytes}`` mapping (str values encoded, None values as b"")."""
     if not headers:
         return {}
+    if type(headers) is dict and all(
+        type(k) is str and type(v) is bytes for k, v in headers.items()
+    ):
+        return headers  # already normalised (the listener's hot path passes it along)
     items = headers.items() if isinstance(headers, Mapping) else headers
     result: dict[str, bytes] = {}
     for item in items:
