@@ -218,7 +218,8 @@ def main() -> int:
             ok = False
         if result["started"] != result["counts"].get("accepted", 0) or result["messages"] != n:
             ok = False
-    print(f"ingest benchmark (Tansu on 127.0.0.1, SQLite ledger, batch {args.batch_size})")
+    dialect = (args.ledger or "sqlite").split(":", 1)[0].split("+", 1)[0]
+    print(f"ingest benchmark (Tansu on 127.0.0.1, {dialect} ledger, batch {args.batch_size})")
     print(
         f"  GCN JSON notices: {small['rate']:,.0f} messages/s "
         f"({small['messages']:,} in {small['seconds']:.2f} s; "

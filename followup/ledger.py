@@ -459,6 +459,9 @@ class Ledger:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
             kwargs["pool_pre_ping"] = True
+            if url.startswith(("postgresql://", "postgresql+psycopg2://")):
+                # Batched UPDATEs too (psycopg2 otherwise sends one statement per row).
+                kwargs["executemany_mode"] = "values_plus_batch"
         self.engine: Engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
