@@ -183,7 +183,7 @@ class _Work:
     partition: int | None
     offset: int | None
     timestamp: int | None
-    headers: Any
+    headers: dict[str, bytes]
     key: str | None
     sha256: str
     stored: StoredMessage | None = None
@@ -262,6 +262,7 @@ class Ingestor:
                     offset=w.offset,
                     kafka_timestamp_ms=w.timestamp,
                     sha256=w.sha256,
+                    headers=tuple(w.headers.items()),
                 )
                 for w in works
             ]

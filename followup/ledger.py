@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import operator
@@ -85,9 +86,12 @@ __all__ = [
     "RecordedOutcome",
     "ReportRow",
     "RequestRow",
+    "StoredAlert",
     "StoredMessage",
     "TargetRow",
+    "decode_headers",
     "default_ledger_url",
+    "encode_headers",
 ]
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -139,6 +143,9 @@ class MessageRow(Base):
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     status: Mapped[str] = mapped_column(String(20), default="received", index=True)
     reason: Mapped[str | None] = mapped_column(Text)
+    # Kafka headers as [[name, base64 value], ...]: hop's _test and _format change how the bytes
+    # are read, so a re-parse from the ledger needs them (migration 0002).
+    headers: Mapped[list[list[str]] | None] = mapped_column(JSON, nullable=True)
 
 
 class QuarantineRow(Base):
@@ -319,6 +326,60 @@ class ApprovalRow(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
+def encode_headers(headers: Sequence[tuple[str, bytes]] | None) -> list[list[str]] | None:
+    """Kafka headers as JSON: ``[[name, base64 value], ...]`` (None when there are none)."""
+    if not headers:
+        return None
+    return [[name, base64.b64encode(value or b"").decode("ascii")] for name, value in headers]
+
+
+def decode_headers(stored: Any) -> list[tuple[str, bytes]]:
+    """The ``(name, value)`` pairs stored by :func:`encode_headers` (malformed entries dropped)."""
+    pairs: list[tuple[str, bytes]] = []
+    for item in stored or ():
+        try:
+            name, value = item
+            pairs.append((str(name), base64.b64decode(value)))
+        except (TypeError, ValueError):
+            continue
+    return pairs
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAlert:
+    """An alert and its message, as :meth:`Ledger.get_stored_alert` returns them.
+
+    Attributes:
+        alert_id: The alert row.
+        message_id: The message row it came from.
+        event_id: The event.
+        alert_type: The alert type.
+        decision: ``accepted``, ``rejected`` or ``retraction`` (None if undecided).
+        decision_reason: The trigger rules' reason.
+        raw: The message bytes as received.
+        headers: Its Kafka headers.
+        topic: Its topic.
+        partition: Its partition.
+        offset: Its offset.
+        message_uuid: Its hop ``_id``.
+        summary: The parsed alert as JSON (sky maps excluded).
+    """
+
+    alert_id: int
+    message_id: int
+    event_id: str
+    alert_type: str
+    decision: str | None
+    decision_reason: str | None
+    raw: bytes
+    headers: list[tuple[str, bytes]]
+    topic: str
+    partition: int | None
+    offset: int | None
+    message_uuid: str | None
+    summary: dict[str, Any]
+
+
 FINAL_MESSAGE_STATUSES = frozenset(
     {"accepted", "rejected", "retraction", "duplicate", "quarantined"}
 )
@@ -337,6 +398,7 @@ class IncomingMessage:
         offset: Kafka offset.
         kafka_timestamp_ms: Kafka timestamp in milliseconds since 1970.
         sha256: Hex SHA-256 of ``raw`` when the caller has it already (computed otherwise).
+        headers: Kafka headers as ``(name, value)`` pairs.
     """
 
     topic: str
@@ -346,6 +408,7 @@ class IncomingMessage:
     offset: int | None = None
     kafka_timestamp_ms: int | None = None
     sha256: str | None = None
+    headers: Sequence[tuple[str, bytes]] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -504,8 +567,9 @@ class Ledger:
         partition: int | None = None,
         offset: int | None = None,
         kafka_timestamp_ms: int | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
     ) -> tuple[MessageRow, bool]:
-        """Store a message exactly once.
+        """Store a message exactly once (with its Kafka headers).
 
         Returns:
             The stored row and True when it was new, or the earlier row and False when a message
@@ -523,6 +587,7 @@ class Ledger:
             kafka_timestamp_ms=kafka_timestamp_ms,
             raw=raw,
             sha256=hashlib.sha256(raw).hexdigest(),
+            headers=encode_headers(headers),
         )
         try:
             with self.session() as s:
@@ -658,6 +723,34 @@ class Ledger:
             assert message is not None  # foreign key
             return row, message.raw
 
+    def get_stored_alert(self, alert_id: int) -> StoredAlert:
+        """Return an alert with everything needed to parse it again exactly as it arrived.
+
+        Raises:
+            LedgerError: No such alert.
+        """
+        with self.session() as s:
+            row = s.get(AlertRow, alert_id)
+            if row is None:
+                raise LedgerError(f"no alert with id {alert_id}")
+            message = s.get(MessageRow, row.message_id)
+            assert message is not None  # foreign key
+            return StoredAlert(
+                alert_id=row.id,
+                message_id=message.id,
+                event_id=row.event_id,
+                alert_type=row.alert_type,
+                decision=row.decision,
+                decision_reason=row.decision_reason,
+                raw=message.raw,
+                headers=decode_headers(message.headers),
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                message_uuid=message.message_uuid,
+                summary=dict(row.summary or {}),
+            )
+
     def set_alert_decision(self, alert_id: int, decision: str, reason: str | None = None) -> None:
         """Record the trigger rules' decision on an alert (accepted, rejected, retraction)."""
         with self.session() as s:
@@ -761,6 +854,7 @@ class Ledger:
                         "sha256": m.sha256 or hashlib.sha256(m.raw).hexdigest(),
                         "status": "received",
                         "reason": None,
+                        "headers": encode_headers(m.headers),
                     }
                     for _, m in to_insert
                 ]

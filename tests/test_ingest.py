@@ -326,3 +326,17 @@ def test_json_alerts_with_random_values_never_crash(
         outcome = ingestor.handle(raw, meta(0))
         assert outcome.status in set(IngestStatus)
         _assert_kept(sqlite_ledger, outcome, raw)
+
+
+def test_the_stored_alert_parses_again_exactly_as_received(
+    ingestor: Ingestor, ledger: Ledger
+) -> None:
+    raw = fixture("gcn-icecube-gold-track.json")
+    headers = [("_id", uuid.uuid4().bytes), ("_test", b"true")]
+    outcome = ingestor.handle(raw, MessageMeta(topic="t", partition=0, offset=1, headers=headers))
+    assert outcome.alert is not None and outcome.alert.is_test
+    from followup.alerts import parse_message
+
+    stored = ledger.get_stored_alert(outcome.alert_id)
+    again = parse_message(stored.raw, headers=stored.headers, topic=stored.topic)
+    assert again.model_dump() == outcome.alert.model_dump()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect
@@ -353,3 +354,35 @@ def test_concurrent_batches_store_each_message_once(ledger: Ledger) -> None:
     assert len(results) == 4
     assert sum(m.created for r in results for m in r) == 20
     assert len({m.message_id for r in results for m in r}) == 20
+
+
+def test_stored_alert_keeps_the_headers_needed_to_parse_it_again(ledger: Ledger) -> None:
+    headers = [("_id", bytes(range(16))), ("_test", b"true"), ("_format", b"json")]
+    stored = ledger.record_messages(
+        [IncomingMessage(topic="igwn.gwalert", raw=b"{}", message_uuid="h1", headers=headers)]
+    )[0]
+    result = ledger.record_outcomes([MessageOutcome(stored.message_id, make_alert(), "accepted")])
+    again = ledger.get_stored_alert(result[0].alert_id)
+    assert again.headers == headers and again.raw == b"{}" and again.topic == "igwn.gwalert"
+    assert (again.event_id, again.alert_type, again.decision) == (
+        "S250101ab",
+        "PRELIMINARY",
+        "accepted",
+    )
+    assert again.summary["source"] == "LVK"
+    plain, _ = ledger.record_message(topic="t", raw=b"x", message_uuid=None)
+    row, _ = ledger.record_alert(plain.id, make_alert("S250102a"))
+    assert ledger.get_stored_alert(row.id).headers == []
+    with pytest.raises(LedgerError):
+        ledger.get_stored_alert(99_999)
+
+
+def test_migration_0002_adds_headers_to_an_existing_ledger(tmp_path: Path) -> None:
+    ledger = Ledger(f"sqlite:///{tmp_path / 'old.db'}")
+    ledger.migrate("0001")
+    columns = {c["name"] for c in inspect(ledger.engine).get_columns("messages")}
+    assert "headers" not in columns
+    ledger.migrate()
+    columns = {c["name"] for c in inspect(ledger.engine).get_columns("messages")}
+    assert "headers" in columns
+    ledger.dispose()
