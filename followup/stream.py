@@ -182,6 +182,7 @@ class _State:
     missing: tuple[str, ...] = ()
     since_last: int = 0
     last_beat: float = 0.0
+    progressed: bool = False
 
 
 class _Disconnected(Exception):
@@ -303,6 +304,7 @@ class AlertStream:
         first = True
         while not stop.is_set():
             consumer = None
+            state.progressed = False
             try:
                 present = self._present_topics(state)
                 if not present:
@@ -327,6 +329,8 @@ class AlertStream:
                 failures = 0
                 continue  # stopped, or topics appeared: reopen (or leave) at once
             except _HandlerFailed as exc:
+                if state.progressed:  # messages were handled since the last failure
+                    failures, delay = 0, self.backoff_initial_s
                 failures += 1
                 state.stats.handler_failures += 1
                 state.last_error = f"handler failed: {type(exc.cause).__name__}: {exc.cause}"
@@ -334,9 +338,13 @@ class AlertStream:
                 if max_consecutive_failures is not None and failures >= max_consecutive_failures:
                     raise exc.cause from None
             except _Disconnected as exc:
+                if state.progressed:
+                    failures, delay = 0, self.backoff_initial_s
                 state.last_error = str(exc)
                 logger.warning("stream interrupted: %s", exc)
             except Exception as exc:  # the broker, librdkafka or hop failed: back off and retry
+                if state.progressed:
+                    failures, delay = 0, self.backoff_initial_s
                 state.last_error = f"{type(exc).__name__}: {exc}"
                 logger.warning("stream failure: %s", state.last_error)
             finally:
@@ -512,6 +520,7 @@ class AlertStream:
     def _account(done: Sequence[tuple[bytes, Any]], state: _State) -> None:
         if not done:
             return
+        state.progressed = True
         state.stats.messages += len(done)
         state.stats.batches += 1
         state.since_last += len(done)
