@@ -212,3 +212,190 @@ def plan_command(
         )
     for d in plan.dropped:
         typer.echo(f"  dropped {d.name} ({d.ra:.4f}, {d.dec:+.4f}): {d.reason}")
+
+
+# ---------------------------------------------------------------------------------------------
+# alerts (area: alerts): inspect and publish alerts
+# ---------------------------------------------------------------------------------------------
+
+
+def _skymap_area90(data: bytes) -> tuple[float | None, str | None]:
+    """The 90% credible area of sky-map bytes via followup.skymap, when that module exists."""
+    import importlib
+
+    try:
+        skymap = importlib.import_module("followup.skymap")
+    except ImportError:
+        return None, "followup.skymap is not installed"
+    try:
+        reader = getattr(skymap, "read_skymap", None)
+        sky = reader(data) if reader is not None else skymap.SkyMap.from_fits(data)
+        return float(sky.area(0.9)), None
+    except Exception as exc:  # a damaged map must not stop the inspection
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def _skymap_summary(data: bytes | None) -> dict[str, object] | None:
+    from followup.alerts.fields import skymap_summary
+
+    if data is None:
+        return None
+    summary = skymap_summary(data)
+    area, note = _skymap_area90(data)
+    summary["area90_deg2"] = area
+    if note:
+        summary["area_note"] = note
+    return summary
+
+
+def _alert_document(alert: object) -> dict[str, object]:
+    from followup.models import Alert
+
+    assert isinstance(alert, Alert)
+    document = alert.model_dump(mode="json")
+    document["skymap"] = _skymap_summary(alert.skymap)
+    if alert.external_coinc is not None and isinstance(document.get("external_coinc"), dict):
+        document["external_coinc"]["combined_skymap"] = _skymap_summary(  # type: ignore[index]
+            alert.external_coinc.combined_skymap
+        )
+    return document
+
+
+def _alert_text(document: dict[str, object]) -> str:
+    def probabilities(values: object) -> str:
+        if not isinstance(values, dict) or not values:
+            return "-"
+        return ", ".join(f"{k} {v:.3g}" for k, v in values.items())
+
+    lines = [
+        f"title:          {document.get('title') or '-'}",
+        f"format:         {document['format']}",
+        f"source:         {document['source']} ({document['kind']})",
+        f"event:          {document['event_id']}  {document['alert_type']}",
+        f"issued:         {document['issued_at']}",
+        f"event time:     {document.get('event_time') or '-'}",
+    ]
+    if document.get("is_test"):
+        reason = document.get("extra", {}).get("test_reason", "")  # type: ignore[union-attr]
+        lines.append(f"test/drill:     yes {f'({reason})' if reason else ''}".rstrip())
+    far = document.get("far_hz")
+    if far is not None:
+        per_year = f" (1 per {1 / (far * 3.15576e7):.3g} yr)" if far > 0 else ""
+        lines.append(f"FAR:            {far:.3g} Hz{per_year}")
+    if document.get("significant") is not None:
+        lines.append(f"significant:    {'yes' if document['significant'] else 'no'}")
+    if document.get("classification"):
+        lines.append(f"classification: {probabilities(document['classification'])}")
+    if document.get("properties"):
+        lines.append(f"properties:     {probabilities(document['properties'])}")
+    for key, label in (("group", "group"), ("pipeline", "pipeline"), ("search", "search")):
+        if document.get(key):
+            lines.append(f"{label + ':':<16}{document[key]}")
+    if document.get("instruments"):
+        lines.append(f"instruments:    {', '.join(document['instruments'])}")  # type: ignore[arg-type]
+    position = document.get("position")
+    if isinstance(position, dict):
+        error = position.get("error")
+        extent = ""
+        if isinstance(error, dict):
+            extent = f" ± {error['radius_deg']:.4g} deg ({error['containment']:.0%})"
+        lines.append(f"position:       RA {position['ra']:.5f}  Dec {position['dec']:+.5f}{extent}")
+    skymap = document.get("skymap")
+    if isinstance(skymap, dict):
+        area = skymap.get("area90_deg2")
+        area_text = f"90% area {area:.4g} deg2" if area is not None else skymap.get("area_note")
+        lines.append(f"sky map:        {skymap['bytes']} bytes; {area_text}")
+    elif document.get("extra", {}).get("skymap_error"):  # type: ignore[union-attr]
+        lines.append(f"sky map:        unusable: {document['extra']['skymap_error']}")  # type: ignore[index]
+    if document.get("skymap_url"):
+        lines.append(f"sky map URL:    {document['skymap_url']}")
+    if document.get("distance_mpc") is not None:
+        err = document.get("distance_err_mpc")
+        spread = f" ± {err:.3g}" if err is not None else ""
+        lines.append(f"distance:       {document['distance_mpc']:.4g}{spread} Mpc")
+    coinc = document.get("external_coinc")
+    if isinstance(coinc, dict):
+        lines.append(
+            f"external:       {coinc.get('observatory')} {coinc.get('search')}, "
+            f"dt {coinc.get('time_difference_s')} s"
+        )
+    for name, url in (document.get("urls") or {}).items():  # type: ignore[union-attr]
+        lines.append(f"url {name + ':':<11} {url}")
+    notice_type = document.get("extra", {}).get("notice_type")  # type: ignore[union-attr]
+    if notice_type:
+        lines.append(f"notice type:    {notice_type}")
+    return "\n".join(lines)
+
+
+@app.command("parse")
+def parse_alert(
+    path: str = typer.Argument(..., help="An alert, notice, VOEvent or circular file."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the normalised alert as JSON (sky maps summarised)."
+    ),
+) -> None:
+    """Parse an alert of any supported format and print it normalised (exit 2 when invalid)."""
+    import json
+    from pathlib import Path
+
+    from followup.alerts import parse_message
+    from followup.exceptions import AlertParseError
+
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        typer.echo(f"cannot read {path}: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    try:
+        alert = parse_message(raw)
+    except AlertParseError as exc:
+        if as_json:
+            typer.echo(json.dumps({"error": exc.reason, "detail": exc.detail}, indent=2))
+        typer.echo(f"{path}: not a valid alert: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    document = _alert_document(alert)
+    typer.echo(json.dumps(document, indent=2) if as_json else _alert_text(document))
+
+
+@app.command("publish")
+def publish_alert(
+    path: str = typer.Argument(..., help="File whose bytes are published unchanged."),
+    topic: str = typer.Option(..., "--topic", "-t", help="Kafka topic."),
+    broker: str = typer.Option(
+        "kafka://127.0.0.1:9092", "--broker", help="Broker URL (kafka://host:port)."
+    ),
+    test: bool = typer.Option(False, "--test", help="Mark it as a test message (hop _test)."),
+    message_id: str | None = typer.Option(
+        None, "--id", help="Use this hop _id (a UUID), e.g. to re-publish the same message."
+    ),
+    timeout_s: float = typer.Option(
+        10.0, "--timeout", help="Seconds to wait for the broker to take the message."
+    ),
+) -> None:
+    """Publish a file to a topic with hop-client (drills: the local broker, no credentials)."""
+    from pathlib import Path
+
+    from followup.alerts import detect_format
+    from followup.exceptions import AlertParseError
+    from followup.stream import Publisher
+
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        typer.echo(f"cannot read {path}: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    try:
+        fmt = detect_format(raw)
+    except AlertParseError:
+        fmt = None
+    if fmt is None:
+        typer.echo(
+            f"note: {path} is not a recognised alert; a listener will quarantine it", err=True
+        )
+    try:
+        with Publisher(broker, produce_timeout_s=timeout_s) as publisher:
+            sent_id = publisher.send(raw, topic=topic, test=test, message_id=message_id)
+    except Exception as exc:
+        typer.echo(f"publishing to {broker} failed: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"published {len(raw)} bytes ({fmt or 'unknown format'}) to {topic}: _id {sent_id}")

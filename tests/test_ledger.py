@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect
 
 from followup.exceptions import LedgerError
-from followup.ledger import Ledger
+from followup.ledger import IncomingMessage, Ledger, MessageOutcome, StoredMessage
 from followup.models import (
     Alert,
     Approval,
@@ -242,3 +244,145 @@ def test_approvals_are_recorded_in_order(ledger: Ledger) -> None:
         ("timeout", False),
         ("alice", True),
     ]
+
+
+# ---------------------------------------------------------------- batched ingest (area: alerts)
+
+
+def incoming(uuid: str | None, raw: bytes = b"raw", offset: int = 0) -> IncomingMessage:
+    return IncomingMessage(
+        topic="gcn.notices.x", raw=raw, message_uuid=uuid, partition=0, offset=offset,
+        kafka_timestamp_ms=1_700_000_000_000,
+    )  # fmt: skip
+
+
+def test_record_messages_stores_each_hop_id_once(ledger: Ledger) -> None:
+    first = ledger.record_messages([incoming("a", b"1"), incoming("b", b"2"), incoming("a", b"1")])
+    assert [(m.created, m.status) for m in first] == [
+        (True, "received"),
+        (True, "received"),
+        (False, "received"),
+    ]
+    assert first[0].message_id == first[2].message_id != first[1].message_id
+    again = ledger.record_messages(
+        [incoming("b", b"2"), incoming(None, b"3"), incoming(None, b"3")]
+    )
+    assert [m.created for m in again] == [False, True, True]
+    assert again[0].message_id == first[1].message_id
+    assert again[1].message_id != again[2].message_id  # no _id: every copy is kept
+    stored = ledger.get_message(first[0].message_id)
+    assert (stored.raw, stored.topic, stored.partition, stored.offset) == (
+        b"1",
+        "gcn.notices.x",
+        0,
+        0,
+    )
+    assert stored.kafka_timestamp_ms == 1_700_000_000_000
+    assert stored.sha256 == hashlib.sha256(b"1").hexdigest()
+    assert ledger.record_messages([]) == []
+
+
+def test_record_outcomes_quarantines_records_dedupes_and_retracts(ledger: Ledger) -> None:
+    stored = ledger.record_messages([incoming(f"m{i}", bytes([i])) for i in range(6)])
+    ids = [m.message_id for m in stored]
+    preliminary = make_alert()
+    later = make_alert(alert_type="INITIAL", issued_at=datetime(2025, 1, 1, 13, tzinfo=UTC))
+    retraction = make_alert(alert_type="RETRACTION", issued_at=datetime(2025, 1, 1, 14, tzinfo=UTC))
+    results = ledger.record_outcomes(
+        [
+            MessageOutcome(ids[0], None, reason="unknown-format", detail="no parser"),
+            MessageOutcome(ids[1], preliminary, "accepted", "significant"),
+            MessageOutcome(ids[2], preliminary, "accepted", "significant"),  # same key in batch
+            MessageOutcome(ids[3], later, "rejected", "FAR too high"),
+        ]
+    )
+    assert [r.status for r in results] == ["quarantined", "accepted", "duplicate", "rejected"]
+    assert results[2].alert_id == results[1].alert_id and not results[2].created
+    assert ledger.get_message(ids[0]).status == "quarantined"
+    assert ledger.quarantined()[0].reason == "unknown-format"
+    assert ledger.get_message(ids[2]).reason.startswith(
+        f"same alert as alert #{results[1].alert_id}"
+    )
+    row, raw = ledger.get_alert(results[3].alert_id)
+    assert (row.decision, row.decision_reason, raw) == ("rejected", "FAR too high", bytes([3]))
+    assert row.summary["event_id"] == "S250101ab"
+    event = ledger.get_event("S250101ab")
+    assert event is not None and event.latest_alert_id == results[3].alert_id
+    # A later batch: a stored key is a duplicate; a retraction marks the event.
+    more = ledger.record_outcomes(
+        [
+            MessageOutcome(ids[4], preliminary, "accepted", "significant"),
+            MessageOutcome(ids[5], retraction, "retraction", "retraction"),
+        ]
+    )
+    assert [r.status for r in more] == ["duplicate", "retraction"]
+    assert more[0].alert_id == results[1].alert_id
+    event = ledger.get_event("S250101ab")
+    assert event.retracted and event.retracted_at is not None
+    assert event.latest_alert_id == more[1].alert_id
+    # The per-message view sees what the batch wrote.
+    assert ledger.record_messages([incoming("m1", bytes([1]))])[0].alert_id == results[1].alert_id
+
+
+def test_record_outcomes_finishes_a_message_half_recorded_by_the_step_methods(
+    ledger: Ledger,
+) -> None:
+    message, _ = ledger.record_message(topic="t", raw=b"x", message_uuid="half")
+    row, _ = ledger.record_alert(message.id, make_alert())  # then the process died
+    stored = ledger.record_messages([incoming("half", b"x")])[0]
+    assert not stored.created and not stored.finished and stored.alert_id == row.id
+    result = ledger.record_outcomes([MessageOutcome(message.id, make_alert(), "accepted", "ok")])
+    assert (result[0].status, result[0].alert_id) == ("accepted", row.id)
+    assert ledger.get_alert(row.id)[0].decision == "accepted"
+    assert ledger.get_message(message.id).status == "accepted"
+
+
+def test_concurrent_batches_store_each_message_once(ledger: Ledger) -> None:
+    batch = [incoming(f"c{i}", bytes([i])) for i in range(20)]
+    results: list[list[StoredMessage]] = []
+    barrier = threading.Barrier(4)
+
+    def store() -> None:
+        barrier.wait()
+        results.append(ledger.record_messages(batch))
+
+    threads = [threading.Thread(target=store) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 4
+    assert sum(m.created for r in results for m in r) == 20
+    assert len({m.message_id for r in results for m in r}) == 20
+
+
+def test_stored_alert_keeps_the_headers_needed_to_parse_it_again(ledger: Ledger) -> None:
+    headers = [("_id", bytes(range(16))), ("_test", b"true"), ("_format", b"json")]
+    stored = ledger.record_messages(
+        [IncomingMessage(topic="igwn.gwalert", raw=b"{}", message_uuid="h1", headers=headers)]
+    )[0]
+    result = ledger.record_outcomes([MessageOutcome(stored.message_id, make_alert(), "accepted")])
+    again = ledger.get_stored_alert(result[0].alert_id)
+    assert again.headers == headers and again.raw == b"{}" and again.topic == "igwn.gwalert"
+    assert (again.event_id, again.alert_type, again.decision) == (
+        "S250101ab",
+        "PRELIMINARY",
+        "accepted",
+    )
+    assert again.summary["source"] == "LVK"
+    plain, _ = ledger.record_message(topic="t", raw=b"x", message_uuid=None)
+    row, _ = ledger.record_alert(plain.id, make_alert("S250102a"))
+    assert ledger.get_stored_alert(row.id).headers == []
+    with pytest.raises(LedgerError):
+        ledger.get_stored_alert(99_999)
+
+
+def test_migration_0002_adds_headers_to_an_existing_ledger(tmp_path: Path) -> None:
+    ledger = Ledger(f"sqlite:///{tmp_path / 'old.db'}")
+    ledger.migrate("0001")
+    columns = {c["name"] for c in inspect(ledger.engine).get_columns("messages")}
+    assert "headers" not in columns
+    ledger.migrate()
+    columns = {c["name"] for c in inspect(ledger.engine).get_columns("messages")}
+    assert "headers" in columns
+    ledger.dispose()

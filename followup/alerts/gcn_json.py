@@ -1,0 +1,506 @@
+"""GCN unified-schema JSON notices (``gcn.notices.*`` topics), identified by their ``$schema`` URL.
+
+The unified schema composes every notice from a few core objects (Alert, Reporter, DateTime,
+Localization, Event, Statistics...). This module reads those core fields the same way for every
+mission and adds what is specific to each notice type through the :data:`NOTICE_TYPES` table:
+who issued it, which messenger it is, how its event id is built and where its position is.
+Notice types not in the table are read generically when they carry an id and a time; the core
+component examples (``core/*.schema.json``) are not notices and are refused.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from followup.alerts.fields import (
+    angular_distance_deg,
+    as_float,
+    as_probabilities,
+    decode_skymap,
+    error_region,
+    parse_time,
+    position,
+    skymap_summary,
+)
+from followup.alerts.registry import MessageContext, Parser, register_parser
+from followup.exceptions import AlertParseError
+from followup.models import Alert, AlertKind, AlertType, ErrorRegion, SkyPosition
+
+__all__ = ["GCN_JSON", "NOTICE_TYPES", "NoticeType", "alert_from_notice", "notice_path"]
+
+_SCHEMA_RE = re.compile(r"/gcn/notices/(?P<path>[A-Za-z0-9_./-]+?)\.schema\.json$")
+
+_GCN_ALERT_TYPES = {
+    "initial": AlertType.INITIAL,
+    "subsequent": AlertType.UPDATE,
+    "update": AlertType.UPDATE,
+    "retraction": AlertType.RETRACTION,
+}
+_TEST_TENSES = {"test", "injection"}
+_MESSENGER_KINDS = {"gw": AlertKind.GW, "neutrino": AlertKind.NEUTRINO}
+# Fields read into Alert attributes; everything else goes to extra["notice"].
+_CONSUMED = {
+    "$schema",
+    "alert_datetime",
+    "alert_type",
+    "alert_tense",
+    "trigger_time",
+    "ra",
+    "dec",
+    "ra_dec_error",
+    "containment_probability",
+    "far",
+    "classification",
+    "properties",
+    "healpix_file",
+    "healpix_url",
+    "data_archive_page",
+    "luminosity_distance",
+    "luminosity_distance_error",
+}
+
+EventIdFn = Callable[[dict[str, Any]], str | None]
+PositionFn = Callable[[dict[str, Any]], SkyPosition | None]
+
+
+@dataclass(frozen=True)
+class NoticeType:
+    """How to read one family of unified-schema notices.
+
+    Attributes:
+        source: Issuer written to ``Alert.source``.
+        kind: Messenger family.
+        event_id: Builds the event id from the notice (None when it carries none).
+        position: Reads the best position (default: top-level ra/dec/ra_dec_error).
+        title: Human name of the notice type.
+    """
+
+    source: str
+    kind: AlertKind
+    event_id: EventIdFn
+    title: str
+    position: PositionFn | None = None
+
+
+def _ids(notice: Mapping[str, Any], key: str = "id") -> list[str]:
+    value = notice.get(key)
+    if value is None:
+        return []
+    values = value if isinstance(value, list) else [value]
+    return [str(v).strip() for v in values if str(v).strip()]
+
+
+def _prefixed(prefix: str, key: str = "id") -> EventIdFn:
+    def build(notice: dict[str, Any]) -> str | None:
+        ids = _ids(notice, key)
+        return f"{prefix}-{ids[0]}" if ids else None
+
+    return build
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "", text.replace(" ", ""))
+
+
+def _compact_time(value: Any) -> str:
+    when = parse_time(value, field="trigger_time")
+    return when.strftime("%Y%m%dT%H%M%S") + f".{when.microsecond // 1000:03d}"
+
+
+def _fermi_gbm_id(notice: dict[str, Any]) -> str | None:
+    # The numeric trigger id is what the Classic VOEvents carry too, so both forms share an event.
+    numeric = [i for i in _ids(notice) if i.isdigit()]
+    if numeric:
+        return f"Fermi-GBM-{numeric[0]}"
+    names = [i for i in _ids(notice) if i.startswith("bn")]
+    return f"Fermi-GBM-{names[0]}" if names else None
+
+
+def _fermi_lat_id(notice: dict[str, Any]) -> str | None:
+    ids = _ids(notice)
+    if ids:
+        return f"Fermi-LAT-{ids[0]}"
+    name = notice.get("event_name")
+    start = notice.get("observation_start") or notice.get("trigger_time")
+    if isinstance(name, str) and name.strip() and start is not None:
+        return f"Fermi-LAT-{_slug(name)}-{parse_time(start, field='observation_start'):%Y%m%d}"
+    return None
+
+
+def _icecube_track_id(notice: dict[str, Any]) -> str | None:
+    # run_event id ("137840_57034692") is shared with the AMON VOEvents of the same alert.
+    ids = _ids(notice)
+    if ids:
+        return f"IceCube-{ids[0]}"
+    names = _ids(notice, "event_name")
+    return names[0] if names else None
+
+
+def _icecube_lvk_id(notice: dict[str, Any]) -> str | None:
+    ref = notice.get("ref_ID")
+    return f"IceCube-LVK-{str(ref).strip()}" if isinstance(ref, str) and ref.strip() else None
+
+
+def _km3net_id(notice: dict[str, Any]) -> str | None:
+    names = _ids(notice, "event_name")
+    if names:
+        return names[0]
+    return _prefixed("KM3NeT")(notice)
+
+
+def _svom_id(notice: dict[str, Any]) -> str | None:
+    ids = _ids(notice)
+    if not ids:
+        return None
+    return ids[0] if ids[0].startswith("sb") else f"SVOM-{ids[0]}"
+
+
+def _einstein_probe_id(notice: dict[str, Any]) -> str | None:
+    ids = _ids(notice)
+    if ids:
+        return f"EP-{ids[0]}"
+    # Early WXT notices (e.g. EP240508a) carry no id: the trigger time names the trigger.
+    if notice.get("trigger_time") is not None:
+        return f"EP-WXT-{_compact_time(notice['trigger_time'])}"
+    return None
+
+
+def _glowbug_id(notice: dict[str, Any]) -> str | None:
+    ids = _ids(notice)
+    return (ids[0] if ids[0].upper().startswith("BUG") else f"GLOWBUG-{ids[0]}") if ids else None
+
+
+def _boom_id(notice: dict[str, Any]) -> str | None:
+    targets = _boom_targets(notice)
+    if targets and isinstance(targets[0].get("event_name"), str):
+        return targets[0]["event_name"].strip() or None
+    return None
+
+
+def _heasarc_id(notice: dict[str, Any]) -> str | None:
+    obs = notice.get("obs_id")
+    facility = notice.get("facility_name") or "HEASARC"
+    return f"{_slug(str(facility))}-{obs}" if obs else None
+
+
+def _boom_targets(notice: dict[str, Any]) -> list[dict[str, Any]]:
+    data = notice.get("data")
+    targets = data.get("targets") if isinstance(data, dict) else None
+    return [t for t in targets if isinstance(t, dict)] if isinstance(targets, list) else []
+
+
+def _boom_position(notice: dict[str, Any]) -> SkyPosition | None:
+    targets = _boom_targets(notice)
+    if not targets or targets[0].get("ra") is None:
+        return None
+    return position(targets[0].get("ra"), targets[0].get("dec"), None, field="data.targets[0]")
+
+
+def _icecube_lvk_position(notice: dict[str, Any]) -> SkyPosition | None:
+    direction = notice.get("most_probable_direction")
+    if not isinstance(direction, dict) or direction.get("ra") is None:
+        return None
+    events = [e for e in notice.get("coincident_events") or [] if isinstance(e, dict)]
+    best = min(
+        events,
+        key=lambda e: (
+            e.get("event_pval_generic")
+            if isinstance(e.get("event_pval_generic"), int | float)
+            else 2.0
+        ),
+        default=None,
+    )
+    region = None
+    if best is not None and isinstance(best.get("localization"), dict):
+        loc = best["localization"]
+        region = error_region(
+            loc.get("ra_dec_error"),
+            containment=loc.get("containment_probability"),
+            field="coincident_events.localization.ra_dec_error",
+        )
+    return position(
+        direction.get("ra"), direction.get("dec"), region, field="most_probable_direction"
+    )
+
+
+NOTICE_TYPES: dict[str, NoticeType] = {
+    "swift/bat/guano": NoticeType(
+        "Swift", AlertKind.GAMMA_RAY, _prefixed("Swift"), "Swift BAT-GUANO notice"
+    ),
+    "fermi/gbm/trigger": NoticeType(
+        "Fermi", AlertKind.GAMMA_RAY, _fermi_gbm_id, "Fermi GBM trigger notice"
+    ),
+    "fermi/lat/flare": NoticeType(
+        "Fermi", AlertKind.GAMMA_RAY, _fermi_lat_id, "Fermi LAT flare notice"
+    ),
+    "einstein_probe/wxt/alert": NoticeType(
+        "Einstein Probe", AlertKind.X_RAY, _einstein_probe_id, "Einstein Probe WXT alert"
+    ),
+    "svom/trigger": NoticeType("SVOM", AlertKind.GAMMA_RAY, _svom_id, "SVOM trigger notice"),
+    "maxi/gsc.known": NoticeType(
+        "MAXI", AlertKind.X_RAY, _prefixed("MAXI"), "MAXI GSC known-source notice"
+    ),
+    "maxi/gsc.unknown": NoticeType(
+        "MAXI", AlertKind.X_RAY, _prefixed("MAXI"), "MAXI GSC unknown-source notice"
+    ),
+    "icecube/lvk_nu_track_search": NoticeType(
+        "IceCube",
+        AlertKind.NEUTRINO,
+        _icecube_lvk_id,
+        "IceCube LVK neutrino track search",
+        _icecube_lvk_position,
+    ),
+    "icecube/single_neutrino_alerts": NoticeType(
+        "IceCube", AlertKind.NEUTRINO, _icecube_track_id, "IceCube track alert"
+    ),
+    "km3net/alert": NoticeType("KM3NeT", AlertKind.NEUTRINO, _km3net_id, "KM3NeT alert"),
+    "superk/sn_alert": NoticeType(
+        "Super-Kamiokande",
+        AlertKind.NEUTRINO,
+        _prefixed("SuperK"),
+        "Super-Kamiokande supernova alert",
+    ),
+    "chime/frb": NoticeType("CHIME", AlertKind.RADIO, _prefixed("CHIME"), "CHIME/FRB notice"),
+    "dsa110/frb": NoticeType("DSA-110", AlertKind.RADIO, _prefixed("DSA110"), "DSA-110 FRB notice"),
+    "burstcube/alert": NoticeType(
+        "BurstCube", AlertKind.GAMMA_RAY, _prefixed("BurstCube"), "BurstCube alert"
+    ),
+    "burstcube/test": NoticeType(
+        "BurstCube", AlertKind.GAMMA_RAY, _prefixed("BurstCube"), "BurstCube test alert"
+    ),
+    "glowbug/alert": NoticeType("GLOWBUG", AlertKind.GAMMA_RAY, _glowbug_id, "GLOWBUG alert"),
+    "boom/alert": NoticeType(
+        "BOOM", AlertKind.OPTICAL, _boom_id, "BOOM optical alert", _boom_position
+    ),
+    "heasarc/archive_alert": NoticeType(
+        "HEASARC", AlertKind.OTHER, _heasarc_id, "HEASARC archive alert"
+    ),
+}
+"""Known notice types by lower-case schema path (``swift/bat/guano`` for ``swift/bat/Guano``)."""
+
+_TEST_NOTICE_TYPES = {"burstcube/test"}
+_SVOM_INSTRUMENT_KINDS = {"MXT": AlertKind.X_RAY, "VT": AlertKind.OPTICAL}
+
+
+def notice_path(schema: str) -> str | None:
+    """The notice type path of a ``$schema`` URL (``swift/bat/guano``), or None."""
+    match = _SCHEMA_RE.search(schema.strip())
+    return match.group("path").lower() if match else None
+
+
+def alert_from_notice(notice: dict[str, Any], ctx: MessageContext | None = None) -> Alert:
+    """Normalise one unified-schema notice.
+
+    Args:
+        notice: The decoded JSON notice (with ``$schema``).
+        ctx: Headers and topic.
+
+    Returns:
+        The alert (``format="gcn-json"``). ``extra["notice_type"]`` is
+        ``gcn.notices.<path>`` (``gcn.notices.swift.bat.guano``) and ``extra["notice"]`` keeps the
+        notice's other fields.
+
+    Raises:
+        AlertParseError: ``not-a-notice`` for a core component schema, ``unknown-notice-type`` for
+            an unknown type without an id and a time, ``missing-event-id``, ``missing-time``,
+            ``invalid-time``, ``invalid-position``... for invalid values.
+    """
+    schema = notice.get("$schema")
+    if not isinstance(schema, str):
+        raise AlertParseError("unknown-format", detail="a JSON notice needs a $schema URL")
+    path = notice_path(schema)
+    if path is None:
+        raise AlertParseError("unknown-notice-type", detail=f"$schema {schema[:200]!r}")
+    if path.startswith("core/"):
+        raise AlertParseError(
+            "not-a-notice",
+            detail=f"{path} is a component of the unified schema, not a notice type",
+        )
+    spec = NOTICE_TYPES.get(path) or _generic_type(path, notice)
+
+    gcn_type = notice.get("alert_type")
+    if gcn_type is None:
+        alert_type = AlertType.INITIAL
+    elif isinstance(gcn_type, str) and gcn_type.strip().lower() in _GCN_ALERT_TYPES:
+        alert_type = _GCN_ALERT_TYPES[gcn_type.strip().lower()]
+    else:
+        raise AlertParseError("invalid-alert-type", detail=f"alert_type {str(gcn_type)[:40]!r}")
+
+    event_id = spec.event_id(notice)
+    if not event_id:
+        raise AlertParseError("missing-event-id", detail=f"{path} notice without an id")
+    if len(event_id) > 64:
+        raise AlertParseError("invalid-event-id", detail=f"{event_id[:80]!r} is too long")
+
+    extra: dict[str, Any] = {
+        "notice_type": "gcn.notices." + path.replace("/", "."),
+        "schema": schema,
+    }
+    event_time = (
+        parse_time(notice["trigger_time"], field="trigger_time")
+        if notice.get("trigger_time") is not None
+        else None
+    )
+    issued_at: datetime
+    if notice.get("alert_datetime") is not None:
+        issued_at = parse_time(notice["alert_datetime"], field="alert_datetime")
+    elif event_time is not None:
+        issued_at = event_time
+        extra["issued_at_from"] = "trigger_time (the notice has no alert_datetime)"
+    elif notice.get("observation_start") is not None:
+        issued_at = parse_time(notice["observation_start"], field="observation_start")
+        extra["issued_at_from"] = "observation_start (the notice has no alert_datetime)"
+    else:
+        raise AlertParseError("missing-time", detail=f"{path} notice without alert_datetime")
+
+    tense = notice.get("alert_tense")
+    test_reasons = []
+    if isinstance(tense, str) and tense.lower() in _TEST_TENSES:
+        test_reasons.append(f"alert_tense {tense}")
+    if path in _TEST_NOTICE_TYPES:
+        test_reasons.append("test notice type")
+    if test_reasons:
+        extra["test_reason"] = "; ".join(test_reasons)
+    if isinstance(gcn_type, str):
+        extra["gcn_alert_type"] = gcn_type
+    if isinstance(tense, str):
+        extra["alert_tense"] = tense
+
+    kind = spec.kind
+    instrument = notice.get("instrument")
+    if spec.source == "SVOM" and isinstance(instrument, str):
+        kind = _SVOM_INSTRUMENT_KINDS.get(instrument.upper(), kind)
+
+    sky = _position(notice, spec, extra) if alert_type is not AlertType.RETRACTION else None
+
+    skymap = None
+    if isinstance(notice.get("healpix_file"), str):
+        try:
+            skymap = decode_skymap(notice["healpix_file"], field="healpix_file")
+            extra["skymap"] = skymap_summary(skymap)
+        except AlertParseError as exc:
+            extra["skymap_error"] = str(exc)
+
+    urls = {
+        key: value.strip()
+        for key in ("data_archive_page", "healpix_url", "light_curve_url", "mission_page")
+        if isinstance((value := notice.get(key)), str) and value.strip()
+    }
+    distance = as_float(notice.get("luminosity_distance"), field="luminosity_distance")
+    distance_err = as_float(
+        notice.get("luminosity_distance_error"), field="luminosity_distance_error"
+    )
+    names = _ids(notice, "event_name")
+    if names:
+        extra["event_name"] = names[0] if len(names) == 1 else names
+    extra["notice"] = {
+        k: v for k, v in notice.items() if k not in _CONSUMED and k not in {"event_name"}
+    }
+    instruments = [instrument] if isinstance(instrument, str) and instrument else []
+    title = spec.title
+    if gcn_type:
+        title = f"{title} ({gcn_type})"
+
+    return Alert(
+        source=spec.source,
+        kind=kind,
+        format="gcn-json",
+        event_id=event_id,
+        alert_type=alert_type,
+        issued_at=issued_at,
+        event_time=event_time,
+        far_hz=_far(notice),
+        classification=_numeric_probabilities(notice.get("classification"), "classification"),
+        properties=_numeric_probabilities(notice.get("properties"), "properties"),
+        position=sky,
+        skymap=skymap,
+        skymap_url=urls.get("healpix_url"),
+        distance_mpc=distance,
+        distance_err_mpc=distance_err,
+        is_test=bool(test_reasons),
+        instruments=instruments,
+        pipeline=notice.get("pipeline") if isinstance(notice.get("pipeline"), str) else None,
+        urls=urls,
+        title=title,
+        extra=extra,
+    )
+
+
+def _far(notice: Mapping[str, Any]) -> float | None:
+    far = as_float(notice.get("far"), field="far")
+    if far is not None and far < 0:
+        raise AlertParseError("invalid-number", detail="far: negative false-alarm rate")
+    return far
+
+
+def _numeric_probabilities(value: Any, field: str) -> dict[str, float]:
+    # GCN classifications are probabilities; Fermi GBM writes flags such as {"BELOW_HORIZON": 1}.
+    return as_probabilities(value, field=field)
+
+
+def _position(
+    notice: dict[str, Any], spec: NoticeType, extra: dict[str, Any]
+) -> SkyPosition | None:
+    if spec.position is not None:
+        return spec.position(notice)
+    if notice.get("ra") is None or notice.get("dec") is None:
+        return None
+    region: ErrorRegion | None = error_region(
+        notice.get("ra_dec_error"),
+        containment=notice.get("containment_probability"),
+        field="ra_dec_error",
+    )
+    corners = notice.get("rectangular_error_corners")
+    if region is None and isinstance(corners, list) and corners:
+        ra0 = as_float(notice["ra"], field="ra", required=True)
+        dec0 = as_float(notice["dec"], field="dec", required=True)
+        assert ra0 is not None and dec0 is not None
+        radius = 0.0
+        for corner in corners:
+            if not isinstance(corner, list | tuple) or len(corner) != 2:
+                raise AlertParseError(
+                    "invalid-position", detail="rectangular_error_corners: expected [ra, dec] pairs"
+                )
+            ra_c = as_float(corner[0], field="rectangular_error_corners", required=True)
+            dec_c = as_float(corner[1], field="rectangular_error_corners", required=True)
+            assert ra_c is not None and dec_c is not None
+            radius = max(radius, angular_distance_deg(ra0, dec0, ra_c, dec_c))
+        level = as_float(notice.get("containment_probability"), field="containment_probability")
+        region = ErrorRegion(radius_deg=radius, containment=level if level and level <= 1 else 0.9)
+        extra["error_region_from"] = "circle enclosing rectangular_error_corners"
+    return position(notice["ra"], notice["dec"], region, field="position")
+
+
+def _generic_type(path: str, notice: dict[str, Any]) -> NoticeType:
+    """A notice type the table does not know: read it from its core fields if it has an id."""
+    if not _ids(notice) or (
+        notice.get("alert_datetime") is None and notice.get("trigger_time") is None
+    ):
+        raise AlertParseError(
+            "unknown-notice-type", detail=f"{path} is not a known notice type and has no id/time"
+        )
+    mission = notice.get("mission") if isinstance(notice.get("mission"), str) else None
+    source = mission or path.split("/", 1)[0]
+    messenger = str(notice.get("messenger") or "").lower()
+    kind = _MESSENGER_KINDS.get(messenger, AlertKind.OTHER)
+    return NoticeType(source, kind, _prefixed(_slug(source)), f"{source} notice ({path})")
+
+
+def _looks_like_notice(document: Any, ctx: MessageContext) -> bool:
+    schema = document.get("$schema") if isinstance(document, dict) else None
+    return isinstance(schema, str) and "/notices/" in schema
+
+
+GCN_JSON = register_parser(
+    Parser(
+        name="gcn-json",
+        container="json",
+        accepts=_looks_like_notice,
+        parse=lambda doc, ctx: alert_from_notice(doc, ctx),
+        description="GCN unified-schema JSON notices (gcn.notices.* topics)",
+    )
+)
