@@ -11,6 +11,7 @@ from blocks.credentials import (
     LcoCredentials,
     TnsCredentials,
 )
+from blocks.listener import ListenerSettings, TriggerRulesBlock
 from blocks.settings import FollowupSettings
 
 __all__ = [
@@ -20,5 +21,7 @@ __all__ = [
     "HermesCredentials",
     "HopCredentials",
     "LcoCredentials",
+    "ListenerSettings",
     "TnsCredentials",
+    "TriggerRulesBlock",
 ]

@@ -31,10 +31,14 @@ def load_entrypoint(entrypoint: str) -> Any:
     return getattr(importlib.import_module(module_name), attribute)
 
 
-def _warm(entrypoint: str) -> None:
-    """Pool initializer: import the flow and Prefect's engine before the first alert arrives."""
-    load_entrypoint(entrypoint)
+def _warm(entrypoints: tuple[str, ...], warmers: tuple[str, ...]) -> None:
+    """Pool initializer: import the flows and Prefect's engine, and run the warmers."""
+    for entrypoint in entrypoints:
+        load_entrypoint(entrypoint)
     import prefect.flow_engine  # noqa: F401
+
+    for warmer in warmers:
+        load_entrypoint(warmer)()
 
 
 def execute_flow_run(entrypoint: str, flow_run_id: str) -> str:
@@ -52,25 +56,32 @@ def execute_flow_run(entrypoint: str, flow_run_id: str) -> str:
 
 
 class Dispatcher:
-    """Creates runs of one deployment and executes them in a pool of warm processes.
+    """Creates runs of deployments and executes them in a pool of warm processes.
 
     Args:
-        entrypoint: The flow, as ``"module:attribute"`` (for example ``"flows.followup:followup"``).
-        deployment: ``"<flow name>/<deployment name>"`` (for example ``"followup/followup"``).
+        flows: ``{"<flow name>/<deployment name>": "module:attribute"}`` for every deployment this
+            dispatcher may start, e.g. ``{"followup/followup": "flows.followup:followup"}``. Each
+            worker imports all of them when it starts.
         workers: Processes in the pool (runs beyond this wait for a free process).
+        warmers: ``"module:function"`` callables each worker runs once at start (to fill caches
+            the first run would otherwise pay for).
     """
 
-    def __init__(self, entrypoint: str, deployment: str, *, workers: int = 2) -> None:
-        self.entrypoint = entrypoint
-        self.deployment = deployment
+    def __init__(
+        self, flows: dict[str, str], *, workers: int = 2, warmers: tuple[str, ...] = ()
+    ) -> None:
+        if not flows:
+            raise ValueError("a dispatcher needs at least one deployment to start")
+        self.flows = dict(flows)
         self.workers = workers
+        self.warmers = tuple(warmers)
         self._pool: ProcessPoolExecutor | None = None
-        self._deployment_id: UUID | None = None
+        self._deployment_ids: dict[str, UUID] = {}
         self._lock = threading.Lock()
         self.futures: dict[str, Future[str]] = {}
 
     def start(self) -> Dispatcher:
-        """Spawn the pool and wait until every process has imported the flow."""
+        """Spawn the pool and wait until every process has imported the flows."""
         self._pool = self._new_pool()
         return self
 
@@ -79,63 +90,68 @@ class Dispatcher:
             self.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_warm,
-            initargs=(self.entrypoint,),
+            initargs=(tuple(self.flows.values()), self.warmers),
         )
         # Submitting no-ops forces every worker to start (and run the initializer) now.
         for future in [pool.submit(int) for _ in range(self.workers)]:
             future.result(timeout=300)
         return pool
 
-    def deployment_id(self) -> UUID:
-        """The deployment's id (looked up once).
+    def deployment_id(self, deployment: str) -> UUID:
+        """A deployment's id (looked up once).
 
         Raises:
             prefect.exceptions.ObjectNotFound: The deployment is not registered.
         """
-        if self._deployment_id is None:
+        if deployment not in self._deployment_ids:
             from prefect.client.orchestration import get_client
 
             with get_client(sync_client=True) as client:
-                self._deployment_id = client.read_deployment_by_name(self.deployment).id
-        return self._deployment_id
+                self._deployment_ids[deployment] = client.read_deployment_by_name(deployment).id
+        return self._deployment_ids[deployment]
 
     def dispatch(
         self,
+        deployment: str,
         parameters: dict[str, Any],
         *,
         name: str | None = None,
         tags: list[str] | None = None,
     ) -> str:
-        """Create a run of the deployment and start executing it now.
+        """Create a run of ``deployment`` and start executing it now.
 
         Returns:
             The flow run id.
+
+        Raises:
+            KeyError: The deployment is not one this dispatcher was given.
         """
         from prefect.client.orchestration import get_client
         from prefect.states import Pending
 
+        entrypoint = self.flows[deployment]
         with get_client(sync_client=True) as client:
             flow_run = client.create_flow_run_from_deployment(
-                self.deployment_id(),
+                self.deployment_id(deployment),
                 parameters=parameters,
                 name=name,
                 tags=tags,
                 state=Pending(),
             )
         flow_run_id = str(flow_run.id)
-        self._submit(flow_run_id)
+        self._submit(entrypoint, flow_run_id)
         return flow_run_id
 
-    def _submit(self, flow_run_id: str) -> None:
+    def _submit(self, entrypoint: str, flow_run_id: str) -> None:
         with self._lock:
             if self._pool is None:
                 self._pool = self._new_pool()
             try:
-                future = self._pool.submit(execute_flow_run, self.entrypoint, flow_run_id)
+                future = self._pool.submit(execute_flow_run, entrypoint, flow_run_id)
             except BrokenProcessPool:
                 logger.warning("worker pool broke; starting a new one")
                 self._pool = self._new_pool()
-                future = self._pool.submit(execute_flow_run, self.entrypoint, flow_run_id)
+                future = self._pool.submit(execute_flow_run, entrypoint, flow_run_id)
         self.futures[flow_run_id] = future
         # The callback runs in the executor's thread: give it the caller's context, which holds
         # the Prefect settings (API URL) the run was created with.

@@ -192,6 +192,8 @@ class AlertRow(Base):
     is_test: Mapped[bool] = mapped_column(Boolean, default=False)
     decision: Mapped[str | None] = mapped_column(String(20))  # accepted / rejected / retraction
     decision_reason: Mapped[str | None] = mapped_column(Text)
+    # The follow-up run started for an accepted alert; NULL means none was started yet.
+    flow_run_id: Mapped[str | None] = mapped_column(String(36), index=True)
     summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
@@ -763,6 +765,33 @@ class Ledger:
             if message is not None:
                 message.status = decision
                 message.reason = reason
+
+    def set_alert_flow_run(self, alert_id: int, flow_run_id: str) -> None:
+        """Record the follow-up run started for an alert."""
+        with self.session() as s:
+            row = s.get(AlertRow, alert_id)
+            if row is None:
+                raise LedgerError(f"no alert with id {alert_id}")
+            row.flow_run_id = flow_run_id
+
+    def alerts_without_run(self, *, since: datetime) -> list[AlertRow]:
+        """Accepted alerts stored since ``since`` whose follow-up run was never started.
+
+        After a crash between storing an alert and starting its run, these are the alerts that
+        would otherwise be lost.
+        """
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(AlertRow)
+                    .where(
+                        AlertRow.decision == "accepted",
+                        AlertRow.flow_run_id.is_(None),
+                        AlertRow.created_at >= since,
+                    )
+                    .order_by(AlertRow.id)
+                )
+            )
 
     def alerts_for_event(self, event_id: str) -> list[AlertRow]:
         """Every stored alert of an event, oldest first."""

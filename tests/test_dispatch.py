@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def dispatcher(prefect_server):
     deployment_id = probe.to_deployment(name="probe").apply()
-    d = Dispatcher("tests.dispatch_flows:probe", "dispatch-probe/probe", workers=1).start()
+    d = Dispatcher({"dispatch-probe/probe": "tests.dispatch_flows:probe"}, workers=1).start()
     yield d, deployment_id
     d.shutdown()
 
@@ -36,7 +36,7 @@ def wait_final(flow_run_id: str, timeout: float = 60.0):
 def test_dispatched_run_belongs_to_the_deployment_and_completes(dispatcher) -> None:
     d, deployment_id = dispatcher
     started = time.monotonic()
-    run_id = d.dispatch({"x": 21}, name="probe-21")
+    run_id = d.dispatch("dispatch-probe/probe", {"x": 21}, name="probe-21")
     run = wait_final(run_id)
     assert run.state.is_completed(), run.state
     assert run.deployment_id == deployment_id
@@ -52,7 +52,7 @@ def test_dispatched_run_belongs_to_the_deployment_and_completes(dispatcher) -> N
 
 def test_a_killed_worker_leaves_a_crashed_run_and_a_working_pool(dispatcher) -> None:
     d, _ = dispatcher
-    dead = wait_final(d.dispatch({"x": 1, "die": True}, name="probe-dies"))
+    dead = wait_final(d.dispatch("dispatch-probe/probe", {"x": 1, "die": True}, name="probe-dies"))
     assert dead.state.is_crashed(), dead.state
-    alive = wait_final(d.dispatch({"x": 2}, name="probe-after"))
+    alive = wait_final(d.dispatch("dispatch-probe/probe", {"x": 2}, name="probe-after"))
     assert alive.state.is_completed()

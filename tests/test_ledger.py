@@ -386,3 +386,14 @@ def test_migration_0002_adds_headers_to_an_existing_ledger(tmp_path: Path) -> No
     columns = {c["name"] for c in inspect(ledger.engine).get_columns("messages")}
     assert "headers" in columns
     ledger.dispose()
+
+
+def test_accepted_alerts_without_a_run_are_found_until_one_is_recorded(ledger: Ledger) -> None:
+    message, _ = ledger.record_message(topic="t", raw=b"x", message_uuid=None)
+    row, _ = ledger.record_alert(message.id, make_alert())
+    since = datetime(2020, 1, 1, tzinfo=UTC)
+    assert ledger.alerts_without_run(since=since) == []  # no decision yet
+    ledger.set_alert_decision(row.id, "accepted")
+    assert [a.id for a in ledger.alerts_without_run(since=since)] == [row.id]
+    ledger.set_alert_flow_run(row.id, "3c5a0d5e-0000-4000-8000-000000000000")
+    assert ledger.alerts_without_run(since=since) == []
