@@ -498,7 +498,11 @@ class VizierCatalog:
             raise CatalogError(
                 f"Vizier {self.spec.vizier_id} answer could not be used: {exc}"
             ) from exc
-        if result is None or len(result) == 0:
+        if result is None:
+            raise CatalogError(
+                f"Vizier {self.spec.vizier_id} answered with something that is not a VOTable ({url})"
+            )
+        if len(result) == 0:
             return Table(_empty(), meta={"catalog": self.name})
         table = result[0]
         renamed = Table(meta={"catalog": self.name})

@@ -150,7 +150,7 @@ def _prepare(
     frame: FrameSource | FitsFrame | CCDData | _Frame, *, fwhm: float | None = None
 ) -> _Frame:
     if isinstance(frame, _Frame):
-        return frame
+        return frame if fwhm is None or fwhm == frame.fwhm else replace(frame, fwhm=float(fwhm))
     try:
         fr = read_frame(frame)
     except ReductionError as exc:
@@ -1307,7 +1307,7 @@ def detect_sources(
     sharp = sub[py, px] / np.maximum(2.0 * conv[py, px], 1e-6)
     table = QTable()
     if len(x):
-        phot = aperture_photometry_at(fr, np.column_stack([x, y]), radius=fw)  # type: ignore[arg-type]
+        phot = aperture_photometry_at(fr, np.column_stack([x, y]), radius=fw, fwhm=fw)  # type: ignore[arg-type]
         flux = np.asarray(phot["aperture_flux"].value, float)
         flux_err = np.asarray(phot["aperture_flux_err"].value, float)
         flags = np.asarray(phot["flags"], int)

@@ -121,6 +121,8 @@ def _open(source: FrameSource) -> tuple[fits.HDUList, str, bool]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", fits.verify.VerifyWarning)
+            # astropy only warns about a truncated file; a truncated download is an error here.
+            warnings.filterwarnings("error", message=".*truncated.*")
             if isinstance(source, bytes | bytearray):
                 import io
 
@@ -331,16 +333,16 @@ class _RowReader:
             self.meta = item.header
         elif isinstance(item, np.ndarray):
             self._array = item
-        elif isinstance(item, str | os.PathLike):
-            hdul, _, _ = _open(item)
-            self._hdul = hdul
+        elif isinstance(item, str | os.PathLike | bytes | bytearray | fits.HDUList):
+            hdul, _, owned = _open(item)
+            self._hdul = hdul if owned else None
             _, hdu = _image_hdu(hdul)
             self._hdu = hdu
             self.meta = hdu.header
             self._array = None  # type: ignore[assignment]
         else:
             raise ReductionError(
-                f"cannot combine a {type(item).__name__}; give CCDData, arrays or paths"
+                f"cannot combine a {type(item).__name__}; give CCDData, arrays, paths, bytes or HDU lists"
             )
         got = self.shape
         if shape is not None and got != shape:
@@ -371,7 +373,7 @@ class _RowReader:
 
 
 def combine(
-    frames: Sequence[CCDData | FitsFrame | np.ndarray | str | os.PathLike[str]],
+    frames: Sequence[CCDData | FitsFrame | np.ndarray | FrameSource],
     *,
     sigma: float = 3.0,
     method: Literal["median", "mean"] = "median",
@@ -388,8 +390,8 @@ def combine(
     median (or mean) of the rest is taken.
 
     Args:
-        frames: Two or more frames of one shape: CCDData, arrays, or paths (read a chunk of rows at
-            a time, which keeps compressed files on disk out of memory).
+        frames: Two or more frames of one shape: CCDData, arrays, paths, FITS bytes or HDU lists
+            (files are read a chunk of rows at a time, which keeps them out of memory).
         sigma: Rejection threshold in robust standard deviations.
         method: ``median`` (default) or ``mean`` of the values kept.
         scales: Optional multiplicative factor per frame.
@@ -492,12 +494,13 @@ def _exptime(item: Any, given: float | None = None) -> float:
         if isinstance(item, FitsFrame)
         else None
     )
-    if meta is None and isinstance(item, str | os.PathLike):
-        hdul, _, _ = _open(item)
+    if meta is None and isinstance(item, str | os.PathLike | bytes | bytearray | fits.HDUList):
+        hdul, _, owned = _open(item)
         try:
             meta = _image_hdu(hdul)[1].header
         finally:
-            hdul.close()
+            if owned:
+                hdul.close()
     if meta is None or "EXPTIME" not in meta:
         raise ReductionError("exposure time unknown: no EXPTIME in the header and none given")
     return float(meta["EXPTIME"])
@@ -521,7 +524,7 @@ def _error_of(master: CCDData | np.ndarray | None) -> np.ndarray | float:
 
 
 def make_master_bias(
-    frames: Sequence[CCDData | FitsFrame | np.ndarray | str | os.PathLike[str]],
+    frames: Sequence[CCDData | FitsFrame | np.ndarray | FrameSource],
     *,
     sigma: float = 3.0,
     mem_limit: float = 256e6,
@@ -538,7 +541,7 @@ def make_master_bias(
 
 
 def make_master_dark(
-    frames: Sequence[CCDData | FitsFrame | str | os.PathLike[str]],
+    frames: Sequence[CCDData | FitsFrame | FrameSource],
     *,
     bias: CCDData,
     exposure_times: Sequence[float] | None = None,
@@ -586,7 +589,7 @@ def make_master_dark(
 
 
 def make_master_flat(
-    frames: Sequence[CCDData | FitsFrame | str | os.PathLike[str]],
+    frames: Sequence[CCDData | FitsFrame | FrameSource],
     *,
     bias: CCDData,
     dark: CCDData | None = None,
@@ -799,7 +802,7 @@ def calibrate(
         f"followup.reduction.calibrate: bias{' dark' if dark is not None else ''}"
         f"{' flat' if flat is not None else ''}, gain {float(g):.4g} e-/ADU -> electrons"
     )
-    header["GAIN"] = (1.0, "[electrons/count] Pixel gain (data in electrons)")
+    header["GAIN"] = (1.0, "[e-/count] Pixel gain (data in electrons)")
     header["RAWGAIN"] = (float(g), "[e-/ADU] Gain of the raw frame")
     header["RDNOISE"] = (float(rn), "[electrons/pixel] Read noise")
     if sat_level is not None:
@@ -875,7 +878,7 @@ def detect_cosmic_rays(
     out = ccd.copy()
     out.flags = flags
     out.mask = flags != 0
-    out.meta["CRMETHOD"] = ("lacosmic", "Cosmic rays flagged by LACosmic (astroscrappy)")
+    out.meta["CRMETHOD"] = ("lacosmic", "Cosmic rays flagged by LACosmic")
     out.meta["NCRPIX"] = (int(crmask.sum()), "Pixels flagged as cosmic rays")
     out.meta["HISTORY"] = (
         f"followup.reduction.detect_cosmic_rays: LACosmic sigclip={sigclip} niter={niter}"
@@ -959,10 +962,11 @@ def stack_exposures(
         rate[rejected] = np.nan
         var[~np.isfinite(rate)] = np.nan
         count = np.sum(np.isfinite(rate), axis=0)
-        w = 1.0 / var
-        mean = bn.nansum(rate * w, axis=0) / bn.nansum(w, axis=0)
-        out[start:stop] = mean * np.float32(total)
-        err[start:stop] = np.sqrt(1.0 / bn.nansum(w, axis=0)) * np.float32(total)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            w = 1.0 / var
+            mean = bn.nansum(rate * w, axis=0) / bn.nansum(w, axis=0)
+            out[start:stop] = mean * np.float32(total)
+            err[start:stop] = np.sqrt(1.0 / bn.nansum(w, axis=0)) * np.float32(total)
         kept = np.bitwise_and.reduce(fl, axis=0) & ~np.uint8(BPM_COSMIC_RAY)
         kept[count == 0] |= BPM_BAD
         flags_out[start:stop] = kept

@@ -1093,7 +1093,23 @@ class SyntheticSky:
         for key, value, comment in cards:
             h[key] = (value, comment)
         if spec.configuration_type in ("EXPOSE", "SKYFLAT"):
-            h.update(wcs.to_header())
+            # BANZAI writes a CD matrix (astropy would write PC + CDELT).
+            for key, value, comment in (
+                ("CTYPE1", "RA---TAN", "Type of WCS Projection"),
+                ("CTYPE2", "DEC--TAN", "Type of WCS Projection"),
+                ("CRPIX1", float(wcs.wcs.crpix[0]), "[pixel] Coordinate of reference point (axis 1)"),
+                ("CRPIX2", float(wcs.wcs.crpix[1]), "[pixel] Coordinate of reference point (axis 2)"),
+                ("CRVAL1", float(wcs.wcs.crval[0]), "[deg] RA at the reference pixel"),
+                ("CRVAL2", float(wcs.wcs.crval[1]), "[deg] Dec at the reference pixel"),
+                ("CUNIT1", "deg", "Units of RA"),
+                ("CUNIT2", "deg", "Units of Dec"),
+                ("CD1_1", float(wcs.wcs.cd[0, 0]), "Coordinate transformation matrix element"),
+                ("CD1_2", float(wcs.wcs.cd[0, 1]), "Coordinate transformation matrix element"),
+                ("CD2_1", float(wcs.wcs.cd[1, 0]), "Coordinate transformation matrix element"),
+                ("CD2_2", float(wcs.wcs.cd[1, 1]), "Coordinate transformation matrix element"),
+                ("RADESYS", "ICRS", "Equatorial coordinate system"),
+            ):
+                h[key] = (value, comment)
             h["WCSERR"] = (0, "Error status of WCS fit. 0 for no error")
         h["NAXIS1"] = nx
         h["NAXIS2"] = ny
