@@ -913,13 +913,15 @@ class SyntheticSky:
         my = np.where(blended, jitter.normal(0, 1, len(idx)) * centroid_err, my)
 
         # Zero point like BANZAI: reference stars matched, flag 0, clipped weighted fit with a
-        # colour term, magnitude of 1 e-/s of the Kron flux.
+        # colour term (kept only when significant), magnitude of 1 e-/s of the Kron flux. Stars
+        # near the detection limit are left out: selected on their measured flux they would
+        # bias the fit (and fake a colour term, faint stars being redder).
         ref = idx[detected & (flag == 0)]
         pos = np.nonzero(detected & (flag == 0))[0]
         usable = (
             sources["in_ref"][ref]
             & np.isfinite(sources["ref_mag"][ref])
-            & (flux[pos] / flux_err[pos] > 10)
+            & (flux[pos] / flux_err[pos] > 30)
         )
         ref, pos = ref[usable], pos[usable]
         l1: dict[str, tuple[object, str]] = {}
@@ -932,6 +934,8 @@ class SyntheticSky:
             sig = np.hypot(sources["ref_err"][ref], 1.0857 * flux_err[pos] / flux[pos])
             colour = sources["ref_colour"][ref]
             zp, zp_err, coef, coef_err = _fit_line(dm, sig, colour)
+            if abs(coef) < 3 * coef_err:
+                zp, zp_err, coef, coef_err = _fit_line(dm, sig, np.zeros_like(colour))
             l1 = {
                 "L1ZP": (round(zp, 4), "Instrumental zeropoint [mag]"),
                 "L1ZPERR": (round(zp_err, 4), "Error on Instrumental zeropoint [mag]"),
@@ -1097,8 +1101,16 @@ class SyntheticSky:
             for key, value, comment in (
                 ("CTYPE1", "RA---TAN", "Type of WCS Projection"),
                 ("CTYPE2", "DEC--TAN", "Type of WCS Projection"),
-                ("CRPIX1", float(wcs.wcs.crpix[0]), "[pixel] Coordinate of reference point (axis 1)"),
-                ("CRPIX2", float(wcs.wcs.crpix[1]), "[pixel] Coordinate of reference point (axis 2)"),
+                (
+                    "CRPIX1",
+                    float(wcs.wcs.crpix[0]),
+                    "[pixel] Coordinate of reference point (axis 1)",
+                ),
+                (
+                    "CRPIX2",
+                    float(wcs.wcs.crpix[1]),
+                    "[pixel] Coordinate of reference point (axis 2)",
+                ),
                 ("CRVAL1", float(wcs.wcs.crval[0]), "[deg] RA at the reference pixel"),
                 ("CRVAL2", float(wcs.wcs.crval[1]), "[deg] Dec at the reference pixel"),
                 ("CUNIT1", "deg", "Units of RA"),
@@ -1266,12 +1278,17 @@ def _fit_line(
     ok = np.isfinite(y) & np.isfinite(sigma) & np.isfinite(colour) & (sigma > 0)
     a = b = 0.0
     cov = np.zeros((2, 2))
+    fit_colour = bool(np.any(colour[ok] != 0))
     for _ in range(iterations):
         w = 1.0 / sigma[ok] ** 2
-        design = np.column_stack([np.ones(ok.sum()), colour[ok]])
-        normal = design.T @ (design * w[:, None])
-        cov = np.linalg.inv(normal)
-        a, b = cov @ (design.T @ (w * y[ok]))
+        if fit_colour:
+            design = np.column_stack([np.ones(ok.sum()), colour[ok]])
+            normal = design.T @ (design * w[:, None])
+            cov = np.linalg.inv(normal)
+            a, b = cov @ (design.T @ (w * y[ok]))
+        else:
+            cov = np.array([[1.0 / w.sum(), 0.0], [0.0, 0.0]])
+            a, b = float(np.sum(w * y[ok]) / w.sum()), 0.0
         resid = (y - a - b * colour) / sigma
         scale = max(1.4826 * float(np.median(np.abs(resid[ok]))), 1.0)
         new_ok = np.isfinite(resid) & (np.abs(resid) < clip * scale)

@@ -59,7 +59,11 @@ def isolated_positions(
     """(n, 2) sky positions (deg) at least ``min_separation_px`` from every star and each other."""
     ny, nx = sky.shape
     centre = wcs.wcs.crval
-    stars = sky.stars(float(centre[0]), float(centre[1]), 0.5 * np.hypot(nx, ny) * sky.pixel_scale_arcsec / 3600 + 0.01)
+    stars = sky.stars(
+        float(centre[0]),
+        float(centre[1]),
+        0.5 * np.hypot(nx, ny) * sky.pixel_scale_arcsec / 3600 + 0.01,
+    )
     stars = stars[np.asarray(stars["rmag"]) < faintest]
     sx, sy = wcs.all_world2pix(np.asarray(stars["ra"]), np.asarray(stars["dec"]), 0)
     chosen: list[tuple[float, float]] = []

@@ -65,7 +65,13 @@ def test_normalise_refcat2_and_generic_columns(refcat: Table) -> None:
     assert out["ra"].unit == u.deg and out["r"].unit == u.mag
     np.testing.assert_allclose(out["r"], refcat["rmag"])
     assert out.meta["catalog"] == "refcat2"
-    generic = Table({"RAJ2000": [1.0, 2.0], "DEJ2000": [3.0, 4.0], "rmag": np.ma.masked_array([15.0, 16.0], [False, True])})
+    generic = Table(
+        {
+            "RAJ2000": [1.0, 2.0],
+            "DEJ2000": [3.0, 4.0],
+            "rmag": np.ma.masked_array([15.0, 16.0], [False, True]),
+        }
+    )
     norm = normalise_catalog(generic)
     assert np.isnan(norm["r"][1]) and norm["r_err"][0] == pytest.approx(0.02)  # default error
     assert np.all(np.isnan(norm["g"]))
@@ -133,7 +139,9 @@ class _Recorder:
         self.body = body
         self.calls: list[dict[str, Any]] = []
 
-    def __call__(self, session: requests.Session, method: str, url: str, **kwargs: Any) -> requests.Response:
+    def __call__(
+        self, session: requests.Session, method: str, url: str, **kwargs: Any
+    ) -> requests.Response:
         self.calls.append({"method": method, "url": url, **kwargs})
         response = requests.Response()
         response.status_code = 200
@@ -143,13 +151,17 @@ class _Recorder:
         return response
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        def request(session: requests.Session, method: str, url: str, **kwargs: Any) -> requests.Response:
+        def request(
+            session: requests.Session, method: str, url: str, **kwargs: Any
+        ) -> requests.Response:
             return self(session, method, url, **kwargs)
 
         monkeypatch.setattr(requests.Session, "request", request)
 
 
-def test_vizier_query_through_a_patched_session(refcat: Table, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_vizier_query_through_a_patched_session(
+    refcat: Table, monkeypatch: pytest.MonkeyPatch
+) -> None:
     recorder = _Recorder(votable_bytes(refcat))
     recorder.install(monkeypatch)
     catalog = VizierCatalog("refcat2", mag_limit=19.0)
@@ -170,7 +182,9 @@ def test_vizier_query_through_a_patched_session(refcat: Table, monkeypatch: pyte
     ("name", "vizier_id", "ra_col"),
     [("ps1", "II/349/ps1", "RAJ2000"), ("gaia-synphot", "I/360/syntphot", "RA_ICRS")],
 )
-def test_vizier_other_catalogues(refcat: Table, monkeypatch: pytest.MonkeyPatch, name: str, vizier_id: str, ra_col: str) -> None:
+def test_vizier_other_catalogues(
+    refcat: Table, monkeypatch: pytest.MonkeyPatch, name: str, vizier_id: str, ra_col: str
+) -> None:
     table = refcat.copy()
     table.rename_column("RA_ICRS", ra_col)
     table.rename_column("DE_ICRS", "DEJ2000" if ra_col == "RAJ2000" else "DE_ICRS")
@@ -184,23 +198,46 @@ def test_vizier_other_catalogues(refcat: Table, monkeypatch: pytest.MonkeyPatch,
 def test_vizier_server_can_be_a_plain_http_url(refcat: Table) -> None:
     responses = pytest.importorskip("responses")
     with responses.RequestsMock() as mock:
-        mock.add(responses.POST, "http://127.0.0.1:8123/viz-bin/votable", body=votable_bytes(refcat), status=200)
-        stars = VizierCatalog("refcat2", server="http://127.0.0.1:8123/").query(CENTER, 20 * u.arcmin)
+        mock.add(
+            responses.POST,
+            "http://127.0.0.1:8123/viz-bin/votable",
+            body=votable_bytes(refcat),
+            status=200,
+        )
+        stars = VizierCatalog("refcat2", server="http://127.0.0.1:8123/").query(
+            CENTER, 20 * u.arcmin
+        )
         assert len(stars) > 0
         assert mock.calls[0].request.url == "http://127.0.0.1:8123/viz-bin/votable"
     with responses.RequestsMock() as mock:
-        mock.add(responses.POST, "https://vizier.cfa.harvard.edu/viz-bin/votable", body=votable_bytes(refcat))
+        mock.add(
+            responses.POST,
+            "https://vizier.cfa.harvard.edu/viz-bin/votable",
+            body=votable_bytes(refcat),
+        )
         assert len(VizierCatalog(server="vizier.cfa.harvard.edu").query(CENTER, 20 * u.arcmin)) > 0
 
 
 @pytest.mark.parametrize(
     ("status", "error"),
-    [(500, ServiceUnavailable), (503, ServiceUnavailable), (429, ServiceUnavailable), (400, CatalogError), (404, CatalogError)],
+    [
+        (500, ServiceUnavailable),
+        (503, ServiceUnavailable),
+        (429, ServiceUnavailable),
+        (400, CatalogError),
+        (404, CatalogError),
+    ],
 )
 def test_vizier_http_errors_map_onto_the_error_tree(status: int, error: type[Exception]) -> None:
     responses = pytest.importorskip("responses")
     with responses.RequestsMock() as mock:
-        mock.add(responses.POST, re.compile(r"https://vizier\..*/viz-bin/votable"), status=status, body="no", headers={"Retry-After": "7"})
+        mock.add(
+            responses.POST,
+            re.compile(r"https://vizier\..*/viz-bin/votable"),
+            status=status,
+            body="no",
+            headers={"Retry-After": "7"},
+        )
         with pytest.raises(error) as info:
             VizierCatalog().query(CENTER, 5 * u.arcmin)
     if isinstance(info.value, ServiceUnavailable):
@@ -211,11 +248,20 @@ def test_vizier_http_errors_map_onto_the_error_tree(status: int, error: type[Exc
 def test_vizier_timeouts_and_garbage() -> None:
     responses = pytest.importorskip("responses")
     with responses.RequestsMock() as mock:
-        mock.add(responses.POST, re.compile(r"https://vizier\..*"), body=requests.exceptions.ConnectTimeout("slow"))
+        mock.add(
+            responses.POST,
+            re.compile(r"https://vizier\..*"),
+            body=requests.exceptions.ConnectTimeout("slow"),
+        )
         with pytest.raises(ServiceUnavailable, match="unreachable"):
             VizierCatalog().query(CENTER, 5 * u.arcmin)
     with responses.RequestsMock() as mock:
-        mock.add(responses.POST, re.compile(r"https://vizier\..*"), body="<html>maintenance</html>", status=200)
+        mock.add(
+            responses.POST,
+            re.compile(r"https://vizier\..*"),
+            body="<html>maintenance</html>",
+            status=200,
+        )
         with pytest.raises(CatalogError, match="not a VOTable"):
             VizierCatalog().query(CENTER, 5 * u.arcmin)
     with responses.RequestsMock() as mock:  # an empty answer is an empty table, not an error

@@ -63,7 +63,9 @@ def test_read_banzai_frame(sky: SyntheticSky, tmp_path: Path) -> None:
     assert frame.name == "cpt1m010-fa16-20250301-0001-e91"
     assert frame.is_reduced and frame.ccd.unit == u.electron
     assert frame.ccd.uncertainty is not None and frame.ccd.uncertainty.array.shape == SHAPE
-    assert frame.ccd.flags.dtype == np.uint8 and np.array_equal(frame.ccd.mask, frame.ccd.flags != 0)
+    assert frame.ccd.flags.dtype == np.uint8 and np.array_equal(
+        frame.ccd.mask, frame.ccd.flags != 0
+    )
     assert frame.ccd.wcs is not None and frame.ccd.wcs.has_celestial
     assert frame.catalog is not None and "flux" in frame.catalog.colnames
     assert frame.header["FILTER"] == "rp"
@@ -84,10 +86,14 @@ def test_read_errors_are_reduction_errors(sky: SyntheticSky, tmp_path: Path) -> 
     with pytest.raises(ReductionError):
         read_frame(b"not a fits file at all" * 200)
     hdul = fits.open(io.BytesIO(data))
-    bad = fits.HDUList([hdul[0], hdul["SCI"], fits.ImageHDU(np.zeros((10, 10), np.float32), name="ERR")])
+    bad = fits.HDUList(
+        [hdul[0], hdul["SCI"], fits.ImageHDU(np.zeros((10, 10), np.float32), name="ERR")]
+    )
     with pytest.raises(ReductionError, match="ERR shape"):
         read_frame(bad)
-    no_image = fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns([fits.Column("a", "E", array=[1.0])])])
+    no_image = fits.HDUList(
+        [fits.PrimaryHDU(), fits.BinTableHDU.from_columns([fits.Column("a", "E", array=[1.0])])]
+    )
     with pytest.raises(ReductionError, match="no 2-D image"):
         read_frame(no_image)
     with pytest.raises(FileNotFoundError):
@@ -132,7 +138,9 @@ def test_masters_recover_the_instrument(sky: SyntheticSky, masters: dict[str, CC
     assert masters["dark"].unit == u.adu / u.s and masters["flat"].unit == u.dimensionless_unscaled
 
 
-def test_calibrate_gives_electrons_with_honest_errors(sky: SyntheticSky, masters: dict[str, CCDData]) -> None:
+def test_calibrate_gives_electrons_with_honest_errors(
+    sky: SyntheticSky, masters: dict[str, CCDData]
+) -> None:
     raw_bytes = sky.render(spec(3, level=0))
     raw = read_frame(raw_bytes)
     raw_before = raw.ccd.data.copy()
@@ -159,7 +167,9 @@ def test_calibrate_gives_electrons_with_honest_errors(sky: SyntheticSky, masters
     assert describe_pixel_flags(BPM_BAD | BPM_COSMIC_RAY) == ["bad", "cosmic_ray"]
 
 
-def test_calibrate_flags_saturation_and_refuses_bad_input(sky: SyntheticSky, masters: dict[str, CCDData]) -> None:
+def test_calibrate_flags_saturation_and_refuses_bad_input(
+    sky: SyntheticSky, masters: dict[str, CCDData]
+) -> None:
     raw = read_frame(sky.render(spec(4, level=0)))
     data = raw.ccd.data.copy()
     data[50, 50] = raw.header["SATURATE"] + 10
@@ -180,7 +190,9 @@ def test_calibrate_flags_saturation_and_refuses_bad_input(sky: SyntheticSky, mas
 
 
 @pytest.mark.slow
-def test_lacosmic_flags_cosmic_rays_without_touching_pixels(sky: SyntheticSky, masters: dict[str, CCDData]) -> None:
+def test_lacosmic_flags_cosmic_rays_without_touching_pixels(
+    sky: SyntheticSky, masters: dict[str, CCDData]
+) -> None:
     raw = read_frame(sky.render(spec(6, level=0)))
     red = calibrate(raw, **masters, cosmic_rays="none")
     truth = red.copy()
@@ -198,8 +210,13 @@ def test_lacosmic_flags_cosmic_rays_without_touching_pixels(sky: SyntheticSky, m
     assert not np.any(truth.flags & BPM_COSMIC_RAY)
 
 
-def test_stack_rejects_cosmic_rays_by_clipping(sky: SyntheticSky, masters: dict[str, CCDData]) -> None:
-    exposures = [calibrate(sky.render(spec(7, level=0, seed=k, exptime=100)), **masters, cosmic_rays="none") for k in range(4)]
+def test_stack_rejects_cosmic_rays_by_clipping(
+    sky: SyntheticSky, masters: dict[str, CCDData]
+) -> None:
+    exposures = [
+        calibrate(sky.render(spec(7, level=0, seed=k, exptime=100)), **masters, cosmic_rays="none")
+        for k in range(4)
+    ]
     # The same pointing, so the frames align; cosmic rays differ between exposures.
     exposures[0].data[30, 30] += 3000.0
     stack = stack_exposures(exposures)

@@ -22,7 +22,19 @@ BANZAI_KEYWORDS = [
     "TELESCOP", "PROPID", "GROUPID", "TRACKNUM", "REQNUM", "BLKUID", "OBSTYPE", "RLEVEL", "ORIGIN",
     "L1FWHM", "WCSERR", "L1ZP", "L1ZPERR", "L1COLORU", "L1COLOR", "L1COLERR", "CTYPE1", "CD1_1",
 ]  # fmt: skip
-CAT_COLUMNS = ["x", "y", "ra", "dec", "flux", "fluxerr", "fwhm", "flag", "mag", "magerr", "background"]
+CAT_COLUMNS = [
+    "x",
+    "y",
+    "ra",
+    "dec",
+    "flux",
+    "fluxerr",
+    "fwhm",
+    "flag",
+    "mag",
+    "magerr",
+    "background",
+]
 CAT_COLUMNS += [f"fluxaper{k}" for k in range(1, 7)]
 
 
@@ -59,7 +71,9 @@ def test_stars_are_a_function_of_position_only() -> None:
     narrow.sort("id")
     np.testing.assert_array_equal(common["ra"], narrow["ra"])
     np.testing.assert_array_equal(common["rmag"], narrow["rmag"])
-    assert set(SyntheticSky(seed=4).stars(RA, DEC, 0.1)["id"]) != set(narrow["id"]) or len(narrow) == 0
+    assert (
+        set(SyntheticSky(seed=4).stars(RA, DEC, 0.1)["id"]) != set(narrow["id"]) or len(narrow) == 0
+    )
 
 
 def test_star_density_is_that_of_a_high_latitude_field() -> None:
@@ -143,7 +157,10 @@ def test_catalog_contains_the_transient_and_calibrated_magnitudes(
     cat = reduced["CAT"].data
     header = reduced["SCI"].header
     truth = sky.frame_truth(spec(1))
-    sep = np.hypot((cat["ra"] - kilonova.ra) * np.cos(np.radians(DEC)), cat["dec"] - kilonova.dec) * 3600
+    sep = (
+        np.hypot((cat["ra"] - kilonova.ra) * np.cos(np.radians(DEC)), cat["dec"] - kilonova.dec)
+        * 3600
+    )
     row = np.argmin(sep)
     assert sep[row] < 0.5
     assert abs(cat["mag"][row] - truth.transients["mag"][0]) < 5 * cat["magerr"][row] + 0.03
@@ -157,7 +174,9 @@ def test_catalog_contains_the_transient_and_calibrated_magnitudes(
 
 def test_rendering_is_deterministic_and_noise_follows_the_seed(sky: SyntheticSky) -> None:
     a = fits.open(io.BytesIO(sky.render(spec(2))))["SCI"].data
-    b = fits.open(io.BytesIO(SyntheticSky(seed=7, transients=sky.transients, shape=SHAPE).render(spec(2))))["SCI"].data
+    b = fits.open(
+        io.BytesIO(SyntheticSky(seed=7, transients=sky.transients, shape=SHAPE).render(spec(2)))
+    )["SCI"].data
     np.testing.assert_array_equal(a, b)
     c = fits.open(io.BytesIO(sky.render(spec(2, seed=1))))["SCI"].data
     assert not np.array_equal(a, c)
@@ -192,7 +211,11 @@ def test_raw_frames_are_adu_with_gain_and_calibrations(sky: SyntheticSky) -> Non
     raw = fits.open(io.BytesIO(sky.render(spec(5, level=0))))
     header = raw["SCI"].header
     data = raw["SCI"].data
-    assert header["RLEVEL"] == 0 and header["GAIN"] == pytest.approx(sky.gain_raw) and header["GAIN"] != 1
+    assert (
+        header["RLEVEL"] == 0
+        and header["GAIN"] == pytest.approx(sky.gain_raw)
+        and header["GAIN"] != 1
+    )
     assert data.dtype.kind == "i"
     assert "CAT" not in [h.name for h in raw] and "L1ZP" not in header
     bias = fits.open(io.BytesIO(sky.render(spec(6, kind="BIAS", level=0))))["SCI"]
