@@ -130,7 +130,12 @@ def _open(source: FrameSource) -> tuple[fits.HDUList, str, bool]:
                     raise ReductionError("empty FITS data (0 bytes)")
                 return fits.open(io.BytesIO(bytes(source)), lazy_load_hdus=False), "", True
             path = os.fspath(source)
-            return fits.open(path, lazy_load_hdus=False, memmap=False), _basename(path), True
+            handle = open(path, "rb")  # noqa: SIM115 - closed with the HDU list, or below
+            try:
+                return fits.open(handle, lazy_load_hdus=False, memmap=False), _basename(path), True
+            except BaseException:
+                handle.close()
+                raise
     except ReductionError:
         raise
     except FileNotFoundError:
