@@ -22,7 +22,6 @@ Quality problems are reported as :class:`PhotometryFlag` bits rather than by dro
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -201,9 +200,23 @@ def _prepare(
         name=fr.name,
         catalog=fr.catalog,
     )
-    if frame_fwhm is None:
-        prepared.fwhm = _measure_fwhm(prepared)
     return prepared
+
+
+def _ensure_fwhm(frame: _Frame, xy: np.ndarray | None = None) -> _Frame:
+    """The frame with a known FWHM: fitted on stars at ``xy`` if given, else on detections.
+
+    Raises:
+        PhotometryError: Neither works (too few bright stars).
+    """
+    if math.isfinite(frame.fwhm) and frame.fwhm > 0:
+        return frame
+    guess = replace(frame, fwhm=2.0 / _pixel_scale(frame.wcs))  # typical LCO seeing
+    if xy is not None and len(xy) >= 3:
+        fitted = _fit_fwhm(guess, xy)
+        if fitted is not None:
+            return replace(frame, fwhm=fitted)
+    return replace(frame, fwhm=_measure_fwhm(guess))
 
 
 def _pixel_scale(wcs: Any) -> float:
@@ -230,26 +243,20 @@ def _frame_fwhm(header: fits.Header, catalog: Table | None, wcs: Any) -> float |
 
 
 def _measure_fwhm(frame: _Frame) -> float:
-    """FWHM (pixels) from the brightest isolated peaks of the frame (a Gaussian fit per star)."""
-    from photutils.psf import fit_fwhm
+    """FWHM (pixels) of Gaussians fitted to the brightest clean detections of the frame.
 
-    table = detect_sources(frame, snr_min=30.0, fwhm=2.5 / _pixel_scale(frame.wcs))
-    table = table[(table["flags"] == 0)]
-    if len(table) < 3:
-        raise PhotometryError(
-            "cannot measure the FWHM: no L1FWHM and fewer than 3 bright stars; pass fwhm="
-        )
-    table.sort("snr", reverse=True)
-    xy = np.column_stack([np.asarray(table["x"].value), np.asarray(table["y"].value)])[:30]
-    level = float(np.median(np.asarray(table["background"].value)[:30]))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fw = fit_fwhm(frame.data - np.float32(level), xypos=xy, fit_shape=11)
-    fw = np.asarray(fw, float)
-    fw = fw[np.isfinite(fw) & (fw > 0.8)]
-    if len(fw) < 3:
-        raise PhotometryError("cannot measure the FWHM from the frame's stars; pass fwhm=")
-    return float(np.median(fw))
+    Raises:
+        PhotometryError: Fewer than 3 bright stars.
+    """
+    table = detect_sources(frame, snr_min=30.0)
+    table = table[(table["flags"] == 0) & (np.asarray(table["sharpness"]) < 2.0)]
+    if len(table) >= 3:
+        table.sort("snr", reverse=True)
+        xy = np.column_stack([np.asarray(table["x"].value), np.asarray(table["y"].value)])[:40]
+        fitted = _fit_fwhm(frame, xy)
+        if fitted is not None:
+            return fitted
+    raise PhotometryError("cannot measure the FWHM: no L1FWHM and too few bright stars; pass fwhm=")
 
 
 def _gaussian_pixels(
@@ -272,23 +279,50 @@ def _gaussian_pixels(
 
 
 def _annulus_stats(
-    frame: _Frame, xy: np.ndarray, r_in: float, r_out: float
+    frame: _Frame, xy: np.ndarray, r_in: float, r_out: float, *, chunk: int = 256
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Sigma-clipped median, std, pixel count of the background annulus; median ERR^2 in it."""
-    from astropy.stats import SigmaClip
-    from photutils.aperture import ApertureStats, CircularAnnulus
+    """Background in annuli: 3-sigma-clipped median and std, pixels kept, median ERR^2.
 
-    annulus = CircularAnnulus(xy, r_in=r_in, r_out=r_out)
-    stats = ApertureStats(
-        frame.data, annulus, mask=frame.mask, sigma_clip=SigmaClip(sigma=3.0, maxiters=10)
-    )
-    var_stats = ApertureStats(frame.err**2, annulus, mask=frame.mask)
-    return (
-        np.atleast_1d(np.asarray(stats.median, float)),
-        np.atleast_1d(np.asarray(stats.std, float)),
-        np.atleast_1d(np.asarray(stats.sum_aper_area.value, float)),
-        np.atleast_1d(np.asarray(var_stats.median, float)),
-    )
+    Pixels count when their centre lies between ``r_in`` and ``r_out`` and they are neither
+    flagged nor off the image. Vectorised over sources (stamps + bottleneck), which is an order of
+    magnitude faster than a per-source loop.
+    """
+    import bottleneck as bn
+
+    n = len(xy)
+    median = np.full(n, np.nan)
+    std = np.full(n, np.nan)
+    count = np.zeros(n)
+    sky_var = np.full(n, np.nan)
+    ny, nx = frame.shape
+    half = math.ceil(r_out) + 1
+    offsets = np.arange(-half, half + 1)
+    for start in range(0, n, chunk):
+        part = xy[start : start + chunk]
+        ix = np.rint(part[:, 0]).astype(int)
+        iy = np.rint(part[:, 1]).astype(int)
+        yy = iy[:, None, None] + offsets[None, :, None]
+        xx = ix[:, None, None] + offsets[None, None, :]
+        inside = (yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx)
+        cy = np.clip(yy, 0, ny - 1)
+        cx = np.clip(xx, 0, nx - 1)
+        dist2 = (xx - part[:, 0, None, None]) ** 2 + (yy - part[:, 1, None, None]) ** 2
+        use = inside & (dist2 >= r_in**2) & (dist2 <= r_out**2) & ~frame.mask[cy, cx]
+        values = np.where(use, frame.data[cy, cx], np.nan).reshape(len(part), -1)
+        errors = np.where(use, frame.err[cy, cx], np.nan).reshape(len(part), -1)
+        for _ in range(10):
+            med = bn.nanmedian(values, axis=1)
+            sig = bn.nanstd(values, axis=1)
+            out = np.abs(values - med[:, None]) > 3.0 * sig[:, None]
+            if not out.any():
+                break
+            values[out] = np.nan
+            errors[out] = np.nan
+        median[start : start + chunk] = bn.nanmedian(values, axis=1)
+        std[start : start + chunk] = bn.nanstd(values, axis=1)
+        count[start : start + chunk] = np.sum(np.isfinite(values), axis=1)
+        sky_var[start : start + chunk] = bn.nanmedian(errors**2, axis=1)
+    return median, std, count, sky_var
 
 
 def aperture_photometry_at(
@@ -324,7 +358,7 @@ def aperture_photometry_at(
     """
     from photutils.aperture import CircularAperture, aperture_photometry
 
-    fr = _prepare(frame, fwhm=fwhm)
+    fr = _ensure_fwhm(_prepare(frame, fwhm=fwhm))
     xy = np.atleast_2d(np.asarray(xy, float))
     radius = float(radius if radius is not None else fr.fwhm)
     r_in, r_out = annulus if annulus is not None else (3.0 * fr.fwhm, 5.0 * fr.fwhm)
@@ -425,7 +459,7 @@ def psf_photometry_at(
     Raises:
         PhotometryError: A frame that cannot be measured.
     """
-    fr = _prepare(frame, fwhm=fwhm)
+    fr = _ensure_fwhm(_prepare(frame, fwhm=fwhm))
     xy = np.atleast_2d(np.asarray(xy, float))
     sigma = fr.fwhm * _FWHM_TO_SIGMA
     fit_radius = float(fit_radius if fit_radius is not None else 1.5 * fr.fwhm)
@@ -836,12 +870,16 @@ def calibrate_zero_point(
     except CatalogError as exc:
         raise PhotometryError(str(exc)) from exc
     table, source, systematic = _reference_table(fr, catalog)
-    sel, xy = _select_reference_stars(fr, table, band)
+    known = math.isfinite(fr.fwhm) and fr.fwhm > 0
+    selecting = fr if known else replace(fr, fwhm=2.0 / _pixel_scale(fr.wcs))
+    sel, xy = _select_reference_stars(selecting, table, band)
     if len(sel) < 2:
         raise PhotometryError(
             f"no reference stars: {len(sel)} usable catalogue stars on frame {fr.name or '<memory>'}"
         )
-    if method == "psf" and fwhm is None:
+    if not known:
+        fr = _ensure_fwhm(fr, xy)
+    elif method == "psf" and fwhm is None:
         # The PSF width matters for PSF fluxes: fit it on the frame's bright stars rather than
         # trusting the header.
         fitted = _fit_fwhm(fr, xy)
@@ -1029,6 +1067,7 @@ def photometry_table(
             )
         except PhotometryError:
             if catalog is None and fr.catalog is None and "L1ZP" in fr.header:
+                fr = _ensure_fwhm(fr)
                 radius = float(aperture_radius if aperture_radius is not None else fr.fwhm)
                 sigma = fr.fwhm * _FWHM_TO_SIGMA
                 apcorr = (
@@ -1281,16 +1320,9 @@ def detect_sources(
     """
     from scipy import ndimage
 
-    if isinstance(frame, _Frame):
-        fr = frame
-    else:
-        try:
-            fr = _prepare(frame, fwhm=fwhm if fwhm is not None else 2.5)
-        except PhotometryError:
-            raise
-        if fwhm is None:
-            guess = _frame_fwhm(fr.header, fr.catalog, fr.wcs)
-            fr.fwhm = guess if guess is not None else fr.fwhm
+    fr = _prepare(frame, fwhm=fwhm)
+    if not (math.isfinite(fr.fwhm) and fr.fwhm > 0):
+        fr = replace(fr, fwhm=2.0 / _pixel_scale(fr.wcs))  # typical LCO seeing as a start
     fw = float(fwhm if fwhm is not None else fr.fwhm)
     sigma = fw * _FWHM_TO_SIGMA
     ys, xs = region if region is not None else (slice(0, fr.shape[0]), slice(0, fr.shape[1]))
@@ -1392,7 +1424,7 @@ def find_candidates(
     Raises:
         PhotometryError: The frame cannot be read or has no WCS.
     """
-    fr = _prepare_for_detection(frame)
+    fr = _prepare(frame)
     t = fr.exptime
     zp = float(fr.header["L1ZP"]) if "L1ZP" in fr.header else None
     if (
@@ -1476,17 +1508,6 @@ def find_candidates(
     table["separation"] = separation[idx] * u.arcsec
     table["source"] = [origin] * len(idx)
     return table
-
-
-def _prepare_for_detection(frame: Any) -> _Frame:
-    """Prepare a frame whose FWHM may be unknown (detection can start from a guess)."""
-    try:
-        return _prepare(frame)
-    except PhotometryError as exc:
-        if "FWHM" not in str(exc):
-            raise
-    fr = read_frame(frame)
-    return _prepare(fr, fwhm=2.0 / _pixel_scale(fr.ccd.wcs))
 
 
 # ---------------------------------------------------------------------------------------------

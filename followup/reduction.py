@@ -40,6 +40,7 @@ __all__ = [
     "BPM_SATURATED",
     "FitsFrame",
     "FrameSource",
+    "MasterCalibration",
     "calibrate",
     "combine",
     "describe_pixel_flags",
@@ -239,7 +240,7 @@ def read_frame(source: FrameSource | FitsFrame | CCDData, *, name: str | None = 
             err = _data(hdul["ERR"], "ERR")
             if err.shape != data.shape:
                 raise ReductionError(f"ERR shape {err.shape} differs from SCI shape {data.shape}")
-            uncertainty = StdDevUncertainty(err)
+            uncertainty = StdDevUncertainty(err, copy=False)
         if "BPM" in names:
             bpm = _data(hdul["BPM"], "BPM", dtype=np.uint8)
             if bpm.shape != data.shape:
@@ -328,6 +329,7 @@ class _RowReader:
     def __init__(self, item: Any, shape: tuple[int, int] | None) -> None:
         self._hdul: fits.HDUList | None = None
         self.meta: fits.Header = fits.Header()
+        self.tile_rows = 1  # rows per compression tile: chunks are aligned on them
         if isinstance(item, CCDData):
             self._array = np.asarray(item.data)
             self.meta = (
@@ -345,16 +347,18 @@ class _RowReader:
             self._hdu = hdu
             self.meta = hdu.header
             self._array = None  # type: ignore[assignment]
+            tiles = getattr(hdu, "tile_shape", None)
+            if tiles:
+                self.tile_rows = int(tiles[0])
         else:
             raise ReductionError(
                 f"cannot combine a {type(item).__name__}; give CCDData, arrays, paths, bytes or HDU lists"
             )
-        got = self.shape
-        if shape is not None and got != shape:
-            raise ReductionError(f"frame shapes differ: {got} vs {shape}")
+        self.shape = self._shape()
+        if shape is not None and self.shape != shape:
+            raise ReductionError(f"frame shapes differ: {self.shape} vs {shape}")
 
-    @property
-    def shape(self) -> tuple[int, int]:
+    def _shape(self) -> tuple[int, int]:
         if self._array is not None:
             if self._array.ndim != 2:
                 raise ReductionError(f"expected a 2-D image, got shape {self._array.shape}")
@@ -429,8 +433,11 @@ def combine(
             readers.append(reader)
         assert shape is not None
         ny, nx = shape
-        # stack + |deviation| + mask in float32 per row: ~3 copies of n rows.
+        # stack + |deviation| + mask in float32 per row: ~3 copies of n rows; chunks are whole
+        # compression tiles so that no tile is decompressed twice.
+        tile = max(r.tile_rows for r in readers)
         rows_per_chunk = int(max(1, min(ny, mem_limit // (3 * 4 * n * nx))))
+        rows_per_chunk = max(tile, rows_per_chunk // tile * tile)
         result = np.empty(shape, np.float32)
         error = np.empty(shape, np.float32)
         used = np.empty(shape, np.int16)
@@ -478,7 +485,9 @@ def combine(
         header["HISTORY"] = (
             f"followup.reduction.combine: {n} frames, {sigma}-sigma clipped {method}"
         )
-        ccd = CCDData(result, unit=unit, uncertainty=StdDevUncertainty(error), meta=header)
+        ccd = CCDData(
+            result, unit=unit, uncertainty=StdDevUncertainty(error, copy=False), meta=header
+        )
         ccd.meta["NREJMEAN"] = (
             round(float(n - used.mean()), 4),
             "Mean number of rejected values per pixel",
@@ -626,24 +635,18 @@ def make_master_flat(
             rows -= dark_data[start:stop] * np.float32(times[k])
 
     scales = []
+    ny = bias_data.shape[0]
+    y0, y1 = ny // 4, max(ny // 4 + 1, 3 * ny // 4)  # the central half: one read per flat
     for k, item in enumerate(frames):
         reader = _RowReader(item, bias_data.shape)  # type: ignore[arg-type]
         try:
-            step = max(1, bias_data.shape[0] // 512)
-            rows = np.arange(0, bias_data.shape[0], step)
-            sample = np.stack(
-                [
-                    reader.rows(int(r), int(r) + 1)[0, ::step]
-                    for r in rows[:: max(1, len(rows) // 128)]
-                ]
-            )
+            block = reader.rows(y0, y1)[::4, ::4]
         finally:
             reader.close()
-        sample_rows = rows[:: max(1, len(rows) // 128)]
-        sample = sample - bias_data[sample_rows, ::step]
+        block = block - bias_data[y0:y1:4, ::4]
         if dark_data is not None:
-            sample = sample - dark_data[sample_rows, ::step] * np.float32(times[k])
-        level = float(np.median(sample))
+            block = block - dark_data[y0:y1:4, ::4] * np.float32(times[k])
+        level = float(np.median(block))
         if not level > 0:
             raise ReductionError(f"flat frame {k} has no signal (median {level:.1f} ADU)")
         scales.append(1.0 / level)
@@ -680,6 +683,252 @@ def _header_value(header: Any, key: str, given: Any, what: str) -> float:
     raise ReductionError(f"{what} unknown: no {key} in the header and none given")
 
 
+class MasterCalibration:
+    """Bias, dark and flat prepared once, to calibrate many raw frames of one camera and filter.
+
+    Preparation computes what does not change from frame to frame: ``1 / flat``, the pixel flags
+    the masters imply (``BPM_LOW_FLAT`` where the flat is below ``low_flat``, ``BPM_BAD`` where the
+    dark current exceeds ``hot_dark`` e-/s) and the masters' typical noise. Each
+    :meth:`calibrate` is then two float32 passes (science, error) plus the saturation flags.
+
+    The error map is ``sqrt(max(S, 0) / F + K / F^2 + (S * sf)^2)`` where ``S`` is the calibrated
+    frame (electrons), ``F`` the flat, ``K = RN^2 + g^2 (sb^2 + t^2 sd^2) + g t D`` and ``sb``,
+    ``sd``, ``sf`` and ``D`` the median bias error, dark error, relative flat error and dark
+    current: Poisson noise of the charge collected (``S * F``), read noise and the masters' own
+    noise, taken as uniform (pixels where it is not, hot or low-response ones, are flagged).
+
+    Args:
+        bias: Master bias (ADU).
+        dark: Master dark current (ADU/s), optional.
+        flat: Master flat (median 1), optional.
+        low_flat: Flat response below which pixels are flagged ``BPM_LOW_FLAT``.
+        hot_dark: Dark current (e-/s, with the frame's gain) above which pixels are flagged bad;
+            None disables.
+        gain: e-/ADU used for ``hot_dark`` (default 1; each frame's own ``GAIN`` is used for its
+            calibration).
+        bad_pixel_mask: Extra pixels to flag as bad (boolean or BPM bits), same shape.
+        threads: Threads sharing the blocks of a frame (1 is best when frames are calibrated in
+            parallel, as the flow's mapped tasks do).
+
+    Raises:
+        ReductionError: No bias, or masters whose shapes differ.
+    """
+
+    def __init__(
+        self,
+        bias: CCDData,
+        dark: CCDData | None = None,
+        flat: CCDData | None = None,
+        *,
+        low_flat: float = 0.5,
+        hot_dark: float | None = 1.0,
+        gain: float = 1.0,
+        bad_pixel_mask: np.ndarray | None = None,
+        threads: int = 1,
+    ) -> None:
+        if bias is None:
+            raise ReductionError("calibration needs a master bias")
+        self.shape: tuple[int, int] = bias.shape  # type: ignore[assignment]
+        self.bias = _as_array(bias, self.shape, "master bias")
+        self.dark = _as_array(dark, self.shape, "master dark")
+        flat_data = _as_array(flat, self.shape, "master flat")
+        self.has_dark = dark is not None
+        self.has_flat = flat is not None
+        flags = np.zeros(self.shape, np.uint8)
+        if flat_data is not None:
+            low = ~(flat_data >= np.float32(low_flat))  # also catches NaN
+            flags[low] |= BPM_LOW_FLAT
+            with np.errstate(divide="ignore", invalid="ignore"):
+                inv = np.where(flat_data > 0, np.float32(1.0) / flat_data, np.float32(0.0))
+            self.inv_flat = inv.astype(np.float32)
+        else:
+            self.inv_flat = None
+        if self.dark is not None and hot_dark is not None:
+            flags[self.dark * np.float32(gain) > np.float32(hot_dark)] |= BPM_BAD
+        if bad_pixel_mask is not None:
+            bpm = np.asarray(bad_pixel_mask)
+            if bpm.shape != self.shape:
+                raise ReductionError(f"bad_pixel_mask shape {bpm.shape} differs from {self.shape}")
+            flags |= (
+                np.where(bpm.astype(bool), BPM_BAD, 0).astype(np.uint8)
+                if bpm.dtype == bool
+                else bpm.astype(np.uint8)
+            )
+        self.static_flags = flags
+        self.bias_noise = _median_error(bias)
+        self.dark_noise = _median_error(dark) if dark is not None else 0.0
+        self.dark_level = float(np.median(self.dark[::16, ::16])) if self.dark is not None else 0.0
+        self.flat_noise = _median_error(flat) if flat is not None else 0.0
+        self.bias_level = float(np.median(self.bias[::16, ::16]))
+        self._offsets: dict[float, np.ndarray] = {}
+        self._gain_inv: tuple[float, np.ndarray] | None = None
+        self.threads = max(1, int(threads))
+
+    def _offset(self, exptime: float) -> np.ndarray:
+        """``bias + dark * t``, cached per exposure time (a night repeats the same few)."""
+        if self.dark is None:
+            return self.bias  # type: ignore[return-value]
+        cached = self._offsets.get(exptime)
+        if cached is None:
+            import numexpr as ne
+
+            cached = ne.evaluate(
+                "bias + dark * t",
+                local_dict={"bias": self.bias, "dark": self.dark, "t": np.float32(exptime)},
+            )
+            if len(self._offsets) >= 4:
+                self._offsets.pop(next(iter(self._offsets)))
+            self._offsets[exptime] = cached
+        return cached
+
+    def calibrate(
+        self,
+        frame: FrameSource | FitsFrame | CCDData,
+        *,
+        gain: float | u.Quantity | None = None,
+        read_noise: float | u.Quantity | None = None,
+        exposure_time: float | None = None,
+        saturation: float | None = None,
+        cosmic_rays: Literal["lacosmic", "none"] = "lacosmic",
+    ) -> CCDData:
+        """Calibrate one raw frame; see :func:`calibrate` for arguments, result and errors."""
+        raw = read_frame(frame)
+        if raw.is_reduced:
+            raise ReductionError(
+                f"frame {raw.name or '<memory>'} is already reduced (RLEVEL {raw.header.get('RLEVEL')}): use it as it is"
+            )
+        header = raw.header.copy()
+        if raw.ccd.shape != self.shape:
+            raise ReductionError(
+                f"frame shape {raw.ccd.shape} differs from the masters' {self.shape}"
+            )
+        data = np.asarray(raw.ccd.data, np.float32)
+        g = float(_header_value(header, "GAIN", gain, "gain"))
+        rn = float(_header_value(header, "RDNOISE", read_noise, "read noise"))
+        t = float(_header_value(header, "EXPTIME", exposure_time, "exposure time"))
+        if g <= 0:
+            raise ReductionError(f"gain must be positive, got {g}")
+        offset = self._offset(t)
+        k = (
+            rn**2
+            + g**2 * (self.bias_noise**2 + (t * self.dark_noise) ** 2)
+            + g * t * max(self.dark_level, 0.0)
+        )
+        sat_level = saturation if saturation is not None else header.get("SATURATE")
+        science = np.empty(self.shape, np.float32)
+        error = np.empty(self.shape, np.float32)
+        flags = self.static_flags.copy()
+        self._run_blocks(data, offset, science, error, flags, g, k, sat_level)
+        raw_flags = getattr(raw.ccd, "flags", None)
+        if raw_flags is not None and raw_flags.any():  # e.g. non-finite raw values
+            flags |= np.asarray(raw_flags, np.uint8)
+        header["BIASCORR"] = (True, "Bias subtracted (followup.reduction)")
+        header["DARKCORR"] = (self.has_dark, "Dark subtracted, scaled by EXPTIME")
+        header["FLATCORR"] = (self.has_flat, "Flat-field corrected")
+        header["HISTORY"] = (
+            f"followup.reduction.calibrate: bias{' dark' if self.has_dark else ''}"
+            f"{' flat' if self.has_flat else ''}, gain {g:.4g} e-/ADU -> electrons"
+        )
+        header["GAIN"] = (1.0, "[e-/count] Pixel gain (data in electrons)")
+        header["RAWGAIN"] = (g, "[e-/ADU] Gain of the raw frame")
+        header["RDNOISE"] = (rn, "[electrons/pixel] Read noise")
+        if sat_level is not None:
+            header["SATURATE"] = (
+                round((float(sat_level) - self.bias_level) * g, 1),
+                "[e-] Saturation level",
+            )
+        header["RLEVEL"] = (91, "Reduction level (followup.reduction)")
+        header["BUNIT"] = "electron"
+        ccd = CCDData(
+            science,
+            unit=u.electron,
+            uncertainty=StdDevUncertainty(error, copy=False),
+            flags=flags,
+            mask=flags != 0,
+            wcs=raw.ccd.wcs,
+            meta=header,
+        )
+        if cosmic_rays == "lacosmic":
+            return detect_cosmic_rays(ccd)
+        ccd.meta["CRMETHOD"] = ("none", "Cosmic rays not flagged")
+        return ccd
+
+    def _gain_over_flat(self, gain: float) -> np.ndarray | None:
+        """``gain / flat``, cached for the last gain seen (one camera has one gain)."""
+        if self.inv_flat is None:
+            return None
+        if self._gain_inv is None or self._gain_inv[0] != gain:
+            self._gain_inv = (gain, self.inv_flat * np.float32(gain))
+        return self._gain_inv[1]
+
+    def _run_blocks(
+        self,
+        data: np.ndarray,
+        offset: np.ndarray,
+        science: np.ndarray,
+        error: np.ndarray,
+        flags: np.ndarray,
+        gain: float,
+        k: float,
+        saturation: float | None,
+    ) -> None:
+        """Science, error and saturation flags, block by block so that each block stays in cache.
+
+        Each block of rows is read once and both outputs are written from it; numpy's ufuncs
+        release the GIL, so several threads can share the blocks.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        g = np.float32(gain)
+        kk = np.float32(k)
+        sf2 = np.float32(self.flat_noise**2)
+        zero = np.float32(0.0)
+        sat = np.float32(saturation) if saturation is not None else None
+        inv_flat = self.inv_flat
+        gain_inv = self._gain_over_flat(gain)
+        rows = max(1, 2**16 // self.shape[1])  # 256 KiB of float32 per array and block
+
+        def block(start: int) -> None:
+            stop = min(start + rows, self.shape[0])
+            s = science[start:stop]
+            e = error[start:stop]
+            np.subtract(data[start:stop], offset[start:stop], out=s)
+            if inv_flat is not None and gain_inv is not None:
+                inv = inv_flat[start:stop]
+                s *= gain_inv[start:stop]
+                # var = inv * (max(s, 0) + k * inv) + (s * sf)^2
+                np.maximum(s, zero, out=e)
+                e += inv * kk
+                e *= inv
+                square = s * s
+                square *= sf2
+                e += square
+            else:
+                s *= g
+                np.maximum(s, zero, out=e)
+                e += kk
+            np.sqrt(e, out=e)
+            if sat is not None:
+                hit = data[start:stop] >= sat
+                if hit.any():
+                    flags[start:stop][hit] |= BPM_SATURATED
+
+        starts = range(0, self.shape[0], rows)
+        if self.threads > 1:
+            with ThreadPoolExecutor(max_workers=self.threads) as pool:
+                list(pool.map(block, starts))
+        else:
+            for start in starts:
+                block(start)
+
+
+def _median_error(master: CCDData | None) -> float:
+    if master is None or master.uncertainty is None:
+        return 0.0
+    err = np.asarray(master.uncertainty.array)
+    return float(np.median(err[:: max(1, err.shape[0] // 256), :: max(1, err.shape[1] // 256)]))
+
+
 def calibrate(
     frame: FrameSource | FitsFrame | CCDData,
     *,
@@ -694,13 +943,11 @@ def calibrate(
     low_flat: float = 0.5,
     hot_dark: float | None = 1.0,
     cosmic_rays: Literal["lacosmic", "none"] = "lacosmic",
-    threads: int | None = None,
 ) -> CCDData:
-    """Calibrate a raw frame: ``(raw - bias - dark * t) / flat * gain`` in electrons, with errors.
+    """Calibrate a raw frame: ``(raw - bias - dark * t) * gain / flat`` in electrons, with errors.
 
-    The error map is ``sqrt(max(gain * (raw - bias), 0) + RN^2 + gain^2 (s_bias^2 + t^2 s_dark^2))
-    / flat`` plus the master flat's own relative error, i.e. Poisson noise of the collected charge
-    (sky, sources and dark current), read noise and the noise of the masters.
+    A one-off wrapper around :class:`MasterCalibration` (prepare the masters once with it when
+    calibrating many frames). The error map and pixel flags are described there.
 
     Args:
         frame: Raw frame in ADU (path, bytes, HDU list, FitsFrame or CCDData with its header in
@@ -719,7 +966,6 @@ def calibrate(
         cosmic_rays: ``lacosmic`` runs :func:`detect_cosmic_rays` (about 15 s on 4k x 4k; needed
             for a single frame without a cosmic-ray mask); ``none`` skips it (e.g. when the frames
             will be stacked with :func:`stack_exposures`, which rejects cosmic rays by clipping).
-        threads: numexpr threads (default: numexpr's own choice).
 
     Returns:
         The calibrated frame (float32 electrons) with ``uncertainty``, ``flags`` (BPM bits),
@@ -727,110 +973,34 @@ def calibrate(
         and the steps (``BIASCORR``, ``DARKCORR``, ``FLATCORR``, ``CRMETHOD``, ``HISTORY``).
 
     Raises:
-        ReductionError: Missing masters or header values, shapes that differ, unreadable input.
+        ReductionError: Missing masters or header values, shapes that differ, unreadable input, a
+            frame that is already reduced.
     """
-    import numexpr as ne
-
     if bias is None:
         raise ReductionError("calibration needs a master bias")
     raw = read_frame(frame)
-    if raw.is_reduced:
-        raise ReductionError(
-            f"frame {raw.name or '<memory>'} is already reduced (RLEVEL {raw.header.get('RLEVEL')}): use it as it is"
-        )
-    header = raw.header.copy()
-    shape = raw.ccd.shape
-    data = np.asarray(raw.ccd.data, np.float32)
-    bias_data = _as_array(bias, shape, "master bias")
-    dark_data = _as_array(dark, shape, "master dark")
-    flat_data = _as_array(flat, shape, "master flat")
-    g = np.float32(_header_value(header, "GAIN", gain, "gain"))
-    rn = np.float32(_header_value(header, "RDNOISE", read_noise, "read noise"))
-    t = np.float32(_header_value(header, "EXPTIME", exposure_time, "exposure time"))
-    if g <= 0:
-        raise ReductionError(f"gain must be positive, got {g}")
-    if threads is not None:
-        ne.set_num_threads(threads)
-    zero = np.float32(0.0)
-    one = np.float32(1.0)
-    sb = _error_of(bias)
-    sd = _error_of(dark) if dark is not None else zero
-    sf = _error_of(flat) if flat is not None else zero
-    dark_arr = dark_data if dark_data is not None else zero
-    flat_arr = flat_data if flat_data is not None else one
-    rn2 = rn * rn
-    names = {
-        "raw": data,
-        "bias": bias_data,
-        "dark": dark_arr,
-        "flat": flat_arr,
-        "g": g,
-        "t": t,
-        "rn2": rn2,
-        "sb": sb,
-        "sd": sd,
-        "sf": sf,
-        "zero": zero,
-    }
-    science = ne.evaluate("(raw - bias - dark * t) * g / flat", local_dict=names)
-    names["science"] = science
-    variance_expr = "(where(raw - bias > zero, (raw - bias) * g, zero) + rn2 + g * g * (sb * sb + t * t * sd * sd)) / (flat * flat)"
-    if flat is not None:
-        variance_expr += " + science * science * sf * sf / (flat * flat)"
-    error = ne.evaluate(f"sqrt({variance_expr})", local_dict=names)
-
-    flags = np.zeros(shape, np.uint8)
-    if bad_pixel_mask is not None:
-        bpm = np.asarray(bad_pixel_mask)
-        if bpm.shape != shape:
-            raise ReductionError(
-                f"bad_pixel_mask shape {bpm.shape} differs from the frame shape {shape}"
-            )
-        flags |= (
-            np.where(bpm.astype(bool), BPM_BAD, 0).astype(np.uint8)
-            if bpm.dtype == bool
-            else bpm.astype(np.uint8)
-        )
-    sat_level = saturation if saturation is not None else header.get("SATURATE")
-    if sat_level is not None:
-        flags[data >= np.float32(sat_level)] |= BPM_SATURATED
-    if flat_data is not None:
-        flags[~(flat_data >= np.float32(low_flat))] |= BPM_LOW_FLAT
-    if dark_data is not None and hot_dark is not None:
-        flags[dark_data * g > np.float32(hot_dark)] |= BPM_BAD
-    flags[~np.isfinite(science)] |= BPM_BAD
-
-    header["BIASCORR"] = (True, "Bias subtracted (followup.reduction)")
-    header["DARKCORR"] = (dark is not None, "Dark subtracted, scaled by EXPTIME")
-    header["FLATCORR"] = (flat is not None, "Flat-field corrected")
-    header["HISTORY"] = (
-        f"followup.reduction.calibrate: bias{' dark' if dark is not None else ''}"
-        f"{' flat' if flat is not None else ''}, gain {float(g):.4g} e-/ADU -> electrons"
+    g = (
+        _header_value(raw.header, "GAIN", gain, "gain")
+        if gain is not None or "GAIN" in raw.header
+        else 1.0
     )
-    header["GAIN"] = (1.0, "[e-/count] Pixel gain (data in electrons)")
-    header["RAWGAIN"] = (float(g), "[e-/ADU] Gain of the raw frame")
-    header["RDNOISE"] = (float(rn), "[electrons/pixel] Read noise")
-    if sat_level is not None:
-        header["SATURATE"] = (
-            round(float(sat_level - float(np.median(bias_data[::64, ::64]))) * float(g), 1),
-            "[e-] Saturation level",
-        )
-    header["RLEVEL"] = (91, "Reduction level (followup.reduction)")
-    header["BUNIT"] = "electron"
-    ccd = CCDData(
-        science,
-        unit=u.electron,
-        uncertainty=StdDevUncertainty(error),
-        flags=flags,
-        mask=flags != 0,
-        wcs=raw.ccd.wcs,
-        meta=header,
+    masters = MasterCalibration(
+        bias,
+        dark,
+        flat,
+        low_flat=low_flat,
+        hot_dark=hot_dark,
+        gain=float(g),
+        bad_pixel_mask=bad_pixel_mask,
     )
-    if cosmic_rays == "lacosmic":
-        ccd = detect_cosmic_rays(ccd)
-    else:
-        ccd.meta["CRMETHOD"] = ("none", "Cosmic rays not flagged")
-    return ccd
+    return masters.calibrate(
+        raw,
+        gain=gain,
+        read_noise=read_noise,
+        exposure_time=exposure_time,
+        saturation=saturation,
+        cosmic_rays=cosmic_rays,
+    )
 
 
 def detect_cosmic_rays(
@@ -991,7 +1161,7 @@ def stack_exposures(
     return CCDData(
         out,
         unit=u.electron,
-        uncertainty=StdDevUncertainty(err),
+        uncertainty=StdDevUncertainty(err, copy=False),
         flags=flags_out,
         mask=flags_out != 0,
         wcs=first.wcs,
