@@ -193,9 +193,9 @@ def child(config: str, folder: Path, repeat: int) -> dict[str, Any]:
         result["rss_inputs_mib"] = _peak_rss_mib()
         result["seconds"], _ = _timed(lambda: (raw - bias) / flat, repeat * 5)
     elif config == "mine_masters":
-        from followup.reduction import make_master_bias, make_master_dark, make_master_flat
-
         import bottleneck  # noqa: F401 - imports are not part of the timing
+
+        from followup.reduction import make_master_bias, make_master_dark, make_master_flat
 
         result["rss_inputs_mib"] = _peak_rss_mib()
 
