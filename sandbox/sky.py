@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import io
 import math
+import threading
 import zlib
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -248,6 +249,8 @@ class SyntheticSky:
         self.compress = bool(compress)
         self._cells: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
         self._instruments: dict[str, _Instrument] = {}
+        # The archive stand-in may render frames from several threads at once.
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------------------------------------
     # Stars
@@ -255,6 +258,10 @@ class SyntheticSky:
 
     def _cell_stars(self, cell: int) -> dict[str, np.ndarray]:
         """All stars of one HEALPix cell (nested, order 7), generated from the seed and cached."""
+        with self._lock:
+            return self._cell_stars_locked(cell)
+
+    def _cell_stars_locked(self, cell: int) -> dict[str, np.ndarray]:
         cached = self._cells.get(cell)
         if cached is not None:
             self._cells.move_to_end(cell)
@@ -534,6 +541,10 @@ class SyntheticSky:
     # -- shared pieces -------------------------------------------------------------------------
 
     def _instrument(self, instrument_id: str) -> _Instrument:
+        with self._lock:
+            return self._instrument_locked(instrument_id)
+
+    def _instrument_locked(self, instrument_id: str) -> _Instrument:
         inst = self._instruments.get(instrument_id)
         if inst is not None:
             return inst
@@ -568,6 +579,10 @@ class SyntheticSky:
         return inst
 
     def _flat(self, inst: _Instrument, instrument_id: str, band: str) -> np.ndarray:
+        with self._lock:
+            return self._flat_locked(inst, instrument_id, band)
+
+    def _flat_locked(self, inst: _Instrument, instrument_id: str, band: str) -> np.ndarray:
         flat = inst.flats.get(band)
         if flat is not None:
             return flat
@@ -1145,6 +1160,8 @@ class SyntheticSky:
                 compression_type="RICE_1",
                 tile_shape=(rows, data.shape[1]),
                 quantize_level=quantize,
+                # A fixed dither seed (the default uses the clock) keeps the pixels reproducible.
+                dither_seed=1 + zlib.crc32(name.encode()) % 10000,
             )
         return fits.CompImageHDU(
             data,
