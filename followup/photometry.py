@@ -965,25 +965,23 @@ def calibrate_zero_point(
 
 
 def _coords(ra: Any, dec: Any) -> SkyCoord:
+    """Positions from a SkyCoord, degrees (numbers or Quantities) or sexagesimal strings.
+
+    Strings with ``:`` or ``h`` in the right ascension are read as hours, others as degrees.
+    """
     if isinstance(ra, SkyCoord):
         return ra
     try:
-        if isinstance(ra, str) or (isinstance(ra, Sequence) and ra and isinstance(ra[0], str)):
-            return SkyCoord(
-                ra,
-                dec,
-                unit=(
-                    u.hourangle
-                    if ":" in str(np.atleast_1d(ra)[0]) or "h" in str(np.atleast_1d(ra)[0])
-                    else u.deg,
-                    u.deg,
-                ),
-            )
-        return SkyCoord(
-            np.atleast_1d(ra) * (1 if isinstance(ra, u.Quantity) else u.deg),
-            np.atleast_1d(dec) * (1 if isinstance(dec, u.Quantity) else u.deg),
+        first = np.atleast_1d(ra)[0]
+        if isinstance(first, str):
+            hours = ":" in first or "h" in first.lower()
+            return SkyCoord(ra, dec, unit=(u.hourangle if hours else u.deg, u.deg))
+        ra_q = ra if isinstance(ra, u.Quantity) else np.atleast_1d(np.asarray(ra, float)) * u.deg
+        dec_q = (
+            dec if isinstance(dec, u.Quantity) else np.atleast_1d(np.asarray(dec, float)) * u.deg
         )
-    except (ValueError, TypeError) as exc:
+        return SkyCoord(ra_q, dec_q)
+    except (ValueError, TypeError, IndexError) as exc:
         raise PhotometryError(f"cannot understand the position {ra!r}, {dec!r}: {exc}") from exc
 
 

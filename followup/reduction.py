@@ -194,13 +194,16 @@ def _celestial_wcs(header: fits.Header) -> WCS | None:
     return wcs if wcs.has_celestial else None
 
 
-def read_frame(source: FrameSource | FitsFrame | CCDData, *, name: str | None = None) -> FitsFrame:
+def read_frame(
+    source: FrameSource | FitsFrame | CCDData | np.ndarray, *, name: str | None = None
+) -> FitsFrame:
     """Read an LCO frame (BANZAI-reduced or raw) into a :class:`FitsFrame`.
 
     Args:
-        source: Path, FITS bytes, an open :class:`~astropy.io.fits.HDUList`, or an already read
-            frame (returned as is) or :class:`~astropy.nddata.CCDData` (wrapped, its ``meta``
-            must be the header).
+        source: Path, FITS bytes, an open :class:`~astropy.io.fits.HDUList`, an already read
+            frame (returned as is), a :class:`~astropy.nddata.CCDData` (wrapped without copying
+            its arrays; its ``meta`` is the header) or a bare 2-D array (taken as raw ADU with an
+            empty header: pass gain, read noise and exposure time to :func:`calibrate`).
         name: Basename to record; by default the file name, else ``ORIGNAME``.
 
     Returns:
@@ -214,14 +217,32 @@ def read_frame(source: FrameSource | FitsFrame | CCDData, *, name: str | None = 
     """
     if isinstance(source, FitsFrame):
         return source
+    if isinstance(source, np.ndarray):
+        if source.ndim != 2:
+            raise ReductionError(f"expected a 2-D image, got shape {source.shape}")
+        ccd = CCDData(source, unit=u.adu, meta=fits.Header(), copy=False)
+        return FitsFrame(ccd=ccd, catalog=None, name=name or "")
     if isinstance(source, CCDData):
-        header = (
-            fits.Header(source.meta) if not isinstance(source.meta, fits.Header) else source.meta
+        # A new CCDData over the same arrays: nothing here writes to them, and copying 4k x 4k
+        # images costs more than the photometry.
+        header = fits.Header(source.meta)
+        uncertainty = None
+        if source.uncertainty is not None:
+            std = source.uncertainty.represent_as(StdDevUncertainty)
+            uncertainty = StdDevUncertainty(std.array, copy=False)
+        flags = getattr(source, "flags", None)
+        if flags is None and source.mask is not None:
+            flags = np.where(np.asarray(source.mask), BPM_BAD, 0).astype(np.uint8)
+        ccd = CCDData(
+            source.data,
+            unit=source.unit,
+            uncertainty=uncertainty,
+            flags=flags,
+            mask=source.mask,
+            wcs=source.wcs if source.wcs is not None else _celestial_wcs(header),
+            meta=header,
+            copy=False,
         )
-        ccd = source.copy()
-        ccd.meta = header
-        if ccd.wcs is None:
-            ccd.wcs = _celestial_wcs(header)
         return FitsFrame(ccd=ccd, catalog=None, name=name or str(header.get("ORIGNAME", "")))
     hdul, file_name, owned = _open(source)
     try:
@@ -783,7 +804,7 @@ class MasterCalibration:
 
     def calibrate(
         self,
-        frame: FrameSource | FitsFrame | CCDData,
+        frame: FrameSource | FitsFrame | CCDData | np.ndarray,
         *,
         gain: float | u.Quantity | None = None,
         read_noise: float | u.Quantity | None = None,
@@ -930,7 +951,7 @@ def _median_error(master: CCDData | None) -> float:
 
 
 def calibrate(
-    frame: FrameSource | FitsFrame | CCDData,
+    frame: FrameSource | FitsFrame | CCDData | np.ndarray,
     *,
     bias: CCDData | None,
     dark: CCDData | None = None,

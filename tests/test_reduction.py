@@ -239,3 +239,14 @@ def test_frame_to_hdulist_round_trips(sky: SyntheticSky, masters: dict[str, CCDD
     np.testing.assert_allclose(back.ccd.data, red.data, atol=np.median(red.uncertainty.array) / 4)
     np.testing.assert_array_equal(back.ccd.flags, red.flags)
     assert back.ccd.wcs is not None
+
+
+def test_arrays_in(masters: dict[str, CCDData], sky: SyntheticSky) -> None:
+    raw = read_frame(sky.render(spec(9, level=0)))
+    array = np.asarray(raw.ccd.data).copy()
+    red = calibrate(array, bias=masters["bias"], dark=masters["dark"], flat=masters["flat"], gain=sky.gain_raw,
+                    read_noise=sky.read_noise_e, exposure_time=300.0, cosmic_rays="none")  # fmt: skip
+    reference = calibrate(raw, **masters, cosmic_rays="none")
+    np.testing.assert_allclose(red.data, reference.data, rtol=1e-6)
+    with pytest.raises(ReductionError, match="exposure time"):
+        calibrate(array, bias=masters["bias"], gain=1.0, read_noise=7.0)
