@@ -159,7 +159,9 @@ VIZIER_CATALOGS: dict[str, VizierCatalogSpec] = {
         vizier_id="I/360/syntphot",
         ra="RA_ICRS",
         dec="DE_ICRS",
-        mags={b: (f"{b}mag", f"e_{b}mag") for b in BANDS},
+        # Only the magnitude columns are requested (their error columns' names were not checked
+        # against the live service); the normalised errors default to 0.02 mag.
+        mags={b: (f"{b}mag", None) for b in BANDS},
         description="Gaia DR3 synthetic SDSS photometry (Gaia Collaboration, Montegriffo et al. 2023)",
     ),
 }

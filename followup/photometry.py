@@ -42,6 +42,7 @@ from followup.catalogs import (
     ReferenceCatalog,
     TableCatalog,
     catalog_band,
+    normalise_catalog,
 )
 from followup.exceptions import CatalogError, PhotometryError, ReductionError
 from followup.models import Measurement
@@ -673,7 +674,13 @@ def _reference_table(
         provider = LocalCatalog(catalog)
     else:
         provider = catalog
-    table = provider.query(centre, radius)
+    try:
+        table = provider.query(centre, radius)
+        if not {"ra", "dec", "g", "r", "i", "z"} <= set(table.colnames):
+            # Providers may answer in Vizier's columns: normalise them here.
+            table = normalise_catalog(table, name=str(getattr(provider, "name", "")))
+    except CatalogError as exc:
+        raise PhotometryError(f"no reference stars: {exc}") from exc
     return table, str(getattr(provider, "name", "")), systematic
 
 

@@ -5,8 +5,9 @@ BANZAI-reduced frames (``reduction_level=91``) are used as they are: their ``SCI
 
 * masters by a sigma-clipped median in float32, read in row chunks under a memory limit
   (bottleneck does the medians);
-* calibration ``(raw - bias - dark * t) / flat * gain`` and its error map in one float32 pass
-  (numexpr), with the bad-pixel mask built from the masters (saturated, hot, low-flat pixels);
+* calibration ``(raw - bias - dark * t) / flat * gain`` and its error map in float32, one pass
+  over cache-sized blocks of rows, with the pixel flags the masters imply (hot, low-flat) and
+  saturation; :class:`MasterCalibration` prepares the masters once for a night of frames;
 * cosmic rays by LACosmic (astroscrappy) on single frames without a mask, or by clipping when
   several exposures of one pointing are stacked.
 

@@ -52,6 +52,7 @@ __all__ = [
     "BPM_SATURATED",
     "FrameConditions",
     "FrameTruth",
+    "SkyReferenceCatalog",
     "SyntheticSky",
 ]
 
@@ -1404,3 +1405,26 @@ def _measure_sources(
         "xy": xy,
         "peak": peak,
     }
+
+
+class SkyReferenceCatalog:
+    """The sky's REFCAT2-like catalogue behind ``query(center, radius)``, like a Vizier provider.
+
+    It answers with the columns Vizier gives for ``J/ApJ/867/105/refcat2`` (RA_ICRS, DE_ICRS,
+    gmag, e_gmag, ...); :mod:`followup.photometry` normalises them.
+
+    Args:
+        sky: The synthetic sky.
+    """
+
+    name = "synthetic ATLAS-REFCAT2"
+
+    def __init__(self, sky: SyntheticSky) -> None:
+        self.sky = sky
+
+    def query(self, center: SkyCoord, radius: Angle | u.Quantity) -> Table:
+        """Stars within ``radius`` of ``center`` (Vizier REFCAT2 columns)."""
+        icrs = center.icrs
+        return self.sky.reference_catalog(
+            float(icrs.ra.deg), float(icrs.dec.deg), float(Angle(radius).deg)
+        )

@@ -444,3 +444,14 @@ def test_light_curve_table_and_plot(field: Field) -> None:
 def test_unit_conversions() -> None:
     assert mag_to_ujy(23.9) == pytest.approx(1.0)
     assert mag_to_ujy(16.4) == pytest.approx(1000.0)
+
+
+def test_sky_catalogue_provider_plugs_into_photometry(field: Field) -> None:
+    from sandbox.sky import SkyReferenceCatalog
+
+    data = field.sky.render(spec(700))
+    target = field.transients[4]
+    via_provider = measure(data, target.ra, target.dec, catalog=SkyReferenceCatalog(field.sky))
+    via_table = measure(data, target.ra, target.dec, catalog=field.refcat)
+    assert via_provider.mag == pytest.approx(via_table.mag, abs=0.005)
+    assert via_provider.n_ref_stars == pytest.approx(via_table.n_ref_stars, abs=3)
