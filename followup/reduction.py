@@ -839,11 +839,10 @@ class MasterCalibration:
         sat_level = saturation if saturation is not None else header.get("SATURATE")
         science = np.empty(self.shape, np.float32)
         error = np.empty(self.shape, np.float32)
-        flags = self.static_flags.copy()
-        self._run_blocks(data, offset, science, error, flags, g, k, sat_level)
+        flags = np.empty(self.shape, np.uint8)
+        mask = np.empty(self.shape, bool)
         raw_flags = getattr(raw.ccd, "flags", None)
-        if raw_flags is not None and raw_flags.any():  # e.g. non-finite raw values
-            flags |= np.asarray(raw_flags, np.uint8)
+        self._run_blocks(data, offset, science, error, flags, mask, raw_flags, g, k, sat_level)
         header["BIASCORR"] = (True, "Bias subtracted (followup.reduction)")
         header["DARKCORR"] = (self.has_dark, "Dark subtracted, scaled by EXPTIME")
         header["FLATCORR"] = (self.has_flat, "Flat-field corrected")
@@ -866,7 +865,7 @@ class MasterCalibration:
             unit=u.electron,
             uncertainty=StdDevUncertainty(error, copy=False),
             flags=flags,
-            mask=flags != 0,
+            mask=mask,
             wcs=raw.ccd.wcs,
             meta=header,
         )
@@ -890,11 +889,13 @@ class MasterCalibration:
         science: np.ndarray,
         error: np.ndarray,
         flags: np.ndarray,
+        mask: np.ndarray,
+        raw_flags: np.ndarray | None,
         gain: float,
         k: float,
         saturation: float | None,
     ) -> None:
-        """Science, error and saturation flags, block by block so that each block stays in cache.
+        """Science, error, flags and mask, block by block so that each block stays in cache.
 
         Each block of rows is read once and both outputs are written from it; numpy's ufuncs
         release the GIL, so several threads can share the blocks.
@@ -930,10 +931,15 @@ class MasterCalibration:
                 np.maximum(s, zero, out=e)
                 e += kk
             np.sqrt(e, out=e)
+            f = flags[start:stop]
+            f[...] = self.static_flags[start:stop]
+            if raw_flags is not None:  # e.g. non-finite raw values
+                f |= raw_flags[start:stop]
             if sat is not None:
                 hit = data[start:stop] >= sat
                 if hit.any():
-                    flags[start:stop][hit] |= BPM_SATURATED
+                    f[hit] |= BPM_SATURATED
+            np.not_equal(f, 0, out=mask[start:stop])
 
         starts = range(0, self.shape[0], rows)
         if self.threads > 1:
