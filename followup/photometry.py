@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import IntFlag
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from astropy import units as u
@@ -55,6 +55,9 @@ from followup.reduction import (
     FrameSource,
     read_frame,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "AB_ZERO_POINT_UJY",
@@ -1543,7 +1546,7 @@ _LIGHT_CURVE_COLUMNS = [
 ]
 
 
-def build_light_curve(measurements: Iterable[Measurement]) -> Any:
+def build_light_curve(measurements: Iterable[Measurement]) -> pd.DataFrame:
     """A light curve table from measurements, one row each, sorted by target, band and time.
 
     Args:
@@ -1583,7 +1586,7 @@ _BAND_COLOURS = {
 }
 
 
-def plot_light_curve(df: Any, *, title: str | None = None, dpi: int = 110) -> bytes:
+def plot_light_curve(df: pd.DataFrame, *, title: str | None = None, dpi: int = 110) -> bytes:
     """Plot a light curve (AB magnitude against MJD, 5-sigma limits as down triangles) as PNG bytes.
 
     Args:
