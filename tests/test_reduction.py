@@ -1,0 +1,252 @@
+"""Reduction: reading frames, masters, calibration with errors, cosmic rays, stacking."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy import units as u
+from astropy.io import fits
+from astropy.nddata import CCDData
+
+from followup.exceptions import ReductionError
+from followup.reduction import (
+    BPM_BAD,
+    BPM_COSMIC_RAY,
+    BPM_LOW_FLAT,
+    BPM_SATURATED,
+    calibrate,
+    combine,
+    describe_pixel_flags,
+    detect_cosmic_rays,
+    frame_to_hdulist,
+    make_master_bias,
+    make_master_dark,
+    make_master_flat,
+    read_frame,
+    stack_exposures,
+)
+from sandbox.sky import SyntheticSky
+from tests.frames_support import spec
+
+SHAPE = (256, 256)
+
+
+@pytest.fixture(scope="module")
+def sky() -> SyntheticSky:
+    return SyntheticSky(seed=11, shape=SHAPE)
+
+
+@pytest.fixture(scope="module")
+def calibrations(sky: SyntheticSky) -> dict[str, list[bytes]]:
+    return {
+        "bias": [sky.render(spec(100 + k, kind="BIAS", level=0)) for k in range(7)],
+        "dark": [sky.render(spec(110 + k, kind="DARK", level=0, exptime=600)) for k in range(5)],
+        "flat": [sky.render(spec(120 + k, kind="SKYFLAT", level=0, exptime=3)) for k in range(7)],
+    }
+
+
+@pytest.fixture(scope="module")
+def masters(calibrations: dict[str, list[bytes]]) -> dict[str, CCDData]:
+    bias = make_master_bias(calibrations["bias"])
+    dark = make_master_dark(calibrations["dark"], bias=bias)
+    flat = make_master_flat(calibrations["flat"], bias=bias, dark=dark)
+    return {"bias": bias, "dark": dark, "flat": flat}
+
+
+def test_read_banzai_frame(sky: SyntheticSky, tmp_path: Path) -> None:
+    path = tmp_path / "cpt1m010-fa16-20250301-0001-e91.fits.fz"
+    path.write_bytes(sky.render(spec(1)))
+    frame = read_frame(path)
+    assert frame.name == "cpt1m010-fa16-20250301-0001-e91"
+    assert frame.is_reduced and frame.ccd.unit == u.electron
+    assert frame.ccd.uncertainty is not None and frame.ccd.uncertainty.array.shape == SHAPE
+    assert frame.ccd.flags.dtype == np.uint8 and np.array_equal(
+        frame.ccd.mask, frame.ccd.flags != 0
+    )
+    assert frame.ccd.wcs is not None and frame.ccd.wcs.has_celestial
+    assert frame.catalog is not None and "flux" in frame.catalog.colnames
+    assert frame.header["FILTER"] == "rp"
+    # From bytes and from an open HDU list too; the name falls back to ORIGNAME.
+    from_bytes = read_frame(path.read_bytes())
+    assert from_bytes.name == "cpt1m010-fa16-20250301-0001-e91"
+    np.testing.assert_array_equal(from_bytes.ccd.data, frame.ccd.data)
+    with fits.open(path) as hdul:
+        assert read_frame(hdul).ccd.shape == SHAPE
+
+
+def test_read_errors_are_reduction_errors(sky: SyntheticSky, tmp_path: Path) -> None:
+    data = sky.render(spec(2))
+    with pytest.raises(ReductionError):
+        read_frame(data[: len(data) // 2])  # truncated download
+    with pytest.raises(ReductionError):
+        read_frame(b"")
+    with pytest.raises(ReductionError):
+        read_frame(b"not a fits file at all" * 200)
+    hdul = fits.open(io.BytesIO(data))
+    bad = fits.HDUList(
+        [hdul[0], hdul["SCI"], fits.ImageHDU(np.zeros((10, 10), np.float32), name="ERR")]
+    )
+    with pytest.raises(ReductionError, match="ERR shape"):
+        read_frame(bad)
+    no_image = fits.HDUList(
+        [fits.PrimaryHDU(), fits.BinTableHDU.from_columns([fits.Column("a", "E", array=[1.0])])]
+    )
+    with pytest.raises(ReductionError, match="no 2-D image"):
+        read_frame(no_image)
+    with pytest.raises(FileNotFoundError):
+        read_frame(tmp_path / "missing.fits")
+
+
+def test_combine_rejects_outliers_and_reports_errors() -> None:
+    rng = np.random.default_rng(0)
+    frames = [rng.normal(100.0, 5.0, (64, 64)).astype(np.float32) for _ in range(9)]
+    frames[3][10, 10] = 5000.0  # a cosmic ray in one frame
+    before = [f.copy() for f in frames]
+    master = combine(frames, mem_limit=64 * 64 * 4 * 9 * 3 * 4)  # several chunks
+    assert master.data.dtype == np.float32
+    assert abs(master.data[10, 10] - 100) < 15
+    assert master.data.mean() == pytest.approx(100, abs=0.5)
+    expected = 1.2533 * 5.0 / 3.0
+    assert np.median(master.uncertainty.array) == pytest.approx(expected, rel=0.15)
+    assert master.meta["NCOMBINE"] == 9
+    for a, b in zip(frames, before, strict=True):
+        np.testing.assert_array_equal(a, b)  # inputs untouched
+    with pytest.raises(ReductionError, match="at least 2"):
+        combine(frames[:1])
+    with pytest.raises(ReductionError, match="shapes differ"):
+        combine([frames[0], np.zeros((32, 32), np.float32)])
+
+
+def test_masters_recover_the_instrument(sky: SyntheticSky, masters: dict[str, CCDData]) -> None:
+    inst = sky._instrument("fa16")
+    bias_resid = masters["bias"].data - inst.bias
+    expected_noise = 1.2533 * sky.read_noise_e / sky.gain_raw / np.sqrt(7)
+    assert abs(np.median(bias_resid)) < 1.0  # only the frames' bias drift remains
+    assert np.std(bias_resid) == pytest.approx(np.hypot(expected_noise, 0.3), rel=0.25)
+    true_flat = sky._flat(inst, "fa16", "rp")
+    good = true_flat > 0.5
+    flat_resid = masters["flat"].data[good] / true_flat[good]
+    assert np.median(flat_resid) == pytest.approx(1.0, abs=0.003)
+    assert np.std(flat_resid) < 0.01
+    hot = inst.hot & (inst.dark > 2.0)
+    if hot.any():
+        dark_e = masters["dark"].data * sky.gain_raw
+        np.testing.assert_allclose(dark_e[hot], inst.dark[hot], rtol=0.2, atol=0.05)
+    assert masters["dark"].unit == u.adu / u.s and masters["flat"].unit == u.dimensionless_unscaled
+
+
+def test_calibrate_gives_electrons_with_honest_errors(
+    sky: SyntheticSky, masters: dict[str, CCDData]
+) -> None:
+    raw_bytes = sky.render(spec(3, level=0))
+    raw = read_frame(raw_bytes)
+    raw_before = raw.ccd.data.copy()
+    red = calibrate(raw, **masters, cosmic_rays="none")
+    np.testing.assert_array_equal(raw.ccd.data, raw_before)  # input not mutated
+    assert red.unit == u.electron and red.data.dtype == np.float32
+    assert red.uncertainty.array.dtype == np.float32
+    for key in ("BIASCORR", "DARKCORR", "FLATCORR"):
+        assert red.meta[key] is True
+    assert red.meta["GAIN"] == 1.0 and red.meta["RAWGAIN"] == pytest.approx(sky.gain_raw)
+    assert any("followup.reduction.calibrate" in str(h) for h in red.meta["HISTORY"])
+    # The reduced sky level is the true one; pixel noise matches the error map.
+    truth = sky.conditions(spec(3, level=0))
+    expected_sky = truth.sky_e_per_s * 300.0
+    sky_pixels = red.data[red.flags == 0]
+    level = np.median(sky_pixels)
+    assert level == pytest.approx(expected_sky, rel=0.03)
+    faint = (red.flags == 0) & (red.data < level + 3 * np.median(red.uncertainty.array))
+    pulls = (red.data[faint] - level) / red.uncertainty.array[faint]
+    assert 0.9 < np.std(pulls) < 1.1
+    # Dead columns were found through the flat; nothing else is flagged low-flat.
+    assert np.any(red.flags & BPM_LOW_FLAT)
+    assert (red.flags & BPM_LOW_FLAT).mean() < 0.05
+    assert describe_pixel_flags(BPM_BAD | BPM_COSMIC_RAY) == ["bad", "cosmic_ray"]
+
+
+def test_calibrate_flags_saturation_and_refuses_bad_input(
+    sky: SyntheticSky, masters: dict[str, CCDData]
+) -> None:
+    raw = read_frame(sky.render(spec(4, level=0)))
+    data = raw.ccd.data.copy()
+    data[50, 50] = raw.header["SATURATE"] + 10
+    ccd = CCDData(data, unit="adu", meta=raw.header)
+    red = calibrate(ccd, **masters, cosmic_rays="none")
+    assert red.flags[50, 50] & BPM_SATURATED
+    with pytest.raises(ReductionError, match="master bias"):
+        calibrate(ccd, bias=None)
+    with pytest.raises(ReductionError, match="shape"):
+        calibrate(ccd, bias=CCDData(np.zeros((10, 10), np.float32), unit="adu"))
+    header = raw.header.copy()
+    del header["GAIN"]
+    with pytest.raises(ReductionError, match="gain"):
+        calibrate(CCDData(data, unit="adu", meta=header), bias=masters["bias"])
+    reduced = read_frame(sky.render(spec(5)))
+    with pytest.raises(ReductionError, match="already reduced"):
+        calibrate(reduced, bias=masters["bias"])
+
+
+@pytest.mark.slow
+def test_lacosmic_flags_cosmic_rays_without_touching_pixels(
+    sky: SyntheticSky, masters: dict[str, CCDData]
+) -> None:
+    raw = read_frame(sky.render(spec(6, level=0)))
+    red = calibrate(raw, **masters, cosmic_rays="none")
+    truth = red.copy()
+    # Put a few bright cosmic-ray hits on blank sky.
+    rng = np.random.default_rng(3)
+    hits = [(int(y), int(x)) for y, x in rng.integers(20, SHAPE[0] - 20, (12, 2))]
+    for y, x in hits:
+        red.data[y, x] += 4000.0
+        red.data[y, x + 1] += 2500.0
+    cleaned = detect_cosmic_rays(red)
+    found = sum(bool(cleaned.flags[y, x] & BPM_COSMIC_RAY) for y, x in hits)
+    assert found >= 11
+    np.testing.assert_array_equal(cleaned.data, red.data)  # flagged, not replaced
+    assert cleaned.meta["CRMETHOD"] == "lacosmic"
+    assert not np.any(truth.flags & BPM_COSMIC_RAY)
+
+
+def test_stack_rejects_cosmic_rays_by_clipping(
+    sky: SyntheticSky, masters: dict[str, CCDData]
+) -> None:
+    exposures = [
+        calibrate(sky.render(spec(7, level=0, seed=k, exptime=100)), **masters, cosmic_rays="none")
+        for k in range(4)
+    ]
+    # The same pointing, so the frames align; cosmic rays differ between exposures.
+    exposures[0].data[30, 30] += 3000.0
+    stack = stack_exposures(exposures)
+    assert stack.meta["EXPTIME"] == pytest.approx(400.0)
+    assert stack.meta["NCOMBINE"] == 4
+    others = np.mean([e.data[30, 30] for e in exposures[1:]])
+    assert stack.data[30, 30] == pytest.approx(4 * others, rel=0.1)
+    single = exposures[1].uncertainty.array
+    assert np.median(stack.uncertainty.array) == pytest.approx(2 * np.median(single), rel=0.1)
+    with pytest.raises(ReductionError, match="at least 2"):
+        stack_exposures(exposures[:1])
+
+
+def test_frame_to_hdulist_round_trips(sky: SyntheticSky, masters: dict[str, CCDData]) -> None:
+    red = calibrate(sky.render(spec(8, level=0)), **masters, cosmic_rays="none")
+    buffer = io.BytesIO()
+    frame_to_hdulist(red, compress=True).writeto(buffer)
+    back = read_frame(buffer.getvalue())
+    assert back.is_reduced
+    np.testing.assert_allclose(back.ccd.data, red.data, atol=np.median(red.uncertainty.array) / 4)
+    np.testing.assert_array_equal(back.ccd.flags, red.flags)
+    assert back.ccd.wcs is not None
+
+
+def test_arrays_in(masters: dict[str, CCDData], sky: SyntheticSky) -> None:
+    raw = read_frame(sky.render(spec(9, level=0)))
+    array = np.asarray(raw.ccd.data).copy()
+    red = calibrate(array, bias=masters["bias"], dark=masters["dark"], flat=masters["flat"], gain=sky.gain_raw,
+                    read_noise=sky.read_noise_e, exposure_time=300.0, cosmic_rays="none")  # fmt: skip
+    reference = calibrate(raw, **masters, cosmic_rays="none")
+    np.testing.assert_allclose(red.data, reference.data, rtol=1e-6)
+    with pytest.raises(ReductionError, match="exposure time"):
+        calibrate(array, bias=masters["bias"], gain=1.0, read_noise=7.0)

@@ -1,0 +1,268 @@
+"""The synthetic sky: deterministic stars, BANZAI-like and raw frames, truth."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from sandbox.sky import BPM_BAD, BPM_COSMIC_RAY, BPM_SATURATED, SyntheticSky
+from sandbox.specs import Transient
+from tests.frames_support import DEC, RA, START, spec
+
+SHAPE = (1024, 1024)
+
+BANZAI_KEYWORDS = [
+    "OBJECT", "RA", "DEC", "CAT-RA", "CAT-DEC", "FILTER", "EXPTIME", "GAIN", "RDNOISE", "SATURATE",
+    "DATE-OBS", "MJD-OBS", "DAY-OBS", "AIRMASS", "PIXSCALE", "SITEID", "TELID", "ENCID", "INSTRUME",
+    "TELESCOP", "PROPID", "GROUPID", "TRACKNUM", "REQNUM", "BLKUID", "OBSTYPE", "RLEVEL", "ORIGIN",
+    "L1FWHM", "WCSERR", "L1ZP", "L1ZPERR", "L1COLORU", "L1COLOR", "L1COLERR", "CTYPE1", "CD1_1",
+]  # fmt: skip
+CAT_COLUMNS = [
+    "x",
+    "y",
+    "ra",
+    "dec",
+    "flux",
+    "fluxerr",
+    "fwhm",
+    "flag",
+    "mag",
+    "magerr",
+    "background",
+]
+CAT_COLUMNS += [f"fluxaper{k}" for k in range(1, 7)]
+
+
+@pytest.fixture(scope="module")
+def kilonova() -> Transient:
+    return Transient(
+        name="AT2025kn",
+        ra=RA + 0.004,
+        dec=DEC - 0.003,
+        peak_mag={"gp": 18.4, "rp": 18.0, "ip": 18.1},
+        peak_time=START - timedelta(days=1),
+        decline_mag_per_day=0.5,
+    )
+
+
+@pytest.fixture(scope="module")
+def sky(kilonova: Transient) -> SyntheticSky:
+    return SyntheticSky(seed=7, transients=[kilonova], shape=SHAPE)
+
+
+@pytest.fixture(scope="module")
+def reduced(sky: SyntheticSky) -> fits.HDUList:
+    return fits.open(io.BytesIO(sky.render(spec(1))))
+
+
+def test_stars_are_a_function_of_position_only() -> None:
+    a = SyntheticSky(seed=3)
+    b = SyntheticSky(seed=3)
+    wide = a.stars(RA, DEC, 0.3)
+    narrow = b.stars(RA + 0.1, DEC, 0.1)  # overlapping cone from a fresh sky
+    assert set(narrow["id"]) <= set(wide["id"])
+    common = wide[np.isin(wide["id"], narrow["id"])]
+    common.sort("id")
+    narrow.sort("id")
+    np.testing.assert_array_equal(common["ra"], narrow["ra"])
+    np.testing.assert_array_equal(common["rmag"], narrow["rmag"])
+    assert (
+        set(SyntheticSky(seed=4).stars(RA, DEC, 0.1)["id"]) != set(narrow["id"]) or len(narrow) == 0
+    )
+
+
+def test_star_density_is_that_of_a_high_latitude_field() -> None:
+    sky = SyntheticSky(seed=0)
+    side_deg = 4096 * 0.389 / 3600
+    stars = sky.stars(RA, DEC, side_deg / 2 * 2**0.5)
+    bright = np.asarray(stars["rmag"]) < 21
+    per_field = bright.sum() / (np.pi * (side_deg / 2 * 2**0.5) ** 2) * side_deg**2
+    assert 200 < per_field < 2500
+    # Colours stay on a stellar locus.
+    g_r = np.asarray(stars["gmag"] - stars["rmag"])
+    assert -0.5 < np.median(g_r) < 1.2
+    plane = sky.stars(266.4, -28.9, 0.1)  # galactic centre is denser
+    assert len(plane) / 0.1**2 > 3 * len(stars) / (side_deg / 2 * 2**0.5) ** 2
+
+
+def test_reference_catalog_has_refcat2_columns_and_realistic_errors(sky: SyntheticSky) -> None:
+    cat = sky.reference_catalog(RA, DEC, 0.2)
+    assert cat.colnames == [
+        "RA_ICRS", "DE_ICRS", "gmag", "e_gmag", "rmag", "e_rmag", "imag", "e_imag", "zmag", "e_zmag",
+    ]  # fmt: skip
+    bright = np.asarray(cat["rmag"]) < 18
+    assert bright.sum() > 5
+    assert 0.005 <= np.median(np.asarray(cat["e_rmag"])[bright]) <= 0.02
+    truth = sky.stars(RA, DEC, 0.2)
+    truth = truth[np.asarray(truth["rmag_cat"]) < sky.catalog_depth]
+    resid = (np.asarray(cat["rmag"]) - np.asarray(truth["rmag"])) / np.asarray(cat["e_rmag"])
+    assert abs(np.mean(resid)) < 0.2
+    assert 0.8 < np.std(resid) < 1.2
+    assert np.all(sky.reference_catalog(RA, DEC, 0.2) == cat)  # repeatable
+
+
+def test_reduced_frame_is_banzai_like(reduced: fits.HDUList, sky: SyntheticSky) -> None:
+    assert [h.name for h in reduced] == ["PRIMARY", "SCI", "CAT", "BPM", "ERR"]
+    assert reduced[0].data is None
+    assert isinstance(reduced["SCI"], fits.CompImageHDU)
+    header = reduced["SCI"].header
+    missing = [k for k in BANZAI_KEYWORDS if k not in header]
+    assert missing == []
+    assert header["ORIGIN"] == "LCOGT"
+    assert header["RLEVEL"] == 91
+    assert header["GAIN"] == 1.0
+    assert header["FILTER"] == "rp"
+    assert header["RA"] == "10:00:00.000" and header["DEC"] == "+02:12:00.00"
+    assert header["REQNUM"] == "0000001234"
+    assert reduced["SCI"].data.shape == SHAPE and reduced["SCI"].data.dtype == np.float32
+    assert reduced["ERR"].data.shape == SHAPE and reduced["BPM"].data.dtype == np.uint8
+    for column in CAT_COLUMNS:
+        assert column in reduced["CAT"].columns.names
+    # WCS points at the requested position (within the simulated pointing error).
+    wcs = WCS(header)
+    centre = wcs.pixel_to_world(SHAPE[1] / 2 - 0.5, SHAPE[0] / 2 - 0.5)
+    assert centre.separation(wcs.pixel_to_world(0, 0)).arcsec > 100
+    assert abs(centre.ra.deg - RA) * 3600 < 20 and abs(centre.dec.deg - DEC) * 3600 < 20
+    # Background and noise are those of a real 300 s r' frame.
+    sci = reduced["SCI"].data
+    err = reduced["ERR"].data
+    sky_level = np.median(sci)
+    assert 100 < sky_level < 3000
+    good = reduced["BPM"].data == 0
+    pulls = ((sci - sky_level) / err)[good & (sci < sky_level + 3 * np.median(err))]
+    assert 0.85 < np.std(pulls) < 1.1
+
+
+def test_bad_pixel_mask_flags_defects(reduced: fits.HDUList, sky: SyntheticSky) -> None:
+    bpm = reduced["BPM"].data
+    assert np.any(bpm & BPM_BAD)
+    assert np.any(bpm & BPM_COSMIC_RAY)
+    sci = reduced["SCI"].data
+    sat = (bpm & BPM_SATURATED) > 0
+    if sat.any():
+        assert np.all(sci[sat] == np.float32(sky.saturation_e))
+    # A dead column is flagged over its whole bad length.
+    column_fraction = (bpm & BPM_BAD).astype(bool).mean(axis=0)
+    assert column_fraction.max() > 0.4
+
+
+def test_catalog_contains_the_transient_and_calibrated_magnitudes(
+    reduced: fits.HDUList, sky: SyntheticSky, kilonova: Transient
+) -> None:
+    cat = reduced["CAT"].data
+    header = reduced["SCI"].header
+    truth = sky.frame_truth(spec(1))
+    sep = (
+        np.hypot((cat["ra"] - kilonova.ra) * np.cos(np.radians(DEC)), cat["dec"] - kilonova.dec)
+        * 3600
+    )
+    row = np.argmin(sep)
+    assert sep[row] < 0.5
+    assert abs(cat["mag"][row] - truth.transients["mag"][0]) < 5 * cat["magerr"][row] + 0.03
+    # L1ZP is BANZAI's Kron-flux zero point: within a few hundredths of the true total-flux one.
+    assert abs(header["L1ZP"] - truth.conditions.zero_point) < 0.03
+    assert abs(header["L1FWHM"] - truth.conditions.fwhm_arcsec) < 0.1 * truth.conditions.fwhm_arcsec
+    # Pixel positions are 1-based, as in BANZAI.
+    x, y = WCS(header).all_world2pix(kilonova.ra, kilonova.dec, 1)
+    assert abs(cat["x"][row] - x) < 0.3 and abs(cat["y"][row] - y) < 0.3
+
+
+def test_rendering_is_deterministic_and_noise_follows_the_seed(sky: SyntheticSky) -> None:
+    small = SyntheticSky(seed=2, shape=(128, 128))
+    assert small.render(spec(2)) == SyntheticSky(seed=2, shape=(128, 128)).render(
+        spec(2)
+    )  # same md5
+    a = fits.open(io.BytesIO(sky.render(spec(2))))["SCI"].data
+    b = fits.open(
+        io.BytesIO(SyntheticSky(seed=7, transients=sky.transients, shape=SHAPE).render(spec(2)))
+    )["SCI"].data
+    np.testing.assert_array_equal(a, b)
+    c = fits.open(io.BytesIO(sky.render(spec(2, seed=1))))["SCI"].data
+    assert not np.array_equal(a, c)
+    assert abs(np.median(a) - np.median(c)) < 3  # same conditions, other noise
+
+
+def test_truth_follows_the_light_curve(sky: SyntheticSky, kilonova: Transient) -> None:
+    later = START + timedelta(days=2)
+    assert sky.truth("rp", later) == {"AT2025kn": pytest.approx(18.0 + 0.5 * 3)}
+    assert sky.truth("zs", later) == {}
+    assert sky.transient_magnitude("AT2025kn", "gp", START - timedelta(days=1)) == 18.4
+    with pytest.raises(KeyError):
+        sky.transient_magnitude("nope", "rp", later)
+    truth = sky.frame_truth(spec(3, exptime=100.0))
+    mid = truth.mid_exposure
+    assert mid == spec(3).date_obs + timedelta(seconds=50)
+    assert truth.transients["mag"][0] == pytest.approx(kilonova.magnitude("rp", mid))
+    assert sky.zero_point(spec(3)) == truth.conditions.zero_point
+    # Fainter transient where the filter extinction and airmass say so.
+    assert 22.5 < truth.conditions.zero_point < 23.8
+    assert 19.5 < truth.depth_5sigma < 22.5
+
+
+def test_transient_flux_matches_its_magnitude(sky: SyntheticSky) -> None:
+    truth = sky.frame_truth(spec(4))
+    row = truth.transients[0]
+    expected = 300.0 * 10 ** (-0.4 * (row["mag"] - truth.conditions.zero_point))
+    assert row["flux_e"] == pytest.approx(expected, rel=0.05)  # the colour term is 0 by default
+
+
+def test_raw_frames_are_adu_with_gain_and_calibrations(sky: SyntheticSky) -> None:
+    raw = fits.open(io.BytesIO(sky.render(spec(5, level=0))))
+    header = raw["SCI"].header
+    data = raw["SCI"].data
+    assert (
+        header["RLEVEL"] == 0
+        and header["GAIN"] == pytest.approx(sky.gain_raw)
+        and header["GAIN"] != 1
+    )
+    assert data.dtype.kind == "i"
+    assert "CAT" not in [h.name for h in raw] and "L1ZP" not in header
+    bias = fits.open(io.BytesIO(sky.render(spec(6, kind="BIAS", level=0))))["SCI"]
+    assert bias.header["OBSTYPE"] == "BIAS" and bias.header["EXPTIME"] == 0
+    level = np.median(bias.data)
+    assert 450 < level < 560
+    # Read noise in ADU: RN / gain (with the fixed column pattern removed by a second bias).
+    bias2 = fits.open(io.BytesIO(sky.render(spec(7, kind="BIAS", level=0))))["SCI"].data
+    diff = (bias.data.astype(float) - bias2.astype(float))[10:-10, 10:-10]
+    noise = np.std(diff[np.abs(diff - np.median(diff)) < 50]) / np.sqrt(2)
+    assert noise == pytest.approx(sky.read_noise_e / sky.gain_raw, rel=0.1)
+    flat = fits.open(io.BytesIO(sky.render(spec(8, kind="SKYFLAT", level=0, exptime=4))))["SCI"]
+    assert flat.header["OBSTYPE"] == "SKYFLAT" and flat.header["FILTER"] == "rp"
+    assert np.median(flat.data) > level + 10000
+    assert np.median(data) > level  # sky on the science frame
+
+
+def test_invalid_specs_are_rejected(sky: SyntheticSky) -> None:
+    with pytest.raises(ValueError, match="filters"):
+        sky.render(spec(9, band="w"))
+    with pytest.raises(ValueError, match="only raw"):
+        sky.render(spec(9, kind="BIAS", level=91))
+    with pytest.raises(ValueError, match="unique"):
+        SyntheticSky(transients=[*sky.transients, *sky.transients])
+    with pytest.raises(ValueError, match="shape"):
+        SyntheticSky(shape=(10, 10))
+
+
+def test_uncompressed_option_gives_plain_images() -> None:
+    sky = SyntheticSky(seed=1, shape=(128, 128), compress=False)
+    hdul = fits.open(io.BytesIO(sky.render(spec(10))))
+    assert isinstance(hdul["SCI"], fits.ImageHDU) and not isinstance(hdul["SCI"], fits.CompImageHDU)
+
+
+def test_concurrent_renders_agree() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    sky = SyntheticSky(seed=9, shape=(256, 256))
+    specs = [spec(20 + k) for k in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        parallel = list(pool.map(sky.render, specs))
+    fresh = SyntheticSky(seed=9, shape=(256, 256))
+    for s, data in zip(specs, parallel, strict=True):
+        a = fits.open(io.BytesIO(data))["SCI"].data
+        b = fits.open(io.BytesIO(fresh.render(s)))["SCI"].data
+        np.testing.assert_array_equal(a, b)
