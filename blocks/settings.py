@@ -46,6 +46,8 @@ class FollowupSettings(Block):
         authors: Authors of reports, one entry each (``A. Author (Institute)``).
         plots_base_url: Public URL of ``state_dir/plots`` for image artifacts; empty to embed
             plots in markdown artifacts instead.
+        dask_address: Address of a Dask scheduler (``tcp://host:8786``) for per-frame work;
+            empty for a thread pool in the run's process.
 
     Example:
         ```python
@@ -97,6 +99,9 @@ class FollowupSettings(Block):
         description="Authors of reports, one entry each, e.g. 'A. Author (LCO)'.",
     )
     plots_base_url: str = Field(default="", description="Public URL of the plots directory.")
+    dask_address: str = Field(
+        default="", description="Dask scheduler for per-frame work; empty for a local thread pool."
+    )
 
     @property
     def plots_dir(self) -> Path:

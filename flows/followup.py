@@ -14,7 +14,7 @@ from prefect import flow, get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
-from flows.frames import process_frames
+from flows.frames import frames_task_runner, process_frames
 from flows.observe import observe
 from flows.report import report
 from flows.retract import event_tag
@@ -86,7 +86,8 @@ def followup(
             plots_dir=runtime.settings.plots_dir,
             plots_base_url=runtime.settings.plots_base_url,
         )
-        process_frames(alert_id, event_id, settings)
+        runner = frames_task_runner(runtime.settings.dask_address)
+        process_frames.with_options(task_runner=runner)(alert_id, event_id, settings)
         report(alert_id, event_id, settings)
     else:
         logger.warning("%s: no observable target (%d dropped)", event_id, len(plan.dropped))

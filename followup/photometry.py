@@ -64,8 +64,10 @@ __all__ = [
     "PhotometryFlag",
     "ZeroPoint",
     "aperture_photometry_at",
+    "associate_candidates",
     "build_light_curve",
     "calibrate_zero_point",
+    "candidate_name",
     "describe_flags",
     "detect_sources",
     "find_candidates",
@@ -73,6 +75,7 @@ __all__ = [
     "flux_to_ujy",
     "mag_to_ujy",
     "measure",
+    "measure_targets",
     "photometry_table",
     "plot_light_curve",
     "psf_photometry_at",
@@ -1217,12 +1220,18 @@ def measure(
         colour_term=colour_term,
         colours=[colour] if colour is not None else None,
     )
-    row = table[0]
+    return _measurement(table[0], table, fr, method=method, frame_name=frame_name)
+
+
+def _measurement(
+    row: Any, table: QTable, fr: _Frame, *, method: str, frame_name: str | None
+) -> Measurement:
+    """One row of :func:`photometry_table` as a :class:`Measurement`."""
     date_obs, mjd = _mid_exposure(fr.header, fr.exptime)
     mag = float(row["mag"].value)
     detected = math.isfinite(mag)
     return Measurement(
-        target_name=target_name,
+        target_name=str(row["name"]),
         frame_basename=frame_name or fr.name or "unknown",
         date_obs=date_obs,
         mjd=mjd,
@@ -1236,12 +1245,58 @@ def measure(
         zero_point=float(table.meta["zero_point"]),
         zero_point_err=float(table.meta["zero_point_err"]),
         n_ref_stars=int(table.meta["n_ref_stars"]),
-        method=method,
+        method=method,  # type: ignore[arg-type]
         telescope=str(fr.header.get("TELID", "")) or None,
         instrument=str(fr.header.get("INSTRUME", "")) or None,
         exposure_time_s=fr.exptime,
         flags=int(row["flags"]),
     )
+
+
+def measure_targets(
+    frame: FrameSource | FitsFrame | CCDData,
+    targets: Sequence[tuple[str, float, float]],
+    *,
+    catalog: ReferenceCatalog | Table | str | None = None,
+    method: Literal["aperture", "psf"] = "aperture",
+    frame_name: str | None = None,
+    margin_px: float = 10.0,
+) -> list[Measurement]:
+    """Forced photometry of every target that lies on the frame, with one zero-point fit.
+
+    Args:
+        frame: A BANZAI-reduced or calibrated frame.
+        targets: ``(name, ra, dec)`` of each target (degrees).
+        catalog: Reference stars, as for :func:`measure`.
+        method: ``aperture`` or ``psf``.
+        frame_name: Frame basename recorded in the measurements.
+        margin_px: Targets closer than this to the frame's edge are not measured.
+
+    Returns:
+        One measurement per target on the frame (targets off the frame are left out: a field
+        frame covers only some of an event's targets).
+
+    Raises:
+        PhotometryError: No WCS, no reference stars.
+    """
+    fr = _prepare(frame)
+    if not targets:
+        return []
+    names = [t[0] for t in targets]
+    coords = SkyCoord([t[1] for t in targets], [t[2] for t in targets], unit="deg")
+    x, y = fr.wcs.all_world2pix(coords.ra.deg, coords.dec.deg, 0)
+    ny, nx = fr.shape
+    on = (x >= margin_px) & (x <= nx - 1 - margin_px) & (y >= margin_px) & (y <= ny - 1 - margin_px)
+    if not on.any():
+        return []
+    table = photometry_table(
+        fr,
+        coords[on],
+        catalog=catalog,
+        method=method,
+        names=[n for n, k in zip(names, on, strict=True) if k],
+    )
+    return [_measurement(row, table, fr, method=method, frame_name=frame_name) for row in table]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1642,3 +1697,71 @@ def plot_light_curve(df: pd.DataFrame, *, title: str | None = None, dpi: int = 1
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
+
+
+def candidate_name(ra: float, dec: float) -> str:
+    """A stable name for a candidate at (ra, dec): ``C`` and its position, e.g. ``C150.01234+2.20016``."""
+    return f"C{ra:.5f}{dec:+.5f}"
+
+
+def associate_candidates(
+    tables: Iterable[QTable], *, radius_arcsec: float = 1.5, min_frames: int = 1
+) -> list[dict[str, Any]]:
+    """Merge the candidates of several frames: one entry per position on the sky.
+
+    Args:
+        tables: :func:`find_candidates` results, one per frame.
+        radius_arcsec: Detections closer than this are the same candidate.
+        min_frames: Keep candidates seen on at least this many frames (2 rejects artefacts
+            seen once, at the price of needing two frames).
+
+    Returns:
+        ``[{name, ra, dec, n_frames, best_snr, best_mag}]``, brightest first; the position is the
+        S/N-weighted mean of the detections and the name follows from it (:func:`candidate_name`).
+    """
+    groups: list[dict[str, Any]] = []
+    limit = radius_arcsec / 3600.0
+    for index, table in enumerate(tables):
+        for row in table:
+            ra, dec, snr = (
+                float(row["ra"].value if hasattr(row["ra"], "value") else row["ra"]),
+                float(row["dec"].value if hasattr(row["dec"], "value") else row["dec"]),
+                float(row["snr"]),
+            )
+            mag = row["mag"]
+            mag = float(mag.value if hasattr(mag, "value") else mag)
+            for group in groups:
+                dra = (ra - group["ra"] + 180.0) % 360.0 - 180.0
+                if math.hypot(dra * math.cos(math.radians(dec)), dec - group["dec"]) <= limit:
+                    weight = group["weight"] + snr
+                    group["ra"] = (group["ra"] + dra * snr / weight) % 360.0
+                    group["dec"] += (dec - group["dec"]) * snr / weight
+                    group["weight"] = weight
+                    group["frames"].add(index)
+                    if snr > group["best_snr"]:
+                        group["best_snr"], group["best_mag"] = snr, mag
+                    break
+            else:
+                groups.append(
+                    {
+                        "ra": ra,
+                        "dec": dec,
+                        "weight": snr,
+                        "frames": {index},
+                        "best_snr": snr,
+                        "best_mag": mag,
+                    }
+                )
+    merged = [
+        {
+            "name": candidate_name(g["ra"], g["dec"]),
+            "ra": g["ra"],
+            "dec": g["dec"],
+            "n_frames": len(g["frames"]),
+            "best_snr": g["best_snr"],
+            "best_mag": g["best_mag"],
+        }
+        for g in groups
+        if len(g["frames"]) >= min_frames
+    ]
+    return sorted(merged, key=lambda c: -c["best_snr"])

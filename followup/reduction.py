@@ -51,6 +51,7 @@ __all__ = [
     "make_master_dark",
     "make_master_flat",
     "read_frame",
+    "reduce_raw_frames",
     "stack_exposures",
 ]
 
@@ -1195,3 +1196,62 @@ def stack_exposures(
         wcs=first.wcs,
         meta=header,
     )
+
+
+def reduce_raw_frames(
+    science: Sequence[FrameSource],
+    calibrations: Sequence[FrameSource],
+    out_dir: str | Path,
+    *,
+    cosmic_rays: Literal["lacosmic", "none"] = "lacosmic",
+) -> list[Path]:
+    """Reduce raw science frames with masters made from the night's calibration frames.
+
+    The calibration frames are sorted by ``OBSTYPE`` (BIAS, DARK, SKYFLAT; flats by ``FILTER``);
+    a master bias is required, darks and flats are used when present. Each science frame is
+    calibrated (electrons, error map, bad-pixel flags, cosmic rays by LACosmic since a raw frame has
+    no mask) and written BANZAI-like (SCI, BPM, ERR) as ``<basename>-calibrated.fits``.
+
+    Args:
+        science: Raw science frames (paths or bytes).
+        calibrations: Raw BIAS, DARK and SKYFLAT frames of the same instrument and night.
+        out_dir: Where the calibrated frames are written.
+        cosmic_rays: ``lacosmic`` or ``none``.
+
+    Returns:
+        Paths of the calibrated frames, in the order of ``science``.
+
+    Raises:
+        ReductionError: No bias frame, no flat for a science frame's filter, unreadable frames.
+    """
+    groups: dict[str, list[FitsFrame]] = {}
+    for source in calibrations:
+        frame = read_frame(source)
+        kind = str(frame.header.get("OBSTYPE", "")).upper()
+        key = f"SKYFLAT:{frame.header.get('FILTER', '')}" if kind == "SKYFLAT" else kind
+        groups.setdefault(key, []).append(frame)
+    if not groups.get("BIAS"):
+        raise ReductionError("no BIAS frame among the calibrations: cannot reduce raw frames")
+    bias = make_master_bias(groups["BIAS"])
+    dark = make_master_dark(groups["DARK"], bias=bias) if groups.get("DARK") else None
+    masters: dict[str, MasterCalibration] = {}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for source in science:
+        frame = read_frame(source)
+        band = str(frame.header.get("FILTER", ""))
+        if band not in masters:
+            flats = groups.get(f"SKYFLAT:{band}")
+            if not flats:
+                raise ReductionError(f"no SKYFLAT in filter {band!r} for {frame.name}")
+            flat = make_master_flat(flats, bias=bias, dark=dark)
+            masters[band] = MasterCalibration(bias, dark, flat)
+        ccd = masters[band].calibrate(frame, cosmic_rays=cosmic_rays)
+        name = Path(frame.name or f"frame{len(paths)}").name
+        for suffix in (".fz", ".fits"):
+            name = name.removesuffix(suffix)
+        path = out / f"{name}-calibrated.fits"
+        frame_to_hdulist(ccd).writeto(path, overwrite=True)
+        paths.append(path)
+    return paths

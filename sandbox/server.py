@@ -1,4 +1,4 @@
-"""Run every stand-in together: LCO portal and archive, HERMES, TNS, GCN, a webhook receiver.
+"""Run every stand-in together: LCO portal and archive, HERMES, TNS, GCN, Vizier, a webhook receiver.
 
 Each service listens on its own 127.0.0.1 port at the root of its host:port, as the real ones do
 (clients written for LCO join absolute paths such as ``/api/...`` and ``/frames/...`` onto the
@@ -24,14 +24,15 @@ from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from followup.models import UtcDatetime, utcnow
-from sandbox import gcn, hermes, tns, webhook
+from sandbox import gcn, hermes, tns, vizier, webhook
 from sandbox.lco import LcoSandboxState, ScaledClock, create_archive_app, create_portal_app
 from sandbox.serving import ServedApp
+from sandbox.sky import SyntheticSky
 from sandbox.specs import FrameRenderer, Transient
 
 __all__ = ["SERVICES", "SandboxConfig", "SandboxServer", "SandboxUrls", "main"]
 
-SERVICES = ("portal", "archive", "hermes", "tns", "gcn", "webhook", "control")
+SERVICES = ("portal", "archive", "hermes", "tns", "gcn", "webhook", "vizier", "control")
 
 
 class SandboxConfig(BaseModel):
@@ -39,7 +40,7 @@ class SandboxConfig(BaseModel):
 
     Attributes:
         host: Interface every service binds.
-        base_port: The services use ``base_port`` + 0..6 in the order of :data:`SERVICES`;
+        base_port: The services use ``base_port`` + 0..7 in the order of :data:`SERVICES`;
             0 gives each a free port.
         lco_token: Token the LCO portal and archive accept.
         hermes_token: Token HERMES accepts.
@@ -88,6 +89,7 @@ class SandboxUrls(BaseModel):
     tns: str
     gcn: str
     webhook: str
+    vizier: str
     control: str
     lco_token: str
     proposal_id: str
@@ -98,16 +100,12 @@ class SandboxUrls(BaseModel):
     gcn_token: str
 
 
-def _renderer(config: SandboxConfig) -> FrameRenderer | None:
+def _renderer(config: SandboxConfig, sky: SyntheticSky) -> FrameRenderer | None:
     if config.renderer == "header-only":
         return None
     if config.renderer != "synthetic":
         raise ValueError(f"unknown renderer {config.renderer!r}: use synthetic or header-only")
-    from sandbox.sky import SyntheticSky
-
-    return SyntheticSky(
-        seed=config.sky_seed, transients=config.transients, shape=config.frame_shape
-    ).render
+    return sky.render
 
 
 class TruthRow(BaseModel):
@@ -166,9 +164,12 @@ class SandboxServer:
         # Remote ids must stay unique across sandbox restarts, as the real services' ids are:
         # the ledger outlives the sandbox and keys requests and frames by them.
         id_base = int(time.time() * 1000)
+        self.sky = SyntheticSky(
+            seed=config.sky_seed, transients=config.transients, shape=config.frame_shape
+        )
         self.lco = LcoSandboxState(
             ScaledClock(config.clock_scale),
-            _renderer(config),
+            _renderer(config, self.sky),
             token=config.lco_token,
             proposals=(config.proposal_id,),
             completion_delay_s=config.completion_delay_s,
@@ -204,6 +205,7 @@ class SandboxServer:
             "tns": tns.create_app(self.tns),
             "gcn": gcn.create_app(self.gcn),
             "webhook": webhook.create_app(self.webhook),
+            "vizier": vizier.create_app(self.sky),
         }
         port = self.config.base_port
         for offset, name in enumerate(SERVICES[:-1]):

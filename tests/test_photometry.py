@@ -15,18 +15,21 @@ from astropy.nddata import CCDData
 from astropy.table import Table
 from astropy.time import Time
 
-from followup.exceptions import PhotometryError
+from followup.exceptions import PhotometryError, ReductionError
 from followup.models import Measurement
 from followup.photometry import (
     PhotometryFlag,
+    associate_candidates,
     build_light_curve,
     calibrate_zero_point,
+    candidate_name,
     describe_flags,
     detect_sources,
     find_candidates,
     fit_zero_point,
     mag_to_ujy,
     measure,
+    measure_targets,
     photometry_table,
     plot_light_curve,
 )
@@ -37,6 +40,7 @@ from followup.reduction import (
     make_master_dark,
     make_master_flat,
     read_frame,
+    reduce_raw_frames,
 )
 from sandbox.sky import SyntheticSky
 from sandbox.specs import Transient
@@ -455,3 +459,61 @@ def test_sky_catalogue_provider_plugs_into_photometry(field: Field) -> None:
     via_table = measure(data, target.ra, target.dec, catalog=field.refcat)
     assert via_provider.mag == pytest.approx(via_table.mag, abs=0.005)
     assert via_provider.n_ref_stars == pytest.approx(via_table.n_ref_stars, abs=3)
+
+
+def test_measure_targets_measures_what_is_on_the_frame(field: Field) -> None:
+    data = field.sky.render(spec(300))
+    truth = {row["name"]: row["mag"] for row in field.sky.frame_truth(spec(300)).transients}
+    bright = field.transients[0]
+    targets = [(bright.name, bright.ra, bright.dec), ("far-away", (RA + 5.0) % 360, DEC)]
+    measured = measure_targets(data, targets, catalog=field.refcat, frame_name="f300")
+    assert [m.target_name for m in measured] == [bright.name]
+    m = measured[0]
+    assert m.frame_basename == "f300" and m.is_detection
+    assert abs(m.mag - truth[bright.name]) < 3 * m.mag_err
+    # One zero point for the frame, shared by every target measured on it.
+    both = measure_targets(
+        data, [(t.name, t.ra, t.dec) for t in field.transients[:3]], catalog=field.refcat
+    )
+    assert len({m.zero_point for m in both}) == 1 and len(both) == 3
+    assert measure_targets(data, [("far-away", (RA + 5.0) % 360, DEC)]) == []
+
+
+def test_reduce_raw_frames_writes_frames_that_measure_true(field: Field, tmp_path) -> None:
+    sky = field.sky
+    calibrations = [sky.render(spec(600 + k, kind="BIAS", level=0)) for k in range(3)]
+    calibrations += [sky.render(spec(610 + k, kind="DARK", level=0, exptime=300)) for k in range(3)]
+    calibrations += [
+        sky.render(spec(620 + k, kind="SKYFLAT", level=0, exptime=4)) for k in range(3)
+    ]
+    science = spec(630, level=0)
+    raw_path = tmp_path / f"{science.basename}.fits.fz"
+    raw_path.write_bytes(sky.render(science))
+    (path,) = reduce_raw_frames([raw_path], calibrations, tmp_path / "reduced")
+    assert path.name == f"{science.basename}-calibrated.fits"
+    bright = field.transients[2]
+    truth = {row["name"]: row["mag"] for row in sky.frame_truth(science).transients}
+    (m,) = measure_targets(path, [(bright.name, bright.ra, bright.dec)], catalog=field.refcat)
+    assert abs(m.mag - truth[bright.name]) < 3 * m.mag_err
+    with pytest.raises(ReductionError, match="no BIAS"):
+        reduce_raw_frames([raw_path], calibrations[3:], tmp_path / "none")
+
+
+def test_associate_candidates_merges_positions_across_frames() -> None:
+    from astropy.table import QTable
+
+    def table(*rows):
+        return QTable(rows=list(rows), names=("ra", "dec", "snr", "mag"))
+
+    first = table((150.0, 2.2, 20.0, 19.0), (150.1, 2.3, 8.0, 20.5))
+    second = table((150.0 + 0.5 / 3600, 2.2, 30.0, 18.9))  # same source, 0.5" away
+    merged = associate_candidates([first, second])
+    assert [(c["n_frames"], round(c["best_snr"])) for c in merged] == [(2, 30), (1, 8)]
+    assert merged[0]["name"] == candidate_name(merged[0]["ra"], merged[0]["dec"])
+    assert abs(merged[0]["ra"] - 150.0) * 3600 < 0.5 and len(merged[0]["name"]) <= 30
+    assert [c["n_frames"] for c in associate_candidates([first, second], min_frames=2)] == [2]
+    # Positions across RA = 0 are still one source.
+    wrap = associate_candidates(
+        [table((359.99999, 0.0, 10.0, 20.0)), table((0.00001, 0.0, 10.0, 20.0))]
+    )
+    assert len(wrap) == 1

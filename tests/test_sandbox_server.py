@@ -49,9 +49,9 @@ def test_each_service_has_its_own_port(server) -> None:
     urls = server.urls
     ports = {
         getattr(urls, name).rsplit(":", 1)[1]
-        for name in ("portal", "archive", "hermes", "tns", "gcn", "webhook", "control")
+        for name in ("portal", "archive", "hermes", "tns", "gcn", "webhook", "vizier", "control")
     }
-    assert len(ports) == 7
+    assert len(ports) == 8
 
 
 def test_portal_and_archive_share_state(server) -> None:
@@ -120,6 +120,20 @@ def test_reporting_stand_ins_answer_the_real_clients(server) -> None:
     assert record.circular_id >= 40000
     hook = httpx.post(f"{urls.webhook}/hooks/alarm", json={"text": "listener silent"})
     assert hook.status_code < 300
+
+
+def test_vizier_stand_in_answers_astroquery_with_the_sky_s_stars(server) -> None:
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord
+
+    from followup.catalogs import VizierCatalog
+
+    stars = VizierCatalog("refcat2", server=server.urls.vizier, mag_limit=19.0).query(
+        SkyCoord(150.0, -20.0, unit="deg"), 10 * u.arcmin
+    )
+    truth = server.sky.reference_catalog(150.0, -20.0, 10 / 60)
+    assert len(stars) == int((truth["rmag"] < 19.0).sum()) > 10
+    assert float(stars["r"].max()) < 19.0
 
 
 def test_control_app_reports_the_truth(server) -> None:

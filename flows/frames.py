@@ -1,0 +1,183 @@
+"""Stage flow ``process-frames``: frames of completed requests to calibrated photometry.
+
+Per-frame work is mapped: it runs on a thread pool locally, or on a Dask cluster when the
+settings name one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, unmapped
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.runtime import Runtime, load_runtime
+from followup.catalogs import LocalCatalog, ReferenceCatalog, VizierCatalog
+from followup.ledger import RequestRow
+from followup.models import Frame, LcoState, Measurement, Target, TargetKind
+from followup.photometry import associate_candidates, build_light_curve, plot_light_curve
+from tasks.artifacts import publish_plot, publish_table
+from tasks.frames import (
+    download_frame,
+    find_frame_candidates,
+    list_request_frames,
+    measure_frame,
+    reduce_raw,
+)
+
+__all__ = ["frames_task_runner", "process_frames"]
+
+SCIENCE = "EXPOSE"
+MEASURED_KINDS = (TargetKind.POINT, TargetKind.CANDIDATE)
+SEARCHED_KINDS = (TargetKind.FIELD, TargetKind.GALAXY)
+
+
+def zero_point_catalog(runtime: Runtime) -> ReferenceCatalog | None:
+    """Reference stars for zero points: None means the frame's own CAT and L1ZP."""
+    spec = runtime.settings.reference_catalog
+    if spec == "frame":
+        return None
+    if spec.startswith("vizier-"):
+        return VizierCatalog(spec.removeprefix("vizier-"), server=runtime.settings.vizier_server)
+    return LocalCatalog(spec)
+
+
+def candidate_catalog(runtime: Runtime) -> ReferenceCatalog:
+    """The catalogue new sources are checked against (deep: ATLAS-REFCAT2, or a local file)."""
+    spec = runtime.settings.reference_catalog
+    if spec not in ("frame",) and not spec.startswith("vizier-"):
+        return LocalCatalog(spec)
+    return VizierCatalog("refcat2", server=runtime.settings.vizier_server)
+
+
+def frames_task_runner(dask_address: str = "") -> Any:
+    """Thread pool locally; the Dask cluster at ``dask_address`` when one is given."""
+    if dask_address:
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(address=dask_address)
+    return ThreadPoolTaskRunner(max_workers=2)
+
+
+def _completed(runtime: Runtime, event_id: str) -> list[RequestRow]:
+    return [
+        r
+        for r in runtime.ledger.requests_for_event(event_id)
+        if r.local_status == "submitted" and r.state == LcoState.COMPLETED.value and r.request_id
+    ]
+
+
+def _fetch(runtime: Runtime, requests: list[RequestRow]) -> list[tuple[RequestRow, Frame]]:
+    """Download every frame of the completed requests; reduce the raw ones."""
+    archive = runtime.settings.lco.get_archive_client()
+    listed = list_request_frames.map(unmapped(archive), [r.request_id for r in requests]).result()
+    pairs = [(row, frame) for row, frames in zip(requests, listed, strict=True) for frame in frames]
+    downloaded = download_frame.map(
+        unmapped(archive), [f for _, f in pairs], unmapped(runtime.settings.frames_dir)
+    ).result()
+    fetched: list[tuple[RequestRow, Frame]] = []
+    for row in requests:
+        frames = [f for (r, _), f in zip(pairs, downloaded, strict=True) if r.id == row.id]
+        science = [f for f in frames if (f.configuration_type or SCIENCE) == SCIENCE]
+        raw = [f for f in science if f.reduction_level == 0]
+        if raw:
+            calibrations = [f for f in frames if (f.configuration_type or SCIENCE) != SCIENCE]
+            science = [f for f in science if f.reduction_level != 0] + reduce_raw(
+                raw, calibrations, runtime.settings.frames_dir / "reduced"
+            )
+        fetched += [(row, f) for f in science]
+    return fetched
+
+
+def _new_candidates(
+    runtime: Runtime, event_id: str, frames: list[Frame], targets: list[Target]
+) -> list[Target]:
+    """Transients in the frames of fields and galaxies: stored as candidate targets."""
+    catalog = candidate_catalog(runtime)
+    found = find_frame_candidates.map(frames, unmapped(catalog)).result()
+    merged = associate_candidates(found)
+    rank = max((t.rank for t in targets), default=0)
+    candidates = [
+        Target(
+            name=c["name"],
+            ra=c["ra"],
+            dec=c["dec"],
+            kind=TargetKind.CANDIDATE,
+            rank=rank + i,
+            probability=0.0,
+        )
+        for i, c in enumerate(merged, start=1)
+    ]
+    runtime.ledger.save_targets(event_id, candidates)
+    return candidates
+
+
+@flow(
+    name="process-frames",
+    flow_run_name="process-frames-{event_id}",
+    task_runner=ThreadPoolTaskRunner(max_workers=2),
+)
+def process_frames(
+    alert_id: int, event_id: str = "", settings: str = "default"
+) -> list[dict[str, Any]]:
+    """Download, reduce and measure the frames of the event's completed requests.
+
+    Frames of fields and galaxies are searched for sources absent from the reference catalogue
+    (transient candidates, stored as targets); every point target and candidate is then measured
+    on every frame that covers it. Measurements are stored once per frame, target and method, so a
+    rerun measures only what is new.
+
+    Returns:
+        The light curve rows.
+    """
+    logger = get_run_logger()
+    runtime = load_runtime(settings)
+    ledger = runtime.ledger
+    event_id = ledger.get_alert(alert_id)[0].event_id
+    requests = _completed(runtime, event_id)
+    if not requests:
+        logger.info("%s: no completed request yet", event_id)
+        return []
+    fetched = _fetch(runtime, requests)
+    frame_rows = {f.frame_id: ledger.record_frame(f, row.id)[0] for row, f in fetched}
+    frames = [f for _, f in fetched]
+
+    targets = [Target.model_validate(t.data) for t in ledger.targets_for_event(event_id)]
+    searched = {t.name for t in targets if t.kind in SEARCHED_KINDS}
+    target_of_request = {r.id: r.target_id for r in requests}
+    names = {t.id: t.name for t in ledger.targets_for_event(event_id)}
+    search_frames = [f for row, f in fetched if names.get(target_of_request[row.id]) in searched]
+    if search_frames:
+        _new_candidates(runtime, event_id, search_frames, targets)
+    rows = {t.name: t for t in ledger.targets_for_event(event_id)}
+    measured = [
+        (t.name, t.ra, t.dec) for t in rows.values() if TargetKind(t.kind) in MEASURED_KINDS
+    ]
+    if not measured:
+        logger.info(
+            "%s: no point target or candidate to measure on %d frame(s)", event_id, len(frames)
+        )
+        return []
+    results = measure_frame.map(frames, unmapped(measured), unmapped(zero_point_catalog(runtime)))
+    measurements: list[Measurement] = []
+    for frame, state in zip(frames, results, strict=True):
+        for m in state.result():
+            ledger.record_measurement(frame_rows[frame.frame_id].id, rows[m.target_name].id, m)
+            measurements.append(m)
+
+    everything = ledger.measurements_for_event(event_id)
+    curve = build_light_curve(everything)
+    table = curve.astype(object).where(curve.notna(), None).to_dict(orient="records")
+    publish_table("light-curve", event_id, table, f"photometry of {event_id} (AB, µJy)")
+    publish_plot(
+        "light-curve",
+        event_id,
+        plot_light_curve(curve, title=f"{event_id}: LCO forced photometry"),
+        f"light curve of {event_id}",
+        plots_dir=runtime.settings.plots_dir,
+        plots_base_url=runtime.settings.plots_base_url,
+    )
+    logger.info(
+        "%s: %d new measurement(s) on %d frame(s)", event_id, len(measurements), len(frames)
+    )
+    return table

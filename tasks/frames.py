@@ -1,0 +1,82 @@
+"""Tasks of frame processing: list, download, reduce, find candidates, measure (one frame each)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from astropy.table import QTable
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from followup.catalogs import ReferenceCatalog
+from followup.lco import ArchiveClient
+from followup.models import Frame, Measurement
+from followup.photometry import find_candidates, measure_targets
+from followup.reduction import reduce_raw_frames
+from tasks.retry import RETRY_DELAYS_S, retry_if_unavailable
+
+__all__ = [
+    "download_frame",
+    "find_frame_candidates",
+    "list_request_frames",
+    "measure_frame",
+    "reduce_raw",
+]
+
+_RETRY = {
+    "retries": len(RETRY_DELAYS_S),
+    "retry_delay_seconds": RETRY_DELAYS_S,
+    "retry_condition_fn": retry_if_unavailable,
+    "cache_policy": NO_CACHE,
+}
+
+
+@task(name="list frames", task_run_name="list frames of request {request_id}", **_RETRY)
+def list_request_frames(archive: ArchiveClient, request_id: int) -> list[Frame]:
+    """The request's frames: BANZAI-reduced if any, else raw plus the night's calibrations."""
+    frames = archive.frames_for_request(request_id)
+    get_run_logger().info("request %s: %d frame(s)", request_id, len(frames))
+    return frames
+
+
+@task(name="download frame", task_run_name="download {frame.basename}", **_RETRY)
+def download_frame(archive: ArchiveClient, frame: Frame, dest_dir: Path) -> Frame:
+    """Download (or find in the cache) one frame; returns it with its local path."""
+    path = archive.download_frame(frame, dest_dir)
+    return frame.model_copy(update={"local_path": str(path)})
+
+
+@task(name="reduce raw frames", cache_policy=NO_CACHE)
+def reduce_raw(science: list[Frame], calibrations: list[Frame], out_dir: Path) -> list[Frame]:
+    """Calibrate raw science frames with masters from their night's calibration frames."""
+    paths = reduce_raw_frames(
+        [f.local_path for f in science], [f.local_path for f in calibrations], out_dir
+    )
+    return [
+        f.model_copy(update={"local_path": str(p), "reduction_level": 90})
+        for f, p in zip(science, paths, strict=True)
+    ]
+
+
+@task(name="find candidates", task_run_name="find candidates on {frame.basename}", **_RETRY)
+def find_frame_candidates(frame: Frame, catalog: ReferenceCatalog | None) -> QTable:
+    """Sources on the frame with no reference-catalogue counterpart."""
+    found = find_candidates(frame.local_path, catalog)
+    get_run_logger().info("%s: %d candidate(s)", frame.basename, len(found))
+    return found
+
+
+@task(name="measure frame", task_run_name="measure {frame.basename}", **_RETRY)
+def measure_frame(
+    frame: Frame, targets: list[tuple[str, float, float]], catalog: ReferenceCatalog | None
+) -> list[Measurement]:
+    """Forced photometry of every target on the frame (one zero point for the frame)."""
+    measured = measure_targets(
+        frame.local_path, targets, catalog=catalog, frame_name=frame.basename
+    )
+    for m in measured:
+        value = (
+            f"{m.mag:.3f} ± {m.mag_err:.3f}" if m.mag is not None else f"> {m.limit_mag_5sigma:.2f}"
+        )
+        get_run_logger().info("%s on %s: %s %s", m.target_name, frame.basename, m.band, value)
+    return measured
