@@ -34,6 +34,8 @@ class FollowupSettings(Block):
         galaxy_catalog: Galaxy catalog for galaxy targeting: empty (tile the sky map only),
             ``vizier-glade`` (GLADE+ through Vizier) or the path of a local GLADE+-like file.
         max_targets: Most targets planned per alert (the strategy may lower it).
+        candidate_min_frames: A transient candidate must be found on at least this many frames
+            (2 rejects noise peaks and artefacts seen once; 1 accepts single-image discoveries).
         planning_span_hours: Visibility windows are searched this far ahead.
         approval_timeout_s: How long a run waits for a person before counting it as declined.
         poll_interval_s: Seconds between batched status queries while a run waits for LCO.
@@ -78,6 +80,9 @@ class FollowupSettings(Block):
         default="", description="Galaxies: empty (tile only), vizier-glade, or a file path."
     )
     max_targets: int = Field(default=5, ge=1, description="Most targets planned per alert.")
+    candidate_min_frames: int = Field(
+        default=2, ge=1, description="A candidate must be found on at least this many frames."
+    )
     planning_span_hours: float = Field(
         default=24.0, gt=0, description="Visibility windows are searched this far ahead."
     )

@@ -199,8 +199,9 @@ class Listener:
         *,
         stop: threading.Event,
         heartbeat_interval_s: float = 30.0,
+        on_ready: Callable[[], None] | None = None,
     ) -> None:
-        """Read every stream (one thread each) until ``stop`` is set."""
+        """Read every stream (one thread each) until ``stop`` is set; ``on_ready`` once started."""
         threads = [
             threading.Thread(
                 target=stream.run,
@@ -217,12 +218,18 @@ class Listener:
         ]
         for thread in threads:
             thread.start()
+        if on_ready is not None:
+            on_ready()
         for thread in threads:
             thread.join()
 
 
 def run_listener(
-    listener_settings: str = "default", *, stop: threading.Event, name: str = "default"
+    listener_settings: str = "default",
+    *,
+    stop: threading.Event,
+    name: str = "default",
+    on_ready: Callable[[], None] | None = None,
 ) -> Listener:
     """Load the listener's blocks and run it until ``stop`` is set.
 
@@ -230,6 +237,7 @@ def run_listener(
         listener_settings: Name of the :class:`blocks.ListenerSettings` document.
         stop: Set it to stop reading (then running follow-up runs are waited for).
         name: Name of this listener in heartbeat events.
+        on_ready: Called once the streams are being read.
     """
     from blocks import FollowupSettings, ListenerSettings
     from deployments.dispatch import Dispatcher
@@ -273,8 +281,35 @@ def run_listener(
         )
     logger.info("listening to %s", ", ".join(repr(s) for s in streams))
     try:
-        listener.run(streams, stop=stop, heartbeat_interval_s=config.heartbeat_interval_s)
+        listener.run(
+            streams, stop=stop, heartbeat_interval_s=config.heartbeat_interval_s, on_ready=on_ready
+        )
     finally:
         if dispatcher is not None:
             dispatcher.shutdown(wait=True)
     return listener
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the listener until SIGINT or SIGTERM (``python -m deployments.listener``)."""
+    import argparse
+    import signal
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(prog="python -m deployments.listener", description=__doc__)
+    parser.add_argument("--listener-settings", default="default", help="ListenerSettings name")
+    parser.add_argument("--name", default="default", help="name in heartbeat events")
+    parser.add_argument("--ready-file", type=Path, help="touched once the listener is reading")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    ready = args.ready_file.touch if args.ready_file else None
+    run_listener(args.listener_settings, stop=stop, name=args.name, on_ready=ready)
+
+
+if __name__ == "__main__":
+    main()

@@ -6,6 +6,7 @@ settings name one.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
@@ -95,7 +96,7 @@ def _new_candidates(
     """Transients in the frames of fields and galaxies: stored as candidate targets."""
     catalog = candidate_catalog(runtime)
     found = find_frame_candidates.map(frames, unmapped(catalog)).result()
-    merged = associate_candidates(found)
+    merged = associate_candidates(found, min_frames=runtime.settings.candidate_min_frames)
     rank = max((t.rank for t in targets), default=0)
     candidates = [
         Target(
@@ -167,7 +168,7 @@ def process_frames(
 
     everything = ledger.measurements_for_event(event_id)
     curve = build_light_curve(everything)
-    table = curve.astype(object).where(curve.notna(), None).to_dict(orient="records")
+    table = json.loads(curve.to_json(orient="records", date_format="iso"))
     publish_table("light-curve", event_id, table, f"photometry of {event_id} (AB, µJy)")
     publish_plot(
         "light-curve",

@@ -55,6 +55,10 @@ class SandboxConfig(BaseModel):
         cache_dir: Where rendered frames are kept.
         renderer: ``synthetic`` (the synthetic sky, real pixels) or ``header-only`` (tiny frames).
         sky_seed: Seed of the synthetic star field.
+        catalog_depth: Faintest r magnitude of the reference catalogue the Vizier stand-in serves.
+            Transient candidates are sources absent from it, so it must reach deeper than the
+            frames (about 22.2 at 5 sigma in 300 s), as PS1-depth catalogues do for 1-m frames;
+            the default lists every star of the synthetic field.
         frame_shape: Pixels of rendered frames (height, width); Sinistro is 4096 x 4096.
         transients: The transients the synthetic sky holds.
     """
@@ -76,6 +80,7 @@ class SandboxConfig(BaseModel):
     cache_dir: str = ".followup/sandbox-frames"
     renderer: str = "synthetic"
     sky_seed: int = 0
+    catalog_depth: float = 23.5
     frame_shape: tuple[int, int] = (4096, 4096)
     transients: list[Transient] = Field(default_factory=list)
 
@@ -165,7 +170,10 @@ class SandboxServer:
         # the ledger outlives the sandbox and keys requests and frames by them.
         id_base = int(time.time() * 1000)
         self.sky = SyntheticSky(
-            seed=config.sky_seed, transients=config.transients, shape=config.frame_shape
+            seed=config.sky_seed,
+            transients=config.transients,
+            shape=config.frame_shape,
+            catalog_depth=config.catalog_depth,
         )
         self.lco = LcoSandboxState(
             ScaledClock(config.clock_scale),

@@ -1,0 +1,341 @@
+"""``followup demo``: the whole loop on a real-format LVK alert, against the sandbox.
+
+Starts the local stack, publishes an LVK PRELIMINARY alert with an embedded multi-order sky map
+to the local ``igwn.gwalert`` topic with hop-client, waits for the follow-up run the listener
+starts, and prints what happened beside the sandbox's truth. Public reports wait for approval: the
+demo answers those forms through Prefect's resume API on behalf of the on-call astronomer
+(``--approve ui`` leaves them to you in the UI), and says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import string
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from deployments.stack import LocalStack, StackOptions
+from followup.models import Alert, utcnow
+from followup.summary import EventSummary, event_summary
+from sandbox.server import SandboxConfig
+from sandbox.specs import Transient
+
+__all__ = ["AutoApprover", "DemoAlert", "make_demo_alert", "run_demo"]
+
+TRANSIENT_OFFSET_DEG = (0.03, -0.02)  # from the sky map's peak: inside the first field
+
+
+@dataclass
+class DemoAlert:
+    """A demo alert and the transient the sandbox puts in its sky."""
+
+    raw: bytes
+    event_id: str
+    transient: Transient
+
+
+def _observable_position(now: datetime) -> tuple[float, float]:
+    """A position opposite the Sun that some LCO site sees at night within the next day."""
+    from astropy.coordinates import get_sun
+    from astropy.time import Time
+
+    from followup.sites import configure_offline_iers
+    from followup.visibility import VisibilityCalculator
+
+    configure_offline_iers()
+    sun = get_sun(Time(now))
+    ra = (float(sun.ra.deg) + 180.0) % 360.0
+    calc = VisibilityCalculator(now, span_hours=24, max_airmass=1.6)
+    for dec in (-30.0, -15.0, 0.0, 15.0, 30.0, -45.0):
+        if calc.windows(ra, dec, min_window_minutes=60).windows[0]:
+            return ra, dec
+    return ra, -30.0
+
+
+def make_demo_alert(now: datetime | None = None, *, event_id: str | None = None) -> DemoAlert:
+    """A mock LVK PRELIMINARY BNS alert (JSON form, embedded multi-order sky map).
+
+    The sky map is a Gaussian blob (sigma 0.25 deg, 90% area about 1.2 deg2) around a position
+    LCO can observe tonight; the synthetic transient sits near its peak.
+    """
+    from followup.alerts.mock import make_lvk_alert
+    from followup.skymap import make_gaussian_skymap
+
+    now = now or utcnow()
+    letters = "".join(random.choice(string.ascii_lowercase) for _ in range(3))
+    event_id = event_id or f"MS{now:%y%m%d}{letters}"
+    ra, dec = _observable_position(now)
+    skymap = make_gaussian_skymap(
+        ra, dec, 0.25, distance_mpc=120.0, distance_sigma_mpc=25.0, object_name=event_id
+    )
+    event_time = now - timedelta(minutes=2)
+    raw = make_lvk_alert(
+        event_id,
+        "PRELIMINARY",
+        skymap=skymap,
+        issued_at=now,
+        event_time=event_time,
+        far=3.2e-10,
+        significant=True,
+        search="MDC",
+        classification={"BNS": 0.93, "NSBH": 0.04, "BBH": 0.0, "Terrestrial": 0.03},
+        properties={"HasNS": 0.99, "HasRemnant": 0.95, "HasMassGap": 0.01},
+    )
+    transient = Transient(
+        name=f"{event_id}-kilonova",
+        ra=(ra + TRANSIENT_OFFSET_DEG[0]) % 360.0,
+        dec=dec + TRANSIENT_OFFSET_DEG[1],
+        peak_mag={"gp": 19.3, "rp": 19.0, "ip": 18.9, "zs": 18.9},
+        peak_time=event_time,
+        decline_mag_per_day=0.5,
+    )
+    return DemoAlert(raw=raw, event_id=event_id, transient=transient)
+
+
+def _transient_for(alert: Alert) -> Transient:
+    """A transient near the peak (or position) of someone else's alert file."""
+    from followup.skymap import read_skymap
+
+    if alert.skymap:
+        ra, dec, _ = read_skymap(alert.skymap).peak
+    elif alert.position:
+        ra, dec = alert.position.ra, alert.position.dec
+    else:
+        raise ValueError(f"{alert.event_id} has neither a sky map nor a position")
+    return Transient(
+        name=f"{alert.event_id}-transient",
+        ra=(ra + TRANSIENT_OFFSET_DEG[0]) % 360.0,
+        dec=max(-89.9, min(89.9, dec + TRANSIENT_OFFSET_DEG[1])),
+        peak_mag={"gp": 19.3, "rp": 19.0, "ip": 18.9, "zs": 18.9},
+        peak_time=alert.event_time or alert.issued_at,
+        decline_mag_per_day=0.5,
+    )
+
+
+class AutoApprover(threading.Thread):
+    """Answers every paused run's form with "approved", as an on-call astronomer would in the UI.
+
+    Uses Prefect's resume API (the same call the UI's Resume button makes). Every answer is
+    recorded in :attr:`approved` and printed in the demo's summary.
+    """
+
+    REVIEWER = "followup demo (auto-approval on behalf of the on-call astronomer)"
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True, name="auto-approver")
+        self.stop = threading.Event()
+        self.approved: list[str] = []
+
+    def run(self) -> None:
+        """Resume paused runs every second until :attr:`stop` is set."""
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import (
+            FlowRunFilter,
+            FlowRunFilterState,
+            FlowRunFilterStateType,
+        )
+        from prefect.client.schemas.objects import StateType
+
+        paused = FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+        )
+        while not self.stop.wait(1.0):
+            try:
+                with get_client(sync_client=True) as client:
+                    for run in client.read_flow_runs(flow_run_filter=paused):
+                        client.resume_flow_run(
+                            run.id,
+                            run_input={
+                                "approved": True,
+                                "reviewer": self.REVIEWER,
+                                "comment": "approved by the demo",
+                            },
+                        )
+                        self.approved.append(run.name)
+            except Exception:  # the server may be busy; try again next second
+                continue
+
+
+def _truth(control_url: str, summary: EventSummary) -> dict[int, dict[str, Any]]:
+    """The sandbox's true magnitude beside each measurement (matched by position and time)."""
+    targets = {t["name"]: t for t in summary.targets}
+    truth: dict[int, dict[str, Any]] = {}
+    for index, m in enumerate(summary.measurements):
+        mid = datetime(1858, 11, 17, tzinfo=UTC) + timedelta(days=m.mjd)
+        rows = httpx.get(
+            f"{control_url}/sandbox/truth",
+            params={"band": m.band, "time": mid.isoformat()},
+            timeout=10,
+        ).json()
+        target = targets.get(m.target_name)
+        for row in rows if target else []:
+            separation = (
+                3600 * ((row["ra"] - target["ra"]) ** 2 + (row["dec"] - target["dec"]) ** 2) ** 0.5
+            )
+            if separation < 3.0:
+                truth[index] = {"name": row["name"], "mag": row["mag"]}
+    return truth
+
+
+def _flow_run(flow_run_id: str) -> Any:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(flow_run_id)
+
+
+def _wait_final(flow_run_id: str, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        run = _flow_run(flow_run_id)
+        if run.state is not None and run.state.is_final():
+            return run
+        if time.monotonic() > deadline:
+            return run
+        time.sleep(1.0)
+
+
+def build_summary(
+    stack: LocalStack, event_id: str, flow_run: Any, approvals: list[str], wall_s: float
+) -> dict[str, Any]:
+    """The demo's summary as a JSON-able dict."""
+    ledger = stack.ledger()
+    summary = event_summary(ledger, event_id)
+    ledger.dispose()
+    assert stack.urls is not None
+    truth = _truth(stack.urls.control, summary)
+    measurements = []
+    for index, m in enumerate(summary.measurements):
+        row = m.model_dump(mode="json")
+        true = truth.get(index)
+        row["true_mag"] = true["mag"] if true else None
+        if true and m.mag is not None and m.mag_err:
+            row["sigma_from_truth"] = (m.mag - true["mag"]) / m.mag_err
+        measurements.append(row)
+    state = flow_run.state
+    return {
+        "event_id": event_id,
+        "flow_run_id": str(flow_run.id),
+        "flow_run_name": flow_run.name,
+        "flow_run_url": stack.server.flow_run_url(str(flow_run.id)),
+        "state": state.name if state else None,
+        "succeeded": bool(state and state.is_completed()),
+        "targets": summary.targets,
+        "requests": summary.requests,
+        "frames": summary.frames,
+        "measurements": measurements,
+        "reports": summary.reports,
+        "approvals": approvals,
+        "wall_time_s": round(wall_s, 1),
+        "stack_startup_s": round(stack.startup_s, 1),
+    }
+
+
+def print_summary(data: dict[str, Any]) -> None:
+    """The summary for people."""
+    line = "-" * 78
+    print(line)
+    print(f"followup demo: {data['event_id']}  ({data['flow_run_name']}: {data['state']})")
+    print(f"Prefect UI: {data['flow_run_url']}")
+    print(line)
+    print(f"Targets ({len(data['targets'])}):")
+    for t in data["targets"]:
+        print(
+            f"  {t['rank']:>2}  {t['name']:<22} {t['kind']:<9} RA {t['ra']:9.4f}  Dec {t['dec']:+8.4f}"
+            f"  P={t['probability']:.3f}"
+        )
+    print(f"LCO requests ({len(data['requests'])}):")
+    for r in data["requests"]:
+        print(
+            f"  {r['group_name']:<48} request {r['request_id']}  {r['local_status']}/{r['state']}"
+        )
+    print(f"Frames ({len(data['frames'])}):")
+    for f in data["frames"]:
+        print(f"  {f['basename']}  {f['filter']}  {f['observation_date']}")
+    print(f"Measurements ({len(data['measurements'])}), AB magnitudes beside the sandbox's truth:")
+    for m in data["measurements"]:
+        measured = (
+            f"{m['mag']:.3f} ± {m['mag_err']:.3f}"
+            if m["mag"] is not None
+            else f"> {m['limit_mag_5sigma']:.2f} (5σ limit)"
+        )
+        true = f"{m['true_mag']:.3f}" if m["true_mag"] is not None else "-"
+        pull = f"  ({m['sigma_from_truth']:+.1f}σ)" if m.get("sigma_from_truth") is not None else ""
+        print(
+            f"  {m['target_name']:<22} {m['band']}  MJD {m['mjd']:.5f}  measured {measured}"
+            f"  true {true}{pull}"
+        )
+    print(f"Reports ({len(data['reports'])}):")
+    for r in data["reports"]:
+        print(
+            f"  {r['destination']:<7} {r['target'] or '-':<22} {r['status']:<10} {r['remote_id'] or ''}"
+            f"  {r['url'] or ''}"
+        )
+    if data["approvals"]:
+        print(
+            f"Approved through the resume API by {AutoApprover.REVIEWER}: {', '.join(data['approvals'])}"
+        )
+    print(line)
+    print(f"wall time {data['wall_time_s']} s (stack start-up {data['stack_startup_s']} s)")
+
+
+def run_demo(
+    *,
+    root: Path,
+    once: bool,
+    alert_path: Path | None = None,
+    summary_json: Path | None = None,
+    approve: str = "auto",
+    ui_port: int = 4200,
+    timeout_s: float = 600.0,
+) -> int:
+    """Run the demo; return the exit code (0 when the follow-up run completed)."""
+    from followup.alerts import parse_message
+
+    started = time.monotonic()
+    if alert_path is not None:
+        raw = alert_path.read_bytes()
+        alert = parse_message(raw)
+        event_id, transient = alert.event_id, _transient_for(alert)
+    else:
+        demo = make_demo_alert()
+        raw, event_id, transient = demo.raw, demo.event_id, demo.transient
+    options = StackOptions(
+        root=root,
+        ui_port=ui_port,
+        sandbox=SandboxConfig(completion_delay_s=15.0, transients=[transient]),
+    )
+    print(f"starting the stack (Prefect UI on http://127.0.0.1:{ui_port}) ...", flush=True)
+    with LocalStack(options) as stack:
+        print(
+            f"stack up in {stack.startup_s:.0f} s; publishing {event_id} PRELIMINARY to igwn.gwalert",
+            flush=True,
+        )
+        approver = AutoApprover()
+        if approve == "auto":
+            approver.start()
+        stack.publish(raw)
+        flow_run_id = stack.wait_for_run(event_id, timeout=120)
+        if flow_run_id is None:
+            print(f"the listener started no follow-up run for {event_id}; see {options.log_dir}")
+            return 1
+        print(f"follow-up run: {stack.server.flow_run_url(flow_run_id)}", flush=True)
+        run = _wait_final(flow_run_id, timeout_s)
+        approver.stop.set()
+        data = build_summary(stack, event_id, run, approver.approved, time.monotonic() - started)
+        print_summary(data)
+        if summary_json is not None:
+            summary_json.write_text(json.dumps(data, indent=2, default=str))
+        if not once:
+            print("the stack stays up; press Ctrl-C to stop it", flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                threading.Event().wait()
+        return 0 if data["succeeded"] else 1

@@ -1,0 +1,123 @@
+"""Every deployment of followup, served from one process (small setups, the demo, drills).
+
+``python -m deployments.serve --settings sandbox`` registers the deployments with their triggers
+and schedules and runs their flows here. Bigger setups use ``prefect.yaml`` with a process work
+pool and workers instead; the deployments are the same.
+
+Triggers fire only for events labelled ``followup.started-by: trigger``: a listener that starts
+runs itself (the default, for speed) labels its events ``listener``, so no alert gets two runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from prefect import serve
+from prefect.events import DeploymentEventTrigger
+
+from flows.drill import drill
+from flows.events import ALERT_ACCEPTED, ALERT_RETRACTED
+from flows.followup import followup
+from flows.frames import process_frames
+from flows.maintenance import refresh_requests, rerun_photometry
+from flows.observe import observe
+from flows.report import report
+from flows.retract import retract
+from flows.targets import select_targets
+
+__all__ = ["build_deployments", "main"]
+
+
+def _event_trigger(name: str, event: str, parameters: dict[str, Any]) -> DeploymentEventTrigger:
+    return DeploymentEventTrigger(
+        name=name,
+        expect={event},
+        match={"prefect.resource.id": "followup.event.*", "followup.started-by": "trigger"},
+        parameters=parameters,
+    )
+
+
+def build_deployments(
+    settings: str = "default",
+    listener_settings: str = "default",
+    *,
+    refresh_interval_s: float = 300,
+) -> list[Any]:
+    """The deployments, bound to the settings documents they use."""
+    stage = {"settings": settings}
+    return [
+        followup.to_deployment(
+            name="followup",
+            description="The whole loop for one accepted alert.",
+            parameters=stage,
+            triggers=[
+                _event_trigger(
+                    "followup-on-accepted-alert",
+                    ALERT_ACCEPTED,
+                    {
+                        "alert_id": "{{ event.resource['followup.alert-id'] }}",
+                        "event_id": "{{ event.resource['prefect.resource.name'] }}",
+                        "alert_type": "{{ event.resource['followup.alert-type'] }}",
+                        "settings": settings,
+                    },
+                )
+            ],
+        ),
+        retract.to_deployment(
+            name="retract",
+            description="Cancel everything planned for a retracted event.",
+            parameters=stage,
+            triggers=[
+                _event_trigger(
+                    "retract-on-retraction",
+                    ALERT_RETRACTED,
+                    {
+                        "event_id": "{{ event.resource['prefect.resource.name'] }}",
+                        "settings": settings,
+                    },
+                )
+            ],
+        ),
+        refresh_requests.to_deployment(
+            name="refresh-requests",
+            description="One batched LCO status query; move completed requests on.",
+            parameters=stage,
+            interval=refresh_interval_s,
+        ),
+        rerun_photometry.to_deployment(
+            name="rerun-photometry",
+            description="Nightly: measure new frames and report what changed.",
+            parameters=stage,
+            cron="0 12 * * *",
+        ),
+        drill.to_deployment(
+            name="drill",
+            description="Replay a mock alert through the whole loop (test alerts only).",
+            parameters={"listener_settings": listener_settings},
+        ),
+        select_targets.to_deployment(name="select-targets", parameters=stage),
+        observe.to_deployment(name="observe", parameters=stage),
+        process_frames.to_deployment(name="process-frames", parameters=stage),
+        report.to_deployment(name="report", parameters=stage),
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve every deployment until interrupted."""
+    parser = argparse.ArgumentParser(prog="python -m deployments.serve", description=__doc__)
+    parser.add_argument("--settings", default="default", help="FollowupSettings document name")
+    parser.add_argument("--listener-settings", default="default", help="ListenerSettings name")
+    parser.add_argument("--refresh-interval", type=float, default=300.0, help="seconds")
+    parser.add_argument("--limit", type=int, default=4, help="most concurrent runs")
+    args = parser.parse_args(argv)
+    serve(
+        *build_deployments(
+            args.settings, args.listener_settings, refresh_interval_s=args.refresh_interval
+        ),
+        limit=args.limit,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,337 @@
+"""The whole local stack on one machine: Prefect server and UI, Kafka, the sandbox, serve, listener.
+
+Used by ``followup demo``, the end-to-end test and the latency benchmark. Everything it starts it
+also stops; state lives in project-local directories (``.prefect`` for Prefect, ``.followup`` for
+the ledger, frames, plots and logs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from deployments.prefect_server import PrefectServer
+from deployments.processes import ManagedProcess, free_port, wait_until
+from followup.ledger import Ledger
+from sandbox.broker import TansuBroker
+from sandbox.server import SandboxConfig, SandboxUrls
+
+__all__ = ["ALERT_TOPIC", "DEMO_STRATEGIES", "LocalStack", "StackOptions"]
+
+ALERT_TOPIC = "igwn.gwalert"
+
+DEMO_STRATEGIES = """\
+version: 1
+# The demo's strategies: the production ones observe 3 filters on 3 nights on up to 10 fields;
+# a demo must finish in minutes, so one night, two filters, three fields.
+strategies:
+  demo-gw:
+    instrument_type: 1M0-SCICAM-SINISTRO
+    filters: [gp, rp]
+    exposure_time_s: 300
+    exposure_count: 1
+    max_airmass: 2.0
+    min_lunar_distance_deg: 20
+    ipp_value: 1.5
+    observation_type: NORMAL
+    epochs: 1
+    cadence_hours: 24
+    window_hours: 24
+    max_targets: 3
+  demo-point:
+    instrument_type: 1M0-SCICAM-SINISTRO
+    filters: [gp, rp]
+    exposure_time_s: 300
+    exposure_count: 1
+    max_airmass: 2.0
+    ipp_value: 1.5
+    observation_type: NORMAL
+    epochs: 1
+    window_hours: 24
+    max_targets: 1
+selection:
+  - strategy: demo-gw
+    kinds: [gw]
+  - strategy: demo-point
+approval:
+  observation_types: [RAPID_RESPONSE, TIME_CRITICAL]
+  max_hours: 12
+  max_far_hz: 3.17e-08
+  require_significant: true
+"""
+
+
+@dataclass
+class StackOptions:
+    """Where the stack keeps its state and which ports it uses.
+
+    Attributes:
+        root: Project directory; state goes to ``root/.followup`` and ``root/.prefect``.
+        ui_port: Port of the Prefect API and UI (0: a free port).
+        settings_name: Name of the FollowupSettings and ListenerSettings documents it saves.
+        sandbox: Configuration of the sandbox (its transients are the truth).
+        ledger_url: Ledger database (default: SQLite under ``root/.followup``).
+        refresh_interval_s: Interval of the refresh-requests schedule.
+        listener_workers: Warm worker processes of the listener's dispatcher.
+    """
+
+    root: Path
+    ui_port: int = 4200
+    settings_name: str = "sandbox"
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    ledger_url: str | None = None
+    refresh_interval_s: float = 60.0
+    listener_workers: int = 2
+
+    @property
+    def state_dir(self) -> Path:
+        """``root/.followup``: ledger, frames, plots, logs."""
+        return self.root / ".followup"
+
+    @property
+    def log_dir(self) -> Path:
+        """Logs of every process the stack starts."""
+        return self.state_dir / "logs"
+
+
+class LocalStack:
+    """Start and stop the local stack; save the blocks that point at it.
+
+    Example:
+        >>> with LocalStack(StackOptions(root=Path("."))) as stack:  # doctest: +SKIP
+        ...     stack.publish(raw_alert)
+    """
+
+    def __init__(self, options: StackOptions) -> None:
+        self.options = options
+        options.state_dir.mkdir(parents=True, exist_ok=True)
+        options.log_dir.mkdir(parents=True, exist_ok=True)
+        self.ledger_url = (
+            options.ledger_url or f"sqlite:///{(options.state_dir / 'ledger.db').resolve()}"
+        )
+        port = options.ui_port or free_port()
+        self.server = PrefectServer(options.root / ".prefect", port=port, log_dir=options.log_dir)
+        self.broker = TansuBroker(topics=[ALERT_TOPIC], log_path=options.log_dir / "tansu.log")
+        self.urls: SandboxUrls | None = None
+        self.processes: list[ManagedProcess] = []
+        self._env: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> LocalStack:
+        """Start everything; return when the listener is reading."""
+        started = time.monotonic()
+        self.server.start()
+        self._env = self.server.client_env()
+        os.environ.update(PREFECT_API_URL=self.server.api_url, PREFECT_HOME=str(self.server.home))
+        self.broker.start()
+        self._start_sandbox()
+        self.save_blocks()
+        self._start_serve()
+        self._start_listener()
+        self.startup_s = time.monotonic() - started
+        return self
+
+    def stop(self) -> None:
+        """Stop everything started, in reverse order."""
+        for process in reversed(self.processes):
+            process.stop()
+        self.processes.clear()
+        self.broker.stop()
+        self.server.stop()
+
+    def __enter__(self) -> LocalStack:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ parts
+
+    def _python(self, name: str, *args: str) -> ManagedProcess:
+        process = ManagedProcess(
+            name,
+            [sys.executable, *args],
+            env=self._env,
+            log_dir=self.options.log_dir,
+            cwd=self.options.root,
+        )
+        self.processes.append(process)
+        return process.start()
+
+    def _start_sandbox(self) -> None:
+        config_path = self.options.state_dir / "sandbox-config.json"
+        urls_path = self.options.state_dir / "sandbox-urls.json"
+        urls_path.unlink(missing_ok=True)
+        config = self.options.sandbox.model_copy(
+            update={"cache_dir": str(self.options.state_dir / "sandbox-frames")}
+        )
+        config_path.write_text(config.model_dump_json(indent=2))
+        process = self._python(
+            "sandbox",
+            "-m",
+            "sandbox.server",
+            "--config",
+            str(config_path),
+            "--urls-out",
+            str(urls_path),
+        )
+        process.wait_ready(urls_path.exists, timeout=60)
+        self.urls = SandboxUrls.model_validate(json.loads(urls_path.read_text()))
+
+    def save_blocks(self) -> None:
+        """Register the block types and save documents pointing at the sandbox and the broker."""
+        from blocks import (
+            FollowupSettings,
+            GcnCredentials,
+            HermesCredentials,
+            HopCredentials,
+            LcoCredentials,
+            ListenerSettings,
+            TnsCredentials,
+            TriggerRulesBlock,
+        )
+
+        assert self.urls is not None
+        u = self.urls
+        name = self.options.settings_name
+        for block in (FollowupSettings, ListenerSettings, TriggerRulesBlock):
+            block.register_type_and_schema()
+        lco = LcoCredentials(
+            api_token=SecretStr(u.lco_token),
+            proposal_id=u.proposal_id,
+            portal_url=u.portal,
+            archive_url=u.archive,
+        )
+        hermes = HermesCredentials(api_token=SecretStr(u.hermes_token), base_url=u.hermes)
+        tns = TnsCredentials(
+            api_key=SecretStr(u.tns_api_key),
+            bot_id=u.tns_bot_id,
+            bot_name=u.tns_bot_name,
+            reporting_group_id=82,
+            discovery_data_source_id=48,
+            instrument_id=232,
+            reporter="followup sandbox bot (LCO)",
+            base_url=f"{u.tns}/api/",
+        )
+        gcn = GcnCredentials(
+            access_token=SecretStr(u.gcn_token), base_url=u.gcn, from_address="followup@example.org"
+        )
+        for block, block_name in ((lco, name), (hermes, name), (tns, name), (gcn, name)):
+            block.save(block_name, overwrite=True)
+        FollowupSettings(
+            ledger_url=SecretStr(self.ledger_url),
+            state_dir=str(self.options.state_dir.resolve()),
+            lco=lco,
+            hermes=hermes,
+            tns=tns,
+            gcn=gcn,
+            strategies_yaml=DEMO_STRATEGIES,
+            reference_catalog="vizier-refcat2",
+            vizier_server=u.vizier,
+            max_targets=3,
+            approval_timeout_s=600,
+            poll_interval_s=2.0,
+            max_wait_s=150.0,
+            hermes_topic="hermes.test",
+            team="the followup sandbox team",
+            authors=["F. Ollowup (LCO)", "S. Andbox (LCO)"],
+        ).save(name, overwrite=True)
+        hop = HopCredentials(
+            broker_url=f"kafka://{self.broker.bootstrap}",
+            topics=[ALERT_TOPIC],
+            group_id=f"followup-{name}",
+        )
+        hop.save(name, overwrite=True)
+        rules = TriggerRulesBlock(allow_test=True, significant_only=True, max_far_hz=1e-7)
+        rules.save(name, overwrite=True)
+        ListenerSettings(
+            hop=hop,
+            rules=rules,
+            followup_settings=name,
+            started_by="listener",
+            workers=self.options.listener_workers,
+            heartbeat_interval_s=10.0,
+        ).save(name, overwrite=True)
+
+    def _start_serve(self) -> None:
+        name = self.options.settings_name
+        process = self._python(
+            "serve",
+            "-m",
+            "deployments.serve",
+            "--settings",
+            name,
+            "--listener-settings",
+            name,
+            "--refresh-interval",
+            str(self.options.refresh_interval_s),
+        )
+        process.wait_ready(self._deployments_ready, timeout=120)
+
+    def _deployments_ready(self) -> bool:
+        from prefect.client.orchestration import get_client
+
+        try:
+            with get_client(sync_client=True) as client:
+                client.read_deployment_by_name("followup/followup")
+                client.read_deployment_by_name("retract/retract")
+        except Exception:
+            return False
+        return True
+
+    def _start_listener(self) -> None:
+        ready = self.options.state_dir / "listener.ready"
+        ready.unlink(missing_ok=True)
+        process = self._python(
+            "listener",
+            "-m",
+            "deployments.listener",
+            "--listener-settings",
+            self.options.settings_name,
+            "--name",
+            self.options.settings_name,
+            "--ready-file",
+            str(ready),
+        )
+        process.wait_ready(ready.exists, timeout=180)
+
+    # ------------------------------------------------------------------ use
+
+    def ledger(self) -> Ledger:
+        """A ledger client of the stack's database."""
+        ledger = Ledger(self.ledger_url)
+        ledger.migrate()
+        return ledger
+
+    def publish(self, raw: bytes, *, topic: str = ALERT_TOPIC) -> str:
+        """Publish an alert to the local Kafka topic with hop-client; returns its hop ``_id``."""
+        from followup.stream import publish
+
+        return publish(f"kafka://{self.broker.bootstrap}", topic, raw)
+
+    def wait_for_run(self, event_id: str, timeout: float) -> str | None:
+        """The id of the follow-up run the listener started for the event's alert, once it has one."""
+        ledger = self.ledger()
+        found: list[str] = []
+
+        def started() -> bool:
+            for alert in ledger.alerts_for_event(event_id):
+                if alert.flow_run_id:
+                    found.append(alert.flow_run_id)
+                    return True
+            return False
+
+        wait_until(started, timeout=timeout, interval=0.2)
+        ledger.dispose()
+        return found[0] if found else None
