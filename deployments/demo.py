@@ -185,6 +185,27 @@ def _truth(control_url: str, summary: EventSummary) -> dict[int, dict[str, Any]]
     return truth
 
 
+def sandbox_records(stack: LocalStack) -> dict[str, Any]:
+    """What the stand-ins themselves stored: requests, messages, reports, objects, circulars."""
+    assert stack.urls is not None
+    u = stack.urls
+
+    def get(url: str) -> Any:
+        return httpx.get(url, timeout=10).json()
+
+    requests = get(f"{u.portal}/sandbox/requests")["results"]
+    return {
+        "lco_request_groups": [
+            {"name": g["name"], "state": g["state"], "requests": [r["id"] for r in g["requests"]]}
+            for g in requests
+        ],
+        "hermes_messages": [m.get("uuid") for m in get(f"{u.hermes}/sandbox/messages")],
+        "tns_reports": [r["report_id"] for r in get(f"{u.tns}/sandbox/reports")],
+        "tns_objects": [o["objname"] for o in get(f"{u.tns}/sandbox/objects")],
+        "gcn_circulars": [c.get("circularId") for c in get(f"{u.gcn}/sandbox/circulars")],
+    }
+
+
 def _flow_run(flow_run_id: str) -> Any:
     from prefect.client.orchestration import get_client
 
@@ -234,6 +255,7 @@ def build_summary(
         "measurements": measurements,
         "reports": summary.reports,
         "approvals": approvals,
+        "sandbox": sandbox_records(stack),
         "wall_time_s": round(wall_s, 1),
         "stack_startup_s": round(stack.startup_s, 1),
     }
@@ -279,6 +301,12 @@ def print_summary(data: dict[str, Any]) -> None:
             f"  {r['destination']:<7} {r['target'] or '-':<22} {r['status']:<10} {r['remote_id'] or ''}"
             f"  {r['url'] or ''}"
         )
+    box = data["sandbox"]
+    print(
+        f"The sandbox holds {len(box['lco_request_groups'])} LCO request group(s), "
+        f"{len(box['hermes_messages'])} HERMES message(s), {len(box['tns_reports'])} TNS report(s) "
+        f"(objects {', '.join(box['tns_objects']) or 'none'}), {len(box['gcn_circulars'])} GCN Circular(s)."
+    )
     if data["approvals"]:
         print(
             f"Approved through the resume API by {AutoApprover.REVIEWER}: {', '.join(data['approvals'])}"

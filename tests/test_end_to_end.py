@@ -1,0 +1,85 @@
+"""``followup demo --once`` end to end: a real Prefect server, a real Tansu broker, the sandbox.
+
+The demo runs as a user runs it (the console script, in a fresh directory) and the test reads its
+JSON summary: the loop completed, every measured magnitude lies within 3 sigma of the sandbox's
+truth, the portal holds exactly one request group per target, and the stand-ins stored the reports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("demo")
+    summary = root / "summary.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    script = shutil.which("followup", path=str(Path(sys.executable).parent))
+    assert script, "the followup console script is not installed in this environment"
+    result = subprocess.run(
+        [script, "demo", "--once", "--port", str(free_port()), "--summary-json", str(summary)],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    logs = root / ".followup" / "logs"
+    assert result.returncode == 0, (
+        f"demo exited {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}\n"
+        + "\n".join(f"== {p.name}\n{p.read_text()[-3000:]}" for p in sorted(logs.glob("*.log")))
+    )
+    data = json.loads(summary.read_text())
+    data["stdout"] = result.stdout
+    return data
+
+
+def test_the_loop_completes_and_prints_its_summary(demo: dict) -> None:
+    assert demo["succeeded"] and demo["state"] == "Completed"
+    assert demo["flow_run_name"] == f"followup-{demo['event_id']}-preliminary"
+    assert demo["flow_run_url"].startswith("http://127.0.0.1:")
+    for heading in ("Targets", "LCO requests", "Frames", "Measurements", "Reports", "Prefect UI"):
+        assert heading in demo["stdout"]
+
+
+def test_every_magnitude_is_within_3_sigma_of_the_truth(demo: dict) -> None:
+    detections = [m for m in demo["measurements"] if m["mag"] is not None]
+    assert detections, "the transient was not measured"
+    assert {m["band"] for m in detections} == {"gp", "rp"}
+    for m in detections:
+        assert m["true_mag"] is not None, f"{m['target_name']} is not the sandbox's transient"
+        assert abs(m["mag"] - m["true_mag"]) <= 3 * m["mag_err"], m
+
+
+def test_exactly_one_request_per_target(demo: dict) -> None:
+    fields = [t["name"] for t in demo["targets"] if t["kind"] == "field"]
+    groups = demo["sandbox"]["lco_request_groups"]
+    assert len(groups) == len(fields) == len(demo["requests"])
+    for name in fields:
+        assert sum(name.replace(".", "-") in g["name"] or name in g["name"] for g in groups) == 1
+    assert all(len(g["requests"]) == 1 and g["state"] == "COMPLETED" for g in groups)
+    assert len(demo["frames"]) == 2 * len(fields)  # gp and rp of each field
+
+
+def test_reports_are_stored_by_the_sandbox(demo: dict) -> None:
+    box = demo["sandbox"]
+    by_destination = {r["destination"]: r for r in demo["reports"]}
+    assert by_destination["hermes"]["status"] == "confirmed"
+    assert box["hermes_messages"] == [by_destination["hermes"]["remote_id"]]
+    assert by_destination["tns"]["status"] == "confirmed"
+    assert box["tns_objects"] == [by_destination["tns"]["remote_id"]]
+    assert len(box["tns_reports"]) == 1
+    assert by_destination["gcn"]["status"] == "draft" and box["gcn_circulars"] == []
+    assert any(name.startswith("approve-report:tns:") for name in demo["approvals"])
