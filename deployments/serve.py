@@ -16,6 +16,7 @@ from typing import Any
 
 from prefect import serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.deployments.runner import EntrypointType
 from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron, Interval
 
@@ -31,6 +32,10 @@ from flows.retract import retract
 from flows.targets import select_targets
 
 __all__ = ["RERUN_PHOTOMETRY_CRON", "build_deployments", "main"]
+
+# Entrypoints name modules (``flows.followup:followup``), not files: Prefect puts a script's folder
+# first on sys.path, where ``flows/followup.py`` would shadow the ``followup`` package.
+MODULE = EntrypointType.MODULE_PATH
 
 RERUN_PHOTOMETRY_CRON = "0 12 * * *"
 """``rerun-photometry`` runs daily at 12:00 UTC, after the nights at Tololo and McDonald."""
@@ -59,6 +64,7 @@ def build_deployments(
     stage = {"settings": settings}
     return [
         followup.to_deployment(
+            entrypoint_type=MODULE,
             name="followup",
             description="The whole loop for one accepted alert.",
             parameters=stage,
@@ -77,6 +83,7 @@ def build_deployments(
             ],
         ),
         retract.to_deployment(
+            entrypoint_type=MODULE,
             name="retract",
             description="Cancel everything planned for a retracted event.",
             parameters=stage,
@@ -92,23 +99,27 @@ def build_deployments(
             ],
         ),
         refresh_requests.to_deployment(
+            entrypoint_type=MODULE,
             name="refresh-requests",
             description="One batched LCO status query; move completed requests on.",
             parameters=stage,
             schedules=[Interval(refresh_interval_s, timezone="UTC")],
         ),
         rerun_photometry.to_deployment(
+            entrypoint_type=MODULE,
             name="rerun-photometry",
             description="Nightly: measure new frames and report what changed.",
             parameters=stage,
             schedules=[Cron(RERUN_PHOTOMETRY_CRON, timezone="UTC")],
         ),
         drill.to_deployment(
+            entrypoint_type=MODULE,
             name="drill",
             description="Replay a mock alert through the whole loop (test alerts only).",
             parameters={"listener_settings": listener_settings},
         ),
         listen.to_deployment(
+            entrypoint_type=MODULE,
             name="listener",
             description="The alert listener: runs until cancelled; start one run of it.",
             parameters={"listener_settings": listener_settings, "name": listener_settings},
@@ -117,10 +128,14 @@ def build_deployments(
                 limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
             ),
         ),
-        select_targets.to_deployment(name="select-targets", parameters=stage),
-        observe.to_deployment(name="observe", parameters=stage),
-        process_frames.to_deployment(name="process-frames", parameters=stage),
-        report.to_deployment(name="report", parameters=stage),
+        select_targets.to_deployment(
+            name="select-targets", parameters=stage, entrypoint_type=MODULE
+        ),
+        observe.to_deployment(name="observe", parameters=stage, entrypoint_type=MODULE),
+        process_frames.to_deployment(
+            name="process-frames", parameters=stage, entrypoint_type=MODULE
+        ),
+        report.to_deployment(name="report", parameters=stage, entrypoint_type=MODULE),
     ]
 
 
