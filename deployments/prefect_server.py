@@ -82,6 +82,8 @@ class PrefectServer:
             PREFECT_SERVER_API_HOST=host,
             PREFECT_SERVER_API_PORT=str(port),
             PREFECT_SERVER_UI_API_URL=f"http://{host}:{port}/api",
+            # Links in automation messages (``flow_run|ui_url``) point at this UI.
+            PREFECT_UI_URL=f"http://{host}:{port}",
         )
         env.update(extra_env or {})
         self.process = ManagedProcess(

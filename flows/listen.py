@@ -10,6 +10,7 @@ Cancelled. A runner or worker that kills the process on cancellation ends it the
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -19,11 +20,16 @@ from prefect.states import Cancelled, State
 
 __all__ = ["listen", "watch_for_cancellation"]
 
+_logger = logging.getLogger(__name__)
 _STOPPING = {"CANCELLING", "CANCELLED", "FAILED", "CRASHED", "COMPLETED"}
 
 
 def watch_for_cancellation(
-    flow_run_id: str, stop: threading.Event, cancelled: threading.Event, interval_s: float
+    flow_run_id: str,
+    stop: threading.Event,
+    cancelled: threading.Event,
+    interval_s: float,
+    logger: logging.Logger | logging.LoggerAdapter = _logger,
 ) -> None:
     """Set ``stop`` (and ``cancelled``) once the run leaves Running for Cancelling or an end state.
 
@@ -33,7 +39,6 @@ def watch_for_cancellation(
     """
     from prefect.client.orchestration import get_client
 
-    logger = get_run_logger()
     while not stop.wait(interval_s):
         try:
             with get_client(sync_client=True) as client:
@@ -69,7 +74,8 @@ def listen(
     if flow_run.id:
         threading.Thread(
             target=watch_for_cancellation,
-            args=(str(flow_run.id), stop, cancelled, check_interval_s),
+            # A new thread has no run context: it gets the run's logger instead of looking it up.
+            args=(str(flow_run.id), stop, cancelled, check_interval_s, logger),
             name="cancellation-watcher",
             daemon=True,
         ).start()
