@@ -33,7 +33,7 @@ __all__ = [
 ALARM_WEBHOOK = "followup-alarms"
 """Default name of the Webhook block the alarms call."""
 
-ALARMS = ("listener-silent", "followup-failed", "approval-waiting")
+ALARMS = ("listener-silent", "run-failed", "approval-waiting")
 """The alarms, in the order :func:`build_automations` returns them."""
 
 # Jinja templates of the JSON bodies. Values are passed through ``tojson`` so that quotes and
@@ -45,7 +45,7 @@ _LISTENER_SILENT = """{
   "automation": {{ automation.name | tojson }}
 }"""
 _FOLLOWUP_FAILED = """{
-  "alarm": "followup-failed",
+  "alarm": "run-failed",
   "text": {{ ("followup: run " ~ flow_run.name ~ " " ~ event.event.split(".")[-1] ~ ": " ~ (event.payload.validated_state.message or "no message") ~ " " ~ (flow_run|ui_url or "")) | tojson }},
   "flow_run": {{ flow_run.name | tojson }},
   "flow_run_id": {{ flow_run.id | string | tojson }},
@@ -145,7 +145,7 @@ def build_automations(webhook_block_id: UUID, options: AlarmOptions | None = Non
         ],
     )
     followup_failed = Automation(
-        name=options.name("followup-failed"),
+        name=options.name("run-failed"),
         description=(
             f"A run of the {options.followup_deployment} deployment failed or crashed: an alert "
             "may be left without follow-up. Calls the alarm webhook with a link to the run."

@@ -174,7 +174,7 @@ def test_a_failed_followup_run_calls_the_webhook(alarms, receiver) -> None:
             },
         )
     assert execute_flow_run("flows.followup:followup", str(run.id)) == "Failed"
-    (hook,) = wait_for_hooks(receiver, "followup-failed")
+    (hook,) = wait_for_hooks(receiver, "run-failed")
     body = hook["body"]
     assert body["flow_run_id"] == str(run.id)
     assert body["flow_run"] == "followup-MS250101fl-preliminary"
