@@ -10,6 +10,7 @@ Cancelled. A runner or worker that kills the process on cancellation ends it the
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from typing import Any
@@ -72,10 +73,19 @@ def listen(
     logger = get_run_logger()
     stop, cancelled = threading.Event(), threading.Event()
     if flow_run.id:
+        # A new thread starts with empty context variables: run the watcher in a copy of this
+        # run's context (Prefect settings, API client configuration), and give it the logger.
+        context = contextvars.copy_context()
         threading.Thread(
-            target=watch_for_cancellation,
-            # A new thread has no run context: it gets the run's logger instead of looking it up.
-            args=(str(flow_run.id), stop, cancelled, check_interval_s, logger),
+            target=context.run,
+            args=(
+                watch_for_cancellation,
+                str(flow_run.id),
+                stop,
+                cancelled,
+                check_interval_s,
+                logger,
+            ),
             name="cancellation-watcher",
             daemon=True,
         ).start()

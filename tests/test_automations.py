@@ -7,6 +7,7 @@ real ``listen`` flow reading a real (Tansu) Kafka broker for the heartbeat alarm
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from pathlib import Path
@@ -263,7 +264,8 @@ def test_the_listener_flow_beats_until_cancelled_then_the_silence_alarm_fires(
             listener_blocks, name=LISTENER, check_interval_s=1.0, return_state=True
         )
 
-    thread = threading.Thread(target=run, daemon=True)
+    # The flow runs in a thread with this test's context (the session server's settings).
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(run,), daemon=True)
     thread.start()
 
     def listen_run() -> Any:
@@ -302,3 +304,9 @@ def test_the_listener_flow_beats_until_cancelled_then_the_silence_alarm_fires(
     (alarm, *_) = wait_for_hooks(receiver, "listener-silent", timeout=45, automation=silent)
     assert "no listener heartbeat for 10 s" in alarm["body"]["text"]
     assert time.monotonic() - stopped < 45
+    # Flush what the listener's threads queued while the session's server is still there.
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    EventsWorker.drain_all()
+    APILogWorker.drain_all()
