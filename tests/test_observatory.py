@@ -56,17 +56,42 @@ def demo() -> Any:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, demo, chromium) -> Iterator[LocalStack]:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from deployments.processes import free_port
+
     root = tmp_path_factory.mktemp("observatory")
+    port = free_port()
     options = StackOptions(
         root=root,
-        ui_port=0,
+        ui_port=port,
         sandbox=SandboxConfig(completion_delay_s=5.0, transients=[demo.transient]),
         settings_overrides={"strategies_yaml": ALWAYS_ASK},
         listener_workers=1,
     )
-    with LocalStack(options) as stack:
-        stack.publish(demo.raw)
-        yield stack
+    # The stack points this process at its own server (environment and settings); another
+    # module's session server may be active here, so both are put back afterwards.
+    saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
+    try:
+        with (
+            temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{port}/api"}),
+            LocalStack(options) as stack,
+        ):
+            stack.publish(demo.raw)
+            yield stack
+            # Send what this process queued to the stack's server, and forget the workers bound
+            # to it: later modules must get workers for their own server.
+            from prefect.events.worker import EventsWorker
+            from prefect.logging.handlers import APILogWorker
+
+            EventsWorker.drain_all()
+            APILogWorker.drain_all()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @pytest.fixture
@@ -158,8 +183,15 @@ def test_a_person_approves_telescope_time_in_the_ui(stack, demo, page, tmp_path)
     expect(approved).to_have_attribute("aria-checked", "true")
     dialog.get_by_label("Reviewer").fill(REVIEWER)
     shot(page, tmp_path / "resume-form.png")
-    dialog.get_by_role("button", name="Resume", exact=True).click()
-    expect(dialog).to_be_hidden(timeout=15_000)
+    with page.expect_response(
+        lambda r: r.url.endswith(f"/flow_runs/{approval.id}/resume") and r.request.method == "POST",
+        timeout=90_000,
+    ) as answer:
+        dialog.get_by_role("button", name="Resume", exact=True).click()
+    assert answer.value.ok, (
+        f"the UI's resume call failed: {answer.value.status} {answer.value.text()}"
+    )
+    expect(dialog).to_be_hidden(timeout=60_000)
 
     # The run resumes and completes; the decision, with the reviewer's name, is in the ledger.
     done = wait_for(
