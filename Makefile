@@ -1,17 +1,20 @@
 # followup: two commands for a fresh clone (see README.md).
 #   make demo   install, then run the whole loop on a real-format LVK alert against the sandbox
 #   make test   install, then run the test suite (what CI runs)
+#   make install  the venv, and Debian's chromium for the browser test when it is missing
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Debian's chromium drives the Prefect UI in tests/test_observatory.py (playwright-core only).
+CHROMIUM := /usr/bin/chromium
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
 .PHONY: demo test lint format lock bench clean install
 
-install: $(STAMP)
+install: $(STAMP) $(CHROMIUM)
 
 # The venv is rebuilt whenever the lock or the project metadata changes.
 $(STAMP): requirements/dev.lock pyproject.toml
@@ -21,10 +24,22 @@ $(STAMP): requirements/dev.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+# Installed from Debian's registry, non-interactively (as root, else with sudo); never a browser
+# build downloaded by playwright.
+$(CHROMIUM):
+	@if command -v apt-get >/dev/null 2>&1; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		echo "installing Debian's chromium for the browser test"; \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	else \
+		echo "no apt-get here: install chromium at $(CHROMIUM) for the browser test" >&2; \
+	fi
+
 demo: $(STAMP)
 	$(BIN)/followup demo $(if $(ONCE),--once) $(if $(ALERT),--alert $(ALERT)) $(if $(SUMMARY_JSON),--summary-json $(SUMMARY_JSON))
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

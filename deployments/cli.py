@@ -89,6 +89,54 @@ def sandbox(
         stop.wait()
 
 
+# --------------------------------------------------------------------------------------------
+# ops: alarms (automations calling a webhook)
+# --------------------------------------------------------------------------------------------
+
+
+@app.command()
+def automations(
+    webhook_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="FOLLOWUP_ALARM_WEBHOOK_URL",
+            help="Save this URL (a secret) in the Webhook block first; else use the saved block.",
+        ),
+    ] = None,
+    webhook_block: Annotated[
+        str, typer.Option(help="Name of the Webhook block the alarms call.")
+    ] = "followup-alarms",
+    heartbeat_within: Annotated[
+        float, typer.Option(help="Alarm after this many seconds without a listener heartbeat.")
+    ] = 120.0,
+    listener: Annotated[str, typer.Option(help="Listener name to watch; * for any.")] = "*",
+    remove: Annotated[bool, typer.Option("--remove", help="Delete the alarms instead.")] = False,
+) -> None:
+    """Create (or replace) the alarms: listener silent, follow-up failed, approval waiting."""
+    from deployments.automations import (
+        AlarmOptions,
+        apply_automations,
+        remove_automations,
+        save_alarm_webhook,
+    )
+
+    options = AlarmOptions(heartbeat_within_s=heartbeat_within, listener=listener)
+    if remove:
+        for name in remove_automations(options):
+            typer.echo(f"deleted automation {name}")
+        return
+    if webhook_url:
+        save_alarm_webhook(webhook_url, webhook_block)
+        typer.echo(f"saved Webhook block {webhook_block!r} (the URL is stored as a secret)")
+    try:
+        created = apply_automations(webhook_block, options)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}; give --webhook-url to create the block", err=True)
+        raise typer.Exit(2) from exc
+    for automation in created:
+        typer.echo(f"automation {automation.name}: {automation.id}")
+
+
 def main() -> None:
     """Entry point of the ``followup`` console script."""
     app()

@@ -28,7 +28,7 @@ from followup.summary import EventSummary, event_summary
 from sandbox.server import SandboxConfig
 from sandbox.specs import Transient
 
-__all__ = ["AutoApprover", "DemoAlert", "make_demo_alert", "run_demo"]
+__all__ = ["AutoApprover", "DemoAlert", "artifact_records", "make_demo_alert", "run_demo"]
 
 TRANSIENT_OFFSET_DEG = (0.03, -0.02)  # from the sky map's peak: inside the first field
 
@@ -206,11 +206,77 @@ def sandbox_records(stack: LocalStack) -> dict[str, Any]:
     }
 
 
+def artifact_records(event_id: str) -> list[dict[str, Any]]:
+    """What the event's runs showed in the UI: each artifact (latest version per key), in short.
+
+    Each record has ``key``, ``type``, ``description``, ``flow_run`` (the name of the run that
+    made it), and for tables ``columns``, ``rows`` and the ``links`` found in them, for markdown
+    ``png`` (True when it embeds a PNG) and ``chars``.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from tasks.artifacts import artifact_key
+
+    suffix = artifact_key("", event_id).strip("-")
+    records = []
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_latest_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_=suffix))
+        )
+        names: dict[Any, str] = {}
+        for artifact in sorted(artifacts, key=lambda a: str(a.key)):
+            run_id = artifact.latest_id and artifact.flow_run_id
+            if run_id and run_id not in names:
+                names[run_id] = client.read_flow_run(run_id).name
+            record: dict[str, Any] = {
+                "key": artifact.key,
+                "type": artifact.type,
+                "description": artifact.description,
+                "flow_run": names.get(run_id),
+            }
+            data = artifact.data
+            if artifact.type == "table":
+                rows = json.loads(data) if isinstance(data, str) else data
+                record["columns"] = sorted({c for row in rows for c in row})
+                record["rows"] = len(rows)
+                record["links"] = [
+                    v for row in rows for v in row.values() if str(v).startswith("http")
+                ]
+            else:
+                text = str(data)
+                record["png"] = "data:image/png;base64," in text or artifact.type == "image"
+                record["chars"] = len(text)
+            records.append(record)
+    return records
+
+
 def _flow_run(flow_run_id: str) -> Any:
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
         return client.read_flow_run(flow_run_id)
+
+
+def flow_run_names(flow_run_id: str) -> list[str]:
+    """Names of a run and of every subflow run under it (depth first)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    names: list[str] = []
+    with get_client(sync_client=True) as client:
+        pending = [client.read_flow_run(flow_run_id)]
+        while pending:
+            run = pending.pop(0)
+            names.append(run.name)
+            pending.extend(
+                client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(
+                        parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id])
+                    )
+                )
+            )
+    return names
 
 
 def _wait_final(flow_run_id: str, timeout: float) -> Any:
@@ -256,6 +322,8 @@ def build_summary(
         "reports": summary.reports,
         "approvals": approvals,
         "sandbox": sandbox_records(stack),
+        "artifacts": artifact_records(event_id),
+        "flow_runs": flow_run_names(str(flow_run.id)),
         "wall_time_s": round(wall_s, 1),
         "stack_startup_s": round(stack.startup_s, 1),
     }

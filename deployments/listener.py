@@ -12,6 +12,7 @@ ledger keys messages by hop ``_id`` and alerts by event, type and issue time.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -202,9 +203,12 @@ class Listener:
         on_ready: Callable[[], None] | None = None,
     ) -> None:
         """Read every stream (one thread each) until ``stop`` is set; ``on_ready`` once started."""
+        # Each thread runs in a copy of the caller's context: Prefect's settings (the API URL)
+        # and, inside the listen flow, its run context, so heartbeats name the run.
         threads = [
             threading.Thread(
-                target=stream.run,
+                target=contextvars.copy_context().run,
+                args=(stream.run,),
                 kwargs={
                     "batch_handler": self.handle_batch,
                     "on_heartbeat": self.on_heartbeat,

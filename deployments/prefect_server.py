@@ -76,6 +76,15 @@ class PrefectServer:
         self.port = port
         self.database_url = database_url
         env = prefect_env(self.home, None, database_url=database_url)
+        # The UI asks the server where its API is; left alone, that is built from the *setting*
+        # PREFECT_SERVER_API_PORT (4200), not from --port, and a UI on any other port is blank.
+        env.update(
+            PREFECT_SERVER_API_HOST=host,
+            PREFECT_SERVER_API_PORT=str(port),
+            PREFECT_SERVER_UI_API_URL=f"http://{host}:{port}/api",
+            # Links in automation messages (``flow_run|ui_url``) point at this UI.
+            PREFECT_UI_URL=f"http://{host}:{port}",
+        )
         env.update(extra_env or {})
         self.process = ManagedProcess(
             "prefect-server",

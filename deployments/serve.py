@@ -2,7 +2,8 @@
 
 ``python -m deployments.serve --settings sandbox`` registers the deployments with their triggers
 and schedules and runs their flows here. Bigger setups use ``prefect.yaml`` with a process work
-pool and workers instead; the deployments are the same.
+pool and workers instead; the deployments are the same (``tests/test_prefect_yaml.py`` keeps the
+two in step).
 
 Triggers fire only for events labelled ``followup.started-by: trigger``: a listener that starts
 runs itself (the default, for speed) labels its events ``listener``, so no alert gets two runs.
@@ -14,19 +15,30 @@ import argparse
 from typing import Any
 
 from prefect import serve
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.deployments.runner import EntrypointType
 from prefect.events import DeploymentEventTrigger
+from prefect.schedules import Cron, Interval
 
 from flows.drill import drill
 from flows.events import ALERT_ACCEPTED, ALERT_RETRACTED
 from flows.followup import followup
 from flows.frames import process_frames
+from flows.listen import listen
 from flows.maintenance import refresh_requests, rerun_photometry
 from flows.observe import observe
 from flows.report import report
 from flows.retract import retract
 from flows.targets import select_targets
 
-__all__ = ["build_deployments", "main"]
+__all__ = ["RERUN_PHOTOMETRY_CRON", "build_deployments", "main"]
+
+# Entrypoints name modules (``flows.followup:followup``), not files: Prefect puts a script's folder
+# first on sys.path, where ``flows/followup.py`` would shadow the ``followup`` package.
+MODULE = EntrypointType.MODULE_PATH
+
+RERUN_PHOTOMETRY_CRON = "0 12 * * *"
+"""``rerun-photometry`` runs daily at 12:00 UTC, after the nights at Tololo and McDonald."""
 
 
 def _event_trigger(name: str, event: str, parameters: dict[str, Any]) -> DeploymentEventTrigger:
@@ -44,10 +56,15 @@ def build_deployments(
     *,
     refresh_interval_s: float = 300,
 ) -> list[Any]:
-    """The deployments, bound to the settings documents they use."""
+    """The deployments, bound to the settings documents they use.
+
+    ``prefect.yaml`` declares the same deployments for a work pool (with the ``default``
+    documents and a 300 s refresh interval).
+    """
     stage = {"settings": settings}
     return [
         followup.to_deployment(
+            entrypoint_type=MODULE,
             name="followup",
             description="The whole loop for one accepted alert.",
             parameters=stage,
@@ -56,7 +73,8 @@ def build_deployments(
                     "followup-on-accepted-alert",
                     ALERT_ACCEPTED,
                     {
-                        "alert_id": "{{ event.resource['followup.alert-id'] }}",
+                        # A resource label is a string; the payload keeps the alert id an integer.
+                        "alert_id": "{{ event.payload.alert_id }}",
                         "event_id": "{{ event.resource['prefect.resource.name'] }}",
                         "alert_type": "{{ event.resource['followup.alert-type'] }}",
                         "settings": settings,
@@ -65,6 +83,7 @@ def build_deployments(
             ],
         ),
         retract.to_deployment(
+            entrypoint_type=MODULE,
             name="retract",
             description="Cancel everything planned for a retracted event.",
             parameters=stage,
@@ -80,26 +99,43 @@ def build_deployments(
             ],
         ),
         refresh_requests.to_deployment(
+            entrypoint_type=MODULE,
             name="refresh-requests",
             description="One batched LCO status query; move completed requests on.",
             parameters=stage,
-            interval=refresh_interval_s,
+            schedules=[Interval(refresh_interval_s, timezone="UTC")],
         ),
         rerun_photometry.to_deployment(
+            entrypoint_type=MODULE,
             name="rerun-photometry",
             description="Nightly: measure new frames and report what changed.",
             parameters=stage,
-            cron="0 12 * * *",
+            schedules=[Cron(RERUN_PHOTOMETRY_CRON, timezone="UTC")],
         ),
         drill.to_deployment(
+            entrypoint_type=MODULE,
             name="drill",
             description="Replay a mock alert through the whole loop (test alerts only).",
             parameters={"listener_settings": listener_settings},
         ),
-        select_targets.to_deployment(name="select-targets", parameters=stage),
-        observe.to_deployment(name="observe", parameters=stage),
-        process_frames.to_deployment(name="process-frames", parameters=stage),
-        report.to_deployment(name="report", parameters=stage),
+        listen.to_deployment(
+            entrypoint_type=MODULE,
+            name="listener",
+            description="The alert listener: runs until cancelled; start one run of it.",
+            parameters={"listener_settings": listener_settings, "name": listener_settings},
+            # One listener per deployment: a second run is cancelled rather than queued.
+            concurrency_limit=ConcurrencyLimitConfig(
+                limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
+            ),
+        ),
+        select_targets.to_deployment(
+            name="select-targets", parameters=stage, entrypoint_type=MODULE
+        ),
+        observe.to_deployment(name="observe", parameters=stage, entrypoint_type=MODULE),
+        process_frames.to_deployment(
+            name="process-frames", parameters=stage, entrypoint_type=MODULE
+        ),
+        report.to_deployment(name="report", parameters=stage, entrypoint_type=MODULE),
     ]
 
 

@@ -13,6 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -79,6 +80,10 @@ class StackOptions:
         ledger_url: Ledger database (default: SQLite under ``root/.followup``).
         refresh_interval_s: Interval of the refresh-requests schedule.
         listener_workers: Warm worker processes of the listener's dispatcher.
+        settings_overrides: Fields of the FollowupSettings document to change (for example a
+            ``strategies_yaml`` whose approval rules make every request wait for a person).
+        alarms: Create the alarm automations, calling the sandbox's webhook receiver at
+            ``/hooks/alarms``, once the listener runs.
     """
 
     root: Path
@@ -88,6 +93,8 @@ class StackOptions:
     ledger_url: str | None = None
     refresh_interval_s: float = 60.0
     listener_workers: int = 2
+    settings_overrides: dict[str, Any] = field(default_factory=dict)
+    alarms: bool = True
 
     @property
     def state_dir(self) -> Path:
@@ -107,6 +114,9 @@ class LocalStack:
         >>> with LocalStack(StackOptions(root=Path("."))) as stack:  # doctest: +SKIP
         ...     stack.publish(raw_alert)
     """
+
+    HEARTBEAT_INTERVAL_S = 10.0
+    """Seconds between the listener's heartbeats; the silence alarm waits three of them."""
 
     def __init__(self, options: StackOptions) -> None:
         self.options = options
@@ -135,6 +145,8 @@ class LocalStack:
         self.save_blocks()
         self._start_serve()
         self._start_listener()
+        if self.options.alarms:
+            self.apply_alarms()
         self.startup_s = time.monotonic() - started
         return self
 
@@ -229,7 +241,7 @@ class LocalStack:
         )
         for block, block_name in ((lco, name), (hermes, name), (tns, name), (gcn, name)):
             block.save(block_name, overwrite=True)
-        FollowupSettings(
+        fields: dict[str, Any] = dict(
             ledger_url=SecretStr(self.ledger_url),
             state_dir=str(self.options.state_dir.resolve()),
             lco=lco,
@@ -246,7 +258,9 @@ class LocalStack:
             hermes_topic="hermes.test",
             team="the followup sandbox team",
             authors=["F. Ollowup (LCO)", "S. Andbox (LCO)"],
-        ).save(name, overwrite=True)
+        )
+        fields.update(self.options.settings_overrides)
+        FollowupSettings(**fields).save(name, overwrite=True)
         hop = HopCredentials(
             broker_url=f"kafka://{self.broker.bootstrap}",
             topics=[ALERT_TOPIC],
@@ -261,7 +275,7 @@ class LocalStack:
             followup_settings=name,
             started_by="listener",
             workers=self.options.listener_workers,
-            heartbeat_interval_s=10.0,
+            heartbeat_interval_s=self.HEARTBEAT_INTERVAL_S,
         ).save(name, overwrite=True)
 
     def _start_serve(self) -> None:
@@ -305,6 +319,16 @@ class LocalStack:
             str(ready),
         )
         process.wait_ready(ready.exists, timeout=180)
+
+    def apply_alarms(self) -> list[Any]:
+        """Point the alarm webhook at the sandbox's receiver and create the alarm automations."""
+        from deployments.automations import AlarmOptions, apply_automations, save_alarm_webhook
+
+        assert self.urls is not None
+        save_alarm_webhook(f"{self.urls.webhook}/hooks/alarms")
+        return apply_automations(
+            options=AlarmOptions(heartbeat_within_s=3 * self.HEARTBEAT_INTERVAL_S)
+        )
 
     # ------------------------------------------------------------------ use
 

@@ -80,10 +80,10 @@ def emit_alert_decision(
 ) -> Event | None:
     """Emit the listener's decision on one message.
 
-    ``followup.alert.accepted`` carries the label ``followup.started-by``: ``listener`` when the
-    listener has started the follow-up run itself, ``trigger`` when the ``followup`` deployment's
-    trigger should start it. The deployment trigger matches only ``trigger``, so an alert never gets
-    two runs.
+    ``followup.alert.accepted`` and ``followup.alert.retracted`` carry the label
+    ``followup.started-by``: ``listener`` when the listener has started the run (follow-up or
+    retraction) itself, ``trigger`` when the ``followup`` or ``retract`` deployment's trigger
+    should start it. The deployment triggers match only ``trigger``, so no alert gets two runs.
 
     A quarantined message has no event yet; its resource is ``followup.message.<id>``.
     """
@@ -107,7 +107,7 @@ def emit_alert_decision(
         labels["alert_type"] = alert_type.lower()
     if source is not None:
         labels["source"] = source
-    if status == "accepted":
+    if status in ("accepted", "retracted"):
         labels["started_by"] = started_by
     return emit_followup_event(name, event_id, payload=payload, **labels)
 

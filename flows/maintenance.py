@@ -22,6 +22,19 @@ from tasks.lco import cancel_requests, refresh_states
 __all__ = ["refresh_requests", "rerun_photometry"]
 
 
+def _refresh_run_name() -> str:
+    """``refresh-requests-<UTC time>``, e.g. ``refresh-requests-20250101T1205Z``."""
+    return f"refresh-requests-{utcnow():%Y%m%dT%H%MZ}"
+
+
+def _rerun_run_name() -> str:
+    """``rerun-photometry-<UTC date>-<days>d``, e.g. ``rerun-photometry-20250101-3d``."""
+    from prefect.runtime import flow_run
+
+    days = flow_run.parameters.get("days", 3.0)
+    return f"rerun-photometry-{utcnow():%Y%m%d}-{days:g}d"
+
+
 def _latest_accepted_alert(ledger, event_id: str) -> AlertRow | None:
     alerts = [a for a in ledger.alerts_for_event(event_id) if a.decision == "accepted"]
     return alerts[-1] if alerts else None
@@ -36,7 +49,7 @@ def _process_and_report(runtime, event_id: str, settings: str) -> None:
     report(alert.id, event_id, settings)
 
 
-@flow(name="refresh-requests")
+@flow(name="refresh-requests", flow_run_name=_refresh_run_name)
 def refresh_requests(settings: str = "default") -> dict[str, list[str]]:
     """One batched status query for every pending request; move completed ones on.
 
@@ -73,7 +86,7 @@ def refresh_requests(settings: str = "default") -> dict[str, list[str]]:
     return {"completed": [c.group_name for c in completed], "canceled": canceled}
 
 
-@flow(name="rerun-photometry")
+@flow(name="rerun-photometry", flow_run_name=_rerun_run_name)
 def rerun_photometry(settings: str = "default", days: float = 3.0) -> list[str]:
     """Process and report again every event with frames from the last ``days`` (new frames only).
 

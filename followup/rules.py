@@ -73,23 +73,60 @@ class TriggerRules(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    significant_only: bool = True
-    max_far_hz: float | None = Field(default=None, gt=0)
-    min_has_ns: float | None = Field(default=None, ge=0, le=1)
-    min_has_remnant: float | None = Field(default=None, ge=0, le=1)
-    min_classification: dict[str, float] = Field(default_factory=dict)
-    max_classification: dict[str, float] = Field(default_factory=dict)
-    max_area90_deg2: float | None = Field(default=None, gt=0)
-    max_error_radius_deg: float | None = Field(default=None, gt=0)
-    max_distance_mpc: float | None = Field(default=None, gt=0)
-    max_alert_age_s: float | None = Field(default=None, gt=0)
-    max_event_age_s: float | None = Field(default=None, gt=0)
-    allowed_sources: list[str] | None = None
-    allowed_kinds: list[AlertKind] | None = Field(default_factory=lambda: list(_SOURCE_KINDS))
-    allowed_notice_types: list[str] | None = None
-    allowed_alert_types: list[AlertType] | None = None
-    allow_test: bool = False
-    require_localization: bool = True
+    significant_only: bool = Field(
+        default=True, description="Refuse alerts the issuer marked not significant (LVK)."
+    )
+    max_far_hz: float | None = Field(
+        default=None, gt=0, description="Largest false-alarm rate in Hz; empty: any."
+    )
+    min_has_ns: float | None = Field(
+        default=None, ge=0, le=1, description="Smallest HasNS probability of GW alerts."
+    )
+    min_has_remnant: float | None = Field(
+        default=None, ge=0, le=1, description="Smallest HasRemnant probability of GW alerts."
+    )
+    min_classification: dict[str, float] = Field(
+        default_factory=dict,
+        description="Classes and their smallest probability; passes when any class reaches it.",
+    )
+    max_classification: dict[str, float] = Field(
+        default_factory=dict,
+        description="Classes and their largest probability; all must hold (Terrestrial: 0.5).",
+    )
+    max_area90_deg2: float | None = Field(
+        default=None, gt=0, description="Largest 90% credible area in deg2; empty: any."
+    )
+    max_error_radius_deg: float | None = Field(
+        default=None, gt=0, description="Largest error radius (no sky map) in degrees."
+    )
+    max_distance_mpc: float | None = Field(
+        default=None, gt=0, description="Largest posterior mean distance in Mpc."
+    )
+    max_alert_age_s: float | None = Field(
+        default=None, gt=0, description="Refuse alerts issued longer ago than this, in seconds."
+    )
+    max_event_age_s: float | None = Field(
+        default=None, gt=0, description="Refuse alerts of events older than this, in seconds."
+    )
+    allowed_sources: list[str] | None = Field(
+        default=None, description="Issuers allowed (LVK, Swift, Fermi...); empty: all."
+    )
+    allowed_kinds: list[AlertKind] | None = Field(
+        default_factory=lambda: list(_SOURCE_KINDS),
+        description="Messenger families allowed; circulars are not triggers by default.",
+    )
+    allowed_notice_types: list[str] | None = Field(
+        default=None, description="Notice types allowed (igwn.gwalert...); empty: all."
+    )
+    allowed_alert_types: list[AlertType] | None = Field(
+        default=None, description="Alert types allowed (retractions always pass); empty: all."
+    )
+    allow_test: bool = Field(
+        default=False, description="Accept mock, test and injection alerts (drills only)."
+    )
+    require_localization: bool = Field(
+        default=True, description="Refuse alerts with neither a sky map nor a position."
+    )
 
     def needs_area(self, alert: Alert) -> bool:
         """True when deciding on ``alert`` needs the 90% area of its sky map."""

@@ -43,7 +43,7 @@ def publish_plot(
     plots_dir: Path,
     plots_base_url: str = "",
 ) -> Path:
-    """Save a PNG and show it on the run.
+    """Save a PNG and show it on the run, under the key ``<kind>-plot-<event>``.
 
     With a public base URL for the plots directory the plot becomes an image artifact pointing at
     it; without one it is embedded in a markdown artifact, so it shows even with no file server.
@@ -51,7 +51,9 @@ def publish_plot(
     Returns:
         Where the PNG was written.
     """
-    key = artifact_key(kind, event_id)
+    # A plot never shares its key with a table of the same kind ("light-curve"): artifacts of
+    # one key are versions of one thing, and the UI would show only the later of the two.
+    key = artifact_key(kind if kind.endswith("plot") else f"{kind}-plot", event_id)
     plots_dir.mkdir(parents=True, exist_ok=True)
     path = plots_dir / f"{key}.png"
     path.write_bytes(png)

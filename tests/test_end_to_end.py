@@ -83,3 +83,41 @@ def test_reports_are_stored_by_the_sandbox(demo: dict) -> None:
     assert len(box["tns_reports"]) == 1
     assert by_destination["gcn"]["status"] == "draft" and box["gcn_circulars"] == []
     assert any(name.startswith("approve-report:tns:") for name in demo["approvals"])
+
+
+def test_every_stage_shows_its_artifacts(demo: dict) -> None:
+    """What a person sees on the runs in the UI: plan, sky plot, requests, light curve, reports."""
+    event = demo["event_id"].lower()
+    artifacts = {a["key"]: a for a in demo["artifacts"]}
+    made_by = {key: a["flow_run"] for key, a in artifacts.items()}
+    assert made_by[f"targets-{event}"] == f"select-targets-{demo['event_id']}"
+    planned = [t for t in demo["targets"] if t["kind"] != "candidate"]  # candidates come later
+    assert artifacts[f"targets-{event}"]["rows"] == len(planned)
+    assert {"name", "ra [deg]", "dec [deg]", "probability"} <= set(
+        artifacts[f"targets-{event}"]["columns"]
+    )
+    assert artifacts[f"sky-plot-{event}"]["png"]
+    assert made_by[f"sky-plot-{event}"] == demo["flow_run_name"]
+    requests = artifacts[f"requests-{event}"]
+    assert made_by[f"requests-{event}"] == f"observe-{demo['event_id']}"
+    assert requests["rows"] == len(demo["requests"])
+    assert sorted(requests["links"]) == sorted(r["portal_url"] for r in demo["requests"])
+    assert artifacts[f"light-curve-{event}"]["type"] == "table"
+    assert artifacts[f"light-curve-{event}"]["rows"] >= len(demo["measurements"])
+    assert artifacts[f"light-curve-plot-{event}"]["png"]
+    assert made_by[f"light-curve-plot-{event}"] == f"process-frames-{demo['event_id']}"
+    reports = artifacts[f"reports-{event}"]
+    assert made_by[f"reports-{event}"] == f"report-{demo['event_id']}"
+    assert set(reports["links"]) == {r["url"] for r in demo["reports"] if r["url"]}
+    assert reports["links"], "no report links"
+    assert artifacts[f"summary-{event}"]["type"] == "markdown"
+    assert artifacts[f"gcn-circular-{event}"]["type"] == "markdown"
+
+
+def test_runs_are_named_for_what_they_do(demo: dict) -> None:
+    event = demo["event_id"]
+    names = demo["flow_runs"]
+    assert names[0] == f"followup-{event}-preliminary"
+    for stage in ("select-targets", "observe", "wait", "process-frames", "report"):
+        assert f"{stage}-{event}" in names, stage
+    assert any(n.startswith(f"approve-report:tns:{event}:") for n in names)
