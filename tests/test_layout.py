@@ -36,3 +36,37 @@ def test_domain_core_never_imports_prefect() -> None:
         if name in FORBIDDEN_IN_CORE
     ]
     assert offenders == []
+
+
+def test_layout_of_the_design_exists() -> None:
+    for name in [
+        "followup",
+        "tasks",
+        "flows",
+        "blocks",
+        "deployments",
+        "sandbox",
+        "tests",
+        "benchmarks",
+    ]:
+        assert (REPO / name).is_dir(), name
+    for name in ["prefect.yaml", "pyproject.toml", "Makefile", "README.md", ".ci/run", "LICENSE"]:
+        assert (REPO / name).is_file(), name
+    assert (REPO / "requirements" / "runtime.lock").is_file()
+    assert (REPO / "requirements" / "dev.lock").is_file()
+    assert "make test" in (REPO / ".ci" / "run").read_text()
+    readme = (REPO / "README.md").read_text().splitlines()[:5]
+    assert any("make demo" in line for line in readme) and any(
+        "make test" in line for line in readme
+    )
+
+
+def test_no_gpl_package_in_the_runtime_requirements() -> None:
+    import tomllib
+
+    runtime = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert not [
+        r for r in runtime if r.lower().startswith(("igwn-gwalert-schema", "healpy", "ligo"))
+    ]
+    locked = (REPO / "requirements" / "runtime.lock").read_text()
+    assert "igwn-gwalert-schema==" not in locked
