@@ -33,7 +33,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import httpx
@@ -348,6 +348,13 @@ def stored_messages(stack: LocalStack) -> dict[str, Any]:
         ledger.dispose()
 
 
+def finished(stack: LocalStack, hop_ids: Iterable[str]) -> dict[str, Any] | None:
+    """The ledger's messages once every one of ``hop_ids`` is stored and judged, else None."""
+    messages = stored_messages(stack)
+    done = all(h in messages and messages[h].status != "received" for h in hop_ids)
+    return messages if done else None
+
+
 def test_broker_restart_while_the_listener_reads(stack, faulty_run) -> None:
     """Tansu comes back empty on the same port; the listener reads on and loses nothing."""
     from followup.alerts.mock import make_lvk_alert
@@ -359,7 +366,7 @@ def test_broker_restart_while_the_listener_reads(stack, faulty_run) -> None:
     assert wait_for(lambda: set(before) <= stored_messages(stack).keys(), 60)
     stack.broker.restart(down_s=2.0)
     after = [stack.publish(quiet_alert(f"991231{c}")) for c in ("bc", "bd")]
-    stored = wait_for(lambda: (m := stored_messages(stack)) and set(after) <= m.keys() and m, 90)
+    stored = wait_for(lambda: finished(stack, before + after), 90)
     assert stored, "messages published after the broker restart were not stored"
     for hop_id in before + after:
         row = stored[hop_id]
@@ -438,10 +445,10 @@ def test_bad_input_through_the_listener_is_kept_with_a_clear_reason(stack, fault
     )
     published = {label: stack.publish(raw) for label, (raw, _, _) in cases.items()}
     published["skymap-all-zero"] = stack.publish(zero)
-    stored = wait_for(
-        lambda: (m := stored_messages(stack)) and set(published.values()) <= m.keys() and m, 90
-    )
-    assert stored, sorted(set(published.values()) - stored_messages(stack).keys())
+    stored = wait_for(lambda: finished(stack, published.values()), 90)
+    assert stored, {
+        k: getattr(stored_messages(stack).get(h), "status", None) for k, h in published.items()
+    }
 
     ledger = stack.ledger()
     try:
@@ -501,8 +508,9 @@ def test_service_faults_lose_and_duplicate_nothing(stack, faulty_run, alert_a) -
         detections = [m for m in summary.measurements if m.mag is not None]
         assert {m.band for m in detections} == {"gp", "rp"}, summary.measurements
 
-        # One TNS report stored, one object; one HERMES message, unconfirmed in the ledger
-        # because its answer never came, and not sent again.
+        # One TNS report stored, one object. The HERMES send whose answer never came is
+        # "unconfirmed" in the ledger and is not sent again: HERMES offers no look-up, so a
+        # person resolves it (the stand-in hung before reading it, so it stored nothing).
         assert stack.urls is not None
         u = stack.urls
         reports = {r.destination: r for r in ledger.reports_for_event(event)}
@@ -512,8 +520,9 @@ def test_service_faults_lose_and_duplicate_nothing(stack, faulty_run, alert_a) -
         assert [o["objname"] for o in sandbox_get(f"{u.tns}/sandbox/objects")] == [
             reports["tns"].remote_id
         ]
-        assert len(sandbox_get(f"{u.hermes}/sandbox/messages")) == 1
+        assert len(sandbox_get(f"{u.hermes}/sandbox/messages")) <= 1
         assert reports["hermes"].status == "unconfirmed"
+        assert "ReadTimeout" in reports["hermes"].payload.get("error", ""), reports["hermes"]
     finally:
         ledger.dispose()
 
