@@ -60,11 +60,17 @@ def _observable_position(now: datetime) -> tuple[float, float]:
     return ra, -30.0
 
 
-def make_demo_alert(now: datetime | None = None, *, event_id: str | None = None) -> DemoAlert:
+def make_demo_alert(
+    now: datetime | None = None,
+    *,
+    event_id: str | None = None,
+    position: tuple[float, float] | None = None,
+) -> DemoAlert:
     """A mock LVK PRELIMINARY BNS alert (JSON form, embedded multi-order sky map).
 
     The sky map is a Gaussian blob (sigma 0.25 deg, 90% area about 1.2 deg2) around a position
-    LCO can observe tonight; the synthetic transient sits near its peak.
+    LCO can observe tonight (or around ``position``, RA and Dec in degrees); the synthetic
+    transient sits near its peak.
     """
     from followup.alerts.mock import make_lvk_alert
     from followup.skymap import make_gaussian_skymap
@@ -72,7 +78,7 @@ def make_demo_alert(now: datetime | None = None, *, event_id: str | None = None)
     now = now or utcnow()
     letters = "".join(random.choice(string.ascii_lowercase) for _ in range(3))
     event_id = event_id or f"MS{now:%y%m%d}{letters}"
-    ra, dec = _observable_position(now)
+    ra, dec = position if position is not None else _observable_position(now)
     skymap = make_gaussian_skymap(
         ra, dec, 0.25, distance_mpc=120.0, distance_sigma_mpc=25.0, object_name=event_id
     )

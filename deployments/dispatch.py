@@ -55,6 +55,25 @@ def execute_flow_run(entrypoint: str, flow_run_id: str) -> str:
     return str(state.name)
 
 
+def _descendants(client: Any, flow_run_id: str) -> list[str]:
+    """Ids of every subflow run under a flow run, breadth first."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    found: list[str] = []
+    pending = [flow_run_id]
+    while pending:
+        parent = pending.pop(0)
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[UUID(parent)])
+            )
+        )
+        for child in children:
+            found.append(str(child.id))
+            pending.append(str(child.id))
+    return found
+
+
 class Dispatcher:
     """Creates runs of deployments and executes them in a pool of warm processes.
 
@@ -172,13 +191,18 @@ class Dispatcher:
 
         try:
             with get_client(sync_client=True) as client:
-                run = client.read_flow_run(flow_run_id)
-                if run.state is None or not run.state.is_final():
-                    client.set_flow_run_state(
-                        flow_run_id,
-                        Crashed(message=f"worker process failed: {error!r}"),
-                        force=True,
-                    )
+                # Its subflows ran in the same process and died with it: they would sit in
+                # Running too, so each unfinished one is marked, naming the run it died in.
+                for run_id, message in [
+                    (flow_run_id, f"worker process failed: {error!r}"),
+                    *(
+                        (child, f"its parent run {flow_run_id} crashed: {error!r}")
+                        for child in _descendants(client, flow_run_id)
+                    ),
+                ]:
+                    run = client.read_flow_run(run_id)
+                    if run.state is None or not run.state.is_final():
+                        client.set_flow_run_state(run_id, Crashed(message=message), force=True)
         except Exception:  # the API may be down too; the ledger still knows the alert
             logger.exception("could not mark flow run %s crashed", flow_run_id)
 

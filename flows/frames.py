@@ -10,10 +10,12 @@ import json
 from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
+from prefect.states import Completed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.runtime import Runtime, load_runtime
 from followup.catalogs import LocalCatalog, ReferenceCatalog, VizierCatalog
+from followup.exceptions import PhotometryError, ReductionError
 from followup.ledger import RequestRow
 from followup.models import Frame, LcoState, Measurement, Target, TargetKind
 from followup.photometry import associate_candidates, build_light_curve, plot_light_curve
@@ -31,6 +33,9 @@ __all__ = ["frames_task_runner", "process_frames"]
 SCIENCE = "EXPOSE"
 MEASURED_KINDS = (TargetKind.POINT, TargetKind.CANDIDATE)
 SEARCHED_KINDS = (TargetKind.FIELD, TargetKind.GALAXY)
+UNUSABLE = (ReductionError, PhotometryError)
+"""What a frame that cannot be read or measured raises (truncated, no WCS...): that frame is set
+aside with the reason, the others go on."""
 
 
 def zero_point_catalog(runtime: Runtime) -> ReferenceCatalog | None:
@@ -90,12 +95,29 @@ def _fetch(runtime: Runtime, requests: list[RequestRow]) -> list[tuple[RequestRo
     return fetched
 
 
+def _per_frame(frames: list[Frame], futures: Any) -> tuple[list[tuple[Frame, Any]], dict[int, str]]:
+    """Results of a per-frame task; a frame it could not use gives its reason instead."""
+    done: list[tuple[Frame, Any]] = []
+    errors: dict[int, str] = {}
+    for frame, future in zip(frames, futures, strict=True):
+        try:
+            done.append((frame, future.result()))
+        except UNUSABLE as exc:
+            errors[frame.frame_id] = f"{type(exc).__name__}: {exc}"
+    return done, errors
+
+
 def _new_candidates(
     runtime: Runtime, event_id: str, frames: list[Frame], targets: list[Target]
-) -> list[Target]:
-    """Transients in the frames of fields and galaxies: stored as candidate targets."""
+) -> dict[int, str]:
+    """Transients in the frames of fields and galaxies: stored as candidate targets.
+
+    Returns:
+        The reason each frame that could not be searched was set aside, by archive frame id.
+    """
     catalog = candidate_catalog(runtime)
-    found = find_frame_candidates.map(frames, unmapped(catalog)).result()
+    searched, errors = _per_frame(frames, find_frame_candidates.map(frames, unmapped(catalog)))
+    found = [table for _, table in searched]
     merged = associate_candidates(found, min_frames=runtime.settings.candidate_min_frames)
     rank = max((t.rank for t in targets), default=0)
     candidates = [
@@ -110,7 +132,24 @@ def _new_candidates(
         for i, c in enumerate(merged, start=1)
     ]
     runtime.ledger.save_targets(event_id, candidates)
-    return candidates
+    return errors
+
+
+def _record_errors(
+    runtime: Runtime, event_id: str, frame_rows: dict[int, Any], errors: dict[int, str]
+) -> None:
+    """Keep each unusable frame's reason in the ledger and show them as a table in the UI."""
+    for frame_id, row in frame_rows.items():
+        if errors.get(frame_id) != row.error:
+            runtime.ledger.record_frame_error(row.id, errors.get(frame_id))
+    if errors:
+        get_run_logger().warning("%s: %d frame(s) set aside", event_id, len(errors))
+        publish_table(
+            "frame-errors",
+            event_id,
+            [{"frame": frame_rows[i].basename, "error": e} for i, e in errors.items()],
+            f"frames of {event_id} that could not be used, with the reason",
+        )
 
 
 @flow(
@@ -120,16 +159,18 @@ def _new_candidates(
 )
 def process_frames(
     alert_id: int, event_id: str = "", settings: str = "default"
-) -> list[dict[str, Any]]:
+) -> list[dict[str, Any]] | State:
     """Download, reduce and measure the frames of the event's completed requests.
 
     Frames of fields and galaxies are searched for sources absent from the reference catalogue
     (transient candidates, stored as targets); every point target and candidate is then measured
     on every frame that covers it. Measurements are stored once per frame, target and method, so a
-    rerun measures only what is new.
+    rerun measures only what is new. A frame that cannot be read or measured (truncated, no WCS)
+    is set aside: its reason goes to the ledger (``frames.error``) and to a ``frame-errors`` table,
+    and the run ends Completed with a message naming how many frames were set aside.
 
     Returns:
-        The light curve rows.
+        The light curve rows (as the data of that Completed state when frames were set aside).
     """
     logger = get_run_logger()
     runtime = load_runtime(settings)
@@ -148,8 +189,10 @@ def process_frames(
     target_of_request = {r.id: r.target_id for r in requests}
     names = {t.id: t.name for t in ledger.targets_for_event(event_id)}
     search_frames = [f for row, f in fetched if names.get(target_of_request[row.id]) in searched]
+    errors: dict[int, str] = {}
     if search_frames:
-        _new_candidates(runtime, event_id, search_frames, targets)
+        errors = _new_candidates(runtime, event_id, search_frames, targets)
+    frames = [f for f in frames if f.frame_id not in errors]
     rows = {t.name: t for t in ledger.targets_for_event(event_id)}
     measured = [
         (t.name, t.ra, t.dec) for t in rows.values() if TargetKind(t.kind) in MEASURED_KINDS
@@ -158,11 +201,15 @@ def process_frames(
         logger.info(
             "%s: no point target or candidate to measure on %d frame(s)", event_id, len(frames)
         )
-        return []
+        _record_errors(runtime, event_id, frame_rows, errors)
+        return _ended([], errors)
     results = measure_frame.map(frames, unmapped(measured), unmapped(zero_point_catalog(runtime)))
+    done, bad = _per_frame(frames, results)
+    errors |= bad
+    _record_errors(runtime, event_id, frame_rows, errors)
     measurements: list[Measurement] = []
-    for frame, state in zip(frames, results, strict=True):
-        for m in state.result():
+    for frame, found in done:
+        for m in found:
             ledger.record_measurement(frame_rows[frame.frame_id].id, rows[m.target_name].id, m)
             measurements.append(m)
 
@@ -178,7 +225,15 @@ def process_frames(
         plots_dir=runtime.settings.plots_dir,
         plots_base_url=runtime.settings.plots_base_url,
     )
-    logger.info(
-        "%s: %d new measurement(s) on %d frame(s)", event_id, len(measurements), len(frames)
+    logger.info("%s: %d new measurement(s) on %d frame(s)", event_id, len(measurements), len(done))
+    return _ended(table, errors)
+
+
+def _ended(table: list[dict[str, Any]], errors: dict[int, str]) -> list[dict[str, Any]] | State:
+    """The light curve, in a Completed state that says how many frames were set aside, if any."""
+    if not errors:
+        return table
+    return Completed(
+        message=f"{len(errors)} frame(s) set aside: " + "; ".join(sorted(set(errors.values()))),
+        data=table,
     )
-    return table

@@ -264,6 +264,9 @@ class FrameRow(Base):
     observation_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
     local_path: Mapped[str | None] = mapped_column(Text)
     md5: Mapped[str | None] = mapped_column(String(32))
+    # Why the frame could not be searched or measured (truncated, no WCS...); NULL when usable
+    # (migration 0004). The frame stays in the ledger either way.
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
@@ -1361,6 +1364,15 @@ class Ledger:
             )
             s.add(row)
         return row, True
+
+    def record_frame_error(self, frame_row_id: int, error: str | None) -> FrameRow:
+        """Record why a frame cannot be used (None clears it, when a rerun could use it)."""
+        with self.session() as s:
+            row = s.get(FrameRow, frame_row_id)
+            if row is None:
+                raise KeyError(f"no frame row {frame_row_id}")
+            row.error = error[:4000] if error else None
+            return row
 
     def record_measurement(
         self, frame_row_id: int, target_row_id: int, measurement: Measurement

@@ -22,7 +22,8 @@ class EventSummary(BaseModel):
         retracted: Whether the event was retracted.
         targets: ``[{name, kind, ra, dec, rank, probability}]``.
         requests: ``[{group_name, target, epoch, local_status, state, request_id, portal_url}]``.
-        frames: ``[{basename, filter, observation_date, reduction_level, local_path}]``.
+        frames: ``[{basename, filter, observation_date, reduction_level, local_path, error}]``;
+            ``error`` says why a frame could not be used (None when it was).
         measurements: The photometry, oldest first.
         reports: ``[{destination, target, status, remote_id, url}]``.
     """
@@ -93,6 +94,7 @@ def event_summary(ledger: Ledger, event_id: str) -> EventSummary:
                 "observation_date": f.observation_date.isoformat() if f.observation_date else None,
                 "reduction_level": f.reduction_level,
                 "local_path": f.local_path,
+                "error": f.error,
             }
             for f in frames
         ],

@@ -9,7 +9,9 @@ which frames exist.
 
 Both apps also answer a control API under ``/sandbox/...`` (not part of LCO's API) to inspect
 submissions, move the clock, complete requests and inject faults: 5xx, 429 with Retry-After,
-slow answers, "stored but the answer was lost", truncated downloads.
+slow answers, "stored but the answer was lost", truncated downloads; and to damage frames as the
+archive stores them (``POST /sandbox/damage``: truncated files, headers without a WCS), so that
+the damage survives the download's md5 check as a broken file at the real archive would.
 
 Run alone for manual trials: ``python -m sandbox.lco --port 8123`` (portal and archive on one
 port; ``followup sandbox`` runs every stand-in).
@@ -48,6 +50,7 @@ from sandbox.specs import FrameRenderer, FrameSpec
 __all__ = [
     "Clock",
     "Fault",
+    "FrameDamage",
     "LcoSandboxState",
     "ManualClock",
     "ScaledClock",
@@ -966,6 +969,54 @@ class Fault(BaseModel):
         return re.search(self.endpoint, f"{method.upper()} {path}") is not None
 
 
+class FrameDamage(BaseModel):
+    """Damage done to the next matching frames the archive stores (``POST /sandbox/damage``).
+
+    Attributes:
+        kind: ``truncated`` (the file is cut in half) or ``no_wcs`` (every WCS keyword removed
+            from every header).
+        group: Only frames of request groups whose name contains this ("" for any).
+        filter: Only frames in this filter (None for any).
+        count: How many frames to damage.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["truncated", "no_wcs"]
+    group: str = ""
+    filter: str | None = None
+    count: int = Field(default=1, ge=1)
+
+    def matches(self, spec: FrameSpec) -> bool:
+        """True when a frame is one this damage is for."""
+        return (
+            spec.configuration_type == "EXPOSE"
+            and self.group in (spec.group_name or "")
+            and (self.filter is None or spec.filter == self.filter)
+        )
+
+
+_WCS_KEY = re.compile(
+    r"^(WCSAXES|CTYPE\d|CUNIT\d|CRVAL\d|CRPIX\d|CDELT\d|CROTA\d|CD\d_\d|PC\d_\d|PV\d_\d+"
+    r"|LONPOLE|LATPOLE|RADESYS|EQUINOX|A_\w+|B_\w+|AP_\w+|BP_\w+)$"
+)
+
+
+def damage_frame(data: bytes, kind: str) -> bytes:
+    """A frame's bytes with the damage ``kind`` done (see :class:`FrameDamage`)."""
+    if kind == "truncated":
+        return data[: len(data) // 2]
+    from astropy.io import fits
+
+    with fits.open(io.BytesIO(data)) as hdus:
+        for hdu in hdus:
+            for key in [k for k in hdu.header if _WCS_KEY.match(k)]:
+                del hdu.header[key]
+        out = io.BytesIO()
+        hdus.writeto(out)
+    return out.getvalue()
+
+
 # --------------------------------------------------------------------------------------------
 # State
 # --------------------------------------------------------------------------------------------
@@ -1085,6 +1136,7 @@ class LcoSandboxState:
             self._rendered: dict[int, tuple[bytes | None, str, str, int]] = {}
             self._time_used: dict[tuple[str, str, str], float] = {}
             self._faults: list[Fault] = []
+            self._damage: list[FrameDamage] = []
             self._next_outcomes: list[LcoState] = []
             self._ids = itertools.count(self.first_id)
             self._frame_ids = itertools.count(self.first_frame_id)
@@ -1125,6 +1177,27 @@ class LcoSandboxState:
             before = len(self._faults)
             self._faults = [f for f in self._faults if fault_id is not None and f.id != fault_id]
             return before - len(self._faults)
+
+    def add_damage(self, damage: FrameDamage) -> FrameDamage:
+        """Damage the next ``damage.count`` matching frames when they are stored."""
+        with self._lock:
+            self._damage.append(damage.model_copy())
+            return damage
+
+    def pending_damage(self) -> list[FrameDamage]:
+        """Damage not done yet."""
+        with self._lock:
+            return [d.model_copy() for d in self._damage]
+
+    def _take_damage(self, spec: FrameSpec) -> str | None:
+        with self._lock:
+            for damage in self._damage:
+                if damage.matches(spec):
+                    damage.count -= 1
+                    if damage.count == 0:
+                        self._damage.remove(damage)
+                    return damage.kind
+        return None
 
     def take_fault(self, method: str, path: str) -> Fault | None:
         """The first active fault matching a call, counting the hit (exhausted ones expire)."""
@@ -1916,6 +1989,9 @@ class LcoSandboxState:
             if not isinstance(data, bytes | bytearray) or not data:
                 raise RuntimeError(f"the renderer returned no bytes for {entry.spec.basename}")
             data = bytes(data)
+            kind = self._take_damage(entry.spec)
+            if kind is not None:
+                data = damage_frame(data, kind)
             md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
             extension = ".fits.fz" if _is_compressed_fits(data) else ".fits"
             if self.cache_dir is not None:
@@ -2654,6 +2730,14 @@ def _control_router(state: LcoSandboxState) -> APIRouter:
     @router.get("/frames")
     def frames() -> list[dict[str, Any]]:
         return state.all_frame_specs()
+
+    @router.get("/damage")
+    def list_damage() -> list[FrameDamage]:
+        return state.pending_damage()
+
+    @router.post("/damage", status_code=201)
+    def add_damage(damage: FrameDamage) -> FrameDamage:
+        return state.add_damage(damage)
 
     @router.post("/reset")
     def reset() -> dict[str, str]:

@@ -30,9 +30,11 @@ from sandbox.serving import ServedApp
 from sandbox.sky import SyntheticSky
 from sandbox.specs import FrameRenderer, Transient
 
-__all__ = ["SERVICES", "SandboxConfig", "SandboxServer", "SandboxUrls", "main"]
+__all__ = ["CREDENTIALS", "SERVICES", "SandboxConfig", "SandboxServer", "SandboxUrls", "main"]
 
 SERVICES = ("portal", "archive", "hermes", "tns", "gcn", "webhook", "vizier", "control")
+CREDENTIALS = ("lco_token", "hermes_token", "tns_api_key", "gcn_token")
+"""Fields of :class:`SandboxUrls` that grant access: written to ``--urls-out`` only."""
 
 
 class SandboxConfig(BaseModel):
@@ -253,7 +255,7 @@ class SandboxServer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the sandbox until SIGINT or SIGTERM; write the URLs as JSON when asked."""
+    """Run the sandbox until SIGINT or SIGTERM; write the URLs (and tokens) as JSON when asked."""
     parser = argparse.ArgumentParser(prog="python -m sandbox.server", description=__doc__)
     parser.add_argument("--config", type=Path, help="JSON file with a SandboxConfig")
     parser.add_argument("--urls-out", type=Path, help="write the services' URLs here as JSON")
@@ -268,12 +270,12 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with SandboxServer(config) as server:
         assert server.urls is not None
-        text = server.urls.model_dump_json(indent=2)
         if args.urls_out:
             tmp = args.urls_out.with_suffix(".tmp")
-            tmp.write_text(text)
+            tmp.write_text(server.urls.model_dump_json(indent=2))
             tmp.replace(args.urls_out)  # readers never see half a file
-        print(text, flush=True)
+        # Standard output ends up in log files: the URLs only, never the tokens.
+        print(server.urls.model_dump_json(indent=2, exclude=set(CREDENTIALS)), flush=True)
         stop.wait()
 
 

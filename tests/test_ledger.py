@@ -397,3 +397,26 @@ def test_accepted_alerts_without_a_run_are_found_until_one_is_recorded(ledger: L
     assert [a.id for a in ledger.alerts_without_run(since=since)] == [row.id]
     ledger.set_alert_flow_run(row.id, "3c5a0d5e-0000-4000-8000-000000000000")
     assert ledger.alerts_without_run(since=since) == []
+
+
+def test_a_frame_keeps_why_it_could_not_be_used(ledger: Ledger) -> None:
+    frame = Frame(frame_id=7, basename="cpt1m010-fa16-20250101-0002-e91", filename="y", url="u")
+    row, _ = ledger.record_frame(frame)
+    assert row.error is None
+    assert ledger.record_frame_error(row.id, "PhotometryError: no celestial WCS").error == (
+        "PhotometryError: no celestial WCS"
+    )
+    again, new = ledger.record_frame(frame)
+    assert not new and again.error == "PhotometryError: no celestial WCS"
+    assert ledger.record_frame_error(row.id, None).error is None
+    with pytest.raises(KeyError):
+        ledger.record_frame_error(row.id + 1000, "x")
+
+
+def test_migration_0004_adds_frame_errors_to_an_existing_ledger(tmp_path: Path) -> None:
+    ledger = Ledger(f"sqlite:///{tmp_path / 'old.db'}")
+    ledger.migrate("0003")
+    assert "error" not in {c["name"] for c in inspect(ledger.engine).get_columns("frames")}
+    ledger.migrate()
+    assert "error" in {c["name"] for c in inspect(ledger.engine).get_columns("frames")}
+    ledger.dispose()

@@ -886,3 +886,38 @@ def test_fault_model_matching() -> None:
     assert fault.matches("post", "/api/requestgroups/")
     assert not fault.matches("POST", "/api/requestgroups/validate/")
     assert not fault.matches("GET", "/api/requestgroups/")
+
+
+def test_damage_is_stored_so_the_download_matches_its_md5(
+    client: TestClient, clock: ManualClock
+) -> None:
+    damage = {"kind": "truncated", "group": "S1_", "filter": "rp"}
+    assert client.post("/sandbox/damage", json=damage).status_code == 201
+    assert client.post("/sandbox/damage", json={"kind": "melted"}).status_code == 422
+    rid = completed_request(client, clock)
+    records = client.get("/frames/", params={"request_id": rid}, headers=AUTH).json()["results"]
+    assert client.get("/sandbox/damage").json() == []  # used up by the one rp frame
+    sizes = []
+    for record in records:
+        data = client.get(record["url"]).content
+        assert hashlib.md5(data).hexdigest() == record["version_set"][0]["md5"]
+        sizes.append((record["primary_optical_element"], len(data)))
+    whole = max(size for _, size in sizes)  # TinyRenderer frames are all the same size
+    assert [band for band, size in sizes if size < whole] == ["rp"]
+    assert min(size for _, size in sizes) == whole // 2
+
+
+def test_damage_frame_strips_every_wcs_keyword() -> None:
+    from sandbox.lco import damage_frame
+
+    header = fits.Header()
+    for key, value in {"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": 10.0,
+                       "CRVAL2": -5.0, "CRPIX1": 8.0, "CRPIX2": 8.0, "CD1_1": -1e-4,
+                       "CD2_2": 1e-4, "RADESYS": "ICRS", "OBJECT": "kept"}.items():  # fmt: skip
+        header[key] = value
+    buffer = io.BytesIO()
+    fits.PrimaryHDU(data=[[1.0, 2.0]], header=header).writeto(buffer)
+    with fits.open(io.BytesIO(damage_frame(buffer.getvalue(), "no_wcs"))) as hdus:
+        left = hdus[0].header
+        assert left["OBJECT"] == "kept" and hdus[0].data.tolist() == [[1.0, 2.0]]
+        assert not [k for k in left if k.startswith(("CTYPE", "CRVAL", "CRPIX", "CD", "RADESYS"))]
