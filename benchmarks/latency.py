@@ -13,8 +13,9 @@ overlap. The demo strategy needs no approval (NORMAL, 12 h), and the runs do not
 One alert is published first to warm the stack and is reported apart. Each sample is split into
 stages from the ledger and the Prefect API: listener (publish to the message stored), dispatch
 (stored to the follow-up run created), flow start (created to the run's start), select-targets
-(run start to the end of its ``select-targets`` subflow), submit (that end to the POST: observe's
-strategy, claim in the ledger, validate, submit).
+(run start to the end of its ``select-targets`` subflow), observe start (to the start of the
+``observe`` subflow), plan+claim (to the first request claimed in the ledger), validate+post (to
+the portal receiving the POST).
 
 Usage: ``python benchmarks/latency.py [--quick] [--alerts N] [--postgres]``
 
@@ -48,7 +49,8 @@ from sandbox.server import SandboxConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("FOLLOWUP_BENCH_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432")
-STAGES = ("listener", "dispatch", "flow start", "select-targets", "submit")
+STAGES = ("listener", "dispatch", "flow start", "select-targets", "observe start", "plan+claim",
+          "validate+post")  # fmt: skip
 
 
 @contextmanager
@@ -122,15 +124,19 @@ def stages(stack: LocalStack, event_id: str, published: float, posted: float) ->
             message = s.get(MessageRow, alert.message_id)
             stored = message.received_at.timestamp()
         run_id = alert.flow_run_id
+        claims = [r.created_at for r in ledger.requests_for_event(event_id)]
+        claimed = min(claims).timestamp() if claims else None
     finally:
         ledger.dispose()
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(run_id)
         targets = _flow_run(client, f"select-targets-{event_id}")
+        observe = _flow_run(client, f"observe-{event_id}")
     created = _epoch(run.created)
     started = _epoch(run.start_time)
     selected = _epoch(targets.end_time) if targets is not None else None
-    marks = [published, stored, created, started, selected, posted]
+    observing = _epoch(observe.start_time) if observe is not None else None
+    marks = [published, stored, created, started, selected, observing, claimed, posted]
     if any(m is None for m in marks):
         return {}
     return {name: marks[i + 1] - marks[i] for i, name in enumerate(STAGES)}

@@ -53,7 +53,8 @@ def unique_alerts(n: int) -> list[DemoAlert]:
 @pytest.fixture(scope="module")
 def alerts() -> dict[str, DemoAlert]:
     """One event per test: approved, timed out, retracted, published twice."""
-    return dict(zip(("approved", "timeout", "retracted", "twice"), unique_alerts(4), strict=True))
+    names = ("approved", "timeout", "retracted", "twice", "crash")
+    return dict(zip(names, unique_alerts(len(names)), strict=True))
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +82,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, alerts) -> Iterator[LocalSta
             temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{port}/api"}),
             LocalStack(options) as stack,
         ):
-            # The timeout test's clock runs while the approval test works.
+            # The timeout test's clock runs while the other tests work.
             stack.publish(alerts["timeout"].raw)
             stack.publish(alerts["approved"].raw)
             yield stack
@@ -106,6 +107,26 @@ def flow_runs(name: str) -> list[Any]:
         return client.read_flow_runs(
             flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name]))
         )
+
+
+def active_runs() -> list[str]:
+    """Names of the flow runs under way (scheduled runs of the schedules do not count)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    active = [StateType.PENDING, StateType.RUNNING, StateType.PAUSED]
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=active))
+            )
+        )
+    return [r.name for r in runs]
 
 
 def subject(event_id: str) -> str:
@@ -178,19 +199,6 @@ def test_an_approval_through_the_resume_api_submits_and_records_the_reviewer(sta
     assert all(g["state"] == "PENDING" for g in groups)
 
 
-def test_an_approval_that_times_out_is_a_decline(stack, alerts) -> None:
-    event_id = alerts["timeout"].event_id
-    found = wait_for(lambda: decisions(stack, event_id), APPROVAL_TIMEOUT_S + 90)
-    assert found, "no decision recorded after the approval timeout"
-    (decision,) = found
-    assert not decision.approved and decision.decided_by == "timeout"
-    rows = ledger_requests(stack, event_id)
-    assert rows and all(r.local_status == "declined" for r in rows), rows
-    assert not portal_groups(stack, event_id), "a declined request reached the portal"
-    (approval_run,) = flow_runs(f"approve-{subject(event_id)}")
-    assert approval_run.state.is_failed()
-
-
 def test_a_retraction_cancels_every_pending_request_of_its_event_and_nothing_else(
     stack, alerts
 ) -> None:
@@ -252,3 +260,64 @@ def test_the_same_alert_published_twice_gives_one_followup_run(stack, alerts) ->
     assert wait_for(lambda: all(r.state and r.state.is_final() for r in flow_runs(name)), 60)
     assert len(flow_runs(name)) == 1
     assert not portal_groups(stack, alert.event_id)
+
+
+def test_an_approval_that_times_out_is_a_decline(stack, alerts) -> None:
+    event_id = alerts["timeout"].event_id
+    found = wait_for(lambda: decisions(stack, event_id), APPROVAL_TIMEOUT_S + 90)
+    assert found, "no decision recorded after the approval timeout"
+    (decision,) = found
+    assert not decision.approved and decision.decided_by == "timeout"
+    rows = ledger_requests(stack, event_id)
+    assert rows and all(r.local_status == "declined" for r in rows), rows
+    assert not portal_groups(stack, event_id), "a declined request reached the portal"
+    (approval_run,) = flow_runs(f"approve-{subject(event_id)}")
+    assert approval_run.state.is_failed()
+
+
+def test_a_crash_after_the_post_and_a_rerun_leave_one_request_at_the_portal(stack, alerts) -> None:
+    """The worker process dies after the portal stored the POST, before the ledger heard back."""
+    import psutil
+
+    from flows.observe import observe
+
+    assert stack.urls is not None
+    event_id = alerts["crash"].event_id
+    # Killing a worker breaks the dispatcher's pool and every run in it: wait for the others.
+    assert wait_for(lambda: not active_runs(), 120), active_runs()
+    # The portal stores the first POST, then holds its answer: the run waits inside the POST.
+    httpx.post(
+        f"{stack.urls.portal}/sandbox/faults",
+        json={"endpoint": "POST /api/requestgroups/$", "after_store": True, "delay_s": 45},
+    ).raise_for_status()
+    stack.publish(alerts["crash"].raw)
+    answer(event_id, approved=True)
+    (stored,) = wait_for(lambda: portal_groups(stack, event_id), 60, interval=0.1)
+
+    # Kill the worker that is waiting for that answer (the one connected to the portal's port).
+    portal_port = int(stack.urls.portal.rsplit(":", 1)[1])
+    (listener,) = [p for p in stack.processes if p.name == "listener"]
+    workers = [
+        child
+        for child in psutil.Process(listener.pid).children(recursive=True)
+        if any(c.raddr and c.raddr.port == portal_port for c in child.net_connections("tcp"))
+    ]
+    assert len(workers) == 1, workers
+    workers[0].kill()
+    workers[0].wait(10)
+    rows = {r.group_name: r for r in ledger_requests(stack, event_id)}
+    assert rows[stored["name"]].local_status == "claimed", "the ledger heard back before the kill"
+    assert not any(r.local_status == "submitted" for r in rows.values())
+
+    # Rerun the observe stage: it finds the stored group by name and submits the rest once.
+    ledger = stack.ledger()
+    try:
+        (alert_row,) = ledger.alerts_for_event(event_id)
+    finally:
+        ledger.dispose()
+    observe(alert_row.id, event_id, stack.options.settings_name, wait=False)
+    rows = {r.group_name: r for r in ledger_requests(stack, event_id)}
+    assert rows and all(r.local_status == "submitted" for r in rows.values()), rows
+    groups = portal_groups(stack, event_id)
+    assert sorted(g["name"] for g in groups) == sorted(rows), "a group was submitted twice"
+    assert rows[stored["name"]].group_id == stored["group_id"]
