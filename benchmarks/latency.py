@@ -255,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     if split:
         medians = ", ".join(f"{k} {statistics.median(d[k] for d in split):.3f}" for k in STAGES)
         print(f"  median per stage (s): {medians}")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"  load average at the end (1, 5, 15 min): {load}")
     ok = p50 <= 1.0 and p95 <= 2.0
     print(f"  targets: p50 <= 1 s, p95 <= 2 s; {'met' if ok else 'MISSED'}")
     return 0 if ok else 1
