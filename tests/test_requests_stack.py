@@ -5,7 +5,9 @@ approval rules make every request wait for a person. Alerts go in through Kafka 
 answers go in through Prefect's resume API (the call the UI's Resume button makes); what happened
 is read from the ledger, the Prefect API and the sandbox portal's record of what it received.
 Requests stay PENDING at the portal (a day to complete), so a retraction has something to cancel,
-and the runs do not wait for LCO (``max_wait_s`` 0), so each frees its worker at once.
+and the runs do not wait for LCO (``max_wait_s`` 0), so each frees its worker at once. The last
+test kills a dispatcher worker while the portal holds the answer to a POST it has stored, then
+reruns the observe stage: exactly one group per request reaches the portal.
 """
 
 from __future__ import annotations
