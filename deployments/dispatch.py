@@ -20,7 +20,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 from uuid import UUID
 
-__all__ = ["Dispatcher", "execute_flow_run", "load_entrypoint"]
+__all__ = ["Dispatcher", "Warmer", "execute_flow_run", "load_entrypoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,14 +31,19 @@ def load_entrypoint(entrypoint: str) -> Any:
     return getattr(importlib.import_module(module_name), attribute)
 
 
-def _warm(entrypoints: tuple[str, ...], warmers: tuple[str, ...]) -> None:
+Warmer = str | tuple[str, tuple[Any, ...]]
+"""``"module:function"``, or ``("module:function", args)`` to call it with arguments."""
+
+
+def _warm(entrypoints: tuple[str, ...], warmers: tuple[Warmer, ...]) -> None:
     """Pool initializer: import the flows and Prefect's engine, and run the warmers."""
     for entrypoint in entrypoints:
         load_entrypoint(entrypoint)
     import prefect.flow_engine  # noqa: F401
 
     for warmer in warmers:
-        load_entrypoint(warmer)()
+        entrypoint, args = (warmer, ()) if isinstance(warmer, str) else warmer
+        load_entrypoint(entrypoint)(*args)
 
 
 def execute_flow_run(entrypoint: str, flow_run_id: str, heartbeats: bool = False) -> str:
@@ -75,8 +80,8 @@ class Dispatcher:
             dispatcher may start, e.g. ``{"followup/followup": "flows.followup:followup"}``. Each
             worker imports all of them when it starts.
         workers: Processes in the pool (runs beyond this wait for a free process).
-        warmers: ``"module:function"`` callables each worker runs once at start (to fill caches
-            the first run would otherwise pay for).
+        warmers: Callables each worker runs once at start (to fill caches the first run would
+            otherwise pay for): ``"module:function"`` or ``("module:function", args)``.
         heartbeats: Keep Prefect's flow-run heartbeats in the workers (see
             :func:`execute_flow_run`; off: they delay every subflow's end by up to a second).
     """
@@ -86,7 +91,7 @@ class Dispatcher:
         flows: dict[str, str],
         *,
         workers: int = 2,
-        warmers: tuple[str, ...] = (),
+        warmers: tuple[Warmer, ...] = (),
         heartbeats: bool = False,
     ) -> None:
         if not flows:
