@@ -20,7 +20,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 from uuid import UUID
 
-__all__ = ["Dispatcher", "execute_flow_run", "load_entrypoint"]
+__all__ = ["Dispatcher", "Warmer", "execute_flow_run", "load_entrypoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,27 +31,44 @@ def load_entrypoint(entrypoint: str) -> Any:
     return getattr(importlib.import_module(module_name), attribute)
 
 
-def _warm(entrypoints: tuple[str, ...], warmers: tuple[str, ...]) -> None:
+Warmer = str | tuple[str, tuple[Any, ...]]
+"""``"module:function"``, or ``("module:function", args)`` to call it with arguments."""
+
+
+def _warm(entrypoints: tuple[str, ...], warmers: tuple[Warmer, ...]) -> None:
     """Pool initializer: import the flows and Prefect's engine, and run the warmers."""
     for entrypoint in entrypoints:
         load_entrypoint(entrypoint)
     import prefect.flow_engine  # noqa: F401
 
     for warmer in warmers:
-        load_entrypoint(warmer)()
+        entrypoint, args = (warmer, ()) if isinstance(warmer, str) else warmer
+        load_entrypoint(entrypoint)(*args)
 
 
-def execute_flow_run(entrypoint: str, flow_run_id: str) -> str:
-    """Execute an existing flow run in this process; return the name of its final state."""
+def execute_flow_run(entrypoint: str, flow_run_id: str, heartbeats: bool = False) -> str:
+    """Execute an existing flow run in this process; return the name of its final state.
+
+    Args:
+        entrypoint: ``"module:attribute"`` of the flow.
+        flow_run_id: The run to execute.
+        heartbeats: Keep Prefect's flow-run heartbeats. Off by default: the dispatcher marks a run
+            whose worker died as Crashed itself, and each (sub)flow run of a sync flow joins its
+            heartbeat thread when it ends, which costs up to a second per subflow on the
+            alert-to-telescope path (``select-targets`` ends before ``observe`` starts).
+    """
     from prefect.client.orchestration import get_client
     from prefect.flow_engine import run_flow_sync
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     flow = load_entrypoint(entrypoint)
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(flow_run_id)
-    state = run_flow_sync(
-        flow, flow_run=flow_run, parameters=flow_run.parameters, return_type="state"
-    )
+    updates = {} if heartbeats else {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+    with temporary_settings(updates=updates):
+        state = run_flow_sync(
+            flow, flow_run=flow_run, parameters=flow_run.parameters, return_type="state"
+        )
     return str(state.name)
 
 
@@ -82,18 +99,26 @@ class Dispatcher:
             dispatcher may start, e.g. ``{"followup/followup": "flows.followup:followup"}``. Each
             worker imports all of them when it starts.
         workers: Processes in the pool (runs beyond this wait for a free process).
-        warmers: ``"module:function"`` callables each worker runs once at start (to fill caches
-            the first run would otherwise pay for).
+        warmers: Callables each worker runs once at start (to fill caches the first run would
+            otherwise pay for): ``"module:function"`` or ``("module:function", args)``.
+        heartbeats: Keep Prefect's flow-run heartbeats in the workers (see
+            :func:`execute_flow_run`; off: they delay every subflow's end by up to a second).
     """
 
     def __init__(
-        self, flows: dict[str, str], *, workers: int = 2, warmers: tuple[str, ...] = ()
+        self,
+        flows: dict[str, str],
+        *,
+        workers: int = 2,
+        warmers: tuple[Warmer, ...] = (),
+        heartbeats: bool = False,
     ) -> None:
         if not flows:
             raise ValueError("a dispatcher needs at least one deployment to start")
         self.flows = dict(flows)
         self.workers = workers
         self.warmers = tuple(warmers)
+        self.heartbeats = heartbeats
         self._pool: ProcessPoolExecutor | None = None
         self._deployment_ids: dict[str, UUID] = {}
         self._lock = threading.Lock()
@@ -166,11 +191,15 @@ class Dispatcher:
             if self._pool is None:
                 self._pool = self._new_pool()
             try:
-                future = self._pool.submit(execute_flow_run, entrypoint, flow_run_id)
+                future = self._pool.submit(
+                    execute_flow_run, entrypoint, flow_run_id, self.heartbeats
+                )
             except BrokenProcessPool:
                 logger.warning("worker pool broke; starting a new one")
                 self._pool = self._new_pool()
-                future = self._pool.submit(execute_flow_run, entrypoint, flow_run_id)
+                future = self._pool.submit(
+                    execute_flow_run, entrypoint, flow_run_id, self.heartbeats
+                )
         self.futures[flow_run_id] = future
         # The callback runs in the executor's thread: give it the caller's context, which holds
         # the Prefect settings (API URL) the run was created with.

@@ -36,7 +36,8 @@ RETRACT = "retract/retract"
 FLOWS = {FOLLOWUP: "flows.followup:followup", RETRACT: "flows.retract:retract"}
 """The deployments the listener starts, and their flows (warm in the dispatcher's workers)."""
 WARMERS = ("followup.visibility:warm_up",)
-"""Run once in each worker, so that the first alert does not pay for cold caches."""
+"""Run once in each worker, so that the first alert does not pay for cold caches (the listener
+adds ``flows.runtime:warm_up`` with its settings' name: the block loaded, the ledger opened)."""
 
 
 def area90(skymap: bytes) -> float:
@@ -252,7 +253,8 @@ def run_listener(
     ledger.migrate()
     dispatcher = None
     if config.started_by == "listener":
-        dispatcher = Dispatcher(FLOWS, workers=config.workers, warmers=WARMERS).start()
+        warmers = (*WARMERS, ("flows.runtime:warm_up", (config.followup_settings,)))
+        dispatcher = Dispatcher(FLOWS, workers=config.workers, warmers=warmers).start()
     listener = Listener(
         ledger,
         config.rules.to_rules(),

@@ -78,6 +78,8 @@ class StackOptions:
         settings_name: Name of the FollowupSettings and ListenerSettings documents it saves.
         sandbox: Configuration of the sandbox (its transients are the truth).
         ledger_url: Ledger database (default: SQLite under ``root/.followup``).
+        prefect_database_url: Database of the Prefect server (``postgresql+asyncpg://...``;
+            default: SQLite under ``root/.prefect``).
         refresh_interval_s: Interval of the refresh-requests schedule.
         listener_workers: Warm worker processes of the listener's dispatcher.
         settings_overrides: Fields of the FollowupSettings document to change (for example a
@@ -91,6 +93,7 @@ class StackOptions:
     settings_name: str = "sandbox"
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     ledger_url: str | None = None
+    prefect_database_url: str | None = None
     refresh_interval_s: float = 60.0
     listener_workers: int = 2
     settings_overrides: dict[str, Any] = field(default_factory=dict)
@@ -126,7 +129,12 @@ class LocalStack:
             options.ledger_url or f"sqlite:///{(options.state_dir / 'ledger.db').resolve()}"
         )
         port = options.ui_port or free_port()
-        self.server = PrefectServer(options.root / ".prefect", port=port, log_dir=options.log_dir)
+        self.server = PrefectServer(
+            options.root / ".prefect",
+            port=port,
+            log_dir=options.log_dir,
+            database_url=options.prefect_database_url,
+        )
         self.broker = TansuBroker(topics=[ALERT_TOPIC], log_path=options.log_dir / "tansu.log")
         self.urls: SandboxUrls | None = None
         self.processes: list[ManagedProcess] = []

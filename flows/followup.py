@@ -12,6 +12,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.client.orchestration import get_client
+from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 
 from flows.frames import frames_task_runner, process_frames
@@ -38,15 +39,19 @@ def run_name() -> str:
 
 
 def _tag_run(event_id: str) -> None:
-    """Tag this run with its event, so that a retraction can find and cancel it."""
-    run_id = flow_run.id
-    if not run_id:
+    """Tag this run with its event, so that a retraction can find and cancel it.
+
+    Runs the listener starts carry the tag from their creation: the run context says so, and no
+    API call is spent on the alert-to-telescope path.
+    """
+    context = FlowRunContext.get()
+    run = context.flow_run if context is not None else None
+    if run is None:
         return
-    with get_client(sync_client=True) as client:
-        run = client.read_flow_run(run_id)
-        tag = event_tag(event_id)
-        if tag not in run.tags:
-            client.update_flow_run(run_id, tags=[*run.tags, tag])
+    tag = event_tag(event_id)
+    if tag not in run.tags:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(run.id, tags=[*run.tags, tag])
 
 
 @flow(name="followup", flow_run_name=run_name)

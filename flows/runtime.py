@@ -8,6 +8,7 @@ edits made in the UI apply within a minute).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,7 +18,9 @@ from blocks import FollowupSettings
 from followup.ledger import Ledger
 from followup.strategies import StrategyBook, load_strategies
 
-__all__ = ["Runtime", "load_runtime"]
+__all__ = ["Runtime", "load_runtime", "warm_up"]
+
+logger = logging.getLogger(__name__)
 
 _TTL_S = 60.0
 _cache: dict[str, tuple[float, Runtime]] = {}
@@ -63,3 +66,21 @@ def load_runtime(name: str) -> Runtime:
         )
         _cache[name] = (time.monotonic(), runtime)
         return runtime
+
+
+def warm_up(name: str) -> float:
+    """Load the settings ``name`` and open the ledger, in a worker process before its first run.
+
+    The ledger's engine stays for the life of the process, so the first alert a worker takes does
+    not pay for opening and checking the database. A failure is logged, not raised: the worker
+    still serves runs, which then report the problem themselves.
+
+    Returns:
+        Seconds spent.
+    """
+    started = time.perf_counter()
+    try:
+        load_runtime(name)
+    except Exception:
+        logger.warning("could not load the settings %r ahead of the first run", name, exc_info=True)
+    return time.perf_counter() - started

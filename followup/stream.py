@@ -442,7 +442,11 @@ class AlertStream:
         while not stop.is_set():
             if self._lost.is_set():
                 raise _Disconnected("lost the connection to the broker")
-            messages = kafka.consume(self.batch_size, self.poll_timeout_s)
+            # consume(n, timeout) waits for n messages or the whole timeout: ask for the first
+            # one, then take what has already arrived, so a lone alert is not held back.
+            messages = kafka.consume(1, self.poll_timeout_s)
+            if messages and self.batch_size > 1:
+                messages += kafka.consume(self.batch_size - 1, 0)
             batch: list[tuple[bytes, Any]] = []
             raw_messages = []
             rewound: set[tuple[str, int]] = set()

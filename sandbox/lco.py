@@ -1127,6 +1127,7 @@ class LcoSandboxState:
         """Forget every group, request, frame, fault and counter (configuration stays)."""
         with self._lock:
             self._groups: dict[int, dict[str, Any]] = {}
+            self._received_at: dict[int, float] = {}
             self._requests: dict[int, dict[str, Any]] = {}
             self._sim: dict[int, _SimRequest] = {}
             self._blocks: dict[int, dict[str, Any]] = {}
@@ -1318,14 +1319,26 @@ class LcoSandboxState:
 
     # ------------------------------------------------------------------ portal: create
 
-    def submit(self, raw: Any, *, user: str) -> tuple[int, dict[str, Any]]:
-        """``POST /api/requestgroups/``: (201, stored group) or (400, nested errors)."""
+    def submit(
+        self, raw: Any, *, user: str, received_at: float | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """``POST /api/requestgroups/``: (201, stored group) or (400, nested errors).
+
+        Args:
+            raw: The request body.
+            user: The authenticated user.
+            received_at: Wall-clock time (Unix seconds) the POST arrived; now when omitted.
+                Kept for drills and the latency benchmark, never shown to portal clients.
+        """
+        received_at = time.time() if received_at is None else received_at
         with self._lock:
             self.create_calls += 1
             errors, data = self._validate(copy.deepcopy(raw), user=user)
             if errors:
                 return 400, errors
-            return 201, self._store(data, user)
+            group = self._store(data, user)
+            self._received_at[group["id"]] = received_at
+            return 201, group
 
     def _store(self, data: dict[str, Any], user: str) -> dict[str, Any]:
         now = self.now()
@@ -1648,6 +1661,7 @@ class LcoSandboxState:
                         "proposal": group["proposal"],
                         "observation_type": group["observation_type"],
                         "created": group["created"],
+                        "received_at": self._received_at.get(group["id"]),
                         "requests": [
                             {
                                 "id": r["id"],
@@ -2503,9 +2517,10 @@ def _portal_router(state: LcoSandboxState) -> APIRouter:
 
     @router.post("/api/requestgroups/")
     async def create_request_group(request: HttpRequest) -> JSONResponse:
+        received_at = time.time()
         user = _require_user(request, state)
         payload = await _json_body(request)
-        status, body = state.submit(payload, user=user)
+        status, body = state.submit(payload, user=user, received_at=received_at)
         return JSONResponse(body, status_code=status)
 
     @router.post("/api/requestgroups/validate/")

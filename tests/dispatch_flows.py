@@ -7,6 +7,14 @@ import signal
 
 from prefect import flow, task
 
+WARMED: list[str] = []
+"""What the worker's warmers did (each worker process has its own)."""
+
+
+def warm(tag: str) -> None:
+    """A warmer with an argument."""
+    WARMED.append(tag)
+
 
 @task
 def double(x: int) -> int:
@@ -14,7 +22,9 @@ def double(x: int) -> int:
 
 
 @flow(name="dispatch-probe")
-def probe(x: int, die: bool = False) -> int:
+def probe(x: int, die: bool = False, warmed: str = "") -> int:
     if die:
         os.kill(os.getpid(), signal.SIGKILL)
+    if warmed and warmed not in WARMED:
+        raise RuntimeError(f"the worker was not warmed with {warmed!r}: {WARMED}")
     return double(x) + os.getpid() * 0

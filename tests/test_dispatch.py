@@ -17,7 +17,11 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def dispatcher(prefect_server):
     deployment_id = probe.to_deployment(name="probe").apply()
-    d = Dispatcher({"dispatch-probe/probe": "tests.dispatch_flows:probe"}, workers=1).start()
+    d = Dispatcher(
+        {"dispatch-probe/probe": "tests.dispatch_flows:probe"},
+        workers=1,
+        warmers=(("tests.dispatch_flows:warm", ("ready",)),),
+    ).start()
     yield d, deployment_id
     d.shutdown()
 
@@ -56,3 +60,11 @@ def test_a_killed_worker_leaves_a_crashed_run_and_a_working_pool(dispatcher) -> 
     assert dead.state.is_crashed(), dead.state
     alive = wait_final(d.dispatch("dispatch-probe/probe", {"x": 2}, name="probe-after"))
     assert alive.state.is_completed()
+
+
+def test_workers_run_their_warmers_with_arguments_before_any_run(dispatcher) -> None:
+    d, _ = dispatcher
+    warm = wait_final(d.dispatch("dispatch-probe/probe", {"x": 3, "warmed": "ready"}))
+    assert warm.state.is_completed(), warm.state
+    cold = wait_final(d.dispatch("dispatch-probe/probe", {"x": 3, "warmed": "other"}))
+    assert cold.state.is_failed(), cold.state

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -101,6 +102,18 @@ def test_create_answers_201_with_the_stored_group(client: TestClient, clock: Man
     )
     assert configuration["instrument_configs"][0]["mode"] == "full_frame"
     assert client.get(f"/api/requestgroups/{group['id']}/", headers=AUTH).json() == group
+
+
+def test_the_control_api_says_when_each_post_arrived(
+    client: TestClient, clock: ManualClock
+) -> None:
+    """Wall-clock arrival of each stored POST (the latency benchmark's end point), portal-hidden."""
+    before = time.time()
+    group = submit(client, payload(clock))
+    after = time.time()
+    assert "received_at" not in group
+    (seen,) = client.get("/sandbox/requests").json()["results"]
+    assert seen["group_id"] == group["id"] and before <= seen["received_at"] <= after
 
 
 def test_unknown_keys_are_ignored_and_naive_times_are_utc(
