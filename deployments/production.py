@@ -447,9 +447,8 @@ class ProductionStack(LocalStack):
         from deployments.serve import build_deployments
 
         name = self.options.settings_name
-        with get_client(sync_client=True) as client:
-            with contextlib.suppress(ObjectAlreadyExists):
-                client.create_work_pool(WorkPoolCreate(name=self.options.work_pool, type="process"))
+        with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
+            client.create_work_pool(WorkPoolCreate(name=self.options.work_pool, type="process"))
         deployments = build_deployments(
             name, name, refresh_interval_s=self.options.refresh_interval_s
         )
@@ -487,7 +486,8 @@ class ProductionStack(LocalStack):
     def logs(self) -> dict[str, str]:
         """Text of every log file of the stack, by file name."""
         return {
-            p.name: p.read_text(errors="replace") for p in sorted(self.options.log_dir.glob("*.log"))
+            p.name: p.read_text(errors="replace")
+            for p in sorted(self.options.log_dir.glob("*.log"))
         }
 
 
