@@ -187,7 +187,9 @@ class ProductionOptions(StackOptions):
         worker_limit: Most concurrent flow runs per worker.
         dask_address: A running Dask scheduler (``tcp://host:8786``) for per-frame work; empty
             to start a local one here with ``dask_workers`` worker processes.
-        dask_workers: Worker processes of the local Dask cluster (one thread each).
+        dask_workers: Worker processes of the local Dask cluster.
+        dask_threads: Threads of each Dask worker process (listing and downloading frames waits
+            on the archive, so more threads than cores pay).
         drop_databases: Drop the PostgreSQL databases when the stack stops (tests, benchmarks).
     """
 
@@ -199,6 +201,7 @@ class ProductionOptions(StackOptions):
     worker_limit: int = 10
     dask_address: str = ""
     dask_workers: int = 2
+    dask_threads: int = 2
     drop_databases: bool = False
     ledger_url: str | None = DEFAULT_LEDGER_URL
     settings_overrides: dict[str, Any] = field(default_factory=dict)
@@ -209,7 +212,8 @@ def options_from_env(root: Path, env: Mapping[str, str] | None = None) -> Produc
 
     ``FOLLOWUP_PREFECT_DATABASE_URL``, ``FOLLOWUP_LEDGER_URL``, ``FOLLOWUP_REDIS_URL``,
     ``FOLLOWUP_API_PROCESSES``, ``FOLLOWUP_WORKERS``, ``FOLLOWUP_WORK_POOL``,
-    ``FOLLOWUP_DASK_ADDRESS``, ``FOLLOWUP_DASK_WORKERS``, ``FOLLOWUP_UI_PORT``.
+    ``FOLLOWUP_DASK_ADDRESS``, ``FOLLOWUP_DASK_WORKERS``, ``FOLLOWUP_DASK_THREADS``,
+    ``FOLLOWUP_UI_PORT``.
     """
     env = os.environ if env is None else env
     return ProductionOptions(
@@ -223,6 +227,7 @@ def options_from_env(root: Path, env: Mapping[str, str] | None = None) -> Produc
         work_pool=env.get("FOLLOWUP_WORK_POOL", "followup"),
         dask_address=env.get("FOLLOWUP_DASK_ADDRESS", ""),
         dask_workers=int(env.get("FOLLOWUP_DASK_WORKERS", "2")),
+        dask_threads=int(env.get("FOLLOWUP_DASK_THREADS", "2")),
     )
 
 
@@ -413,7 +418,7 @@ class ProductionStack(LocalStack):
             "--nworkers",
             str(self.options.dask_workers),
             "--nthreads",
-            "1",
+            str(self.options.dask_threads),
             "--no-dashboard",
             "--local-directory",
             str(self.options.state_dir / "dask"),
