@@ -32,7 +32,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -191,6 +191,8 @@ class ProductionOptions(StackOptions):
         dask_threads: Threads of each Dask worker process (listing and downloading frames waits
             on the archive, so more threads than cores pay).
         drop_databases: Drop the PostgreSQL databases when the stack stops (tests, benchmarks).
+        ledger_url: The ledger: PostgreSQL database ``followup_ledger`` by default, created when
+            missing.
     """
 
     prefect_database_url: str = DEFAULT_PREFECT_DATABASE_URL
@@ -204,7 +206,6 @@ class ProductionOptions(StackOptions):
     dask_threads: int = 2
     drop_databases: bool = False
     ledger_url: str | None = DEFAULT_LEDGER_URL
-    settings_overrides: dict[str, Any] = field(default_factory=dict)
 
 
 def options_from_env(root: Path, env: Mapping[str, str] | None = None) -> ProductionOptions:

@@ -31,6 +31,9 @@ from followup.lco import ArchiveClient, PortalClient
 from followup.summary import event_summary
 from sandbox.server import SandboxConfig
 
+# The burst takes minutes on two cores: more than the suite's default timeout per test.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+
 BURST = 20
 PG = "postgres@127.0.0.1:5432"
 # One field per alert, so one request and two frames (gp, rp) per alert.
@@ -67,6 +70,8 @@ def burst(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Production
         api_processes=2,
         workers=2,
         dask_workers=2,
+        dask_threads=4,
+        refresh_interval_s=600.0,
         sandbox=SandboxConfig(
             completion_delay_s=2.0,
             frame_shape=(512, 512),
