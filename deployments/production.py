@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import contextvars
 import os
 import signal
 import subprocess
@@ -586,7 +587,11 @@ def run_burst(stack: LocalStack, alerts: Iterable[Any], *, timeout: float) -> Bu
     alerts = list(alerts)
     event_ids = [a.event_id for a in alerts]
     approver = AutoApprover()
-    approver.start()
+    # Its loop runs in a copy of this context: the Prefect settings (API URL) of the stack.
+    approving = threading.Thread(
+        target=contextvars.copy_context().run, args=(approver.run,), daemon=True
+    )
+    approving.start()
     started = time.monotonic()
     for alert in alerts:
         stack.publish(alert.raw)
@@ -602,7 +607,7 @@ def run_burst(stack: LocalStack, alerts: Iterable[Any], *, timeout: float) -> Bu
     done = wait_until(all_final, timeout=timeout, interval=1.0)
     wall_s = time.monotonic() - started
     approver.stop.set()
-    approver.join(timeout=5)
+    approving.join(timeout=5)
     return BurstResult(event_ids=event_ids, runs=runs, wall_s=wall_s, timed_out=not done)
 
 
