@@ -12,7 +12,7 @@ CHROMIUM := /usr/bin/chromium
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: demo test lint format lock bench clean install
+.PHONY: demo test lint format lock bench clean install production
 
 install: $(STAMP) $(CHROMIUM)
 
@@ -38,6 +38,11 @@ $(CHROMIUM):
 
 demo: $(STAMP)
 	$(BIN)/followup demo $(if $(ONCE),--once) $(if $(ALERT),--alert $(ALERT)) $(if $(SUMMARY_JSON),--summary-json $(SUMMARY_JSON))
+
+# The production profile on this machine: Prefect on PostgreSQL (2 API processes, Redis), the
+# ledger on PostgreSQL, 2 process workers, a local Dask cluster (README: Production profile).
+production: $(STAMP)
+	$(BIN)/python -m deployments.production
 
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

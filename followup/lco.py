@@ -511,7 +511,7 @@ class _LcoHttp:
         root = (base_url or self._default_base_url).rstrip("/")
         if self._strip_suffix and root.endswith(self._strip_suffix):
             root = root[: -len(self._strip_suffix)]
-        self._client = httpx.Client(
+        self._client_kwargs: dict[str, Any] = dict(
             base_url=root,
             auth=TokenAuth(token) if token else None,
             timeout=self._default_timeout if timeout is None else timeout,
@@ -519,6 +519,17 @@ class _LcoHttp:
             headers={"User-Agent": user_agent, "Accept": "application/json"},
             follow_redirects=True,
         )
+        self._client = httpx.Client(**self._client_kwargs)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy for another process (a Dask worker): everything but the open connections."""
+        state = self.__dict__.copy()
+        del state["_client"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._client = httpx.Client(**self._client_kwargs)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={str(self._client.base_url)!r})"
