@@ -86,6 +86,8 @@ class StackOptions:
             ``strategies_yaml`` whose approval rules make every request wait for a person).
         alarms: Create the alarm automations, calling the sandbox's webhook receiver at
             ``/hooks/alarms``, once the listener runs.
+        reporting_timeout_s: HTTP timeout of the HERMES and TNS clients (None: their default);
+            saved with the Blocks, before any worker loads them.
     """
 
     root: Path
@@ -98,6 +100,7 @@ class StackOptions:
     listener_workers: int = 2
     settings_overrides: dict[str, Any] = field(default_factory=dict)
     alarms: bool = True
+    reporting_timeout_s: float | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -233,7 +236,14 @@ class LocalStack:
             portal_url=u.portal,
             archive_url=u.archive,
         )
-        hermes = HermesCredentials(api_token=SecretStr(u.hermes_token), base_url=u.hermes)
+        timeout = (
+            {"timeout_s": self.options.reporting_timeout_s}
+            if self.options.reporting_timeout_s is not None
+            else {}
+        )
+        hermes = HermesCredentials(
+            api_token=SecretStr(u.hermes_token), base_url=u.hermes, **timeout
+        )
         tns = TnsCredentials(
             api_key=SecretStr(u.tns_api_key),
             bot_id=u.tns_bot_id,
@@ -243,6 +253,7 @@ class LocalStack:
             instrument_id=232,
             reporter="followup sandbox bot (LCO)",
             base_url=f"{u.tns}/api/",
+            **timeout,
         )
         gcn = GcnCredentials(
             access_token=SecretStr(u.gcn_token), base_url=u.gcn, from_address="followup@example.org"

@@ -28,12 +28,11 @@ from __future__ import annotations
 
 import contextvars
 import json
-import os
 import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import httpx
@@ -46,6 +45,7 @@ from followup.models import utcnow
 from followup.summary import event_summary
 from sandbox.server import SandboxConfig
 from sandbox.specs import Transient
+from tests.stack_support import serving, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -69,17 +69,6 @@ HTTP_TIMEOUT_S = 2.0
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def wait_for(check: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
-    """Poll ``check`` until it returns something truthy or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    return check()
 
 
 def runs_named(fragment: str) -> list[Any]:
@@ -223,8 +212,6 @@ def alert_b(alert_a: DemoAlert) -> DemoAlert:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, alert_a: DemoAlert) -> Iterator[LocalStack]:
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     from deployments.processes import free_port
 
     root = tmp_path_factory.mktemp("faults")
@@ -245,38 +232,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory, alert_a: DemoAlert) -> Itera
             "poll_interval_s": 1.0,
         },
         listener_workers=2,
+        # Saved with the Blocks: the listener's workers load the settings before the first run.
+        reporting_timeout_s=HTTP_TIMEOUT_S,
     )
-    saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
-    try:
-        with (
-            temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{port}/api"}),
-            LocalStack(options) as stack,
-        ):
-            _short_timeouts(options.settings_name)
-            yield stack
-            from prefect.events.worker import EventsWorker
-            from prefect.logging.handlers import APILogWorker
-
-            EventsWorker.drain_all()
-            APILogWorker.drain_all()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def _short_timeouts(name: str) -> None:
-    """HERMES and TNS clients give up after HTTP_TIMEOUT_S (runs load the Blocks at start)."""
-    from blocks import FollowupSettings, HermesCredentials, TnsCredentials
-
-    for block in (HermesCredentials, TnsCredentials):
-        credentials = block.load(name)
-        credentials.timeout_s = HTTP_TIMEOUT_S
-        credentials.save(name, overwrite=True)
-    settings = FollowupSettings.load(name)
-    assert settings.hermes.timeout_s == settings.tns.timeout_s == HTTP_TIMEOUT_S
+    with serving(LocalStack(options)) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ import pytest
 from deployments.demo import make_demo_alert
 from deployments.stack import DEMO_STRATEGIES, LocalStack, StackOptions
 from sandbox.server import SandboxConfig
+from tests.stack_support import flow_runs, serving, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -56,7 +57,6 @@ def demo() -> Any:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, demo, chromium) -> Iterator[LocalStack]:
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from deployments.processes import free_port
 
@@ -69,29 +69,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, demo, chromium) -> Iterator[
         settings_overrides={"strategies_yaml": ALWAYS_ASK},
         listener_workers=1,
     )
-    # The stack points this process at its own server (environment and settings); another
-    # module's session server may be active here, so both are put back afterwards.
-    saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
-    try:
-        with (
-            temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{port}/api"}),
-            LocalStack(options) as stack,
-        ):
-            stack.publish(demo.raw)
-            yield stack
-            # Send what this process queued to the stack's server, and forget the workers bound
-            # to it: later modules must get workers for their own server.
-            from prefect.events.worker import EventsWorker
-            from prefect.logging.handlers import APILogWorker
-
-            EventsWorker.drain_all()
-            APILogWorker.drain_all()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with serving(LocalStack(options)) as stack:
+        stack.publish(demo.raw)
+        yield stack
 
 
 @pytest.fixture
@@ -121,35 +101,13 @@ def shot(page: Any, path: Path) -> Path:
     return path
 
 
-def flow_runs(stack: LocalStack, name: str) -> list[Any]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
-
-    with get_client(sync_client=True) as client:
-        return client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name]))
-        )
-
-
-def wait_for(check, timeout: float, interval: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    return check()
-
-
 def test_a_person_approves_telescope_time_in_the_ui(stack, demo, page, tmp_path) -> None:
     from playwright.sync_api import expect
 
     event_id = demo.event_id
     name = f"approve-requests:{event_id}:preliminary"
     assert stack.wait_for_run(event_id, timeout=120), "the listener started no follow-up run"
-    paused = wait_for(
-        lambda: [r for r in flow_runs(stack, name) if r.state and r.state.is_paused()], 120
-    )
+    paused = wait_for(lambda: [r for r in flow_runs(name) if r.state and r.state.is_paused()], 120)
     assert paused, f"no paused approval run {name}"
     (approval,) = paused
 
@@ -204,9 +162,7 @@ def test_a_person_approves_telescope_time_in_the_ui(stack, demo, page, tmp_path)
     expect(dialog).to_be_hidden(timeout=60_000)
 
     # The run resumes and completes; the decision, with the reviewer's name, is in the ledger.
-    done = wait_for(
-        lambda: [r for r in flow_runs(stack, name) if r.state and r.state.is_final()], 60
-    )
+    done = wait_for(lambda: [r for r in flow_runs(name) if r.state and r.state.is_final()], 60)
     assert done and done[0].state.is_completed(), done
     page.reload()
     expect(page.get_by_text("Completed").first).to_be_visible(timeout=30_000)

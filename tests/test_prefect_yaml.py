@@ -17,6 +17,7 @@ import yaml
 from pydantic import SecretStr
 
 from deployments.serve import build_deployments
+from tests.stack_support import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 POOL = "followup"
@@ -141,16 +142,6 @@ def deployed(prefect_server) -> dict[str, Any]:
     return {"deployments": deployments, "output": result.stdout, "deploy_s": deploy_s}
 
 
-def wait_for(check, timeout: float = 30.0, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    return check()
-
-
 @pytest.mark.slow
 def test_deploy_all_creates_every_deployment_in_the_pool(deployed) -> None:
     deployments = deployed["deployments"]
@@ -237,7 +228,7 @@ def test_the_followup_trigger_fires_with_typed_parameters_for_trigger_events_onl
     def triggered() -> list[Any]:
         return [r for r in runs_of(followup.id) if r.parameters.get("event_id") == event_id]
 
-    (run,) = wait_for(triggered)
+    (run,) = wait_for(triggered, 30)
     assert run.parameters == {
         "alert_id": 42,
         "event_id": event_id,
@@ -265,7 +256,7 @@ def test_the_retract_trigger_fires_for_retractions(deployed) -> None:
         started_by="trigger",
     )
     (run,) = wait_for(
-        lambda: [r for r in runs_of(retract.id) if r.parameters.get("event_id") == event_id]
+        lambda: [r for r in runs_of(retract.id) if r.parameters.get("event_id") == event_id], 30
     )
     assert run.parameters == {"event_id": event_id, "settings": "default"}
 

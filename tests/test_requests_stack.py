@@ -12,9 +12,7 @@ reruns the observe stage: exactly one group per request reaches the portal.
 
 from __future__ import annotations
 
-import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -24,6 +22,7 @@ from deployments.demo import DemoAlert, make_demo_alert
 from deployments.stack import DEMO_STRATEGIES, LocalStack, StackOptions
 from followup.lco import group_name_prefix
 from sandbox.server import SandboxConfig
+from tests.stack_support import flow_runs, serving, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -32,16 +31,6 @@ ALWAYS_ASK = DEMO_STRATEGIES.replace("max_hours: 12", "max_hours: 0")
 assert ALWAYS_ASK != DEMO_STRATEGIES
 APPROVAL_TIMEOUT_S = 20
 REVIEWER = "Vera Rubin (resume API test)"
-
-
-def wait_for(check: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    return check()
 
 
 def unique_alerts(n: int) -> list[DemoAlert]:
@@ -61,8 +50,6 @@ def alerts() -> dict[str, DemoAlert]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, alerts) -> Iterator[LocalStack]:
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     from deployments.processes import free_port
 
     port = free_port()
@@ -78,37 +65,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory, alerts) -> Iterator[LocalSta
         refresh_interval_s=3600.0,
         alarms=False,
     )
-    saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
-    try:
-        with (
-            temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{port}/api"}),
-            LocalStack(options) as stack,
-        ):
-            # The timeout test's clock runs while the other tests work.
-            stack.publish(alerts["timeout"].raw)
-            stack.publish(alerts["approved"].raw)
-            yield stack
-            from prefect.events.worker import EventsWorker
-            from prefect.logging.handlers import APILogWorker
-
-            EventsWorker.drain_all()
-            APILogWorker.drain_all()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def flow_runs(name: str) -> list[Any]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
-
-    with get_client(sync_client=True) as client:
-        return client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name]))
-        )
+    with serving(LocalStack(options)) as stack:
+        # The timeout test's clock runs while the other tests work.
+        stack.publish(alerts["timeout"].raw)
+        stack.publish(alerts["approved"].raw)
+        yield stack
 
 
 def active_runs() -> list[str]:

@@ -9,7 +9,6 @@ alert, so the burst fits a few minutes on two cores; the wall time is printed, n
 
 from __future__ import annotations
 
-import os
 import pickle
 import uuid
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from deployments.stack import DEMO_STRATEGIES
 from followup.lco import ArchiveClient, PortalClient
 from followup.summary import event_summary
 from sandbox.server import SandboxConfig
+from tests.stack_support import serving
 
 # The burst takes minutes on two cores: more than the suite's default timeout per test.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
@@ -54,8 +54,6 @@ def test_lco_clients_survive_pickling_for_dask_workers() -> None:
 
 @pytest.fixture(scope="module")
 def burst(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ProductionStack, Any]]:
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     from deployments.processes import free_port
 
     root = tmp_path_factory.mktemp("scale")
@@ -85,29 +83,13 @@ def burst(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Production
         alarms=False,
         drop_databases=True,
     )
-    saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
-    try:
-        with (
-            temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{port}/api"}),
-            ProductionStack(options) as stack,
-        ):
-            result = run_burst(stack, alerts, timeout=900)
-            print(
-                f"\n{BURST} alerts through the production profile: {result.wall_s:.1f} s wall "
-                f"({result.alerts_per_minute:.1f} alerts/min; stack start-up {stack.startup_s:.0f} s)"
-            )
-            yield stack, result
-            from prefect.events.worker import EventsWorker
-            from prefect.logging.handlers import APILogWorker
-
-            EventsWorker.drain_all()
-            APILogWorker.drain_all()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with serving(ProductionStack(options)) as stack:
+        result = run_burst(stack, alerts, timeout=900)
+        print(
+            f"\n{BURST} alerts through the production profile: {result.wall_s:.1f} s wall "
+            f"({result.alerts_per_minute:.1f} alerts/min; stack start-up {stack.startup_s:.0f} s)"
+        )
+        yield stack, result
 
 
 def test_every_alert_has_exactly_one_completed_run(burst: tuple[ProductionStack, Any]) -> None:

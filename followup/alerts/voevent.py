@@ -476,12 +476,12 @@ def _classic_position(doc: VOEventDocument, extra: dict[str, Any]) -> SkyPositio
         return None
     if as_bool(doc.param("RADec_valid"), field="RADec_valid") is False:
         # Real AMON IceCube track notices carry a good position with this flag false, so the
-        # flag is recorded, not obeyed; placeholder positions are recognised below.
+        # flag is recorded, not obeyed; the "no position yet" 0, 0 is recognised below.
         extra["radec_valid_flag"] = False
     radius = doc.error_radius
     if doc.ra == 0 and doc.dec == 0 and (radius in (None, 0) or (radius or 0) >= 180):
         # GCN writes 0, 0 for "no position yet" (Fermi GBM alerts, SNEWS without direction).
-        extra["position_note"] = "placeholder position 0, 0"
+        extra["position_note"] = "no position yet (0, 0)"
         return None
     if radius is not None and radius >= 180:
         extra["position_note"] = f"error radius {radius} deg covers the sky"
