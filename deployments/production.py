@@ -78,6 +78,20 @@ asyncio.run(register())
 # ---------------------------------------------------------------------------------- resources
 
 
+def _admin_engine(url: str) -> tuple[str, Any]:
+    """The database named by ``url``, and an autocommit engine on its server's ``postgres``."""
+    import sqlalchemy as sa
+
+    parsed = sa.engine.make_url(url)
+    if not parsed.database:
+        raise ValueError(f"{parsed.render_as_string(hide_password=True)} names no database")
+    admin = sa.create_engine(
+        parsed.set(drivername="postgresql+psycopg2", database="postgres"),
+        isolation_level="AUTOCOMMIT",
+    )
+    return parsed.database, admin
+
+
 def ensure_database(url: str) -> bool:
     """Create the PostgreSQL database named by ``url`` when it does not exist.
 
@@ -89,14 +103,7 @@ def ensure_database(url: str) -> bool:
     """
     import sqlalchemy as sa
 
-    parsed = sa.engine.make_url(url)
-    name = parsed.database
-    if not name:
-        raise ValueError(f"{parsed.render_as_string(hide_password=True)} names no database")
-    admin = sa.create_engine(
-        parsed.set(drivername="postgresql+psycopg2", database="postgres"),
-        isolation_level="AUTOCOMMIT",
-    )
+    name, admin = _admin_engine(url)
     try:
         with admin.connect() as conn:
             exists = conn.execute(
@@ -113,14 +120,10 @@ def drop_database(url: str) -> None:
     """Drop the PostgreSQL database named by ``url`` (closing its connections)."""
     import sqlalchemy as sa
 
-    parsed = sa.engine.make_url(url)
-    admin = sa.create_engine(
-        parsed.set(drivername="postgresql+psycopg2", database="postgres"),
-        isolation_level="AUTOCOMMIT",
-    )
+    name, admin = _admin_engine(url)
     try:
         with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)'))
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         admin.dispose()
 
