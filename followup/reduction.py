@@ -11,8 +11,10 @@ BANZAI-reduced frames (``reduction_level=91``) are used as they are: their ``SCI
 * cosmic rays by LACosmic (astroscrappy) on single frames without a mask, or by clipping when
   several exposures of one pointing are stacked.
 
-Inputs are never modified; each step is recorded in the output header (``HISTORY`` and keywords
-such as ``BIASCORR``). Pixel flags follow BANZAI's BPM bits (see :data:`BPM_BAD` and friends).
+Inputs are not modified: a raw frame is calibrated in its own buffers only when it was read here
+from a path or bytes, or when the caller gives it up with ``overwrite_input``. Each step is
+recorded in the output header (``HISTORY`` and keywords such as ``BIASCORR``). Pixel flags follow
+BANZAI's BPM bits (see :data:`BPM_BAD` and friends).
 """
 
 from __future__ import annotations
@@ -107,6 +109,11 @@ class FitsFrame:
     def is_reduced(self) -> bool:
         """True for BANZAI-reduced (RLEVEL 91) or otherwise calibrated frames in electrons."""
         return int(self.header.get("RLEVEL", 0) or 0) > 0 or self.ccd.unit == u.electron
+
+
+def _read_here(source: Any) -> bool:
+    """True when reading ``source`` makes arrays that no caller holds (a path or FITS bytes)."""
+    return isinstance(source, str | os.PathLike | bytes | bytearray)
 
 
 def _basename(path: str) -> str:
@@ -712,7 +719,8 @@ class MasterCalibration:
     Preparation computes what does not change from frame to frame: ``1 / flat``, the pixel flags
     the masters imply (``BPM_LOW_FLAT`` where the flat is below ``low_flat``, ``BPM_BAD`` where the
     dark current exceeds ``hot_dark`` e-/s) and the masters' typical noise. Each
-    :meth:`calibrate` is then two float32 passes (science, error) plus the saturation flags.
+    :meth:`calibrate` is then one pass over cache-sized blocks of rows that writes science,
+    error, flags and mask in float32 and uint8.
 
     The error map is ``sqrt(max(S, 0) / F + K / F^2 + (S * sf)^2)`` where ``S`` is the calibrated
     frame (electrons), ``F`` the flat, ``K = RN^2 + g^2 (sb^2 + t^2 sd^2) + g t D`` and ``sb``,
@@ -813,8 +821,10 @@ class MasterCalibration:
         exposure_time: float | None = None,
         saturation: float | None = None,
         cosmic_rays: Literal["lacosmic", "none"] = "lacosmic",
+        overwrite_input: bool = False,
     ) -> CCDData:
         """Calibrate one raw frame; see :func:`calibrate` for arguments, result and errors."""
+        reuse = overwrite_input or _read_here(frame)
         raw = read_frame(frame)
         if raw.is_reduced:
             raise ReductionError(
@@ -838,11 +848,13 @@ class MasterCalibration:
             + g * t * max(self.dark_level, 0.0)
         )
         sat_level = saturation if saturation is not None else header.get("SATURATE")
-        science = np.empty(self.shape, np.float32)
-        error = np.empty(self.shape, np.float32)
-        flags = np.empty(self.shape, np.uint8)
-        mask = np.empty(self.shape, bool)
         raw_flags = getattr(raw.ccd, "flags", None)
+        # The outputs take over the raw frame's buffers when nobody else holds them: a 4k frame
+        # then allocates (and the kernel zeroes) 64 MiB for the error map instead of 160 MiB.
+        science = _own_buffer(data, np.float32, reuse or data is not raw.ccd.data, self.shape)
+        flags = _own_buffer(raw_flags, np.uint8, reuse, self.shape)
+        mask = _own_buffer(raw.ccd.mask, np.bool_, reuse, self.shape)
+        error = np.empty(self.shape, np.float32)
         self._run_blocks(data, offset, science, error, flags, mask, raw_flags, g, k, sat_level)
         header["BIASCORR"] = (True, "Bias subtracted (followup.reduction)")
         header["DARKCORR"] = (self.has_dark, "Dark subtracted, scaled by EXPTIME")
@@ -898,8 +910,10 @@ class MasterCalibration:
     ) -> None:
         """Science, error, flags and mask, block by block so that each block stays in cache.
 
-        Each block of rows is read once and both outputs are written from it; numpy's ufuncs
-        release the GIL, so several threads can share the blocks.
+        Each block of rows is read once and every output is written from it; numpy's ufuncs
+        release the GIL, so several threads can share the blocks. ``science`` may be ``data``
+        itself and ``flags`` may be ``raw_flags`` (calibration in place): the raw values of a
+        block are tested for saturation before its science overwrites them.
         """
         from concurrent.futures import ThreadPoolExecutor
 
@@ -910,37 +924,45 @@ class MasterCalibration:
         sat = np.float32(saturation) if saturation is not None else None
         inv_flat = self.inv_flat
         gain_inv = self._gain_over_flat(gain)
-        rows = max(1, 2**16 // self.shape[1])  # 256 KiB of float32 per array and block
+        static_flags = self.static_flags
+        # About 1 MiB of float32 per array and block: fewer, longer numpy calls, while the
+        # block's arrays still stay in the L2 and L3 caches between the passes over it.
+        rows = max(1, 2**18 // self.shape[1])
 
         def block(start: int) -> None:
             stop = min(start + rows, self.shape[0])
+            d = data[start:stop]
+            f = flags[start:stop]
+            if raw_flags is flags:
+                f |= static_flags[start:stop]
+            elif raw_flags is not None:  # e.g. non-finite raw values
+                np.bitwise_or(static_flags[start:stop], raw_flags[start:stop], out=f)
+            else:
+                f[...] = static_flags[start:stop]
+            # One reduction per block, and the pixel test only where the block reaches the
+            # level; "not <" also sends a block holding NaN to the pixel test.
+            if sat is not None and not d.max() < sat:
+                f[d >= sat] |= BPM_SATURATED
+            np.not_equal(f, 0, out=mask[start:stop])
             s = science[start:stop]
             e = error[start:stop]
-            np.subtract(data[start:stop], offset[start:stop], out=s)
+            np.subtract(d, offset[start:stop], out=s)
             if inv_flat is not None and gain_inv is not None:
                 inv = inv_flat[start:stop]
                 s *= gain_inv[start:stop]
                 # var = inv * (max(s, 0) + k * inv) + (s * sf)^2
+                scratch = np.multiply(inv, kk)
                 np.maximum(s, zero, out=e)
-                e += inv * kk
+                e += scratch
                 e *= inv
-                square = s * s
-                square *= sf2
-                e += square
+                np.multiply(s, s, out=scratch)
+                scratch *= sf2
+                e += scratch
             else:
                 s *= g
                 np.maximum(s, zero, out=e)
                 e += kk
             np.sqrt(e, out=e)
-            f = flags[start:stop]
-            f[...] = self.static_flags[start:stop]
-            if raw_flags is not None:  # e.g. non-finite raw values
-                f |= raw_flags[start:stop]
-            if sat is not None:
-                hit = data[start:stop] >= sat
-                if hit.any():
-                    f[hit] |= BPM_SATURATED
-            np.not_equal(f, 0, out=mask[start:stop])
 
         starts = range(0, self.shape[0], rows)
         if self.threads > 1:
@@ -949,6 +971,23 @@ class MasterCalibration:
         else:
             for start in starts:
                 block(start)
+
+
+def _own_buffer(
+    array: np.ndarray | None, dtype: Any, reuse: bool, shape: tuple[int, int]
+) -> np.ndarray:
+    """``array`` itself when it may be overwritten and fits as an output, else a new array."""
+    if (
+        reuse
+        and isinstance(array, np.ndarray)
+        and type(array) is np.ndarray  # not a memory map or another subclass
+        and array.dtype == dtype
+        and array.shape == shape
+        and array.flags.c_contiguous
+        and array.flags.writeable
+    ):
+        return array
+    return np.empty(shape, dtype)
 
 
 def _median_error(master: CCDData | None) -> float:
@@ -972,6 +1011,7 @@ def calibrate(
     low_flat: float = 0.5,
     hot_dark: float | None = 1.0,
     cosmic_rays: Literal["lacosmic", "none"] = "lacosmic",
+    overwrite_input: bool = False,
 ) -> CCDData:
     """Calibrate a raw frame: ``(raw - bias - dark * t) * gain / flat`` in electrons, with errors.
 
@@ -995,6 +1035,10 @@ def calibrate(
         cosmic_rays: ``lacosmic`` runs :func:`detect_cosmic_rays` (about 15 s on 4k x 4k; needed
             for a single frame without a cosmic-ray mask); ``none`` skips it (e.g. when the frames
             will be stacked with :func:`stack_exposures`, which rejects cosmic rays by clipping).
+        overwrite_input: Let the result take over the raw frame's data, flags and mask arrays
+            (the frame must not be used afterwards). Saves 96 MiB of new memory and its first
+            touch per 4k frame. A frame read here from a path or bytes is always calibrated in
+            its own buffers, since nobody else holds them.
 
     Returns:
         The calibrated frame (float32 electrons) with ``uncertainty``, ``flags`` (BPM bits),
@@ -1007,6 +1051,7 @@ def calibrate(
     """
     if bias is None:
         raise ReductionError("calibration needs a master bias")
+    reuse = overwrite_input or _read_here(frame)
     raw = read_frame(frame)
     g = (
         _header_value(raw.header, "GAIN", gain, "gain")
@@ -1029,6 +1074,7 @@ def calibrate(
         exposure_time=exposure_time,
         saturation=saturation,
         cosmic_rays=cosmic_rays,
+        overwrite_input=reuse,
     )
 
 
@@ -1239,6 +1285,7 @@ def reduce_raw_frames(
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for source in science:
+        owned = _read_here(source)
         frame = read_frame(source)
         band = str(frame.header.get("FILTER", ""))
         if band not in masters:
@@ -1247,7 +1294,7 @@ def reduce_raw_frames(
                 raise ReductionError(f"no SKYFLAT in filter {band!r} for {frame.name}")
             flat = make_master_flat(flats, bias=bias, dark=dark)
             masters[band] = MasterCalibration(bias, dark, flat)
-        ccd = masters[band].calibrate(frame, cosmic_rays=cosmic_rays)
+        ccd = masters[band].calibrate(frame, cosmic_rays=cosmic_rays, overwrite_input=owned)
         name = Path(frame.name or f"frame{len(paths)}").name
         for suffix in (".fz", ".fits"):
             name = name.removesuffix(suffix)

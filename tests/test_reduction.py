@@ -17,6 +17,7 @@ from followup.reduction import (
     BPM_COSMIC_RAY,
     BPM_LOW_FLAT,
     BPM_SATURATED,
+    MasterCalibration,
     calibrate,
     combine,
     describe_pixel_flags,
@@ -187,6 +188,77 @@ def test_calibrate_flags_saturation_and_refuses_bad_input(
     reduced = read_frame(sky.render(spec(5)))
     with pytest.raises(ReductionError, match="already reduced"):
         calibrate(reduced, bias=masters["bias"])
+
+
+def _same_calibration(a: CCDData, b: CCDData) -> None:
+    np.testing.assert_array_equal(a.data, b.data)
+    np.testing.assert_array_equal(a.uncertainty.array, b.uncertainty.array)
+    np.testing.assert_array_equal(a.flags, b.flags)
+    np.testing.assert_array_equal(a.mask, b.mask)
+
+
+def test_calibration_in_the_frames_own_buffers(
+    sky: SyntheticSky, masters: dict[str, CCDData], tmp_path: Path
+) -> None:
+    raw_bytes = sky.render(spec(12, level=0))
+    kept = read_frame(raw_bytes)
+    kept.ccd.data[40, 40] = kept.header["SATURATE"] + 5
+    kept.ccd.data[41, 41] = np.nan
+    kept.ccd.flags[41, 41] = BPM_BAD
+    before = kept.ccd.data.copy()
+    reference = calibrate(kept, **masters, cosmic_rays="none")
+    np.testing.assert_array_equal(kept.ccd.data, before)  # not given up: left alone
+    assert not np.shares_memory(reference.data, kept.ccd.data)
+    assert reference.flags[40, 40] & BPM_SATURATED and reference.flags[41, 41] & BPM_BAD
+    assert reference.mask[40, 40] and reference.mask[41, 41] and not reference.mask[42, 42]
+
+    given = read_frame(raw_bytes)
+    given.ccd.data[...] = before
+    given.ccd.flags[41, 41] = BPM_BAD
+    given.ccd.mask[41, 41] = True
+    buffers = (given.ccd.data, given.ccd.flags, given.ccd.mask)
+    red = calibrate(given, **masters, cosmic_rays="none", overwrite_input=True)
+    assert red.data is buffers[0] and red.flags is buffers[1] and red.mask is buffers[2]
+    _same_calibration(red, reference)
+
+    # Read here from bytes or a path: nobody else holds the arrays, so they are reused.
+    path = tmp_path / "raw.fits"
+    path.write_bytes(raw_bytes)
+    plain = calibrate(read_frame(raw_bytes), **masters, cosmic_rays="none")
+    _same_calibration(calibrate(raw_bytes, **masters, cosmic_rays="none"), plain)
+    _same_calibration(calibrate(str(path), **masters, cosmic_rays="none"), plain)
+
+
+def test_calibration_blocks_in_place_and_threaded() -> None:
+    """Several blocks of rows; saturation is tested on the raw values before they are overwritten."""
+    rng = np.random.default_rng(5)
+    shape = (5, 2**17)  # blocks of 2 rows
+    bias = CCDData(np.full(shape, 100, np.float32), unit="adu")
+    flat = CCDData(rng.uniform(0.9, 1.1, shape).astype(np.float32), unit="")
+    header = fits.Header({"GAIN": 2.0, "RDNOISE": 7.0, "EXPTIME": 30.0, "SATURATE": 60000.0})
+    raw = rng.normal(1000, 30, shape).astype(np.float32)
+    raw[0, 10] = np.nan  # a NaN in the first block must not hide its saturated pixel
+    raw[1, 20] = 65000.0
+    raw[4, 30] = 60000.0
+    results = []
+    for threads in (1, 2):
+        prepared = MasterCalibration(bias, flat=flat, threads=threads)
+        for overwrite in (False, True):
+            data = raw.copy()
+            out = prepared.calibrate(
+                CCDData(data, unit="adu", meta=header),
+                cosmic_rays="none",
+                overwrite_input=overwrite,
+            )
+            assert np.shares_memory(out.data, data) is overwrite
+            results.append(out)
+    flagged = {tuple(ix) for ix in np.argwhere(results[0].flags & BPM_SATURATED)}
+    assert flagged == {(1, 20), (4, 30)}
+    np.testing.assert_allclose(results[0].data[2], (raw[2] - 100) * 2.0 / flat.data[2], rtol=1e-6)
+    for other in results[1:]:
+        np.testing.assert_array_equal(other.data, results[0].data)
+        np.testing.assert_array_equal(other.uncertainty.array, results[0].uncertainty.array)
+        np.testing.assert_array_equal(other.flags, results[0].flags)
 
 
 @pytest.mark.slow
