@@ -86,6 +86,10 @@ class PrefectServer:
             PREFECT_UI_URL=f"http://{host}:{port}",
         )
         env.update(extra_env or {})
+        self.csrf_protection = env.get("PREFECT_SERVER_CSRF_PROTECTION_ENABLED", "").lower() in (
+            "1",
+            "true",
+        )
         self.process = ManagedProcess(
             "prefect-server",
             [
@@ -118,8 +122,16 @@ class PrefectServer:
         return f"{self.ui_url}/runs/flow-run/{flow_run_id}"
 
     def client_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
-        """Environment for a client process (listener, serve, worker) of this server."""
-        return prefect_env(self.home, self.api_url, base=base)
+        """Environment for a client process (listener, serve, worker) of this server.
+
+        Unless the server protects against CSRF, clients do not ask it for a token: each client
+        Prefect makes (one per flow and subflow run) would otherwise spend a request on it, three
+        of them on the alert-to-telescope path.
+        """
+        env = prefect_env(self.home, self.api_url, base=base)
+        if not self.csrf_protection:
+            env["PREFECT_CLIENT_CSRF_SUPPORT_ENABLED"] = "false"
+        return env
 
     def healthy(self) -> bool:
         """True when ``/api/health`` answers."""
