@@ -246,8 +246,25 @@ def test_a_crash_after_the_post_and_a_rerun_leave_one_request_at_the_portal(stac
 
     assert stack.urls is not None
     event_id = alerts["crash"].event_id
-    # Killing a worker breaks the dispatcher's pool and every run in it: wait for the others.
+    portal_port = int(stack.urls.portal.rsplit(":", 1)[1])
+    (listener,) = [p for p in stack.processes if p.name == "listener"]
+
+    def portal_workers() -> list[psutil.Process]:
+        """Workers with an open connection to the portal (idle ones close after uvicorn's 5 s)."""
+        return [
+            child
+            for child in psutil.Process(listener.pid).children(recursive=True)
+            if any(
+                c.raddr and c.raddr.port == portal_port and c.status == psutil.CONN_ESTABLISHED
+                for c in child.net_connections("tcp")
+            )
+        ]
+
+    # Killing a worker breaks the dispatcher's pool and every run in it: wait for the others,
+    # and for their kept-alive connections to the portal to close, so that the worker to kill is
+    # the only one connected below.
     assert wait_for(lambda: not active_runs(), 120), active_runs()
+    assert wait_for(lambda: not portal_workers(), 30), portal_workers()
     # The portal stores the first POST, then holds its answer: the run waits inside the POST.
     httpx.post(
         f"{stack.urls.portal}/sandbox/faults",
@@ -258,13 +275,7 @@ def test_a_crash_after_the_post_and_a_rerun_leave_one_request_at_the_portal(stac
     (stored,) = wait_for(lambda: portal_groups(stack, event_id), 60, interval=0.1)
 
     # Kill the worker that is waiting for that answer (the one connected to the portal's port).
-    portal_port = int(stack.urls.portal.rsplit(":", 1)[1])
-    (listener,) = [p for p in stack.processes if p.name == "listener"]
-    workers = [
-        child
-        for child in psutil.Process(listener.pid).children(recursive=True)
-        if any(c.raddr and c.raddr.port == portal_port for c in child.net_connections("tcp"))
-    ]
+    workers = portal_workers()
     assert len(workers) == 1, workers
     workers[0].kill()
     workers[0].wait(10)
