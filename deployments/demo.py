@@ -15,6 +15,7 @@ import random
 import string
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,7 +29,14 @@ from followup.summary import EventSummary, event_summary
 from sandbox.server import SandboxConfig
 from sandbox.specs import Transient
 
-__all__ = ["AutoApprover", "DemoAlert", "artifact_records", "make_demo_alert", "run_demo"]
+__all__ = [
+    "AutoApprover",
+    "DemoAlert",
+    "approve_paused_runs",
+    "artifact_records",
+    "make_demo_alert",
+    "run_demo",
+]
 
 TRANSIENT_OFFSET_DEG = (0.03, -0.02)  # from the sky map's peak: inside the first field
 
@@ -143,31 +151,47 @@ class AutoApprover(threading.Thread):
     def run(self) -> None:
         """Resume paused runs every second until :attr:`stop` is set."""
         from prefect.client.orchestration import get_client
-        from prefect.client.schemas.filters import (
-            FlowRunFilter,
-            FlowRunFilterState,
-            FlowRunFilterStateType,
-        )
-        from prefect.client.schemas.objects import StateType
 
-        paused = FlowRunFilter(
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
-        )
         while not self.stop.wait(1.0):
             try:
                 with get_client(sync_client=True) as client:
-                    for run in client.read_flow_runs(flow_run_filter=paused):
-                        client.resume_flow_run(
-                            run.id,
-                            run_input={
-                                "approved": True,
-                                "reviewer": self.REVIEWER,
-                                "comment": "approved by the demo",
-                            },
-                        )
-                        self.approved.append(run.name)
+                    for name in approve_paused_runs(client, self.REVIEWER, "approved by the demo"):
+                        self.approved.append(name)
             except Exception:  # the server may be busy; try again next second
                 continue
+
+
+def approve_paused_runs(
+    client: Any, reviewer: str, comment: str, *, skip: Callable[[str], bool] | None = None
+) -> Iterator[str]:
+    """Answer every paused run's form with "approved" through Prefect's resume API.
+
+    Args:
+        client: A synchronous Prefect client.
+        reviewer: The name recorded as the decision's author.
+        comment: The answer's comment.
+        skip: Leaves alone the runs whose name it returns True for.
+
+    Yields:
+        The name of each run, once it is resumed.
+    """
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    paused = FlowRunFilter(
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+    )
+    for run in client.read_flow_runs(flow_run_filter=paused):
+        if skip is not None and skip(run.name):
+            continue
+        client.resume_flow_run(
+            run.id, run_input={"approved": True, "reviewer": reviewer, "comment": comment}
+        )
+        yield run.name
 
 
 def _truth(control_url: str, summary: EventSummary) -> dict[int, dict[str, Any]]:

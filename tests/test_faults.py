@@ -39,7 +39,7 @@ import httpx
 import psutil
 import pytest
 
-from deployments.demo import TRANSIENT_OFFSET_DEG, DemoAlert, make_demo_alert
+from deployments.demo import TRANSIENT_OFFSET_DEG, DemoAlert, approve_paused_runs, make_demo_alert
 from deployments.stack import DEMO_STRATEGIES, LocalStack, StackOptions
 from followup.models import utcnow
 from followup.summary import event_summary
@@ -150,32 +150,20 @@ class Operator(threading.Thread):
     def run(self) -> None:
         self._context.run(self._loop)
 
+    def _held(self, name: str) -> bool:
+        return any(event in name for event in self.held)
+
     def _loop(self) -> None:
         from prefect.client.orchestration import get_client
-        from prefect.client.schemas.filters import (
-            FlowRunFilter,
-            FlowRunFilterState,
-            FlowRunFilterStateType,
-        )
-        from prefect.client.schemas.objects import StateType
 
-        paused = FlowRunFilter(
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
-        )
         while not self.stop.wait(0.5):
             try:
                 with get_client(sync_client=True) as client:
-                    for run in client.read_flow_runs(flow_run_filter=paused):
-                        if any(event in run.name for event in self.held):
-                            continue
-                        client.resume_flow_run(
-                            run.id,
-                            run_input={"approved": True, "reviewer": REVIEWER, "comment": ""},
-                        )
-                        self.approved.append(run.name)
+                    for name in approve_paused_runs(client, REVIEWER, "", skip=self._held):
+                        self.approved.append(name)
                 groups = httpx.get(f"{self.portal}/sandbox/requests", timeout=5).json()
                 for group in groups["results"]:
-                    if any(event in group["name"] for event in self.held):
+                    if self._held(group["name"]):
                         continue
                     for request in group["requests"]:
                         if request["state"] == "PENDING":
