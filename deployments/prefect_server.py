@@ -86,10 +86,6 @@ class PrefectServer:
             PREFECT_UI_URL=f"http://{host}:{port}",
         )
         env.update(extra_env or {})
-        self.csrf_protection = env.get("PREFECT_SERVER_CSRF_PROTECTION_ENABLED", "").lower() in (
-            "1",
-            "true",
-        )
         self.process = ManagedProcess(
             "prefect-server",
             [
@@ -129,7 +125,8 @@ class PrefectServer:
         of them on the alert-to-telescope path.
         """
         env = prefect_env(self.home, self.api_url, base=base)
-        if not self.csrf_protection:
+        protected = self.process.env.get("PREFECT_SERVER_CSRF_PROTECTION_ENABLED", "")
+        if protected.lower() not in ("1", "true"):
             env["PREFECT_CLIENT_CSRF_SUPPORT_ENABLED"] = "false"
         return env
 
