@@ -1074,7 +1074,9 @@ class LcoSandboxState:
         first_id: First request group / request id. A sandbox started afresh against a ledger
             that outlives it should start above every id it handed out before (the real
             portal's ids are unique for ever).
-        first_frame_id: First archive frame id (same reasoning).
+        first_frame_id: First archive frame id (same reasoning); version ids start
+            20,000,000 above it, so that a download cache keyed by basename and version never
+            mistakes a restarted sandbox's frame for an earlier one of the same basename.
     """
 
     def __init__(
@@ -1141,7 +1143,7 @@ class LcoSandboxState:
             self._next_outcomes: list[LcoState] = []
             self._ids = itertools.count(self.first_id)
             self._frame_ids = itertools.count(self.first_frame_id)
-            self._version_ids = itertools.count(70_000_000)
+            self._version_ids = itertools.count(self.first_frame_id + 20_000_000)
             self.create_calls = 0
             self.validate_calls = 0
 

@@ -688,6 +688,27 @@ def completed_request(client: TestClient, clock: ManualClock, **fields: Any) -> 
     return group["requests"][0]["id"]
 
 
+def test_a_restarted_archive_gives_its_frames_new_versions(tmp_path) -> None:
+    """Same basenames after a restart (frame numbers restart), never the same version ids."""
+    versions = []
+    for restart, first_frame_id in enumerate((1_800_000_000_000, 1_800_000_060_000)):
+        clock = ManualClock()
+        state = LcoSandboxState(
+            clock,
+            TinyRenderer(),
+            token=TOKEN,
+            completion_delay_s=600,
+            cache_dir=tmp_path / f"render{restart}",
+            first_frame_id=first_frame_id,
+        )
+        with TestClient(create_app(state)) as client:
+            rid = completed_request(client, clock)
+            frames = client.get("/frames/", params={"request_id": rid}, headers=AUTH).json()
+        versions.append({f["basename"]: f["version_set"][0]["id"] for f in frames["results"]})
+    assert versions[0].keys() == versions[1].keys()
+    assert not set(versions[0].values()) & set(versions[1].values())
+
+
 def test_frames_appear_at_completion(
     client: TestClient, clock: ManualClock, renderer: TinyRenderer
 ) -> None:
