@@ -140,9 +140,16 @@ def decisions(stack: LocalStack, event_id: str) -> list[Any]:
 
 
 def submitted(stack: LocalStack, event_id: str, timeout: float = 60) -> list[Any]:
-    """The event's requests once the ledger has them all submitted."""
+    """The event's requests once its observe run has ended with them all submitted.
+
+    The run claims and sends its requests one after another: until it ends, every request in the
+    ledger may be submitted while the next one is not claimed yet.
+    """
 
     def done() -> list[Any]:
+        runs = flow_runs(f"observe-{event_id}")
+        if not runs or not all(r.state and r.state.is_final() for r in runs):
+            return []
         rows = ledger_requests(stack, event_id)
         return rows if rows and all(r.local_status == "submitted" for r in rows) else []
 
