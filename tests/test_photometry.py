@@ -34,6 +34,7 @@ from followup.photometry import (
     plot_light_curve,
 )
 from followup.reduction import (
+    BPM_BAD,
     BPM_COSMIC_RAY,
     calibrate,
     make_master_bias,
@@ -287,6 +288,33 @@ def test_find_candidates_finds_the_transients_and_no_star(field: Field) -> None:
         assert np.all(star_sep > 1.5 * u.arcsec)
     # Without a reference catalogue every source is a candidate.
     assert len(find_candidates(data, None)) > len(visible) + 5
+
+
+def test_a_candidate_beside_a_bad_pixel_is_kept_and_one_on_it_is_not(field: Field) -> None:
+    """BANZAI's CAT bit 1 (a bad pixel anywhere in the Kron aperture) alone drops no transient."""
+    s = spec(301)
+    data = field.sky.render(s)
+    truth = field.sky.frame_truth(s)
+    row = truth.transients[np.argmin(truth.transients["mag"])]
+
+    def found(offset: tuple[int, int]) -> bool:
+        frame = read_frame(data)
+        cat = frame.catalog
+        (i,) = np.nonzero(
+            np.hypot(np.asarray(cat["x"]) - 1 - row["x"], np.asarray(cat["y"]) - 1 - row["y"]) < 2
+        )[0][:1]
+        cat["flag"][i] |= 1  # as the CAT marks a bad pixel inside the aperture
+        x, y = round(float(cat["x"][i])) - 1 + offset[0], round(float(cat["y"][i])) - 1 + offset[1]
+        frame.ccd.flags[y, x] |= BPM_BAD
+        cands = find_candidates(frame, field.refcat)
+        sep = np.hypot(
+            (cands["ra"].value - row["ra"]) * math.cos(math.radians(DEC)),
+            cands["dec"].value - row["dec"],
+        )
+        return bool(sep.size and sep.min() * 3600 < 1.0)
+
+    assert found((5, 0)), "a hot pixel 5 px away lost the transient"
+    assert not found((0, 0)), "a source on a bad pixel was kept"
 
 
 def test_detect_sources_rejects_cosmic_rays(field: Field) -> None:
