@@ -1451,7 +1451,7 @@ def detect_sources(
 
 
 def _bad_core(fr: _Frame, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """True where a ``BPM_BAD`` pixel lies within half a FWHM of (x, y) (0-based pixels)."""
+    """True where a bad or cosmic-ray pixel lies within half a FWHM of (x, y) (0-based pixels)."""
     radius = max(1.5, 0.5 * fr.fwhm) if math.isfinite(fr.fwhm) else 2.0
     half = math.ceil(radius)
     ny, nx = fr.shape
@@ -1463,7 +1463,7 @@ def _bad_core(fr: _Frame, x: np.ndarray, y: np.ndarray) -> np.ndarray:
             continue
         yy, xx = np.mgrid[y0:y1, x0:x1]
         core = (xx - xc) ** 2 + (yy - yc) ** 2 <= radius**2
-        bad[k] = bool(np.any((fr.flags[y0:y1, x0:x1] & BPM_BAD)[core]))
+        bad[k] = bool(np.any((fr.flags[y0:y1, x0:x1] & (BPM_BAD | BPM_COSMIC_RAY))[core]))
     return bad
 
 
@@ -1479,8 +1479,8 @@ def find_candidates(
     """Transient candidates: sources on the frame with no reference-catalogue counterpart.
 
     Sources come from the frame's CAT when it has one (BANZAI's detections; flagged sources --
-    saturation, off-image Kron apertures, cosmic rays, bad pixels in the core -- are dropped, as
-    are sources much sharper than the PSF) or else from :func:`detect_sources`. A source is a candidate when
+    saturation, off-image Kron apertures, bad pixels or cosmic rays in the core -- are dropped,
+    as are sources much sharper than the PSF) or else from :func:`detect_sources`. A source is a candidate when
     its S/N is at least ``snr_min`` and no catalogue star lies within ``match_radius_arcsec``
     (within one FWHM, if larger, for sources the CAT marks as deblended).
     The reference catalogue must reach deeper than the frame (REFCAT2/PS1 reach ~19-22 mag), or
@@ -1516,11 +1516,11 @@ def find_candidates(
         flux = np.asarray(cat["flux"], float)
         flux_err = np.asarray(cat["fluxerr"], float)
         flag = np.asarray(cat["flag"], int) if "flag" in cat.colnames else np.zeros(len(cat), int)
-        ok = (flag & (4 | 8 | 16)) == 0
-        # Bit 1 says a bad pixel lies somewhere in the Kron aperture (about 1.3 FWHM): a real
-        # transient beside a hot pixel or a bad column must not be lost, so such a source is
-        # dropped only when a bad pixel touches its core, as one made by the bad pixels would.
-        near_bad = (flag & 1) > 0
+        ok = (flag & (4 | 8)) == 0
+        # Bits 1 and 16 say a bad pixel or a cosmic ray lies somewhere in the Kron aperture
+        # (about 1.3 FWHM): a real transient beside a hot pixel or a hit must not be lost, so
+        # such a source is dropped only when one touches its core, as one made by them would.
+        near_bad = (flag & (1 | 16)) > 0
         if near_bad.any():
             cx = np.asarray(cat["x"], float)[near_bad] - 1.0
             cy = np.asarray(cat["y"], float)[near_bad] - 1.0
