@@ -13,9 +13,11 @@ the demo runs ``python -m sandbox.server`` as a child process.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,18 +25,53 @@ from typing import Any
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
-from followup.models import UtcDatetime, utcnow
 from sandbox import gcn, hermes, tns, vizier, webhook
 from sandbox.lco import LcoSandboxState, ScaledClock, create_archive_app, create_portal_app
 from sandbox.serving import ServedApp
 from sandbox.sky import SyntheticSky
 from sandbox.specs import FrameRenderer, Transient
+from sandbox.times import UtcDatetime, utcnow
 
-__all__ = ["CREDENTIALS", "SERVICES", "SandboxConfig", "SandboxServer", "SandboxUrls", "main"]
+__all__ = [
+    "CREDENTIALS",
+    "DEFAULT_SEED",
+    "SEED_ENV",
+    "SERVICES",
+    "SandboxConfig",
+    "SandboxServer",
+    "SandboxUrls",
+    "main",
+    "sandbox_seed",
+]
 
 SERVICES = ("portal", "archive", "hermes", "tns", "gcn", "webhook", "vizier", "control")
 CREDENTIALS = ("lco_token", "hermes_token", "tns_api_key", "gcn_token")
 """Fields of :class:`SandboxUrls` that grant access: written to ``--urls-out`` only."""
+
+DEFAULT_SEED = 20260101
+"""The seed of a sandbox nobody chose one for: runs are reproducible unless asked otherwise."""
+
+SEED_ENV = "FOLLOWUP_SANDBOX_SEED"
+"""Environment variable that replays a sandbox sky (``followup demo``, the stack tests)."""
+
+
+def sandbox_seed(env: Mapping[str, str] | None = None, default: int = DEFAULT_SEED) -> int:
+    """The sandbox seed :data:`SEED_ENV` asks for, else ``default``.
+
+    Args:
+        env: The environment to read; the process's by default.
+        default: The seed when the variable is unset or empty.
+
+    Raises:
+        ValueError: The variable is set to something other than an integer.
+    """
+    value = (os.environ if env is None else env).get(SEED_ENV, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{SEED_ENV} must be an integer, got {value!r}") from None
 
 
 class SandboxConfig(BaseModel):
@@ -56,7 +93,10 @@ class SandboxConfig(BaseModel):
         tns_processing_delay_s: Seconds before TNS has processed a report.
         cache_dir: Where rendered frames are kept.
         renderer: ``synthetic`` (the synthetic sky, real pixels) or ``header-only`` (tiny frames).
-        sky_seed: Seed of the synthetic star field.
+        seed: The one seed of every random draw: the synthetic sky's stars and instruments, and
+            each frame's telescope, conditions, noise and cosmic rays (derived from it and the
+            exposure's stable identity). The same seed and the same requests give the same
+            pixels.
         catalog_depth: Faintest r magnitude of the reference catalogue the Vizier stand-in serves.
             Transient candidates are sources absent from it, so it must reach deeper than the
             frames (about 22.2 at 5 sigma in 300 s), as PS1-depth catalogues do for 1-m frames;
@@ -81,7 +121,7 @@ class SandboxConfig(BaseModel):
     tns_processing_delay_s: float = Field(default=1.0, ge=0)
     cache_dir: str = ".followup/sandbox-frames"
     renderer: str = "synthetic"
-    sky_seed: int = 0
+    seed: int = DEFAULT_SEED
     catalog_depth: float = 23.5
     frame_shape: tuple[int, int] = (4096, 4096)
     transients: list[Transient] = Field(default_factory=list)
@@ -132,7 +172,11 @@ def create_control_app(config: SandboxConfig, urls: dict[str, str]) -> FastAPI:
 
     @app.get("/sandbox/config")
     def get_config() -> dict[str, Any]:
-        return {"urls": urls, "transients": [t.model_dump(mode="json") for t in config.transients]}
+        return {
+            "urls": urls,
+            "seed": config.seed,
+            "transients": [t.model_dump(mode="json") for t in config.transients],
+        }
 
     @app.get("/sandbox/truth")
     def get_truth(band: str, time: datetime | None = None) -> list[TruthRow]:
@@ -172,7 +216,7 @@ class SandboxServer:
         # the ledger outlives the sandbox and keys requests and frames by them.
         id_base = int(time.time() * 1000)
         self.sky = SyntheticSky(
-            seed=config.sky_seed,
+            seed=config.seed,
             transients=config.transients,
             shape=config.frame_shape,
             catalog_depth=config.catalog_depth,
@@ -180,6 +224,7 @@ class SandboxServer:
         self.lco = LcoSandboxState(
             ScaledClock(config.clock_scale),
             _renderer(config, self.sky),
+            seed=config.seed,
             token=config.lco_token,
             proposals=(config.proposal_id,),
             completion_delay_s=config.completion_delay_s,

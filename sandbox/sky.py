@@ -104,6 +104,18 @@ def _mix_seed(*parts: object) -> list[int]:
     return out
 
 
+def _exposure_key(spec: FrameSpec) -> str:
+    """What a frame's conditions are drawn from: the exposure (raw and reduced alike)."""
+    return spec.exposure_id or spec.basename
+
+
+def _frame_key(spec: FrameSpec) -> str:
+    """What a frame's own draws (noise, cosmic rays, deblending) are drawn from."""
+    if spec.exposure_id is None:
+        return spec.basename
+    return f"{spec.exposure_id}/{spec.reduction_level}"
+
+
 def _mid_exposure(spec: FrameSpec) -> datetime:
     return spec.date_obs + timedelta(seconds=spec.exposure_time_s / 2.0)
 
@@ -395,7 +407,7 @@ class SyntheticSky:
 
     def conditions(self, spec: FrameSpec) -> FrameConditions:
         """The (deterministic) observing conditions of a frame."""
-        rng = np.random.default_rng(_mix_seed(self.seed, "conditions", spec.basename))
+        rng = np.random.default_rng(_mix_seed(self.seed, "conditions", _exposure_key(spec)))
         band = spec.filter if spec.filter in _ZP_ABOVE_ATMOSPHERE else "rp"
         fwhm = float(np.clip(self.fwhm_arcsec * math.exp(rng.normal(0.0, 0.12)), 1.2, 3.5))
         airmass = float(1.0 + rng.gamma(2.0, 0.12))
@@ -742,7 +754,7 @@ class SyntheticSky:
         return mask
 
     def _noise_rng(self, spec: FrameSpec) -> np.random.Generator:
-        return np.random.default_rng(_mix_seed(self.seed, "noise", spec.basename, spec.seed))
+        return np.random.default_rng(_mix_seed(self.seed, "noise", _frame_key(spec), spec.seed))
 
     # -- reduced (level 91) --------------------------------------------------------------------
 
@@ -895,7 +907,9 @@ class SyntheticSky:
             near = np.zeros(len(idx), bool)
             near[np.unique(close.ravel())] = True
             if near.any():
-                noise = np.random.default_rng(_mix_seed(self.seed, "deblend-flux", spec.basename))
+                noise = np.random.default_rng(
+                    _mix_seed(self.seed, "deblend-flux", _frame_key(spec))
+                )
                 own = sources["flux"][idx][near]
                 for col, radius in enumerate(radii):
                     enclosed = own * (1.0 - np.exp(-(radius**2) / (2.0 * sigma**2)))
@@ -945,7 +959,7 @@ class SyntheticSky:
                 flag[blended] |= 2
         with np.errstate(invalid="ignore", divide="ignore"):
             centroid_err = np.clip(sigma / np.maximum(det_flux / det_err, 1.0), 0.01, sigma)
-        jitter = np.random.default_rng(_mix_seed(self.seed, "deblend", spec.basename))
+        jitter = np.random.default_rng(_mix_seed(self.seed, "deblend", _frame_key(spec)))
         mx = np.where(blended, jitter.normal(0, 1, len(idx)) * centroid_err, mx)
         my = np.where(blended, jitter.normal(0, 1, len(idx)) * centroid_err, my)
 

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from followup.models import UtcDatetime
+from sandbox.times import UtcDatetime
 
 __all__ = ["FrameRenderer", "FrameSpec", "Transient"]
 
@@ -76,7 +76,13 @@ class FrameSpec(BaseModel):
         group_name: Request group name (GROUPID).
         proposal_id: Proposal id (PROPID).
         target_name: OBJECT keyword.
-        seed: Seed of the frame's noise, so the same spec always gives the same pixels.
+        seed: Seed of the exposure's random draws (with the sky's own seed): the same spec always
+            gives the same pixels.
+        exposure_id: Stable identity of the exposure, shared by its raw and reduced frames (the
+            archive stand-in derives it from the request's content and the exposure's place in
+            it). When given, the sky draws the frame's conditions and noise from it instead of
+            from the basename, so a run replayed with other frame numbers and dates renders the
+            same pixels; None keys them on the basename.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -101,6 +107,7 @@ class FrameSpec(BaseModel):
     proposal_id: str = "SANDBOX-001"
     target_name: str = ""
     seed: int = 0
+    exposure_id: str | None = None
 
 
 FrameRenderer = Callable[[FrameSpec], bytes]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
+import re
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -14,7 +15,10 @@ from astropy.io import fits
 from fastapi.testclient import TestClient
 
 from followup.lco import build_request_group, make_group_name
-from sandbox.lco import Fault, LcoSandboxState, ManualClock, create_app
+from sandbox.lco import Fault, LcoSandboxState, ManualClock, create_app, damage_frame
+from sandbox.lco.archive import SITE_LONGITUDES
+from sandbox.lco.configdb import semester as lco_semester
+from sandbox.times import parse_datetime
 from tests.lco_support import AUTH, TOKEN, TinyRenderer, strategy, target, window
 
 
@@ -468,10 +472,7 @@ def test_rapid_response_rules_and_time_left(clock: ManualClock, tmp_path) -> Non
     )
     client = TestClient(create_app(state))
     rr = payload(clock, observation_type="RAPID_RESPONSE", hours=6)
-    semester = "2025A"
-    from sandbox.lco import _semester
-
-    semester = _semester(clock.now())
+    semester = lco_semester(clock.now())
     assert client.post("/api/requestgroups/", json=rr, headers=AUTH).json() == {
         "non_field_errors": [
             f"Proposal SANDBOX-001 does not have any RAPID_RESPONSE time left allocated in semester {semester} on 1M0-SCICAM-SINISTRO instruments"
@@ -493,7 +494,7 @@ def test_rapid_response_rules_and_time_left(clock: ManualClock, tmp_path) -> Non
 
 def test_time_is_debited_until_none_is_left(clock: ManualClock) -> None:
     probe = LcoSandboxState(clock, token=TOKEN)
-    hours = probe.validate(payload(clock), user="sandbox")["request_durations"]["duration"] / 3600
+    hours = probe.portal.validate(payload(clock))["request_durations"]["duration"] / 3600
     state = LcoSandboxState(clock, token=TOKEN, time_allocation_hours={"NORMAL": hours})
     client = TestClient(create_app(state))
     submit(client, payload(clock, name="a"))
@@ -688,25 +689,121 @@ def completed_request(client: TestClient, clock: ManualClock, **fields: Any) -> 
     return group["requests"][0]["id"]
 
 
-def test_a_restarted_archive_gives_its_frames_new_versions(tmp_path) -> None:
-    """Same basenames after a restart (frame numbers restart), never the same version ids."""
-    versions = []
-    for restart, first_frame_id in enumerate((1_800_000_000_000, 1_800_000_060_000)):
-        clock = ManualClock()
-        state = LcoSandboxState(
-            clock,
-            TinyRenderer(),
-            token=TOKEN,
-            completion_delay_s=600,
-            cache_dir=tmp_path / f"render{restart}",
-            first_frame_id=first_frame_id,
+START = datetime(2026, 12, 5, 21, 30, tzinfo=UTC)
+BASENAME = re.compile(r"^([a-z]{3})(\dm\d{3})-(\w{4})-(\d{8})-(\d{4})-([ebdf])(00|91)$")
+
+
+def observe_once(
+    tmp_path, tag: str, start: datetime, *, seed: int = 0, first_id: int = 1000, requests: int = 1
+) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
+    """A fresh sandbox on a manual clock completes ``requests`` identical requests.
+
+    Returns every frame record it lists and the bytes of each frame by basename.
+    """
+    clock = ManualClock(start)
+    state = LcoSandboxState(
+        clock,
+        TinyRenderer(),
+        seed=seed,
+        token=TOKEN,
+        completion_delay_s=600,
+        cache_dir=tmp_path / tag,
+        first_id=first_id,
+        first_frame_id=first_id * 1000,
+    )
+    with TestClient(create_app(state)) as client:
+        for k in range(requests):
+            submit(client, payload(clock, name=f"S1_GAL-001_e0_{k}"))
+        clock.advance(700)
+        records = client.get("/frames/", params={"limit": 1000}, headers=AUTH).json()["results"]
+        data = {r["basename"]: client.get(r["url"]).content for r in records}
+    return records, data
+
+
+def pixels(data: bytes) -> list[list[float]]:
+    with fits.open(io.BytesIO(data)) as hdus:
+        return hdus[0].data.tolist()
+
+
+def test_a_basename_names_one_exposure_as_the_archive_does(tmp_path) -> None:
+    """site+telescope, camera, DAY-OBS, frame number, level; raw and reduced share the number."""
+    records, _ = observe_once(tmp_path, "a", START)
+    by_exposure: dict[tuple[str, ...], set[int]] = {}
+    for record in records:
+        match = BASENAME.match(record["basename"])
+        assert match, record["basename"]
+        site, _, camera, day, number, letter, level = match.groups()
+        assert (site, camera, int(level)) == (
+            record["site_id"],
+            record["instrument_id"],
+            record["reduction_level"],
         )
-        with TestClient(create_app(state)) as client:
-            rid = completed_request(client, clock)
-            frames = client.get("/frames/", params={"request_id": rid}, headers=AUTH).json()
-        versions.append({f["basename"]: f["version_set"][0]["id"] for f in frames["results"]})
-    assert versions[0].keys() == versions[1].keys()
-    assert not set(versions[0].values()) & set(versions[1].values())
+        assert (
+            day == record["observation_day"].replace("-", "") == record["DAY_OBS"].replace("-", "")
+        )
+        # DAY-OBS is the date at the local noon before the exposure's start.
+        longitude = SITE_LONGITUDES[site]
+        local = parse_datetime(record["observation_date"]) + timedelta(hours=longitude / 15)
+        assert (local - timedelta(hours=12)).date().isoformat() == record["observation_day"]
+        if letter == "e":
+            assert int(number) >= 100
+            by_exposure.setdefault((camera, day, number), set()).add(record["reduction_level"])
+        else:
+            assert 1 <= int(number) < 100 and record["configuration_type"] != "EXPOSE"
+    assert list(by_exposure.values()) == [{0, 91}, {0, 91}]  # gp and rp, raw and reduced
+    assert len({r["basename"] for r in records}) == len(records)
+
+
+def test_frame_numbers_stay_unique_when_exposures_coincide_on_a_camera(tmp_path) -> None:
+    """Six requests observed at once on five 1-m telescopes: two share a camera and a time."""
+    records, _ = observe_once(tmp_path, "a", START, requests=6)
+    science = [r for r in records if r["configuration_type"] == "EXPOSE"]
+    assert len(science) == 6 * 2 * 2
+    numbers = {
+        (r["instrument_id"], r["observation_day"], r["basename"].split("-")[3], r["RLEVEL"])
+        for r in science
+    }
+    assert len(numbers) == len(science)
+
+
+def test_a_later_run_never_reuses_a_basename_and_a_replay_reuses_no_version(tmp_path) -> None:
+    first, _ = observe_once(tmp_path, "a", START, first_id=1_800_000_000)
+    replay, _ = observe_once(tmp_path, "b", START, first_id=1_800_000_060)
+    later, _ = observe_once(tmp_path, "c", START + timedelta(hours=1), first_id=1_800_003_600)
+    names = [
+        {r["basename"] for r in run if r["configuration_type"] == "EXPOSE"}
+        for run in (first, replay, later)
+    ]
+    # The same exposure replayed by another sandbox at the same time has the same name...
+    assert names[0] == names[1]
+    # ...an exposure an hour later another one, and no two frames ever share a version id.
+    assert not names[0] & names[2]
+    versions = [{r["version_set"][0]["id"] for r in run} for run in (first, replay, later)]
+    assert not (versions[0] & versions[1]) and not (versions[1] & versions[2])
+
+
+def test_the_seed_and_the_request_decide_the_pixels_not_ids_or_times(tmp_path) -> None:
+    """Same seed, same request: same telescope and pixels, whatever the ids, date and numbers."""
+    first, first_data = observe_once(tmp_path, "a", START, seed=5)
+    later, later_data = observe_once(
+        tmp_path, "b", START + timedelta(days=3, hours=5), seed=5, first_id=77_000
+    )
+    other, other_data = observe_once(tmp_path, "c", START, seed=6)
+
+    def science(records: list[dict[str, Any]], data: dict[str, bytes]) -> dict[tuple, Any]:
+        return {
+            (r["primary_optical_element"], r["reduction_level"]): (
+                r["site_id"],
+                pixels(data[r["basename"]]),
+            )
+            for r in records
+            if r["configuration_type"] == "EXPOSE"
+        }
+
+    assert {r["basename"] for r in first}.isdisjoint(r["basename"] for r in later)
+    assert science(first, first_data) == science(later, later_data)
+    different = science(other, other_data)
+    assert all(different[key][1] != value[1] for key, value in science(first, first_data).items())
 
 
 def test_frames_appear_at_completion(
@@ -942,8 +1039,6 @@ def test_damage_is_stored_so_the_download_matches_its_md5(
 
 
 def test_damage_frame_strips_every_wcs_keyword() -> None:
-    from sandbox.lco import damage_frame
-
     header = fits.Header()
     for key, value in {"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": 10.0,
                        "CRVAL2": -5.0, "CRPIX1": 8.0, "CRPIX2": 8.0, "CD1_1": -1e-4,

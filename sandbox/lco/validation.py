@@ -1,0 +1,641 @@
+"""The portal's request validation, DRF-style: the same rules, the same error shapes and messages.
+
+Each reader takes the raw JSON of one object and returns ``(errors, cleaned)``: errors nested as
+Django REST framework nests them (field -> list of messages, ``non_field_errors``, lists in
+position for nested lists), so a client sees the 400 bodies the real portal sends.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+from sandbox.lco.configdb import (
+    ACQUIRE_OVERHEAD_S,
+    CONFIG_FRONT_PADDING_S,
+    CONFIGDB,
+    CONFIGURATION_TYPES,
+    ELEMENT_CHANGE_S,
+    FRONT_PADDING_S,
+    PROPOSAL_TIME_OVERUSE_ALLOWANCE,
+    SITE_CODES,
+    TARGET_TYPES,
+    TELESCOPE_CLASSES,
+    semester,
+)
+from sandbox.times import parse_datetime
+
+__all__ = ["Invalid", "durations", "read_group"]
+
+HoursLeft = Callable[[str, str, str], float]
+"""``hours_left(proposal, semester, observation_type)``: allocated minus used hours."""
+
+
+_REQUIRED = "This field is required."
+_NULL = "This field may not be null."
+_NUMBER = "A valid number is required."
+_INTEGER = "A valid integer is required."
+_DATETIME = (
+    "Datetime has wrong format. Use one of these formats instead: "
+    "YYYY-MM-DDThh:mm[:ss[.uuuuuu]][+HH:MM|-HH:MM|Z]."
+)
+
+
+class Invalid(Exception):
+    """A field-level error: the DRF message list (or nested dict) for one field."""
+
+    def __init__(self, detail: Any) -> None:
+        super().__init__(str(detail))
+        self.detail = detail
+
+
+def _choice(value: Any, choices: Iterable[str]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise Invalid([f'"{value}" is not a valid choice.'])
+    return value
+
+
+def _float(value: Any, *, low: float | None = None, high: float | None = None) -> float:
+    if isinstance(value, bool) or value is None or value == "":
+        raise Invalid([_NUMBER])
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise Invalid([_NUMBER]) from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise Invalid([_NUMBER])
+    if low is not None and number < low:
+        raise Invalid([f"Ensure this value is greater than or equal to {low}."])
+    if high is not None and number > high:
+        raise Invalid([f"Ensure this value is less than or equal to {high}."])
+    return number
+
+
+def _int(value: Any, *, low: int | None = None) -> int:
+    if isinstance(value, bool) or value is None:
+        raise Invalid([_INTEGER])
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise Invalid([_INTEGER]) from None
+    if number != int(number):
+        raise Invalid([_INTEGER])
+    if low is not None and number < low:
+        raise Invalid([f"Ensure this value is greater than or equal to {low}."])
+    return int(number)
+
+
+def _text(value: Any, *, max_length: int | None = None, blank: str | None = None) -> str:
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise Invalid(["Not a valid string."])
+    text = str(value).strip()
+    if not text and blank is not None:
+        raise Invalid([blank])
+    if max_length is not None and len(text) > max_length:
+        raise Invalid([f"Ensure this field has no more than {max_length} characters."])
+    return text
+
+
+def _datetime(value: Any) -> datetime:
+    try:
+        return parse_datetime(value)
+    except (TypeError, ValueError):
+        raise Invalid([_DATETIME]) from None
+
+
+class Fields:
+    """Collects DRF field errors for one object while reading its fields."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw if isinstance(raw, dict) else {}
+        self.errors: dict[str, Any] = {}
+        self.clean: dict[str, Any] = {}
+
+    def take(
+        self,
+        key: str,
+        reader: Callable[[Any], Any],
+        *,
+        required: bool = True,
+        default: Any = None,
+        null: str | None = None,
+        allow_null: bool = False,
+    ) -> Any:
+        if key not in self.raw:
+            if required:
+                self.errors[key] = [_REQUIRED]
+                return None
+            if default is not None or allow_null:
+                self.clean[key] = copy.deepcopy(default)
+            return self.clean.get(key)
+        value = self.raw[key]
+        if value is None:
+            if allow_null:
+                self.clean[key] = None
+                return None
+            self.errors[key] = [null or _NULL]
+            return None
+        try:
+            self.clean[key] = reader(value)
+        except Invalid as exc:
+            self.errors[key] = exc.detail
+            return None
+        return self.clean[key]
+
+    def many(
+        self, key: str, reader: Callable[[Any], tuple[dict[str, Any], Any]], *, empty: str
+    ) -> list[Any] | None:
+        """A nested list: per-item errors in position, ``{}`` for valid items."""
+        if key not in self.raw:
+            self.errors[key] = [_REQUIRED]
+            return None
+        value = self.raw[key]
+        if value is None:
+            self.errors[key] = [_NULL]
+            return None
+        if not isinstance(value, list):
+            self.errors[key] = {
+                "non_field_errors": [
+                    f'Expected a list of items but got type "{type(value).__name__}".'
+                ]
+            }
+            return None
+        results = [reader(item) for item in value]
+        if any(errors for errors, _ in results):
+            self.errors[key] = [errors for errors, _ in results]
+            return None
+        if not value:
+            self.errors[key] = [empty]
+            return None
+        self.clean[key] = [clean for _, clean in results]
+        return self.clean[key]
+
+    def nested(self, key: str, reader: Callable[[Any], tuple[dict[str, Any], Any]]) -> Any:
+        if key not in self.raw:
+            self.errors[key] = [_REQUIRED]
+            return None
+        value = self.raw[key]
+        if value is None:
+            self.errors[key] = [_NULL]
+            return None
+        errors, clean = reader(value)
+        if errors:
+            self.errors[key] = errors
+            return None
+        self.clean[key] = clean
+        return clean
+
+
+def not_a_dict(raw: Any) -> dict[str, Any] | None:
+    if isinstance(raw, dict):
+        return None
+    return {
+        "non_field_errors": [f"Invalid data. Expected a dictionary, but got {type(raw).__name__}."]
+    }
+
+
+def _read_location(raw: Any) -> tuple[dict[str, Any], Any]:
+    if (bad := not_a_dict(raw)) is not None:
+        return bad, None
+    fields = Fields(raw)
+    fields.take("telescope_class", lambda v: _choice(v, TELESCOPE_CLASSES))
+    fields.take("site", lambda v: _choice(v, SITE_CODES), required=False)
+    fields.take("enclosure", _text, required=False)
+    fields.take("telescope", _text, required=False)
+    if fields.errors:
+        return fields.errors, None
+    clean = fields.clean
+    if "enclosure" in clean and "site" not in clean:
+        return {"non_field_errors": ["Must specify a site with an enclosure."]}, None
+    if "telescope" in clean and "enclosure" not in clean:
+        return {"non_field_errors": ["Must specify an enclosure with a telescope."]}, None
+    return {}, clean
+
+
+def _read_window(raw: Any, now: datetime) -> tuple[dict[str, Any], Any]:
+    if (bad := not_a_dict(raw)) is not None:
+        return bad, None
+    fields = Fields(raw)
+    fields.take("start", _datetime, required=False)
+
+    def end_reader(value: Any) -> datetime:
+        end = _datetime(value)
+        if end < now:
+            raise Invalid(["Window end time must be in the future"])
+        return end
+
+    fields.take("end", end_reader)
+    if fields.errors:
+        return fields.errors, None
+    clean = fields.clean
+    clean.setdefault("start", now)
+    if clean["end"] <= clean["start"]:
+        message = (
+            f"Window end '{clean['end']}' cannot be earlier than window start '{clean['start']}'"
+        )
+        return {"non_field_errors": [message]}, None
+    return {}, clean
+
+
+def _read_target(raw: Any) -> tuple[dict[str, Any], Any]:
+    if (bad := not_a_dict(raw)) is not None:
+        return bad, None
+    fields = Fields(raw)
+    fields.take("name", lambda v: _text(v, max_length=50, blank="This field may not be blank."))
+    kind = fields.take("type", lambda v: _choice(v, TARGET_TYPES))
+    if kind == "ICRS":
+        fields.take("ra", lambda v: _float(v, low=0.0, high=360.0))
+        fields.take("dec", lambda v: _float(v, low=-90.0, high=90.0))
+        for key, default in (
+            ("proper_motion_ra", 0.0),
+            ("proper_motion_dec", 0.0),
+            ("epoch", 2000.0),
+            ("parallax", 0.0),
+        ):
+            fields.take(key, lambda v: _float(v, high=20000.0), required=False, default=default)
+    elif kind is not None:
+        # Non-sidereal and other target types are stored as sent (numbers kept as numbers).
+        for key, value in fields.raw.items():
+            if key not in ("name", "type", "extra_params") and isinstance(value, int | float):
+                fields.clean[key] = float(value)
+            elif key == "scheme" and isinstance(value, str):
+                fields.clean[key] = value
+    fields.take("extra_params", _dict, required=False, default={})
+    return fields.errors, (None if fields.errors else fields.clean)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise Invalid([f'Expected a dictionary of items but got type "{type(value).__name__}".'])
+    return dict(value)
+
+
+def _read_constraints(raw: Any) -> tuple[dict[str, Any], Any]:
+    if (bad := not_a_dict(raw)) is not None:
+        return bad, None
+    fields = Fields(raw)
+    fields.take("max_airmass", lambda v: _float(v, low=1.0, high=25.0), required=False, default=1.6)
+    fields.take(
+        "min_lunar_distance",
+        lambda v: _float(v, low=0.0, high=180.0),
+        required=False,
+        default=30.0,
+    )
+    fields.take(
+        "max_lunar_phase", lambda v: _float(v, low=0.0, high=1.0), required=False, default=1.0
+    )
+    fields.take("max_seeing", lambda v: _float(v, low=0.0), required=False, allow_null=True)
+    fields.take("min_transparency", lambda v: _float(v, low=0.0), required=False, allow_null=True)
+    fields.take("extra_params", _dict, required=False, default={})
+    return fields.errors, (None if fields.errors else fields.clean)
+
+
+def _read_instrument_config(raw: Any) -> tuple[dict[str, Any], Any]:
+    if (bad := not_a_dict(raw)) is not None:
+        return bad, None
+    fields = Fields(raw)
+    fields.take("exposure_time", lambda v: _float(v, low=0.0))
+    fields.take("exposure_count", lambda v: _int(v, low=1))
+    fields.take("mode", _text, required=False)
+    fields.take("rotator_mode", _text, required=False)
+
+    def elements(value: Any) -> dict[str, str]:
+        mapping = _dict(value)
+        return {str(key): str(item) for key, item in mapping.items()}
+
+    fields.take("optical_elements", elements, required=False, default={})
+    fields.take("extra_params", _dict, required=False, default={})
+    fields.take(
+        "rois",
+        lambda v: list(v) if isinstance(v, list) else _dict(v),
+        required=False,
+        default=[],
+    )
+    return fields.errors, (None if fields.errors else fields.clean)
+
+
+def _read_mode_config(raw: Any) -> tuple[dict[str, Any], Any]:
+    if (bad := not_a_dict(raw)) is not None:
+        return bad, None
+    fields = Fields(raw)
+    fields.take("mode", _text, required=False)
+    fields.take("optional", lambda v: bool(v), required=False)
+    fields.take("exposure_time", lambda v: _float(v, low=0.0), required=False, allow_null=True)
+    fields.take("optical_elements", _dict, required=False, default={})
+    fields.take("extra_params", _dict, required=False, default={})
+    return fields.errors, (None if fields.errors else fields.clean)
+
+
+def _mode(
+    kind: str, value: str | None, allowed: tuple[str, ...], default: str, instrument: str
+) -> str:
+    """The portal's ModeValidationHelper: a given mode must exist; a missing one gets the default."""
+    if not allowed:
+        return value or ""
+    if not value:
+        return default
+    for mode in allowed:
+        if mode.lower() == value.lower():
+            return mode
+    raise Invalid(
+        f"{kind.capitalize()} mode {value} is not available for instrument type {instrument}"
+    )
+
+
+def _read_configuration(raw: Any) -> tuple[dict[str, Any], Any]:
+    if (bad := not_a_dict(raw)) is not None:
+        return bad, None
+    fields = Fields(raw)
+    fields.take(
+        "type", lambda v: _choice(str(v).upper() if isinstance(v, str) else v, CONFIGURATION_TYPES)
+    )
+
+    def instrument_reader(value: Any) -> str:
+        code = _text(value).upper()
+        if code not in CONFIGDB:
+            raise Invalid(
+                [
+                    f"Invalid instrument type {value}. Valid instruments may include: "
+                    + ", ".join(CONFIGDB)
+                ]
+            )
+        return code
+
+    fields.take("instrument_type", instrument_reader)
+    fields.nested("target", _read_target)
+    fields.nested("constraints", _read_constraints)
+    fields.many(
+        "instrument_configs",
+        _read_instrument_config,
+        empty="A configuration must have at least one instrument configuration",
+    )
+    fields.nested("acquisition_config", _read_mode_config)
+    fields.nested("guiding_config", _read_mode_config)
+    fields.take("repeat_duration", lambda v: _float(v, low=0.0), required=False, allow_null=True)
+    fields.take("extra_params", _dict, required=False, default={})
+    if fields.errors:
+        return fields.errors, None
+    try:
+        return {}, _check_configuration(fields.clean)
+    except Invalid as exc:
+        return {"non_field_errors": [exc.detail]}, None
+
+
+def _check_configuration(data: dict[str, Any]) -> dict[str, Any]:
+    """ConfigurationSerializer.validate: modes, configuration type, optical elements, repeats."""
+    instrument = CONFIGDB[data["instrument_type"]]
+    code = instrument.code
+    guiding = data["guiding_config"]
+    guiding["mode"] = _mode(
+        "guiding", guiding.get("mode"), instrument.guiding_modes, instrument.default_guiding, code
+    )
+    guiding.setdefault("optional", True)
+    guiding.setdefault("exposure_time", None)
+    kind = data["type"]
+    if kind not in instrument.configuration_types:
+        raise Invalid(f"configuration type {kind} is not valid for instrument type {code}")
+    if not instrument.configuration_types[kind]:
+        raise Invalid(f"configuration type {kind} is not schedulable for instrument type {code}")
+    acquisition = data["acquisition_config"]
+    acquisition["mode"] = _mode(
+        "acquisition",
+        acquisition.get("mode"),
+        instrument.acquisition_modes,
+        instrument.default_acquisition,
+        code,
+    )
+    acquisition.setdefault("exposure_time", None)
+    acquisition.pop("optional", None)
+    acquisition.pop("optical_elements", None)
+    for config in data["instrument_configs"]:
+        config["mode"] = _mode(
+            "readout",
+            config.get("mode"),
+            tuple(instrument.readout_modes),
+            instrument.default_readout,
+            code,
+        )
+        if instrument.rotator_modes:
+            config["rotator_mode"] = _mode(
+                "rotator",
+                config.get("rotator_mode"),
+                instrument.rotator_modes,
+                instrument.default_rotator,
+                code,
+            )
+        else:
+            config["rotator_mode"] = ""
+        available = instrument.optical_elements
+        for element_type, value in list(config["optical_elements"].items()):
+            plural = f"{element_type}s"
+            if plural not in available:
+                raise Invalid(
+                    f"optical_element of type {element_type} is not available on {code} instruments"
+                )
+            codes = {name.lower(): name for name, schedulable in available[plural] if schedulable}
+            if value.lower() not in codes:
+                raise Invalid(f"optical element {value} of type {element_type} is not available")
+            config["optical_elements"][element_type] = codes[value.lower()]
+        for plural in available:
+            singular = plural[:-1]
+            if singular not in config["optical_elements"]:
+                raise Invalid(
+                    f"Must set optical element of type {singular} for instrument type {code}"
+                )
+        if instrument.exposure_modes:
+            extra = config["extra_params"]
+            extra["exposure_mode"] = _mode(
+                "exposure",
+                extra.get("exposure_mode"),
+                instrument.exposure_modes,
+                instrument.default_exposure_mode,
+                code,
+            )
+    if "REPEAT" in kind:
+        if data.get("repeat_duration") is None:
+            raise Invalid(
+                f"Must specify a configuration repeat_duration for {kind} type configurations."
+            )
+    elif data.get("repeat_duration") is not None:
+        raise Invalid("You may only specify a repeat_duration for REPEAT_* type configurations.")
+    return data
+
+
+def read_request(raw: Any, now: datetime) -> tuple[dict[str, Any], Any]:
+    if (bad := not_a_dict(raw)) is not None:
+        return bad, None
+    fields = Fields(raw)
+    fields.nested("location", _read_location)
+    fields.many(
+        "configurations", _read_configuration, empty="You must specify at least 1 configuration"
+    )
+    windows = fields.many(
+        "windows", lambda item: _read_window(item, now), empty="You must specify at least 1 window"
+    )
+    if windows and len({semester(window["start"]) for window in windows}) > 1:
+        fields.errors["windows"] = ["The observation windows must all be in the same semester"]
+    fields.take(
+        "acceptability_threshold",
+        lambda v: _float(v, low=0.0, high=100.0),
+        required=False,
+    )
+    fields.take("configuration_repeats", lambda v: _int(v, low=1), required=False, default=1)
+    fields.take(
+        "optimization_type",
+        lambda v: _choice(v, ("TIME", "AIRMASS")),
+        required=False,
+        default="TIME",
+    )
+    fields.take("observation_note", lambda v: _text(v, max_length=255), required=False, default="")
+    fields.take("extra_params", _dict, required=False, default={})
+    if raw.get("cadence"):
+        fields.errors["cadence"] = [
+            "Please use the cadence endpoint to expand your cadence request"
+        ]
+    if fields.errors:
+        return fields.errors, None
+    data = fields.clean
+    telescope_class = data["location"]["telescope_class"]
+    valid = [code for code, item in CONFIGDB.items() if item.telescope_class == telescope_class]
+    for configuration in data["configurations"]:
+        if configuration["instrument_type"] not in valid:
+            location = data["location"]
+            message = (
+                f"Invalid instrument type '{configuration['instrument_type']}' at "
+                f"site={location.get('site', 'Any')}, enc={location.get('enclosure', 'Any')}, "
+                f"tel={location.get('telescope', 'Any')}. \n"
+                "Valid instruments include: " + "".join(f"{code}, " for code in valid) + "."
+            )
+            return {"non_field_errors": [message]}, None
+    if "acceptability_threshold" not in data:
+        data["acceptability_threshold"] = max(
+            CONFIGDB[c["instrument_type"]].acceptability_threshold for c in data["configurations"]
+        )
+    return {}, data
+
+
+def durations(request: dict[str, Any]) -> dict[str, Any]:
+    """Per-request duration breakdown in the shape of the validate endpoint."""
+    configurations = []
+    total = 0.0
+    for configuration in request["configurations"]:
+        instrument = CONFIGDB[configuration["instrument_type"]]
+        ic_durations = []
+        for config in configuration["instrument_configs"]:
+            readout = instrument.readout_modes.get(config["mode"], 0.0)
+            duration = (
+                config["exposure_count"] * (config["exposure_time"] + readout) + ELEMENT_CHANGE_S
+            )
+            ic_durations.append({"duration": duration})
+        duration = sum(item["duration"] for item in ic_durations) + CONFIG_FRONT_PADDING_S
+        if configuration["acquisition_config"].get("mode", "OFF") != "OFF":
+            duration += ACQUIRE_OVERHEAD_S
+        if configuration.get("repeat_duration"):
+            duration = max(duration, float(configuration["repeat_duration"]))
+        configurations.append({"duration": duration, "instrument_configs": ic_durations})
+        total += duration
+    total = total * request.get("configuration_repeats", 1) + FRONT_PADDING_S.get(
+        request["location"]["telescope_class"], 120.0
+    )
+    largest = max(
+        (window["end"] - window["start"]).total_seconds() for window in request["windows"]
+    )
+    return {
+        "duration": round(total),
+        "configurations": configurations,
+        "largest_interval": largest,
+    }
+
+
+def read_group(
+    raw: Any, now: datetime, proposals: Iterable[str], hours_left: HoursLeft
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run the portal's RequestGroup serializer on a body; returns (errors, cleaned group).
+
+    Args:
+        raw: The request body.
+        now: The portal's time (windows must end after it).
+        proposals: Proposal ids the user belongs to.
+        hours_left: Hours of an observation type a proposal has left in a semester.
+    """
+    member = set(proposals)
+    if (bad := not_a_dict(raw)) is not None:
+        return bad, {}
+    fields = Fields(raw)
+    fields.take("name", lambda v: _text(v, max_length=50, blank="Please provide a name."))
+
+    def proposal_reader(value: Any) -> str:
+        text = _text(value)
+        if text not in member:
+            raise Invalid([f'Invalid pk "{text}" - object does not exist.'])
+        return text
+
+    fields.take("proposal", proposal_reader, null="Please provide a proposal.")
+    fields.take("ipp_value", lambda v: _float(v, low=0.0))
+    fields.take("operator", lambda v: _choice(v, ("SINGLE", "MANY")))
+    fields.take(
+        "observation_type",
+        lambda v: _choice(v, ("NORMAL", "RAPID_RESPONSE", "TIME_CRITICAL")),
+    )
+    fields.many(
+        "requests",
+        lambda item: read_request(item, now),
+        empty="You must specify at least 1 request",
+    )
+    if fields.errors:
+        return fields.errors, {}
+    data = fields.clean
+    try:
+        _check_group(data, now, hours_left)
+    except Invalid as exc:
+        return {"non_field_errors": [exc.detail]}, {}
+    return {}, data
+
+
+def _check_group(data: dict[str, Any], now: datetime, hours_left: HoursLeft) -> None:
+    """RequestGroupSerializer.validate: ipp, operator, time allocation, rapid response."""
+    if not 0.5 <= data["ipp_value"] <= 2.0:
+        raise Invalid("requestgroups ipp_value must be >= 0.5, <= 2.0")
+    if data["operator"] == "SINGLE" and len(data["requests"]) > 1:
+        raise Invalid("'Single' type requestgroups must have exactly one child request.")
+    if data["operator"] != "SINGLE" and len(data["requests"]) == 1:
+        raise Invalid(
+            f"'{data['operator'].title()}' type requestgroups must have more than one child request."
+        )
+    kind = data["observation_type"]
+    needed: dict[tuple[str, str], float] = {}
+    for request in data["requests"]:
+        request["_durations"] = durations(request)
+        term = semester(request["windows"][0]["start"])
+        for configuration in request["configurations"]:
+            key = (term, configuration["instrument_type"])
+            needed.setdefault(key, 0.0)
+        first = request["configurations"][0]["instrument_type"]
+        needed[(term, first)] += request["_durations"]["duration"]
+    for (term, instrument), duration in needed.items():
+        available = hours_left(data["proposal"], term, kind)
+        if kind == "RAPID_RESPONSE":
+            for request in data["requests"]:
+                for window in request["windows"]:
+                    if window["start"] > now:
+                        raise Invalid(
+                            "The Rapid Response observation window start time cannot be in the future."
+                        )
+                    if (window["end"] - now).total_seconds() > duration + 86400:
+                        raise Invalid(
+                            "A Rapid Response observation must start within the next 24 hours, "
+                            "so the window end time must be within the next (24 hours + the "
+                            "observation duration)"
+                        )
+        if available <= 0.0:
+            raise Invalid(
+                f"Proposal {data['proposal']} does not have any {kind} time left allocated "
+                f"in semester {term} on {instrument} instruments"
+            )
+        if available * PROPOSAL_TIME_OVERUSE_ALLOWANCE < duration / 3600.0:
+            raise Invalid(
+                f"Proposal {data['proposal']} does not have enough {kind} time allocated "
+                f"in semester {term}"
+            )
