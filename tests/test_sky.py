@@ -187,6 +187,33 @@ def test_rendering_is_deterministic_and_noise_follows_the_seed(sky: SyntheticSky
     assert abs(np.median(a) - np.median(c)) < 3  # same conditions, other noise
 
 
+def test_an_exposure_id_not_its_name_or_date_decides_its_draws() -> None:
+    """A replay names and dates the exposure anew; with the same id and seed its pixels are equal.
+
+    Raw and reduced products of one exposure share its conditions (seeing, pointing, sky).
+    """
+    sky = SyntheticSky(seed=3, shape=(256, 256))
+
+    def render(number: int, exposure: str | None, *, level: int = 91, days: float = 0) -> tuple:
+        s = spec(number, level=level, when=START + timedelta(days=days)).model_copy(
+            update={"exposure_id": exposure, "seed": 11}
+        )
+        return sky.conditions(s), fits.open(io.BytesIO(sky.render(s)))["SCI"].data
+
+    first_conditions, first = render(30, "abc/c0/i0/x0/rp")
+    replay_conditions, replay = render(4031, "abc/c0/i0/x0/rp", days=3)
+    np.testing.assert_array_equal(first, replay)
+    assert first_conditions == replay_conditions
+    raw_conditions, _ = render(30, "abc/c0/i0/x0/rp", level=0)
+    assert raw_conditions == first_conditions
+    other_conditions, other = render(30, "abc/c0/i0/x1/rp")
+    assert other_conditions != first_conditions and not np.array_equal(first, other)
+    # Without an id the basename is the identity, as before.
+    _, unnamed = render(30, None)
+    _, renamed = render(31, None)
+    assert not np.array_equal(unnamed, renamed)
+
+
 def test_truth_follows_the_light_curve(sky: SyntheticSky, kilonova: Transient) -> None:
     later = START + timedelta(days=2)
     assert sky.truth("rp", later) == {"AT2025kn": pytest.approx(18.0 + 0.5 * 3)}
