@@ -29,6 +29,12 @@ def demo(
         str, typer.Option(help="auto: approve through the API; ui: you do.")
     ] = "auto",
     port: Annotated[int, typer.Option(help="Port of the Prefect API and UI.")] = 4200,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            help="Sandbox seed; replays a run's sky. Default: $FOLLOWUP_SANDBOX_SEED, else fixed."
+        ),
+    ] = None,
 ) -> None:
     """Run the whole loop on a real-format LVK alert against the sandbox."""
     from deployments.demo import run_demo
@@ -41,6 +47,7 @@ def demo(
             summary_json=summary_json,
             approve=approve,
             ui_port=port,
+            seed=seed,
         )
     )
 
@@ -76,14 +83,21 @@ def sandbox(
     token: Annotated[
         str, typer.Option(help="Token the LCO stand-ins accept.")
     ] = "sandbox-lco-token",
+    seed: Annotated[
+        int | None,
+        typer.Option(help="Sandbox seed. Default: $FOLLOWUP_SANDBOX_SEED, else fixed."),
+    ] = None,
 ) -> None:
     """Run the stand-ins for LCO, HERMES, TNS, GCN and Vizier alone (drills, other clients)."""
-    from sandbox.server import SandboxConfig, SandboxServer
+    from sandbox.server import SandboxConfig, SandboxServer, sandbox_seed
 
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with SandboxServer(SandboxConfig(host=host, base_port=port, lco_token=token)) as server:
+    config = SandboxConfig(
+        host=host, base_port=port, lco_token=token, seed=sandbox_seed() if seed is None else seed
+    )
+    with SandboxServer(config) as server:
         assert server.urls is not None
         typer.echo(server.urls.model_dump_json(indent=2))
         stop.wait()

@@ -26,7 +26,7 @@ import httpx
 from deployments.stack import LocalStack, StackOptions
 from followup.models import Alert, utcnow
 from followup.summary import EventSummary, event_summary
-from sandbox.server import SandboxConfig
+from sandbox.server import SandboxConfig, sandbox_seed
 from sandbox.specs import Transient
 
 __all__ = [
@@ -51,7 +51,11 @@ class DemoAlert:
 
 
 def _observable_position(now: datetime) -> tuple[float, float]:
-    """A position opposite the Sun that some LCO site sees at night within the next day."""
+    """A position opposite the Sun that some LCO site sees at night within the next day.
+
+    The Sun is taken at the start of the UTC day, so every run of one day points at the same
+    field: with the same sandbox seed, a replay sees the same stars and noise.
+    """
     from astropy.coordinates import get_sun
     from astropy.time import Time
 
@@ -59,7 +63,7 @@ def _observable_position(now: datetime) -> tuple[float, float]:
     from followup.visibility import VisibilityCalculator
 
     configure_offline_iers()
-    sun = get_sun(Time(now))
+    sun = get_sun(Time(now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)))
     ra = (float(sun.ra.deg) + 180.0) % 360.0
     calc = VisibilityCalculator(now, span_hours=24, max_airmass=1.6)
     for dec in (-30.0, -15.0, 0.0, 15.0, 30.0, -45.0):
@@ -340,6 +344,7 @@ def build_summary(
     state = flow_run.state
     return {
         "event_id": event_id,
+        "sandbox_seed": stack.options.sandbox.seed,
         "flow_run_id": str(flow_run.id),
         "flow_run_name": flow_run.name,
         "flow_run_url": stack.server.flow_run_url(str(flow_run.id)),
@@ -411,6 +416,9 @@ def print_summary(data: dict[str, Any]) -> None:
         )
     print(line)
     print(f"wall time {data['wall_time_s']} s (stack start-up {data['stack_startup_s']} s)")
+    print(
+        f"sandbox seed {data['sandbox_seed']} (followup demo --seed {data['sandbox_seed']} replays this sky)"
+    )
 
 
 def run_demo(
@@ -422,11 +430,17 @@ def run_demo(
     approve: str = "auto",
     ui_port: int = 4200,
     timeout_s: float = 600.0,
+    seed: int | None = None,
 ) -> int:
-    """Run the demo; return the exit code (0 when the follow-up run completed)."""
+    """Run the demo; return the exit code (0 when the follow-up run completed).
+
+    ``seed`` is the sandbox's seed (see :class:`sandbox.server.SandboxConfig`); None takes
+    ``FOLLOWUP_SANDBOX_SEED`` from the environment, else the fixed default.
+    """
     from followup.alerts import parse_message
 
     started = time.monotonic()
+    seed = sandbox_seed() if seed is None else seed
     if alert_path is not None:
         raw = alert_path.read_bytes()
         alert = parse_message(raw)
@@ -437,9 +451,12 @@ def run_demo(
     options = StackOptions(
         root=root,
         ui_port=ui_port,
-        sandbox=SandboxConfig(completion_delay_s=15.0, transients=[transient]),
+        sandbox=SandboxConfig(completion_delay_s=15.0, transients=[transient], seed=seed),
     )
-    print(f"starting the stack (Prefect UI on http://127.0.0.1:{ui_port}) ...", flush=True)
+    print(
+        f"starting the stack (Prefect UI on http://127.0.0.1:{ui_port}), sandbox seed {seed} ...",
+        flush=True,
+    )
     with LocalStack(options) as stack:
         print(
             f"stack up in {stack.startup_s:.0f} s; publishing {event_id} PRELIMINARY to igwn.gwalert",

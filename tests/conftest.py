@@ -35,6 +35,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failing test that ran the sandbox says which seed replays its sky."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.failed:
+        from tests.stack_support import sandbox_seed_report
+
+        if (line := sandbox_seed_report(item)) is not None:
+            report.sections.append(("sandbox seed", line))
+
+
 @pytest.fixture(scope="session")
 def samples() -> Path:
     """The shared folder of real alerts and sky maps written by others; skip when absent."""

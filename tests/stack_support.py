@@ -1,5 +1,11 @@
-"""What the tests that run a whole local stack share: polling, run look-ups, and pointing this
-process at the stack's Prefect server for as long as a module uses it."""
+"""What the tests that run a whole local stack share: polling, run look-ups, pointing this
+process at the stack's Prefect server for as long as a module uses it, and the sandbox seed.
+
+Every stack runs its sandbox on one seed (``FOLLOWUP_SANDBOX_SEED``, else the stack's configured
+one, else the fixed default), and a failing test that ran one reports it
+(:func:`sandbox_seed_report`, called by ``tests/conftest.py``): rerun with that variable set to
+replay the same sky.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +13,17 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from deployments.stack import LocalStack
+if TYPE_CHECKING:
+    import pytest
 
-S = TypeVar("S", bound=LocalStack)
+    from deployments.stack import LocalStack
+
+S = TypeVar("S", bound="LocalStack")
+
+_serving_seeds: list[int] = []
+"""Seeds of the sandboxes of the stacks serving now (module-scoped fixtures)."""
 
 
 def wait_for(check: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
@@ -44,6 +56,9 @@ def flow_runs(name: str) -> list[Any]:
 def serving(stack: S) -> Iterator[S]:
     """Start ``stack`` with this process pointed at its server; stop it and put things back.
 
+    The stack's sandbox runs on ``FOLLOWUP_SANDBOX_SEED`` when it is set (a replay), else on its
+    configured seed.
+
     The stack sets PREFECT_API_URL and PREFECT_HOME in the environment and another module's
     session server may be active in the settings, so both are restored afterwards. Before the
     stack stops, what this process queued (events, logs) is sent to its server, and the workers
@@ -53,15 +68,40 @@ def serving(stack: S) -> Iterator[S]:
     from prefect.logging.handlers import APILogWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    from sandbox.server import sandbox_seed
+
+    seed = sandbox_seed(default=stack.options.sandbox.seed)
+    stack.options.sandbox = stack.options.sandbox.model_copy(update={"seed": seed})
     saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
+    _serving_seeds.append(seed)
     try:
         with temporary_settings(updates={PREFECT_API_URL: stack.server.api_url}), stack:
             yield stack
             EventsWorker.drain_all()
             APILogWorker.drain_all()
     finally:
+        _serving_seeds.remove(seed)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def sandbox_seed_report(item: pytest.Item) -> str | None:
+    """How to replay the sandbox sky of a test that ran one (None when it ran none).
+
+    The seed is the one of a stack among the test's fixtures, of the demo's summary (a dict with
+    ``sandbox_seed``), or of a stack serving while it ran.
+    """
+    seeds = []
+    for value in getattr(item, "funcargs", {}).values():
+        options = getattr(value, "options", None)
+        if options is not None and hasattr(options, "sandbox"):
+            seeds.append(options.sandbox.seed)
+        elif isinstance(value, dict) and "sandbox_seed" in value:
+            seeds.append(value["sandbox_seed"])
+    seeds = seeds or _serving_seeds[-1:]
+    if not seeds:
+        return None
+    return f"sandbox seed {seeds[0]}: rerun with FOLLOWUP_SANDBOX_SEED={seeds[0]} to replay its sky"

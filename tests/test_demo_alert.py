@@ -50,3 +50,13 @@ def test_demo_alert_is_observable_and_holds_its_transient(when: datetime) -> Non
     assert skymap.searched_probability(demo.transient.ra, demo.transient.dec) < 0.5
     plan = plan_targets(alert, start=when, max_targets=3, max_airmass=2.0)
     assert plan.targets, [d.reason for d in plan.dropped]
+
+
+def test_runs_of_one_day_point_at_the_same_field() -> None:
+    """So that ``followup demo --seed N`` replays the same stars later the same day."""
+    morning = make_demo_alert(datetime(2026, 12, 5, 1, tzinfo=UTC), event_id="MS261205aaa")
+    evening = make_demo_alert(datetime(2026, 12, 5, 22, tzinfo=UTC), event_id="MS261205aab")
+    next_week = make_demo_alert(datetime(2026, 12, 12, 1, tzinfo=UTC), event_id="MS261212aaa")
+    same = (morning.transient.ra, morning.transient.dec)
+    assert (evening.transient.ra, evening.transient.dec) == same
+    assert (next_week.transient.ra, next_week.transient.dec) != same

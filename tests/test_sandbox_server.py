@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -178,3 +179,81 @@ def test_module_runs_as_a_process_and_writes_its_urls(tmp_path) -> None:
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
+
+
+def science_pixels(config: SandboxConfig) -> dict[tuple[str, int], tuple]:
+    """Run a sandbox, observe one request in gp and rp, and read back its science frames.
+
+    Returns (filter, level) -> (basename, SCI pixels, CAT rows) of each frame.
+    """
+    from astropy.io import fits
+
+    with SandboxServer(config) as running:
+        urls = running.urls
+        portal = PortalClient(urls.lco_token, base_url=urls.portal)
+        target = Target(name="F002", ra=150.0, dec=-20.0, kind="field", rank=1, probability=0.5)
+        strategy = ObservingStrategy(name="t", filters=["gp", "rp"], exposure_time_s=30)
+        now = datetime.now(UTC)
+        group = portal.submit_request_group(
+            build_request_group(
+                target,
+                strategy,
+                proposal=urls.proposal_id,
+                group_name=make_group_name("S250102ab", "F002", filters=["gp", "rp"]),
+                window_start=now,
+                window_end=now + timedelta(hours=24),
+            )
+        )
+        request_id = group.request_ids[0]
+        deadline = time.monotonic() + 30
+        while portal.get_request(request_id).state.value != "COMPLETED":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        auth = {"Authorization": f"Token {urls.lco_token}"}
+        records = httpx.get(
+            f"{urls.archive}/frames/", params={"request_id": request_id}, headers=auth, timeout=60
+        ).json()["results"]
+        frames = {}
+        for record in records:
+            data = httpx.get(record["url"], timeout=60).content
+            with fits.open(io.BytesIO(data)) as hdus:
+                catalog = hdus["CAT"].data.tolist() if "CAT" in hdus else None
+                frames[(record["primary_optical_element"], record["reduction_level"])] = (
+                    record["basename"],
+                    hdus["SCI"].data.copy(),
+                    catalog,
+                )
+    return frames
+
+
+def test_the_same_seed_serves_the_same_sky_and_another_seed_another(tmp_path) -> None:
+    """Two sandboxes with one seed serve the same pixels for the same request; names differ."""
+    import numpy as np
+
+    def config(seed: int, folder: str) -> SandboxConfig:
+        steady = Transient(
+            name="AT-steady",
+            ra=150.002,
+            dec=-20.001,
+            peak_mag={"gp": 18.5, "rp": 18.2},
+            peak_time=PEAK,
+        )
+        return SandboxConfig(
+            seed=seed,
+            completion_delay_s=0.5,
+            frame_shape=(256, 256),
+            cache_dir=str(tmp_path / folder),
+            transients=[steady],
+        )
+
+    first = science_pixels(config(11, "a"))
+    time.sleep(9)  # the next exposure starts in a later frame-number step of the night
+    replay = science_pixels(config(11, "b"))
+    other = science_pixels(config(12, "c"))
+    assert set(first) == set(replay) == set(other) == {("gp", 0), ("gp", 91), ("rp", 0), ("rp", 91)}
+    for key, (name, pixels, catalog) in first.items():
+        again_name, again, again_catalog = replay[key]
+        assert again_name != name  # another exposure, another basename...
+        np.testing.assert_array_equal(again, pixels)  # ...of the same sky
+        assert again_catalog == catalog
+        assert not np.array_equal(other[key][1], pixels)

@@ -1,0 +1,80 @@
+"""The sandbox seed of stack tests: chosen by FOLLOWUP_SANDBOX_SEED, reported when a test fails."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from sandbox.server import DEFAULT_SEED, SEED_ENV, SandboxConfig, sandbox_seed
+from tests.conftest import pytest_runtest_makereport
+from tests.stack_support import sandbox_seed_report, serving
+
+
+class FakeStack(nullcontext):
+    """What ``serving`` needs of a stack, without starting anything."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self.options = SimpleNamespace(sandbox=SandboxConfig(seed=seed))
+        self.server = SimpleNamespace(api_url="http://127.0.0.1:9/api")
+
+
+def test_the_seed_comes_from_the_environment_else_the_default() -> None:
+    assert sandbox_seed({}) == DEFAULT_SEED
+    assert sandbox_seed({SEED_ENV: " 42 "}) == 42
+    assert sandbox_seed({SEED_ENV: ""}, default=7) == 7
+    with pytest.raises(ValueError, match=SEED_ENV):
+        sandbox_seed({SEED_ENV: "forty-two"})
+    assert SandboxConfig().seed == DEFAULT_SEED
+
+
+def test_serving_replays_the_seed_the_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    item = SimpleNamespace(funcargs={})
+    monkeypatch.setenv(SEED_ENV, "1234")
+    stack = FakeStack(seed=5)
+    with serving(stack):  # type: ignore[type-var]
+        assert stack.options.sandbox.seed == 1234
+        assert "FOLLOWUP_SANDBOX_SEED=1234" in str(sandbox_seed_report(item))  # type: ignore[arg-type]
+    assert sandbox_seed_report(item) is None  # type: ignore[arg-type]
+    monkeypatch.delenv(SEED_ENV)
+    kept = FakeStack(seed=5)
+    with serving(kept):  # type: ignore[type-var]
+        assert kept.options.sandbox.seed == 5
+
+
+@pytest.mark.parametrize(
+    ("funcargs", "expected"),
+    [
+        pytest.param({"stack": FakeStack(seed=77), "n": 1}, 77, id="stack-fixture"),
+        pytest.param({"demo": {"sandbox_seed": 88, "event_id": "MS1"}}, 88, id="demo-summary"),
+        pytest.param({"tmp_path": "/tmp", "n": 1}, None, id="no-sandbox"),
+    ],
+)
+def test_a_failing_test_reports_the_seed_of_its_sandbox(
+    funcargs: dict[str, Any], expected: int | None
+) -> None:
+    item = SimpleNamespace(funcargs=funcargs)
+    report = SimpleNamespace(failed=True, sections=[])
+    hook = pytest_runtest_makereport(item, None)  # type: ignore[arg-type]
+    next(hook)
+    with pytest.raises(StopIteration):
+        hook.send(SimpleNamespace(get_result=lambda: report))
+    if expected is None:
+        assert report.sections == []
+    else:
+        assert report.sections == [
+            (
+                "sandbox seed",
+                f"sandbox seed {expected}: rerun with FOLLOWUP_SANDBOX_SEED={expected} "
+                "to replay its sky",
+            )
+        ]
+    passed = SimpleNamespace(failed=False, sections=[])
+    hook = pytest_runtest_makereport(item, None)  # type: ignore[arg-type]
+    next(hook)
+    with pytest.raises(StopIteration):
+        hook.send(SimpleNamespace(get_result=lambda: passed))
+    assert passed.sections == []
