@@ -390,47 +390,6 @@ def create_app(state: HermesSandboxState | None = None) -> FastAPI:
         app, state.faults, kinds=("error_200", "status", "hang"), endpoints=("submit", "validate")
     )
 
-    def authenticate(request: Request) -> tuple[str | None, JSONResponse | None]:
-        """DRF TokenAuthentication after SessionAuthentication: bad tokens are a 403."""
-        header = request.headers.get("authorization")
-        if not header:
-            return None, None
-        parts = header.split()
-        if not parts or parts[0].lower() != "token":
-            return None, None
-        if len(parts) == 1:
-            return None, JSONResponse(
-                {"detail": "Invalid token header. No credentials provided."}, 403
-            )
-        if len(parts) > 2:
-            return None, JSONResponse(
-                {"detail": "Invalid token header. Token string should not contain spaces."}, 403
-            )
-        if parts[1] not in state.tokens and parts[1] not in state.no_credential:
-            return None, JSONResponse({"detail": "Invalid token."}, 403)
-        return parts[1], None
-
-    async def injected(endpoint: str) -> Response | None:
-        fault = state.faults.take(endpoint)
-        if fault is None:
-            return None
-        if fault.kind == "hang":
-            await asyncio.sleep(fault.delay_s)
-            return None
-        if fault.kind == "error_200":
-            return JSONResponse({"error": NO_CREDENTIAL_ERROR})
-        body = fault.body if fault.body is not None else {"detail": "Injected failure."}
-        headers = {"Retry-After": f"{fault.reset_s:g}"} if fault.reset_s is not None else None
-        if isinstance(body, str):
-            return Response(body, fault.status or 500, headers=headers, media_type="text/html")
-        return JSONResponse(body, fault.status or 500, headers=headers)
-
-    async def read_json(request: Request) -> tuple[Any, JSONResponse | None]:
-        try:
-            return await request.json(), None
-        except ValueError as exc:
-            return None, JSONResponse({"detail": f"JSON parse error - {exc}"}, 400)
-
     @app.get("/api/v0/heartbeat/")
     async def heartbeat() -> dict[str, Any]:
         return {"status": "ok", "sandbox": True}
@@ -443,26 +402,26 @@ def create_app(state: HermesSandboxState | None = None) -> FastAPI:
 
     @app.post("/api/v0/submit_message/validate/")
     async def validate(request: Request) -> Response:
-        _, refused = authenticate(request)
+        _, refused = _authenticate(state, request)
         if refused:
             return refused
-        fault = await injected("validate")
+        fault = await _injected(state, "validate")
         if fault:
             return fault
-        payload, bad = await read_json(request)
+        payload, bad = await _read_json(request)
         if bad:
             return bad
         return JSONResponse(validate_hermes_message(payload, dev_server=state.dev_server))
 
     @app.post("/api/v0/submit_message/")
     async def submit(request: Request) -> Response:
-        token, refused = authenticate(request)
+        token, refused = _authenticate(state, request)
         if refused:
             return refused
-        fault = await injected("submit")
+        fault = await _injected(state, "submit")
         if fault:
             return fault
-        payload, bad = await read_json(request)
+        payload, bad = await _read_json(request)
         if bad:
             return bad
         errors = validate_hermes_message(payload, dev_server=state.dev_server)
@@ -494,3 +453,48 @@ def create_app(state: HermesSandboxState | None = None) -> FastAPI:
         state.reset()
 
     return app
+
+
+def _authenticate(
+    state: HermesSandboxState, request: Request
+) -> tuple[str | None, JSONResponse | None]:
+    """DRF TokenAuthentication after SessionAuthentication: bad tokens are a 403."""
+    header = request.headers.get("authorization")
+    if not header:
+        return None, None
+    parts = header.split()
+    if not parts or parts[0].lower() != "token":
+        return None, None
+    if len(parts) == 1:
+        return None, JSONResponse({"detail": "Invalid token header. No credentials provided."}, 403)
+    if len(parts) > 2:
+        return None, JSONResponse(
+            {"detail": "Invalid token header. Token string should not contain spaces."}, 403
+        )
+    if parts[1] not in state.tokens and parts[1] not in state.no_credential:
+        return None, JSONResponse({"detail": "Invalid token."}, 403)
+    return parts[1], None
+
+
+async def _injected(state: HermesSandboxState, endpoint: str) -> Response | None:
+    """The answer an injected fault gives instead of the endpoint (None: no fault, or a hang)."""
+    fault = state.faults.take(endpoint)
+    if fault is None:
+        return None
+    if fault.kind == "hang":
+        await asyncio.sleep(fault.delay_s)
+        return None
+    if fault.kind == "error_200":
+        return JSONResponse({"error": NO_CREDENTIAL_ERROR})
+    body = fault.body if fault.body is not None else {"detail": "Injected failure."}
+    headers = {"Retry-After": f"{fault.reset_s:g}"} if fault.reset_s is not None else None
+    if isinstance(body, str):
+        return Response(body, fault.status or 500, headers=headers, media_type="text/html")
+    return JSONResponse(body, fault.status or 500, headers=headers)
+
+
+async def _read_json(request: Request) -> tuple[Any, JSONResponse | None]:
+    try:
+        return await request.json(), None
+    except ValueError as exc:
+        return None, JSONResponse({"detail": f"JSON parse error - {exc}"}, 400)

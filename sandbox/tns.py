@@ -543,61 +543,64 @@ def create_app(state: TnsSandboxState | None = None) -> FastAPI:
     app = FastAPI(title="TNS sandbox", description=__doc__)
     app.state.tns = state
     add_fault_routes(app, state.faults, kinds=_FAULT_KINDS, endpoints=_ENDPOINTS)
+    front = _FrontDoor(state)
+    _add_report_routes(app, front)
+    _add_query_routes(app, front)
+    _add_control_routes(app, state)
+    return app
 
-    def reply(
-        status: int,
-        body: Any,
-        headers: dict[str, str],
-        *,
-        endpoint: str,
-    ) -> Response:
+
+class _FrontDoor:
+    """What every TNS API call goes through: rate limits, faults, the bot's key, the reply."""
+
+    def __init__(self, state: TnsSandboxState) -> None:
+        self.state = state
+
+    def reply(self, status: int, body: Any, headers: dict[str, str], *, endpoint: str) -> Response:
+        """Answer a call and record it."""
+        state = self.state
         with state.lock:
             state.calls.append({"endpoint": endpoint, "status": status, "at": state.clock()})
         if isinstance(body, str):
             return Response(body, status, headers=headers, media_type="text/html")
         return JSONResponse(body, status, headers=headers)
 
-    async def front_door(
-        request: Request, endpoint: str, *, cone: bool = False
+    def bad_request(self, message: str, headers: dict[str, str], endpoint: str) -> Response:
+        """TNS's 400 with its error message."""
+        body = _envelope(400, "Bad request", {"errors": message})
+        return self.reply(400, body, headers, endpoint=endpoint)
+
+    async def enter(
+        self, request: Request, endpoint: str, *, cone: bool = False
     ) -> tuple[dict[str, str], TnsBot | None, dict[str, str], Response | None]:
-        """Rate limit, injected faults and authentication, in that order."""
-        form = await request.form()
-        fields = {k: str(v) for k, v in form.items()}
-        now = state.clock()
-        with state.lock:
-            ok, window, reset = state._window.spend(now)
-            headers = {f"x-rate-limit-{k}": v for k, v in window.items()}
-            if cone:
-                cone_ok, cone_window, cone_reset = state._cone_window.spend(now)
-                headers.update({f"x-cone-rate-limit-{k}": v for k, v in cone_window.items()})
-                if not cone_ok:
-                    ok, reset = False, max(reset, cone_reset)
-        if not ok:
+        """Rate limit, injected faults and authentication, in that order.
+
+        Returns:
+            The form fields, the bot (None when refused), the rate-limit headers, and the
+            refusal to send (None when the call may proceed).
+        """
+        state = self.state
+        fields = {k: str(v) for k, v in (await request.form()).items()}
+        headers, limited = self._spend(cone)
+        if limited:
             body = _envelope(429, "Too Many Requests", {})
-            return fields, None, headers, reply(429, body, headers, endpoint=endpoint)
+            return fields, None, headers, self.reply(429, body, headers, endpoint=endpoint)
         fault = state.faults.take(endpoint, {"rate_limit", "status", "hang"})
-        if fault is not None:
-            if fault.kind == "hang":
-                await asyncio.sleep(fault.delay_s)
-            elif fault.kind == "rate_limit":
-                reset_s = fault.reset_s if fault.reset_s is not None else 10.0
-                headers.update(
-                    {"x-rate-limit-remaining": "0", "x-rate-limit-reset": f"{math.ceil(reset_s)}"}
-                )
-                body = _envelope(429, "Too Many Requests", {})
-                return fields, None, headers, reply(429, body, headers, endpoint=endpoint)
-            else:
-                body = (
-                    fault.body
-                    if fault.body is not None
-                    else _envelope(fault.status or 500, "Injected failure", {})
-                )
-                return (
-                    fields,
-                    None,
-                    headers,
-                    reply(fault.status or 500, body, headers, endpoint=endpoint),
-                )
+        if fault is not None and fault.kind == "hang":
+            await asyncio.sleep(fault.delay_s)
+        elif fault is not None and fault.kind == "rate_limit":
+            reset_s = fault.reset_s if fault.reset_s is not None else 10.0
+            headers.update(
+                {"x-rate-limit-remaining": "0", "x-rate-limit-reset": f"{math.ceil(reset_s)}"}
+            )
+            body = _envelope(429, "Too Many Requests", {})
+            return fields, None, headers, self.reply(429, body, headers, endpoint=endpoint)
+        elif fault is not None:
+            status = fault.status or 500
+            body = (
+                fault.body if fault.body is not None else _envelope(status, "Injected failure", {})
+            )
+            return fields, None, headers, self.reply(status, body, headers, endpoint=endpoint)
         marker = _parse_marker(request.headers.get("user-agent", ""))
         bot = state.bots.get(str(marker.get("tns_id"))) if marker else None
         if (
@@ -607,30 +610,44 @@ def create_app(state: TnsSandboxState | None = None) -> FastAPI:
             or fields.get("api_key") != bot.api_key
         ):
             body = _envelope(401, "Unauthorized: invalid api key or tns_marker User-Agent", {})
-            return fields, None, headers, reply(401, body, headers, endpoint=endpoint)
+            return fields, None, headers, self.reply(401, body, headers, endpoint=endpoint)
         state.process_due()
         return fields, bot, headers, None
 
-    def bad_request(message: str, headers: dict[str, str], endpoint: str) -> Response:
-        return reply(
-            400, _envelope(400, "Bad request", {"errors": message}), headers, endpoint=endpoint
-        )
+    def _spend(self, cone: bool) -> tuple[dict[str, str], bool]:
+        """Spend one call of the rate-limit windows; returns their headers and whether exceeded."""
+        state = self.state
+        now = state.clock()
+        with state.lock:
+            ok, window, _ = state._window.spend(now)
+            headers = {f"x-rate-limit-{k}": v for k, v in window.items()}
+            if cone:
+                cone_ok, cone_window, _ = state._cone_window.spend(now)
+                headers.update({f"x-cone-rate-limit-{k}": v for k, v in cone_window.items()})
+                ok = ok and cone_ok
+        return headers, not ok
 
-    def json_field(fields: dict[str, str]) -> Any:
-        try:
-            return json.loads(fields.get("data", ""))
-        except ValueError:
-            return None
+
+def _json_field(fields: dict[str, str]) -> Any:
+    try:
+        return json.loads(fields.get("data", ""))
+    except ValueError:
+        return None
+
+
+def _add_report_routes(app: FastAPI, front: _FrontDoor) -> None:
+    """``set/bulk-report`` and ``get/bulk-report-reply``."""
+    state = front.state
 
     @app.post("/api/set/bulk-report")
     async def bulk_report(request: Request) -> Response:
         endpoint = "bulk-report"
-        fields, bot, headers, refused = await front_door(request, endpoint)
+        fields, bot, headers, refused = await front.enter(request, endpoint)
         if refused or bot is None:
             return refused
-        data = json_field(fields)
+        data = _json_field(fields)
         if not isinstance(data, dict) or not ({"at_report", "classification_report"} & set(data)):
-            return bad_request(
+            return front.bad_request(
                 'data must be JSON {"at_report": {...}} or {"classification_report": {...}}',
                 headers,
                 endpoint,
@@ -641,21 +658,17 @@ def create_app(state: TnsSandboxState | None = None) -> FastAPI:
             payload: dict[str, Any] = (
                 {} if variant == "missing" else {"report_id": "" if variant == "empty" else None}
             )
-            return reply(200, _envelope(200, "OK", payload), headers, endpoint=endpoint)
+            return front.reply(200, _envelope(200, "OK", payload), headers, endpoint=endpoint)
         report = state.store(bot.bot_id, copy.deepcopy(data))
         if quirk is not None and quirk.kind == "gateway_timeout":
-            return reply(504, _GATEWAY_TIMEOUT_HTML, headers, endpoint=endpoint)
-        return reply(
-            200,
-            _envelope(200, "OK", {"report_id": int(report.report_id)}),
-            headers,
-            endpoint=endpoint,
-        )
+            return front.reply(504, _GATEWAY_TIMEOUT_HTML, headers, endpoint=endpoint)
+        body = _envelope(200, "OK", {"report_id": int(report.report_id)})
+        return front.reply(200, body, headers, endpoint=endpoint)
 
     @app.post("/api/get/bulk-report-reply")
     async def bulk_report_reply(request: Request) -> Response:
         endpoint = "bulk-report-reply"
-        fields, _, headers, refused = await front_door(request, endpoint)
+        fields, _, headers, refused = await front.enter(request, endpoint)
         if refused:
             return refused
         report_id = fields.get("report_id", "").strip()
@@ -664,17 +677,57 @@ def create_app(state: TnsSandboxState | None = None) -> FastAPI:
             404, "Not found: the report does not exist or is not processed yet", {}
         )
         if report is not None and state.faults.take(endpoint, {"reply_404"}) is not None:
-            return reply(404, not_found, headers, endpoint=endpoint)
+            return front.reply(404, not_found, headers, endpoint=endpoint)
         if report is None or report.state == "pending":
-            return reply(404, not_found, headers, endpoint=endpoint)
+            return front.reply(404, not_found, headers, endpoint=endpoint)
         status = report.http_status or 200
         message = "OK" if status == 200 else "Bad request"
-        return reply(
-            status,
-            _envelope(status, message, {"feedback": copy.deepcopy(report.feedback)}),
-            headers,
-            endpoint=endpoint,
-        )
+        body = _envelope(status, message, {"feedback": copy.deepcopy(report.feedback)})
+        return front.reply(status, body, headers, endpoint=endpoint)
+
+
+def _search(
+    state: TnsSandboxState, query: dict[str, Any], cone: bool
+) -> list[SandboxObject] | None:
+    """Objects a ``get/search`` query finds (None when its cone is malformed)."""
+    with state.lock:
+        candidates = list(state.objects.values())
+        if cone:
+            ra = _angle(query.get("ra"), hours=True)
+            dec = _angle(query.get("dec"), hours=False)
+            try:
+                radius = float(query.get("radius") or 5.0)
+            except (TypeError, ValueError):
+                radius = math.nan
+            scale = {"arcsec": 1.0, "arcmin": 60.0, "deg": 3600.0}.get(
+                str(query.get("units") or "arcsec")
+            )
+            if ra is None or dec is None or scale is None or not radius > 0:
+                return None
+            candidates = [o for _, o in state.nearest(ra, dec, radius * scale)]
+        name = str(query.get("objname") or "").strip()
+        if name:
+            exact = str(query.get("objname_exact_match", "0")) in ("1", "true", "True")
+            candidates = [
+                o
+                for o in candidates
+                if (o.objname == name or name in o.former_names)
+                or (not exact and name in o.objname)
+            ]
+        internal = str(query.get("internal_name") or "").strip()
+        if internal:
+            exact = str(query.get("internal_name_exact_match", "0")) in ("1", "true", "True")
+            candidates = [
+                o
+                for o in candidates
+                if any(n == internal or (not exact and internal in n) for n in o.internal_names)
+            ]
+        return candidates if (cone or name or internal) else []
+
+
+def _add_query_routes(app: FastAPI, front: _FrontDoor) -> None:
+    """``get/search`` and ``get/object``."""
+    state = front.state
 
     @app.post("/api/get/search")
     async def search(request: Request) -> Response:
@@ -682,72 +735,38 @@ def create_app(state: TnsSandboxState | None = None) -> FastAPI:
         body = await request.form()
         query = _loads(str(body.get("data", "")))
         cone = isinstance(query, dict) and str(query.get("ra", "")).strip() != ""
-        _, _, headers, refused = await front_door(request, endpoint, cone=cone)
+        _, _, headers, refused = await front.enter(request, endpoint, cone=cone)
         if refused:
             return refused
         if not isinstance(query, dict):
-            return bad_request("data must be a JSON object", headers, endpoint)
-        with state.lock:
-            candidates = list(state.objects.values())
-            if cone:
-                ra = _angle(query.get("ra"), hours=True)
-                dec = _angle(query.get("dec"), hours=False)
-                try:
-                    radius = float(query.get("radius") or 5.0)
-                except (TypeError, ValueError):
-                    radius = math.nan
-                scale = {"arcsec": 1.0, "arcmin": 60.0, "deg": 3600.0}.get(
-                    str(query.get("units") or "arcsec")
-                )
-                if ra is None or dec is None or scale is None or not radius > 0:
-                    return bad_request("invalid ra, dec, radius or units", headers, endpoint)
-                candidates = [o for _, o in state.nearest(ra, dec, radius * scale)]
-            name = str(query.get("objname") or "").strip()
-            if name:
-                exact = str(query.get("objname_exact_match", "0")) in ("1", "true", "True")
-                candidates = [
-                    o
-                    for o in candidates
-                    if (o.objname == name or name in o.former_names)
-                    or (not exact and name in o.objname)
-                ]
-            internal = str(query.get("internal_name") or "").strip()
-            if internal:
-                exact = str(query.get("internal_name_exact_match", "0")) in ("1", "true", "True")
-                candidates = [
-                    o
-                    for o in candidates
-                    if any(n == internal or (not exact and internal in n) for n in o.internal_names)
-                ]
-            if not (cone or name or internal):
-                candidates = []
-            found = [
-                {"objname": o.objname, "prefix": o.prefix, "objid": o.objid} for o in candidates
-            ]
-        return reply(200, _envelope(200, "OK", found), headers, endpoint=endpoint)
+            return front.bad_request("data must be a JSON object", headers, endpoint)
+        found = _search(state, query, cone)
+        if found is None:
+            return front.bad_request("invalid ra, dec, radius or units", headers, endpoint)
+        rows = [{"objname": o.objname, "prefix": o.prefix, "objid": o.objid} for o in found]
+        return front.reply(200, _envelope(200, "OK", rows), headers, endpoint=endpoint)
 
     @app.post("/api/get/object")
     async def get_object(request: Request) -> Response:
         endpoint = "object"
-        fields, _, headers, refused = await front_door(request, endpoint)
+        fields, _, headers, refused = await front.enter(request, endpoint)
         if refused:
             return refused
-        query = json_field(fields)
+        query = _json_field(fields)
         if not isinstance(query, dict) or not (query.get("objname") or query.get("objid")):
-            return bad_request("data must be JSON with objname or objid", headers, endpoint)
+            return front.bad_request("data must be JSON with objname or objid", headers, endpoint)
+        name, objid = str(query.get("objname") or ""), str(query.get("objid") or "")
         with state.lock:
             obj = next(
                 (
                     o
                     for o in state.objects.values()
-                    if o.objname == str(query.get("objname") or "")
-                    or str(o.objid) == str(query.get("objid") or "")
-                    or str(query.get("objname") or "") in o.former_names
+                    if o.objname == name or str(o.objid) == objid or name in o.former_names
                 ),
                 None,
             )
         if obj is None:
-            return reply(404, _envelope(404, "Not found", {}), headers, endpoint=endpoint)
+            return front.reply(404, _envelope(404, "Not found", {}), headers, endpoint=endpoint)
         data = {
             "objname": obj.objname,
             "name_prefix": obj.prefix,
@@ -760,9 +779,12 @@ def create_app(state: TnsSandboxState | None = None) -> FastAPI:
             "reporting_group": {"group_id": obj.reporting_group_id},
             "object_type": {"name": None, "id": None},
         }
-        return reply(200, _envelope(200, "OK", data), headers, endpoint=endpoint)
+        return front.reply(200, _envelope(200, "OK", data), headers, endpoint=endpoint)
 
-    # ------------------------------------------------------------------ control
+
+def _add_control_routes(app: FastAPI, state: TnsSandboxState) -> None:
+    """The sandbox's own control API under ``/sandbox/``."""
+
     @app.get("/sandbox/reports", tags=["sandbox control"])
     async def list_reports() -> list[dict[str, Any]]:
         state.process_due()
@@ -799,8 +821,6 @@ def create_app(state: TnsSandboxState | None = None) -> FastAPI:
     @app.post("/sandbox/reset", tags=["sandbox control"], status_code=204)
     async def reset() -> None:
         state.reset()
-
-    return app
 
 
 def _loads(text: str) -> Any:
