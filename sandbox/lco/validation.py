@@ -27,7 +27,7 @@ from sandbox.lco.configdb import (
 )
 from sandbox.times import parse_datetime
 
-__all__ = ["Invalid", "durations", "read_group"]
+__all__ = ["HoursLeft", "read_group"]
 
 HoursLeft = Callable[[str, str, str], float]
 """``hours_left(proposal, semester, observation_type)``: allocated minus used hours."""
@@ -43,7 +43,7 @@ _DATETIME = (
 )
 
 
-class Invalid(Exception):
+class _Invalid(Exception):
     """A field-level error: the DRF message list (or nested dict) for one field."""
 
     def __init__(self, detail: Any) -> None:
@@ -53,48 +53,48 @@ class Invalid(Exception):
 
 def _choice(value: Any, choices: Iterable[str]) -> str:
     if not isinstance(value, str) or value not in choices:
-        raise Invalid([f'"{value}" is not a valid choice.'])
+        raise _Invalid([f'"{value}" is not a valid choice.'])
     return value
 
 
 def _float(value: Any, *, low: float | None = None, high: float | None = None) -> float:
     if isinstance(value, bool) or value is None or value == "":
-        raise Invalid([_NUMBER])
+        raise _Invalid([_NUMBER])
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise Invalid([_NUMBER]) from None
+        raise _Invalid([_NUMBER]) from None
     if number != number or number in (float("inf"), float("-inf")):
-        raise Invalid([_NUMBER])
+        raise _Invalid([_NUMBER])
     if low is not None and number < low:
-        raise Invalid([f"Ensure this value is greater than or equal to {low}."])
+        raise _Invalid([f"Ensure this value is greater than or equal to {low}."])
     if high is not None and number > high:
-        raise Invalid([f"Ensure this value is less than or equal to {high}."])
+        raise _Invalid([f"Ensure this value is less than or equal to {high}."])
     return number
 
 
 def _int(value: Any, *, low: int | None = None) -> int:
     if isinstance(value, bool) or value is None:
-        raise Invalid([_INTEGER])
+        raise _Invalid([_INTEGER])
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise Invalid([_INTEGER]) from None
+        raise _Invalid([_INTEGER]) from None
     if number != int(number):
-        raise Invalid([_INTEGER])
+        raise _Invalid([_INTEGER])
     if low is not None and number < low:
-        raise Invalid([f"Ensure this value is greater than or equal to {low}."])
+        raise _Invalid([f"Ensure this value is greater than or equal to {low}."])
     return int(number)
 
 
 def _text(value: Any, *, max_length: int | None = None, blank: str | None = None) -> str:
     if not isinstance(value, str | int | float) or isinstance(value, bool):
-        raise Invalid(["Not a valid string."])
+        raise _Invalid(["Not a valid string."])
     text = str(value).strip()
     if not text and blank is not None:
-        raise Invalid([blank])
+        raise _Invalid([blank])
     if max_length is not None and len(text) > max_length:
-        raise Invalid([f"Ensure this field has no more than {max_length} characters."])
+        raise _Invalid([f"Ensure this field has no more than {max_length} characters."])
     return text
 
 
@@ -102,10 +102,10 @@ def _datetime(value: Any) -> datetime:
     try:
         return parse_datetime(value)
     except (TypeError, ValueError):
-        raise Invalid([_DATETIME]) from None
+        raise _Invalid([_DATETIME]) from None
 
 
-class Fields:
+class _Fields:
     """Collects DRF field errors for one object while reading its fields."""
 
     def __init__(self, raw: Any) -> None:
@@ -139,7 +139,7 @@ class Fields:
             return None
         try:
             self.clean[key] = reader(value)
-        except Invalid as exc:
+        except _Invalid as exc:
             self.errors[key] = exc.detail
             return None
         return self.clean[key]
@@ -188,7 +188,7 @@ class Fields:
         return clean
 
 
-def not_a_dict(raw: Any) -> dict[str, Any] | None:
+def _not_a_dict(raw: Any) -> dict[str, Any] | None:
     if isinstance(raw, dict):
         return None
     return {
@@ -197,9 +197,9 @@ def not_a_dict(raw: Any) -> dict[str, Any] | None:
 
 
 def _read_location(raw: Any) -> tuple[dict[str, Any], Any]:
-    if (bad := not_a_dict(raw)) is not None:
+    if (bad := _not_a_dict(raw)) is not None:
         return bad, None
-    fields = Fields(raw)
+    fields = _Fields(raw)
     fields.take("telescope_class", lambda v: _choice(v, TELESCOPE_CLASSES))
     fields.take("site", lambda v: _choice(v, SITE_CODES), required=False)
     fields.take("enclosure", _text, required=False)
@@ -215,15 +215,15 @@ def _read_location(raw: Any) -> tuple[dict[str, Any], Any]:
 
 
 def _read_window(raw: Any, now: datetime) -> tuple[dict[str, Any], Any]:
-    if (bad := not_a_dict(raw)) is not None:
+    if (bad := _not_a_dict(raw)) is not None:
         return bad, None
-    fields = Fields(raw)
+    fields = _Fields(raw)
     fields.take("start", _datetime, required=False)
 
     def end_reader(value: Any) -> datetime:
         end = _datetime(value)
         if end < now:
-            raise Invalid(["Window end time must be in the future"])
+            raise _Invalid(["Window end time must be in the future"])
         return end
 
     fields.take("end", end_reader)
@@ -240,9 +240,9 @@ def _read_window(raw: Any, now: datetime) -> tuple[dict[str, Any], Any]:
 
 
 def _read_target(raw: Any) -> tuple[dict[str, Any], Any]:
-    if (bad := not_a_dict(raw)) is not None:
+    if (bad := _not_a_dict(raw)) is not None:
         return bad, None
-    fields = Fields(raw)
+    fields = _Fields(raw)
     fields.take("name", lambda v: _text(v, max_length=50, blank="This field may not be blank."))
     kind = fields.take("type", lambda v: _choice(v, TARGET_TYPES))
     if kind == "ICRS":
@@ -268,14 +268,14 @@ def _read_target(raw: Any) -> tuple[dict[str, Any], Any]:
 
 def _dict(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise Invalid([f'Expected a dictionary of items but got type "{type(value).__name__}".'])
+        raise _Invalid([f'Expected a dictionary of items but got type "{type(value).__name__}".'])
     return dict(value)
 
 
 def _read_constraints(raw: Any) -> tuple[dict[str, Any], Any]:
-    if (bad := not_a_dict(raw)) is not None:
+    if (bad := _not_a_dict(raw)) is not None:
         return bad, None
-    fields = Fields(raw)
+    fields = _Fields(raw)
     fields.take("max_airmass", lambda v: _float(v, low=1.0, high=25.0), required=False, default=1.6)
     fields.take(
         "min_lunar_distance",
@@ -293,9 +293,9 @@ def _read_constraints(raw: Any) -> tuple[dict[str, Any], Any]:
 
 
 def _read_instrument_config(raw: Any) -> tuple[dict[str, Any], Any]:
-    if (bad := not_a_dict(raw)) is not None:
+    if (bad := _not_a_dict(raw)) is not None:
         return bad, None
-    fields = Fields(raw)
+    fields = _Fields(raw)
     fields.take("exposure_time", lambda v: _float(v, low=0.0))
     fields.take("exposure_count", lambda v: _int(v, low=1))
     fields.take("mode", _text, required=False)
@@ -317,9 +317,9 @@ def _read_instrument_config(raw: Any) -> tuple[dict[str, Any], Any]:
 
 
 def _read_mode_config(raw: Any) -> tuple[dict[str, Any], Any]:
-    if (bad := not_a_dict(raw)) is not None:
+    if (bad := _not_a_dict(raw)) is not None:
         return bad, None
-    fields = Fields(raw)
+    fields = _Fields(raw)
     fields.take("mode", _text, required=False)
     fields.take("optional", lambda v: bool(v), required=False)
     fields.take("exposure_time", lambda v: _float(v, low=0.0), required=False, allow_null=True)
@@ -339,15 +339,15 @@ def _mode(
     for mode in allowed:
         if mode.lower() == value.lower():
             return mode
-    raise Invalid(
+    raise _Invalid(
         f"{kind.capitalize()} mode {value} is not available for instrument type {instrument}"
     )
 
 
 def _read_configuration(raw: Any) -> tuple[dict[str, Any], Any]:
-    if (bad := not_a_dict(raw)) is not None:
+    if (bad := _not_a_dict(raw)) is not None:
         return bad, None
-    fields = Fields(raw)
+    fields = _Fields(raw)
     fields.take(
         "type", lambda v: _choice(str(v).upper() if isinstance(v, str) else v, CONFIGURATION_TYPES)
     )
@@ -355,7 +355,7 @@ def _read_configuration(raw: Any) -> tuple[dict[str, Any], Any]:
     def instrument_reader(value: Any) -> str:
         code = _text(value).upper()
         if code not in CONFIGDB:
-            raise Invalid(
+            raise _Invalid(
                 [
                     f"Invalid instrument type {value}. Valid instruments may include: "
                     + ", ".join(CONFIGDB)
@@ -379,7 +379,7 @@ def _read_configuration(raw: Any) -> tuple[dict[str, Any], Any]:
         return fields.errors, None
     try:
         return {}, _check_configuration(fields.clean)
-    except Invalid as exc:
+    except _Invalid as exc:
         return {"non_field_errors": [exc.detail]}, None
 
 
@@ -395,9 +395,9 @@ def _check_configuration(data: dict[str, Any]) -> dict[str, Any]:
     guiding.setdefault("exposure_time", None)
     kind = data["type"]
     if kind not in instrument.configuration_types:
-        raise Invalid(f"configuration type {kind} is not valid for instrument type {code}")
+        raise _Invalid(f"configuration type {kind} is not valid for instrument type {code}")
     if not instrument.configuration_types[kind]:
-        raise Invalid(f"configuration type {kind} is not schedulable for instrument type {code}")
+        raise _Invalid(f"configuration type {kind} is not schedulable for instrument type {code}")
     acquisition = data["acquisition_config"]
     acquisition["mode"] = _mode(
         "acquisition",
@@ -431,17 +431,17 @@ def _check_configuration(data: dict[str, Any]) -> dict[str, Any]:
         for element_type, value in list(config["optical_elements"].items()):
             plural = f"{element_type}s"
             if plural not in available:
-                raise Invalid(
+                raise _Invalid(
                     f"optical_element of type {element_type} is not available on {code} instruments"
                 )
             codes = {name.lower(): name for name, schedulable in available[plural] if schedulable}
             if value.lower() not in codes:
-                raise Invalid(f"optical element {value} of type {element_type} is not available")
+                raise _Invalid(f"optical element {value} of type {element_type} is not available")
             config["optical_elements"][element_type] = codes[value.lower()]
         for plural in available:
             singular = plural[:-1]
             if singular not in config["optical_elements"]:
-                raise Invalid(
+                raise _Invalid(
                     f"Must set optical element of type {singular} for instrument type {code}"
                 )
         if instrument.exposure_modes:
@@ -455,18 +455,18 @@ def _check_configuration(data: dict[str, Any]) -> dict[str, Any]:
             )
     if "REPEAT" in kind:
         if data.get("repeat_duration") is None:
-            raise Invalid(
+            raise _Invalid(
                 f"Must specify a configuration repeat_duration for {kind} type configurations."
             )
     elif data.get("repeat_duration") is not None:
-        raise Invalid("You may only specify a repeat_duration for REPEAT_* type configurations.")
+        raise _Invalid("You may only specify a repeat_duration for REPEAT_* type configurations.")
     return data
 
 
-def read_request(raw: Any, now: datetime) -> tuple[dict[str, Any], Any]:
-    if (bad := not_a_dict(raw)) is not None:
+def _read_request(raw: Any, now: datetime) -> tuple[dict[str, Any], Any]:
+    if (bad := _not_a_dict(raw)) is not None:
         return bad, None
-    fields = Fields(raw)
+    fields = _Fields(raw)
     fields.nested("location", _read_location)
     fields.many(
         "configurations", _read_configuration, empty="You must specify at least 1 configuration"
@@ -516,7 +516,7 @@ def read_request(raw: Any, now: datetime) -> tuple[dict[str, Any], Any]:
     return {}, data
 
 
-def durations(request: dict[str, Any]) -> dict[str, Any]:
+def _durations(request: dict[str, Any]) -> dict[str, Any]:
     """Per-request duration breakdown in the shape of the validate endpoint."""
     configurations = []
     total = 0.0
@@ -561,15 +561,15 @@ def read_group(
         hours_left: Hours of an observation type a proposal has left in a semester.
     """
     member = set(proposals)
-    if (bad := not_a_dict(raw)) is not None:
+    if (bad := _not_a_dict(raw)) is not None:
         return bad, {}
-    fields = Fields(raw)
+    fields = _Fields(raw)
     fields.take("name", lambda v: _text(v, max_length=50, blank="Please provide a name."))
 
     def proposal_reader(value: Any) -> str:
         text = _text(value)
         if text not in member:
-            raise Invalid([f'Invalid pk "{text}" - object does not exist.'])
+            raise _Invalid([f'Invalid pk "{text}" - object does not exist.'])
         return text
 
     fields.take("proposal", proposal_reader, null="Please provide a proposal.")
@@ -581,7 +581,7 @@ def read_group(
     )
     fields.many(
         "requests",
-        lambda item: read_request(item, now),
+        lambda item: _read_request(item, now),
         empty="You must specify at least 1 request",
     )
     if fields.errors:
@@ -589,7 +589,7 @@ def read_group(
     data = fields.clean
     try:
         _check_group(data, now, hours_left)
-    except Invalid as exc:
+    except _Invalid as exc:
         return {"non_field_errors": [exc.detail]}, {}
     return {}, data
 
@@ -597,17 +597,17 @@ def read_group(
 def _check_group(data: dict[str, Any], now: datetime, hours_left: HoursLeft) -> None:
     """RequestGroupSerializer.validate: ipp, operator, time allocation, rapid response."""
     if not 0.5 <= data["ipp_value"] <= 2.0:
-        raise Invalid("requestgroups ipp_value must be >= 0.5, <= 2.0")
+        raise _Invalid("requestgroups ipp_value must be >= 0.5, <= 2.0")
     if data["operator"] == "SINGLE" and len(data["requests"]) > 1:
-        raise Invalid("'Single' type requestgroups must have exactly one child request.")
+        raise _Invalid("'Single' type requestgroups must have exactly one child request.")
     if data["operator"] != "SINGLE" and len(data["requests"]) == 1:
-        raise Invalid(
+        raise _Invalid(
             f"'{data['operator'].title()}' type requestgroups must have more than one child request."
         )
     kind = data["observation_type"]
     needed: dict[tuple[str, str], float] = {}
     for request in data["requests"]:
-        request["_durations"] = durations(request)
+        request["_durations"] = _durations(request)
         term = semester(request["windows"][0]["start"])
         for configuration in request["configurations"]:
             key = (term, configuration["instrument_type"])
@@ -620,22 +620,22 @@ def _check_group(data: dict[str, Any], now: datetime, hours_left: HoursLeft) -> 
             for request in data["requests"]:
                 for window in request["windows"]:
                     if window["start"] > now:
-                        raise Invalid(
+                        raise _Invalid(
                             "The Rapid Response observation window start time cannot be in the future."
                         )
                     if (window["end"] - now).total_seconds() > duration + 86400:
-                        raise Invalid(
+                        raise _Invalid(
                             "A Rapid Response observation must start within the next 24 hours, "
                             "so the window end time must be within the next (24 hours + the "
                             "observation duration)"
                         )
         if available <= 0.0:
-            raise Invalid(
+            raise _Invalid(
                 f"Proposal {data['proposal']} does not have any {kind} time left allocated "
                 f"in semester {term} on {instrument} instruments"
             )
         if available * PROPOSAL_TIME_OVERUSE_ALLOWANCE < duration / 3600.0:
-            raise Invalid(
+            raise _Invalid(
                 f"Proposal {data['proposal']} does not have enough {kind} time allocated "
                 f"in semester {term}"
             )
