@@ -36,6 +36,8 @@ from sandbox.lco.configdb import (
 
 __all__ = [
     "CALIBRATIONS",
+    "LAST_FRAME_NUMBER",
+    "READOUT_S",
     "Exposure",
     "basename",
     "calibration_number",
