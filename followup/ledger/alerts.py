@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from followup.exceptions import LedgerError
 from followup.ledger.batch import (
@@ -171,11 +172,7 @@ class AlertStore:
             LedgerError: No such alert.
         """
         with self._db.session() as s:
-            row = s.get(AlertRow, alert_id)
-            if row is None:
-                raise LedgerError(f"no alert with id {alert_id}")
-            message = s.get(MessageRow, row.message_id)
-            assert message is not None  # foreign key
+            row, message = _alert_and_message(s, alert_id)
             return row, message.raw
 
     def get_stored(self, alert_id: int) -> StoredAlert:
@@ -185,11 +182,7 @@ class AlertStore:
             LedgerError: No such alert.
         """
         with self._db.session() as s:
-            row = s.get(AlertRow, alert_id)
-            if row is None:
-                raise LedgerError(f"no alert with id {alert_id}")
-            message = s.get(MessageRow, row.message_id)
-            assert message is not None  # foreign key
+            row, message = _alert_and_message(s, alert_id)
             return StoredAlert(
                 alert_id=row.id,
                 message_id=message.id,
@@ -213,10 +206,7 @@ class AlertStore:
             LedgerError: No such alert.
         """
         with self._db.session() as s:
-            row = s.get(AlertRow, alert_id)
-            if row is None:
-                raise LedgerError(f"no alert with id {alert_id}")
-            row.flow_run_id = flow_run_id
+            _alert_and_message(s, alert_id)[0].flow_run_id = flow_run_id
 
     def without_run(self, *, since: datetime) -> list[AlertRow]:
         """Accepted alerts stored since ``since`` whose follow-up run was never started.
@@ -245,3 +235,17 @@ class AlertStore:
                     select(AlertRow).where(AlertRow.event_id == event_id).order_by(AlertRow.id)
                 )
             )
+
+
+def _alert_and_message(s: Session, alert_id: int) -> tuple[AlertRow, MessageRow]:
+    """An alert row and its message row.
+
+    Raises:
+        LedgerError: No such alert.
+    """
+    row = s.get(AlertRow, alert_id)
+    if row is None:
+        raise LedgerError(f"no alert with id {alert_id}")
+    message = s.get(MessageRow, row.message_id)
+    assert message is not None  # foreign key
+    return row, message
