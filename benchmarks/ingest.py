@@ -214,9 +214,12 @@ def main() -> int:
         (small, n_notices, n_notices // 2),
         (big, n_lvk, n_lvk // 2),
     ):
-        if result["counts"].get("accepted", 0) != expect_accepted:
+        if result["counts"].get(IngestStatus.ACCEPTED, 0) != expect_accepted:
             ok = False
-        if result["started"] != result["counts"].get("accepted", 0) or result["messages"] != n:
+        if (
+            result["started"] != result["counts"].get(IngestStatus.ACCEPTED, 0)
+            or result["messages"] != n
+        ):
             ok = False
     dialect = (args.ledger or "sqlite").split(":", 1)[0].split("+", 1)[0]
     print(f"ingest benchmark (Tansu on 127.0.0.1, {dialect} ledger, batch {args.batch_size})")

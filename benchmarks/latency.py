@@ -119,12 +119,12 @@ def stages(stack: LocalStack, event_id: str, published: float, posted: float) ->
 
     ledger = stack.ledger()
     try:
-        (alert,) = ledger.alerts_for_event(event_id)
+        (alert,) = ledger.alerts.for_event(event_id)
         with ledger.session() as s:
             message = s.get(MessageRow, alert.message_id)
             stored = message.received_at.timestamp()
         run_id = alert.flow_run_id
-        claims = [r.created_at for r in ledger.requests_for_event(event_id)]
+        claims = [r.created_at for r in ledger.requests.for_event(event_id)]
         claimed = min(claims).timestamp() if claims else None
     finally:
         ledger.dispose()

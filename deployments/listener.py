@@ -23,7 +23,7 @@ from flows.events import emit_alert_decision, emit_heartbeat
 from flows.retract import event_tag
 from followup.ingest import Ingestor, IngestOutcome, IngestStatus
 from followup.ledger import Ledger
-from followup.models import utcnow
+from followup.models import AlertDecision, utcnow
 from followup.rules import TriggerRules
 from followup.stream import AlertStream, Heartbeat
 
@@ -103,7 +103,7 @@ class Listener:
             self._recover_duplicate(outcome)
         else:
             self.emit(
-                status.value,
+                status,
                 event_id=outcome.event_id,
                 message_id=outcome.message_id,
                 alert_id=outcome.alert_id,
@@ -132,10 +132,10 @@ class Listener:
                 name=f"followup-{event_id}-{kind.lower()}",
                 tags=[event_tag(event_id)],
             )
-            self.ledger.set_alert_flow_run(alert_id, run_id)
+            self.ledger.alerts.set_flow_run(alert_id, run_id)
             logger.info("%s %s: started follow-up run %s", event_id, kind, run_id)
         self.emit(
-            "accepted",
+            IngestStatus.ACCEPTED,
             event_id=event_id,
             message_id=self._message_id(alert_id),
             alert_id=alert_id,
@@ -156,7 +156,7 @@ class Listener:
             )
             logger.info("%s retracted: started retraction run %s", event_id, run_id)
         self.emit(
-            "retracted",
+            IngestStatus.RETRACTED,
             event_id=event_id,
             message_id=outcome.message_id,
             alert_id=outcome.alert_id,
@@ -169,13 +169,13 @@ class Listener:
         """A message seen before: start its run if it was accepted but never got one."""
         if outcome.alert_id is None or self.started_by != "listener":
             return
-        row, _ = self.ledger.get_alert(outcome.alert_id)
-        if row.decision == "accepted" and row.flow_run_id is None:
+        row, _ = self.ledger.alerts.get(outcome.alert_id)
+        if row.decision == AlertDecision.ACCEPTED and row.flow_run_id is None:
             logger.warning("%s was accepted but never started: starting it now", row.event_id)
             self.start_followup(row.id, row.event_id, row.alert_type)
 
     def _message_id(self, alert_id: int) -> int:
-        row, _ = self.ledger.get_alert(alert_id)
+        row, _ = self.ledger.alerts.get(alert_id)
         return row.message_id
 
     def recover(self, hours: float) -> list[str]:
@@ -183,7 +183,7 @@ class Listener:
         if self.started_by != "listener":
             return []
         started = []
-        for row in self.ledger.alerts_without_run(since=utcnow() - timedelta(hours=hours)):
+        for row in self.ledger.alerts.without_run(since=utcnow() - timedelta(hours=hours)):
             run_id = self.start_followup(row.id, row.event_id, row.alert_type)
             if run_id:
                 started.append(run_id)

@@ -369,7 +369,7 @@ class LocalStack:
         found: list[str] = []
 
         def started() -> bool:
-            for alert in ledger.alerts_for_event(event_id):
+            for alert in ledger.alerts.for_event(event_id):
                 if alert.flow_run_id:
                     found.append(alert.flow_run_id)
                     return True

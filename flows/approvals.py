@@ -45,7 +45,7 @@ class ReportApproval(RunInput):
 
 def previous_decision(ledger: Ledger, subject: str) -> Approval | None:
     """The last decision recorded on ``subject``, if any."""
-    rows = ledger.approvals_for(subject)
+    rows = ledger.approvals.for_subject(subject)
     if not rows:
         return None
     row = rows[-1]
@@ -117,6 +117,6 @@ def ask(
         decision = Approval(
             subject=subject, approved=False, decided_by="timeout", comment=state.message or ""
         )
-    ledger.record_approval(decision, form=answer)
+    ledger.approvals.record(decision, form=answer)
     logger.info("%s: approved=%s by %s", subject, decision.approved, decision.decided_by)
     return decision, answer

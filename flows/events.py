@@ -19,6 +19,8 @@ from typing import Any, Literal
 from prefect.events import emit_event
 from prefect.events.schemas.events import Event
 
+from followup.ingest import IngestStatus
+
 __all__ = [
     "ALERT_ACCEPTED",
     "ALERT_QUARANTINED",
@@ -68,7 +70,7 @@ def emit_followup_event(
 
 
 def emit_alert_decision(
-    status: str,
+    status: IngestStatus,
     *,
     event_id: str | None,
     message_id: int,
@@ -88,10 +90,10 @@ def emit_alert_decision(
     A quarantined message has no event yet; its resource is ``followup.message.<id>``.
     """
     name = {
-        "accepted": ALERT_ACCEPTED,
-        "rejected": ALERT_REJECTED,
-        "quarantined": ALERT_QUARANTINED,
-        "retracted": ALERT_RETRACTED,
+        IngestStatus.ACCEPTED: ALERT_ACCEPTED,
+        IngestStatus.REJECTED: ALERT_REJECTED,
+        IngestStatus.QUARANTINED: ALERT_QUARANTINED,
+        IngestStatus.RETRACTED: ALERT_RETRACTED,
     }[status]
     payload = {"reason": reason, "message_id": message_id, "alert_id": alert_id}
     if event_id is None:
@@ -107,7 +109,7 @@ def emit_alert_decision(
         labels["alert_type"] = alert_type.lower()
     if source is not None:
         labels["source"] = source
-    if status in ("accepted", "retracted"):
+    if status in (IngestStatus.ACCEPTED, IngestStatus.RETRACTED):
         labels["started_by"] = started_by
     return emit_followup_event(name, event_id, payload=payload, **labels)
 

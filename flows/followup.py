@@ -71,10 +71,10 @@ def followup(
     """
     logger = get_run_logger()
     runtime = load_runtime(settings)
-    row, _ = runtime.ledger.get_alert(alert_id)
+    row, _ = runtime.ledger.alerts.get(alert_id)
     event_id = row.event_id
     _tag_run(event_id)
-    event = runtime.ledger.get_event(event_id)
+    event = runtime.ledger.events.get(event_id)
     if event is not None and event.retracted:
         logger.warning("%s was retracted: nothing to follow up", event_id)
         return event_summary(runtime.ledger, event_id).model_dump(mode="json")

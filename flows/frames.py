@@ -17,7 +17,7 @@ from flows.runtime import Runtime, load_runtime
 from followup.catalogs import LocalCatalog, ReferenceCatalog, VizierCatalog
 from followup.exceptions import PhotometryError, ReductionError
 from followup.ledger import RequestRow
-from followup.models import Frame, LcoState, Measurement, Target, TargetKind
+from followup.models import Frame, LcoState, Measurement, RequestStatus, Target, TargetKind
 from followup.photometry import associate_candidates, build_light_curve, plot_light_curve
 from tasks.artifacts import publish_plot, publish_table
 from tasks.frames import (
@@ -68,8 +68,10 @@ def frames_task_runner(dask_address: str = "") -> Any:
 def _completed(runtime: Runtime, event_id: str) -> list[RequestRow]:
     return [
         r
-        for r in runtime.ledger.requests_for_event(event_id)
-        if r.local_status == "submitted" and r.state == LcoState.COMPLETED.value and r.request_id
+        for r in runtime.ledger.requests.for_event(event_id)
+        if r.local_status == RequestStatus.SUBMITTED
+        and r.state == LcoState.COMPLETED
+        and r.request_id
     ]
 
 
@@ -131,7 +133,7 @@ def _new_candidates(
         )
         for i, c in enumerate(merged, start=1)
     ]
-    runtime.ledger.save_targets(event_id, candidates)
+    runtime.ledger.events.save_targets(event_id, candidates)
     return errors
 
 
@@ -141,7 +143,7 @@ def _record_errors(
     """Keep each unusable frame's reason in the ledger and show them as a table in the UI."""
     for frame_id, row in frame_rows.items():
         if errors.get(frame_id) != row.error:
-            runtime.ledger.record_frame_error(row.id, errors.get(frame_id))
+            runtime.ledger.frames.record_error(row.id, errors.get(frame_id))
     if errors:
         get_run_logger().warning("%s: %d frame(s) set aside", event_id, len(errors))
         publish_table(
@@ -175,25 +177,25 @@ def process_frames(
     logger = get_run_logger()
     runtime = load_runtime(settings)
     ledger = runtime.ledger
-    event_id = ledger.get_alert(alert_id)[0].event_id
+    event_id = ledger.alerts.get(alert_id)[0].event_id
     requests = _completed(runtime, event_id)
     if not requests:
         logger.info("%s: no completed request yet", event_id)
         return []
     fetched = _fetch(runtime, requests)
-    frame_rows = {f.frame_id: ledger.record_frame(f, row.id)[0] for row, f in fetched}
+    frame_rows = {f.frame_id: ledger.frames.record(f, row.id)[0] for row, f in fetched}
     frames = [f for _, f in fetched]
 
-    targets = [Target.model_validate(t.data) for t in ledger.targets_for_event(event_id)]
+    targets = [Target.model_validate(t.data) for t in ledger.events.targets(event_id)]
     searched = {t.name for t in targets if t.kind in SEARCHED_KINDS}
     target_of_request = {r.id: r.target_id for r in requests}
-    names = {t.id: t.name for t in ledger.targets_for_event(event_id)}
+    names = {t.id: t.name for t in ledger.events.targets(event_id)}
     search_frames = [f for row, f in fetched if names.get(target_of_request[row.id]) in searched]
     errors: dict[int, str] = {}
     if search_frames:
         errors = _new_candidates(runtime, event_id, search_frames, targets)
     frames = [f for f in frames if f.frame_id not in errors]
-    rows = {t.name: t for t in ledger.targets_for_event(event_id)}
+    rows = {t.name: t for t in ledger.events.targets(event_id)}
     measured = [
         (t.name, t.ra, t.dec) for t in rows.values() if TargetKind(t.kind) in MEASURED_KINDS
     ]
@@ -210,10 +212,12 @@ def process_frames(
     measurements: list[Measurement] = []
     for frame, found in done:
         for m in found:
-            ledger.record_measurement(frame_rows[frame.frame_id].id, rows[m.target_name].id, m)
+            ledger.frames.record_measurement(
+                frame_rows[frame.frame_id].id, rows[m.target_name].id, m
+            )
             measurements.append(m)
 
-    everything = ledger.measurements_for_event(event_id)
+    everything = ledger.frames.measurements(event_id)
     curve = build_light_curve(everything)
     table = json.loads(curve.to_json(orient="records", date_format="iso"))
     publish_table("light-curve", event_id, table, f"photometry of {event_id} (AB, µJy)")

@@ -16,7 +16,7 @@ from flows.frames import frames_task_runner, process_frames
 from flows.report import report
 from flows.runtime import load_runtime
 from followup.ledger import AlertRow, FrameRow, RequestRow
-from followup.models import LcoState, utcnow
+from followup.models import AlertDecision, LcoState, utcnow
 from tasks.lco import cancel_requests, refresh_states
 
 __all__ = ["refresh_requests", "rerun_photometry"]
@@ -36,7 +36,7 @@ def _rerun_run_name() -> str:
 
 
 def _latest_accepted_alert(ledger, event_id: str) -> AlertRow | None:
-    alerts = [a for a in ledger.alerts_for_event(event_id) if a.decision == "accepted"]
+    alerts = [a for a in ledger.alerts.for_event(event_id) if a.decision == AlertDecision.ACCEPTED]
     return alerts[-1] if alerts else None
 
 
@@ -72,8 +72,8 @@ def refresh_requests(settings: str = "default") -> dict[str, list[str]]:
             group=change.group_name,
         )
     canceled: list[str] = []
-    for event_id in sorted({r.event_id for r in runtime.ledger.pending_requests()}):
-        event = runtime.ledger.get_event(event_id)
+    for event_id in sorted({r.event_id for r in runtime.ledger.requests.pending()}):
+        event = runtime.ledger.events.get(event_id)
         if event is not None and event.retracted:
             canceled += [
                 r.group_name
@@ -109,7 +109,7 @@ def rerun_photometry(settings: str = "default", days: float = 3.0) -> list[str]:
             )
         )
     for event_id in events:
-        event = runtime.ledger.get_event(event_id)
+        event = runtime.ledger.events.get(event_id)
         if event is None or not event.retracted:
             _process_and_report(runtime, event_id, settings)
     return events

@@ -12,7 +12,16 @@ from flows.events import REQUEST_COMPLETED, REQUEST_SUBMITTED, emit_followup_eve
 from flows.runtime import load_runtime
 from followup.lco import build_request_group, epoch_windows, make_group_name
 from followup.ledger import Ledger, RequestRow
-from followup.models import Alert, LcoState, ObservationRequest, ObservingStrategy, Target, utcnow
+from followup.models import (
+    Alert,
+    LcoState,
+    ObservationRequest,
+    ObservingStrategy,
+    RequestStatus,
+    Target,
+    utcnow,
+)
+from followup.observing import SubmitOutcome
 from followup.strategies import choose_strategy, needs_approval
 from tasks.artifacts import publish_table
 from tasks.lco import decline_request, refresh_states, submit_request
@@ -79,7 +88,7 @@ def _describe(alert: Alert, strategy: ObservingStrategy, planned: list, reason: 
 
 def requests_rows(ledger: Ledger, event_id: str) -> list[dict]:
     """The requests table of an event, with links to the portal."""
-    targets = {t.id: t.name for t in ledger.targets_for_event(event_id)}
+    targets = {t.id: t.name for t in ledger.events.targets(event_id)}
     return [
         {
             "group": row.group_name,
@@ -93,12 +102,12 @@ def requests_rows(ledger: Ledger, event_id: str) -> list[dict]:
             "portal": row.portal_url or "",
             "detail": row.detail or "",
         }
-        for row in ledger.requests_for_event(event_id)
+        for row in ledger.requests.for_event(event_id)
     ]
 
 
 def _submitted(rows: list[RequestRow]) -> list[RequestRow]:
-    return [r for r in rows if r.local_status == "submitted"]
+    return [r for r in rows if r.local_status == RequestStatus.SUBMITTED]
 
 
 @flow(name="wait-for-requests", flow_run_name="wait-{event_id}")
@@ -127,11 +136,11 @@ def wait_for_requests(
                     payload={"request_id": change.request_id},
                     group=change.group_name,
                 )
-        pending = [r.group_name for r in runtime.ledger.pending_requests(event_id)]
+        pending = [r.group_name for r in runtime.ledger.requests.pending(event_id)]
         if not pending:
             states = {
                 r.group_name: r.state
-                for r in _submitted(runtime.ledger.requests_for_event(event_id))
+                for r in _submitted(runtime.ledger.requests.for_event(event_id))
             }
             return Completed(message=f"every request is terminal: {states}", data=states)
         if time.monotonic() >= deadline:
@@ -159,9 +168,9 @@ def observe(
     logger = get_run_logger()
     runtime = load_runtime(settings)
     ledger = runtime.ledger
-    row, _ = ledger.get_alert(alert_id)
+    row, _ = ledger.alerts.get(alert_id)
     alert = Alert.model_validate(row.summary)
-    targets = [Target.model_validate(t.data) for t in ledger.targets_for_event(alert.event_id)]
+    targets = [Target.model_validate(t.data) for t in ledger.events.targets(alert.event_id)]
     if not targets:
         logger.warning("%s has no targets: nothing to observe", alert.event_id)
         return []
@@ -196,7 +205,7 @@ def observe(
             planned = _plan_requests(alert, targets, strategy, runtime.settings.lco.proposal_id)
     for request, payload in planned:
         result = submit_request(portal, ledger, request, payload)
-        if result.outcome in {"submitted", "found"}:
+        if result.outcome in {SubmitOutcome.SUBMITTED, SubmitOutcome.FOUND}:
             emit_followup_event(
                 REQUEST_SUBMITTED,
                 alert.event_id,

@@ -23,6 +23,7 @@ from followup.models import (
     Measurement,
     Report,
     ReportDestination,
+    ReportStatus,
     Target,
     TargetKind,
     content_hash,
@@ -35,7 +36,7 @@ from followup.reporting import (
     render_markdown,
 )
 from followup.reporting.delivery import Delivery, deliver_once
-from followup.reporting.tns import build_at_report, discovery_points
+from followup.reporting.tns import TnsOutcomeStatus, build_at_report, discovery_points
 from tasks.artifacts import publish_markdown, publish_table
 from tasks.retry import RETRY_DELAYS_S, retry_if_unavailable
 
@@ -62,9 +63,9 @@ def _approved(
 
 
 def _declined(runtime: Runtime, report: Report) -> ReportRow:
-    row, _ = runtime.ledger.claim_report(report)
-    if row.status not in {"sent", "confirmed", "unconfirmed"}:
-        row = runtime.ledger.update_report(row.id, status="declined")
+    row, _ = runtime.ledger.reports.claim(report)
+    if row.status not in {ReportStatus.SENT, ReportStatus.CONFIRMED, ReportStatus.UNCONFIRMED}:
+        row = runtime.ledger.reports.update(row.id, status=ReportStatus.DECLINED)
     return row
 
 
@@ -106,7 +107,7 @@ def send_hermes(
         destination=ReportDestination.HERMES,
         event_id=alert.event_id,
         content_hash=content_hash(message.to_payload()),
-        status="draft",
+        status=ReportStatus.DRAFT,
         payload={"title": message.title, "topic": message.topic},
     )
     approved, text = _approved(
@@ -125,7 +126,7 @@ def send_hermes(
 
     def send() -> Delivery:
         receipt = client.submit_message(message)
-        return Delivery(status="confirmed", remote_id=str(receipt.uuid), url=receipt.url)
+        return Delivery(status=ReportStatus.CONFIRMED, remote_id=str(receipt.uuid), url=receipt.url)
 
     row, _ = deliver_once(runtime.ledger, report, send)
     return row
@@ -168,7 +169,7 @@ def send_tns(
         event_id=alert.event_id,
         target_name=target.name,
         content_hash=content_hash(at_report),
-        status="draft",
+        status=ReportStatus.DRAFT,
         payload={"internal_name": target.name},
     )
     entry = at_report["at_report"]["0"]
@@ -188,11 +189,11 @@ def send_tns(
     def send() -> Delivery:
         outcome = client.report_and_confirm(at_report)
         if outcome.confirmed:
-            status = "confirmed"
-        elif outcome.status.value == "unconfirmed":
-            status = "unconfirmed"
+            status = ReportStatus.CONFIRMED
+        elif outcome.status is TnsOutcomeStatus.UNCONFIRMED:
+            status = ReportStatus.UNCONFIRMED
         else:
-            status = "failed"
+            status = ReportStatus.FAILED
         return Delivery(
             status=status,
             remote_id=outcome.objname or outcome.report_id,
@@ -231,11 +232,11 @@ def gcn_circular(
         destination=ReportDestination.GCN,
         event_id=alert.event_id,
         content_hash=content_hash({"subject": circular.subject, "body": circular.body}),
-        status="draft",
+        status=ReportStatus.DRAFT,
         payload={"subject": circular.subject},
     )
     if not settings.send_gcn:
-        row, _ = runtime.ledger.claim_report(report)
+        row, _ = runtime.ledger.reports.claim(report)
         return row
     approved, body = _approved(
         runtime,
@@ -252,7 +253,9 @@ def gcn_circular(
 
     def send() -> Delivery:
         record = client.submit_circular(circular)
-        return Delivery(status="confirmed", remote_id=str(record.circular_id), url=record.url)
+        return Delivery(
+            status=ReportStatus.CONFIRMED, remote_id=str(record.circular_id), url=record.url
+        )
 
     row, _ = deliver_once(runtime.ledger, report, send)
     return row
@@ -268,16 +271,16 @@ def report(alert_id: int, event_id: str = "", settings: str = "default") -> list
     logger = get_run_logger()
     runtime = load_runtime(settings)
     ledger = runtime.ledger
-    alert_row, _ = ledger.get_alert(alert_id)
+    alert_row, _ = ledger.alerts.get(alert_id)
     alert = Alert.model_validate(alert_row.summary)
-    measurements = ledger.measurements_for_event(alert.event_id)
+    measurements = ledger.frames.measurements(alert.event_id)
     if not measurements:
         logger.info("%s has no measurements yet: nothing to report", alert.event_id)
         return []
     measured = {m.target_name for m in measurements}
     targets = [
         Target.model_validate(t.data)
-        for t in ledger.targets_for_event(alert.event_id)
+        for t in ledger.events.targets(alert.event_id)
         if t.name in measured
     ]
     candidates = [t for t in targets if t.kind is TargetKind.CANDIDATE]
@@ -292,7 +295,7 @@ def report(alert_id: int, event_id: str = "", settings: str = "default") -> list
     except (FollowupError, ValueError) as exc:
         logger.error("no GCN Circular for %s: %s", alert.event_id, exc)
     for row in rows:
-        if row.status in {"sent", "confirmed"}:
+        if row.status in {ReportStatus.SENT, ReportStatus.CONFIRMED}:
             emit_followup_event(
                 REPORT_SENT,
                 alert.event_id,

@@ -62,7 +62,7 @@ def retract(event_id: str, settings: str = "default") -> list[dict]:
 
     logger = get_run_logger()
     runtime = load_runtime(settings)
-    runtime.ledger.mark_retracted(event_id)
+    runtime.ledger.events.mark_retracted(event_id)
     parents = {str(flow_run.id)} | (
         {str(flow_run.root_flow_run_id)} if flow_run.root_flow_run_id else set()
     )

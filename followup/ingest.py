@@ -4,14 +4,14 @@
 this order, which is what makes the listener exactly-once:
 
 1. store the raw bytes and metadata in the ledger, once per hop ``_id``
-   (:meth:`~followup.ledger.Ledger.record_messages`); a message stored and finished before is a
+   (:meth:`~followup.ledger.alerts.AlertStore.record_messages`); a message stored and finished before is a
    ``duplicate`` and nothing else happens;
 2. parse it (:func:`followup.alerts.parse_message`); anything unparseable is ``quarantined`` with
    its reason, the raw bytes stay in the ledger;
 3. apply the trigger rules (:func:`followup.rules.evaluate`), computing the 90% area only when a
    rule needs it;
 4. record the alert under its dedupe key (event id, alert type, issue time) with its decision
-   (:meth:`~followup.ledger.Ledger.record_outcomes`): ``accepted``, ``rejected``, ``retracted``
+   (:meth:`~followup.ledger.alerts.AlertStore.record_outcomes`): ``accepted``, ``rejected``, ``retracted``
    (the event is marked retracted), or ``duplicate`` when the same alert came before under another
    ``_id``.
 
@@ -35,7 +35,7 @@ from typing import Any, Protocol
 from followup.alerts import header_uuid, normalise_headers, parse_message
 from followup.exceptions import AlertParseError
 from followup.ledger import IncomingMessage, Ledger, MessageOutcome, StoredMessage
-from followup.models import Alert, AlertType, utcnow
+from followup.models import Alert, AlertDecision, AlertType, MessageStatus, utcnow
 from followup.rules import Decision, TriggerRules, evaluate
 
 __all__ = [
@@ -54,23 +54,29 @@ AreaFunction = Callable[[bytes], float]
 """Takes sky-map FITS bytes, returns the 90% credible area in deg2 (e.g. via followup.skymap)."""
 
 _KEY_NAMESPACE = uuid.UUID("5c1e6a55-08b5-4f4e-9d52-6d3a5b1f0a11")
-_STATUS = {
-    "accepted": "accepted",
-    "rejected": "rejected",
-    "retraction": "retracted",
-    "duplicate": "duplicate",
-    "quarantined": "quarantined",
-}
 
 
 class IngestStatus(StrEnum):
-    """What became of one message."""
+    """What became of one message.
+
+    The ledger's :class:`~followup.models.MessageStatus`, except that a retraction reads
+    ``retracted`` (and ``received`` is never an outcome).
+    """
 
     ACCEPTED = "accepted"
     REJECTED = "rejected"
     DUPLICATE = "duplicate"
     QUARANTINED = "quarantined"
     RETRACTED = "retracted"
+
+
+_STATUS = {
+    MessageStatus.ACCEPTED: IngestStatus.ACCEPTED,
+    MessageStatus.REJECTED: IngestStatus.REJECTED,
+    MessageStatus.RETRACTION: IngestStatus.RETRACTED,
+    MessageStatus.DUPLICATE: IngestStatus.DUPLICATE,
+    MessageStatus.QUARANTINED: IngestStatus.QUARANTINED,
+}
 
 
 class MetadataLike(Protocol):
@@ -252,7 +258,7 @@ class Ingestor:
             sqlalchemy.exc.SQLAlchemyError: The ledger failed (commit no offset of the batch).
         """
         works = [self._prepare(raw, meta) for raw, meta in items]
-        stored = self.ledger.record_messages(
+        stored = self.ledger.alerts.record_messages(
             [
                 IncomingMessage(
                     topic=w.topic or "unknown",
@@ -278,7 +284,7 @@ class Ingestor:
                 self._parse_and_judge(work)
                 pending.append(work)
         if pending:
-            recorded = self.ledger.record_outcomes(
+            recorded = self.ledger.alerts.record_outcomes(
                 [
                     MessageOutcome(
                         message_id=w.stored.message_id,  # type: ignore[union-attr]
@@ -369,14 +375,14 @@ class Ingestor:
         )
 
     def _outcome(
-        self, work: _Work, status: str, alert_id: int | None, reason: str | None
+        self, work: _Work, status: MessageStatus, alert_id: int | None, reason: str | None
     ) -> IngestOutcome:
         alert = work.alert
         if work.quarantine is not None:
             text = f"{work.quarantine[0]}: {work.quarantine[1]}" if work.quarantine[1] else None
             reason = text or work.quarantine[0]
         return IngestOutcome(
-            status=IngestStatus(_STATUS.get(status, status)),
+            status=_STATUS[status],
             reason=reason or "",
             message_id=work.stored.message_id,  # type: ignore[union-attr]
             message_uuid=work.key,
@@ -391,12 +397,12 @@ class Ingestor:
         )
 
 
-def _decision_name(work: _Work) -> Any:
+def _decision_name(work: _Work) -> AlertDecision | None:
     if work.alert is None or work.decision is None:
         return None
     if work.alert.is_retraction:
-        return "retraction"
-    return "accepted" if work.decision.accepted else "rejected"
+        return AlertDecision.RETRACTION
+    return AlertDecision.ACCEPTED if work.decision.accepted else AlertDecision.REJECTED
 
 
 def _reason(work: _Work) -> str | None:

@@ -3,6 +3,10 @@
 These are the shapes the listener, the flows, the ledger, the sandbox and the CLI exchange. They
 hold plain values (degrees, seconds, UTC datetimes, microjansky) so that they serialise to JSON for
 Prefect parameters, artifacts and the ledger; science code converts to astropy Quantities inside.
+
+Every status the ledger stores is a ``StrEnum`` here (:class:`MessageStatus`,
+:class:`AlertDecision`, :class:`RequestStatus`, :class:`LcoState`, :class:`ReportStatus`): the
+ledger keeps their string values, so the enums compare equal to the stored strings.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 __all__ = [
     "Alert",
+    "AlertDecision",
     "AlertKind",
     "AlertType",
     "Approval",
@@ -25,11 +30,14 @@ __all__ = [
     "Frame",
     "LcoState",
     "Measurement",
+    "MessageStatus",
     "ObservationRequest",
     "ObservationType",
     "ObservingStrategy",
     "Report",
     "ReportDestination",
+    "ReportStatus",
+    "RequestStatus",
     "SkyPosition",
     "Target",
     "TargetKind",
@@ -95,6 +103,35 @@ class AlertType(StrEnum):
     INITIAL = "INITIAL"
     UPDATE = "UPDATE"
     RETRACTION = "RETRACTION"
+
+
+class AlertDecision(StrEnum):
+    """What the trigger rules decided on a parsed alert (the ledger's ``alerts.decision``)."""
+
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    RETRACTION = "retraction"
+
+
+class MessageStatus(StrEnum):
+    """What became of a stored Kafka message (the ledger's ``messages.status``).
+
+    ``received`` means processing has not finished (a new row, or an attempt that stopped between
+    storing and deciding); every other status is final. An alert's message takes the status of
+    its :class:`AlertDecision` (same values).
+    """
+
+    RECEIVED = "received"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    RETRACTION = "retraction"
+    DUPLICATE = "duplicate"
+    QUARANTINED = "quarantined"
+
+    @property
+    def is_final(self) -> bool:
+        """True when the message was fully processed."""
+        return self is not MessageStatus.RECEIVED
 
 
 class ErrorRegion(_Model):
@@ -292,6 +329,21 @@ class LcoState(StrEnum):
     def is_success(self) -> bool:
         """True when data were taken."""
         return self is LcoState.COMPLETED
+
+
+class RequestStatus(StrEnum):
+    """Our side of a request's exchange with the portal (the ledger's ``requests.local_status``).
+
+    ``claimed``: the row is written, nothing known to be sent (after a crash the POST may or may
+    not have reached the portal: look the group name up before sending again); ``submitted``: the
+    portal answered with ids; ``declined``: a person said no, or a retraction came first;
+    ``rejected``: the portal refused it. Declined and rejected requests are never sent.
+    """
+
+    CLAIMED = "claimed"
+    SUBMITTED = "submitted"
+    DECLINED = "declined"
+    REJECTED = "rejected"
 
 
 class ObservationType(StrEnum):
@@ -505,6 +557,19 @@ class ReportDestination(StrEnum):
     GCN = "gcn"
 
 
+class ReportStatus(StrEnum):
+    """Where a report stands (the ledger's ``reports.status``); see :class:`Report`."""
+
+    DRAFT = "draft"
+    AWAITING_APPROVAL = "awaiting_approval"
+    SENDING = "sending"
+    SENT = "sent"
+    UNCONFIRMED = "unconfirmed"
+    CONFIRMED = "confirmed"
+    DECLINED = "declined"
+    FAILED = "failed"
+
+
 class Report(_Model):
     """A report sent (or drafted) to one destination.
 
@@ -526,16 +591,7 @@ class Report(_Model):
     event_id: str
     target_name: str | None = None
     content_hash: str
-    status: Literal[
-        "draft",
-        "awaiting_approval",
-        "sending",
-        "sent",
-        "unconfirmed",
-        "confirmed",
-        "declined",
-        "failed",
-    ]
+    status: ReportStatus
     remote_id: str | None = None
     url: str | None = None
     payload: dict[str, Any] = Field(default_factory=dict)

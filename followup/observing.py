@@ -13,18 +13,20 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel
 
 from followup.exceptions import RequestRejected, UncertainOutcome
 from followup.lco import PortalClient, RequestGroup, group_name_prefix
 from followup.ledger import Ledger, RequestRow
-from followup.models import LcoState, ObservationRequest
+from followup.models import LcoState, ObservationRequest, RequestStatus
 
 __all__ = [
     "CancelResult",
     "StateChange",
+    "SubmitOutcome",
     "SubmitResult",
     "cancel_event_requests",
     "mark_declined",
@@ -39,14 +41,25 @@ logger = logging.getLogger(__name__)
 CLOCK_MARGIN = timedelta(minutes=10)
 
 
+class SubmitOutcome(StrEnum):
+    """What :func:`submit_once` did about one request."""
+
+    SUBMITTED = "submitted"
+    """Sent now."""
+    FOUND = "found"
+    """An earlier POST had reached the portal."""
+    ALREADY = "already"
+    """The ledger already held the remote ids."""
+    NOT_SENT = "not-sent"
+    """Declined or rejected earlier: nothing is sent again."""
+
+
 class SubmitResult(BaseModel):
     """What :func:`submit_once` did for one request.
 
     Attributes:
         group_name: The request group name.
-        outcome: ``submitted`` (sent now), ``found`` (an earlier POST had reached the portal),
-            ``already`` (the ledger already held the remote ids), ``not-sent`` (declined or
-            rejected earlier: nothing is sent again).
+        outcome: What was done (see :class:`SubmitOutcome`).
         group_id: LCO request group id.
         request_id: LCO request id.
         state: State at the portal.
@@ -54,11 +67,11 @@ class SubmitResult(BaseModel):
     """
 
     group_name: str
-    outcome: Literal["submitted", "found", "already", "not-sent"]
+    outcome: SubmitOutcome
     group_id: int | None = None
     request_id: int | None = None
     state: LcoState | None = None
-    local_status: str
+    local_status: RequestStatus
 
 
 class StateChange(BaseModel):
@@ -90,9 +103,9 @@ class CancelResult(BaseModel):
 def _record(ledger: Ledger, group: RequestGroup, *, portal: PortalClient) -> RequestRow:
     request_id = group.request_ids[0] if group.requests else None
     state = group.requests[0].state if group.requests else group.state
-    return ledger.update_request(
+    return ledger.requests.update(
         group.name,
-        local_status="submitted",
+        local_status=RequestStatus.SUBMITTED,
         group_id=group.id,
         request_id=request_id,
         state=state,
@@ -101,13 +114,13 @@ def _record(ledger: Ledger, group: RequestGroup, *, portal: PortalClient) -> Req
     )
 
 
-def _result(row: RequestRow, outcome: str) -> SubmitResult:
+def _result(row: RequestRow, outcome: SubmitOutcome) -> SubmitResult:
     return SubmitResult(
         group_name=row.group_name,
-        outcome=outcome,  # type: ignore[arg-type]
+        outcome=outcome,
         group_id=row.group_id,
         request_id=row.request_id,
-        state=LcoState(row.state) if row.state else None,
+        state=row.state,
         local_status=row.local_status,
     )
 
@@ -150,23 +163,25 @@ def submit_once(
         raise ValueError(
             f"payload name {payload.get('name')!r} differs from group name {request.group_name!r}"
         )
-    row, claimed = ledger.claim_request(request)
-    if row.local_status == "submitted":
-        return _result(row, "already")
-    if row.local_status in {"declined", "rejected"}:
-        return _result(row, "not-sent")
+    row, claimed = ledger.requests.claim(request)
+    if row.local_status == RequestStatus.SUBMITTED:
+        return _result(row, SubmitOutcome.ALREADY)
+    if row.local_status in {RequestStatus.DECLINED, RequestStatus.REJECTED}:
+        return _result(row, SubmitOutcome.NOT_SENT)
     created_after = row.created_at - CLOCK_MARGIN
     if not claimed:
         # Claimed by an earlier attempt that may have POSTed and died before writing the answer.
         found = portal.find_request_group_by_name(row.group_name, created_after=created_after)
         if found is not None:
             logger.info("request group %s was already at the portal (id %s)", found.name, found.id)
-            return _result(_record(ledger, found, portal=portal), "found")
+            return _result(_record(ledger, found, portal=portal), SubmitOutcome.FOUND)
     if validate:
         validation = portal.validate_request_group(payload)
         if not validation.is_valid:
             detail = "; ".join(validation.messages)
-            ledger.update_request(row.group_name, local_status="rejected", detail=detail)
+            ledger.requests.update(
+                row.group_name, local_status=RequestStatus.REJECTED, detail=detail
+            )
             raise RequestRejected(
                 f"validate_request_group: the portal refused {row.group_name}: {detail}",
                 operation="validate_request_group",
@@ -181,20 +196,22 @@ def submit_once(
             found = portal.find_request_group_by_name(row.group_name, created_after=created_after)
             if found is not None:
                 logger.info("request group %s arrived despite the lost answer", found.name)
-                return _result(_record(ledger, found, portal=portal), "found")
+                return _result(_record(ledger, found, portal=portal), SubmitOutcome.FOUND)
         raise
     except RequestRejected as exc:
-        ledger.update_request(row.group_name, local_status="rejected", detail=str(exc))
+        ledger.requests.update(row.group_name, local_status=RequestStatus.REJECTED, detail=str(exc))
         raise
-    return _result(_record(ledger, group, portal=portal), "submitted")
+    return _result(_record(ledger, group, portal=portal), SubmitOutcome.SUBMITTED)
 
 
 def mark_declined(ledger: Ledger, request: ObservationRequest, reason: str) -> SubmitResult:
     """Record that a person declined a request: it is claimed and will never be sent."""
-    row, _ = ledger.claim_request(request)
-    if row.local_status == "claimed":
-        row = ledger.update_request(row.group_name, local_status="declined", detail=reason)
-    return _result(row, "not-sent")
+    row, _ = ledger.requests.claim(request)
+    if row.local_status == RequestStatus.CLAIMED:
+        row = ledger.requests.update(
+            row.group_name, local_status=RequestStatus.DECLINED, detail=reason
+        )
+    return _result(row, SubmitOutcome.NOT_SENT)
 
 
 def refresh_request_states(
@@ -211,10 +228,10 @@ def refresh_request_states(
     """
     rows = [
         r
-        for r in (ledger.requests_for_event(event_id) if event_id else ledger.pending_requests())
-        if r.local_status == "submitted"
+        for r in (ledger.requests.for_event(event_id) if event_id else ledger.requests.pending())
+        if r.local_status == RequestStatus.SUBMITTED
         and r.request_id is not None
-        and r.state != LcoState.COMPLETED.value
+        and r.state != LcoState.COMPLETED
     ]
     if not rows:
         return []
@@ -229,14 +246,14 @@ def refresh_request_states(
             status_state = portal.get_request(int(row.request_id)).state  # type: ignore[arg-type]
         else:
             status_state = status.state
-        if status_state.value != row.state:
-            ledger.update_request(row.group_name, state=status_state)
+        if status_state != row.state:
+            ledger.requests.update(row.group_name, state=status_state)
             changes.append(
                 StateChange(
                     group_name=row.group_name,
                     event_id=row.event_id,
                     request_id=int(row.request_id),  # type: ignore[arg-type]
-                    old=LcoState(row.state),
+                    old=row.state,
                     new=status_state,
                 )
             )
@@ -253,13 +270,15 @@ def cancel_event_requests(
     the portal has it, otherwise marked so that it is never sent.
     """
     results: list[CancelResult] = []
-    for row in ledger.requests_for_event(event_id):
-        if row.local_status == "claimed":
+    for row in ledger.requests.for_event(event_id):
+        if row.local_status == RequestStatus.CLAIMED:
             found = portal.find_request_group_by_name(
                 row.group_name, created_after=row.created_at - CLOCK_MARGIN
             )
             if found is None:
-                ledger.update_request(row.group_name, local_status="declined", detail="retracted")
+                ledger.requests.update(
+                    row.group_name, local_status=RequestStatus.DECLINED, detail="retracted"
+                )
                 results.append(
                     CancelResult(
                         group_name=row.group_name,
@@ -270,13 +289,13 @@ def cancel_event_requests(
                 )
                 continue
             row = _record(ledger, found, portal=portal)
-        if row.local_status != "submitted" or row.group_id is None:
+        if row.local_status != RequestStatus.SUBMITTED or row.group_id is None:
             continue
-        if row.state != LcoState.PENDING.value:
+        if row.state != LcoState.PENDING:
             continue
         outcome = portal.cancel_request_group(int(row.group_id))
         state = outcome.group.requests[0].state if outcome.group.requests else outcome.group.state
-        ledger.update_request(row.group_name, state=state, detail=outcome.message)
+        ledger.requests.update(row.group_name, state=state, detail=outcome.message)
         results.append(
             CancelResult(
                 group_name=row.group_name,

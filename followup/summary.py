@@ -40,10 +40,10 @@ class EventSummary(BaseModel):
 
 def event_summary(ledger: Ledger, event_id: str) -> EventSummary:
     """Collect everything the ledger knows about an event."""
-    event = ledger.get_event(event_id)
-    targets = ledger.targets_for_event(event_id)
+    event = ledger.events.get(event_id)
+    targets = ledger.events.targets(event_id)
     names = {t.id: t.name for t in targets}
-    requests: list[RequestRow] = ledger.requests_for_event(event_id)
+    requests: list[RequestRow] = ledger.requests.for_event(event_id)
     with ledger.session() as session:
         frames = list(
             session.scalars(
@@ -61,7 +61,7 @@ def event_summary(ledger: Ledger, event_id: str) -> EventSummary:
                 "decision": a.decision,
                 "issued_at": a.issued_at.isoformat(),
             }
-            for a in ledger.alerts_for_event(event_id)
+            for a in ledger.alerts.for_event(event_id)
         ],
         retracted=bool(event and event.retracted),
         targets=[
@@ -98,7 +98,7 @@ def event_summary(ledger: Ledger, event_id: str) -> EventSummary:
             }
             for f in frames
         ],
-        measurements=ledger.measurements_for_event(event_id),
+        measurements=ledger.frames.measurements(event_id),
         reports=[
             {
                 "destination": r.destination,
@@ -107,7 +107,7 @@ def event_summary(ledger: Ledger, event_id: str) -> EventSummary:
                 "remote_id": r.remote_id,
                 "url": r.url,
             }
-            for r in ledger.reports_for_event(event_id)
+            for r in ledger.reports.for_event(event_id)
         ],
     )
 

@@ -36,7 +36,7 @@ def submit_request(
     portal: PortalClient, ledger: Ledger, request: ObservationRequest, payload: dict[str, Any]
 ) -> SubmitResult:
     """Validate and submit one request group, unless it reached the portal before."""
-    event = ledger.get_event(request.event_id)
+    event = ledger.events.get(request.event_id)
     if event is not None and event.retracted:
         get_run_logger().warning("%s is retracted: not submitting", request.event_id)
         return mark_declined(ledger, request, "event retracted")

@@ -59,7 +59,7 @@ def plan_alert_targets(
 @task(name="store targets", cache_policy=NO_CACHE)
 def store_targets(ledger: Ledger, plan: Plan) -> int:
     """Store the plan's targets (a target already stored under its name is kept)."""
-    return len(ledger.save_targets(plan.event_id, plan.targets))
+    return len(ledger.events.save_targets(plan.event_id, plan.targets))
 
 
 @task(name="plot targets", cache_policy=NO_CACHE)

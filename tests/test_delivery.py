@@ -51,7 +51,7 @@ def test_nothing_sent_may_be_tried_again(ledger) -> None:
     send = Sender(ServiceUnavailable("503"), Delivery(status="confirmed", remote_id="r"))
     with pytest.raises(ServiceUnavailable):
         deliver_once(ledger, report(), send)
-    assert ledger.reports_for_event("S250101ab")[0].status == "failed"
+    assert ledger.reports.for_event("S250101ab")[0].status == "failed"
     row, sent = deliver_once(ledger, report(), send)
     assert sent and row.status == "confirmed" and send.calls == 2
 
@@ -65,8 +65,8 @@ def test_a_report_that_may_have_arrived_is_not_resent(ledger) -> None:
 
 
 def test_a_send_cut_short_by_a_crash_is_not_resent(ledger) -> None:
-    row, _ = ledger.claim_report(report())
-    ledger.update_report(row.id, status="sending")  # the process died inside send()
+    row, _ = ledger.reports.claim(report())
+    ledger.reports.update(row.id, status="sending")  # the process died inside send()
     send = Sender(Delivery(status="sent"))
     after, sent = deliver_once(ledger, report(), send)
     assert not sent and after.status == "unconfirmed" and send.calls == 0

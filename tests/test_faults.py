@@ -400,7 +400,7 @@ def test_bad_input_through_the_listener_is_kept_with_a_clear_reason(stack, fault
 
     ledger = stack.ledger()
     try:
-        quarantine = {q.message_id: q for q in ledger.quarantined(limit=1000)}
+        quarantine = {q.message_id: q for q in ledger.alerts.quarantined(limit=1000)}
     finally:
         ledger.dispose()
     for label, (raw, status, words) in cases.items():
@@ -445,7 +445,7 @@ def test_service_faults_lose_and_duplicate_nothing(stack, faulty_run, alert_a) -
     ledger = stack.ledger()
     try:
         (group,) = groups_of(stack, event)
-        (request,) = ledger.requests_for_event(event)
+        (request,) = ledger.requests.for_event(event)
         assert (
             request.local_status == "submitted" and request.request_id == group["requests"][0]["id"]
         )
@@ -461,7 +461,7 @@ def test_service_faults_lose_and_duplicate_nothing(stack, faulty_run, alert_a) -
         # person resolves it (the stand-in hung before reading it, so it stored nothing).
         assert stack.urls is not None
         u = stack.urls
-        reports = {r.destination: r for r in ledger.reports_for_event(event)}
+        reports = {r.destination: r for r in ledger.reports.for_event(event)}
         tns_reports = sandbox_get(f"{u.tns}/sandbox/reports")
         assert len(tns_reports) == 1, tns_reports
         assert reports["tns"].status == "confirmed"
@@ -528,7 +528,7 @@ def test_prefect_server_restart_while_a_run_waits_for_approval(stack, held_run, 
     assert wait_for(lambda: groups_of(stack, event), 60), "nothing submitted after the approval"
     ledger = stack.ledger()
     try:
-        (decision,) = ledger.approvals_for(f"requests:{event}:preliminary")
+        (decision,) = ledger.approvals.for_subject(f"requests:{event}:preliminary")
         assert decision.approved and decision.decided_by == REVIEWER
     finally:
         ledger.dispose()
@@ -582,11 +582,11 @@ def test_a_worker_killed_mid_flow_crashes_its_runs_and_the_rerun_completes(
     (group,) = groups_of(stack, event)  # not submitted a second time
     ledger = stack.ledger()
     try:
-        (request,) = ledger.requests_for_event(event)
+        (request,) = ledger.requests.for_event(event)
         assert request.request_id == group["requests"][0]["id"] and request.state == "COMPLETED"
-        assert len(ledger.approvals_for(f"requests:{event}:preliminary")) == 1  # asked once
+        assert len(ledger.approvals.for_subject(f"requests:{event}:preliminary")) == 1  # asked once
         # Nothing was measured on B's (damaged) frames: nothing to report, and nothing sent.
-        assert ledger.reports_for_event(event) == []
+        assert ledger.reports.for_event(event) == []
     finally:
         ledger.dispose()
     messages = sandbox_get(f"{stack.urls.hermes}/sandbox/messages")

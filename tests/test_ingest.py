@@ -51,20 +51,20 @@ def test_each_status_on_real_format_fixtures(ingestor: Ingestor, ledger: Ledger)
     assert quarantined.status is IngestStatus.QUARANTINED
     assert quarantined.reason.startswith("invalid-json: ") and quarantined.alert is None
     assert retracted.status is IngestStatus.RETRACTED
-    event = ledger.get_event("S250101ab")
+    event = ledger.events.get("S250101ab")
     assert event is not None and event.retracted
-    row, raw = ledger.get_alert(accepted.alert_id)
+    row, raw = ledger.alerts.get(accepted.alert_id)
     assert row.decision == "accepted" and raw == fixture("lvk-S250101ab-preliminary.json")
-    assert ledger.get_alert(retracted.alert_id)[0].decision == "retraction"
-    kept = ledger.get_message(quarantined.message_id)
+    assert ledger.alerts.get(retracted.alert_id)[0].decision == "retraction"
+    kept = ledger.alerts.get_message(quarantined.message_id)
     assert kept.raw == fixture("invalid-lvk-truncated.json") and kept.status == "quarantined"
-    assert [q.reason for q in ledger.quarantined()] == ["invalid-json"]
+    assert [q.reason for q in ledger.alerts.quarantined()] == ["invalid-json"]
 
 
 def test_message_metadata_is_stored(ingestor: Ingestor, ledger: Ledger) -> None:
     hop_id = uuid.uuid4()
     outcome = ingestor.handle(fixture("gcn-km3net-alert.json"), meta(42, hop_id=hop_id.bytes))
-    row = ledger.get_message(outcome.message_id)
+    row = ledger.alerts.get_message(outcome.message_id)
     assert (row.message_uuid, row.topic, row.partition, row.offset) == (
         str(hop_id),
         "igwn.gwalert",
@@ -85,7 +85,7 @@ def test_same_hop_id_is_stored_and_processed_once(ingestor: Ingestor, ledger: Le
     assert again.status is IngestStatus.DUPLICATE and again.message_id == first.message_id
     assert (again.alert_id, again.event_id) == (first.alert_id, "S250101ab")
     assert "already stored" in again.reason
-    assert len(ledger.alerts_for_event("S250101ab")) == 1
+    assert len(ledger.alerts.for_event("S250101ab")) == 1
 
 
 def test_same_alert_under_another_hop_id_is_one_accepted_one_duplicate(
@@ -159,11 +159,11 @@ def test_ledger_failure_raises_and_the_message_is_finished_on_redelivery(
     def database_down(*args: Any, **kwargs: Any) -> None:
         raise ConnectionError("database went away")
 
-    monkeypatch.setattr(ledger, "record_outcomes", database_down)
+    monkeypatch.setattr(ledger.alerts, "record_outcomes", database_down)
     with pytest.raises(ConnectionError):
         ingestor.handle(raw, meta(1, hop_id=hop_id))
     monkeypatch.undo()
-    stored = ledger.find_message(str(uuid.UUID(bytes=hop_id)))
+    stored = ledger.alerts.find_message(str(uuid.UUID(bytes=hop_id)))
     assert stored is not None and stored.status == "received"  # raw kept, not finished
     again = ingestor.handle(raw, meta(1, hop_id=hop_id))
     assert again.status is IngestStatus.ACCEPTED and again.message_id == stored.id
@@ -175,7 +175,7 @@ def test_storing_failure_raises(
     def database_down(*args: Any, **kwargs: Any) -> None:
         raise ConnectionError("database went away")
 
-    monkeypatch.setattr(ledger, "record_messages", database_down)
+    monkeypatch.setattr(ledger.alerts, "record_messages", database_down)
     with pytest.raises(ConnectionError):
         ingestor.handle(b"anything", meta(1))
 
@@ -223,7 +223,7 @@ def test_parser_crash_is_quarantined(
     outcome = ingestor.handle(fixture("gcn-km3net-alert.json"), meta(1))
     assert outcome.status is IngestStatus.QUARANTINED
     assert outcome.reason.startswith("parser-crash: RuntimeError: bug in a parser")
-    assert ledger.quarantined()[0].reason == "parser-crash"
+    assert ledger.alerts.quarantined()[0].reason == "parser-crash"
 
 
 def test_odd_metadata_never_raises(ingestor: Ingestor) -> None:
@@ -253,7 +253,7 @@ STRUCTURED = [
 
 
 def _assert_kept(ledger: Ledger, outcome: IngestOutcome, raw: bytes) -> None:
-    assert ledger.get_message(outcome.message_id).raw == raw
+    assert ledger.alerts.get_message(outcome.message_id).raw == raw
     if outcome.status is IngestStatus.QUARANTINED:
         assert outcome.reason and outcome.alert is None
 
@@ -337,6 +337,6 @@ def test_the_stored_alert_parses_again_exactly_as_received(
     assert outcome.alert is not None and outcome.alert.is_test
     from followup.alerts import parse_message
 
-    stored = ledger.get_stored_alert(outcome.alert_id)
+    stored = ledger.alerts.get_stored(outcome.alert_id)
     again = parse_message(stored.raw, headers=stored.headers, topic=stored.topic)
     assert again.model_dump() == outcome.alert.model_dump()

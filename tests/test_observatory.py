@@ -169,11 +169,11 @@ def test_a_person_approves_telescope_time_in_the_ui(stack, demo, page, tmp_path)
     shot(page, tmp_path / "resumed-run.png")
     ledger = stack.ledger()
     try:
-        (decision,) = ledger.approvals_for(f"requests:{event_id}:preliminary")
+        (decision,) = ledger.approvals.for_subject(f"requests:{event_id}:preliminary")
         assert decision.approved and decision.decided_by == REVIEWER
         submitted = wait_for(
             lambda: [
-                r for r in ledger.requests_for_event(event_id) if r.local_status == "submitted"
+                r for r in ledger.requests.for_event(event_id) if r.local_status == "submitted"
             ],
             30,
         )

@@ -20,6 +20,7 @@ from followup.observing import (
 )
 from sandbox.lco import LcoSandboxState, ManualClock, create_portal_app
 from tests.lco_support import TOKEN, serve, strategy, window
+from tests.ledger_support import store_alert
 
 pytestmark = pytest.mark.slow
 
@@ -68,9 +69,8 @@ def fault(sandbox, **spec) -> None:
 
 
 def prepare(ledger: Ledger, sandbox, event: str = "S250101ab", name: str = "F001"):
-    message, _ = ledger.record_message(topic="t", raw=event.encode(), message_uuid=None)
-    ledger.record_alert(
-        message.id,
+    store_alert(
+        ledger,
         Alert(
             source="LVK",
             kind="gw",
@@ -81,7 +81,7 @@ def prepare(ledger: Ledger, sandbox, event: str = "S250101ab", name: str = "F001
         ),
     )
     target = Target(name=name, ra=150.25, dec=-20.5, kind="field", rank=1, probability=0.4)
-    ledger.save_targets(event, [target])
+    ledger.events.save_targets(event, [target])
     chosen = strategy()
     group_name = make_group_name(event, name, filters=chosen.filters)
     request = ObservationRequest(
@@ -99,7 +99,7 @@ def test_submit_once_sends_once_and_records_remote_ids(sqlite_ledger, sandbox, p
     again = submit_once(portal, sqlite_ledger, request, payload)
     assert first.outcome == "submitted" and again.outcome == "already"
     assert len(stored(sandbox)) == 1
-    row = sqlite_ledger.find_request_by_name(request.group_name)
+    row = sqlite_ledger.requests.find(request.group_name)
     assert row.group_id == stored(sandbox)[0]["group_id"] and row.request_id is not None
     assert row.local_status == "submitted" and row.state == "PENDING"
 
@@ -107,12 +107,12 @@ def test_submit_once_sends_once_and_records_remote_ids(sqlite_ledger, sandbox, p
 def test_a_crash_after_the_post_does_not_submit_twice(sqlite_ledger, sandbox, portal) -> None:
     request, payload = prepare(sqlite_ledger, sandbox)
     # The first attempt claimed the row and POSTed, then died before writing the answer.
-    sqlite_ledger.claim_request(request)
+    sqlite_ledger.requests.claim(request)
     portal.submit_request_group(payload)
     result = submit_once(portal, sqlite_ledger, request, payload)
     assert result.outcome == "found"
     assert len(stored(sandbox)) == 1
-    assert sqlite_ledger.find_request_by_name(request.group_name).local_status == "submitted"
+    assert sqlite_ledger.requests.find(request.group_name).local_status == "submitted"
 
 
 def test_a_lost_answer_is_resolved_by_name(sqlite_ledger, sandbox, portal) -> None:
@@ -140,7 +140,7 @@ def test_rejected_and_declined_requests_are_never_sent(sqlite_ledger, sandbox, p
     bad = dict(payload, ipp_value=9.0)
     with pytest.raises(RequestRejected, match="ipp_value"):
         submit_once(portal, sqlite_ledger, request, bad)
-    assert sqlite_ledger.find_request_by_name(request.group_name).local_status == "rejected"
+    assert sqlite_ledger.requests.find(request.group_name).local_status == "rejected"
     assert sandbox[0].validate_calls == 1 and sandbox[0].create_calls == 0
     assert submit_once(portal, sqlite_ledger, request, payload).outcome == "not-sent"
     other, other_payload = prepare(sqlite_ledger, sandbox, event="S250101cd")
@@ -154,7 +154,7 @@ def test_refresh_reads_every_state_in_one_query(sqlite_ledger, sandbox, portal, 
     for name in names:
         request, payload = prepare(sqlite_ledger, sandbox, name=name)
         submit_once(portal, sqlite_ledger, request, payload)
-    first_request = sqlite_ledger.find_request_by_name(
+    first_request = sqlite_ledger.requests.find(
         make_group_name("S250101ab", "F001", filters=strategy().filters)
     ).request_id
     httpx.post(f"{sandbox[1]}/sandbox/requests/{first_request}/complete").raise_for_status()
@@ -164,14 +164,14 @@ def test_refresh_reads_every_state_in_one_query(sqlite_ledger, sandbox, portal, 
         (first_request, LcoState.PENDING, LcoState.COMPLETED)
     ]
     assert transport.calls == ["GET /api/requestgroups/"]
-    assert len(sqlite_ledger.pending_requests("S250101ab")) == 4
+    assert len(sqlite_ledger.requests.pending("S250101ab")) == 4
 
 
 def test_cancel_touches_only_the_retracted_event(sqlite_ledger, sandbox, portal) -> None:
     for event, name in [("S250101ab", "F001"), ("S250101ab", "F002"), ("S250202xy", "F001")]:
         request, payload = prepare(sqlite_ledger, sandbox, event=event, name=name)
         submit_once(portal, sqlite_ledger, request, payload)
-    done = sqlite_ledger.find_request_by_name(
+    done = sqlite_ledger.requests.find(
         make_group_name("S250101ab", "F002", filters=strategy().filters)
     )
     httpx.post(f"{sandbox[1]}/sandbox/requests/{done.request_id}/complete").raise_for_status()
@@ -180,5 +180,5 @@ def test_cancel_touches_only_the_retracted_event(sqlite_ledger, sandbox, portal)
     assert [(r.canceled, r.state) for r in results] == [(True, LcoState.CANCELED)]
     states = {r["name"]: r["state"] for r in stored(sandbox)}
     assert sorted(states.values()) == ["CANCELED", "COMPLETED", "PENDING"]
-    other = sqlite_ledger.requests_for_event("S250202xy")[0]
+    other = sqlite_ledger.requests.for_event("S250202xy")[0]
     assert states[other.group_name] == "PENDING"

@@ -126,7 +126,7 @@ def portal_groups(stack: LocalStack, event_id: str) -> list[dict[str, Any]]:
 def ledger_requests(stack: LocalStack, event_id: str) -> list[Any]:
     ledger = stack.ledger()
     try:
-        return ledger.requests_for_event(event_id)
+        return ledger.requests.for_event(event_id)
     finally:
         ledger.dispose()
 
@@ -134,7 +134,7 @@ def ledger_requests(stack: LocalStack, event_id: str) -> list[Any]:
 def decisions(stack: LocalStack, event_id: str) -> list[Any]:
     ledger = stack.ledger()
     try:
-        return ledger.approvals_for(subject(event_id))
+        return ledger.approvals.for_subject(subject(event_id))
     finally:
         ledger.dispose()
 
@@ -197,7 +197,6 @@ def test_a_retraction_cancels_every_pending_request_of_its_event_and_nothing_els
 
 def test_the_same_alert_published_twice_gives_one_followup_run(stack, alerts) -> None:
     from followup.alerts.mock import make_lvk_alert
-    from followup.ledger import FINAL_MESSAGE_STATUSES
     from followup.stream import Publisher
 
     alert = alerts["twice"]
@@ -213,13 +212,13 @@ def test_the_same_alert_published_twice_gives_one_followup_run(stack, alerts) ->
     try:
 
         def processed(uuid: str) -> bool:
-            row = ledger.find_message(uuid)
-            return row is not None and row.status in FINAL_MESSAGE_STATUSES
+            row = ledger.alerts.find_message(uuid)
+            return row is not None and row.status.is_final
 
         assert wait_for(lambda: processed(last), 60), "the listener did not get to the sentinel"
-        assert ledger.find_message(first).status == "accepted"
-        assert ledger.find_message(second).status == "duplicate"
-        (row,) = ledger.alerts_for_event(alert.event_id)
+        assert ledger.alerts.find_message(first).status == "accepted"
+        assert ledger.alerts.find_message(second).status == "duplicate"
+        (row,) = ledger.alerts.for_event(alert.event_id)
     finally:
         ledger.dispose()
     name = f"followup-{alert.event_id}-preliminary"
@@ -293,7 +292,7 @@ def test_a_crash_after_the_post_and_a_rerun_leave_one_request_at_the_portal(stac
     # Rerun the observe stage: it finds the stored group by name and submits the rest once.
     ledger = stack.ledger()
     try:
-        (alert_row,) = ledger.alerts_for_event(event_id)
+        (alert_row,) = ledger.alerts.for_event(event_id)
     finally:
         ledger.dispose()
     observe(alert_row.id, event_id, stack.options.settings_name, wait=False)

@@ -112,11 +112,11 @@ def test_one_request_per_target_in_the_sandbox(burst: tuple[ProductionStack, Any
     ledger = stack.ledger()
     try:
         for event_id in result.event_ids:
-            alerts = ledger.alerts_for_event(event_id)
+            alerts = ledger.alerts.for_event(event_id)
             assert [a.decision for a in alerts] == ["accepted"], event_id
-            fields = [t for t in ledger.targets_for_event(event_id) if t.kind == "field"]
+            fields = [t for t in ledger.events.targets(event_id) if t.kind == "field"]
             assert len(fields) == 1, event_id
-            rows = ledger.requests_for_event(event_id)
+            rows = ledger.requests.for_event(event_id)
             assert [r.local_status for r in rows] == ["submitted"], event_id
             at_portal = [g for g in groups if g["name"].startswith(f"{event_id}_")]
             assert [g["name"] for g in at_portal] == [rows[0].group_name], event_id

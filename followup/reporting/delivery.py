@@ -16,14 +16,14 @@ from pydantic import BaseModel, Field
 
 from followup.exceptions import ServiceUnavailable, UncertainOutcome
 from followup.ledger import Ledger, ReportRow
-from followup.models import Report
+from followup.models import Report, ReportStatus
 
 __all__ = ["Delivery", "deliver_once"]
 
 logger = logging.getLogger(__name__)
 
-DONE = frozenset({"sent", "confirmed", "declined"})
-MAYBE_ARRIVED = frozenset({"sending", "unconfirmed"})
+DONE = frozenset({ReportStatus.SENT, ReportStatus.CONFIRMED, ReportStatus.DECLINED})
+MAYBE_ARRIVED = frozenset({ReportStatus.SENDING, ReportStatus.UNCONFIRMED})
 
 
 class Delivery(BaseModel):
@@ -36,7 +36,7 @@ class Delivery(BaseModel):
         notes: What happened, for the ledger.
     """
 
-    status: str
+    status: ReportStatus
     remote_id: str | None = None
     url: str | None = None
     notes: list[str] = Field(default_factory=list)
@@ -66,7 +66,7 @@ def deliver_once(
         ServiceUnavailable: The service could not be reached (the row is ``failed``; a later
             attempt may send).
     """
-    row, _ = ledger.claim_report(report)
+    row, _ = ledger.reports.claim(report)
     if row.status in DONE:
         logger.info(
             "%s report of %s already %s: nothing sent", row.destination, row.event_id, row.status
@@ -79,24 +79,26 @@ def deliver_once(
             row.event_id,
             row.status,
         )
-        return ledger.update_report(row.id, status="unconfirmed"), False
-    ledger.update_report(row.id, status="sending")
+        return ledger.reports.update(row.id, status=ReportStatus.UNCONFIRMED), False
+    ledger.reports.update(row.id, status=ReportStatus.SENDING)
     try:
         delivery = send()
     except UncertainOutcome as exc:
-        ledger.update_report(
-            row.id, status="unconfirmed", payload={**row.payload, "error": str(exc)}
+        ledger.reports.update(
+            row.id, status=ReportStatus.UNCONFIRMED, payload={**row.payload, "error": str(exc)}
         )
         raise
     except ServiceUnavailable as exc:
-        ledger.update_report(row.id, status="failed", payload={**row.payload, "error": str(exc)})
+        ledger.reports.update(
+            row.id, status=ReportStatus.FAILED, payload={**row.payload, "error": str(exc)}
+        )
         raise
     except Exception:
         # A rejection or a bug: nothing was accepted; a fixed payload has another content hash.
-        ledger.update_report(row.id, status="failed")
+        ledger.reports.update(row.id, status=ReportStatus.FAILED)
         raise
     payload = {**row.payload, "notes": delivery.notes} if delivery.notes else row.payload
-    row = ledger.update_report(
+    row = ledger.reports.update(
         row.id,
         status=delivery.status,
         remote_id=delivery.remote_id,

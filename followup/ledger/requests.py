@@ -1,0 +1,130 @@
+"""The requests aggregate: LCO request groups, claimed before anything is sent.
+
+The unique key (event, target, filter set, epoch) and the unique group name make a second
+submission impossible whatever the caller does; :mod:`followup.observing` builds the exactly-once
+exchange with the portal on :meth:`RequestStore.claim`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from followup.exceptions import LedgerError
+from followup.ledger.database import Database, set_columns
+from followup.ledger.events import EventStore
+from followup.ledger.schema import RequestRow
+from followup.models import LcoState, ObservationRequest, RequestStatus
+
+__all__ = ["RequestStore"]
+
+
+class RequestStore:
+    """Telescope requests (``ledger.requests``).
+
+    Args:
+        db: The ledger's database.
+        events: The events store (a request needs its target stored).
+    """
+
+    def __init__(self, db: Database, events: EventStore) -> None:
+        self._db = db
+        self._events = events
+
+    def claim(self, request: ObservationRequest) -> tuple[RequestRow, bool]:
+        """Write the request row before anything is sent, under its unique key.
+
+        Returns:
+            The row and True when this call claimed it; the existing row and False when the same
+            (event, target, filters, epoch) or the same group name was claimed before. A caller
+            that gets False must not POST blindly: if the row is still ``claimed`` it looks the
+            group name up at the portal first.
+
+        Raises:
+            LedgerError: The target is not stored for this event.
+        """
+        target = self._events.get_target(request.event_id, request.target_name)
+        if target is None:
+            raise LedgerError(f"target {request.target_name!r} of {request.event_id} is not stored")
+        filters_key = ",".join(request.filters)
+        existing = self._find(request.event_id, target.id, filters_key, request.epoch)
+        if existing is None:
+            existing = self.find(request.group_name)
+        if existing is not None:
+            return existing, False
+        row = RequestRow(
+            event_id=request.event_id,
+            target_id=target.id,
+            epoch=request.epoch,
+            filters_key=filters_key,
+            group_name=request.group_name,
+            observation_type=request.observation_type.value,
+            state=request.state,
+            window_start=request.window_start,
+            window_end=request.window_end,
+        )
+        try:
+            with self._db.session() as s:
+                s.add(row)
+        except IntegrityError:
+            existing = self._find(request.event_id, target.id, filters_key, request.epoch)
+            existing = existing or self.find(request.group_name)
+            if existing is None:
+                raise
+            return existing, False
+        return row, True
+
+    def _find(
+        self, event_id: str, target_id: int, filters_key: str, epoch: int
+    ) -> RequestRow | None:
+        with self._db.session() as s:
+            return s.scalar(
+                select(RequestRow).where(
+                    RequestRow.event_id == event_id,
+                    RequestRow.target_id == target_id,
+                    RequestRow.filters_key == filters_key,
+                    RequestRow.epoch == epoch,
+                )
+            )
+
+    def find(self, group_name: str) -> RequestRow | None:
+        """Return the request row with this group name, if any."""
+        with self._db.session() as s:
+            return s.scalar(select(RequestRow).where(RequestRow.group_name == group_name))
+
+    def update(self, group_name: str, **fields: Any) -> RequestRow:
+        """Update a request row (remote ids, state, local status...).
+
+        Raises:
+            LedgerError: No such request, an unknown column, or a status not of its enum.
+        """
+        with self._db.session() as s:
+            row = s.scalar(select(RequestRow).where(RequestRow.group_name == group_name))
+            if row is None:
+                raise LedgerError(f"no request named {group_name!r}")
+            set_columns(row, fields)
+        return row
+
+    def for_event(self, event_id: str) -> list[RequestRow]:
+        """Every request row of an event."""
+        with self._db.session() as s:
+            return list(
+                s.scalars(
+                    select(RequestRow)
+                    .where(RequestRow.event_id == event_id)
+                    .order_by(RequestRow.id)
+                )
+            )
+
+    def pending(self, event_id: str | None = None) -> list[RequestRow]:
+        """Submitted requests whose last known state is PENDING (optionally of one event)."""
+        query = select(RequestRow).where(
+            RequestRow.local_status == RequestStatus.SUBMITTED,
+            RequestRow.state == LcoState.PENDING,
+        )
+        if event_id is not None:
+            query = query.where(RequestRow.event_id == event_id)
+        with self._db.session() as s:
+            return list(s.scalars(query.order_by(RequestRow.id)))
