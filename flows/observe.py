@@ -10,7 +10,7 @@ from prefect.states import Completed, State
 from flows.approvals import RequestApproval, ask
 from flows.events import REQUEST_COMPLETED, REQUEST_SUBMITTED, emit_followup_event
 from flows.runtime import load_runtime
-from followup.lco import build_request_group, epoch_windows, make_group_name
+from followup.lco import RequestGroupSpec, build_request_group, epoch_windows, make_group_name
 from followup.ledger import Ledger, RequestRow
 from followup.models import (
     Alert,
@@ -55,12 +55,14 @@ def _plan_requests(
                 window_end=end,
             )
             payload = build_request_group(
-                target,
-                strategy,
-                proposal=proposal,
-                group_name=name,
-                window_start=start,
-                window_end=end,
+                RequestGroupSpec(
+                    target=target,
+                    strategy=strategy,
+                    proposal=proposal,
+                    group_name=name,
+                    window_start=start,
+                    window_end=end,
+                )
             )
             planned.append((request, payload))
     return planned

@@ -35,8 +35,14 @@ from followup.reporting import (
     is_public_topic,
     render_markdown,
 )
+from followup.reporting.at_report import (
+    AtDiscovery,
+    TnsReporter,
+    build_at_report,
+    discovery_points,
+)
 from followup.reporting.delivery import Delivery, deliver_once
-from followup.reporting.tns import TnsOutcomeStatus, build_at_report, discovery_points
+from followup.reporting.tns import TnsOutcomeStatus
 from tasks.artifacts import publish_markdown, publish_table
 from tasks.retry import RETRY_DELAYS_S, retry_if_unavailable
 
@@ -150,19 +156,24 @@ def send_tns(
     except ValueError:
         return None  # never detected: nothing to report to TNS
     at_report = build_at_report(
-        target,
-        first,
-        last_limit,
-        reporter=tns.reporter,
-        reporting_group_id=tns.reporting_group_id,
-        discovery_data_source_id=tns.discovery_data_source_id,
-        instrument_id=tns.instrument_id,
-        internal_name=target.name,
-        remarks=f"Optical candidate counterpart of {alert.event_id} found in LCO follow-up imaging.",
-        archive_id=None if last_limit else "0",
-        archival_remarks=""
-        if last_limit
-        else "No earlier LCO image; absent from the reference catalog.",
+        AtDiscovery(
+            target=target,
+            first_detection=first,
+            last_non_detection=last_limit,
+            internal_name=target.name,
+            remarks=f"Optical candidate counterpart of {alert.event_id} found in LCO follow-up "
+            "imaging.",
+            archive_id=None if last_limit else "0",
+            archival_remarks=""
+            if last_limit
+            else "No earlier LCO image; absent from the reference catalog.",
+        ),
+        TnsReporter(
+            reporter=tns.reporter,
+            reporting_group_id=tns.reporting_group_id,
+            discovery_data_source_id=tns.discovery_data_source_id,
+            instrument_id=tns.instrument_id,
+        ),
     )
     report = Report(
         destination=ReportDestination.TNS,

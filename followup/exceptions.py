@@ -1,7 +1,9 @@
 """One error tree for followup, split by cause (after httpx's exception hierarchy).
 
-Callers decide what to do from the class alone: a :class:`ServiceUnavailable` is worth retrying, a
-:class:`RequestRejected` is not, and an :class:`AlertParseError` sends a message to quarantine.
+Callers decide what to do from the class alone: a :class:`ServiceUnavailable` is worth retrying, an
+:class:`UncertainOutcome` is looked up (never blindly resent), a :class:`RequestRejected` is not
+retried, and an :class:`AlertParseError` sends a message to quarantine. Which HTTP status or
+transport failure becomes which class is one table, in :mod:`followup.http`.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class ServiceError(FollowupError):
 
 
 class ServiceUnavailable(ServiceError):
-    """Timeouts, connection errors, 429 and 5xx: retrying later may succeed.
+    """Nothing was done: unreachable, throttled (429), 503, or a read that failed. Retry later.
 
     Attributes:
         retry_after: Seconds the server asked us to wait (Retry-After, x-rate-limit-reset), if any.
@@ -68,10 +70,12 @@ class ServiceUnavailable(ServiceError):
         self.retry_after = retry_after
 
 
-class UncertainOutcome(ServiceUnavailable):
-    """The request body was sent but no answer came back: the remote side may have acted on it.
+class UncertainOutcome(ServiceError):
+    """A creating call went out and no usable answer came back: the service may have acted on it.
 
-    A client must look the effect up (for example a request group by name) before any retry.
+    A sibling of :class:`ServiceUnavailable`, not a kind of it, so that no retry policy that
+    retries unavailability resends it by accident. The caller looks the effect up (a request
+    group by its name, a TNS object by position) and decides from what it finds.
     """
 
 
@@ -80,11 +84,15 @@ class AuthenticationError(ServiceError):
 
 
 class RequestRejected(ServiceError):
-    """400, 409 or 422: the service refused the content. ``body`` carries its field messages."""
+    """400, 405, 409, 422 (any 4xx not named elsewhere): the content was refused.
+
+    ``body`` carries the service's field messages. Not retryable: the same request is refused
+    again.
+    """
 
 
 class NotFound(ServiceError):
-    """404 for an object that was expected to exist."""
+    """404 or 410 for an object that was expected to exist."""
 
 
 class AlertParseError(FollowupError):

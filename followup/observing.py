@@ -3,8 +3,10 @@
 The ledger row is written *before* anything is sent. Whenever a POST may have reached the portal
 without its answer reaching us (a crash between the POST and the ledger write, a timeout, a 5xx
 after the body went out), the group is looked up by its deterministic name before anything is
-sent again. The portal may still be processing a POST whose answer we lost, so after an uncertain
-outcome the look-up is repeated after a delay before giving up; only then does the caller retry.
+sent again. The portal may still be processing a POST whose answer we lost, so after an
+:class:`~followup.exceptions.UncertainOutcome` the look-up is repeated after delays; a group still
+absent then did not arrive, which is a :class:`~followup.exceptions.ServiceUnavailable` the
+calling task may retry (and every retry looks the name up again before sending).
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel
 
-from followup.exceptions import RequestRejected, UncertainOutcome
+from followup.exceptions import RequestRejected, ServiceUnavailable, UncertainOutcome
 from followup.lco import PortalClient, RequestGroup, group_name_prefix
 from followup.ledger import Ledger, RequestRow
 from followup.models import LcoState, ObservationRequest, RequestStatus
@@ -145,8 +147,8 @@ def submit_once(
         payload: The request-group payload (see :func:`followup.lco.build_request_group`).
         validate: Ask the portal's validate endpoint first; an invalid payload is recorded as
             ``rejected`` with the portal's messages and never sent.
-        recheck_delays_s: After an uncertain outcome, look the name up again after each of these
-            delays before giving up (the portal may still be processing our POST).
+        recheck_delays_s: After an uncertain outcome, look the name up after each of these
+            delays (the portal may still be processing our POST).
         sleep: Injectable sleep, for tests.
 
     Returns:
@@ -154,10 +156,12 @@ def submit_once(
 
     Raises:
         ValueError: The payload's name differs from the request's group name.
-        UncertainOutcome: The POST may have reached the portal and no group of that name was
-            found after every re-check; retrying later is safe (the retry looks up first).
         RequestRejected: The portal refused the payload (recorded as ``rejected``).
-        ServiceUnavailable: The portal could not be reached; nothing was sent.
+        ServiceUnavailable: Nothing was stored: the portal could not be reached or throttled
+            us, a look-up failed, or an uncertain POST left no group after every look-up. A
+            retry is safe: the row is claimed, so it looks the name up before sending.
+        UncertainOutcome: Only with no ``recheck_delays_s``: the POST may have arrived and was
+            not looked up.
     """
     if payload.get("name") != request.group_name:
         raise ValueError(
@@ -190,18 +194,44 @@ def submit_once(
             )
     try:
         group = portal.submit_request_group(payload)
-    except UncertainOutcome:
-        for delay in recheck_delays_s:
-            sleep(delay)
-            found = portal.find_request_group_by_name(row.group_name, created_after=created_after)
-            if found is not None:
-                logger.info("request group %s arrived despite the lost answer", found.name)
-                return _result(_record(ledger, found, portal=portal), SubmitOutcome.FOUND)
-        raise
+    except UncertainOutcome as exc:
+        found = _look_up_after(portal, row, exc, created_after, recheck_delays_s, sleep)
+        logger.info("request group %s arrived despite the lost answer", found.name)
+        return _result(_record(ledger, found, portal=portal), SubmitOutcome.FOUND)
     except RequestRejected as exc:
         ledger.requests.update(row.group_name, local_status=RequestStatus.REJECTED, detail=str(exc))
         raise
     return _result(_record(ledger, group, portal=portal), SubmitOutcome.SUBMITTED)
+
+
+def _look_up_after(
+    portal: PortalClient,
+    row: RequestRow,
+    lost: UncertainOutcome,
+    created_after: datetime,
+    delays_s: Sequence[float],
+    sleep: Callable[[float], None],
+) -> RequestGroup:
+    """The group of a POST whose answer was lost, looked up by name after each delay.
+
+    Raises:
+        ServiceUnavailable: No group of that name after every look-up: the POST did not arrive.
+        UncertainOutcome: ``lost`` itself, when there are no delays (nothing was looked up).
+    """
+    for delay in delays_s:
+        sleep(delay)
+        found = portal.find_request_group_by_name(row.group_name, created_after=created_after)
+        if found is not None:
+            return found
+    if not delays_s:
+        raise lost
+    raise ServiceUnavailable(
+        f"submit_request_group: no group named {row.group_name} after {len(delays_s)} look-up(s) "
+        f"over {sum(delays_s):g} s: the POST did not arrive ({lost}); a retry looks the name "
+        "up again before sending",
+        operation="submit_request_group",
+        url=lost.url,
+    ) from lost
 
 
 def mark_declined(ledger: Ledger, request: ObservationRequest, reason: str) -> SubmitResult:

@@ -56,12 +56,13 @@ def test_nothing_sent_may_be_tried_again(ledger) -> None:
     assert sent and row.status == "confirmed" and send.calls == 2
 
 
-def test_a_report_that_may_have_arrived_is_not_resent(ledger) -> None:
+def test_a_report_that_may_have_arrived_is_recorded_and_not_resent(ledger) -> None:
     send = Sender(UncertainOutcome("504 after the body was sent"), Delivery(status="sent"))
-    with pytest.raises(UncertainOutcome):
-        deliver_once(ledger, report(), send)
+    # Returned, not raised: an uncertain send is never handed to a retry policy.
     row, sent = deliver_once(ledger, report(), send)
-    assert not sent and row.status == "unconfirmed" and send.calls == 1
+    assert sent and row.status == "unconfirmed" and "504" in row.payload["error"]
+    again, sent_again = deliver_once(ledger, report(), send)
+    assert not sent_again and again.status == "unconfirmed" and send.calls == 1
 
 
 def test_a_send_cut_short_by_a_crash_is_not_resent(ledger) -> None:
@@ -74,7 +75,7 @@ def test_a_send_cut_short_by_a_crash_is_not_resent(ledger) -> None:
 
 def test_destinations_that_search_first_may_retry_an_uncertain_send(ledger) -> None:
     send = Sender(UncertainOutcome("lost"), Delivery(status="confirmed", remote_id="2026aaa"))
-    with pytest.raises(UncertainOutcome):
-        deliver_once(ledger, report(destination="tns"), send, retry_uncertain=True)
+    first, _ = deliver_once(ledger, report(destination="tns"), send, retry_uncertain=True)
+    assert first.status == "unconfirmed"
     row, sent = deliver_once(ledger, report(destination="tns"), send, retry_uncertain=True)
-    assert sent and row.remote_id == "2026aaa"
+    assert sent and row.remote_id == "2026aaa" and row.status == "confirmed"

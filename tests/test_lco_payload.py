@@ -9,6 +9,7 @@ import pytest
 
 from followup.lco import (
     INSTRUMENTS,
+    RequestGroupSpec,
     build_request_group,
     epoch_windows,
     estimate_request_duration_s,
@@ -22,12 +23,14 @@ START = datetime(2025, 3, 1, 12, tzinfo=UTC)
 
 def build(**fields):
     return build_request_group(
-        target(),
-        strategy(**fields),
-        proposal="P1",
-        group_name="S1_GAL-001_e0_0123456789",
-        window_start=START,
-        window_end=START + timedelta(hours=24),
+        RequestGroupSpec(
+            target=target(),
+            strategy=strategy(**fields),
+            proposal="P1",
+            group_name="S1_GAL-001_e0_0123456789",
+            window_start=START,
+            window_end=START + timedelta(hours=24),
+        )
     )
 
 
@@ -101,30 +104,58 @@ def test_builder_rejects_bad_strategy(fields, message) -> None:
         build(**fields)
 
 
-def test_builder_rejects_bad_window_and_name() -> None:
-    with pytest.raises(ValueError, match="not after"):
-        build_request_group(
-            target(), strategy(), proposal="P", group_name="n", window_start=START, window_end=START
-        )
-    with pytest.raises(ValueError, match="1 to 50"):
-        build_request_group(
-            target(),
-            strategy(),
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        pytest.param({"window_end": START}, "not after", id="empty window"),
+        pytest.param({"group_name": "x" * 51}, "at most 50 characters", id="long name"),
+        pytest.param({"group_name": ""}, "at least 1 character", id="no name"),
+        pytest.param({"max_lunar_phase": 1.5}, "less than or equal to 1", id="moon"),
+    ],
+)
+def test_spec_rejects_bad_window_name_and_moon(fields, message) -> None:
+    values = {
+        "target": target(),
+        "strategy": strategy(),
+        "proposal": "P",
+        "group_name": "n",
+        "window_start": START,
+        "window_end": START + timedelta(hours=1),
+    }
+    with pytest.raises(ValueError, match=message):
+        RequestGroupSpec(**(values | fields))
+
+
+def test_site_note_and_moon_reach_the_payload() -> None:
+    payload = build_request_group(
+        RequestGroupSpec(
+            target=target(),
+            strategy=strategy(),
             proposal="P",
-            group_name="x" * 51,
+            group_name="n",
             window_start=START,
-            window_end=START + timedelta(hours=1),
+            window_end=START + timedelta(hours=6),
+            site="cpt",
+            observation_note="x" * 300,
+            max_lunar_phase=0.4,
         )
+    )
+    (request,) = payload["requests"]
+    assert request["location"] == {"telescope_class": "1m0", "site": "cpt"}
+    assert request["observation_note"] == "x" * 255
+    assert request["configurations"][0]["constraints"]["max_lunar_phase"] == 0.4
 
 
 def test_naive_window_is_utc() -> None:
     payload = build_request_group(
-        target(),
-        strategy(),
-        proposal="P",
-        group_name="n",
-        window_start=datetime(2025, 3, 1, 12),
-        window_end=datetime(2025, 3, 1, 18),
+        RequestGroupSpec(
+            target=target(),
+            strategy=strategy(),
+            proposal="P",
+            group_name="n",
+            window_start=datetime(2025, 3, 1, 12),
+            window_end=datetime(2025, 3, 1, 18),
+        )
     )
     assert payload["requests"][0]["windows"][0] == {
         "start": "2025-03-01T12:00:00Z",

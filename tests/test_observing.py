@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from followup.exceptions import RequestRejected, UncertainOutcome
-from followup.lco import PortalClient, build_request_group, make_group_name
+from followup.exceptions import RequestRejected, ServiceUnavailable, UncertainOutcome
+from followup.lco import PortalClient, RequestGroupSpec, build_request_group, make_group_name
 from followup.ledger import Ledger
 from followup.models import Alert, LcoState, ObservationRequest, Target
 from followup.observing import (
@@ -55,7 +55,7 @@ def transport() -> CountingTransport:
 
 @pytest.fixture
 def portal(sandbox, transport) -> Iterator[PortalClient]:
-    client = PortalClient(TOKEN, base_url=sandbox[1], transport=transport, backoff_s=0.01)
+    client = PortalClient(TOKEN, base_url=sandbox[1], transport=transport)
     yield client
     client.close()
 
@@ -88,7 +88,13 @@ def prepare(ledger: Ledger, sandbox, event: str = "S250101ab", name: str = "F001
         event_id=event, target_name=name, group_name=group_name, filters=chosen.filters
     )
     payload = build_request_group(
-        target, chosen, proposal="SANDBOX-001", group_name=group_name, **window(sandbox[0].now())
+        RequestGroupSpec(
+            target=target,
+            strategy=chosen,
+            proposal="SANDBOX-001",
+            group_name=group_name,
+            **window(sandbox[0].now()),
+        )
     )
     return request, payload
 
@@ -124,15 +130,38 @@ def test_a_lost_answer_is_resolved_by_name(sqlite_ledger, sandbox, portal) -> No
     assert len(stored(sandbox)) == 1
 
 
-def test_a_post_that_never_arrived_is_sent_on_retry(sqlite_ledger, sandbox, portal) -> None:
+def test_a_refused_post_is_sent_on_retry_after_a_look_up(
+    sqlite_ledger, sandbox, portal, transport
+) -> None:
     request, payload = prepare(sqlite_ledger, sandbox)
     fault(sandbox, endpoint="POST /api/requestgroups/$", status=503)
-    with pytest.raises(UncertainOutcome):
+    with pytest.raises(ServiceUnavailable) as info:
         submit_once(portal, sqlite_ledger, request, payload, sleep=lambda s: None)
+    assert not isinstance(info.value, UncertainOutcome)  # a 503 stored nothing: no look-up
     assert stored(sandbox) == []
+    transport.calls.clear()
     retried = submit_once(portal, sqlite_ledger, request, payload, sleep=lambda s: None)
     assert retried.outcome == "submitted"
+    # The retry looks the name up before it sends, since the first attempt had claimed the row.
+    assert transport.calls[0] == "GET /api/requestgroups/"
+    assert transport.calls[-1] == "POST /api/requestgroups/"
     assert len(stored(sandbox)) == 1
+
+
+def test_a_lost_answer_never_found_is_unavailable_after_the_look_ups(
+    sqlite_ledger, sandbox, portal
+) -> None:
+    request, payload = prepare(sqlite_ledger, sandbox)
+    fault(sandbox, endpoint="POST /api/requestgroups/$", status=500)  # nothing stored
+    sleeps: list[float] = []
+    with pytest.raises(ServiceUnavailable, match="did not arrive") as info:
+        submit_once(portal, sqlite_ledger, request, payload, sleep=sleeps.append)
+    assert sleeps == [5.0, 30.0]
+    assert isinstance(info.value.__cause__, UncertainOutcome)
+    assert stored(sandbox) == []
+    assert sqlite_ledger.requests.find(request.group_name).local_status == "claimed"
+    retried = submit_once(portal, sqlite_ledger, request, payload, sleep=sleeps.append)
+    assert retried.outcome == "submitted" and len(stored(sandbox)) == 1
 
 
 def test_rejected_and_declined_requests_are_never_sent(sqlite_ledger, sandbox, portal) -> None:

@@ -14,7 +14,7 @@ import pytest
 from astropy.io import fits
 from fastapi.testclient import TestClient
 
-from followup.lco import build_request_group, make_group_name
+from followup.lco import RequestGroupSpec, build_request_group, make_group_name
 from sandbox.lco import Fault, LcoSandboxState, ManualClock, create_app, damage_frame
 from sandbox.lco.archive import SITE_LONGITUDES
 from sandbox.lco.configdb import semester as lco_semester
@@ -50,7 +50,13 @@ def payload(clock: ManualClock, name: str = "S1_GAL-001_e0_abc", **fields: Any) 
         clock.now(), **{k: fields.pop(k) for k in ("hours", "start_offset_h") if k in fields}
     )
     return build_request_group(
-        target(), strategy(**fields), proposal="SANDBOX-001", group_name=name, **when
+        RequestGroupSpec(
+            target=target(),
+            strategy=strategy(**fields),
+            proposal="SANDBOX-001",
+            group_name=name,
+            **when,
+        )
     )
 
 

@@ -12,7 +12,13 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from followup.lco import ArchiveClient, PortalClient, build_request_group, make_group_name
+from followup.lco import (
+    ArchiveClient,
+    PortalClient,
+    RequestGroupSpec,
+    build_request_group,
+    make_group_name,
+)
 from followup.models import Measurement, ObservingStrategy, Target
 from followup.reporting.gcn import GcnCircularsClient, draft_circular
 from followup.reporting.hermes import HermesClient, build_hermes_message
@@ -65,12 +71,14 @@ def test_portal_and_archive_share_state(server) -> None:
     name = make_group_name("S250101ab", "F001", filters=["rp"])
     group = portal.submit_request_group(
         build_request_group(
-            target,
-            strategy,
-            proposal=urls.proposal_id,
-            group_name=name,
-            window_start=now,
-            window_end=now + timedelta(hours=24),
+            RequestGroupSpec(
+                target=target,
+                strategy=strategy,
+                proposal=urls.proposal_id,
+                group_name=name,
+                window_start=now,
+                window_end=now + timedelta(hours=24),
+            )
         )
     )
     request_id = group.request_ids[0]

@@ -1,12 +1,20 @@
 """Reports to HERMES, TNS and GCN: message builders, renderings and the clients that send them.
 
-Submodules: :mod:`~followup.reporting.hermes`, :mod:`~followup.reporting.tns`,
-:mod:`~followup.reporting.gcn`, :mod:`~followup.reporting.render` and
-:mod:`~followup.reporting.bands`. The most used names are re-exported here.
+Submodules: :mod:`~followup.reporting.hermes`, :mod:`~followup.reporting.tns` (the client),
+:mod:`~followup.reporting.tns_models` (its answers), :mod:`~followup.reporting.at_report` (the AT
+report builder), :mod:`~followup.reporting.gcn`, :mod:`~followup.reporting.delivery`,
+:mod:`~followup.reporting.render` and :mod:`~followup.reporting.bands`. The clients share the HTTP
+layer of :mod:`followup.http`. The most used names are re-exported here.
 """
 
 from __future__ import annotations
 
+from followup.reporting.at_report import (
+    AtDiscovery,
+    TnsReporter,
+    build_at_report,
+    discovery_points,
+)
 from followup.reporting.gcn import (
     Circular,
     CircularRecord,
@@ -24,17 +32,12 @@ from followup.reporting.hermes import (
     is_public_topic,
 )
 from followup.reporting.render import render_markdown
-from followup.reporting.tns import (
-    TnsClient,
-    TnsOutcome,
-    TnsOutcomeStatus,
-    TnsReply,
-    build_at_report,
-    discovery_points,
-)
+from followup.reporting.tns import TnsClient
+from followup.reporting.tns_models import TnsOutcome, TnsOutcomeStatus, TnsReply
 
 __all__ = [
     "TEST_TOPIC",
+    "AtDiscovery",
     "Circular",
     "CircularRecord",
     "GcnCircularsClient",
@@ -45,6 +48,7 @@ __all__ = [
     "TnsOutcome",
     "TnsOutcomeStatus",
     "TnsReply",
+    "TnsReporter",
     "build_at_report",
     "build_hermes_message",
     "circular_email",

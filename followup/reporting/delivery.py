@@ -2,9 +2,11 @@
 
 The ledger row is claimed under the report's key before anything is sent, and marked ``sending``
 while the service is called. A rerun finds the row: a report already sent or confirmed is not sent
-again; one left ``sending`` (the process died mid-call) or ``unconfirmed`` may have arrived, so it
-is only retried when the destination can look itself up first (TNS searches by name and position
-before sending); otherwise a person decides.
+again; one left ``sending`` (the process died mid-call) or ``unconfirmed`` (the send raised
+:class:`~followup.exceptions.UncertainOutcome`) may have arrived, so it is only sent again when the
+destination can look itself up first (TNS searches by name and position before sending);
+otherwise a person decides. An uncertain send is recorded and returned, never raised into a retry:
+the task's retry policy resends only what surely did not arrive.
 """
 
 from __future__ import annotations
@@ -57,10 +59,11 @@ def deliver_once(
         send: Calls the service; returns a :class:`Delivery`. An :class:`UncertainOutcome` means
             the report may have arrived; a :class:`ServiceUnavailable` that nothing was sent.
         retry_uncertain: The destination finds earlier copies itself (TNS), so a row left
-            ``sending`` or ``unconfirmed`` may be sent again.
+            ``sending`` or ``unconfirmed`` may be sent again by a later call.
 
     Returns:
-        The ledger row after the attempt, and True when ``send`` was called.
+        The ledger row after the attempt, and True when ``send`` was called. A send that raised
+        :class:`UncertainOutcome` gives the row ``unconfirmed``, with the error in its payload.
 
     Raises:
         ServiceUnavailable: The service could not be reached (the row is ``failed``; a later
@@ -84,10 +87,16 @@ def deliver_once(
     try:
         delivery = send()
     except UncertainOutcome as exc:
-        ledger.reports.update(
+        logger.warning(
+            "%s report of %s may have arrived; recorded as unconfirmed: %s",
+            row.destination,
+            row.event_id,
+            exc,
+        )
+        row = ledger.reports.update(
             row.id, status=ReportStatus.UNCONFIRMED, payload={**row.payload, "error": str(exc)}
         )
-        raise
+        return row, True
     except ServiceUnavailable as exc:
         ledger.reports.update(
             row.id, status=ReportStatus.FAILED, payload={**row.payload, "error": str(exc)}

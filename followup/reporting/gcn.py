@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import textwrap
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -25,8 +25,8 @@ import httpx
 from pydantic import BaseModel, Field, SecretStr
 
 from followup.exceptions import UncertainOutcome
+from followup.http import BearerAuth, ServiceClient
 from followup.models import Measurement, Target
-from followup.reporting._http import ServiceClient
 from followup.reporting.bands import band_label
 
 __all__ = [
@@ -36,7 +36,6 @@ __all__ = [
     "SUBJECT_KEYWORDS",
     "Circular",
     "CircularRecord",
-    "GcnBearerAuth",
     "GcnCircularsClient",
     "circular_email",
     "draft_circular",
@@ -435,23 +434,10 @@ def circular_email(
 
 
 # ------------------------------------------------------------------------------- the client
-class GcnBearerAuth(httpx.Auth):
-    """``Authorization: Bearer <access token>`` (GCN's Cognito, scope ``gcn.nasa.gov/circular-submitter``)."""
-
-    def __init__(self, token: SecretStr) -> None:
-        self._token = token
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        """Add the bearer token."""
-        request.headers["Authorization"] = f"Bearer {self._token.get_secret_value()}"
-        yield request
-
-    def __repr__(self) -> str:
-        return "GcnBearerAuth(token=SecretStr('**********'))"
-
-
 class GcnCircularsClient(ServiceClient):
     """Client of GCN's Circulars API (``POST /api/circulars``), for partner apps with an access token.
+
+    Errors follow :mod:`followup.http`; the access token is sent as ``Authorization: Bearer``.
 
     Args:
         access_token: OIDC access token with scope ``gcn.nasa.gov/circular-submitter``.
@@ -459,6 +445,8 @@ class GcnCircularsClient(ServiceClient):
         timeout: Seconds for connect, read and write.
         transport: An httpx transport to use instead of the network.
     """
+
+    service = "GCN"
 
     def __init__(
         self,
@@ -473,8 +461,7 @@ class GcnCircularsClient(ServiceClient):
             raise ValueError("a GCN access token is required")
         super().__init__(
             base_url,
-            service="GCN",
-            auth=GcnBearerAuth(token),
+            auth=BearerAuth(token),
             timeout=timeout,
             transport=transport,
             secrets=[token],
@@ -492,8 +479,8 @@ class GcnCircularsClient(ServiceClient):
                 submitters group".
             RequestRejected: 400 "subject is invalid", "body is invalid", "format is invalid",
                 "missing required parameter", "Wrong IdP"; 405.
-            UncertainOutcome: 5xx or a lost answer: the Circular may be published. (An expired or
-                forged token also makes GCN answer 500.)
+            UncertainOutcome: 500/502/504 or a lost answer: the Circular may be published. (An
+                expired or forged token also makes GCN answer 500.)
             ServiceUnavailable: GCN could not be reached, 429 or 503.
         """
         if not isinstance(circular, Circular):
@@ -512,11 +499,8 @@ class GcnCircularsClient(ServiceClient):
             creates=True,
             json=circular.to_payload(),
         )
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict) or "circularId" not in body:
+        body = self._json(response, operation="submit_circular", creates=True)
+        if "circularId" not in body:
             raise UncertainOutcome(
                 f"GCN submit_circular: HTTP {response.status_code} without a circularId "
                 f"({self._text(response)[:200]!r}); the Circular may be published",

@@ -16,20 +16,15 @@ Example:
 from __future__ import annotations
 
 import uuid as uuid_module
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from followup.exceptions import (
-    AuthenticationError,
-    RequestRejected,
-    ServiceUnavailable,
-    UncertainOutcome,
-)
+from followup.exceptions import AuthenticationError, RequestRejected, UncertainOutcome
+from followup.http import ServiceClient, TokenAuth, flatten_errors
 from followup.models import Measurement, Target
-from followup.reporting._http import ServiceClient
 from followup.reporting.bands import band_label
 
 __all__ = [
@@ -44,7 +39,6 @@ __all__ = [
     "HermesReceipt",
     "HermesReference",
     "HermesTarget",
-    "HermesTokenAuth",
     "build_hermes_message",
     "is_public_topic",
 ]
@@ -361,21 +355,6 @@ def build_hermes_message(
 
 
 # ------------------------------------------------------------------------------- the client
-class HermesTokenAuth(httpx.Auth):
-    """``Authorization: Token <HERMES API token>`` (DRF token authentication)."""
-
-    def __init__(self, token: SecretStr) -> None:
-        self._token = token
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        """Add the token header to the request."""
-        request.headers["Authorization"] = f"Token {self._token.get_secret_value()}"
-        yield request
-
-    def __repr__(self) -> str:
-        return "HermesTokenAuth(token=SecretStr('**********'))"
-
-
 def _payload(message: HermesMessage | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(message, HermesMessage):
         return message.to_payload()
@@ -385,7 +364,7 @@ def _payload(message: HermesMessage | Mapping[str, Any]) -> dict[str, Any]:
 
 
 class HermesClient(ServiceClient):
-    """Client of the HERMES message API (``api/v0/``).
+    """Client of the HERMES message API (``api/v0/``); errors follow :mod:`followup.http`.
 
     Args:
         api_token: The HERMES API token (profile page), sent as ``Authorization: Token ...``.
@@ -397,6 +376,8 @@ class HermesClient(ServiceClient):
         >>> with HermesClient(SecretStr("..."), base_url=HERMES_DEV_URL) as hermes:
         ...     hermes.validate_message(message)
     """
+
+    service = "HERMES"
 
     def __init__(
         self,
@@ -411,8 +392,7 @@ class HermesClient(ServiceClient):
             raise ValueError("a HERMES API token is required")
         super().__init__(
             base_url,
-            service="HERMES",
-            auth=HermesTokenAuth(token),
+            auth=TokenAuth(token),
             timeout=timeout,
             transport=transport,
             secrets=[token],
@@ -427,15 +407,16 @@ class HermesClient(ServiceClient):
         Raises:
             RequestRejected: The message is invalid; ``body`` is HERMES's error dict.
             AuthenticationError: The token was refused (403).
-            ServiceUnavailable: HERMES could not be reached or answered 5xx/429.
+            ServiceUnavailable: HERMES could not be reached or answered 429 or 5xx.
         """
         response = self._request(
             "POST", _VALIDATE, operation="validate_message", json=_payload(message)
         )
-        errors = self._json_object(response, "validate_message", creates=False)
+        errors = self._json(response, operation="validate_message")
         if errors:
+            summary = "; ".join(flatten_errors(errors)) or str(errors)
             raise RequestRejected(
-                f"HERMES validate_message: the message is invalid: {_flatten(errors)}",
+                f"HERMES validate_message: the message is invalid: {summary}",
                 operation="validate_message",
                 status_code=response.status_code,
                 url=str(response.request.url),
@@ -459,14 +440,14 @@ class HermesClient(ServiceClient):
             RequestRejected: 400 serializer errors or ``{"error": ...}`` (TNS/GCN/hop failures),
                 or another error returned with status 200.
             UncertainOutcome: The request was sent but no usable answer came back (dropped
-                connection, 5xx, or a 200 without uuid): the message may be published.
+                connection, 500/502/504, or a 200 without uuid): the message may be published.
             ServiceUnavailable: HERMES could not be reached or answered 429/503.
         """
         response = self._request(
             "POST", _SUBMIT, operation="submit_message", creates=True, json=_payload(message)
         )
         url = str(response.request.url)
-        body = self._json_object(response, "submit_message", creates=True)
+        body = self._json(response, operation="submit_message", creates=True)
         if body.get("error") and not body.get("uuid"):
             error = str(body["error"])
             cls = AuthenticationError if "credential" in error.lower() else RequestRejected
@@ -498,43 +479,3 @@ class HermesClient(ServiceClient):
             url=str(self._client.base_url.join(f"message/{receipt_uuid}")),
             message=body,
         )
-
-    def _json_object(
-        self, response: httpx.Response, operation: str, *, creates: bool
-    ) -> dict[str, Any]:
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            # A creating call whose answer cannot be read may still have published the message.
-            cls = UncertainOutcome if creates else ServiceUnavailable
-            raise cls(
-                f"HERMES {operation}: HTTP {response.status_code} with a body that is not a JSON "
-                f"object: {self._text(response)[:200]!r}",
-                operation=operation,
-                status_code=response.status_code,
-                url=str(response.request.url),
-                body=self._text(response),
-            )
-        return body
-
-
-def _flatten(errors: Any, prefix: str = "") -> str:
-    """A one-line summary of a DRF error dict: ``data.photometry[1].brightness: ...``."""
-    parts: list[str] = []
-
-    def walk(node: Any, path: str) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(value, f"{path}.{key}" if path else str(key))
-        elif isinstance(node, list) and node and all(isinstance(x, str) for x in node):
-            parts.append(f"{path}: {' '.join(node)}")
-        elif isinstance(node, list):
-            for i, value in enumerate(node):
-                walk(value, f"{path}[{i}]")
-        elif node not in (None, "", {}):
-            parts.append(f"{path}: {node}")
-
-    walk(errors, prefix)
-    return "; ".join(parts) or str(errors)

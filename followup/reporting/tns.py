@@ -27,9 +27,15 @@ TNS has quirks a client must survive without ever sending a report twice; how
   shows up once processed). Found -> ``FOUND``; else ``UNCONFIRMED`` without report id. A later
   call to :meth:`report_and_confirm` searches first, so by then a stored report is found and only a
   report that really never arrived is sent again.
-* **429.** The request was refused before any processing, so it is repeated after
-  ``x-rate-limit-reset`` seconds (within ``max_wait_s``); beyond that, :class:`ServiceUnavailable`
-  with ``retry_after`` is raised.
+* **429.** The request was refused before any processing. Before anything was sent, that is a
+  :class:`ServiceUnavailable` with ``retry_after`` (``x-rate-limit-reset`` plus one second, TNS's
+  advice) for the calling task to retry; its retry searches first. While a reply is polled, the
+  next poll simply waits that long. When the last reply said the window is spent
+  (``x-rate-limit-remaining: 0``), the next call waits for the reset first.
+
+The client never retries a failed call by itself (the Prefect task does). The waits inside
+:meth:`TnsClient.report_and_confirm` are the protocol's own (TNS processes reports
+asynchronously: reply polls and confirming searches), all bounded by its ``max_wait_s``.
 """
 
 from __future__ import annotations
@@ -39,28 +45,40 @@ import logging
 import math
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
-from enum import StrEnum
 from typing import Any, Literal, TypeVar
 
 import httpx
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import SecretStr
 
-from followup.exceptions import (
-    NotFound,
-    RequestRejected,
-    ServiceError,
-    ServiceUnavailable,
-    UncertainOutcome,
+from followup.exceptions import NotFound, RequestRejected, ServiceUnavailable, UncertainOutcome
+from followup.http import ServiceClient, response_body
+from followup.reporting.at_report import (
+    AT_TYPES,
+    FLUX_UNIT_AB_MAG,
+    AtDiscovery,
+    Dialect,
+    ReportIdentity,
+    TnsReporter,
+    build_at_report,
+    discovery_points,
+    report_identity,
 )
-from followup.models import Measurement, Target
-from followup.reporting._http import ServiceClient, response_body
-from followup.reporting.bands import tns_filter_id
+from followup.reporting.tns_models import (
+    TnsFeedback,
+    TnsObject,
+    TnsObjectDetails,
+    TnsOutcome,
+    TnsOutcomeStatus,
+    TnsRateLimit,
+    TnsReply,
+)
 
 __all__ = [
     "AT_TYPES",
     "FLUX_UNIT_AB_MAG",
     "TNS_SANDBOX_URL",
     "TNS_URL",
+    "AtDiscovery",
     "Dialect",
     "ReportIdentity",
     "TnsBotAuth",
@@ -74,6 +92,7 @@ __all__ = [
     "TnsOutcomeStatus",
     "TnsRateLimit",
     "TnsReply",
+    "TnsReporter",
     "build_at_report",
     "discovery_points",
     "report_identity",
@@ -84,39 +103,6 @@ logger = logging.getLogger(__name__)
 
 TNS_URL = "https://www.wis-tns.org/api/"
 TNS_SANDBOX_URL = "https://sandbox.wis-tns.org/api/"
-
-AT_TYPES: Mapping[str, str] = {
-    "0": "Other - Undefined",
-    "1": "PSN - Possible SN",
-    "2": "PNV - Possible Nova",
-    "3": "AGN - Known AGN",
-    "4": "NUC - Possibly nuclear",
-    "5": "FRB - Fast Radio Burst event",
-}
-"""TNS ``at_types`` ids."""
-
-FLUX_UNIT_AB_MAG = "1"
-"""TNS ``units`` id of AB magnitudes."""
-
-Dialect = Literal["new", "legacy"]
-
-# Field names of the two dialects TNS accepts (reference/apis.md 4.3).
-_DIALECT_FIELDS: Mapping[str, Mapping[str, str]] = {
-    "new": {
-        "reporting_group": "reporting_group_id",
-        "data_source": "discovery_data_source_id",
-        "flux_units": "flux_units",
-        "filter": "filter_value",
-        "instrument": "instrument_value",
-    },
-    "legacy": {
-        "reporting_group": "reporting_groupid",
-        "data_source": "data_source_groupid",
-        "flux_units": "flux_unitid",
-        "filter": "filterid",
-        "instrument": "instrumentid",
-    },
-}
 
 _IDENTICAL = "an identical at report"
 _T = TypeVar("_T")
@@ -135,188 +121,6 @@ def tns_marker(bot_id: int | str, bot_name: str, *, kind: Literal["bot", "user"]
     return "tns_marker" + json.dumps({"tns_id": ident, "type": kind, "name": bot_name})
 
 
-# ------------------------------------------------------------------------------- models
-class TnsObject(BaseModel):
-    """An object as the TNS search lists it.
-
-    Attributes:
-        objname: The designation without prefix, e.g. ``"2026abc"``.
-        prefix: ``"AT"``, ``"SN"``...
-        objid: TNS's numeric id.
-    """
-
-    objname: str
-    prefix: str | None = None
-    objid: int | None = None
-
-    @property
-    def full_name(self) -> str:
-        """Prefix and name, e.g. ``"AT 2026abc"``."""
-        return f"{self.prefix} {self.objname}" if self.prefix else self.objname
-
-
-class TnsObjectDetails(TnsObject):
-    """An object as ``get/object`` describes it.
-
-    Attributes:
-        ra_deg: Right ascension in degrees.
-        dec_deg: Declination in degrees.
-        internal_names: Internal names reporters gave it.
-        discovery_date: Discovery date as TNS writes it.
-        reporting_group: Name of the discovery reporting group.
-        discoverer: Reporter string of the discovery report.
-        object_type: Classification name, if classified.
-        raw: The ``data`` TNS returned.
-    """
-
-    ra_deg: float | None = None
-    dec_deg: float | None = None
-    internal_names: list[str] = Field(default_factory=list)
-    discovery_date: str | None = None
-    reporting_group: str | None = None
-    discoverer: str | None = None
-    object_type: str | None = None
-    raw: dict[str, Any] = Field(default_factory=dict, repr=False)
-
-
-class TnsFeedback(BaseModel):
-    """One feedback message of a processed report (a key of ``feedback.at_report[i]``).
-
-    Attributes:
-        code: Message code: 100 created, 101 existing object, 121 name changed, ...
-        message: TNS's text.
-        objname: Object name the message is about.
-        new_object_name: New name (code 121).
-        prefix: Name prefix (code 101).
-    """
-
-    code: int
-    message: str = ""
-    objname: str | None = None
-    new_object_name: str | None = None
-    prefix: str | None = None
-
-
-class TnsReply(BaseModel):
-    """The answer of ``get/bulk-report-reply``.
-
-    Attributes:
-        report_id: The report asked about.
-        processed: False while TNS answers 404 (not processed yet, or not found).
-        objname: The object the report ended up on (``new_object_name`` after a 121).
-        codes: Every feedback code, in order.
-        feedback: The feedback messages.
-        raw: TNS's JSON body.
-    """
-
-    report_id: str
-    processed: bool
-    objname: str | None = None
-    codes: list[int] = Field(default_factory=list)
-    feedback: list[TnsFeedback] = Field(default_factory=list)
-    raw: dict[str, Any] = Field(default_factory=dict, repr=False)
-
-    @property
-    def created(self) -> bool:
-        """True when the report created a new object (code 100)."""
-        return 100 in self.codes
-
-    @property
-    def existing(self) -> bool:
-        """True when the report was added to an object TNS already had (code 101)."""
-        return 101 in self.codes
-
-    @property
-    def renamed(self) -> bool:
-        """True when TNS changed the object's name (code 121)."""
-        return 121 in self.codes
-
-
-class TnsRateLimit(BaseModel):
-    """TNS's rate-limit headers of the last reply.
-
-    Attributes:
-        limit: ``x-rate-limit-limit``.
-        remaining: ``x-rate-limit-remaining``.
-        reset_s: ``x-rate-limit-reset``, seconds until the window resets.
-        cone_limit: ``x-cone-rate-limit-limit`` (cone searches).
-        cone_remaining: ``x-cone-rate-limit-remaining``.
-        cone_reset_s: ``x-cone-rate-limit-reset``.
-        seen_at: The client's clock when the headers arrived.
-    """
-
-    limit: int | None = None
-    remaining: int | None = None
-    reset_s: float | None = None
-    cone_limit: int | None = None
-    cone_remaining: int | None = None
-    cone_reset_s: float | None = None
-    seen_at: float | None = Field(default=None, repr=False)
-
-
-class TnsOutcomeStatus(StrEnum):
-    """How :meth:`TnsClient.report_and_confirm` ended."""
-
-    CREATED = "created"
-    """The reply confirmed a new object (code 100, or 121 with its new name)."""
-    ATTACHED = "attached"
-    """The reply confirmed the report was added to an object TNS already had (code 101)."""
-    ALREADY_KNOWN = "already_known"
-    """An object was found before sending; nothing was sent."""
-    FOUND = "found"
-    """The reply did not confirm (504, lasting 404, identical-report guard) but a search found it."""
-    UNCONFIRMED = "unconfirmed"
-    """A report may have arrived but nothing confirmed it within the wait; do not resend blindly."""
-    NOT_STORED = "not_stored"
-    """TNS answered 200 without a report id each time: nothing stored, safe to try later."""
-
-
-class TnsOutcome(BaseModel):
-    """The result of :meth:`TnsClient.report_and_confirm`.
-
-    Attributes:
-        status: How it ended.
-        objname: The TNS designation (without prefix), when known.
-        report_id: The report id TNS gave, when one was given.
-        sends: ``set/bulk-report`` requests that reached TNS (429-refused ones not counted).
-        reply: The last bulk-report reply, if one was processed.
-        url: Link to the object page, when the name is known.
-        notes: What happened and why, in order (for the ledger and the UI).
-    """
-
-    status: TnsOutcomeStatus
-    objname: str | None = None
-    report_id: str | None = None
-    sends: int = 0
-    reply: TnsReply | None = None
-    url: str | None = None
-    notes: list[str] = Field(default_factory=list)
-
-    @property
-    def confirmed(self) -> bool:
-        """True when TNS is known to hold the object (by its reply or by a search)."""
-        return self.status in {
-            TnsOutcomeStatus.CREATED,
-            TnsOutcomeStatus.ATTACHED,
-            TnsOutcomeStatus.ALREADY_KNOWN,
-            TnsOutcomeStatus.FOUND,
-        }
-
-
-class ReportIdentity(BaseModel):
-    """What identifies the object of an AT report: its position and internal name.
-
-    Attributes:
-        ra_deg: Right ascension in degrees.
-        dec_deg: Declination in degrees.
-        internal_name: The reporter's internal name, if given.
-    """
-
-    ra_deg: float
-    dec_deg: float
-    internal_name: str | None = None
-
-
 # ------------------------------------------------------------------------------- errors
 class TnsNotStored(ServiceUnavailable):
     """``set/bulk-report`` answered 200 without a report id: TNS stored nothing to follow."""
@@ -324,231 +128,6 @@ class TnsNotStored(ServiceUnavailable):
 
 class TnsIdenticalReport(RequestRejected):
     """TNS rejected a report because an identical one (sender, position, date, name) exists."""
-
-
-# ------------------------------------------------------------------------------- builders
-def _obsdate(m: Measurement) -> str:
-    return m.date_obs.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def discovery_points(
-    measurements: Sequence[Measurement], target_name: str | None = None
-) -> tuple[Measurement, Measurement | None]:
-    """The first detection of a target and the last non-detection before it.
-
-    Args:
-        measurements: Measurements of one target (or of several, with ``target_name``).
-        target_name: Keep only this target's measurements.
-
-    Returns:
-        ``(first_detection, last_non_detection)``; the second is None when no non-detection
-        precedes the first detection.
-
-    Raises:
-        ValueError: No measurement, several targets without ``target_name``, or no detection.
-    """
-    points = [m for m in measurements if target_name is None or m.target_name == target_name]
-    if not points:
-        raise ValueError(f"no measurements{f' of {target_name!r}' if target_name else ''}")
-    names = {m.target_name for m in points}
-    if len(names) > 1:
-        raise ValueError(f"measurements of several targets {sorted(names)}; pass target_name")
-    detections = sorted((m for m in points if m.is_detection), key=lambda m: m.date_obs)
-    if not detections:
-        raise ValueError(f"target {points[0].target_name!r} has no detection (S/N >= 5) to report")
-    first = detections[0]
-    earlier = sorted(
-        (m for m in points if not m.is_detection and m.date_obs < first.date_obs),
-        key=lambda m: m.date_obs,
-    )
-    return first, (earlier[-1] if earlier else None)
-
-
-def build_at_report(
-    target: Target,
-    first_detection: Measurement,
-    last_non_detection: Measurement | None,
-    *,
-    reporter: str,
-    reporting_group_id: str | int,
-    discovery_data_source_id: str | int,
-    instrument_id: str | int,
-    filter_ids: Mapping[str, str] | None = None,
-    at_type: str | int = "1",
-    internal_name: str | None = None,
-    remarks: str = "",
-    host_name: str = "",
-    position_error_arcsec: float | None = None,
-    observer: str = "",
-    more_detections: Sequence[Measurement] = (),
-    archive_id: Literal["0", "1", "2"] | None = None,
-    archival_remarks: str = "",
-    proprietary_period_days: int = 0,
-    proprietary_period_groups: Sequence[str | int] | None = None,
-    dialect: Dialect = "new",
-) -> dict[str, Any]:
-    """Build the ``data`` JSON of a TNS AT report for one candidate.
-
-    TNS requires the discovery photometry point and the last non-detection before it (or archival
-    information instead); magnitudes are AB (flux unit id ``"1"``).
-
-    Args:
-        target: The candidate (its position becomes the report's ra/dec).
-        first_detection: The discovery point (S/N >= 5).
-        last_non_detection: The last upper limit before the discovery, or None with ``archive_id``.
-        reporter: Reporter string, e.g. ``"A. Author (LCO), B. Author (UCSB)"``.
-        reporting_group_id: TNS group id of the reporting group.
-        discovery_data_source_id: TNS group id of the data source.
-        instrument_id: TNS instrument id of the camera that took the data.
-        filter_ids: TNS filter ids by LCO filter code, overriding the built-in Sloan ids.
-        at_type: TNS AT type id (see :data:`AT_TYPES`); ``"1"`` = PSN.
-        internal_name: The reporter's name for the object (default: the target name).
-        remarks: Free text.
-        host_name: Host galaxy name.
-        position_error_arcsec: Position uncertainty in arcsec (each axis).
-        observer: Observer name for the photometry.
-        more_detections: Further detections of the same target after the first.
-        archive_id: TNS archive id (``"0"`` other, ``"1"`` SDSS, ``"2"`` DSS) when there is no
-            non-detection.
-        archival_remarks: Remarks for the archival non-detection.
-        proprietary_period_days: Proprietary period in days (0 = public at once).
-        proprietary_period_groups: Groups that see the report during the period (default: the
-            reporting group).
-        dialect: ``"new"`` field names (``reporting_group_id``, ``filter_value``...) or
-            ``"legacy"`` (``reporting_groupid``, ``filterid``...). TNS accepts both.
-
-    Returns:
-        ``{"at_report": {"0": {...}}}``, ready for :meth:`TnsClient.send_at_report`.
-
-    Raises:
-        ValueError: Mismatched targets, a detection given as non-detection (or the reverse), a
-            non-detection not before the discovery, neither non-detection nor archive, an unknown
-            dialect, at type or filter.
-    """
-    if dialect not in _DIALECT_FIELDS:
-        raise ValueError(f"dialect must be 'new' or 'legacy', got {dialect!r}")
-    if str(at_type) not in AT_TYPES:
-        raise ValueError(f"at_type must be one of {sorted(AT_TYPES)}, got {at_type!r}")
-    if not reporter.strip():
-        raise ValueError("reporter must name the reporting authors")
-    if not first_detection.is_detection:
-        raise ValueError(
-            f"first_detection of {first_detection.target_name!r} is not a detection (S/N {first_detection.snr:.1f})"
-        )
-    for m in (first_detection, last_non_detection, *more_detections):
-        if m is not None and m.target_name != target.name:
-            raise ValueError(f"measurement of {m.target_name!r} given for target {target.name!r}")
-    for m in more_detections:
-        if not m.is_detection or m.date_obs < first_detection.date_obs:
-            raise ValueError("more_detections must be detections taken after the first detection")
-    if last_non_detection is not None:
-        if last_non_detection.is_detection:
-            raise ValueError("last_non_detection is a detection; pass an upper limit")
-        if last_non_detection.date_obs >= first_detection.date_obs:
-            raise ValueError(
-                "the last non-detection must precede the discovery: "
-                f"{last_non_detection.date_obs.isoformat()} >= {first_detection.date_obs.isoformat()}"
-            )
-    elif archive_id is None:
-        raise ValueError("TNS needs the last non-detection before the discovery, or archive_id")
-    if proprietary_period_days < 0:
-        raise ValueError("proprietary_period_days must be >= 0")
-
-    f = _DIALECT_FIELDS[dialect]
-    group = str(reporting_group_id)
-    instrument = str(instrument_id)
-
-    def point(m: Measurement) -> dict[str, Any]:
-        values = {
-            "obsdate": _obsdate(m),
-            "flux": f"{m.mag:.3f}" if m.mag is not None else "",
-            "flux_error": f"{m.mag_err:.3f}" if m.mag_err is not None else "",
-            "limiting_flux": f"{m.limit_mag_5sigma:.3f}",
-            f["flux_units"]: FLUX_UNIT_AB_MAG,
-            f["filter"]: tns_filter_id(m.band, filter_ids),
-            f["instrument"]: instrument,
-            "exptime": "" if m.exposure_time_s is None else f"{m.exposure_time_s:g}",
-            "observer": observer,
-            "comments": f"{m.method} forced photometry, S/N {m.snr:.1f}",
-        }
-        return values
-
-    if last_non_detection is not None:
-        nd = last_non_detection
-        non_detection: dict[str, Any] = {
-            "obsdate": _obsdate(nd),
-            "limiting_flux": f"{nd.limit_mag_5sigma:.3f}",
-            f["flux_units"]: FLUX_UNIT_AB_MAG,
-            f["filter"]: tns_filter_id(nd.band, filter_ids),
-            f["instrument"]: instrument,
-            "exptime": "" if nd.exposure_time_s is None else f"{nd.exposure_time_s:g}",
-            "observer": observer,
-            "comments": "5-sigma upper limit, forced photometry at the position",
-        }
-    else:
-        non_detection = {"archiveid": str(archive_id), "archival_remarks": archival_remarks}
-
-    error = "" if position_error_arcsec is None else f"{position_error_arcsec:g}"
-    detections = [first_detection, *sorted(more_detections, key=lambda m: m.date_obs)]
-    entry: dict[str, Any] = {
-        "ra": {"value": f"{target.ra:.6f}", "error": error, "units": "arcsec"},
-        "dec": {"value": f"{target.dec:.6f}", "error": error, "units": "arcsec"},
-        f["reporting_group"]: group,
-        f["data_source"]: str(discovery_data_source_id),
-        "reporter": reporter,
-        "discovery_datetime": _obsdate(first_detection),
-        "at_type": str(at_type),
-        "internal_name": internal_name or target.name,
-        "host_name": host_name,
-        "host_redshift": "",
-        "transient_redshift": "",
-        "remarks": remarks,
-        "proprietary_period_groups": [str(g) for g in (proprietary_period_groups or [group])],
-        "proprietary_period": {
-            "proprietary_period_value": str(proprietary_period_days),
-            "proprietary_period_units": "days",
-        },
-        "non_detection": non_detection,
-        "photometry": {"photometry_group": {str(i): point(m) for i, m in enumerate(detections)}},
-    }
-    return {"at_report": {"0": entry}}
-
-
-def _angle_deg(value: Any, *, hours: bool) -> float:
-    """Degrees from a TNS ra/dec value: decimal degrees or sexagesimal text."""
-    try:
-        deg = float(value)
-    except (TypeError, ValueError):
-        import astropy.units as u
-        from astropy.coordinates import Angle  # only sexagesimal input needs astropy
-
-        deg = Angle(str(value), unit=u.hourangle if hours else u.deg).deg
-    if not math.isfinite(deg):
-        raise ValueError(f"not a finite angle: {value!r}")
-    return deg
-
-
-def report_identity(report: Mapping[str, Any]) -> ReportIdentity:
-    """Position and internal name of the single object of an AT report.
-
-    Raises:
-        ValueError: Not an ``{"at_report": {...}}`` payload, more than one report in it, or no
-            readable ra/dec.
-    """
-    entries = report.get("at_report") if isinstance(report, Mapping) else None
-    if not isinstance(entries, Mapping) or len(entries) != 1:
-        raise ValueError('expected {"at_report": {"0": {...}}} holding exactly one AT report')
-    entry = next(iter(entries.values()))
-    try:
-        ra = entry["ra"]["value"] if isinstance(entry["ra"], Mapping) else entry["ra"]
-        dec = entry["dec"]["value"] if isinstance(entry["dec"], Mapping) else entry["dec"]
-    except (KeyError, TypeError) as exc:
-        raise ValueError("the AT report has no ra/dec value") from exc
-    return ReportIdentity(
-        ra_deg=_angle_deg(ra, hours=True) % 360.0,
-        dec_deg=_angle_deg(dec, hours=False),
-        internal_name=(entry.get("internal_name") or None),
-    )
 
 
 # ------------------------------------------------------------------------------- the client
@@ -579,7 +158,7 @@ def _float(value: str | None) -> float | None:
 
 
 class TnsClient(ServiceClient):
-    """Client of the TNS bot API (``/api/``).
+    """Client of the TNS bot API (``/api/``); errors follow :mod:`followup.http`.
 
     Args:
         api_key: The bot's API key, sent as the ``api_key`` form field; never logged or repr'd.
@@ -589,7 +168,7 @@ class TnsClient(ServiceClient):
         marker_type: ``"bot"`` (or ``"user"`` for a user account).
         timeout: Seconds for connect, read and write.
         transport: An httpx transport to use instead of the network.
-        sleep: Waits between polls (injectable for tests).
+        sleep: Waits between reply polls and searches (injectable for tests).
         clock: Monotonic seconds (injectable for tests).
 
     Example:
@@ -597,6 +176,8 @@ class TnsClient(ServiceClient):
         ...                base_url=TNS_SANDBOX_URL) as tns:
         ...     outcome = tns.report_and_confirm(report, poll_interval_s=2, max_wait_s=120)
     """
+
+    service = "TNS"
 
     def __init__(
         self,
@@ -621,7 +202,6 @@ class TnsClient(ServiceClient):
         self._clock = clock
         super().__init__(
             base_url,
-            service="TNS",
             auth=TnsBotAuth(self.marker),
             timeout=timeout,
             transport=transport,
@@ -648,13 +228,11 @@ class TnsClient(ServiceClient):
                 passthrough=passthrough,
                 data=data,
             )
-        except ServiceError as exc:
+        except ServiceUnavailable as exc:
             if exc.status_code == 429:
-                logger.warning(
-                    "TNS %s rate limited; reset in %s s",
-                    operation,
-                    getattr(exc, "retry_after", None),
-                )
+                # TNS's advice: wait for the reset, then one second more.
+                exc.retry_after = (exc.retry_after or 0.0) + 1.0
+                logger.warning("TNS %s rate limited; retry in %g s", operation, exc.retry_after)
             raise
         self._note_rate_limit(response.headers)
         return response
@@ -676,26 +254,12 @@ class TnsClient(ServiceClient):
         self, response: httpx.Response, operation: str, *, creates: bool = False
     ) -> dict[str, Any]:
         """The JSON envelope ``{"id_code", "id_message", "data"}``; an error id_code in a 200 is raised."""
-        body = response_body(response)
-        url = str(response.request.url)
-        if not isinstance(body, dict):
-            cls = UncertainOutcome if creates else ServiceUnavailable
-            raise cls(
-                f"TNS {operation}: HTTP {response.status_code} with a body that is not a JSON object: "
-                f"{self._text(response)[:200]!r}",
-                operation=operation,
-                status_code=response.status_code,
-                url=url,
-                body=self._scrub(body),
-            )
+        body = self._json(response, operation=operation, creates=creates)
         code = _int(str(body.get("id_code"))) if body.get("id_code") is not None else None
         if response.status_code == 200 and code is not None and code >= 400:
             # TNS sometimes reports a failure inside a 200 envelope; treat it like that status.
-            fake = httpx.Response(
-                code, headers=response.headers, json=body, request=response.request
-            )
-            raise self._error_for(
-                fake, where=f"TNS {operation}", operation=operation, url=url, creates=creates
+            raise self._status_error(
+                response, operation=operation, creates=creates, status=code, body=body
             )
         return body
 
@@ -933,41 +497,29 @@ class TnsClient(ServiceClient):
         )
 
     # --------------------------------------------------------------- exactly once
-    def _until(self, deadline: float, call: Callable[[], _T], notes: list[str], what: str) -> _T:
-        """Run ``call``; on 429/503/not-reached, wait (reset or 1 s) and repeat until ``deadline``.
+    def _paced(self, deadline: float, call: Callable[[], _T], notes: list[str], what: str) -> _T:
+        """Run ``call`` once; first wait for the rate-limit reset when the last reply spent it.
 
-        When the last reply said no requests remain in the window, wait for its reset first
-        (TNS's advice), so that the budget is not burnt on 429s.
+        TNS's advice is to wait for ``x-rate-limit-reset`` (plus one second) once
+        ``x-rate-limit-remaining`` reaches 0, so that the budget is not burnt on 429s. The wait
+        is skipped when it would pass ``deadline``; the call then meets the 429 and raises. A
+        failed call is not repeated here.
         """
-        while True:
-            limits = self.rate_limit
-            if limits.remaining == 0 and limits.reset_s is not None and limits.seen_at is not None:
-                wait = max(0.0, limits.reset_s - (self._clock() - limits.seen_at)) + 1.0
-                if self._clock() + wait <= deadline:
-                    notes.append(f"{what}: rate-limit window spent; waited {wait:g} s")
-                    self._sleep(wait)
-            try:
-                return call()
-            except (UncertainOutcome, TnsNotStored):
-                raise
-            except ServiceUnavailable as exc:
-                wait = exc.retry_after if exc.retry_after is not None else 1.0
-                if exc.status_code == 429:
-                    wait += 1.0  # TNS's advice: sleep reset + 1 s
-                if self._clock() + wait > deadline:
-                    notes.append(
-                        f"{what}: {exc.status_code or 'no answer'}, no time left to wait {wait:g} s"
-                    )
-                    raise
-                notes.append(f"{what}: {exc.status_code or 'not reached'}; waited {wait:g} s")
+        limits = self.rate_limit
+        if limits.remaining == 0 and limits.reset_s is not None and limits.seen_at is not None:
+            wait = max(0.0, limits.reset_s - (self._clock() - limits.seen_at)) + 1.0
+            if self._clock() + wait <= deadline:
+                notes.append(f"{what}: rate-limit window spent; waited {wait:g} s")
                 self._sleep(wait)
+                self.rate_limit = TnsRateLimit()  # the window has reset
+        return call()
 
     def _find(
         self, ident: ReportIdentity, radius_arcsec: float, deadline: float, notes: list[str]
     ) -> TnsObject | None:
         """An object under the report's internal name, else the nearest one within the radius."""
         if ident.internal_name:
-            hits = self._until(
+            hits = self._paced(
                 deadline, lambda: self.search(internal_name=ident.internal_name), notes, "search"
             )
             if hits:
@@ -975,7 +527,7 @@ class TnsClient(ServiceClient):
                     f"search: internal name {ident.internal_name!r} is {hits[0].full_name}"
                 )
                 return hits[0]
-        hits = self._until(
+        hits = self._paced(
             deadline,
             lambda: self.search(ident.ra_deg, ident.dec_deg, radius_arcsec),
             notes,
@@ -988,7 +540,7 @@ class TnsClient(ServiceClient):
             best_sep = math.inf
             for hit in hits[:5]:
                 try:
-                    details = self._until(
+                    details = self._paced(
                         deadline, lambda h=hit: self.get_object(h.objname), notes, "get_object"
                     )
                 except (NotFound, ServiceUnavailable):
@@ -1007,7 +559,7 @@ class TnsClient(ServiceClient):
         self, name: str, deadline: float, notes: list[str]
     ) -> TnsObject | None:
         try:
-            hits = self._until(deadline, lambda: self.search(internal_name=name), notes, "search")
+            hits = self._paced(deadline, lambda: self.search(internal_name=name), notes, "search")
         except ServiceUnavailable:
             return None
         return hits[0] if hits else None
@@ -1056,7 +608,8 @@ class TnsClient(ServiceClient):
             report: ``{"at_report": {"0": {...}}}`` with exactly one report.
             poll_interval_s: Seconds between the first reply polls (TNS processes within
                 seconds); later waits grow 1.5 times each, up to 30 s, to spare the rate limit.
-            max_wait_s: Total seconds this call may take, waits for rate limits included.
+            max_wait_s: Total seconds this call may wait (reply polls, confirming searches and
+                rate-limit resets).
             search_radius_arcsec: Cone radius for "is it already there".
             max_resends: Resends allowed after a 200 without report id (0 disables them).
 
@@ -1067,7 +620,9 @@ class TnsClient(ServiceClient):
             ValueError: Not a single AT report, or bad timing arguments.
             RequestRejected: TNS rejected the report (400 reply or 400 on send): nothing stored.
             AuthenticationError: The api key or bot marker was refused.
-            ServiceUnavailable: TNS stayed unreachable or rate limited before anything was sent.
+            ServiceUnavailable: TNS was unreachable, rate limited or answering 503 before a report
+                was stored (the first search, or a send): nothing to confirm. The calling task
+                retries after ``retry_after``; the retry searches first.
         """
         if not poll_interval_s > 0 or not max_wait_s > 0:
             raise ValueError("poll_interval_s and max_wait_s must be > 0")
@@ -1087,7 +642,7 @@ class TnsClient(ServiceClient):
         sends = 0
         while True:
             try:
-                report_id = self._until(
+                report_id = self._paced(
                     deadline, lambda: self.send_at_report(report), notes, "send"
                 )
                 sends += 1
@@ -1156,28 +711,23 @@ class TnsClient(ServiceClient):
         polls = 0
         interval = poll_interval_s
         while True:
+            wait = interval
             try:
-                reply = self._until(
+                reply = self._paced(
                     deadline, lambda: self.get_report_reply(report_id), notes, "reply"
                 )
             except TnsIdenticalReport:
                 notes.append("reply: TNS already holds an identical report: finding its object")
                 found = self._try_find(ident, radius, deadline, notes)
-                if found is not None:
-                    return self._outcome(
-                        TnsOutcomeStatus.FOUND,
-                        objname=found.objname,
-                        report_id=report_id,
-                        sends=sends,
-                        notes=notes,
-                    )
-                return self._outcome(
-                    TnsOutcomeStatus.UNCONFIRMED, report_id=report_id, sends=sends, notes=notes
-                )
-            except ServiceUnavailable:
-                break  # out of time while TNS was unavailable: settle by search below
+                return self._found_or_unconfirmed(found, report_id, sends, notes)
+            except ServiceUnavailable as exc:
+                # A poll that got no answer is a poll without news: the next one waits at least
+                # as long as TNS asked.
+                reply = None
+                wait = max(interval, exc.retry_after or 0.0)
+                notes.append(f"reply: {exc.status_code or 'not reached'}; next poll in {wait:g} s")
             polls += 1
-            if reply.processed:
+            if reply is not None and reply.processed:
                 if reply.objname:
                     new_object = reply.created or (reply.renamed and not reply.existing)
                     status = TnsOutcomeStatus.CREATED if new_object else TnsOutcomeStatus.ATTACHED
@@ -1207,25 +757,32 @@ class TnsClient(ServiceClient):
                         sends=sends,
                         notes=notes,
                     )
-            if self._clock() + interval > deadline:
+            if self._clock() + wait > deadline:
                 break
-            self._sleep(interval)
+            self._sleep(wait)
             interval = _next_interval(interval, poll_interval_s)
         notes.append(
             f"reply: not confirmed after {polls} poll(s); report id {report_id} exists, so no resend"
         )
         found = self._try_find(ident, radius, deadline, notes)
-        if found is not None:
+        if found is None:
+            notes.append("not found by search either: unconfirmed; poll the report id again later")
+        return self._found_or_unconfirmed(found, report_id, sends, notes)
+
+    def _found_or_unconfirmed(
+        self, found: TnsObject | None, report_id: str, sends: int, notes: list[str]
+    ) -> TnsOutcome:
+        """FOUND when a search found the object of a stored report, else UNCONFIRMED."""
+        if found is None:
             return self._outcome(
-                TnsOutcomeStatus.FOUND,
-                objname=found.objname,
-                report_id=report_id,
-                sends=sends,
-                notes=notes,
+                TnsOutcomeStatus.UNCONFIRMED, report_id=report_id, sends=sends, notes=notes
             )
-        notes.append("not found by search either: unconfirmed; poll the report id again later")
         return self._outcome(
-            TnsOutcomeStatus.UNCONFIRMED, report_id=report_id, sends=sends, notes=notes
+            TnsOutcomeStatus.FOUND,
+            objname=found.objname,
+            report_id=report_id,
+            sends=sends,
+            notes=notes,
         )
 
     def _settle_by_search(

@@ -1,4 +1,7 @@
-"""Shared plumbing: Retry-After parsing, error mapping for reads vs creating calls, the fault queue."""
+"""Shared plumbing: Retry-After parsing and the stand-ins' fault queue.
+
+The error table of the HTTP layer is tested for every client in ``tests/test_http.py``.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +9,8 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import httpx
-import pytest
-from pydantic import SecretStr
 
-from followup.exceptions import NotFound, RequestRejected, ServiceUnavailable, UncertainOutcome
-from followup.reporting._http import ServiceClient, parse_retry_after
+from followup.http import parse_retry_after
 from sandbox.fault_queue import Fault, FaultQueue
 
 
@@ -21,39 +21,6 @@ def test_retry_after_forms():
     assert 25 < parse_retry_after(httpx.Headers({"Retry-After": soon})) <= 30
     assert parse_retry_after(httpx.Headers({"Retry-After": "whenever"})) is None
     assert parse_retry_after(httpx.Headers({})) is None
-
-
-def answer(status: int, **kwargs) -> ServiceClient:
-    transport = httpx.MockTransport(lambda request: httpx.Response(status, **kwargs))
-    return ServiceClient(
-        "https://svc.example/", service="SVC", transport=transport, secrets=[SecretStr("s3cret")]
-    )
-
-
-@pytest.mark.parametrize(
-    ("status", "creates", "error"),
-    [
-        (500, True, UncertainOutcome),
-        (500, False, ServiceUnavailable),
-        (504, True, UncertainOutcome),
-        (503, True, ServiceUnavailable),
-        (429, True, ServiceUnavailable),
-        (404, False, NotFound),
-        (409, True, RequestRejected),
-        (422, True, RequestRejected),
-    ],
-)
-def test_status_mapping(status, creates, error):
-    with answer(status, json={"detail": "nope s3cret"}) as client, pytest.raises(error) as info:
-        client._request("POST", "things/", operation="make_thing", creates=creates)
-    assert type(info.value) is error
-    assert "make_thing" in str(info.value) and "https://svc.example/things/" in str(info.value)
-    assert "s3cret" not in str(info.value) and info.value.body == {"detail": "nope ***"}
-
-
-def test_timeout_must_be_positive():
-    with pytest.raises(ValueError):
-        ServiceClient("https://svc.example/", service="SVC", timeout=0)
 
 
 def test_fault_queue_counts():

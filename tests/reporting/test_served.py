@@ -8,7 +8,14 @@ import pytest
 from followup.exceptions import AuthenticationError
 from followup.reporting.gcn import GcnCircularsClient, draft_circular
 from followup.reporting.hermes import HermesClient, build_hermes_message
-from followup.reporting.tns import TnsClient, TnsOutcomeStatus, build_at_report, discovery_points
+from followup.reporting.tns import (
+    AtDiscovery,
+    TnsClient,
+    TnsOutcomeStatus,
+    TnsReporter,
+    build_at_report,
+    discovery_points,
+)
 from sandbox import gcn, hermes, tns, webhook
 from sandbox.fault_queue import Fault
 from tests.reporting.conftest import make_measurement, make_target
@@ -50,13 +57,17 @@ def _report(name: str, ra: float) -> dict:
         ]
     )
     return build_at_report(
-        target,
-        first,
-        last,
-        reporter="A. Author",
-        reporting_group_id=82,
-        discovery_data_source_id=48,
-        instrument_id=101,
+        AtDiscovery(
+            target=target,
+            first_detection=first,
+            last_non_detection=last,
+        ),
+        TnsReporter(
+            reporter="A. Author",
+            reporting_group_id=82,
+            discovery_data_source_id=48,
+            instrument_id=101,
+        ),
     )
 
 

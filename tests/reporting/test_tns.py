@@ -17,10 +17,12 @@ from followup.exceptions import (
     UncertainOutcome,
 )
 from followup.reporting.tns import (
+    AtDiscovery,
     TnsClient,
     TnsIdenticalReport,
     TnsNotStored,
     TnsOutcomeStatus,
+    TnsReporter,
     build_at_report,
     discovery_points,
     report_identity,
@@ -48,13 +50,17 @@ def tns(clock: FakeClock) -> TnsClient:
 def report(target, candidate_points) -> dict:
     first, last = discovery_points(candidate_points)
     return build_at_report(
-        target,
-        first,
-        last,
-        reporter="A. Author (LCO)",
-        reporting_group_id=82,
-        discovery_data_source_id=48,
-        instrument_id=101,
+        AtDiscovery(
+            target=target,
+            first_detection=first,
+            last_non_detection=last,
+        ),
+        TnsReporter(
+            reporter="A. Author (LCO)",
+            reporting_group_id=82,
+            discovery_data_source_id=48,
+            instrument_id=101,
+        ),
     )
 
 
@@ -103,14 +109,18 @@ def test_at_report_new_dialect(report):
 def test_at_report_legacy_dialect(target, candidate_points):
     first, last = discovery_points(candidate_points)
     legacy = build_at_report(
-        target,
-        first,
-        last,
-        reporter="R",
-        reporting_group_id=82,
-        discovery_data_source_id=48,
-        instrument_id=101,
-        dialect="legacy",
+        AtDiscovery(
+            target=target,
+            first_detection=first,
+            last_non_detection=last,
+        ),
+        TnsReporter(
+            reporter="R",
+            reporting_group_id=82,
+            discovery_data_source_id=48,
+            instrument_id=101,
+            dialect="legacy",
+        ),
     )["at_report"]["0"]
     assert legacy["reporting_groupid"] == "82" and legacy["data_source_groupid"] == "48"
     point = legacy["photometry"]["photometry_group"]["0"]
@@ -124,16 +134,20 @@ def test_at_report_legacy_dialect(target, candidate_points):
 def test_at_report_more_detections_and_archival(target, candidate_points):
     first = candidate_points[1]
     report = build_at_report(
-        target,
-        first,
-        None,
-        reporter="R",
-        reporting_group_id=1,
-        discovery_data_source_id=1,
-        instrument_id=1,
-        more_detections=[candidate_points[2]],
-        archive_id="1",
-        archival_remarks="SDSS shows nothing",
+        AtDiscovery(
+            target=target,
+            first_detection=first,
+            last_non_detection=None,
+            more_detections=[candidate_points[2]],
+            archive_id="1",
+            archival_remarks="SDSS shows nothing",
+        ),
+        TnsReporter(
+            reporter="R",
+            reporting_group_id=1,
+            discovery_data_source_id=1,
+            instrument_id=1,
+        ),
     )["at_report"]["0"]
     assert report["non_detection"] == {"archiveid": "1", "archival_remarks": "SDSS shows nothing"}
     assert [p["filter_value"] for p in report["photometry"]["photometry_group"].values()] == [
@@ -153,6 +167,7 @@ def test_at_report_more_detections_and_archival(target, candidate_points):
         pytest.param({"at_type": 9}, "at_type", id="bad at type"),
         pytest.param({"band": "V"}, "no TNS filter id", id="filter without id"),
         pytest.param({"other_target": True}, "given for target", id="wrong target"),
+        pytest.param({"reporter": " "}, "reporting authors", id="no reporter"),
     ],
 )
 def test_at_report_refuses_bad_input(target, candidate_points, kwargs, message):
@@ -169,17 +184,21 @@ def test_at_report_refuses_bad_input(target, candidate_points, kwargs, message):
         first = make_measurement(hours=5.0, band=kwargs["band"], mag=19.0)
     if kwargs.get("other_target"):
         target = make_target(name="other")
-    extra = {k: v for k, v in kwargs.items() if k in ("dialect", "at_type")}
     with pytest.raises(ValueError, match=message):
         build_at_report(
-            target,
-            first,
-            last,
-            reporter="R",
-            reporting_group_id=1,
-            discovery_data_source_id=1,
-            instrument_id=1,
-            **extra,
+            AtDiscovery(
+                target=target,
+                first_detection=first,
+                last_non_detection=last,
+                **{k: v for k, v in kwargs.items() if k == "at_type"},
+            ),
+            TnsReporter(
+                reporter=kwargs.get("reporter", "R"),
+                reporting_group_id=1,
+                discovery_data_source_id=1,
+                instrument_id=1,
+                **{k: v for k, v in kwargs.items() if k == "dialect"},
+            ),
         )
 
 
@@ -297,7 +316,8 @@ def test_429_carries_the_reset(respx_mock, tns, report):
     )
     with pytest.raises(ServiceUnavailable) as info:
         tns.send_at_report(report)
-    assert info.value.retry_after == 37 and not isinstance(info.value, UncertainOutcome)
+    # TNS's advice: wait for the reset, then one second more.
+    assert info.value.retry_after == 38 and not isinstance(info.value, UncertainOutcome)
 
 
 @respx.mock(base_url=BASE, assert_all_called=False)
@@ -564,7 +584,9 @@ def test_lasting_404_for_a_known_report_id(respx_mock, tns, report, clock):
 
 
 @respx.mock(base_url=BASE, assert_all_called=False)
-def test_429_waits_for_the_reset(respx_mock, tns, report, clock):
+def test_429_on_send_is_left_to_the_task_and_its_retry_searches_first(
+    respx_mock, tns, report, clock
+):
     fake = FakeTns(respx_mock)
     fake.send_answers = [
         httpx.Response(
@@ -573,24 +595,44 @@ def test_429_waits_for_the_reset(respx_mock, tns, report, clock):
             headers={"x-rate-limit-remaining": "0", "x-rate-limit-reset": "12"},
         )
     ]
+    fake.reply_answers = [created()]
+    with pytest.raises(ServiceUnavailable) as info:
+        tns.report_and_confirm(report, poll_interval_s=1, max_wait_s=60)
+    assert info.value.retry_after == 13 and fake.sends == 0 and clock.sleeps == []
+    searches = len(fake.searches)
+    # The task's retry: a new call, which searches before it sends.
+    outcome = tns.report_and_confirm(report, poll_interval_s=1, max_wait_s=60)
+    assert outcome.status is TnsOutcomeStatus.CREATED and fake.sends == 1
+    assert len(fake.searches) == searches + 2
+
+
+@respx.mock(base_url=BASE, assert_all_called=False)
+def test_a_poll_refused_with_429_waits_for_the_reset(respx_mock, tns, report, clock):
+    fake = FakeTns(respx_mock)
     fake.reply_answers = [
         httpx.Response(429, json={"id_code": 429}, headers={"x-rate-limit-reset": "4"}),
         created(),
     ]
     outcome = tns.report_and_confirm(report, poll_interval_s=1, max_wait_s=60)
-    assert outcome.status is TnsOutcomeStatus.CREATED and fake.sends == 1
-    assert 13 in clock.sleeps and 5 in clock.sleeps  # reset + 1 s
+    assert outcome.status is TnsOutcomeStatus.CREATED and fake.sends == 1 and fake.replies == 2
+    assert clock.sleeps == [5]  # reset + 1 s, instead of the 1 s poll interval
 
 
 @respx.mock(base_url=BASE, assert_all_called=False)
-def test_429_beyond_the_wait_is_raised_and_nothing_was_sent(respx_mock, tns, report):
+def test_a_spent_rate_limit_window_is_waited_out_before_the_next_call(
+    respx_mock, tns, report, clock
+):
     fake = FakeTns(respx_mock)
-    fake.send_answers = [
-        httpx.Response(429, json={"id_code": 429}, headers={"x-rate-limit-reset": "600"})
-    ]
-    with pytest.raises(ServiceUnavailable) as info:
-        tns.report_and_confirm(report, poll_interval_s=1, max_wait_s=30)
-    assert info.value.retry_after == 600 and fake.sends == 0
+    spent = {"x-rate-limit-remaining": "0", "x-rate-limit-reset": "9"}
+    respx_mock.post("get/search").mock(
+        side_effect=lambda request: httpx.Response(200, json=ok([]), headers=spent)
+    )
+    fake.reply_answers = [created()]
+    outcome = tns.report_and_confirm(report, poll_interval_s=1, max_wait_s=60)
+    assert outcome.status is TnsOutcomeStatus.CREATED
+    # The first search spent the window: the second search and the send each waited for it.
+    assert clock.sleeps[:2] == [10, 10]
+    assert any("rate-limit window spent" in note for note in outcome.notes)
 
 
 @respx.mock(base_url=BASE, assert_all_called=False)

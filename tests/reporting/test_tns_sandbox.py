@@ -7,10 +7,13 @@ import json
 import httpx
 import pytest
 
-from followup.exceptions import AuthenticationError, RequestRejected
+from followup.exceptions import AuthenticationError, RequestRejected, ServiceUnavailable
 from followup.reporting.tns import (
+    AtDiscovery,
     TnsClient,
+    TnsOutcome,
     TnsOutcomeStatus,
+    TnsReporter,
     build_at_report,
     discovery_points,
     tns_marker,
@@ -60,14 +63,18 @@ def make_report(target=None, dialect="new", points=None) -> dict:
     ]
     first, last = discovery_points(points)
     return build_at_report(
-        target,
-        first,
-        last,
-        reporter="A. Author (LCO)",
-        reporting_group_id=82,
-        discovery_data_source_id=48,
-        instrument_id=101,
-        dialect=dialect,
+        AtDiscovery(
+            target=target,
+            first_detection=first,
+            last_non_detection=last,
+        ),
+        TnsReporter(
+            reporter="A. Author (LCO)",
+            reporting_group_id=82,
+            discovery_data_source_id=48,
+            instrument_id=101,
+            dialect=dialect,
+        ),
     )
 
 
@@ -323,6 +330,17 @@ def accepted_reports(state: TnsSandboxState) -> list:
     return [r for r in state.reports.values() if r.state == "processed"]
 
 
+def confirm_as_the_task_does(tns: TnsClient, report: dict, clock: FakeClock) -> TnsOutcome:
+    """report_and_confirm, retried after ``retry_after`` on ServiceUnavailable as the task does."""
+    for _ in range(3):
+        try:
+            return tns.report_and_confirm(report, poll_interval_s=1.0, max_wait_s=60)
+        except ServiceUnavailable as exc:
+            assert exc.retry_after is not None
+            clock.sleep(exc.retry_after)
+    raise AssertionError("still unavailable after three attempts")
+
+
 @pytest.mark.parametrize(
     "fault",
     [
@@ -346,11 +364,11 @@ def accepted_reports(state: TnsSandboxState) -> list:
         pytest.param(Fault(kind="rename", endpoint="process"), id="121 rename"),
     ],
 )
-def test_exactly_one_report_under_each_quirk(tns, state, fault):
+def test_exactly_one_report_under_each_quirk(tns, state, fault, clock):
     if fault is not None:
         state.faults.add(fault)
     report = make_report()
-    outcome = tns.report_and_confirm(report, poll_interval_s=1.0, max_wait_s=60)
+    outcome = confirm_as_the_task_does(tns, report, clock)
     assert outcome.confirmed, outcome.notes
     state.process_due(force=True)
     assert len(reports_of(state, "S260314ab-C1")) == 1

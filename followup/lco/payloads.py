@@ -1,0 +1,226 @@
+"""Request-group payloads from data, the epochs of a cadence, and exactly-once group names.
+
+:func:`build_request_group` turns a :class:`RequestGroupSpec` (a :class:`~followup.models.Target`,
+an :class:`~followup.models.ObservingStrategy`, a proposal, a name and a window) into the portal's
+RequestGroup JSON, driven by the instrument table. :func:`make_group_name` gives the deterministic
+group name that makes submission exactly-once.
+
+Example:
+    >>> spec = RequestGroupSpec(target=target, strategy=strategy, proposal="LCO2025A-001",
+    ...     group_name=make_group_name("S250101ab", target.name, epoch=0, filters=["rp"]),
+    ...     window_start=start, window_end=end)  # doctest: +SKIP
+    >>> group = portal.submit_request_group(build_request_group(spec))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from followup.lco.instruments import InstrumentSpec, instrument_configs, spec_for
+from followup.lco.models import portal_time
+from followup.models import ObservingStrategy, Target, UtcDatetime
+
+__all__ = [
+    "RequestGroupSpec",
+    "build_request_group",
+    "epoch_windows",
+    "group_name_prefix",
+    "make_group_name",
+]
+
+
+class RequestGroupSpec(BaseModel):
+    """Everything one request group is built from: one target, one epoch of a strategy.
+
+    Attributes:
+        target: What to observe (ICRS ra/dec in degrees).
+        strategy: Instrument, filters, exposures, constraints, ipp and observation type.
+        proposal: LCO proposal id.
+        group_name: The group name (see :func:`make_group_name`), 1 to 50 characters.
+        window_start: Window start (naive is read as UTC).
+        window_end: Window end, after the start.
+        site: Pin the request to one site (``coj``, ``cpt``...), else any site of the class.
+        observation_note: Free text stored with the request (cut to 255 characters).
+        max_lunar_phase: Moon illumination limit, 0 to 1.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    target: Target
+    strategy: ObservingStrategy
+    proposal: str = Field(min_length=1)
+    group_name: str = Field(min_length=1, max_length=50)
+    window_start: UtcDatetime
+    window_end: UtcDatetime
+    site: str | None = None
+    observation_note: str = ""
+    max_lunar_phase: float = Field(default=1.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _window_is_ordered(self) -> RequestGroupSpec:
+        if self.window_end <= self.window_start:
+            raise ValueError(
+                f"window_end {self.window_end.isoformat()} is not after "
+                f"window_start {self.window_start.isoformat()}"
+            )
+        return self
+
+
+def _configuration(spec: RequestGroupSpec, instrument: InstrumentSpec) -> dict[str, Any]:
+    """The single configuration of the request: target, constraints, exposures, guiding."""
+    target, strategy = spec.target, spec.strategy
+    return {
+        "type": instrument.configuration_type,
+        "instrument_type": instrument.instrument_type,
+        "extra_params": {},
+        "target": {
+            "name": target.name,
+            "type": "ICRS",
+            "ra": target.ra,
+            "dec": target.dec,
+            "proper_motion_ra": 0.0,
+            "proper_motion_dec": 0.0,
+            "epoch": 2000.0,
+            "parallax": 0.0,
+            "extra_params": {},
+        },
+        "constraints": {
+            "max_airmass": strategy.max_airmass,
+            "min_lunar_distance": strategy.min_lunar_distance_deg,
+            "max_lunar_phase": spec.max_lunar_phase,
+            "extra_params": {},
+        },
+        "instrument_configs": instrument_configs(strategy, instrument),
+        "acquisition_config": {"mode": instrument.acquisition_mode, "extra_params": {}},
+        "guiding_config": {"mode": instrument.guiding_mode, "optional": True, "extra_params": {}},
+    }
+
+
+def build_request_group(spec: RequestGroupSpec) -> dict[str, Any]:
+    """The portal's RequestGroup JSON for one target and one epoch of a strategy.
+
+    One function driven by :data:`~followup.lco.instruments.INSTRUMENTS`: imagers get one
+    instrument config per filter, MuSCAT one config with per-channel times, FLOYDS a SPECTRUM
+    configuration with its slit and rotator mode. The group is SINGLE with one request and one
+    window.
+
+    Args:
+        spec: The target, strategy, proposal, group name and window.
+
+    Returns:
+        A JSON-able dict for :meth:`~followup.lco.PortalClient.validate_request_group` and
+        :meth:`~followup.lco.PortalClient.submit_request_group`.
+
+    Raises:
+        ValueError: Unknown instrument type, or a filter the instrument does not have.
+    """
+    instrument = spec_for(spec.strategy.instrument_type)
+    location: dict[str, Any] = {"telescope_class": instrument.telescope_class}
+    if spec.site:
+        location["site"] = spec.site
+    return {
+        "name": spec.group_name,
+        "proposal": spec.proposal,
+        "ipp_value": spec.strategy.ipp_value,
+        "operator": "SINGLE",
+        "observation_type": spec.strategy.observation_type.value,
+        "requests": [
+            {
+                "acceptability_threshold": 90,
+                "configuration_repeats": 1,
+                "optimization_type": "TIME",
+                "observation_note": spec.observation_note[:255],
+                "extra_params": {},
+                "location": location,
+                "windows": [
+                    {"start": portal_time(spec.window_start), "end": portal_time(spec.window_end)}
+                ],
+                "configurations": [_configuration(spec, instrument)],
+            }
+        ],
+    }
+
+
+def epoch_windows(strategy: ObservingStrategy, start: datetime) -> list[tuple[datetime, datetime]]:
+    """The observing window of each epoch of a strategy's cadence.
+
+    Epoch ``k`` opens at ``start + k * cadence_hours`` and lasts ``window_hours``.
+
+    Returns:
+        ``[(window_start, window_end), ...]``, one per epoch, aware UTC.
+    """
+    first = start if start.tzinfo else start.replace(tzinfo=UTC)
+    first = first.astimezone(UTC)
+    return [
+        (
+            first + timedelta(hours=k * strategy.cadence_hours),
+            first + timedelta(hours=k * strategy.cadence_hours + strategy.window_hours),
+        )
+        for k in range(strategy.epochs)
+    ]
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
+
+
+def make_group_name(
+    event_id: str,
+    target_name: str,
+    *,
+    epoch: int = 0,
+    filters: Sequence[str] = (),
+    plan: str = "",
+    max_length: int = 50,
+) -> str:
+    """The deterministic request-group name of one (event, target, filters, epoch, plan).
+
+    ``<event>_<target>_e<epoch>_<hash>``: the readable part is the event id, target name and
+    epoch with every character outside ``A-Z a-z 0-9 . -`` replaced by ``-`` (shortened when
+    needed), and ``<hash>`` is 10 hex digits of the SHA-256 of all inputs, so two different
+    inputs never share a name in practice, and the same inputs always give the same name (the
+    key of exactly-once submission). Names of one event all start with its sanitised id and
+    ``_``, which batched status queries can filter on.
+
+    Args:
+        event_id: The event (superevent id, GRB trigger...).
+        target_name: The target.
+        epoch: 0-based epoch of the cadence.
+        filters: Filters of the request, in order.
+        plan: Anything else that distinguishes requests (strategy name, plan version).
+        max_length: The portal's limit is 50.
+
+    Returns:
+        A name of at most ``max_length`` characters.
+
+    Raises:
+        ValueError: Empty event id or target name, negative epoch, or ``max_length`` < 24.
+    """
+    if not event_id or not target_name:
+        raise ValueError("make_group_name needs an event id and a target name")
+    if epoch < 0:
+        raise ValueError(f"epoch must be >= 0, got {epoch}")
+    if max_length < 24:
+        raise ValueError(f"max_length must be >= 24, got {max_length}")
+    key = json.dumps([event_id, target_name, int(epoch), list(filters), plan])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    prefix = group_name_prefix(event_id)
+    target = _UNSAFE.sub("-", target_name).strip("-") or "target"
+    tail = f"_e{int(epoch)}_{digest}"
+    readable = f"{prefix}{target}"[: max(len(prefix) + 1, max_length - len(tail))]
+    return f"{readable}{tail}"
+
+
+def group_name_prefix(event_id: str) -> str:
+    """The prefix every :func:`make_group_name` name of this event starts with.
+
+    The sanitised event id (at most 20 characters) and ``_``; pass it as ``name`` to
+    :meth:`PortalClient.get_request_states` to poll one event's groups.
+    """
+    return f"{(_UNSAFE.sub('-', event_id).strip('-') or 'event')[:20]}_"
