@@ -13,7 +13,7 @@ from followup.lco import ArchiveClient
 from followup.models import Frame, Measurement
 from followup.photometry import find_candidates, measure_targets
 from followup.reduction import reduce_raw_frames
-from tasks.retry import RETRY_DELAYS_S, retry_if_unavailable
+from tasks.retry import SERVICE_RETRIES
 
 __all__ = [
     "download_frame",
@@ -23,12 +23,7 @@ __all__ = [
     "reduce_raw",
 ]
 
-_RETRY = {
-    "retries": len(RETRY_DELAYS_S),
-    "retry_delay_seconds": RETRY_DELAYS_S,
-    "retry_condition_fn": retry_if_unavailable,
-    "cache_policy": NO_CACHE,
-}
+_RETRY = {**SERVICE_RETRIES, "cache_policy": NO_CACHE}
 
 
 @task(name="list frames", task_run_name="list frames of request {request_id}", **_RETRY)
@@ -41,7 +36,11 @@ def list_request_frames(archive: ArchiveClient, request_id: int) -> list[Frame]:
 
 @task(name="download frame", task_run_name="download {frame.basename}", **_RETRY)
 def download_frame(archive: ArchiveClient, frame: Frame, dest_dir: Path) -> Frame:
-    """Download (or find in the cache) one frame; returns it with its local path."""
+    """Download (or find in the cache) one frame; returns it with its local path.
+
+    Each attempt writes its own part file, so concurrent downloads of one frame (tasks of this
+    run or of another) never collide; a retry starts the file afresh.
+    """
     path = archive.download_frame(frame, dest_dir)
     return frame.model_copy(update={"local_path": str(path)})
 

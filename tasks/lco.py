@@ -19,7 +19,7 @@ from followup.observing import (
     refresh_request_states,
     submit_once,
 )
-from tasks.retry import RETRY_DELAYS_S, retry_if_unavailable
+from tasks.retry import SERVICE_RETRIES
 
 __all__ = ["cancel_requests", "decline_request", "refresh_states", "submit_request"]
 
@@ -27,15 +27,17 @@ __all__ = ["cancel_requests", "decline_request", "refresh_states", "submit_reque
 @task(
     name="submit request",
     task_run_name="submit {request.group_name}",
-    retries=len(RETRY_DELAYS_S),
-    retry_delay_seconds=RETRY_DELAYS_S,
-    retry_condition_fn=retry_if_unavailable,
     cache_policy=NO_CACHE,
+    **SERVICE_RETRIES,
 )
 def submit_request(
     portal: PortalClient, ledger: Ledger, request: ObservationRequest, payload: dict[str, Any]
 ) -> SubmitResult:
-    """Validate and submit one request group, unless it reached the portal before."""
+    """Validate and submit one request group, unless it reached the portal before.
+
+    Retried on :class:`~followup.exceptions.ServiceUnavailable` only; each retry looks the group
+    name up before sending (``submit_once``), so a POST that did arrive is never sent twice.
+    """
     event = ledger.events.get(request.event_id)
     if event is not None and event.retracted:
         get_run_logger().warning("%s is retracted: not submitting", request.event_id)
@@ -59,10 +61,8 @@ def decline_request(ledger: Ledger, request: ObservationRequest, reason: str) ->
 
 @task(
     name="refresh request states",
-    retries=len(RETRY_DELAYS_S),
-    retry_delay_seconds=RETRY_DELAYS_S,
-    retry_condition_fn=retry_if_unavailable,
     cache_policy=NO_CACHE,
+    **SERVICE_RETRIES,
 )
 def refresh_states(
     portal: PortalClient, ledger: Ledger, event_id: str | None = None
@@ -77,10 +77,8 @@ def refresh_states(
 @task(
     name="cancel requests",
     task_run_name="cancel requests of {event_id}",
-    retries=len(RETRY_DELAYS_S),
-    retry_delay_seconds=RETRY_DELAYS_S,
-    retry_condition_fn=retry_if_unavailable,
     cache_policy=NO_CACHE,
+    **SERVICE_RETRIES,
 )
 def cancel_requests(portal: PortalClient, ledger: Ledger, event_id: str) -> list[CancelResult]:
     """Cancel every request of an event that may still be observed."""
