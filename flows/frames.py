@@ -7,15 +7,18 @@ settings name one.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
+from prefect.futures import wait
 from prefect.states import Completed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.runtime import Runtime, load_runtime
 from followup.catalogs import LocalCatalog, ReferenceCatalog, VizierCatalog
-from followup.exceptions import PhotometryError, ReductionError
+from followup.exceptions import PhotometryError, ReductionError, ServiceError
+from followup.lco import ArchiveClient
 from followup.ledger import RequestRow
 from followup.models import Frame, LcoState, Measurement, RequestStatus, Target, TargetKind
 from followup.photometry import associate_candidates, build_light_curve, plot_light_curve
@@ -28,7 +31,7 @@ from tasks.frames import (
     reduce_raw,
 )
 
-__all__ = ["frames_task_runner", "process_frames"]
+__all__ = ["download_frames", "frames_task_runner", "process_frames"]
 
 SCIENCE = "EXPOSE"
 MEASURED_KINDS = (TargetKind.POINT, TargetKind.CANDIDATE)
@@ -36,6 +39,9 @@ SEARCHED_KINDS = (TargetKind.FIELD, TargetKind.GALAXY)
 UNUSABLE = (ReductionError, PhotometryError)
 """What a frame that cannot be read or measured raises (truncated, no WCS...): that frame is set
 aside with the reason, the others go on."""
+UNAVAILABLE = (ServiceError,)
+"""What a frame that could not be downloaded raises once its task's retries are spent (gone,
+refused, corrupted, the archive down): set aside the same way."""
 
 
 def zero_point_catalog(runtime: Runtime) -> ReferenceCatalog | None:
@@ -75,17 +81,42 @@ def _completed(runtime: Runtime, event_id: str) -> list[RequestRow]:
     ]
 
 
-def _fetch(runtime: Runtime, requests: list[RequestRow]) -> list[tuple[RequestRow, Frame]]:
-    """Download every frame of the completed requests; reduce the raw ones."""
+def download_frames(
+    archive: ArchiveClient, frames: list[Frame], dest_dir: Path
+) -> tuple[list[Frame], dict[int, str]]:
+    """Download frames concurrently (one task each); a frame that fails is set aside.
+
+    Every download runs to its end whatever its siblings do: a failed frame (after its task's
+    retries) gives its reason instead of a path, and cancels nothing.
+
+    Returns:
+        The downloaded frames (with ``local_path``), and the reason of each failed frame by
+        archive frame id.
+    """
+    futures = download_frame.map(unmapped(archive), frames, unmapped(dest_dir))
+    done, errors = _per_frame(frames, futures, unusable=UNAVAILABLE)
+    return [local for _, local in done], errors
+
+
+def _fetch(
+    runtime: Runtime, requests: list[RequestRow]
+) -> tuple[list[tuple[RequestRow, Frame]], list[tuple[RequestRow, Frame]], dict[int, str]]:
+    """Download every frame of the completed requests; reduce the raw ones.
+
+    Returns:
+        The usable frames and the frames that could not be downloaded (each with its request),
+        and the reason of each failed download by archive frame id.
+    """
     archive = runtime.settings.lco.get_archive_client()
     listed = list_request_frames.map(unmapped(archive), [r.request_id for r in requests]).result()
     pairs = [(row, frame) for row, frames in zip(requests, listed, strict=True) for frame in frames]
-    downloaded = download_frame.map(
-        unmapped(archive), [f for _, f in pairs], unmapped(runtime.settings.frames_dir)
-    ).result()
+    downloaded, errors = download_frames(
+        archive, [f for _, f in pairs], runtime.settings.frames_dir
+    )
+    local = {f.frame_id: f for f in downloaded}
     fetched: list[tuple[RequestRow, Frame]] = []
     for row in requests:
-        frames = [f for (r, _), f in zip(pairs, downloaded, strict=True) if r.id == row.id]
+        frames = [local[f.frame_id] for r, f in pairs if r.id == row.id and f.frame_id in local]
         science = [f for f in frames if (f.configuration_type or SCIENCE) == SCIENCE]
         raw = [f for f in science if f.reduction_level == 0]
         if raw:
@@ -94,17 +125,26 @@ def _fetch(runtime: Runtime, requests: list[RequestRow]) -> list[tuple[RequestRo
                 raw, calibrations, runtime.settings.frames_dir / "reduced"
             )
         fetched += [(row, f) for f in science]
-    return fetched
+    failed = [(row, f) for row, f in pairs if f.frame_id in errors]
+    return fetched, failed, errors
 
 
-def _per_frame(frames: list[Frame], futures: Any) -> tuple[list[tuple[Frame, Any]], dict[int, str]]:
-    """Results of a per-frame task; a frame it could not use gives its reason instead."""
+def _per_frame(
+    frames: list[Frame], futures: Any, *, unusable: tuple[type[Exception], ...] = UNUSABLE
+) -> tuple[list[tuple[Frame, Any]], dict[int, str]]:
+    """Results of a per-frame task; a frame it could not use gives its reason instead.
+
+    Every future is waited for before any result is read, so that an error of one frame (even
+    one that is raised, not set aside) never cancels the work on its siblings.
+    """
+    futures = list(futures)
+    wait(futures)
     done: list[tuple[Frame, Any]] = []
     errors: dict[int, str] = {}
     for frame, future in zip(frames, futures, strict=True):
         try:
             done.append((frame, future.result()))
-        except UNUSABLE as exc:
+        except unusable as exc:
             errors[frame.frame_id] = f"{type(exc).__name__}: {exc}"
     return done, errors
 
@@ -167,9 +207,10 @@ def process_frames(
     Frames of fields and galaxies are searched for sources absent from the reference catalogue
     (transient candidates, stored as targets); every point target and candidate is then measured
     on every frame that covers it. Measurements are stored once per frame, target and method, so a
-    rerun measures only what is new. A frame that cannot be read or measured (truncated, no WCS)
-    is set aside: its reason goes to the ledger (``frames.error``) and to a ``frame-errors`` table,
-    and the run ends Completed with a message naming how many frames were set aside.
+    rerun measures only what is new. A frame that cannot be downloaded (after its task's
+    retries), read or measured (truncated, no WCS) is set aside without stopping the others: its
+    reason goes to the ledger (``frames.error``) and to a ``frame-errors`` table, and the run ends
+    Completed with a message naming how many frames were set aside.
 
     Returns:
         The light curve rows (as the data of that Completed state when frames were set aside).
@@ -182,8 +223,8 @@ def process_frames(
     if not requests:
         logger.info("%s: no completed request yet", event_id)
         return []
-    fetched = _fetch(runtime, requests)
-    frame_rows = {f.frame_id: ledger.frames.record(f, row.id)[0] for row, f in fetched}
+    fetched, failed, errors = _fetch(runtime, requests)
+    frame_rows = {f.frame_id: ledger.frames.record(f, row.id)[0] for row, f in [*failed, *fetched]}
     frames = [f for _, f in fetched]
 
     targets = [Target.model_validate(t.data) for t in ledger.events.targets(event_id)]
@@ -191,9 +232,8 @@ def process_frames(
     target_of_request = {r.id: r.target_id for r in requests}
     names = {t.id: t.name for t in ledger.events.targets(event_id)}
     search_frames = [f for row, f in fetched if names.get(target_of_request[row.id]) in searched]
-    errors: dict[int, str] = {}
     if search_frames:
-        errors = _new_candidates(runtime, event_id, search_frames, targets)
+        errors |= _new_candidates(runtime, event_id, search_frames, targets)
     frames = [f for f in frames if f.frame_id not in errors]
     rows = {t.name: t for t in ledger.events.targets(event_id)}
     measured = [
