@@ -30,32 +30,16 @@ from followup.http import (
 )
 from followup.lco import ArchiveClient, PortalClient
 from followup.models import Frame, Measurement
-from followup.reporting.at_report import (
-    AtDiscovery,
-    TnsReporter,
-    build_at_report,
-    discovery_points,
-)
 from followup.reporting.gcn import Circular, GcnCircularsClient
 from followup.reporting.hermes import HermesClient, build_hermes_message
 from followup.reporting.tns import TnsClient
-from tests.reporting.conftest import make_measurement, make_target
+from tests.reporting.conftest import make_at_report, make_measurement, make_target
 
 SECRET = "s3cret-credential-0123456789"
 
 
 def _points() -> list[Measurement]:
     return [make_measurement(hours=1.0, limit=21.5), make_measurement(hours=5.0, mag=19.6)]
-
-
-def _at_report() -> dict[str, Any]:
-    first, last = discovery_points(_points())
-    return build_at_report(
-        AtDiscovery(target=make_target(), first_detection=first, last_non_detection=last),
-        TnsReporter(
-            reporter="R", reporting_group_id=1, discovery_data_source_id=1, instrument_id=1
-        ),
-    )
 
 
 FRAME = Frame(
@@ -118,7 +102,11 @@ CALLS = [
     Call("HERMES validate_message", "read", lambda t, _: _hermes(t).validate_message(MESSAGE)),
     Call("HERMES submit_message", "create", lambda t, _: _hermes(t).submit_message(MESSAGE)),
     Call("TNS search", "read", lambda t, _: _tns(t).search(internal_name="C1")),
-    Call("TNS send_at_report", "create", lambda t, _: _tns(t).send_at_report(_at_report())),
+    Call(
+        "TNS send_at_report",
+        "create",
+        lambda t, _: _tns(t).send_at_report(make_at_report(make_target(), _points())),
+    ),
     Call("GCN submit_circular", "create", lambda t, _: _gcn(t).submit_circular(CIRCULAR)),
 ]
 CALL_IDS = [call.name for call in CALLS]

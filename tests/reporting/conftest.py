@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,6 +19,7 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 from followup.models import Measurement, Target, TargetKind
+from followup.reporting.at_report import AtDiscovery, TnsReporter, build_at_report, discovery_points
 
 T0 = datetime(2026, 3, 14, 6, 0, 0, tzinfo=UTC)
 
@@ -56,6 +57,26 @@ def make_measurement(
         telescope="1m0a",
         instrument="fa16",
         exposure_time_s=exposure,
+    )
+
+
+REPORTER = TnsReporter(
+    reporter="A. Author (LCO)",
+    reporting_group_id=82,
+    discovery_data_source_id=48,
+    instrument_id=101,
+)
+
+
+def make_at_report(target: Target, points: Sequence[Measurement], **reporter: Any) -> dict:
+    """The AT report of the discovery of ``target`` in ``points``, by :data:`REPORTER`.
+
+    ``reporter`` overrides fields of :data:`REPORTER` (``dialect="legacy"``...).
+    """
+    first, last = discovery_points(points, target.name)
+    return build_at_report(
+        AtDiscovery(target=target, first_detection=first, last_non_detection=last),
+        REPORTER.model_copy(update=reporter),
     )
 
 

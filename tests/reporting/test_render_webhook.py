@@ -8,10 +8,9 @@ import pytest
 from followup.reporting.gcn import Circular, draft_circular
 from followup.reporting.hermes import build_hermes_message
 from followup.reporting.render import render_markdown
-from followup.reporting.tns import AtDiscovery, TnsReporter, build_at_report, discovery_points
 from sandbox.fault_queue import Fault
 from sandbox.webhook import WebhookState, create_app
-from tests.reporting.conftest import AppTransport, make_measurement, make_target
+from tests.reporting.conftest import AppTransport, make_at_report, make_measurement, make_target
 
 
 def test_hermes_rendering(target, candidate_points):
@@ -36,21 +35,7 @@ def test_hermes_rendering(target, candidate_points):
 
 @pytest.mark.parametrize("dialect", ["new", "legacy"])
 def test_tns_rendering(target, candidate_points, dialect):
-    first, last = discovery_points(candidate_points)
-    report = build_at_report(
-        AtDiscovery(
-            target=target,
-            first_detection=first,
-            last_non_detection=last,
-        ),
-        TnsReporter(
-            reporter="A. Author",
-            reporting_group_id=82,
-            discovery_data_source_id=48,
-            instrument_id=101,
-            dialect=dialect,
-        ),
-    )
+    report = make_at_report(target, candidate_points, dialect=dialect)
     text = render_markdown(report)
     assert f"{dialect} field names" in text
     assert "| Internal name | S260314ab-C1 |" in text

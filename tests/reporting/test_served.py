@@ -9,16 +9,12 @@ from followup.exceptions import AuthenticationError
 from followup.reporting.gcn import GcnCircularsClient, draft_circular
 from followup.reporting.hermes import HermesClient, build_hermes_message
 from followup.reporting.tns import (
-    AtDiscovery,
     TnsClient,
     TnsOutcomeStatus,
-    TnsReporter,
-    build_at_report,
-    discovery_points,
 )
 from sandbox import gcn, hermes, tns, webhook
 from sandbox.fault_queue import Fault
-from tests.reporting.conftest import make_measurement, make_target
+from tests.reporting.conftest import make_at_report, make_measurement, make_target
 
 pytestmark = pytest.mark.slow
 
@@ -50,24 +46,12 @@ def _tns_client(url: str, timeout: float = 5.0) -> TnsClient:
 
 def _report(name: str, ra: float) -> dict:
     target = make_target(name, ra=ra, dec=-30.0)
-    first, last = discovery_points(
+    return make_at_report(
+        target,
         [
             make_measurement(target=name, hours=1.0),
             make_measurement(target=name, hours=4.0, mag=18.9),
-        ]
-    )
-    return build_at_report(
-        AtDiscovery(
-            target=target,
-            first_detection=first,
-            last_non_detection=last,
-        ),
-        TnsReporter(
-            reporter="A. Author",
-            reporting_group_id=82,
-            discovery_data_source_id=48,
-            instrument_id=101,
-        ),
+        ],
     )
 
 

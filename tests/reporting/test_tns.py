@@ -28,7 +28,7 @@ from followup.reporting.tns import (
     report_identity,
     tns_marker,
 )
-from tests.reporting.conftest import FakeClock, make_measurement, make_target
+from tests.reporting.conftest import FakeClock, make_at_report, make_measurement, make_target
 
 BASE = "https://tns.example.org/api/"
 KEY = "tns-secret-api-key-0123456789"
@@ -48,20 +48,7 @@ def tns(clock: FakeClock) -> TnsClient:
 
 @pytest.fixture
 def report(target, candidate_points) -> dict:
-    first, last = discovery_points(candidate_points)
-    return build_at_report(
-        AtDiscovery(
-            target=target,
-            first_detection=first,
-            last_non_detection=last,
-        ),
-        TnsReporter(
-            reporter="A. Author (LCO)",
-            reporting_group_id=82,
-            discovery_data_source_id=48,
-            instrument_id=101,
-        ),
-    )
+    return make_at_report(target, candidate_points)
 
 
 # ----------------------------------------------------------------------------- builder

@@ -9,18 +9,20 @@ import pytest
 
 from followup.exceptions import AuthenticationError, RequestRejected, ServiceUnavailable
 from followup.reporting.tns import (
-    AtDiscovery,
     TnsClient,
     TnsOutcome,
     TnsOutcomeStatus,
-    TnsReporter,
-    build_at_report,
-    discovery_points,
     tns_marker,
 )
 from sandbox.fault_queue import Fault
 from sandbox.tns import DEFAULT_BOT, TnsSandboxState, create_app
-from tests.reporting.conftest import AppTransport, FakeClock, make_measurement, make_target
+from tests.reporting.conftest import (
+    AppTransport,
+    FakeClock,
+    make_at_report,
+    make_measurement,
+    make_target,
+)
 
 MARKER = tns_marker(DEFAULT_BOT.bot_id, DEFAULT_BOT.name)
 
@@ -61,21 +63,7 @@ def make_report(target=None, dialect="new", points=None) -> dict:
         make_measurement(target=target.name, hours=1.0, limit=21.5),
         make_measurement(target=target.name, hours=5.0, mag=19.6),
     ]
-    first, last = discovery_points(points)
-    return build_at_report(
-        AtDiscovery(
-            target=target,
-            first_detection=first,
-            last_non_detection=last,
-        ),
-        TnsReporter(
-            reporter="A. Author (LCO)",
-            reporting_group_id=82,
-            discovery_data_source_id=48,
-            instrument_id=101,
-            dialect=dialect,
-        ),
-    )
+    return make_at_report(target, points, dialect=dialect)
 
 
 def post(http: httpx.Client, path: str, **fields) -> httpx.Response:
