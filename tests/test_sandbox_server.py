@@ -204,12 +204,14 @@ def science_pixels(config: SandboxConfig) -> dict[tuple[str, int], tuple]:
         now = datetime.now(UTC)
         group = portal.submit_request_group(
             build_request_group(
-                target,
-                strategy,
-                proposal=urls.proposal_id,
-                group_name=make_group_name("S250102ab", "F002", filters=["gp", "rp"]),
-                window_start=now,
-                window_end=now + timedelta(hours=24),
+                RequestGroupSpec(
+                    target=target,
+                    strategy=strategy,
+                    proposal=urls.proposal_id,
+                    group_name=make_group_name("S250102ab", "F002", filters=["gp", "rp"]),
+                    window_start=now,
+                    window_end=now + timedelta(hours=24),
+                )
             )
         )
         request_id = group.request_ids[0]
