@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import threading
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -14,9 +14,21 @@ from followup.models import ObservingStrategy, Target
 from sandbox.serving import serve
 from sandbox.specs import FrameSpec
 
-__all__ = ["AUTH", "TOKEN", "TinyRenderer", "serve", "strategy", "target", "window"]
+__all__ = [
+    "AUTH",
+    "NIGHT_AT_CPT",
+    "TOKEN",
+    "TinyRenderer",
+    "serve",
+    "strategy",
+    "target",
+    "window",
+]
 
 TOKEN = "test-token-0123456789"
+NIGHT_AT_CPT = datetime(2026, 12, 6, 0, 30, tzinfo=UTC)
+"""A time when :func:`target` stands high in a dark sky at Sutherland (cpt) for hours: the portal
+stand-in refuses a request whose target is not observable in its window, as LCO does."""
 AUTH = {"Authorization": f"Token {TOKEN}"}
 
 
