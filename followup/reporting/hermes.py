@@ -26,6 +26,7 @@ from followup.exceptions import AuthenticationError, RequestRejected, UncertainO
 from followup.http import ServiceClient, TokenAuth, flatten_errors
 from followup.models import Measurement, Target
 from followup.reporting.bands import band_label
+from followup.reporting.equipment import equipment_of
 
 __all__ = [
     "HERMES_DEV_URL",
@@ -98,6 +99,7 @@ class HermesTarget(_Part):
         dec_error: Uncertainty of ``dec`` in ``dec_error_units``.
         new_discovery: True when the message announces the object.
         host_name: Host galaxy name.
+        host_redshift: Redshift of the host galaxy.
         redshift: Redshift of the target.
         comments: Free text.
     """
@@ -111,6 +113,7 @@ class HermesTarget(_Part):
     dec_error_units: ErrorUnit | None = None
     new_discovery: bool | None = None
     host_name: str | None = None
+    host_redshift: float | None = None
     redshift: float | None = None
     comments: str | None = None
 
@@ -249,9 +252,9 @@ class HermesReceipt(BaseModel):
 
 # ------------------------------------------------------------------------------- the builder
 def _photometry_point(
-    m: Measurement, *, telescope: str | None, observer: str | None, catalog: str | None
+    m: Measurement, *, instrument_type: str | None, observer: str | None, catalog: str | None
 ) -> HermesPhotometry:
-    tel = telescope or (f"LCO {m.telescope}" if m.telescope else "LCO")
+    equipment = equipment_of(m, instrument_type=instrument_type)
     detail = (
         f"{m.method} forced photometry; flux {m.flux_ujy:.3g} +/- {m.flux_err_ujy:.2g} uJy; "
         f"S/N {m.snr:.1f}; frame {m.frame_basename}"
@@ -259,8 +262,8 @@ def _photometry_point(
     common: dict[str, Any] = {
         "target_name": m.target_name,
         "date_obs": m.date_obs.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3],
-        "telescope": tel,
-        "instrument": m.instrument,
+        "telescope": equipment.telescope,
+        "instrument": equipment.hermes_instrument,
         "bandpass": band_label(m.band),
         "exposure_time": m.exposure_time_s,
         "observer": observer,
@@ -292,16 +295,19 @@ def build_hermes_message(
     message_text: str = "",
     topic: str = TEST_TOPIC,
     submitter: str = "followup",
-    telescope: str | None = None,
+    instrument_type: str | None = None,
     observer: str | None = None,
     catalog: str | None = None,
     references: Iterable[HermesReference | Mapping[str, Any]] = (),
+    target_details: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> HermesMessage:
     """Build the HERMES message reporting an event's targets and their photometry.
 
     Detections (S/N >= 5) become ``brightness`` +/- ``brightness_error`` in AB mag; non-detections
     become ``limiting_brightness`` (the 5-sigma limit, AB mag) alone. Flux in microjansky and S/N go
-    in each point's ``comments``. Points are ordered by time.
+    in each point's ``comments``. Points are ordered by time. Each point names the telescope and
+    camera that took it (:func:`~followup.reporting.equipment.equipment_of`: ``LCO 2-m`` and
+    ``MuSCAT3``; TNS's name, ``LCO1m - Sinistro``, where TNS lists the camera).
 
     Args:
         event_id: The event (``"S250101ab"``, ``"GRB 250101A"``).
@@ -312,10 +318,14 @@ def build_hermes_message(
         message_text: Free text body.
         topic: HERMES topic; the default ``hermes.test`` is a drill topic.
         submitter: The ``submitter`` field HERMES requires.
-        telescope: Telescope name for every point; default ``"LCO <telescope id>"``.
+        instrument_type: The strategy's instrument type, naming the camera of points whose
+            frame header does not.
         observer: ``observer`` of every point.
         catalog: Reference catalog of the zero points (e.g. ``"ATLAS-REFCAT2"``).
         references: References to cite (``{"source": "GCN", "citation": "..."}`` or ``{"url": ...}``).
+        target_details: Further :class:`HermesTarget` fields by target name, when known:
+            ``ra_error``/``dec_error`` with their units, ``host_name``, ``host_redshift``,
+            ``redshift``.
 
     Returns:
         The message, validated against HERMES's rules.
@@ -337,10 +347,18 @@ def build_hermes_message(
             r if isinstance(r, HermesReference) else HermesReference(**r) for r in references
         ],
         targets=[
-            HermesTarget(name=t.name, ra=round(t.ra, 7), dec=round(t.dec, 7)) for t in targets
+            HermesTarget(
+                name=t.name,
+                ra=round(t.ra, 7),
+                dec=round(t.dec, 7),
+                **dict((target_details or {}).get(t.name, {})),
+            )
+            for t in targets
         ],
         photometry=[
-            _photometry_point(m, telescope=telescope, observer=observer, catalog=catalog)
+            _photometry_point(
+                m, instrument_type=instrument_type, observer=observer, catalog=catalog
+            )
             for m in points
         ],
     )
