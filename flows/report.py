@@ -111,7 +111,13 @@ def send_hermes(
         event_id=alert.event_id,
         content_hash=content_hash(message.to_payload()),
         status=ReportStatus.DRAFT,
-        payload={"title": message.title, "topic": message.topic},
+        # What resolve_unconfirmed_hermes looks a lost send up by.
+        payload={
+            "title": message.title,
+            "topic": message.topic,
+            "submitter": message.submitter,
+            "authors": message.authors,
+        },
     )
     approved, text = _approved(
         runtime,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import uuid as uuid_module
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import httpx
@@ -40,6 +41,7 @@ __all__ = [
     "HermesReceipt",
     "HermesReference",
     "HermesTarget",
+    "PublishedMessage",
     "build_hermes_message",
     "is_public_topic",
 ]
@@ -53,6 +55,7 @@ ErrorUnit = Literal["degrees", "mas", "arcsec", "arcmin"]
 
 _SUBMIT = "api/v0/submit_message/"
 _VALIDATE = "api/v0/submit_message/validate/"
+_QUERY = "api/v0/query/"
 
 
 def is_public_topic(topic: str) -> bool:
@@ -248,6 +251,54 @@ class HermesReceipt(BaseModel):
     references: list[dict[str, Any]] = Field(default_factory=list)
     url: str | None = None
     message: dict[str, Any] = Field(default_factory=dict, repr=False)
+
+
+class PublishedMessage(BaseModel):
+    """A message as HERMES's query API lists it (``hermes/utils.py`` ``convert_message``).
+
+    Attributes:
+        uuid: The message id (the hop ``_id`` header).
+        topic: The topic it went to.
+        published: When the archive stored it (UTC).
+        sender: The SCiMMA credential that sent it (``_sender``).
+        content: The message itself (``title``, ``submitter``, ``authors``, ``data``...).
+    """
+
+    uuid: uuid_module.UUID
+    topic: str
+    published: datetime
+    sender: str | None = None
+    content: dict[str, Any] = Field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_archive(cls, item: Mapping[str, Any]) -> PublishedMessage:
+        """Read one entry of ``{"messages": [...]}``.
+
+        Raises:
+            ValueError: The entry has no ``_id`` header, topic or timestamp.
+        """
+        metadata = item.get("metadata") or {}
+        headers = metadata.get("headers") or {}
+        try:
+            return cls(
+                uuid=uuid_module.UUID(str(headers["_id"])),
+                topic=str(metadata["topic"]),
+                published=datetime.fromtimestamp(float(metadata["timestamp"]) / 1000.0, UTC),
+                sender=headers.get("_sender"),
+                content=dict(item.get("message") or {}),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a HERMES archive message: {exc!r}") from exc
+
+    def is_copy_of(self, message: HermesMessage) -> bool:
+        """True when this is ``message`` as published: same title, topic, submitter, authors."""
+        content = self.content
+        return (
+            self.topic == message.topic
+            and content.get("title") == message.title
+            and content.get("submitter") == message.submitter
+            and (content.get("authors") or "") == message.authors
+        )
 
 
 # ------------------------------------------------------------------------------- the builder
@@ -494,6 +545,87 @@ class HermesClient(ServiceClient):
             topic=body.get("topic"),
             event_id=data.get("event_id"),
             references=list(data.get("references") or []),
-            url=str(self._client.base_url.join(f"message/{receipt_uuid}")),
+            url=self.message_url(receipt_uuid),
             message=body,
         )
+
+    def query_messages(
+        self,
+        *,
+        topics: Sequence[str],
+        start: datetime,
+        end: datetime,
+        search_query: str | None = None,
+        limit: int = 100,
+        max_pages: int = 20,
+    ) -> list[PublishedMessage]:
+        """Messages published on some topics in a time span (``GET api/v0/query/``).
+
+        HERMES passes the query to the SCiMMA archive (``hermes/views.py`` ``QueryApiView``:
+        ``topic``, ``start``, ``end``, ``search_query``, ``limit``, ``page``), newest first.
+        Pages are read until one comes back short, at most ``max_pages``.
+
+        Args:
+            topics: Topics to search.
+            start: Earliest publication time.
+            end: Latest publication time.
+            search_query: The archive's text search (the stand-in matches it in titles).
+            limit: Messages per page.
+            max_pages: Most pages read.
+
+        Raises:
+            AuthenticationError: The token was refused.
+            ServiceUnavailable: HERMES could not be reached or answered 429 or 5xx.
+        """
+        found: list[PublishedMessage] = []
+        for page in range(max_pages):
+            params: list[tuple[str, Any]] = [("topic", topic) for topic in topics]
+            params += [
+                ("start", _iso(start)),
+                ("end", _iso(end)),
+                ("limit", limit),
+                ("include_retracted", "true"),
+            ]
+            if search_query:
+                params.append(("search_query", search_query))
+            if page:
+                params.append(("page", page))
+            body = self._get_json(_QUERY, operation="query_messages", params=params)
+            items = body.get("messages") or []
+            found += [PublishedMessage.from_archive(item) for item in items]
+            if len(items) < limit:
+                break
+        return found
+
+    def find_message(
+        self, message: HermesMessage, *, start: datetime, end: datetime
+    ) -> PublishedMessage | None:
+        """The published copy of a message, looked up by title, topic and author in a span.
+
+        The look-up after an :class:`UncertainOutcome`: if HERMES published the message, it is
+        in the archive under its topic with its title, submitter and authors.
+
+        Returns:
+            The earliest matching copy, or None.
+
+        Raises:
+            AuthenticationError: The token was refused.
+            ServiceUnavailable: HERMES could not be reached or answered 429 or 5xx.
+        """
+        copies = [
+            item
+            for item in self.query_messages(
+                topics=[message.topic], start=start, end=end, search_query=message.title
+            )
+            if item.is_copy_of(message)
+        ]
+        return min(copies, key=lambda item: item.published) if copies else None
+
+    def message_url(self, message_uuid: uuid_module.UUID | str) -> str:
+        """Link to a message in the HERMES web interface."""
+        return str(self._client.base_url.join(f"message/{message_uuid}"))
+
+
+def _iso(value: datetime) -> str:
+    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).isoformat()
