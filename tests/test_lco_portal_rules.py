@@ -2,16 +2,19 @@
 
 Each refusal is checked with the portal's own message (observatorycontrolsystem/observation-portal,
 ``observation_portal/requestgroups/serializers.py`` and the files named in
-:mod:`sandbox.lco.validation`). aeonlib's ``RequestGroup`` (PyPI ``aeonlib``) would be the second
-judge of the strategies' payloads, but it requires Python 3.12 and this project runs on 3.11.
+:mod:`sandbox.lco.validation`). aeonlib's ``RequestGroup`` (PyPI ``aeonlib``, generated from LCO's
+configdb) is the second judge of the strategies' payloads; it needs Python 3.12, so it runs in the
+``FOLLOWUP_PEER_PYTHON`` interpreter when one is set (see :func:`tests.lco_support.peer_python`).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,7 +32,16 @@ from followup.lco import (
 from followup.models import ObservationType
 from followup.strategies import load_strategies
 from sandbox.lco import LcoSandboxState, ManualClock, create_app
-from tests.lco_support import AUTH, NIGHT_AT_CPT, TOKEN, strategy, target, window
+from tests.lco_support import (
+    AUTH,
+    NIGHT_AT_CPT,
+    TOKEN,
+    peer_python,
+    run_probe,
+    strategy,
+    target,
+    window,
+)
 
 LAST_DAY_OF_2026B = datetime(2027, 1, 31, 12, 0, tzinfo=UTC)
 
@@ -227,31 +239,52 @@ def strategy_books() -> list[Any]:
     ]
 
 
+def strategy_payloads(book: Any, portal: PortalClient, now: datetime) -> dict[str, Any]:
+    """Every epoch's payload of every strategy of a book, as sent at ``now``."""
+    semesters = portal.list_semesters(ending_after=now)
+    payloads = {}
+    for name, plan in book.strategies.items():
+        for epoch, (start, end) in enumerate(epoch_windows(plan, now, semesters=semesters)):
+            spec = RequestGroupSpec(
+                target=target(),
+                strategy=plan,
+                proposal="SANDBOX-001",
+                group_name=f"{name}-{epoch}",
+                window_start=start,
+                window_end=end,
+                planned_at=now,
+            )
+            payloads[f"{name}-{epoch}"] = build_request_group(
+                at_submission(spec, now=now, semesters=semesters)
+            )
+    return payloads
+
+
 @pytest.mark.parametrize("book", strategy_books())
 def test_every_strategy_planned_on_a_semesters_last_day_is_accepted(book: Any) -> None:
     clock = ManualClock(LAST_DAY_OF_2026B)
     state = LcoSandboxState(clock, None, token=TOKEN)
     with TestClient(create_app(state)) as client:
         portal = PortalClient(TOKEN, base_url="http://testserver", transport=client._transport)
-        semesters = portal.list_semesters(ending_after=clock.now())
-        for name, plan in book.strategies.items():
-            windows = epoch_windows(plan, clock.now(), semesters=semesters)
-            for epoch, (start, end) in enumerate(windows):
-                spec = RequestGroupSpec(
-                    target=target(),
-                    strategy=plan,
-                    proposal="SANDBOX-001",
-                    group_name=f"{name}-{epoch}",
-                    window_start=start,
-                    window_end=end,
-                    planned_at=clock.now(),
-                )
-                body = build_request_group(
-                    at_submission(spec, now=clock.now(), semesters=semesters)
-                )
-                assert "acceptability_threshold" not in body["requests"][0]
-                result = portal.validate_request_group(body)
-                assert result.is_valid, (name, epoch, result.messages)
+        payloads = strategy_payloads(book, portal, clock.now())
+        assert len(payloads) == sum(plan.epochs for plan in book.strategies.values())
+        for name, body in payloads.items():
+            assert "acceptability_threshold" not in body["requests"][0]
+            result = portal.validate_request_group(body)
+            assert result.is_valid, (name, result.messages)
+
+
+@pytest.mark.parametrize("book", strategy_books())
+def test_every_strategy_payload_is_an_aeonlib_request_group(book: Any, tmp_path: Path) -> None:
+    python = peer_python("aeonlib")
+    state = LcoSandboxState(ManualClock(LAST_DAY_OF_2026B), None, token=TOKEN)
+    with TestClient(create_app(state)) as client:
+        portal = PortalClient(TOKEN, base_url="http://testserver", transport=client._transport)
+        payloads = strategy_payloads(book, portal, state.now())
+    path = tmp_path / "payloads.json"
+    path.write_text(json.dumps(payloads))
+    probe = Path(__file__).parent / "peer_clients" / "aeonlib_models_probe.py"
+    assert run_probe(python, str(probe), str(path)) == dict.fromkeys(payloads)
 
 
 def test_a_rapid_response_approved_hours_later_still_gets_a_valid_window(
