@@ -426,7 +426,7 @@ def measure(
 
     from followup.catalogs import LocalCatalog
     from followup.exceptions import CatalogError, PhotometryError, ReductionError
-    from followup.photometry import describe_flags
+    from followup.photometry import PhotometryOptions, describe_flags
     from followup.photometry import measure as measure_frame
 
     if method not in ("aperture", "psf"):
@@ -445,8 +445,8 @@ def measure(
             _angle_argument(ra),
             _angle_argument(dec),
             catalog=reference,
-            method=method,  # type: ignore[arg-type]
             target_name=target_name,
+            options=PhotometryOptions(method=method),  # type: ignore[arg-type]
         )
     except (PhotometryError, ReductionError, CatalogError) as exc:
         typer.echo(f"error: {exc}", err=True)

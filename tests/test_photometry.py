@@ -19,6 +19,7 @@ from followup.exceptions import PhotometryError, ReductionError
 from followup.models import Measurement
 from followup.photometry import (
     PhotometryFlag,
+    PhotometryOptions,
     associate_candidates,
     build_light_curve,
     calibrate_zero_point,
@@ -117,11 +118,15 @@ def _run(field: Field, method: str, catalog: object) -> Run:
             [t.ra for t in field.transients],
             [t.dec for t in field.transients],
             catalog=cat,
-            method=method,
             names=names,
+            options=PhotometryOptions(method=method),
         )  # type: ignore[arg-type]
         blank = photometry_table(
-            data, field.blank[:, 0], field.blank[:, 1], catalog=cat, method=method
+            data,
+            field.blank[:, 0],
+            field.blank[:, 1],
+            catalog=cat,
+            options=PhotometryOptions(method=method),
         )  # type: ignore[arg-type]
         true_mag = {row["name"]: row["mag"] for row in truth.transients}
         cond = truth.conditions
@@ -238,7 +243,9 @@ def test_single_measurement_model(field: Field) -> None:
     assert m.telescope == "1m0a" and m.instrument == "fa16" and m.exposure_time_s == 300
     assert m.n_ref_stars >= 5
     faint = field.transients[-1]
-    m2 = measure(data, faint.ra, faint.dec, catalog=field.refcat, method="psf")
+    m2 = measure(
+        data, faint.ra, faint.dec, catalog=field.refcat, options=PhotometryOptions(method="psf")
+    )
     assert m2.mag is None and m2.mag_err is None and not m2.is_detection
     assert m2.snr < 5 and math.isfinite(m2.limit_mag_5sigma)
     # Sexagesimal input gives the same answer.
@@ -391,14 +398,23 @@ def test_colour_term_is_recovered() -> None:
     s = spec(400)
     data = field.sky.render(s)
     truth = field.sky.frame_truth(s)
-    zp, stars = calibrate_zero_point(data, field.refcat, colour_term=True)
+    zp, stars = calibrate_zero_point(
+        data, field.refcat, options=PhotometryOptions(colour_term=True)
+    )
     assert zp.colour == "r-i"
     assert zp.colour_coefficient == pytest.approx(0.12, abs=0.04)
     assert zp.zero_point == pytest.approx(truth.conditions.zero_point, abs=0.02)
     assert stars["used"].sum() == zp.n_stars
     target = field.transients[0]
     colour = target.peak_mag["rp"] - target.peak_mag["ip"]
-    m = measure(data, target.ra, target.dec, catalog=field.refcat, colour_term=True, colour=colour)
+    m = measure(
+        data,
+        target.ra,
+        target.dec,
+        catalog=field.refcat,
+        colour=colour,
+        options=PhotometryOptions(colour_term=True),
+    )
     assert m.mag == pytest.approx(truth.transients["mag"][0], abs=0.03)
 
 

@@ -1,0 +1,130 @@
+"""Sky background: sigma-clipped annulus statistics around positions, and a mesh over the frame."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from followup.exceptions import PhotometryError
+from followup.photometry.frame import PreparedFrame
+
+__all__ = ["AnnulusStats", "annulus_stats", "mesh_background"]
+
+
+class AnnulusStats:
+    """Background in the annulus of each position (arrays of length n).
+
+    Attributes:
+        median: 3-sigma-clipped median (electrons per pixel).
+        std: Standard deviation of the kept pixels (electrons).
+        count: Pixels kept.
+        sky_var: Median ``ERR**2`` of the kept pixels (electrons^2).
+    """
+
+    def __init__(self, n: int) -> None:
+        self.median = np.full(n, np.nan)
+        self.std = np.full(n, np.nan)
+        self.count = np.zeros(n)
+        self.sky_var = np.full(n, np.nan)
+
+    def median_variance(self) -> np.ndarray:
+        """Variance of the median per pixel: (1.2533 std)^2 / n."""
+        return (1.2533 * self.std) ** 2 / np.maximum(self.count, 1.0)
+
+
+def annulus_stats(
+    frame: PreparedFrame, xy: np.ndarray, r_in: float, r_out: float, *, chunk: int = 256
+) -> AnnulusStats:
+    """Background in annuli: 3-sigma-clipped median and std, pixels kept, median ERR^2.
+
+    Pixels count when their centre lies between ``r_in`` and ``r_out`` and they are neither
+    flagged nor off the image. Vectorised over sources (stamps + bottleneck), which is an order of
+    magnitude faster than a per-source loop.
+    """
+    import bottleneck as bn
+
+    stats = AnnulusStats(len(xy))
+    ny, nx = frame.shape
+    half = math.ceil(r_out) + 1
+    offsets = np.arange(-half, half + 1)
+    for start in range(0, len(xy), chunk):
+        part = xy[start : start + chunk]
+        ix = np.rint(part[:, 0]).astype(int)
+        iy = np.rint(part[:, 1]).astype(int)
+        yy = iy[:, None, None] + offsets[None, :, None]
+        xx = ix[:, None, None] + offsets[None, None, :]
+        inside = (yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx)
+        cy = np.clip(yy, 0, ny - 1)
+        cx = np.clip(xx, 0, nx - 1)
+        dist2 = (xx - part[:, 0, None, None]) ** 2 + (yy - part[:, 1, None, None]) ** 2
+        use = inside & (dist2 >= r_in**2) & (dist2 <= r_out**2) & ~frame.mask[cy, cx]
+        values = np.where(use, frame.data[cy, cx], np.nan).reshape(len(part), -1)
+        errors = np.where(use, frame.err[cy, cx], np.nan).reshape(len(part), -1)
+        for _ in range(10):
+            med = bn.nanmedian(values, axis=1)
+            sig = bn.nanstd(values, axis=1)
+            out = np.abs(values - med[:, None]) > 3.0 * sig[:, None]
+            if not out.any():
+                break
+            values[out] = np.nan
+            errors[out] = np.nan
+        done = slice(start, start + chunk)
+        stats.median[done] = bn.nanmedian(values, axis=1)
+        stats.std[done] = bn.nanstd(values, axis=1)
+        stats.count[done] = np.sum(np.isfinite(values), axis=1)
+        stats.sky_var[done] = bn.nanmedian(errors**2, axis=1)
+    return stats
+
+
+def mesh_background(data: np.ndarray, mask: np.ndarray, box: int) -> tuple[np.ndarray, np.ndarray]:
+    """Background and rms maps from sigma-clipped medians in boxes, bilinearly interpolated.
+
+    What photutils' ``Background2D`` (``MedianBackground``, ``StdBackgroundRMS``, a 3x3 median
+    filter of the mesh, bilinear interpolation) computes, in float32 with bottleneck.
+
+    Raises:
+        PhotometryError: Every pixel is masked.
+    """
+    import bottleneck as bn
+    from scipy import ndimage
+
+    ny, nx = data.shape
+    by, bx = math.ceil(ny / box), math.ceil(nx / box)
+    padded = np.full((by * box, bx * box), np.nan, np.float32)
+    padded[:ny, :nx] = np.where(mask, np.nan, data)
+    blocks = padded.reshape(by, box, bx, box).transpose(0, 2, 1, 3).reshape(by, bx, box * box)
+    med = bn.nanmedian(blocks, axis=2)
+    mad = bn.nanmedian(np.abs(blocks - med[..., None]), axis=2) * 1.4826
+    clipped = np.where(np.abs(blocks - med[..., None]) > 3 * mad[..., None], np.nan, blocks)
+    med = bn.nanmedian(clipped, axis=2)
+    rms = bn.nanstd(clipped, axis=2)
+    for arr in (med, rms):
+        bad = ~np.isfinite(arr)
+        if bad.all():
+            raise PhotometryError("no unmasked pixels to estimate the background")
+        if bad.any():
+            arr[bad] = np.nanmedian(arr)
+    med = ndimage.median_filter(med, size=3, mode="nearest")
+    rms = ndimage.median_filter(rms, size=3, mode="nearest")
+    return _upsample(med, box, (ny, nx)), _upsample(rms, box, (ny, nx))
+
+
+def _upsample(grid: np.ndarray, box: int, shape: tuple[int, int]) -> np.ndarray:
+    """Separable bilinear interpolation of a mesh of box centres onto the pixels (float32)."""
+    ny, nx = shape
+    by, bx = grid.shape
+    # Box centres sit at (k + 0.5) * box - 0.5 in pixel coordinates.
+    yc = np.clip((np.arange(ny, dtype=np.float32) + 0.5) / box - 0.5, 0, by - 1)
+    xc = np.clip((np.arange(nx, dtype=np.float32) + 0.5) / box - 0.5, 0, bx - 1)
+    grid = grid.astype(np.float32)
+    x0 = np.floor(xc).astype(int)
+    x1 = np.minimum(x0 + 1, bx - 1)
+    fx = (xc - x0).astype(np.float32)
+    rows = grid[:, x0] * (1 - fx) + grid[:, x1] * fx  # (by, nx)
+    y0 = np.floor(yc).astype(int)
+    y1 = np.minimum(y0 + 1, by - 1)
+    fy = (yc - y0).astype(np.float32)[:, None]
+    out = rows[y0]
+    out += fy * (rows[y1] - out)
+    return out

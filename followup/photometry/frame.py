@@ -1,0 +1,224 @@
+"""The frame as photometry sees it: electrons, errors, pixel flags, WCS, filter, exposure and FWHM."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from astropy import units as u
+from astropy.io import fits
+from astropy.nddata import CCDData
+from astropy.table import Table
+
+from followup.exceptions import PhotometryError, ReductionError
+from followup.reduction import (
+    BPM_BAD,
+    BPM_COSMIC_RAY,
+    BPM_LOW_FLAT,
+    BPM_SATURATED,
+    FitsFrame,
+    FrameSource,
+    read_frame,
+)
+
+__all__ = [
+    "FWHM_TO_SIGMA",
+    "MASKED_BITS",
+    "AnyFrame",
+    "PreparedFrame",
+    "edge_flags",
+    "gaussian_pixels",
+    "pixel_scale",
+    "prepare_frame",
+    "with_typical_fwhm",
+]
+
+FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+"""Standard deviation of a Gaussian per unit FWHM."""
+MASKED_BITS = BPM_BAD | BPM_SATURATED | BPM_LOW_FLAT | BPM_COSMIC_RAY
+"""BPM bits whose pixels photometry leaves out."""
+TYPICAL_SEEING_ARCSEC = 2.0
+"""A first guess of the FWHM at LCO when neither the header nor the stars tell it."""
+
+
+@dataclass
+class PreparedFrame:
+    """A calibrated frame ready to measure.
+
+    Attributes:
+        data: Image, float32 electrons.
+        err: 1-sigma error, float32 electrons.
+        flags: BPM bits, uint8.
+        header: The science header.
+        wcs: Celestial WCS.
+        band: The header's ``FILTER``.
+        exptime: Exposure time in seconds.
+        fwhm: PSF FWHM in pixels (NaN when not known yet).
+        saturate: Saturation level in electrons, if known.
+        name: Frame basename.
+        catalog: BANZAI's ``CAT`` table, if any.
+        mask: Pixels left out of photometry (any of :data:`MASKED_BITS`).
+    """
+
+    data: np.ndarray
+    err: np.ndarray
+    flags: np.ndarray
+    header: fits.Header
+    wcs: Any
+    band: str
+    exptime: float
+    fwhm: float
+    saturate: float | None
+    name: str
+    catalog: Table | None
+    mask: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.mask = (self.flags & MASKED_BITS) > 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Image shape (ny, nx)."""
+        return self.data.shape  # type: ignore[return-value]
+
+    @property
+    def label(self) -> str:
+        """The frame's name for messages."""
+        return self.name or "<memory>"
+
+    @property
+    def fwhm_known(self) -> bool:
+        """True when the FWHM is a positive number."""
+        return math.isfinite(self.fwhm) and self.fwhm > 0
+
+
+AnyFrame = FrameSource | FitsFrame | CCDData | PreparedFrame
+"""What the photometry functions accept: a path, FITS bytes, an HDU list, a read frame, CCDData."""
+
+
+def prepare_frame(frame: AnyFrame, *, fwhm: float | None = None) -> PreparedFrame:
+    """Read a calibrated frame for photometry (a prepared one is returned as is).
+
+    Args:
+        frame: A calibrated frame in electrons with a celestial WCS, ``FILTER`` and ``EXPTIME``.
+        fwhm: FWHM in pixels; default ``L1FWHM``, else the CAT's median, else unknown (NaN).
+
+    Raises:
+        PhotometryError: An unreadable frame, one not in electrons, without WCS, a positive
+            ``EXPTIME`` or a ``FILTER``.
+    """
+    if isinstance(frame, PreparedFrame):
+        return frame if fwhm is None or fwhm == frame.fwhm else replace(frame, fwhm=float(fwhm))
+    try:
+        fr = read_frame(frame)
+    except ReductionError as exc:
+        raise PhotometryError(f"cannot measure: {exc}") from exc
+    header = fr.header
+    ccd = fr.ccd
+    label = fr.name or "<memory>"
+    if ccd.unit != u.electron:
+        raise PhotometryError(
+            f"frame {label} is in {ccd.unit}, not electrons: calibrate it first "
+            "(followup.reduction.calibrate)"
+        )
+    if ccd.wcs is None:
+        raise PhotometryError(f"frame {label} has no celestial WCS")
+    if "EXPTIME" not in header or not float(header["EXPTIME"]) > 0:
+        raise PhotometryError(f"frame {label} has no positive EXPTIME")
+    band = str(header.get("FILTER", "")).strip()
+    if not band:
+        raise PhotometryError(f"frame {label} has no FILTER")
+    data, err, flags = _pixels(ccd, header)
+    frame_fwhm = fwhm if fwhm is not None else _header_fwhm(header, fr.catalog, ccd.wcs)
+    return PreparedFrame(
+        data=data,
+        err=err,
+        flags=flags,
+        header=header,
+        wcs=ccd.wcs,
+        band=band,
+        exptime=float(header["EXPTIME"]),
+        fwhm=frame_fwhm if frame_fwhm is not None else float("nan"),
+        saturate=float(header["SATURATE"]) if "SATURATE" in header else None,
+        name=fr.name,
+        catalog=fr.catalog,
+    )
+
+
+def _pixels(ccd: CCDData, header: fits.Header) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Data, error and flags in float32/uint8; non-finite pixels become flagged zeros."""
+    data = np.asarray(ccd.data, np.float32)
+    flags = np.asarray(
+        ccd.flags if getattr(ccd, "flags", None) is not None else np.zeros(data.shape), np.uint8
+    )
+    if ccd.uncertainty is not None:
+        err = np.asarray(ccd.uncertainty.array, np.float32)
+    else:
+        # No ERR: Poisson noise of the electrons plus read noise (GAIN is 1 for data in electrons).
+        gain = float(header.get("GAIN", 1.0) or 1.0)
+        rn = float(header.get("RDNOISE", 0.0) or 0.0)
+        err = np.sqrt(np.clip(data, 0, None) * gain + rn**2).astype(np.float32)
+    bad = ~np.isfinite(data) | ~np.isfinite(err)
+    if bad.any():
+        flags = flags.copy()
+        flags[bad] |= BPM_BAD
+        data = np.where(bad, 0, data).astype(np.float32)
+        err = np.where(bad, 0, err).astype(np.float32)
+    return data, err, flags
+
+
+def pixel_scale(wcs: Any) -> float:
+    """Mean pixel scale in arcsec/pixel."""
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    return float(np.mean(proj_plane_pixel_scales(wcs.celestial)) * 3600.0)
+
+
+def with_typical_fwhm(frame: PreparedFrame) -> PreparedFrame:
+    """The frame itself when its FWHM is known, else with LCO's typical seeing as a first guess."""
+    if frame.fwhm_known:
+        return frame
+    return replace(frame, fwhm=TYPICAL_SEEING_ARCSEC / pixel_scale(frame.wcs))
+
+
+def _header_fwhm(header: fits.Header, catalog: Table | None, wcs: Any) -> float | None:
+    """FWHM in pixels from ``L1FWHM`` (arcsec), else the CAT's unflagged ``fwhm`` median."""
+    scale = pixel_scale(wcs)
+    value = header.get("L1FWHM")
+    if isinstance(value, int | float) and math.isfinite(value) and value > 0:
+        return float(value) / scale
+    if catalog is not None and "fwhm" in catalog.colnames:
+        fw = np.asarray(catalog["fwhm"], float)
+        ok = np.isfinite(fw) & (fw > 0)
+        if "flag" in catalog.colnames:
+            ok &= np.asarray(catalog["flag"]) == 0
+        if ok.sum() >= 5:
+            return float(np.median(fw[ok]))
+    return None
+
+
+def gaussian_pixels(
+    x: float, y: float, sigma: float, x0: int, x1: int, y0: int, y1: int
+) -> np.ndarray:
+    """Pixel-integrated unit-flux circular Gaussian over pixels [y0, y1) x [x0, x1)."""
+    from scipy.special import erf
+
+    s2 = math.sqrt(2.0) * sigma
+    px = np.arange(x0, x1)
+    py = np.arange(y0, y1)
+    ex = 0.5 * (erf((px + 0.5 - x) / s2) - erf((px - 0.5 - x) / s2))
+    ey = 0.5 * (erf((py + 0.5 - y) / s2) - erf((py - 0.5 - y) / s2))
+    return np.outer(ey, ex)
+
+
+def edge_flags(xy: np.ndarray, radius: float, shape: tuple[int, int]) -> np.ndarray:
+    """True where a circle of ``radius`` pixels around each position runs off the image."""
+    ny, nx = shape
+    return (
+        (xy[:, 0] - radius < -0.5)
+        | (xy[:, 1] - radius < -0.5)
+        | (xy[:, 0] + radius > nx - 0.5)
+        | (xy[:, 1] + radius > ny - 0.5)
+    )

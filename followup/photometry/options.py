@@ -1,0 +1,42 @@
+"""How a frame is measured: the method and its sizes, shared by zero points and targets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["Method", "PhotometryOptions"]
+
+Method = Literal["aperture", "psf"]
+
+
+@dataclass(frozen=True)
+class PhotometryOptions:
+    """How targets and reference stars are measured (both the same way, so the zero point holds).
+
+    Attributes:
+        method: ``aperture`` (forced aperture photometry, aperture-corrected to total flux) or
+            ``psf`` (forced fit of a pixel-integrated Gaussian).
+        aperture_radius: Aperture radius in pixels; default 1 FWHM.
+        fwhm: PSF FWHM in pixels; default the frame's (``L1FWHM``, the CAT, or fitted on stars).
+        colour_term: Fit a colour term in the zero point (BANZAI's colour for the band).
+
+    Example:
+        >>> photometry_table(frame, ra, dec, options=PhotometryOptions(method="psf"))  # doctest: +SKIP
+
+    Raises:
+        ValueError: An unknown method or a radius or FWHM that is not positive.
+    """
+
+    method: Method = "aperture"
+    aperture_radius: float | None = None
+    fwhm: float | None = None
+    colour_term: bool = False
+
+    def __post_init__(self) -> None:
+        if self.method not in ("aperture", "psf"):
+            raise ValueError(f"method must be 'aperture' or 'psf', got {self.method!r}")
+        for name in ("aperture_radius", "fwhm"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be a positive number of pixels, got {value!r}")
