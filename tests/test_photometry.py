@@ -528,11 +528,13 @@ def test_measure_targets_measures_what_is_on_the_frame(field: Field) -> None:
 
 def test_reduce_raw_frames_writes_frames_that_measure_true(field: Field, tmp_path) -> None:
     sky = field.sky
-    calibrations = [sky.render(spec(600 + k, kind="BIAS", level=0)) for k in range(3)]
-    calibrations += [sky.render(spec(610 + k, kind="DARK", level=0, exptime=300)) for k in range(3)]
-    calibrations += [
-        sky.render(spec(620 + k, kind="SKYFLAT", level=0, exptime=4)) for k in range(3)
-    ]
+    specs = [spec(600 + k, kind="BIAS", level=0) for k in range(3)]
+    specs += [spec(610 + k, kind="DARK", level=0, exptime=300) for k in range(3)]
+    specs += [spec(620 + k, kind="SKYFLAT", level=0, exptime=4) for k in range(3)]
+    calibrations = []
+    for s in specs:
+        calibrations.append(tmp_path / f"{s.basename}.fits.fz")
+        calibrations[-1].write_bytes(sky.render(s))
     science = spec(630, level=0)
     raw_path = tmp_path / f"{science.basename}.fits.fz"
     raw_path.write_bytes(sky.render(science))

@@ -17,6 +17,7 @@ from followup.reduction import (
     BPM_COSMIC_RAY,
     BPM_LOW_FLAT,
     BPM_SATURATED,
+    HeaderOverrides,
     MasterCalibration,
     calibrate,
     combine,
@@ -316,9 +317,123 @@ def test_frame_to_hdulist_round_trips(sky: SyntheticSky, masters: dict[str, CCDD
 def test_arrays_in(masters: dict[str, CCDData], sky: SyntheticSky) -> None:
     raw = read_frame(sky.render(spec(9, level=0)))
     array = np.asarray(raw.ccd.data).copy()
-    red = calibrate(array, bias=masters["bias"], dark=masters["dark"], flat=masters["flat"], gain=sky.gain_raw,
-                    read_noise=sky.read_noise_e, exposure_time=300.0, cosmic_rays="none")  # fmt: skip
+    values = HeaderOverrides(gain=sky.gain_raw, read_noise=sky.read_noise_e, exposure_time=300.0)
+    red = calibrate(array, **masters, overrides=values, cosmic_rays="none")
     reference = calibrate(raw, **masters, cosmic_rays="none")
     np.testing.assert_allclose(red.data, reference.data, rtol=1e-6)
     with pytest.raises(ReductionError, match="exposure time"):
-        calibrate(array, bias=masters["bias"], gain=1.0, read_noise=7.0)
+        calibrate(array, bias=masters["bias"], overrides=HeaderOverrides(gain=1.0, read_noise=7.0))
+
+
+OVERSCAN = 24  # columns of serial overscan added to the right of the sandbox's trimmed frames
+
+
+def _with_overscan(data: bytes, *, drift: float, rng: np.random.Generator) -> fits.HDUList:
+    """A raw sandbox frame as a camera with a serial overscan writes it.
+
+    The bias level drifts by ``drift`` ADU (on the image and in the overscan alike) and has a
+    row pattern the overscan sees too; the overscan columns hold that level plus read noise.
+    """
+    hdul = fits.open(io.BytesIO(data))
+    image = np.asarray(hdul["SCI"].data, np.float32)
+    ny, nx = image.shape
+    pattern = 3.0 * np.sin(np.arange(ny) / 17.0)[:, None].astype(np.float32)
+    level = np.float32(drift) + pattern
+    overscan = level + rng.normal(0, 6.0, (ny, OVERSCAN)).astype(np.float32)
+    full = np.hstack([image + level, overscan])
+    header = hdul["SCI"].header.copy()
+    header["BIASSEC"] = f"[{nx + 1}:{nx + OVERSCAN},1:{ny}]"
+    header["TRIMSEC"] = f"[1:{nx},1:{ny}]"
+    header["SATURATE"] = header["SATURATE"] + drift
+    return fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(full, header=header, name="SCI")])
+
+
+def test_overscan_is_subtracted_and_trimmed(
+    sky: SyntheticSky, calibrations: dict[str, list[bytes]], masters: dict[str, CCDData]
+) -> None:
+    rng = np.random.default_rng(8)
+    drifts = iter(rng.uniform(-40, 40, 100))
+    padded = {
+        kind: [_with_overscan(d, drift=next(drifts), rng=rng) for d in frames]
+        for kind, frames in calibrations.items()
+    }
+    bias = make_master_bias(padded["bias"])
+    assert bias.shape == SHAPE and "BIASSEC" not in bias.meta
+    assert any("overscan" in str(h) for h in bias.meta["HISTORY"])
+    dark = make_master_dark(padded["dark"], bias=bias)
+    flat = make_master_flat(padded["flat"], bias=bias, dark=dark)
+    raw_bytes = sky.render(spec(13, level=0))
+    reference = calibrate(raw_bytes, **masters, cosmic_rays="none")
+    red = calibrate(
+        _with_overscan(raw_bytes, drift=55.0, rng=rng),
+        bias=bias,
+        dark=dark,
+        flat=flat,
+        cosmic_rays="none",
+    )
+    assert red.shape == SHAPE and red.meta["OVERSCAN"] == pytest.approx(55.0, abs=3.0)
+    assert "BIASSEC" not in red.meta and "TRIMSEC" not in red.meta
+    # The drift of each frame is gone: the same electrons as the frames without an overscan,
+    # within the noise of a 24-column median per row.
+    good = (red.flags == 0) & (reference.flags == 0)
+    diff = red.data[good] - reference.data[good]
+    assert abs(np.median(diff)) < 3.0
+    assert np.std(diff) < 0.1 * np.median(reference.uncertainty.array)
+    np.testing.assert_allclose(red.meta["SATURATE"], reference.meta["SATURATE"], atol=30)
+    assert (
+        red.wcs.pixel_to_world(10, 10).separation(reference.wcs.pixel_to_world(10, 10)).arcsec
+        < 1e-6
+    )
+
+
+def test_overscan_of_a_real_raw_frame() -> None:
+    """ccdproc's test frame: a real raw CCD frame (SAAO 1.0 m) with BIASSEC and TRIMSEC."""
+    import ccdproc
+
+    path = Path(ccdproc.__file__).parent / "tests" / "data" / "a8280271.fits"
+    if not path.exists():
+        pytest.skip("ccdproc's test data are not installed")
+    header = fits.getheader(path)
+    raw = fits.getdata(path).astype(np.float32)
+    master = combine([path, path])
+    assert master.shape == (520, 512)  # TRIMSEC [17:528, 1:520]
+    # ccdproc's own subtract_overscan + trim_image give the same pixels.
+    ccd = CCDData(raw, unit="adu", meta=header)
+    expected = ccdproc.trim_image(
+        ccdproc.subtract_overscan(
+            ccd, fits_section=header["BIASSEC"], median=True, overscan_axis=1
+        ),
+        fits_section=header["TRIMSEC"],
+    )
+    np.testing.assert_allclose(master.data, expected.data, atol=1e-3)
+    with pytest.raises(ReductionError, match="serial"):
+        bad = header.copy()
+        bad["BIASSEC"] = "[17:528,1:10]"
+        combine([CCDData(raw, unit="adu", meta=bad)] * 2)
+
+
+def test_a_night_is_sorted_by_its_headers(
+    sky: SyntheticSky, calibrations: dict[str, list[bytes]], tmp_path: Path
+) -> None:
+    from followup.reduction import NightCalibrations, reduce_raw_frames
+
+    paths = []
+    for kind, frames in calibrations.items():
+        for k, data in enumerate(frames[:3]):
+            paths.append(tmp_path / f"{kind}{k}.fits.fz")
+            paths[-1].write_bytes(data)
+    night = NightCalibrations(paths)
+    assert len(night._files("BIAS")) == 3 and len(night._files("SKYFLAT", filter="rp")) == 3
+    assert night._files("SKYFLAT", filter="gp") == []
+    first = night.masters("rp")
+    assert night.masters("rp") is first  # built once
+    science = tmp_path / "science-e00.fits.fz"
+    science.write_bytes(sky.render(spec(14, level=0)))
+    (out,) = reduce_raw_frames([science], paths, tmp_path / "out", cosmic_rays="none")
+    assert read_frame(out).is_reduced
+    gp = tmp_path / "science-gp-e00.fits.fz"
+    gp.write_bytes(sky.render(spec(15, level=0, band="gp")))
+    with pytest.raises(ReductionError, match="no SKYFLAT in filter 'gp'"):
+        reduce_raw_frames([gp], paths, tmp_path / "out")
+    with pytest.raises(ReductionError, match="no BIAS"):
+        reduce_raw_frames([science], paths[3:], tmp_path / "out")
