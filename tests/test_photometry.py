@@ -20,6 +20,7 @@ from followup.models import Measurement
 from followup.photometry import (
     PhotometryFlag,
     PhotometryOptions,
+    aperture_photometry_at,
     associate_candidates,
     build_light_curve,
     calibrate_zero_point,
@@ -566,3 +567,45 @@ def test_associate_candidates_merges_positions_across_frames() -> None:
         [table((359.99999, 0.0, 10.0, 20.0)), table((0.00001, 0.0, 10.0, 20.0))]
     )
     assert len(wrap) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("separation_fwhm", "star_mag"), [(2.0, 15.5), (4.0, 14.0)])
+def test_a_bright_neighbour_is_subtracted(separation_fwhm: float, star_mag: float) -> None:
+    """A bright star beside a 19 mag transient: its wing in the aperture, or in the annulus.
+
+    The clipped annulus median shrugs off a star in the annulus; the aperture does not.
+    """
+    base = SyntheticSky(seed=31, shape=SHAPE)
+    wcs = base.wcs(spec(0))
+    ((ra, dec),) = isolated_positions(
+        base, wcs, 1, rng=np.random.default_rng(4), min_separation_px=60, border_px=150
+    )
+    offset = separation_fwhm * base.fwhm_arcsec / 3600 / math.cos(math.radians(dec))
+    transients = [
+        Transient(name="target", ra=ra, dec=dec, peak_mag={"rp": 19.0}, peak_time=START),
+        Transient(name="star", ra=ra + offset, dec=dec, peak_mag={"rp": star_mag}, peak_time=START),
+    ]
+    sky = SyntheticSky(seed=31, shape=SHAPE, transients=transients)
+    refcat = sky.reference_catalog(RA, DEC, 0.15)
+    pulls, naive_pulls = [], []
+    for number in range(8):
+        s = spec(800 + number, seed=number)
+        data = sky.render(s)
+        true = {row["name"]: row["mag"] for row in sky.frame_truth(s).transients}["target"]
+        table = photometry_table(data, ra, dec, catalog=refcat)
+        row = table[0]
+        assert row["flags"] & PhotometryFlag.NEIGHBOURS_SUBTRACTED
+        pulls.append((row["mag"].value - true) / row["mag_err"].value)
+        # The same aperture on the frame as it is, the neighbour's light left in.
+        plain = aperture_photometry_at(data, np.array([[row["x"].value, row["y"].value]]))
+        flux = plain["aperture_flux"][0].value * table.meta["aperture_correction"]
+        naive = table.meta["zero_point"] - 2.5 * math.log10(flux / table.meta["exptime"])
+        naive_pulls.append((naive - true) / row["mag_err"].value)
+    print(
+        f"{separation_fwhm} FWHM: pulls {np.round(pulls, 2)}, without: {np.round(naive_pulls, 1)}"
+    )
+    assert np.all(np.abs(pulls) < 3)
+    assert abs(np.mean(pulls)) < 1.0
+    if separation_fwhm < 3:
+        assert np.mean(naive_pulls) < -3  # what the subtraction is for

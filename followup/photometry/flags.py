@@ -25,6 +25,8 @@ class PhotometryFlag(IntFlag):
     """Too few bright stars: the aperture correction is that of a Gaussian PSF."""
     BLENDED = 64
     """A catalogued star lies within 2 FWHM of the position."""
+    NEIGHBOURS_SUBTRACTED = 128
+    """Sources near the position were fitted with it and their light subtracted before measuring."""
 
 
 def describe_flags(flags: int) -> list[str]:

@@ -20,6 +20,7 @@ from followup.models import Measurement
 from followup.photometry.flags import PhotometryFlag
 from followup.photometry.fluxes import flux_to_ujy
 from followup.photometry.frame import AnyFrame, PreparedFrame, prepare_frame
+from followup.photometry.neighbours import without_neighbours
 from followup.photometry.options import PhotometryOptions
 from followup.photometry.zeropoint import (
     CatalogLike,
@@ -104,6 +105,21 @@ def _blended(fr: PreparedFrame, xy: np.ndarray) -> np.ndarray:
     return blended
 
 
+def _target_fluxes(
+    fr: PreparedFrame, xy: np.ndarray, options: PhotometryOptions
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fluxes, errors and flags of the targets, each measured with its neighbours' light removed."""
+    flux, flux_err, flags, _ = instrumental_fluxes(fr, xy, options)
+    for k, (x, y) in enumerate(xy):
+        cleaned = without_neighbours(fr, float(x), float(y))
+        if cleaned is None:
+            continue
+        f, e, fl, _ = instrumental_fluxes(cleaned.frame, xy[k : k + 1] - cleaned.offset, options)
+        flux[k], flux_err[k] = f[0], e[0] * cleaned.error_scale
+        flags[k] = fl[0] | PhotometryFlag.NEIGHBOURS_SUBTRACTED
+    return flux, flux_err, flags
+
+
 def photometry_table(
     frame: AnyFrame,
     ra: Any,
@@ -162,7 +178,7 @@ def photometry_table(
         frame_flags |= PhotometryFlag.FEW_REFERENCE_STARS
     if zero_point.fwhm is not None and zero_point.fwhm != fr.fwhm:
         fr = replace(fr, fwhm=zero_point.fwhm)
-    flux, flux_err, flags, _ = instrumental_fluxes(fr, xy, options)
+    flux, flux_err, flags = _target_fluxes(fr, xy, options)
     flux = flux * zero_point.aperture_correction
     flux_err = flux_err * zero_point.aperture_correction
     zp = zero_point.zero_point
