@@ -120,6 +120,54 @@ def _target_fluxes(
     return flux, flux_err, flags
 
 
+def _pixels_on_frame(fr: PreparedFrame, coords: SkyCoord) -> np.ndarray:
+    """Pixel positions (n, 2) of sky positions.
+
+    Raises:
+        PhotometryError: A position off the frame.
+    """
+    x, y = fr.wcs.all_world2pix(coords.ra.deg, coords.dec.deg, 0)
+    ny, nx = fr.shape
+    off = ~((x >= -0.5) & (x <= nx - 0.5) & (y >= -0.5) & (y <= ny - 0.5))
+    if off.any():
+        bad = [f"{c.ra.deg:.5f} {c.dec.deg:+.5f}" for c in coords[off]]
+        raise PhotometryError(
+            f"target off the frame {fr.label}: {', '.join(bad)} (frame is {nx}x{ny} px)"
+        )
+    return np.column_stack([x, y])
+
+
+def _calibrated(
+    flux: np.ndarray,
+    flux_err: np.ndarray,
+    zero_point: ZeroPoint,
+    colour: np.ndarray,
+    exptime: float,
+) -> dict[str, np.ndarray]:
+    """S/N, microjansky, AB magnitudes (S/N >= 5 only) and 5-sigma limits of total fluxes."""
+    zp = zero_point.zero_point + zero_point.colour_coefficient * colour
+    with np.errstate(invalid="ignore", divide="ignore"):
+        snr = flux / flux_err
+        flux_ujy = flux_to_ujy(flux / exptime, zp)
+        detected = snr >= DETECTION_SNR
+        return {
+            "snr": snr,
+            "flux_ujy": flux_ujy,
+            # The zero point's error is common to every target; it is in the flux's error too.
+            "flux_err_ujy": np.hypot(
+                flux_to_ujy(flux_err / exptime, zp),
+                flux_ujy * 0.4 * math.log(10) * zero_point.zero_point_err,
+            ),
+            "mag": np.where(
+                detected, zp - 2.5 * np.log10(np.where(detected, flux, 1.0) / exptime), np.nan
+            ),
+            "mag_err": np.where(
+                detected, np.hypot(1.0857 / snr, zero_point.zero_point_err), np.nan
+            ),
+            "limit": zp - 2.5 * np.log10(DETECTION_SNR * flux_err / exptime),
+        }
+
+
 def photometry_table(
     frame: AnyFrame,
     ra: Any,
@@ -162,15 +210,7 @@ def photometry_table(
     fr = prepare_frame(frame, fwhm=options.fwhm)
     coords = _coords(ra, dec)
     coords = coords if not coords.isscalar else coords.reshape((1,))
-    x, y = fr.wcs.all_world2pix(coords.ra.deg, coords.dec.deg, 0)
-    xy = np.column_stack([x, y])
-    ny, nx = fr.shape
-    off = ~((x >= -0.5) & (x <= nx - 0.5) & (y >= -0.5) & (y <= ny - 0.5))
-    if off.any():
-        bad = [f"{c.ra.deg:.5f} {c.dec.deg:+.5f}" for c in coords[off]]
-        raise PhotometryError(
-            f"target off the frame {fr.label}: {', '.join(bad)} (frame is {nx}x{ny} px)"
-        )
+    xy = _pixels_on_frame(fr, coords)
     frame_flags = 0
     if zero_point is None:
         zero_point, frame_flags = _frame_zero_point(fr, catalog, options)
@@ -181,31 +221,18 @@ def photometry_table(
     flux, flux_err, flags = _target_fluxes(fr, xy, options)
     flux = flux * zero_point.aperture_correction
     flux_err = flux_err * zero_point.aperture_correction
-    zp = zero_point.zero_point
     colour_arr = np.asarray(colours, float) if colours is not None else np.zeros(len(xy))
-    zp_eff = zp + zero_point.colour_coefficient * colour_arr
-    t = fr.exptime
-    with np.errstate(invalid="ignore", divide="ignore"):
-        snr = flux / flux_err
-        flux_ujy = flux_to_ujy(flux / t, zp_eff)
-        flux_err_ujy = np.hypot(
-            flux_to_ujy(flux_err / t, zp_eff),
-            flux_ujy * 0.4 * math.log(10) * zero_point.zero_point_err,
-        )
-        detected = snr >= DETECTION_SNR
-        mag = np.where(detected, zp_eff - 2.5 * np.log10(np.where(detected, flux, 1.0) / t), np.nan)
-        mag_err = np.where(detected, np.hypot(1.0857 / snr, zero_point.zero_point_err), np.nan)
-        limit = zp_eff - 2.5 * np.log10(DETECTION_SNR * flux_err / t)
+    calibrated = _calibrated(flux, flux_err, zero_point, colour_arr, fr.exptime)
     flags[_blended(fr, xy)] |= PhotometryFlag.BLENDED
     radius = options.aperture_radius if options.aperture_radius is not None else fr.fwhm
     table = QTable(
         meta={
-            "zero_point": zp,
+            "zero_point": zero_point.zero_point,
             "zero_point_err": zero_point.zero_point_err,
             "n_ref_stars": zero_point.n_stars,
             "band": fr.band,
             "method": options.method,
-            "exptime": t,
+            "exptime": fr.exptime,
             "fwhm": fr.fwhm,
             "aperture_radius": float(radius) if options.method == "aperture" else None,
             "aperture_correction": zero_point.aperture_correction,
@@ -222,12 +249,11 @@ def photometry_table(
     table["y"] = xy[:, 1] * u.pix
     table["flux"] = flux * u.electron
     table["flux_err"] = flux_err * u.electron
-    table["snr"] = snr
-    table["flux_ujy"] = flux_ujy * u.uJy
-    table["flux_err_ujy"] = flux_err_ujy * u.uJy
-    table["mag"] = mag * u.mag
-    table["mag_err"] = mag_err * u.mag
-    table["limit_mag_5sigma"] = limit * u.mag
+    table["snr"] = calibrated["snr"]
+    for name, unit in (("flux_ujy", u.uJy), ("flux_err_ujy", u.uJy), ("mag", u.mag)):
+        table[name] = calibrated[name] * unit
+    table["mag_err"] = calibrated["mag_err"] * u.mag
+    table["limit_mag_5sigma"] = calibrated["limit"] * u.mag
     table["flags"] = flags | frame_flags
     return table
 
