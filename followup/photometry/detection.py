@@ -1,4 +1,11 @@
-"""Point-source detection by a matched filter on the background-subtracted frame."""
+"""Point-source detection by a matched filter on the background-subtracted frame.
+
+Kept instead of photutils' finders because it is faster and measures what the candidates need:
+on a 4k reduced frame ``detect_sources`` takes 2.4 s with aperture fluxes and S/N of every
+detection, against 6.2 s for ``Background2D`` + ``DAOStarFinder`` and 8.7 s for
+``Background2D`` + ``SourceFinder`` (positions only; ``benchmarks/frames.py``,
+``mine_detection``, ``plain_detection_dao``, ``plain_detection_segments``).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,11 @@
-"""PSF photometry with a pixel-integrated circular Gaussian: forced fluxes and the frame's FWHM."""
+"""PSF photometry with a pixel-integrated circular Gaussian: forced fluxes and the frame's FWHM.
+
+Forced fits are linear in the flux, so they are solved here directly rather than by
+photutils' ``PSFPhotometry`` (the same ``CircularGaussianPRF``, positions and width fixed, a
+nonlinear fitter): on a 4k frame one target takes 2.4 ms against 27.6 ms, and 98 reference stars
+0.07 s against 0.34 s, with fluxes that agree to 0.09 % (``benchmarks/frames.py``, ``mine_psf``
+and ``plain_psf``).
+"""
 
 from __future__ import annotations
 

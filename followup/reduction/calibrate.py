@@ -2,9 +2,10 @@
 
 The masters are prepared once (:class:`MasterCalibration`) and each frame is then one pass over
 cache-sized blocks of rows that writes science, error, flags and mask in float32 and uint8.
-ccdproc's ``ccd_process`` does the same arithmetic in float64, several times slower, and ten
-times slower again with its error propagation: ``benchmarks/frames.py`` measures them
-(``plain_calibrate``, ``plain_calibrate_error``) against this kernel (``mine_calibrate``).
+ccdproc's ``ccd_process`` does the arithmetic in float64 and is an order of magnitude slower: on
+a 4k frame 0.86 s, and 0.66 s with its error propagation, against 59 ms here with the error map
+and flags (``benchmarks/frames.py``: ``plain_calibrate``, ``plain_calibrate_error``,
+``mine_calibrate``).
 """
 
 from __future__ import annotations
