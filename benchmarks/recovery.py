@@ -35,10 +35,15 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+if TYPE_CHECKING:
+    from sandbox.sky import SyntheticSky
+    from sandbox.specs import FrameSpec, Transient
 
 FIRST_NIGHT = datetime(2026, 1, 8, 3, 0, tzinfo=UTC)
 DAYS_PER_SEED = 365.25 / 50  # 50 seeds span a year of demo runs
@@ -65,7 +70,9 @@ class Outcome:
     seconds: float = 0.0
 
 
-def _frames(seed: int, folder: Path) -> tuple[object, object, list[tuple[Path, object]]]:
+def _frames(
+    seed: int, folder: Path
+) -> tuple[Transient, SyntheticSky, list[tuple[Path, FrameSpec]]]:
     """The demo's kilonova, its sky, and the frames of its fields that hold it (written to disk)."""
     from deployments.demo import make_demo_alert
     from followup.alerts import parse_message
@@ -133,7 +140,7 @@ def run_seed(seed: int) -> Outcome:
         out.candidates = len(merged)
         cos_dec = math.cos(math.radians(kilonova.dec))
 
-        def separation(c: dict) -> float:
+        def separation(c: dict[str, Any]) -> float:
             dra = ((c["ra"] - kilonova.ra + 180.0) % 360.0 - 180.0) * cos_dec
             return 3600.0 * math.hypot(dra, c["dec"] - kilonova.dec)
 

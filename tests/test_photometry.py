@@ -609,3 +609,11 @@ def test_a_bright_neighbour_is_subtracted(separation_fwhm: float, star_mag: floa
     assert abs(np.mean(pulls)) < 1.0
     if separation_fwhm < 3:
         assert np.mean(naive_pulls) < -3  # what the subtraction is for
+
+
+def test_options_are_checked_on_entry() -> None:
+    with pytest.raises(ValueError, match="method"):
+        PhotometryOptions(method="kron")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="aperture_radius"):
+        PhotometryOptions(aperture_radius=0.0)
+    assert PhotometryOptions().method == "aperture"

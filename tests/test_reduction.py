@@ -423,8 +423,8 @@ def test_a_night_is_sorted_by_its_headers(
             paths.append(tmp_path / f"{kind}{k}.fits.fz")
             paths[-1].write_bytes(data)
     night = NightCalibrations(paths)
-    assert len(night._files("BIAS")) == 3 and len(night._files("SKYFLAT", filter="rp")) == 3
-    assert night._files("SKYFLAT", filter="gp") == []
+    assert len(night.files("BIAS")) == 3 and len(night.files("SKYFLAT", filter="rp")) == 3
+    assert night.files("SKYFLAT", filter="gp") == []
     first = night.masters("rp")
     assert night.masters("rp") is first  # built once
     science = tmp_path / "science-e00.fits.fz"

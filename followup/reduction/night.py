@@ -52,7 +52,8 @@ class NightCalibrations:
         self._bias = self._dark = None
         self._flats: dict[str, MasterCalibration] = {}
 
-    def _files(self, obstype: str, **keywords: str) -> list[str]:
+    def files(self, obstype: str, **keywords: str) -> list[str]:
+        """Paths of the frames of an ``OBSTYPE`` (and other header values, e.g. ``filter="rp"``)."""
         if self.collection.summary is None or not len(self.collection.summary):
             return []
         return list(self.collection.files_filtered(obstype=obstype, include_path=True, **keywords))
@@ -66,15 +67,15 @@ class NightCalibrations:
         if band in self._flats:
             return self._flats[band]
         if self._bias is None:
-            bias_files = self._files("BIAS")
+            bias_files = self.files("BIAS")
             if not bias_files:
                 raise ReductionError(
                     "no BIAS frame among the calibrations: cannot reduce raw frames"
                 )
             self._bias = make_master_bias(bias_files)
-            dark_files = self._files("DARK")
+            dark_files = self.files("DARK")
             self._dark = make_master_dark(dark_files, bias=self._bias) if dark_files else None
-        flat_files = self._files("SKYFLAT", filter=band)
+        flat_files = self.files("SKYFLAT", filter=band)
         if not flat_files:
             raise ReductionError(f"no SKYFLAT in filter {band!r} among the calibrations")
         flat = make_master_flat(flat_files, bias=self._bias, dark=self._dark)
