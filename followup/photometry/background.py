@@ -82,9 +82,9 @@ def mesh_background(data: np.ndarray, mask: np.ndarray, box: int) -> tuple[np.nd
 
     The maps photutils' ``Background2D`` makes with ``MedianBackground``, ``StdBackgroundRMS``
     and a 3x3 filter of the mesh (they differ by 0.001 of the rms, median over the frame), in
-    float32 with bottleneck. Kept because it is faster: 0.97 s against 3.76 s for
-    ``Background2D`` on a 4k reduced frame (``benchmarks/frames.py``, ``mine_background`` and
-    ``plain_background``, both maps computed).
+    float32 with bottleneck. Kept because it is faster: on a 4k reduced frame 0.97 and 1.29 s
+    against 3.76 and 3.46 s for ``Background2D`` in two runs, 2.7-3.9x (``benchmarks/frames.py``,
+    ``mine_background`` and ``plain_background``, both maps computed).
 
     Raises:
         PhotometryError: Every pixel is masked.

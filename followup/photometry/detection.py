@@ -2,9 +2,10 @@
 
 Kept instead of photutils' finders because it is faster and measures what the candidates need:
 on a 4k reduced frame ``detect_sources`` takes 2.4 s with aperture fluxes and S/N of every
-detection, against 6.2 s for ``Background2D`` + ``DAOStarFinder`` and 8.7 s for
-``Background2D`` + ``SourceFinder`` (positions only; ``benchmarks/frames.py``,
-``mine_detection``, ``plain_detection_dao``, ``plain_detection_segments``).
+detection, against 5.6-6.2 s for ``Background2D`` + ``DAOStarFinder`` (2.3-2.6x) and 8.5-8.7 s
+for ``Background2D`` + ``SourceFinder`` (3.5-3.7x), which give positions only (two runs of
+``benchmarks/frames.py``: ``mine_detection``, ``plain_detection_dao``,
+``plain_detection_segments``).
 """
 
 from __future__ import annotations

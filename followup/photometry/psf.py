@@ -2,9 +2,9 @@
 
 Forced fits are linear in the flux, so they are solved here directly rather than by
 photutils' ``PSFPhotometry`` (the same ``CircularGaussianPRF``, positions and width fixed, a
-nonlinear fitter): on a 4k frame one target takes 2.4 ms against 27.6 ms, and 98 reference stars
-0.07 s against 0.34 s, with fluxes that agree to 0.09 % (``benchmarks/frames.py``, ``mine_psf``
-and ``plain_psf``).
+nonlinear fitter): on a 4k frame one target takes 1.3-2.4 ms against 26-28 ms (11-20x), and 98
+reference stars 0.05-0.07 s against 0.26-0.34 s (5x), with fluxes that agree to 0.09 % (two runs
+of ``benchmarks/frames.py``, ``mine_psf`` and ``plain_psf``).
 """
 
 from __future__ import annotations

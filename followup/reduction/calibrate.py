@@ -3,9 +3,9 @@
 The masters are prepared once (:class:`MasterCalibration`) and each frame is then one pass over
 cache-sized blocks of rows that writes science, error, flags and mask in float32 and uint8.
 ccdproc's ``ccd_process`` does the arithmetic in float64 and is an order of magnitude slower: on
-a 4k frame 0.86 s, and 0.66 s with its error propagation, against 59 ms here with the error map
-and flags (``benchmarks/frames.py``: ``plain_calibrate``, ``plain_calibrate_error``,
-``mine_calibrate``).
+a 4k frame 0.82-0.86 s, and 0.66-1.02 s with its error propagation, against 59-62 ms here with
+the error map and flags (two runs of ``benchmarks/frames.py``: ``plain_calibrate``,
+``plain_calibrate_error``, ``mine_calibrate``).
 """
 
 from __future__ import annotations

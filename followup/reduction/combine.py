@@ -2,10 +2,11 @@
 
 Files are read a chunk of rows at a time (whole compression tiles), so a night of 4k frames is
 combined in a few hundred MiB; bottleneck does the medians. ccdproc's ``combine`` (its
-``Combiner``, with bottleneck installed) is slower: 5 bias + 5 dark + 5 flat 4k frames take 18.9 s
-here (903 MiB), 29.4 s with ccdproc's defaults (no clipping, 7.0 GiB) and 82.5 s with the same
-clipping as here (median, ``mad_std``, float32, the same memory limit; 3.6 GiB)
-(``benchmarks/frames.py``, ``mine_masters``, ``plain_masters``, ``plain_masters_clipped``).
+``Combiner``, with bottleneck installed) is slower: 5 bias + 5 dark + 5 flat 4k frames take
+15.8-18.9 s here (0.9 GiB), 29.4-32.6 s with ccdproc's defaults (no clipping, 7.0 GiB) and
+65.9-82.5 s with the same clipping as here (median, ``mad_std``, float32, the same memory limit;
+3.6 GiB) in two runs of ``benchmarks/frames.py`` (``mine_masters``, ``plain_masters``,
+``plain_masters_clipped``).
 """
 
 from __future__ import annotations

@@ -22,9 +22,10 @@ def detect_cosmic_rays(
 ) -> CCDData:
     """Flag cosmic rays with LACosmic (``ccdproc.cosmicray_lacosmic``): flagged, not replaced.
 
-    ccdproc calls astroscrappy as this module did before, and as fast: 15.8 s against 19.9 s
-    directly on a 4k frame, the same 9,332 pixels (``benchmarks/frames.py --lacosmic``; the
-    machine was busy, the two are one call). Bad and saturated pixels are masked from the
+    ccdproc calls astroscrappy as this module did before, and as fast: the same 9,332 pixels of
+    a 4k frame in 15.8 and 20.3 s against 19.9 and 15.2 s directly in two runs of
+    ``benchmarks/frames.py --lacosmic`` on a busy machine; alternating in one process on a 2k
+    frame, 5.03 s against 4.88 s (best of three). Bad and saturated pixels are masked from the
     search. ccdproc's cleaned image is discarded:
     photometry leaves flagged pixels out rather than trusting interpolated values. Costs about
     15 s on a 4k x 4k frame on two cores, so it is meant for single raw frames; BANZAI frames

@@ -4,8 +4,8 @@ The sections are read with ccdproc's FITS-section parser; the subtraction itself
 each row's overscan pixels, subtracted from the row, then the trim) is done here with
 bottleneck, row block by row block, so that masters can be combined from files a chunk at a time.
 ccdproc's ``subtract_overscan`` + ``trim_image`` compute the same values on whole frames but
-copy the frame twice: 37 ms against 15 ms here for a 4k frame with 64 overscan columns
-(``benchmarks/frames.py``, ``plain_overscan`` and ``mine_overscan``).
+copy the frame twice: 37 ms against 15 ms here for a 4k frame with 64 overscan columns, in two
+runs of ``benchmarks/frames.py`` (``plain_overscan`` and ``mine_overscan``).
 """
 
 from __future__ import annotations
