@@ -11,7 +11,7 @@ from blocks.credentials import (
     LcoCredentials,
     TnsCredentials,
 )
-from blocks.listener import ListenerSettings, TriggerRulesBlock
+from blocks.listener import ListenerSettings, StartedBy, TriggerRulesBlock
 from blocks.settings import FollowupSettings
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "HopCredentials",
     "LcoCredentials",
     "ListenerSettings",
+    "StartedBy",
     "TnsCredentials",
     "TriggerRulesBlock",
 ]

@@ -1,23 +1,34 @@
-"""Credentials Blocks, one per external service; ``get_client`` is the only place a secret is unwrapped.
+"""Credentials Blocks, one per external service; each builds the client of what it holds.
 
 Fill them in the Prefect UI (Blocks -> Add) or in code; flows load them by name and never pass
 secrets as parameters. Every field that grants access is a ``SecretStr``: the UI masks it, the API
-returns it obfuscated, and the server stores it encrypted.
+returns it obfuscated, and the server stores it encrypted. The ``get_*`` methods are the only
+place a secret leaves its ``SecretStr``: the HTTP clients take the ``SecretStr`` itself (their
+``httpx.Auth`` reads it per request), the Kafka streams a ``hop.auth.Auth`` built here.
+
+The URLs default to the real (production) services: a credential is issued by the real service,
+so a document filled in with one points there unless told otherwise. Test and mock alerts never
+reach a production host whatever the URLs say (:mod:`followup.drills`); a sandbox is named by
+its URLs and by ``FollowupSettings.sandbox_endpoints``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
 if TYPE_CHECKING:
+    from hop.auth import Auth
+
     from followup.lco import ArchiveClient, PortalClient
+    from followup.reporting.at_report import TnsReporter
     from followup.reporting.gcn import GcnCircularsClient
     from followup.reporting.hermes import HermesClient
     from followup.reporting.tns import TnsClient
+    from followup.stream import AlertStream, Publisher
 
 __all__ = [
     "GcnCredentials",
@@ -152,6 +163,20 @@ class TnsCredentials(Block):
     )
     timeout_s: float = Field(default=30.0, gt=0, description="HTTP timeout in seconds.")
 
+    def get_reporter(self) -> TnsReporter:
+        """Who reports: the reporter line and the group ids, as AT reports carry them.
+
+        The camera's TNS id comes from each measurement's equipment
+        (:mod:`followup.reporting.equipment`), not from this block.
+        """
+        from followup.reporting.at_report import TnsReporter
+
+        return TnsReporter(
+            reporter=self.reporter,
+            reporting_group_id=self.reporting_group_id,
+            discovery_data_source_id=self.discovery_data_source_id,
+        )
+
     def get_client(self, *, transport: httpx.BaseTransport | None = None) -> TnsClient:
         """A new TNS client for this bot."""
         from followup.reporting.tns import TnsClient
@@ -217,7 +242,7 @@ class HopCredentials(Block):
         from blocks import HopCredentials
 
         hop = HopCredentials.load("BLOCK_NAME")
-        auth = hop.get_auth()
+        stream = hop.get_stream()
         ```
     """
 
@@ -231,13 +256,27 @@ class HopCredentials(Block):
     topics: list[str] = Field(default_factory=lambda: ["igwn.gwalert"], description="Topics read.")
     group_id: str = Field(default="followup-listener", description="Consumer group id.")
 
-    def get_auth(self) -> Any:
-        """A ``hop.auth.Auth`` for this credential, or False for a broker without authentication."""
+    def get_auth(self) -> Auth | None:
+        """A ``hop.auth.Auth`` for this credential, or None for a broker without authentication."""
         if not self.username:
-            return False
+            return None
         from hop.auth import Auth
 
         return Auth(self.username, self.password.get_secret_value())
+
+    def get_stream(self, *, start_at: str = "earliest") -> AlertStream:
+        """A consumer of :attr:`topics` in the group :attr:`group_id`, with this credential."""
+        from followup.stream import AlertStream
+
+        return AlertStream(
+            self.broker_url, self.topics, self.group_id, auth=self.get_auth(), start_at=start_at
+        )
+
+    def get_publisher(self) -> Publisher:
+        """A publisher to this broker with this credential (drills; the topic is chosen per send)."""
+        from followup.stream import Publisher
+
+        return Publisher(self.broker_url, auth=self.get_auth())
 
 
 class GcnKafkaCredentials(Block):
@@ -255,7 +294,7 @@ class GcnKafkaCredentials(Block):
         from blocks import GcnKafkaCredentials
 
         gcn_kafka = GcnKafkaCredentials.load("BLOCK_NAME")
-        auth = gcn_kafka.get_auth()
+        stream = gcn_kafka.get_stream()
         ```
     """
 
@@ -274,7 +313,7 @@ class GcnKafkaCredentials(Block):
         """Kafka URL of GCN's brokers for this domain."""
         return f"kafka://kafka.{self.domain}"
 
-    def get_auth(self) -> Any:
+    def get_auth(self) -> Auth:
         """A ``hop.auth.Auth`` using GCN's OAuth client-credentials flow."""
         from adc.auth import SASLMethod
         from hop.auth import Auth
@@ -284,4 +323,12 @@ class GcnKafkaCredentials(Block):
             self.client_secret.get_secret_value(),
             method=SASLMethod.OAUTHBEARER,
             token_endpoint=f"https://auth.{self.domain}/oauth2/token",
+        )
+
+    def get_stream(self, *, start_at: str = "earliest") -> AlertStream:
+        """A consumer of :attr:`topics` on GCN's brokers, with this client credential."""
+        from followup.stream import AlertStream
+
+        return AlertStream(
+            self.broker_url, self.topics, self.group_id, auth=self.get_auth(), start_at=start_at
         )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from enum import StrEnum
+from typing import TYPE_CHECKING, Literal
 
 from prefect.blocks.core import Block
 from pydantic import Field
@@ -10,7 +11,19 @@ from pydantic import Field
 from blocks.credentials import GcnKafkaCredentials, HopCredentials
 from followup.rules import TriggerRules
 
-__all__ = ["ListenerSettings", "TriggerRulesBlock"]
+if TYPE_CHECKING:
+    from followup.stream import AlertStream
+
+__all__ = ["ListenerSettings", "StartedBy", "TriggerRulesBlock"]
+
+
+class StartedBy(StrEnum):
+    """Who starts the follow-up run of an accepted alert (and the run of a retraction)."""
+
+    LISTENER = "listener"
+    """The listener, at once, in its warm worker processes (no poll interval)."""
+    TRIGGER = "trigger"
+    """The ``followup`` (``retract``) deployment's event trigger, on any worker."""
 
 
 class TriggerRulesBlock(TriggerRules, Block):
@@ -51,6 +64,8 @@ class ListenerSettings(Block):
         heartbeat_interval_s: Seconds between ``followup.listener.heartbeat`` events.
         start_at: Where a new consumer group starts: ``earliest`` or ``latest``.
         recover_hours: At start, accepted alerts of the last hours that never got a run get one.
+        drills_dir: The folder the ``drill`` deployment may replay alert files from (a path on
+            the worker); empty: drills publish fresh mock alerts only.
 
     Example:
         ```python
@@ -70,8 +85,9 @@ class ListenerSettings(Block):
     followup_settings: str = Field(
         default="default", description="FollowupSettings document the follow-up runs use."
     )
-    started_by: Literal["listener", "trigger"] = Field(
-        default="listener", description="Who starts follow-up runs: the listener or the trigger."
+    started_by: StartedBy = Field(
+        default=StartedBy.LISTENER,
+        description="Who starts follow-up runs: the listener or the trigger.",
     )
     workers: int = Field(default=2, ge=1, description="Warm worker processes for runs.")
     heartbeat_interval_s: float = Field(
@@ -83,3 +99,14 @@ class ListenerSettings(Block):
     recover_hours: float = Field(
         default=24.0, ge=0, description="Hours back to look for accepted alerts without a run."
     )
+    drills_dir: str = Field(
+        default="",
+        description="Folder the drill deployment may replay alert files from; empty: none.",
+    )
+
+    def get_streams(self) -> list[AlertStream]:
+        """The consumers to run: the Hopskotch (or local) stream, and GCN Kafka when set."""
+        streams = [self.hop.get_stream(start_at=self.start_at)]
+        if self.gcn_kafka is not None:
+            streams.append(self.gcn_kafka.get_stream(start_at=self.start_at))
+        return streams

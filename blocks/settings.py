@@ -2,18 +2,31 @@
 
 One document per environment: ``sandbox`` (the demo's local stand-ins) or ``production`` (the real
 services). Flows take only its name as a parameter, so no secret ever becomes a flow parameter.
+The block builds what it holds: the ledger (its URL may hold a password, unwrapped here only),
+the catalogs, the strategies.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
 from blocks.credentials import GcnCredentials, HermesCredentials, LcoCredentials, TnsCredentials
+from followup.ledger import Ledger
+from followup.strategies import StrategyBook, load_strategies
+
+if TYPE_CHECKING:  # the catalogs pull in astropy and astroquery: imported when built
+    from followup.catalogs import ReferenceCatalog
+    from followup.galaxies import GalaxyCatalog
 
 __all__ = ["FollowupSettings"]
+
+_ledgers: dict[str, Ledger] = {}
+_ledgers_lock = threading.Lock()
 
 
 class FollowupSettings(Block):
@@ -28,8 +41,8 @@ class FollowupSettings(Block):
         gcn: GCN Circulars credentials.
         strategies_yaml: Observing strategies and approval rules as YAML; empty for the
             packaged defaults.
-        reference_catalog: ``frame`` (the frame's own CAT and L1ZP), ``vizier-refcat2``, or the
-            path of a local catalog file.
+        reference_catalog: ``frame`` (the frame's own CAT and L1ZP), ``vizier-<name>``
+            (``vizier-refcat2``, ``vizier-ps1``...), or the path of a local catalog file.
         vizier_server: Vizier mirror used by ``vizier-*`` catalogs.
         galaxy_catalog: Galaxy catalog for galaxy targeting: empty (tile the sky map only),
             ``vizier-glade`` (GLADE+ through Vizier) or the path of a local GLADE+-like file.
@@ -50,6 +63,10 @@ class FollowupSettings(Block):
             plots in markdown artifacts instead.
         dask_address: Address of a Dask scheduler (``tcp://host:8786``) for per-frame work;
             empty for a thread pool in the run's process.
+        sandbox_endpoints: The four services of this document are stand-ins (the local sandbox,
+            HERMES dev, TNS's sandbox, GCN's test site): test and mock alerts may reach them.
+            Off (the default), a test or mock alert is never submitted or reported; on, it still
+            never reaches a production host (see :mod:`followup.drills`).
 
     Example:
         ```python
@@ -107,6 +124,11 @@ class FollowupSettings(Block):
     dask_address: str = Field(
         default="", description="Dask scheduler for per-frame work; empty for a local thread pool."
     )
+    sandbox_endpoints: bool = Field(
+        default=False,
+        description="The services here are sandboxes: test and mock alerts may reach them "
+        "(never a production host).",
+    )
 
     @property
     def plots_dir(self) -> Path:
@@ -117,3 +139,58 @@ class FollowupSettings(Block):
     def frames_dir(self) -> Path:
         """Where frames are downloaded (a cache keyed by basename and version)."""
         return Path(self.state_dir) / "frames"
+
+    def get_ledger(self) -> Ledger:
+        """The ledger at ``ledger_url``, migrated; one per database per process.
+
+        The first call opens the database (an engine and its connection pool) and migrates it;
+        later calls with the same URL, from any document, return that ledger, so a warm worker
+        serving many runs opens its database once.
+        """
+        url = self.ledger_url.get_secret_value()
+        with _ledgers_lock:
+            ledger = _ledgers.get(url)
+            if ledger is None:
+                ledger = Ledger(url)
+                ledger.migrate()
+                _ledgers[url] = ledger
+            return ledger
+
+    def get_strategies(self) -> StrategyBook:
+        """Observing strategies and approval rules: ``strategies_yaml``, else the packaged ones."""
+        return load_strategies(self.strategies_yaml or None)
+
+    def get_reference_catalog(self) -> ReferenceCatalog | None:
+        """Reference stars for zero points; None means each frame's own CAT and L1ZP."""
+        from followup.catalogs import LocalCatalog, VizierCatalog
+
+        spec = self.reference_catalog
+        if spec == "frame":
+            return None
+        if spec.startswith("vizier-"):
+            return VizierCatalog(spec.removeprefix("vizier-"), server=self.vizier_server)
+        return LocalCatalog(spec)
+
+    def get_candidate_catalog(self) -> ReferenceCatalog:
+        """The deep catalogue new sources are checked against: a local file, else ATLAS-REFCAT2.
+
+        A frame's own catalogue cannot tell a new source from an old one, so ``frame`` and every
+        Vizier choice check candidates against ATLAS-REFCAT2 on ``vizier_server``.
+        """
+        from followup.catalogs import LocalCatalog, VizierCatalog
+
+        spec = self.reference_catalog
+        if spec != "frame" and not spec.startswith("vizier-"):
+            return LocalCatalog(spec)
+        return VizierCatalog("refcat2", server=self.vizier_server)
+
+    def get_galaxy_catalog(self) -> GalaxyCatalog | None:
+        """Galaxies for galaxy targeting; None when ``galaxy_catalog`` is empty (tile only)."""
+        from followup.galaxies import LocalGalaxyCatalog, VizierGladeCatalog
+
+        spec = self.galaxy_catalog
+        if not spec:
+            return None
+        if spec == "vizier-glade":
+            return VizierGladeCatalog(server=self.vizier_server)
+        return LocalGalaxyCatalog(spec)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import random
-import string
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +22,8 @@ from typing import Any
 import httpx
 
 from deployments.stack import LocalStack, StackOptions
-from followup.models import Alert, utcnow
+from followup.alerts.mock import make_mock_bns_alert
+from followup.models import Alert
 from followup.summary import EventSummary, event_summary
 from sandbox.server import SandboxConfig, sandbox_seed
 from sandbox.specs import Transient
@@ -39,6 +38,7 @@ __all__ = [
 ]
 
 TRANSIENT_OFFSET_DEG = (0.03, -0.02)  # from the sky map's peak: inside the first field
+KILONOVA_PEAK_MAG = {"gp": 19.3, "rp": 19.0, "ip": 18.9, "zs": 18.9}
 
 
 @dataclass
@@ -50,72 +50,27 @@ class DemoAlert:
     transient: Transient
 
 
-def _observable_position(now: datetime) -> tuple[float, float]:
-    """A position opposite the Sun that some LCO site sees at night within the next day.
-
-    The Sun is taken at the start of the UTC day, so every run of one day points at the same
-    field: with the same sandbox seed, a replay sees the same stars and noise.
-    """
-    from astropy.coordinates import get_sun
-    from astropy.time import Time
-
-    from followup.sites import configure_offline_iers
-    from followup.visibility import VisibilityCalculator
-
-    configure_offline_iers()
-    sun = get_sun(Time(now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)))
-    ra = (float(sun.ra.deg) + 180.0) % 360.0
-    calc = VisibilityCalculator(now, span_hours=24, max_airmass=1.6)
-    for dec in (-30.0, -15.0, 0.0, 15.0, 30.0, -45.0):
-        if calc.windows(ra, dec, min_window_minutes=60).windows[0]:
-            return ra, dec
-    return ra, -30.0
-
-
 def make_demo_alert(
     now: datetime | None = None,
     *,
     event_id: str | None = None,
     position: tuple[float, float] | None = None,
 ) -> DemoAlert:
-    """A mock LVK PRELIMINARY BNS alert (JSON form, embedded multi-order sky map).
+    """A mock LVK PRELIMINARY BNS alert and the kilonova the sandbox puts near its peak.
 
-    The sky map is a Gaussian blob (sigma 0.25 deg, 90% area about 1.2 deg2) around a position
-    LCO can observe tonight (or around ``position``, RA and Dec in degrees); the synthetic
-    transient sits near its peak.
+    The alert is :func:`followup.alerts.mock.make_mock_bns_alert`'s (the drill's alert); the
+    arguments are passed to it.
     """
-    from followup.alerts.mock import make_lvk_alert
-    from followup.skymap import make_gaussian_skymap
-
-    now = now or utcnow()
-    letters = "".join(random.choice(string.ascii_lowercase) for _ in range(3))
-    event_id = event_id or f"MS{now:%y%m%d}{letters}"
-    ra, dec = position if position is not None else _observable_position(now)
-    skymap = make_gaussian_skymap(
-        ra, dec, 0.25, distance_mpc=120.0, distance_sigma_mpc=25.0, object_name=event_id
-    )
-    event_time = now - timedelta(minutes=2)
-    raw = make_lvk_alert(
-        event_id,
-        "PRELIMINARY",
-        skymap=skymap,
-        issued_at=now,
-        event_time=event_time,
-        far=3.2e-10,
-        significant=True,
-        search="MDC",
-        classification={"BNS": 0.93, "NSBH": 0.04, "BBH": 0.0, "Terrestrial": 0.03},
-        properties={"HasNS": 0.99, "HasRemnant": 0.95, "HasMassGap": 0.01},
-    )
+    mock = make_mock_bns_alert(now, event_id=event_id, position=position)
     transient = Transient(
-        name=f"{event_id}-kilonova",
-        ra=(ra + TRANSIENT_OFFSET_DEG[0]) % 360.0,
-        dec=dec + TRANSIENT_OFFSET_DEG[1],
-        peak_mag={"gp": 19.3, "rp": 19.0, "ip": 18.9, "zs": 18.9},
-        peak_time=event_time,
+        name=f"{mock.event_id}-kilonova",
+        ra=(mock.ra + TRANSIENT_OFFSET_DEG[0]) % 360.0,
+        dec=mock.dec + TRANSIENT_OFFSET_DEG[1],
+        peak_mag=KILONOVA_PEAK_MAG,
+        peak_time=mock.event_time,
         decline_mag_per_day=0.5,
     )
-    return DemoAlert(raw=raw, event_id=event_id, transient=transient)
+    return DemoAlert(raw=mock.raw, event_id=mock.event_id, transient=transient)
 
 
 def _transient_for(alert: Alert) -> Transient:
@@ -132,7 +87,7 @@ def _transient_for(alert: Alert) -> Transient:
         name=f"{alert.event_id}-transient",
         ra=(ra + TRANSIENT_OFFSET_DEG[0]) % 360.0,
         dec=max(-89.9, min(89.9, dec + TRANSIENT_OFFSET_DEG[1])),
-        peak_mag={"gp": 19.3, "rp": 19.0, "ip": 18.9, "zs": 18.9},
+        peak_mag=KILONOVA_PEAK_MAG,
         peak_time=alert.event_time or alert.issued_at,
         decline_mag_per_day=0.5,
     )

@@ -435,7 +435,7 @@ class ProductionStack(LocalStack):
 
     def save_blocks(self) -> None:
         """The blocks of :class:`LocalStack`, with the Dask cluster and trigger-started runs."""
-        from blocks import FollowupSettings, ListenerSettings
+        from blocks import FollowupSettings, ListenerSettings, StartedBy
 
         self.options.settings_overrides = {
             **self.options.settings_overrides,
@@ -444,7 +444,7 @@ class ProductionStack(LocalStack):
         super().save_blocks()
         name = self.options.settings_name
         listener = ListenerSettings.load(name)
-        listener.started_by = "trigger"
+        listener.started_by = StartedBy.TRIGGER
         listener.save(name, overwrite=True)
         assert FollowupSettings.load(name).dask_address == self.dask_address
 

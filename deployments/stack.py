@@ -221,6 +221,7 @@ class LocalStack:
             HopCredentials,
             LcoCredentials,
             ListenerSettings,
+            StartedBy,
             TnsCredentials,
             TriggerRulesBlock,
         )
@@ -276,6 +277,7 @@ class LocalStack:
             max_wait_s=150.0,
             hermes_topic="hermes.test",
             team="the followup sandbox team",
+            sandbox_endpoints=True,
             authors=["F. Ollowup (LCO)", "S. Andbox (LCO)"],
         )
         fields.update(self.options.settings_overrides)
@@ -292,7 +294,7 @@ class LocalStack:
             hop=hop,
             rules=rules,
             followup_settings=name,
-            started_by="listener",
+            started_by=StartedBy.LISTENER,
             workers=self.options.listener_workers,
             heartbeat_interval_s=self.HEARTBEAT_INTERVAL_S,
         ).save(name, overwrite=True)

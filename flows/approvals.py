@@ -5,11 +5,23 @@ fails that subflow (a timed-out pause cannot be rescued from inside the flow); t
 the failed subflow and records the decision as declined by ``timeout``, on purpose: no answer means
 no telescope time spent and nothing published.
 
-A decision already recorded in the ledger for the same subject is reused, so a rerun of a flow does
-not ask the same question twice.
+An approving answer is checked before it is recorded (the caller says how: filters the
+instrument has, exposure bounds, telescope hours, text length). A bad edit is answered in the
+form: the run pauses again, in a new ``approve`` subflow, with the problems at the top of the
+description and the person's answer filled in, until a valid answer or the timeout (counted from
+the first question). A decline is never held back by a bad edit.
+
+A decision already recorded in the ledger for the same subject is reused with the form as the
+person submitted it (their filters, exposures or text, stored with the decision), so a rerun of
+a flow neither asks the same question twice nor forgets the answer's edits.
 """
 
 from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from prefect import flow, get_run_logger
 from prefect.flow_runs import pause_flow_run
@@ -20,7 +32,7 @@ from flows.events import APPROVAL_WAITING, emit_followup_event
 from followup.ledger import Ledger
 from followup.models import Approval
 
-__all__ = ["ReportApproval", "RequestApproval", "ask", "previous_decision"]
+__all__ = ["ReportApproval", "RequestApproval", "ask", "recorded_answer"]
 
 
 class RequestApproval(RunInput):
@@ -29,8 +41,8 @@ class RequestApproval(RunInput):
     approved: bool = Field(default=False, description="Submit these requests to LCO.")
     reviewer: str = Field(default="", description="Your name, recorded in the ledger.")
     filters: list[str] = Field(description="Filters to request, in order (gp, rp, ip, zs...).")
-    exposure_time_s: float = Field(gt=0, description="Exposure time per frame, seconds.")
-    exposure_count: int = Field(ge=1, description="Frames per filter per epoch.")
+    exposure_time_s: float = Field(description="Exposure time per frame, seconds.")
+    exposure_count: int = Field(description="Frames per filter per epoch.")
     comment: str = Field(default="", description="Why (recorded in the ledger).")
 
 
@@ -43,19 +55,25 @@ class ReportApproval(RunInput):
     comment: str = Field(default="", description="Why (recorded in the ledger).")
 
 
-def previous_decision(ledger: Ledger, subject: str) -> Approval | None:
-    """The last decision recorded on ``subject``, if any."""
+Form = TypeVar("Form", RequestApproval, ReportApproval)
+
+
+def recorded_answer(
+    ledger: Ledger, subject: str, form_type: type[Form]
+) -> tuple[Approval, Form] | None:
+    """The last decision recorded on ``subject`` and the form as it was submitted, if any."""
     rows = ledger.approvals.for_subject(subject)
     if not rows:
         return None
     row = rows[-1]
-    return Approval(
+    decision = Approval(
         subject=row.subject,
         approved=row.approved,
         decided_by=row.decided_by,
         comment=row.comment,
         decided_at=row.decided_at,
     )
+    return decision, form_type.model_validate((row.data or {}).get("form", {}))
 
 
 @flow(name="approve", flow_run_name="approve-{subject}")
@@ -76,16 +94,25 @@ def _wait_for_person(
     return answer.model_dump()
 
 
+def _refused(problems: list[str], description: str) -> str:
+    listed = "\n".join(f"- {p}" for p in problems)
+    return (
+        f"**Your answer was not recorded:**\n\n{listed}\n\nCorrect the form and resume again "
+        f"(or switch Approved off to decline).\n\n---\n\n{description}"
+    )
+
+
 def ask(
     ledger: Ledger,
     *,
     subject: str,
     event_id: str,
     description: str,
-    form: RequestApproval | ReportApproval,
+    form: Form,
     timeout_s: int,
-) -> tuple[Approval, dict]:
-    """Ask a person through the UI; return the decision (recorded) and the submitted form.
+    check: Callable[[Form], list[str]] | None = None,
+) -> tuple[Approval, Form]:
+    """Ask a person through the UI; return the decision (recorded) and the form as submitted.
 
     Args:
         ledger: Where the decision is recorded.
@@ -93,30 +120,52 @@ def ask(
         event_id: The event, for the ``followup.approval.waiting`` notification.
         description: Markdown shown above the form (the rendered message or the request summary).
         form: The form with its initial values.
-        timeout_s: Seconds to wait; no answer by then counts as declined.
+        timeout_s: Seconds to wait for a valid answer; none by then counts as declined.
+        check: The problems of an approving answer (empty: it may be recorded); each problem is
+            shown to the person, who is asked again.
+
+    Returns:
+        The decision, and the submitted form (the initial form after a timeout). A decision
+        recorded earlier on ``subject`` is returned with the form it was recorded with.
     """
     logger = get_run_logger()
-    earlier = previous_decision(ledger, subject)
+    earlier = recorded_answer(ledger, subject, type(form))
     if earlier is not None:
-        logger.info("reusing the decision recorded on %s: approved=%s", subject, earlier.approved)
-        return earlier, form.model_dump()
+        logger.info(
+            "reusing the decision recorded on %s: approved=%s", subject, earlier[0].approved
+        )
+        return earlier
     kind = "request" if isinstance(form, RequestApproval) else "report"
-    state = _wait_for_person(
-        subject, event_id, description, form.model_dump(), kind, timeout_s, return_state=True
-    )
-    if state.is_completed():
-        answer = state.result()
-        decision = Approval(
-            subject=subject,
-            approved=bool(answer["approved"]),
-            decided_by=answer.get("reviewer") or "anonymous",
-            comment=answer.get("comment", ""),
-        )
-    else:
-        answer = form.model_dump()
-        decision = Approval(
-            subject=subject, approved=False, decided_by="timeout", comment=state.message or ""
-        )
-    ledger.approvals.record(decision, form=answer)
+    deadline = time.monotonic() + timeout_s
+    shown, note = form, description
+    while True:
+        remaining = math.ceil(deadline - time.monotonic())
+        state = None
+        if remaining > 0:
+            state = _wait_for_person(
+                subject, event_id, note, shown.model_dump(), kind, remaining, return_state=True
+            )
+        if state is None or not state.is_completed():
+            decision = Approval(
+                subject=subject,
+                approved=False,
+                decided_by="timeout",
+                comment=(state.message if state is not None else None) or "no valid answer",
+            )
+            answer = form
+            break
+        answer = type(form).model_validate(state.result())
+        problems = check(answer) if check is not None and answer.approved else []
+        if not problems:
+            decision = Approval(
+                subject=subject,
+                approved=answer.approved,
+                decided_by=answer.reviewer or "anonymous",
+                comment=answer.comment,
+            )
+            break
+        logger.warning("%s: answer not recorded: %s", subject, "; ".join(problems))
+        shown, note = answer, _refused(problems, description)
+    ledger.approvals.record(decision, form=answer.model_dump())
     logger.info("%s: approved=%s by %s", subject, decision.approved, decision.decided_by)
     return decision, answer

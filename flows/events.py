@@ -14,11 +14,12 @@ Events:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from prefect.events import emit_event
 from prefect.events.schemas.events import Event
 
+from blocks import StartedBy
 from followup.ingest import IngestStatus
 
 __all__ = [
@@ -49,8 +50,6 @@ REQUEST_CANCELED = "followup.request.canceled"
 APPROVAL_WAITING = "followup.approval.waiting"
 REPORT_SENT = "followup.report.sent"
 
-StartedBy = Literal["listener", "trigger"]
-
 
 def event_resource(event_id: str, **labels: Any) -> dict[str, str]:
     """The resource of an astrophysical event, with extra labels (values become strings)."""
@@ -78,14 +77,15 @@ def emit_alert_decision(
     alert_type: str | None = None,
     source: str | None = None,
     reason: str | None = None,
-    started_by: StartedBy = "listener",
+    started_by: StartedBy = StartedBy.LISTENER,
 ) -> Event | None:
     """Emit the listener's decision on one message.
 
     ``followup.alert.accepted`` and ``followup.alert.retracted`` carry the label
     ``followup.started-by``: ``listener`` when the listener has started the run (follow-up or
     retraction) itself, ``trigger`` when the ``followup`` or ``retract`` deployment's trigger
-    should start it. The deployment triggers match only ``trigger``, so no alert gets two runs.
+    should start it (:class:`blocks.StartedBy`). The deployment triggers match only
+    ``trigger``, so no alert gets two runs.
 
     A quarantined message has no event yet; its resource is ``followup.message.<id>``.
     """

@@ -16,7 +16,6 @@ from prefect.states import Completed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.runtime import Runtime, load_runtime
-from followup.catalogs import LocalCatalog, ReferenceCatalog, VizierCatalog
 from followup.exceptions import PhotometryError, ReductionError, ServiceError
 from followup.lco import ArchiveClient
 from followup.ledger import RequestRow
@@ -42,24 +41,6 @@ aside with the reason, the others go on."""
 UNAVAILABLE = (ServiceError,)
 """What a frame that could not be downloaded raises once its task's retries are spent (gone,
 refused, corrupted, the archive down): set aside the same way."""
-
-
-def zero_point_catalog(runtime: Runtime) -> ReferenceCatalog | None:
-    """Reference stars for zero points: None means the frame's own CAT and L1ZP."""
-    spec = runtime.settings.reference_catalog
-    if spec == "frame":
-        return None
-    if spec.startswith("vizier-"):
-        return VizierCatalog(spec.removeprefix("vizier-"), server=runtime.settings.vizier_server)
-    return LocalCatalog(spec)
-
-
-def candidate_catalog(runtime: Runtime) -> ReferenceCatalog:
-    """The catalogue new sources are checked against (deep: ATLAS-REFCAT2, or a local file)."""
-    spec = runtime.settings.reference_catalog
-    if spec not in ("frame",) and not spec.startswith("vizier-"):
-        return LocalCatalog(spec)
-    return VizierCatalog("refcat2", server=runtime.settings.vizier_server)
 
 
 def frames_task_runner(dask_address: str = "") -> Any:
@@ -157,7 +138,7 @@ def _new_candidates(
     Returns:
         The reason each frame that could not be searched was set aside, by archive frame id.
     """
-    catalog = candidate_catalog(runtime)
+    catalog = runtime.settings.get_candidate_catalog()
     searched, errors = _per_frame(frames, find_frame_candidates.map(frames, unmapped(catalog)))
     found = [table for _, table in searched]
     merged = associate_candidates(found, min_frames=runtime.settings.candidate_min_frames)
@@ -245,7 +226,9 @@ def process_frames(
         )
         _record_errors(runtime, event_id, frame_rows, errors)
         return _ended([], errors)
-    results = measure_frame.map(frames, unmapped(measured), unmapped(zero_point_catalog(runtime)))
+    results = measure_frame.map(
+        frames, unmapped(measured), unmapped(runtime.settings.get_reference_catalog())
+    )
     done, bad = _per_frame(frames, results)
     errors |= bad
     _record_errors(runtime, event_id, frame_rows, errors)

@@ -1,7 +1,7 @@
 """Flow ``listen``: the alert listener as a long-running deployment run, until it is cancelled.
 
 The run reads the Kafka streams of a :class:`blocks.ListenerSettings` document with
-:func:`deployments.listener.run_listener` and emits a ``followup.listener.heartbeat`` event every
+:func:`flows.listener.run_listener` and emits a ``followup.listener.heartbeat`` event every
 ``heartbeat_interval_s`` seconds (the automations in :mod:`deployments.automations` alarm when
 they stop). It ends when its run is cancelled in the UI (or with ``prefect flow-run cancel``): a
 watcher thread sees the run enter Cancelling, the streams stop reading and the run ends
@@ -16,13 +16,22 @@ import threading
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.client.schemas.objects import StateType
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, State
+
+from flows.listener import run_listener
 
 __all__ = ["listen", "watch_for_cancellation"]
 
 _logger = logging.getLogger(__name__)
-_STOPPING = {"CANCELLING", "CANCELLED", "FAILED", "CRASHED", "COMPLETED"}
+_STOPPING = {
+    StateType.CANCELLING,
+    StateType.CANCELLED,
+    StateType.FAILED,
+    StateType.CRASHED,
+    StateType.COMPLETED,
+}
 
 
 def watch_for_cancellation(
@@ -47,7 +56,7 @@ def watch_for_cancellation(
         except Exception as exc:  # the API is down for a moment; the listener keeps reading
             logger.warning("could not read this run's state (%s); still listening", exc)
             continue
-        if run.state is not None and run.state.type.value in _STOPPING:
+        if run.state is not None and run.state.type in _STOPPING:
             logger.info("this run is %s: stopping the listener", run.state.name)
             cancelled.set()
             stop.set()
@@ -68,8 +77,6 @@ def listen(
     Returns:
         The listener's counts by ingest outcome; a Cancelled state when it was cancelled.
     """
-    from deployments.listener import run_listener
-
     logger = get_run_logger()
     stop, cancelled = threading.Event(), threading.Event()
     if flow_run.id:

@@ -9,7 +9,7 @@ from prefect.states import Completed, State
 
 from flows.approvals import RequestApproval, ask
 from flows.events import REQUEST_COMPLETED, REQUEST_SUBMITTED, emit_followup_event
-from flows.runtime import load_runtime
+from flows.runtime import Runtime, load_runtime
 from followup.lco import (
     RequestGroupSpec,
     Semester,
@@ -21,6 +21,7 @@ from followup.lco import (
 from followup.ledger import Ledger, RequestRow
 from followup.models import (
     Alert,
+    Approval,
     LcoState,
     ObservationRequest,
     ObservingStrategy,
@@ -29,7 +30,7 @@ from followup.models import (
     utcnow,
 )
 from followup.observing import SubmitOutcome
-from followup.strategies import choose_strategy, needs_approval
+from followup.strategies import StrategyEdit, choose_strategy, edit_problems, needs_approval
 from tasks.artifacts import publish_table
 from tasks.lco import decline_request, refresh_states, submit_request
 
@@ -119,6 +120,48 @@ def requests_rows(ledger: Ledger, event_id: str) -> list[dict]:
     ]
 
 
+def _edit(form: RequestApproval) -> StrategyEdit:
+    return StrategyEdit(
+        filters=form.filters,
+        exposure_time_s=form.exposure_time_s,
+        exposure_count=form.exposure_count,
+    )
+
+
+def _ask_for_time(
+    runtime: Runtime,
+    alert: Alert,
+    strategy: ObservingStrategy,
+    planned: list[tuple[ObservationRequest, RequestGroupSpec]],
+    reason: str,
+) -> tuple[Approval, ObservingStrategy | None]:
+    """A person's decision on the planned requests, and the strategy as approved (None: declined).
+
+    The form's filters and exposures may be edited; an edit is checked (filters of the
+    instrument, exposure bounds, telescope hours: :func:`followup.strategies.edit_problems`)
+    before it is recorded, and a rerun gets the recorded edit back, so the same group names.
+    """
+    rules = runtime.strategies.approval
+    decision, answer = ask(
+        runtime.ledger,
+        subject=f"requests:{alert.event_id}:{alert.alert_type.value.lower()}",
+        event_id=alert.event_id,
+        description=_describe(alert, strategy, planned, reason),
+        form=RequestApproval(
+            filters=strategy.filters,
+            exposure_time_s=strategy.exposure_time_s,
+            exposure_count=strategy.exposure_count,
+        ),
+        timeout_s=runtime.settings.approval_timeout_s,
+        check=lambda form: edit_problems(
+            strategy, _edit(form), rules=rules, n_requests=len(planned)
+        ),
+    )
+    if not decision.approved:
+        return decision, None
+    return decision, strategy.model_copy(update=_edit(answer).model_dump())
+
+
 def _submitted(rows: list[RequestRow]) -> list[RequestRow]:
     return [r for r in rows if r.local_status == RequestStatus.SUBMITTED]
 
@@ -196,28 +239,17 @@ def observe(
         strategy, alert, rules=runtime.strategies.approval, n_requests=len(planned)
     )
     if required:
-        decision, answer = ask(
-            ledger,
-            subject=f"requests:{alert.event_id}:{alert.alert_type.value.lower()}",
-            event_id=alert.event_id,
-            description=_describe(alert, strategy, planned, reason),
-            form=RequestApproval(
-                filters=strategy.filters,
-                exposure_time_s=strategy.exposure_time_s,
-                exposure_count=strategy.exposure_count,
-            ),
-            timeout_s=runtime.settings.approval_timeout_s,
-        )
-        if not decision.approved:
+        decision, approved = _ask_for_time(runtime, alert, strategy, planned, reason)
+        if approved is None:
             for request, _ in planned:
                 decline_request(ledger, request, f"declined by {decision.decided_by}")
             rows = requests_rows(ledger, alert.event_id)
             publish_table("requests", alert.event_id, rows, "LCO requests (declined)")
             return rows
-        edited = {k: answer[k] for k in ("filters", "exposure_time_s", "exposure_count")}
-        if edited != {k: getattr(strategy, k) for k in edited}:
-            strategy = strategy.model_copy(update=edited)
+        if approved != strategy:
+            strategy = approved
             planned = _plan_requests(alert, targets, strategy, proposal, semesters)
+    runtime.fence(alert, "LCO")  # before the portal client goes to the submitting task
     for request, spec in planned:
         # Rapid-response and time-critical windows are timed now, after any approval.
         spec = at_submission(spec, now=utcnow(), semesters=semesters)

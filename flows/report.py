@@ -1,17 +1,20 @@
 """Stage flow ``report``: HERMES photometry, TNS AT reports of new candidates, a GCN Circular.
 
-Every report is claimed in the ledger under (destination, event, target, content hash) before it
-is sent, so rerunning this flow sends nothing new. Public sends (TNS, GCN, a HERMES topic that is
-not a test topic) wait for a person in the Prefect UI, with the rendered message shown and its text
-editable; a decline is recorded.
+The stage reads as the loop does: the flow builds each report
+(:mod:`followup.reporting.outbox`), asks a person in an ``approve`` subflow when the send is
+public (TNS, GCN, a HERMES topic that is not a test topic; the rendered message is shown and its
+text editable, the edit checked before it is recorded), and hands the approved report, with the
+client its Block built, to one thin task that delivers it. Every report is claimed in the ledger
+under (destination, event, target, content hash) before it is sent, so rerunning this flow sends
+nothing twice; a decline is recorded. A test or mock alert reaches no service that is not a
+sandbox (:mod:`followup.drills`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 
 from flows.approvals import ReportApproval, ask
 from flows.events import REPORT_SENT, emit_followup_event
@@ -21,56 +24,20 @@ from followup.ledger import ReportRow
 from followup.models import (
     Alert,
     Measurement,
-    Report,
     ReportDestination,
     ReportStatus,
     Target,
     TargetKind,
-    content_hash,
 )
-from followup.reporting import (
-    build_hermes_message,
-    circular_email,
-    draft_circular,
-    is_public_topic,
-    render_markdown,
-)
-from followup.reporting.at_report import (
-    AtDiscovery,
-    TnsReporter,
-    build_at_report,
-    discovery_points,
-)
-from followup.reporting.delivery import Delivery, deliver_once
-from followup.reporting.tns import TnsOutcomeStatus
+from followup.reporting import circular_email
+from followup.reporting.gcn import Circular
+from followup.reporting.outbox import Outgoing, gcn_outgoing, hermes_outgoing, tns_outgoing
 from tasks.artifacts import publish_markdown, publish_table
-from tasks.retry import RETRY_DELAYS_S, retry_if_unavailable
+from tasks.reports import decline_report, deliver_report
 
 __all__ = ["report"]
 
-
-def _approved(
-    runtime: Runtime, *, subject: str, event_id: str, markdown: str, text: str, public: bool
-) -> tuple[bool, str]:
-    """Ask a person when the send is public; return the decision and the (edited) text."""
-    if not public:
-        return True, text
-    decision, answer = ask(
-        runtime.ledger,
-        subject=subject,
-        event_id=event_id,
-        description=markdown,
-        form=ReportApproval(text=text),
-        timeout_s=runtime.settings.approval_timeout_s,
-    )
-    return decision.approved, answer.get("text", text)
-
-
-def _declined(runtime: Runtime, report: Report) -> ReportRow:
-    row, _ = runtime.ledger.reports.claim(report)
-    if row.status not in {ReportStatus.SENT, ReportStatus.CONFIRMED, ReportStatus.UNCONFIRMED}:
-        row = runtime.ledger.reports.update(row.id, status=ReportStatus.DECLINED)
-    return row
+_SENT = {ReportStatus.SENT, ReportStatus.CONFIRMED}
 
 
 def _row(row: ReportRow) -> dict[str, Any]:
@@ -84,193 +51,77 @@ def _row(row: ReportRow) -> dict[str, Any]:
     }
 
 
-@task(
-    name="send HERMES message",
-    retries=len(RETRY_DELAYS_S),
-    retry_delay_seconds=RETRY_DELAYS_S,
-    retry_condition_fn=retry_if_unavailable,
-    cache_policy=NO_CACHE,
-)
-def send_hermes(
-    runtime: Runtime, alert: Alert, targets: list[Target], measurements: list[Measurement]
-) -> ReportRow:
-    """One HERMES message with the event's targets and photometry."""
-    settings = runtime.settings
-    message = build_hermes_message(
-        alert.event_id,
-        targets,
-        measurements,
-        title=f"LCO follow-up photometry of {alert.event_id}",
-        authors=", ".join(settings.authors),
-        topic=settings.hermes_topic,
-        message_text=f"{settings.team} report forced photometry of {len(targets)} target(s) of "
-        f"{alert.event_id} with the Las Cumbres Observatory network.",
-    )
-    report = Report(
-        destination=ReportDestination.HERMES,
-        event_id=alert.event_id,
-        content_hash=content_hash(message.to_payload()),
-        status=ReportStatus.DRAFT,
-        # What resolve_unconfirmed_hermes looks a lost send up by.
-        payload={
-            "title": message.title,
-            "topic": message.topic,
-            "submitter": message.submitter,
-            "authors": message.authors,
-        },
-    )
-    approved, text = _approved(
-        runtime,
-        subject=f"report:hermes:{alert.event_id}:{report.content_hash[:12]}",
-        event_id=alert.event_id,
-        markdown=render_markdown(message),
-        text=message.message_text,
-        public=is_public_topic(message.topic),
-    )
-    if not approved:
-        return _declined(runtime, report)
-    if text != message.message_text:
-        message = message.model_copy(update={"message_text": text})
-    client = settings.hermes.get_client()
-
-    def send() -> Delivery:
-        receipt = client.submit_message(message)
-        return Delivery(status=ReportStatus.CONFIRMED, remote_id=str(receipt.uuid), url=receipt.url)
-
-    row, _ = deliver_once(runtime.ledger, report, send)
-    return row
-
-
-@task(
-    name="send TNS report",
-    task_run_name="send TNS report of {target.name}",
-    retries=len(RETRY_DELAYS_S),
-    retry_delay_seconds=RETRY_DELAYS_S,
-    retry_condition_fn=retry_if_unavailable,
-    cache_policy=NO_CACHE,
-)
-def send_tns(
-    runtime: Runtime, alert: Alert, target: Target, measurements: list[Measurement]
-) -> ReportRow | None:
-    """An AT report of a new candidate: its first detection and last non-detection."""
-    tns = runtime.settings.tns
-    try:
-        first, last_limit = discovery_points(measurements, target.name)
-    except ValueError:
-        return None  # never detected: nothing to report to TNS
-    at_report = build_at_report(
-        AtDiscovery(
-            target=target,
-            first_detection=first,
-            last_non_detection=last_limit,
-            internal_name=target.name,
-            remarks=f"Optical candidate counterpart of {alert.event_id} found in LCO follow-up "
-            "imaging.",
-            archive_id=None if last_limit else "0",
-            archival_remarks=""
-            if last_limit
-            else "No earlier LCO image; absent from the reference catalog.",
-        ),
-        TnsReporter(
-            reporter=tns.reporter,
-            reporting_group_id=tns.reporting_group_id,
-            discovery_data_source_id=tns.discovery_data_source_id,
-        ),
-    )
-    report = Report(
-        destination=ReportDestination.TNS,
-        event_id=alert.event_id,
-        target_name=target.name,
-        content_hash=content_hash(at_report),
-        status=ReportStatus.DRAFT,
-        payload={"internal_name": target.name},
-    )
-    entry = at_report["at_report"]["0"]
-    approved, remarks = _approved(
-        runtime,
-        subject=f"report:tns:{alert.event_id}:{target.name}:{report.content_hash[:12]}",
-        event_id=alert.event_id,
-        markdown=render_markdown(at_report),
-        text=entry.get("remarks", ""),
-        public=True,
-    )
-    if not approved:
-        return _declined(runtime, report)
-    entry["remarks"] = remarks
-    client = tns.get_client()
-
-    def send() -> Delivery:
-        outcome = client.report_and_confirm(at_report)
-        if outcome.confirmed:
-            status = ReportStatus.CONFIRMED
-        elif outcome.status is TnsOutcomeStatus.UNCONFIRMED:
-            status = ReportStatus.UNCONFIRMED
-        else:
-            status = ReportStatus.FAILED
-        return Delivery(
-            status=status,
-            remote_id=outcome.objname or outcome.report_id,
-            url=outcome.url,
-            notes=outcome.notes,
-        )
-
-    row, _ = deliver_once(runtime.ledger, report, send, retry_uncertain=True)
-    return row
-
-
-@task(name="GCN Circular", cache_policy=NO_CACHE)
-def gcn_circular(
-    runtime: Runtime, alert: Alert, candidates: list[Target], measurements: list[Measurement]
-) -> ReportRow:
-    """Draft the Circular (an artifact with the ready email text); submit it when configured."""
-    settings = runtime.settings
-    circular = draft_circular(
-        alert.event_id,
-        measurements,
-        observers=settings.authors,
-        team=settings.team,
-        targets=candidates,
-        event_time=alert.event_time,
-    )
-    email = circular_email(circular, from_addr=settings.gcn.from_address or "followup@example.org")
+def _publish_circular_draft(runtime: Runtime, circular: Circular, event_id: str) -> None:
+    """The Circular and its ready email text, as an artifact (endorsed emailers send that)."""
+    sender = runtime.settings.gcn.from_address or "followup@example.org"
     publish_markdown(
         "gcn-circular",
-        alert.event_id,
-        f"### GCN Circular draft\n\n**Subject:** {circular.subject}\n\n```\n{circular.body}\n```\n\n"
-        f"#### Ready email for endorsed submitters\n\n```\n{email}\n```",
-        f"GCN Circular draft for {alert.event_id}",
+        event_id,
+        f"### GCN Circular draft\n\n**Subject:** {circular.subject}\n\n```\n{circular.body}\n```"
+        f"\n\n#### Ready email for endorsed submitters\n\n```\n"
+        f"{circular_email(circular, from_addr=sender)}\n```",
+        f"GCN Circular draft for {event_id}",
     )
-    report = Report(
-        destination=ReportDestination.GCN,
-        event_id=alert.event_id,
-        content_hash=content_hash({"subject": circular.subject, "body": circular.body}),
-        status=ReportStatus.DRAFT,
-        payload={"subject": circular.subject},
-    )
-    if not settings.send_gcn:
-        row, _ = runtime.ledger.reports.claim(report)
-        return row
-    approved, body = _approved(
-        runtime,
-        subject=f"report:gcn:{alert.event_id}:{report.content_hash[:12]}",
-        event_id=alert.event_id,
-        markdown=render_markdown(circular),
-        text=circular.body,
-        public=True,
-    )
-    if not approved:
-        return _declined(runtime, report)
-    circular = circular.model_copy(update={"body": body})
-    client = settings.gcn.get_client()
 
-    def send() -> Delivery:
-        record = client.submit_circular(circular)
-        return Delivery(
-            status=ReportStatus.CONFIRMED, remote_id=str(record.circular_id), url=record.url
+
+def _build(
+    runtime: Runtime, alert: Alert, targets: list[Target], measurements: list[Measurement]
+) -> list[Outgoing]:
+    """Every report of the event: HERMES, TNS per detected candidate, the GCN Circular."""
+    settings = runtime.settings
+    outgoing = [
+        hermes_outgoing(
+            alert,
+            targets,
+            measurements,
+            authors=settings.authors,
+            team=settings.team,
+            topic=settings.hermes_topic,
         )
+    ]
+    candidates = [t for t in targets if t.kind is TargetKind.CANDIDATE]
+    if settings.send_tns:
+        reporter = settings.tns.get_reporter()
+        for candidate in candidates:
+            at_report = tns_outgoing(alert, candidate, measurements, reporter=reporter)
+            if at_report is not None:
+                outgoing.append(at_report)
+    try:
+        circular = gcn_outgoing(
+            alert,
+            candidates,
+            measurements,
+            authors=settings.authors,
+            team=settings.team,
+        )
+    except (FollowupError, ValueError) as exc:
+        get_run_logger().error("no GCN Circular for %s: %s", alert.event_id, exc)
+    else:
+        _publish_circular_draft(runtime, cast(Circular, circular.content), alert.event_id)
+        outgoing.append(circular)
+    return outgoing
 
-    row, _ = deliver_once(runtime.ledger, report, send)
-    return row
+
+def _settle(runtime: Runtime, alert: Alert, outgoing: Outgoing) -> ReportRow:
+    """Ask a person when the send is public, then deliver what they approved."""
+    if outgoing.destination is ReportDestination.GCN and not runtime.settings.send_gcn:
+        row, _ = runtime.ledger.reports.claim(outgoing.report)  # a draft: people email it
+        return row
+    if outgoing.public:
+        decision, answer = ask(
+            runtime.ledger,
+            subject=outgoing.approval_subject,
+            event_id=alert.event_id,
+            description=outgoing.markdown,
+            form=ReportApproval(text=outgoing.text),
+            timeout_s=runtime.settings.approval_timeout_s,
+            check=lambda form: outgoing.text_problems(form.text),
+        )
+        if not decision.approved:
+            return decline_report(runtime.ledger, outgoing.report)
+        outgoing = outgoing.with_text(answer.text)
+    client = runtime.report_client(alert, outgoing.destination)
+    return deliver_report(client, runtime.ledger, outgoing)
 
 
 @flow(name="report", flow_run_name="report-{event_id}")
@@ -295,19 +146,9 @@ def report(alert_id: int, event_id: str = "", settings: str = "default") -> list
         for t in ledger.events.targets(alert.event_id)
         if t.name in measured
     ]
-    candidates = [t for t in targets if t.kind is TargetKind.CANDIDATE]
-    rows: list[ReportRow] = [send_hermes(runtime, alert, targets, measurements)]
-    if runtime.settings.send_tns:
-        for candidate in candidates:
-            row = send_tns(runtime, alert, candidate, measurements)
-            if row is not None:
-                rows.append(row)
-    try:
-        rows.append(gcn_circular(runtime, alert, candidates, measurements))
-    except (FollowupError, ValueError) as exc:
-        logger.error("no GCN Circular for %s: %s", alert.event_id, exc)
+    rows = [_settle(runtime, alert, o) for o in _build(runtime, alert, targets, measurements)]
     for row in rows:
-        if row.status in {ReportStatus.SENT, ReportStatus.CONFIRMED}:
+        if row.status in _SENT:
             emit_followup_event(
                 REPORT_SENT,
                 alert.event_id,

@@ -1,9 +1,9 @@
 """What a flow run needs from its settings block, loaded once per process and reused briefly.
 
 Flows take only the name of a :class:`blocks.FollowupSettings` document. Loading it is an API
-call; a follow-up run loads it in each stage, so the loaded settings, the ledger engine and the
-strategies are kept for a short while per process (a warm dispatcher worker serves many runs, and
-edits made in the UI apply within a minute).
+call; a follow-up run loads it in each stage, so the loaded settings and the strategies are kept
+for a short while per process (a warm dispatcher worker serves many runs, and edits made in the UI
+apply within a minute). The block builds the ledger (one per database per process) and the rest.
 """
 
 from __future__ import annotations
@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from blocks import FollowupSettings
+from followup.drills import check_drill_fence
 from followup.ledger import Ledger
-from followup.strategies import StrategyBook, load_strategies
+from followup.models import Alert, ReportDestination
+from followup.reporting.outbox import ReportClient
+from followup.strategies import StrategyBook
 
 __all__ = ["Runtime", "load_runtime", "warm_up"]
 
@@ -24,7 +27,6 @@ logger = logging.getLogger(__name__)
 
 _TTL_S = 60.0
 _cache: dict[str, tuple[float, Runtime]] = {}
-_ledgers: dict[str, Ledger] = {}
 _lock = threading.Lock()
 
 
@@ -39,17 +41,42 @@ class Runtime:
     @cached_property
     def strategies(self) -> StrategyBook:
         """Observing strategies and approval rules (the settings' YAML, else the packaged ones)."""
-        return load_strategies(self.settings.strategies_yaml or None)
+        return self.settings.get_strategies()
 
+    def fence(self, alert: Alert, service: str) -> None:
+        """Let ``alert`` reach ``service`` (LCO, HERMES, TNS, GCN) only if real, or to a sandbox.
 
-def _ledger(url: str) -> Ledger:
-    # One engine (connection pool) per database per process; migrated once.
-    ledger = _ledgers.get(url)
-    if ledger is None:
-        ledger = Ledger(url)
-        ledger.migrate()
-        _ledgers[url] = ledger
-    return ledger
+        Called where the flow hands the service's client to a submitting or sending task.
+
+        Raises:
+            followup.drills.DrillFenced: ``alert`` is a test or mock alert and the service is
+                not a sandbox (:func:`followup.drills.check_drill_fence`).
+        """
+        settings = self.settings
+        url = {
+            "LCO": settings.lco.portal_url,
+            "HERMES": settings.hermes.base_url,
+            "TNS": settings.tns.base_url,
+            "GCN": settings.gcn.base_url,
+        }[service]
+        check_drill_fence(
+            alert, service=service, url=url, sandbox_endpoints=settings.sandbox_endpoints
+        )
+
+    def report_client(self, alert: Alert, destination: ReportDestination) -> ReportClient:
+        """The client that sends ``alert``'s report to ``destination``, once the fence allows it.
+
+        Raises:
+            followup.drills.DrillFenced: ``alert`` is a test or mock alert and the destination is
+                not a sandbox.
+        """
+        credentials = {
+            ReportDestination.HERMES: self.settings.hermes,
+            ReportDestination.TNS: self.settings.tns,
+            ReportDestination.GCN: self.settings.gcn,
+        }[destination]
+        self.fence(alert, destination.value.upper())
+        return credentials.get_client()
 
 
 def load_runtime(name: str) -> Runtime:
@@ -59,11 +86,7 @@ def load_runtime(name: str) -> Runtime:
         if cached is not None and time.monotonic() - cached[0] < _TTL_S:
             return cached[1]
         settings = FollowupSettings.load(name)
-        runtime = Runtime(
-            name=name,
-            settings=settings,
-            ledger=_ledger(settings.ledger_url.get_secret_value()),
-        )
+        runtime = Runtime(name=name, settings=settings, ledger=settings.get_ledger())
         _cache[name] = (time.monotonic(), runtime)
         return runtime
 

@@ -7,7 +7,6 @@ from typing import Any
 from prefect import flow
 
 from flows.runtime import load_runtime
-from followup.galaxies import LocalGalaxyCatalog, VizierGladeCatalog
 from followup.models import utcnow
 from followup.strategies import choose_strategy
 from followup.targeting import Plan
@@ -34,14 +33,6 @@ def table_rows(table: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def _catalog(spec: str):
-    if not spec:
-        return None
-    if spec == "vizier-glade":
-        return VizierGladeCatalog()
-    return LocalGalaxyCatalog(spec)
-
-
 @flow(name="select-targets", flow_run_name="select-targets-{event_id}")
 def select_targets(alert_id: int, event_id: str = "", settings: str = "default") -> Plan:
     """Plan the event's targets and store them in the ledger.
@@ -59,7 +50,7 @@ def select_targets(alert_id: int, event_id: str = "", settings: str = "default")
         max_targets=runtime.settings.max_targets,
         start=utcnow(),
         span_hours=runtime.settings.planning_span_hours,
-        catalog=_catalog(runtime.settings.galaxy_catalog),
+        catalog=runtime.settings.get_galaxy_catalog(),
     )
     store_targets(runtime.ledger, plan)
     publish_table(

@@ -24,17 +24,24 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from followup.exceptions import TargetingError
 from followup.lco import INSTRUMENTS, estimate_request_duration_s
+from followup.lco.instruments import spec_for
 from followup.models import Alert, AlertKind, ObservationType, ObservingStrategy
 
 __all__ = [
+    "MAX_EXPOSURE_COUNT",
     "ApprovalRules",
     "SelectionRule",
     "StrategyBook",
+    "StrategyEdit",
     "choose_strategy",
+    "edit_problems",
     "estimate_hours",
     "load_strategies",
     "needs_approval",
 ]
+
+MAX_EXPOSURE_COUNT = 100
+"""Most frames per filter per epoch an edited approval may ask for."""
 
 
 class SelectionRule(BaseModel):
@@ -274,3 +281,77 @@ def needs_approval(
     if rules.require_significant and alert.significant is False:
         reasons.append("the alert is flagged not significant")
     return (bool(reasons), "; ".join(reasons))
+
+
+class StrategyEdit(BaseModel):
+    """What a person may change on the telescope-time approval form.
+
+    Attributes:
+        filters: Filters to request, in order.
+        exposure_time_s: Exposure time per frame in seconds.
+        exposure_count: Frames per filter per epoch.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    filters: list[str]
+    exposure_time_s: float
+    exposure_count: int
+
+
+def edit_problems(
+    strategy: ObservingStrategy,
+    edit: StrategyEdit,
+    *,
+    rules: ApprovalRules,
+    n_requests: int,
+) -> list[str]:
+    """Why a person's edit of ``strategy`` cannot be applied; empty when it can.
+
+    The checks: at least one filter, each one the instrument has (the instrument table), none
+    twice; an exposure time above 0 s and at most the instrument's ``max_exposure_s``; between 1
+    and :data:`MAX_EXPOSURE_COUNT` frames; and telescope time (:func:`estimate_hours`) of at most
+    ``rules.max_hours``, or of at most what the unedited plan asked for when that was already
+    more (the person was shown that plan and approves it; an edit may not ask for more).
+
+    Args:
+        strategy: The strategy the form was filled from.
+        edit: The form's filters and exposures.
+        rules: The approval rules (their ``max_hours``).
+        n_requests: Requests the plan sends (targets times epochs).
+
+    Returns:
+        One sentence per problem.
+    """
+    spec = spec_for(strategy.instrument_type)
+    problems = []
+    if not edit.filters:
+        problems.append("choose at least one filter")
+    unknown = [name for name in edit.filters if name not in spec.elements]
+    if unknown:
+        problems.append(
+            f"{spec.instrument_type} has no {spec.element} {', '.join(unknown)} "
+            f"(it has {', '.join(spec.elements)})"
+        )
+    if len(set(edit.filters)) != len(edit.filters):
+        problems.append("a filter is listed twice")
+    if not 0 < edit.exposure_time_s <= spec.max_exposure_s:
+        problems.append(
+            f"exposure time {edit.exposure_time_s:g} s is not between 0 and "
+            f"{spec.max_exposure_s:g} s"
+        )
+    if not 1 <= edit.exposure_count <= MAX_EXPOSURE_COUNT:
+        problems.append(
+            f"{edit.exposure_count} frames per filter is not between 1 and {MAX_EXPOSURE_COUNT}"
+        )
+    if problems:
+        return problems
+    edited = strategy.model_copy(update=edit.model_dump())
+    hours = estimate_hours(edited, n_requests=n_requests)
+    limit = max(rules.max_hours, estimate_hours(strategy, n_requests=n_requests))
+    if hours > limit:
+        problems.append(
+            f"the edit asks for {hours:.1f} h of telescope time, more than {limit:.1f} h "
+            f"(max_hours {rules.max_hours:g} h, or the plan as shown)"
+        )
+    return problems

@@ -34,10 +34,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
 
 from followup.models import utcnow
+
+if TYPE_CHECKING:
+    from hop.auth import Auth
 
 __all__ = [
     "AlertStream",
@@ -77,12 +80,19 @@ def broker_address(url_or_broker: str) -> tuple[str, list[str]]:
     return netloc, topics
 
 
-def _hop_auth(auth: Any) -> Any:
-    """Return the ``auth`` argument for hop: an ``Auth``, or False (never the user's auth.toml)."""
+def _hop_auth(auth: Auth | None) -> Auth | Literal[False]:
+    """Return the ``auth`` argument for hop: the ``Auth``, or False (never the user's auth.toml).
+
+    Raises:
+        TypeError: ``auth`` is neither None nor a ``hop.auth.Auth`` (a credentials Block builds
+            one with ``get_auth()``).
+    """
     if auth is None or auth is False:
         return False
-    if hasattr(auth, "get_auth"):  # a followup Block (HopCredentials, GcnKafkaCredentials)
-        return auth.get_auth() or False
+    from hop.auth import Auth
+
+    if not isinstance(auth, Auth):
+        raise TypeError(f"auth must be a hop.auth.Auth or None, not {type(auth).__name__}")
     return auth
 
 
@@ -198,9 +208,9 @@ class AlertStream:
         topics: Topics to read (added to those in the URL).
         group_id: Fixed consumer group id: a restarted listener resumes where this one stopped
             (Hopskotch requires it to start with the credential's username).
-        auth: None for a broker without authentication, a ``hop.auth.Auth``, or a credentials
-            Block with ``get_auth()`` (HopCredentials, GcnKafkaCredentials). The user's
-            ``auth.toml`` is never read.
+        auth: None for a broker without authentication, else a ``hop.auth.Auth`` (the
+            credentials Blocks build their streams with theirs). The user's ``auth.toml`` is
+            never read.
         start_at: Where a group without committed offsets starts: ``"earliest"`` (default: read
             what the broker still holds; the ledger drops what it has seen) or ``"latest"``.
         batch_size: Most messages fetched and handled per batch.
@@ -221,7 +231,7 @@ class AlertStream:
         topics: Sequence[str] = (),
         group_id: str = "followup-listener",
         *,
-        auth: Any = None,
+        auth: Auth | None = None,
         start_at: Any = "earliest",
         batch_size: int = 500,
         poll_timeout_s: float = 0.25,
@@ -798,11 +808,13 @@ class Publisher:
 
     Args:
         url_or_broker: ``kafka://host:port`` or ``host:port``.
-        auth: None, a ``hop.auth.Auth``, or a credentials Block with ``get_auth()``.
+        auth: None, or a ``hop.auth.Auth``.
         produce_timeout_s: Longest wait for the broker to take each message.
     """
 
-    def __init__(self, url_or_broker: str, *, auth: Any = None, produce_timeout_s: float = 30.0):
+    def __init__(
+        self, url_or_broker: str, *, auth: Auth | None = None, produce_timeout_s: float = 30.0
+    ):
         self.broker, topics = broker_address(url_or_broker)
         self.default_topic = topics[0] if len(topics) == 1 else None
         self.auth = _hop_auth(auth)
@@ -919,7 +931,7 @@ def publish(
     *,
     headers: Sequence[tuple[str, bytes | str]] | Mapping[str, bytes | str] | None = None,
     test: bool = False,
-    auth: Any = None,
+    auth: Auth | None = None,
 ) -> str:
     """Publish one message and wait until the broker has it.
 
@@ -929,7 +941,7 @@ def publish(
         data: Raw bytes, or a mapping sent as JSON.
         headers: Extra headers (an ``_id`` among them is kept).
         test: Mark it as a test message (hop ``_test`` header).
-        auth: None, a ``hop.auth.Auth`` or a credentials Block.
+        auth: None, or a ``hop.auth.Auth``.
 
     Returns:
         The message's hop ``_id``.

@@ -12,18 +12,12 @@ from followup.ledger import Ledger
 from followup.models import Alert, ObservingStrategy
 from followup.skymap import SkyMap, read_skymap
 from followup.targeting import Plan, plan_targets, plot_plan
-from tasks.retry import RETRY_DELAYS_S, retry_if_unavailable
+from tasks.retry import SERVICE_RETRIES
 
 __all__ = ["plan_alert_targets", "plot_targets", "store_targets"]
 
 
-@task(
-    name="plan targets",
-    retries=len(RETRY_DELAYS_S),
-    retry_delay_seconds=RETRY_DELAYS_S,
-    retry_condition_fn=retry_if_unavailable,
-    cache_policy=NO_CACHE,
-)
+@task(name="plan targets", cache_policy=NO_CACHE, **SERVICE_RETRIES)
 def plan_alert_targets(
     alert: Alert,
     strategy: ObservingStrategy,

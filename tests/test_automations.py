@@ -158,7 +158,7 @@ def test_a_failed_followup_run_calls_the_webhook(alarms, receiver) -> None:
     from prefect.client.orchestration import get_client
     from prefect.deployments.runner import EntrypointType
 
-    from deployments.dispatch import execute_flow_run
+    from flows.dispatch import execute_flow_run
     from flows.followup import followup
 
     deployment_id = followup.to_deployment(

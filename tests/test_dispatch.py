@@ -8,7 +8,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
-from deployments.dispatch import Dispatcher
+from flows.dispatch import Dispatcher
 from tests.dispatch_flows import probe
 
 pytestmark = pytest.mark.slow

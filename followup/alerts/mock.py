@@ -1,6 +1,7 @@
 """Builders of realistic alerts for drills, the demo and tests: LVK ``igwn.gwalert`` and GCN notices.
 
-:func:`make_lvk_alert` writes the record exactly as gwcelery does: the JSON form with a base64 sky
+:func:`make_mock_bns_alert` is the drill's and the demo's alert: a mock (``MS...``) BNS with a
+small sky map around a position LCO can observe within the day. :func:`make_lvk_alert` writes the record exactly as gwcelery does: the JSON form with a base64 sky
 map (what GCN Kafka carries) or the Avro container with raw bytes (what SCiMMA carries). The Avro
 form needs the Avro schema from the ``igwn-gwalert-schema`` package, which is GPL-licensed and
 therefore only a development dependency: it is imported when the Avro form is asked for, never at
@@ -12,13 +13,24 @@ from __future__ import annotations
 import base64
 import io
 import json
+import random
+import string
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from followup.models import AlertType
+from followup.models import AlertType, utcnow
 
-__all__ = ["load_lvk_avro_schema", "make_gcn_notice", "make_lvk_alert", "make_lvk_record"]
+__all__ = [
+    "MockAlert",
+    "load_lvk_avro_schema",
+    "make_gcn_notice",
+    "make_lvk_alert",
+    "make_lvk_record",
+    "make_mock_bns_alert",
+    "observable_position",
+]
 
 _DEFAULT_CLASSIFICATION = {"BNS": 0.95, "NSBH": 0.03, "BBH": 0.0, "Terrestrial": 0.02}
 _DEFAULT_PROPERTIES = {"HasNS": 0.99, "HasRemnant": 0.95, "HasMassGap": 0.01}
@@ -264,3 +276,91 @@ def make_gcn_notice(
             notice["ra_dec_error"] = ra_dec_error
     notice.update(fields)
     return json.dumps(notice).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class MockAlert:
+    """A mock LVK alert as it travels on Kafka, and where its sky map peaks.
+
+    Attributes:
+        raw: The message bytes (JSON form, base64 multi-order sky map).
+        event_id: The mock superevent id (``MS...``).
+        ra: Right ascension of the sky map's peak, degrees.
+        dec: Declination of the sky map's peak, degrees.
+        event_time: The merger time (UTC).
+    """
+
+    raw: bytes
+    event_id: str
+    ra: float
+    dec: float
+    event_time: datetime
+
+
+def observable_position(now: datetime) -> tuple[float, float]:
+    """A position opposite the Sun that some LCO site sees at night within the next day.
+
+    The Sun is taken at the start of the UTC day, so every alert of one day points at the same
+    field: with the same sandbox seed, a replay sees the same stars and noise.
+
+    Returns:
+        Right ascension and declination in degrees.
+    """
+    from astropy.coordinates import get_sun
+    from astropy.time import Time
+
+    from followup.sites import configure_offline_iers
+    from followup.visibility import VisibilityCalculator
+
+    configure_offline_iers()
+    sun = get_sun(Time(now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)))
+    ra = (float(sun.ra.deg) + 180.0) % 360.0
+    calc = VisibilityCalculator(now, span_hours=24, max_airmass=1.6)
+    for dec in (-30.0, -15.0, 0.0, 15.0, 30.0, -45.0):
+        if calc.windows(ra, dec, min_window_minutes=60).windows[0]:
+            return ra, dec
+    return ra, -30.0
+
+
+def make_mock_bns_alert(
+    now: datetime | None = None,
+    *,
+    event_id: str | None = None,
+    position: tuple[float, float] | None = None,
+) -> MockAlert:
+    """A mock LVK PRELIMINARY BNS alert (JSON form, embedded multi-order sky map).
+
+    The sky map is a Gaussian blob (sigma 0.25 deg, 90% area about 1.2 deg2) around a position
+    LCO can observe within the day (:func:`observable_position`), or around ``position``.
+
+    Args:
+        now: Issue time (UTC); now when None.
+        event_id: The superevent id; ``MS<yymmdd><3 random letters>`` when None.
+        position: RA and Dec of the map's peak in degrees; observable tonight when None.
+
+    Returns:
+        The alert and its peak.
+    """
+    from followup.skymap import make_gaussian_skymap
+
+    now = now or utcnow()
+    letters = "".join(random.choice(string.ascii_lowercase) for _ in range(3))
+    event_id = event_id or f"MS{now:%y%m%d}{letters}"
+    ra, dec = position if position is not None else observable_position(now)
+    skymap = make_gaussian_skymap(
+        ra, dec, 0.25, distance_mpc=120.0, distance_sigma_mpc=25.0, object_name=event_id
+    )
+    event_time = now - timedelta(minutes=2)
+    raw = make_lvk_alert(
+        event_id,
+        "PRELIMINARY",
+        skymap=skymap,
+        issued_at=now,
+        event_time=event_time,
+        far=3.2e-10,
+        significant=True,
+        search="MDC",
+        classification={"BNS": 0.93, "NSBH": 0.04, "BBH": 0.0, "Terrestrial": 0.03},
+        properties={"HasNS": 0.99, "HasRemnant": 0.95, "HasMassGap": 0.01},
+    )
+    return MockAlert(raw=raw, event_id=event_id, ra=ra, dec=dec, event_time=event_time)

@@ -39,6 +39,10 @@ class InstrumentSpec:
         readout_s: Readout overhead per exposure in seconds (for estimates only).
         front_padding_s: Overhead per request in seconds (slew, settle; estimates only).
         element_change_s: Overhead per instrument config in seconds (estimates only).
+        max_exposure_s: Longest single exposure this project asks for, in seconds: the bound an
+            edited approval form is held to. It is the project's sanity limit (an hour, longer
+            than any follow-up exposure), not a portal rule; the portal's own limits are not
+            in the reference.
     """
 
     instrument_type: str
@@ -53,6 +57,7 @@ class InstrumentSpec:
     readout_s: float = 0.0
     front_padding_s: float = 90.0
     element_change_s: float = 2.0
+    max_exposure_s: float = 3600.0
     channel_filters: Mapping[str, str] = field(default_factory=dict)
 
 

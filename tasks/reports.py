@@ -1,0 +1,43 @@
+"""Tasks of the report stage: deliver a report at most once, record a decline."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from followup.ledger import Ledger, ReportRow
+from followup.models import Report
+from followup.reporting.outbox import Outgoing, ReportClient, decline, deliver
+from tasks.retry import SERVICE_RETRIES
+
+__all__ = ["decline_report", "deliver_report"]
+
+
+@task(
+    name="deliver report",
+    task_run_name="deliver {outgoing.report.destination} report of {outgoing.report.event_id}",
+    cache_policy=NO_CACHE,
+    **SERVICE_RETRIES,
+)
+def deliver_report(client: ReportClient, ledger: Ledger, outgoing: Outgoing) -> ReportRow:
+    """Send an (approved) report unless it went out before.
+
+    Retried on :class:`~followup.exceptions.ServiceUnavailable` only: the ledger row says
+    ``failed`` then, and nothing arrived. A send that may have arrived is recorded
+    ``unconfirmed`` and never retried blindly.
+    """
+    row = deliver(ledger, outgoing, client)
+    get_run_logger().info(
+        "%s report of %s: %s %s", row.destination, row.event_id, row.status, row.remote_id or ""
+    )
+    return row
+
+
+@task(
+    name="decline report",
+    task_run_name="decline {report.destination} report of {report.event_id}",
+    cache_policy=NO_CACHE,
+)
+def decline_report(ledger: Ledger, report: Report) -> ReportRow:
+    """Record that a person declined the report (unless it already went out)."""
+    return decline(ledger, report)
