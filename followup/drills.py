@@ -128,10 +128,11 @@ def read_drill_file(drills_dir: str | os.PathLike[str], name: str) -> bytes:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
         raise DrillFileError(f"{name!r} is not a readable file in the drills folder") from None
+    status = os.fstat(fd)
+    if not stat.S_ISREG(status.st_mode) or status.st_size > MAX_DRILL_FILE_BYTES:
+        os.close(fd)
+        raise DrillFileError(
+            f"{name!r} is not a regular file of at most {MAX_DRILL_FILE_BYTES} bytes"
+        )
     with os.fdopen(fd, "rb") as handle:
-        status = os.fstat(handle.fileno())
-        if not stat.S_ISREG(status.st_mode) or status.st_size > MAX_DRILL_FILE_BYTES:
-            raise DrillFileError(
-                f"{name!r} is not a regular file of at most {MAX_DRILL_FILE_BYTES} bytes"
-            )
         return handle.read(MAX_DRILL_FILE_BYTES + 1)

@@ -111,6 +111,21 @@ def test_the_check_catches_a_bad_import_anywhere(tmp_path: Path) -> None:
     }
 
 
+def test_secrets_are_unwrapped_in_blocks_only() -> None:
+    """Flows, tasks and deployments get clients and ledgers from Blocks, never a bare secret.
+
+    (The HTTP clients in ``followup/`` take the Block's ``SecretStr`` and read it per request.)
+    """
+    offenders = [
+        f"{path.relative_to(REPO)}:{number}"
+        for folder in ("flows", "tasks", "deployments")
+        for path in sorted((REPO / folder).rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if "get_secret_value" in line
+    ]
+    assert offenders == []
+
+
 def test_layout_of_the_design_exists() -> None:
     for name in PACKAGES:
         assert (REPO / name).is_dir(), name
