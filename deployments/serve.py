@@ -20,6 +20,7 @@ from prefect.deployments.runner import EntrypointType
 from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron, Interval
 
+from blocks import StartedBy
 from flows.drill import drill
 from flows.events import ALERT_ACCEPTED, ALERT_RETRACTED
 from flows.followup import followup
@@ -45,7 +46,10 @@ def _event_trigger(name: str, event: str, parameters: dict[str, Any]) -> Deploym
     return DeploymentEventTrigger(
         name=name,
         expect={event},
-        match={"prefect.resource.id": "followup.event.*", "followup.started-by": "trigger"},
+        match={
+            "prefect.resource.id": "followup.event.*",
+            "followup.started-by": StartedBy.TRIGGER.value,
+        },
         parameters=parameters,
     )
 

@@ -14,8 +14,8 @@ from sqlalchemy import select
 from flows.events import REQUEST_COMPLETED, emit_followup_event
 from flows.frames import frames_task_runner, process_frames
 from flows.report import report
-from flows.runtime import load_runtime
-from followup.ledger import AlertRow, FrameRow, RequestRow
+from flows.runtime import Runtime, load_runtime
+from followup.ledger import AlertRow, FrameRow, Ledger, RequestRow
 from followup.models import AlertDecision, LcoState, utcnow
 from tasks.lco import cancel_requests, refresh_states
 
@@ -35,12 +35,12 @@ def _rerun_run_name() -> str:
     return f"rerun-photometry-{utcnow():%Y%m%d}-{days:g}d"
 
 
-def _latest_accepted_alert(ledger, event_id: str) -> AlertRow | None:
+def _latest_accepted_alert(ledger: Ledger, event_id: str) -> AlertRow | None:
     alerts = [a for a in ledger.alerts.for_event(event_id) if a.decision == AlertDecision.ACCEPTED]
     return alerts[-1] if alerts else None
 
 
-def _process_and_report(runtime, event_id: str, settings: str) -> None:
+def _process_and_report(runtime: Runtime, event_id: str, settings: str) -> None:
     alert = _latest_accepted_alert(runtime.ledger, event_id)
     if alert is None:
         return

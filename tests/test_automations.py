@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import pytest
 from prefect import flow
-from pydantic import SecretStr
 
 from deployments.automations import (
     ALARMS,
@@ -187,42 +186,19 @@ def test_a_failed_followup_run_calls_the_webhook(alarms, receiver) -> None:
 
 @pytest.fixture
 def listener_blocks(tmp_path: Path) -> str:
-    from blocks import (
-        FollowupSettings,
-        GcnCredentials,
-        HermesCredentials,
-        HopCredentials,
-        LcoCredentials,
-        ListenerSettings,
-        TnsCredentials,
-        TriggerRulesBlock,
-    )
+    from blocks import HopCredentials, ListenerSettings, StartedBy, TriggerRulesBlock
     from sandbox.broker import TansuBroker
+    from tests.blocks_support import followup_settings
 
     broker = TansuBroker(topics=["igwn.gwalert"], log_path=tmp_path / "tansu.log").start()
-    FollowupSettings(
-        ledger_url=SecretStr(f"sqlite:///{tmp_path / 'ledger.db'}"),
-        state_dir=str(tmp_path / "state"),
-        lco=LcoCredentials(api_token=SecretStr("unused"), proposal_id="NONE"),
-        hermes=HermesCredentials(api_token=SecretStr("unused")),
-        tns=TnsCredentials(
-            api_key=SecretStr("unused"),
-            bot_id=1,
-            bot_name="none",
-            reporting_group_id=1,
-            discovery_data_source_id=1,
-            reporter="nobody",
-            instrument_id=1,
-        ),
-        gcn=GcnCredentials(access_token=SecretStr("unused")),
-    ).save(LISTENER, overwrite=True)
+    followup_settings(tmp_path).save(LISTENER, overwrite=True)
     ListenerSettings(
         hop=HopCredentials(
             broker_url=f"kafka://{broker.bootstrap}", topics=["igwn.gwalert"], group_id=LISTENER
         ),
         rules=TriggerRulesBlock(),
         followup_settings=LISTENER,
-        started_by="trigger",  # no dispatcher: nothing to run in this test
+        started_by=StartedBy.TRIGGER,  # no dispatcher: nothing to run in this test
         heartbeat_interval_s=2.0,
     ).save(LISTENER, overwrite=True)
     yield LISTENER

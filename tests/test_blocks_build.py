@@ -10,14 +10,10 @@ from pydantic import SecretStr
 
 from blocks import (
     FollowupSettings,
-    GcnCredentials,
     GcnKafkaCredentials,
-    HermesCredentials,
     HopCredentials,
-    LcoCredentials,
     ListenerSettings,
     StartedBy,
-    TnsCredentials,
     TriggerRulesBlock,
 )
 from followup.catalogs import LocalCatalog, VizierCatalog
@@ -25,29 +21,13 @@ from followup.galaxies import LocalGalaxyCatalog, VizierGladeCatalog
 from followup.models import utcnow
 from followup.reporting.at_report import TnsReporter
 from followup.stream import AlertStream, Publisher
+from tests.blocks_support import followup_settings
 
 PASSWORD = "hop-password-never-shown"
 
 
-def settings(tmp_path: Path, **fields: Any) -> FollowupSettings:
-    values: dict[str, Any] = dict(
-        ledger_url=SecretStr(f"sqlite:///{tmp_path / 'ledger.db'}"),
-        lco=LcoCredentials(api_token=SecretStr("t"), proposal_id="P"),
-        hermes=HermesCredentials(api_token=SecretStr("t")),
-        tns=TnsCredentials(
-            api_key=SecretStr("k"),
-            bot_id=1,
-            bot_name="bot",
-            reporting_group_id=82,
-            discovery_data_source_id=48,
-            reporter="A. Author (LCO)",
-            instrument_id=232,
-        ),
-        gcn=GcnCredentials(access_token=SecretStr("t")),
-        vizier_server="http://127.0.0.1:9999",
-    )
-    values.update(fields)
-    return FollowupSettings(**values)
+def settings(folder: Path, **fields: Any) -> FollowupSettings:
+    return followup_settings(folder, vizier_server="http://127.0.0.1:9999", **fields)
 
 
 def test_the_ledger_is_built_migrated_and_shared_per_database(tmp_path: Path) -> None:
@@ -89,10 +69,7 @@ def test_galaxy_catalogs_from_the_settings(tmp_path: Path) -> None:
 def test_the_tns_block_builds_the_reporter() -> None:
     tns = settings(Path("unused")).tns
     assert tns.get_reporter() == TnsReporter(
-        reporter="A. Author (LCO)",
-        reporting_group_id=82,
-        discovery_data_source_id=48,
-        instrument_id=232,
+        reporter="A. Author (LCO)", reporting_group_id=82, discovery_data_source_id=48
     )
 
 

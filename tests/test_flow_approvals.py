@@ -36,13 +36,11 @@ from prefect.testing.utilities import prefect_test_harness
 from pydantic import SecretStr
 
 from blocks import (
-    FollowupSettings,
     GcnCredentials,
     HermesCredentials,
     HopCredentials,
     LcoCredentials,
     ListenerSettings,
-    TnsCredentials,
     TriggerRulesBlock,
 )
 from followup.alerts import parse_message
@@ -56,6 +54,7 @@ from followup.models import (
     ReportStatus,
     TargetKind,
 )
+from tests.blocks_support import followup_settings
 from tests.lco_support import target
 from tests.ledger_support import store_alert
 from tests.reporting.conftest import make_measurement
@@ -99,8 +98,6 @@ def name() -> str:
 def save_settings(name: str, tmp_path: Path, *, approve: bool = True, **fields: Any) -> Ledger:
     """Save the settings documents of one test; return its (migrated) ledger."""
     values: dict[str, Any] = dict(
-        ledger_url=SecretStr(f"sqlite:///{tmp_path / 'ledger.db'}"),
-        state_dir=str(tmp_path / "state"),
         lco=LcoCredentials(
             api_token=SecretStr("lco-token"),
             proposal_id="P1",
@@ -108,23 +105,13 @@ def save_settings(name: str, tmp_path: Path, *, approve: bool = True, **fields: 
             archive_url="https://archive.test",
         ),
         hermes=HermesCredentials(api_token=SecretStr("hermes-token"), base_url=HERMES),
-        tns=TnsCredentials(
-            api_key=SecretStr("k"),
-            bot_id=1,
-            bot_name="bot",
-            reporting_group_id=82,
-            discovery_data_source_id=48,
-            reporter="A. Author (LCO)",
-            instrument_id=232,
-            base_url="https://tns.test/api/",
-        ),
         gcn=GcnCredentials(access_token=SecretStr("gcn-token"), base_url=GCN),
         strategies_yaml=STRATEGIES.format(types="NORMAL" if approve else "TIME_CRITICAL"),
         approval_timeout_s=120,
         send_tns=False,
     )
     values.update(fields)
-    settings = FollowupSettings(**values)
+    settings = followup_settings(tmp_path, **values)
     settings.save(name, overwrite=True)
     return settings.get_ledger()
 

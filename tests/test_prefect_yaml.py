@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import yaml
-from pydantic import SecretStr
 
 from deployments.serve import build_deployments
 from tests.stack_support import wait_for
@@ -268,31 +267,10 @@ def test_a_process_worker_runs_a_deployed_flow_through_the_pull_step(
     """The scheduled refresh-requests deployment, run by ``prefect worker start`` from elsewhere."""
     from prefect.client.orchestration import get_client
 
-    from blocks import (
-        FollowupSettings,
-        GcnCredentials,
-        HermesCredentials,
-        LcoCredentials,
-        TnsCredentials,
-    )
     from deployments.processes import ManagedProcess
+    from tests.blocks_support import followup_settings
 
-    FollowupSettings(
-        ledger_url=SecretStr(f"sqlite:///{tmp_path / 'ledger.db'}"),
-        state_dir=str(tmp_path / "state"),
-        lco=LcoCredentials(api_token=SecretStr("unused"), proposal_id="NONE"),
-        hermes=HermesCredentials(api_token=SecretStr("unused")),
-        tns=TnsCredentials(
-            api_key=SecretStr("unused"),
-            bot_id=1,
-            bot_name="none",
-            reporting_group_id=1,
-            discovery_data_source_id=1,
-            reporter="nobody",
-            instrument_id=1,
-        ),
-        gcn=GcnCredentials(access_token=SecretStr("unused")),
-    ).save("yaml-smoke", overwrite=True)
+    followup_settings(tmp_path).save("yaml-smoke", overwrite=True)
     refresh = deployed["deployments"]["refresh-requests"]
     with get_client(sync_client=True) as client:
         # Its own queue, so the worker runs this run only (not the trigger tests' runs).
