@@ -6,8 +6,9 @@ public (TNS, GCN, a HERMES topic that is not a test topic; the rendered message 
 text editable, the edit checked before it is recorded), and hands the approved report, with the
 client its Block built, to one thin task that delivers it. Every report is claimed in the ledger
 under (destination, event, target, content hash) before it is sent, so rerunning this flow sends
-nothing twice; a decline is recorded. A test or mock alert reaches no service that is not a
-sandbox (:mod:`followup.drills`).
+nothing twice; a decline is recorded. A HERMES send whose answer was lost is looked up in
+HERMES's message query (here, and again by every later run) instead of being sent again. A test or
+mock alert reaches no service that is not a sandbox (:mod:`followup.drills`).
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ from followup.models import (
 )
 from followup.reporting import circular_email
 from followup.reporting.gcn import Circular
+from followup.reporting.hermes import HermesClient
 from followup.reporting.outbox import Outgoing, gcn_outgoing, hermes_outgoing, tns_outgoing
 from tasks.artifacts import publish_markdown, publish_table
-from tasks.reports import decline_report, deliver_report
+from tasks.reports import decline_report, deliver_report, look_up_hermes_reports
 
 __all__ = ["report"]
 
@@ -121,7 +123,12 @@ def _settle(runtime: Runtime, alert: Alert, outgoing: Outgoing) -> ReportRow:
             return decline_report(runtime.ledger, outgoing.report)
         outgoing = outgoing.with_text(answer.text)
     client = runtime.report_client(alert, outgoing.destination)
-    return deliver_report(client, runtime.ledger, outgoing)
+    row = deliver_report(client, runtime.ledger, outgoing)
+    if isinstance(client, HermesClient) and row.status == ReportStatus.UNCONFIRMED:
+        # A send whose answer was lost (now or in an earlier run): HERMES may list it.
+        looked_up = look_up_hermes_reports(client, runtime.ledger, alert.event_id)
+        row = next((r for r in looked_up if r.id == row.id), row)
+    return row
 
 
 @flow(name="report", flow_run_name="report-{event_id}")

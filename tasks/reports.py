@@ -1,4 +1,4 @@
-"""Tasks of the report stage: deliver a report at most once, record a decline."""
+"""Tasks of the report stage: deliver a report at most once, record a decline, settle lost sends."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from prefect.cache_policies import NO_CACHE
 
 from followup.ledger import Ledger, ReportRow
 from followup.models import Report
+from followup.reporting.hermes import HermesClient
+from followup.reporting.hermes_recovery import resolve_unconfirmed_hermes
 from followup.reporting.outbox import Outgoing, ReportClient, decline, deliver
 from tasks.retry import SERVICE_RETRIES
 
-__all__ = ["decline_report", "deliver_report"]
+__all__ = ["decline_report", "deliver_report", "look_up_hermes_reports"]
 
 
 @task(
@@ -41,3 +43,21 @@ def deliver_report(client: ReportClient, ledger: Ledger, outgoing: Outgoing) -> 
 def decline_report(ledger: Ledger, report: Report) -> ReportRow:
     """Record that a person declined the report (unless it already went out)."""
     return decline(ledger, report)
+
+
+@task(
+    name="look up unconfirmed HERMES reports",
+    task_run_name="look up unconfirmed HERMES reports of {event_id}",
+    cache_policy=NO_CACHE,
+    **SERVICE_RETRIES,
+)
+def look_up_hermes_reports(client: HermesClient, ledger: Ledger, event_id: str) -> list[ReportRow]:
+    """Confirm the event's HERMES reports whose answer was lost, if HERMES lists them.
+
+    Those it does not list keep ``unconfirmed`` with an alarm for a person; the next report run
+    looks again. Nothing is ever sent here.
+    """
+    rows = resolve_unconfirmed_hermes(ledger, client, event_id)
+    for row in rows:
+        get_run_logger().info("HERMES report %s of %s: %s", row.id, event_id, row.status)
+    return rows

@@ -394,3 +394,32 @@ def test_the_drill_reads_its_folder_only_and_never_quotes_a_file(name: str, tmp_
         with pytest.raises(DrillFileError, match=problem) as caught:
             drill(name, alert_file=alert_file)
         assert "SECRET" not in str(caught.value) and caught.value.__cause__ is None
+
+
+def test_a_hermes_send_whose_answer_was_lost_is_looked_up_not_resent(
+    name: str, tmp_path: Path
+) -> None:
+    from flows.report import report
+    from sandbox.fault_queue import Fault
+    from sandbox.hermes import DEFAULT_TOKEN, HermesSandboxState, create_app
+    from tests.reporting.conftest import AppTransport
+
+    sandbox = HermesSandboxState()
+    app = AppTransport(create_app(sandbox))
+    ledger = save_settings(
+        name,
+        tmp_path,
+        hermes=HermesCredentials(api_token=SecretStr(DEFAULT_TOKEN), base_url=HERMES),
+    )
+    alert_id, alert = stored_alert(ledger, "S260101ff")
+    measured(ledger, alert.event_id)
+    # HERMES publishes the message, then its answer is lost (502).
+    sandbox.faults.add(Fault(kind="status", endpoint="submit", status=502, variant="after_store"))
+    with services() as mock:
+        mock.route(host="hermes.test").mock(side_effect=app.handle_request)
+        rows = report(alert_id, alert.event_id, name)  # hermes.test: no approval asked
+    [hermes] = [r for r in rows if r["destination"] == ReportDestination.HERMES]
+    assert hermes["status"] == ReportStatus.CONFIRMED
+    assert hermes["remote id"] == sandbox.messages[-1]["uuid"] and len(sandbox.messages) == 1
+    [row] = [r for r in ledger.reports.for_event("S260101ff") if r.destination == "hermes"]
+    assert any("HERMES's message query" in note for note in row.payload["notes"])
