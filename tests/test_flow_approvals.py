@@ -53,6 +53,7 @@ from followup.models import (
     ReportDestination,
     ReportStatus,
     TargetKind,
+    utcnow,
 )
 from tests.blocks_support import followup_settings
 from tests.lco_support import target
@@ -181,6 +182,15 @@ def services() -> Iterator[respx.Router]:
 
 
 def portal_routes(mock: respx.Router) -> tuple[respx.Route, respx.Route]:
+    now = utcnow()
+    semester = {
+        "id": "SEM",
+        "start": (now - timedelta(days=30)).isoformat(),
+        "end": (now + timedelta(days=180)).isoformat(),
+    }
+    mock.get(f"{PORTAL}/api/semesters/").respond(
+        200, json={"count": 1, "next": None, "previous": None, "results": [semester]}
+    )
     validate = mock.post(f"{PORTAL}/api/requestgroups/validate/").respond(
         200, json={"request_durations": {"duration": 400, "requests": []}, "errors": {}}
     )
