@@ -221,6 +221,7 @@ def _insert_messages(
             "status": MessageStatus.RECEIVED,
             "reason": None,
             "headers": encode_headers(m.headers),
+            "attempts": 1,
         }
         for _, m in to_insert
     ]
