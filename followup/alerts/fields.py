@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from followup.bounded import fits_hdus
 from followup.exceptions import AlertParseError
 from followup.models import ErrorRegion, SkyPosition
 
@@ -266,10 +267,10 @@ def fits_header_values(
 ) -> dict[str, str | float | bool]:
     """Read a few header keywords of an uncompressed FITS file without parsing the whole file.
 
-    Scans the primary header and the headers that follow it (data units are skipped using NAXIS,
-    BITPIX, PCOUNT and GCOUNT), stopping after ``max_blocks`` 2880-byte blocks of headers. The
-    first occurrence of each key wins. Used to read ``DISTMEAN``/``DISTSTD`` and the map's
-    ``ORDERING`` at ingest without loading the map.
+    Scans the primary header and the headers that follow it (data units are skipped by their
+    declared sizes, see :func:`followup.bounded.fits_hdus`), stopping after ``max_blocks``
+    2880-byte blocks of headers. The first occurrence of each key wins. Used to read
+    ``DISTMEAN``/``DISTSTD`` and the map's ``ORDERING`` at ingest without loading the map.
 
     Args:
         data: The FITS bytes.
@@ -281,64 +282,13 @@ def fits_header_values(
     """
     wanted = {k.upper() for k in keys}
     found: dict[str, str | float | bool] = {}
-    if not data.startswith(FITS_SIGNATURE):
-        return found
-    offset, blocks = 0, 0
-    while offset + 2880 <= len(data) and blocks < max_blocks and wanted - found.keys():
-        cards: dict[str, str | float | bool] = {}
-        end = False
-        while offset + 2880 <= len(data) and blocks < max_blocks:
-            block = data[offset : offset + 2880]
-            offset += 2880
-            blocks += 1
-            for i in range(0, 2880, 80):
-                card = block[i : i + 80].decode("ascii", errors="replace")
-                key = card[:8].strip()
-                if key == "END":
-                    end = True
-                    break
-                if card[8:10] == "= ":
-                    cards.setdefault(key, _card_value(card[10:]))
-            if end:
-                break
-        if not end:
+    for hdu in fits_hdus(data, max_blocks=max_blocks):
+        for key in wanted - found.keys():
+            if key in hdu.cards:
+                found[key] = hdu.cards[key]
+        if not wanted - found.keys():
             break
-        for key in wanted:
-            if key in cards and key not in found:
-                found[key] = cards[key]
-        # Skip this HDU's data to reach the next header.
-        try:
-            bitpix = abs(int(float(cards.get("BITPIX", 8))))
-            naxis = int(float(cards.get("NAXIS", 0)))
-            size = 0
-            if naxis:
-                size = 1
-                for axis in range(1, naxis + 1):
-                    size *= int(float(cards.get(f"NAXIS{axis}", 0)))
-            size = (size + int(float(cards.get("PCOUNT", 0)))) * int(float(cards.get("GCOUNT", 1)))
-            size = size * bitpix // 8
-        except (TypeError, ValueError):
-            break
-        offset += -(-size // 2880) * 2880
     return found
-
-
-def _card_value(text: str) -> str | float | bool:
-    text = text.strip()
-    if text.startswith("'"):
-        end = text.find("'", 1)
-        while end != -1 and text[end + 1 : end + 2] == "'":
-            end = text.find("'", end + 2)
-        return text[1 : end if end != -1 else None].replace("''", "'").rstrip()
-    value = text.split("/", 1)[0].strip()
-    if value == "T":
-        return True
-    if value == "F":
-        return False
-    try:
-        return float(value.replace("D", "E"))
-    except ValueError:
-        return value
 
 
 def skymap_summary(data: bytes) -> dict[str, Any]:
