@@ -250,7 +250,10 @@ def evaluate(
 
     has_map = alert.skymap is not None or alert.skymap_url is not None
     if rules.require_localization and not has_map and alert.position is None:
-        why = alert.extra.get("skymap_error")
+        placeholder = alert.extra.get("position_placeholder")
+        why = alert.extra.get("skymap_error") or (
+            placeholder.get("why") if isinstance(placeholder, dict) else None
+        )
         failed.append("no localisation" + (f" ({why})" if why else ""))
     if rules.max_area90_deg2 is not None:
         area, what = area90_deg2, "90% area"

@@ -27,9 +27,11 @@ __all__ = [
     "decode_skymap",
     "error_region",
     "fits_header_values",
+    "neutrino_summary",
     "parse_time",
     "position",
     "skymap_summary",
+    "trusted_position",
 ]
 
 FITS_SIGNATURE = b"SIMPLE  ="
@@ -210,6 +212,54 @@ def position(ra: Any, dec: Any, error: ErrorRegion | None, *, field: str) -> Sky
             "invalid-position", detail=f"{field}: RA {ra_deg}, Dec {dec_deg} out of range"
         )
     return SkyPosition(ra=ra_deg % 360.0, dec=dec_deg, error=error)
+
+
+def trusted_position(
+    ra: Any, dec: Any, error: ErrorRegion | None, *, field: str, extra: dict[str, Any]
+) -> SkyPosition | None:
+    """A position, unless its values are a placeholder for "no position"; flagged in ``extra``.
+
+    Issuers fill the position fields of a notice that has none with zeros: RA 0 and Dec 0 (GCN
+    Classic before a localisation), RA 0 with an error of 0 (AGILE MCAL), or an error circle
+    that covers the sky. Such a position is not returned; ``extra["position_placeholder"]``
+    keeps what was given and why it was not trusted. An error of exactly 0 at a real position
+    says nothing about the error: the position is kept without one, and
+    ``extra["position_note"]`` says so.
+
+    Raises:
+        AlertParseError: ``invalid-position`` for values out of range (see :func:`position`).
+    """
+    sky = position(ra, dec, error, field=field)
+    radius = error.radius_deg if error is not None else None
+    why = None
+    if sky.ra == 0 and sky.dec == 0:
+        why = "RA 0, Dec 0"
+    elif radius == 0 and (sky.ra == 0 or sky.dec == 0):
+        why = f"RA {sky.ra:g}, Dec {sky.dec:g} with an error of 0"
+    elif radius is not None and radius >= 180:
+        why = f"an error radius of {radius:g} deg covers the sky"
+    if why is not None:
+        extra["position_placeholder"] = {
+            "ra": sky.ra,
+            "dec": sky.dec,
+            "error_deg": radius,
+            "why": f"{why}: a placeholder, not a localisation",
+        }
+        return None
+    if radius == 0:
+        extra["position_note"] = "error radius 0 is no error estimate: kept without one"
+        return SkyPosition(ra=sky.ra, dec=sky.dec, error=None)
+    return sky
+
+
+def neutrino_summary(extra: Mapping[str, Any]) -> str:
+    """``signalness 0.34, energy 127 TeV`` from ``extra`` (for a neutrino alert's title)."""
+    parts = []
+    if extra.get("signalness") is not None:
+        parts.append(f"signalness {extra['signalness']:.2g}")
+    if extra.get("energy_tev") is not None:
+        parts.append(f"energy {extra['energy_tev']:.3g} TeV")
+    return ", ".join(parts)
 
 
 def angular_distance_deg(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
