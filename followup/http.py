@@ -44,8 +44,12 @@ service, the operation, the method, the URL and the service's text (a DRF error 
 it is, URL-encoded and JSON-escaped, and from the transport error chained as the cause, so no
 traceback shows it), and signed download URLs lose their query (the signature).
 
-Answers are not trusted either: a body is read up to ``max_response_bytes`` (inflated, so a gzip
-bomb stops there), a listing follows ``next`` only on the origin it started from (the token goes
+Answers are not trusted either. Whatever a service answers, a client call returns its model or
+raises one of these classes: an answer that cannot be read into the call's model (a field missing,
+a value of the wrong kind) is a :class:`ServiceUnavailable` for a read and an
+:class:`UncertainOutcome` after a creating call succeeded (it may have stored something), whichever
+client method met it (:meth:`ServiceClient.__init_subclass__` guards every public method). A body
+is read up to ``max_response_bytes`` (inflated, so a gzip bomb stops there), a listing follows ``next`` only on the origin it started from (the token goes
 with every page), and a client pickled for another process (a Dask worker) carries no secret: it
 rebuilds its credential there from its ``credential_source`` (a Block look-up), or has none.
 """
@@ -53,15 +57,18 @@ rebuilds its credential there from its ``credential_source`` (a Block look-up), 
 from __future__ import annotations
 
 import email.utils
+import functools
+import inspect
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, ClassVar, NamedTuple, Self
 from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 import httpx
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from followup import __version__
 from followup.exceptions import (
@@ -281,6 +288,55 @@ def _percent_codes(text: str) -> set[str]:
     return {text[i : i + 3] for i in range(len(text) - 2) if text[i] == "%"}
 
 
+_EXCHANGES: ContextVar[tuple[int, int]] = ContextVar("followup_http_exchanges", default=(0, 0))
+"""Answers received and creating calls answered 2xx so far in this thread (see _guarded)."""
+
+_UNREADABLE = (
+    ValidationError,
+    KeyError,
+    IndexError,
+    TypeError,
+    ValueError,
+    AttributeError,
+    OverflowError,
+)
+"""What reading an unexpected answer into a model raises."""
+
+
+def _guarded(method: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """``method``, with an answer it cannot read turned into a :class:`ServiceError`.
+
+    Only an exception raised after an answer arrived in this call is translated (an argument
+    refused on entry stays what it is): :class:`UncertainOutcome` when a creating call of this
+    method had succeeded (the service may have stored something), else
+    :class:`ServiceUnavailable`.
+    """
+
+    @functools.wraps(method)
+    def guarded(self: ServiceClient, *args: Any, **kwargs: Any) -> Any:
+        answers, created = _EXCHANGES.get()
+        try:
+            return method(self, *args, **kwargs)
+        except ServiceError:
+            raise
+        except _UNREADABLE as exc:
+            now_answers, now_created = _EXCHANGES.get()
+            if now_answers == answers:
+                raise
+            cls = UncertainOutcome if now_created > created else ServiceUnavailable
+            detail = self._scrub(str(exc).splitlines()[0] if str(exc) else "")[:300]
+            # Not chained: the cause quotes the answer, which may hold anything.
+            raise self._error(
+                cls,
+                f"{self.service} {name}: the answer could not be read "
+                f"({type(exc).__name__}: {detail})",
+                operation=name,
+                url="",
+            ) from None
+
+    return guarded
+
+
 CredentialSource = Callable[[], "SecretStr | str | None"]
 """A picklable callable that returns a client's credential where it is called (a Block look-up on
 a Dask worker); what is pickled is the callable, never the credential."""
@@ -339,6 +395,13 @@ class ServiceClient:
     """
 
     service: ClassVar[str] = "service"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Guard every public method of a client: an unreadable answer is a ServiceError."""
+        super().__init_subclass__(**kwargs)
+        for name, member in list(vars(cls).items()):
+            if not name.startswith("_") and inspect.isfunction(member):
+                setattr(cls, name, _guarded(member, name))
 
     def __init__(
         self,
@@ -559,7 +622,7 @@ class ServiceClient:
             request = self._client.build_request(method, path, **kwargs)
             response = self._client.send(request, stream=True)
             try:
-                self._read(response, operation=operation)
+                self._read(response, operation=operation, creates=creates)
             finally:
                 response.close()
         except httpx.RequestError as exc:
@@ -567,15 +630,18 @@ class ServiceClient:
                 exc, operation=operation, method=method, url=path, creates=creates
             ) from exc
         logger.debug("%s %s %s -> %s", self.service, method, path, response.status_code)
+        answers, created = _EXCHANGES.get()
+        _EXCHANGES.set((answers + 1, created + (creates and response.is_success)))
         if response.is_success or response.status_code in set(passthrough):
             return response
         raise self._status_error(response, operation=operation, creates=creates)
 
-    def _read(self, response: httpx.Response, *, operation: str) -> None:
+    def _read(self, response: httpx.Response, *, operation: str, creates: bool) -> None:
         """Read an answer's body, decoded, up to :attr:`max_response_bytes`.
 
         Raises:
-            ServiceError: The body is larger (a listing gone wrong, or a compression bomb).
+            ServiceError: The body is larger (a listing gone wrong, or a compression bomb);
+                :class:`UncertainOutcome` after a creating call, which may have stored it.
         """
         limit = self.max_response_bytes
         declared = response.headers.get("Content-Length", "")
@@ -588,7 +654,8 @@ class ServiceClient:
                     too_large = True
                     break
         if too_large:
-            raise ServiceError(
+            raise self._error(
+                UncertainOutcome if creates else ServiceError,
                 f"{self.service} {operation}: the answer from {response.request.method} "
                 f"{self._url(response.request.url)} is larger than {limit} bytes: not read",
                 operation=operation,
