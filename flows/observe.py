@@ -10,7 +10,14 @@ from prefect.states import Completed, State
 from flows.approvals import RequestApproval, ask
 from flows.events import REQUEST_COMPLETED, REQUEST_SUBMITTED, emit_followup_event
 from flows.runtime import load_runtime
-from followup.lco import RequestGroupSpec, build_request_group, epoch_windows, make_group_name
+from followup.lco import (
+    RequestGroupSpec,
+    Semester,
+    at_submission,
+    build_request_group,
+    epoch_windows,
+    make_group_name,
+)
 from followup.ledger import Ledger, RequestRow
 from followup.models import (
     Alert,
@@ -30,10 +37,15 @@ __all__ = ["observe", "wait_for_requests"]
 
 
 def _plan_requests(
-    alert: Alert, targets: list[Target], strategy: ObservingStrategy, proposal: str
-) -> list[tuple[ObservationRequest, dict]]:
+    alert: Alert,
+    targets: list[Target],
+    strategy: ObservingStrategy,
+    proposal: str,
+    semesters: list[Semester],
+) -> list[tuple[ObservationRequest, RequestGroupSpec]]:
     """One request group per target and epoch of the strategy's cadence."""
-    windows = epoch_windows(strategy, utcnow())
+    planned_at = utcnow()
+    windows = epoch_windows(strategy, planned_at, semesters=semesters)
     planned = []
     for target in targets[: strategy.max_targets]:
         for epoch, (start, end) in enumerate(windows):
@@ -54,17 +66,16 @@ def _plan_requests(
                 window_start=start,
                 window_end=end,
             )
-            payload = build_request_group(
-                RequestGroupSpec(
-                    target=target,
-                    strategy=strategy,
-                    proposal=proposal,
-                    group_name=name,
-                    window_start=start,
-                    window_end=end,
-                )
+            spec = RequestGroupSpec(
+                target=target,
+                strategy=strategy,
+                proposal=proposal,
+                group_name=name,
+                window_start=start,
+                window_end=end,
+                planned_at=planned_at,
             )
-            planned.append((request, payload))
+            planned.append((request, spec))
     return planned
 
 
@@ -177,8 +188,10 @@ def observe(
         logger.warning("%s has no targets: nothing to observe", alert.event_id)
         return []
     strategy = choose_strategy(alert, runtime.strategies)
-    planned = _plan_requests(alert, targets, strategy, runtime.settings.lco.proposal_id)
     portal = runtime.settings.lco.get_portal_client()
+    semesters = portal.list_semesters(ending_after=utcnow())
+    proposal = runtime.settings.lco.proposal_id
+    planned = _plan_requests(alert, targets, strategy, proposal, semesters)
     required, reason = needs_approval(
         strategy, alert, rules=runtime.strategies.approval, n_requests=len(planned)
     )
@@ -204,9 +217,14 @@ def observe(
         edited = {k: answer[k] for k in ("filters", "exposure_time_s", "exposure_count")}
         if edited != {k: getattr(strategy, k) for k in edited}:
             strategy = strategy.model_copy(update=edited)
-            planned = _plan_requests(alert, targets, strategy, runtime.settings.lco.proposal_id)
-    for request, payload in planned:
-        result = submit_request(portal, ledger, request, payload)
+            planned = _plan_requests(alert, targets, strategy, proposal, semesters)
+    for request, spec in planned:
+        # Rapid-response and time-critical windows are timed now, after any approval.
+        spec = at_submission(spec, now=utcnow(), semesters=semesters)
+        request = request.model_copy(
+            update={"window_start": spec.window_start, "window_end": spec.window_end}
+        )
+        result = submit_request(portal, ledger, request, build_request_group(spec))
         if result.outcome in {SubmitOutcome.SUBMITTED, SubmitOutcome.FOUND}:
             emit_followup_event(
                 REQUEST_SUBMITTED,

@@ -48,8 +48,6 @@ from tasks.retry import RETRY_DELAYS_S, retry_if_unavailable
 
 __all__ = ["report"]
 
-TELESCOPE = "LCO 1-m"
-
 
 def _approved(
     runtime: Runtime, *, subject: str, event_id: str, markdown: str, text: str, public: bool
@@ -105,7 +103,6 @@ def send_hermes(
         title=f"LCO follow-up photometry of {alert.event_id}",
         authors=", ".join(settings.authors),
         topic=settings.hermes_topic,
-        telescope=TELESCOPE,
         message_text=f"{settings.team} report forced photometry of {len(targets)} target(s) of "
         f"{alert.event_id} with the Las Cumbres Observatory network.",
     )
@@ -114,7 +111,13 @@ def send_hermes(
         event_id=alert.event_id,
         content_hash=content_hash(message.to_payload()),
         status=ReportStatus.DRAFT,
-        payload={"title": message.title, "topic": message.topic},
+        # What resolve_unconfirmed_hermes looks a lost send up by.
+        payload={
+            "title": message.title,
+            "topic": message.topic,
+            "submitter": message.submitter,
+            "authors": message.authors,
+        },
     )
     approved, text = _approved(
         runtime,
@@ -172,7 +175,6 @@ def send_tns(
             reporter=tns.reporter,
             reporting_group_id=tns.reporting_group_id,
             discovery_data_source_id=tns.discovery_data_source_id,
-            instrument_id=tns.instrument_id,
         ),
     )
     report = Report(
@@ -227,7 +229,6 @@ def gcn_circular(
         measurements,
         observers=settings.authors,
         team=settings.team,
-        telescope=TELESCOPE,
         targets=candidates,
         event_time=alert.event_time,
     )

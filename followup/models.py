@@ -373,6 +373,8 @@ class ObservingStrategy(_Model):
         max_targets: At most this many targets are requested per alert.
         exposure_time_per_filter_s: Per-filter exposure times in seconds overriding
             ``exposure_time_s`` (MuSCAT's per-channel times, or longer exposures in blue filters).
+        acceptability_threshold: Percent of a request that counts as done; None leaves it to
+            the portal's default for the instrument (100 for FLOYDS, 90 otherwise).
     """
 
     name: str
@@ -391,6 +393,7 @@ class ObservingStrategy(_Model):
     epochs: int = Field(default=1, ge=1)
     cadence_hours: float = Field(default=24.0, gt=0)
     max_targets: int = Field(default=5, ge=1)
+    acceptability_threshold: float | None = Field(default=None, ge=0, le=100)
 
 
 class ObservationRequest(_Model):

@@ -140,6 +140,13 @@ class StrategyBook(BaseModel):
                     f"strategy {name!r}: {spec.instrument_type} has no {spec.element} {unknown}; "
                     f"expected some of {list(spec.elements)}"
                 )
+            # The portal refuses a RAPID_RESPONSE window that opens after the submission
+            # (observation-portal requestgroups/serializers.py), so later epochs cannot be one.
+            if strategy.observation_type is ObservationType.RAPID_RESPONSE and strategy.epochs > 1:
+                raise ValueError(
+                    f"strategy {name!r}: a RAPID_RESPONSE strategy has one epoch (its window "
+                    f"opens at submission), got {strategy.epochs}"
+                )
         for index, rule in enumerate(self.selection):
             if rule.strategy not in self.strategies:
                 raise ValueError(

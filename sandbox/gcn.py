@@ -65,19 +65,44 @@ _AUTO_REPLY: tuple[str, ...] = (
     "delivery failure notif", "mail delivery failure", "returned mail", "saxzlcnkgzmfpbhvyzsbub",
     "ponse_automatique", "off-line re:", "re: ", "fwd: ", " r: ", " ris: ", "subject:", "draft",
 )  # fmt: skip
-# The event-name patterns GCN derives eventId from (a subset in GCN's order; enough for follow-up).
+
+
+def _lvk(m: re.Match[str]) -> str:
+    return (
+        f"{m.group(1).upper().replace('VIRGO', 'Virgo')} {m.group(2).upper()}{m.group(3).lower()}"
+    )
+
+
+# circulars.lib.ts subjectMatchers, all 17, in GCN's order: the event id GCN derives.
 _EVENTS: tuple[tuple[str, Callable[[re.Match[str]], str]], ...] = (
     (r"GRB[.\s_-]*(\d{6}(?:[a-z]|\.[0-9]+)?)", lambda m: f"GRB {m.group(1).upper()}"),
-    (r"IceCube[.\s_-]*(\d{6}[a-z])", lambda m: f"IceCube-{m.group(1).upper()}"),
-    (r"ZTF[.\s_-]*(\d{2}[a-z]*)", lambda m: f"ZTF{m.group(1).lower()}"),
+    (r"SGR[.\s_-]*(J*\d{4}\.?\d*\+\d{4})", lambda m: f"SGR {m.group(1).upper()}"),
     (
-        r"((?:LIGO|Virgo|KAGRA)(?:[/-](?:LIGO|Virgo|KAGRA))*)[-_ \s]?(S|G|GW)(\d{5,}[a-z]*)",
-        lambda m: (
-            f"{m.group(1).upper().replace('VIRGO', 'Virgo')} {m.group(2).upper()}{m.group(3).lower()}"
-        ),
+        r"SGR[.\s_-]*Swift[.\s_-]*(J*\d{4}\.?\d*\+\d{4})",
+        lambda m: f"SGR Swift {m.group(1).upper()}",
+    ),
+    (r"IceCube[.\s_-]*(\d{6}[a-z])", lambda m: f"IceCube-{m.group(1).upper()}"),
+    (
+        r"IceCube[.\s_-]*Cascade[.\s_-]*(\d{6}[a-z])",
+        lambda m: f"IceCube-Cascade {m.group(1).upper()}",
+    ),
+    (r"ZTF[.\s_-]*(\d{2}[a-z]*)", lambda m: f"ZTF{m.group(1).lower()}"),
+    (r"HAWC[.\s_-]*(\d{6}A)", lambda m: f"HAWC-{m.group(1).upper()}"),
+    (r"((?:LIGO|Virgo|KAGRA)(?:[/-](?:LIGO|Virgo|KAGRA))*)[-_ \s]?(S|G|GW)(\d{5,}[a-z]*)", _lvk),
+    (r"ANTARES[.\s_-]*(\d{6}[a-z])", lambda m: f"ANTARES {m.group(1)}".upper()),
+    (
+        r"Baksan\sNeutrino\sObservatory\sAlert[.\s_-]*(\d{6}.\d{2})",
+        lambda m: f"Baksan Neutrino Observatory Alert {m.group(1)}",
     ),
     (r"EP[.\s_-]*(\d{6}[a-z])", lambda m: f"EP{m.group(1).lower()}"),
+    (
+        r"SN[.\s_-]*(\d{4}[a-z]*)",
+        lambda m: f"SN {m.group(1).upper() if len(m.group(1)) == 5 else m.group(1).lower()}",
+    ),
     (r"GW[.\s_-]*(\d{6})", lambda m: f"GW{m.group(1)}"),
+    (r"FRB[.\s_-]*(\d{8}[a-z]|\d{6}[a-z]?)", lambda m: f"FRB {m.group(1)}".upper()),
+    (r"sb[.\s_-]*(\d{8})", lambda m: f"sb{m.group(1)}"),
+    (r"XRF[.\s_-]*(\d{6}[a-z]?)", lambda m: f"XRF {m.group(1).upper()}"),
     (r"AT[.\s_-]*(\d{4}[a-z]+)", lambda m: f"AT{m.group(1).lower()}"),
 )
 
@@ -210,12 +235,14 @@ def create_app(state: GcnSandboxState | None = None) -> FastAPI:
         if not isinstance(payload, dict):
             return text("missing required parameter", 400)
         subject, body, fmt = payload.get("subject"), payload.get("body"), payload.get("format")
+        # api.circulars.ts: format must be undefined (absent) or a string; JSON null is neither.
         if not (
             isinstance(subject, str)
             and isinstance(body, str)
-            and (fmt is None or isinstance(fmt, str))
+            and ("format" not in payload or isinstance(fmt, str))
         ):
             return text("missing required parameter", 400)
+        fmt = fmt or None  # `...(format ? { format } : {})`: an empty format is left out
         if SUBMITTER_SCOPE not in user.groups:
             return text("User is not in the submitters group", 403)
         if not subject_is_valid(subject):

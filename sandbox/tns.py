@@ -10,8 +10,10 @@ Reports are stored at once and processed after ``processing_delay_s``: until the
 ``get/bulk-report-reply`` answers 404; afterwards 200 with feedback code 100 (new object named
 ``<year>aaa``, ``<year>aab``, ... after the discovery year) or 101 (an object already lies within
 ``match_radius_arcsec``), or 400 with the rejection details (missing fields, no discovery point,
-no non-detection, non-detection after the discovery, or "An identical AT report ... already
-exists"). Both field dialects of an AT report (``reporting_group_id``/``reporting_groupid``,
+no non-detection, non-detection after the discovery, a discovery date in the future, a group,
+filter, instrument or flux-unit id not in TNS's lists (:mod:`sandbox.tns_values`), or "An identical
+AT report ... already exists"). TNS does not publish the wording of its feedback; the stand-in's
+names the field and the rule. Both field dialects of an AT report (``reporting_group_id``/``reporting_groupid``,
 ``filter_value``/``filterid``, ...) are accepted.
 
 Control API (not part of TNS):
@@ -50,6 +52,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from sandbox.fault_queue import FaultQueue, add_fault_routes
+from sandbox.tns_values import TnsValues
 
 __all__ = [
     "DEFAULT_BOT",
@@ -155,6 +158,8 @@ class TnsSandboxState:
         rate_window_s: Length of a rate-limit window in seconds.
         clock: Monotonic seconds (injectable so tests control time).
         first_report_id: The first report id handed out.
+        values: The id lists reports are checked against (TNS's ``get/values``).
+        utc_now: The wall-clock time (a discovery date after it is refused).
     """
 
     def __init__(
@@ -168,7 +173,11 @@ class TnsSandboxState:
         rate_window_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         first_report_id: int = 1001,
+        values: TnsValues | None = None,
+        utc_now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self.values = values or TnsValues()
+        self.utc_now = utc_now
         self.bots = {b.bot_id: b for b in (bots if bots is not None else [DEFAULT_BOT])}
         self.processing_delay_s = processing_delay_s
         self.match_radius_arcsec = match_radius_arcsec
@@ -297,7 +306,7 @@ class TnsSandboxState:
             for k in ("internal_name", "reporter", "discovery_datetime")
             if k in entry
         }
-        errors, ra, dec, discovered = _check_at_report(entry)
+        errors, ra, dec, discovered = _check_at_report(entry, self.values, self.utc_now())
         if errors:
             return {**errors, "at_rep": echo}, False
         internal_name = str(entry.get("internal_name") or "")
@@ -305,7 +314,7 @@ class TnsSandboxState:
             if other is report or other.bot_id != report.bot_id or other.state != "processed":
                 continue
             for previous in (other.data.get("at_report") or {}).values():
-                _, pra, pdec, pdate = _check_at_report(previous)
+                _, pra, pdec, pdate = _check_at_report(previous, self.values, self.utc_now())
                 if (
                     pra is not None
                     and str(previous.get("internal_name") or "") == internal_name
@@ -419,7 +428,9 @@ def _tns_date(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _check_point(point: Any, *, limit_only: bool) -> dict[str, list[dict[str, Any]]]:
+def _check_point(
+    point: Any, values: TnsValues, *, limit_only: bool
+) -> dict[str, list[dict[str, Any]]]:
     errors: dict[str, list[dict[str, Any]]] = {}
     if not isinstance(point, dict):
         return {"photometry": [_msg("Invalid photometry entry", 3)]}
@@ -432,18 +443,21 @@ def _check_point(point: Any, *, limit_only: bool) -> dict[str, list[dict[str, An
         float(value)
     except (TypeError, ValueError):
         errors["limiting_flux" if limit_only else "flux"] = [_msg("Required field", 3)]
-    for legacy, new in (
-        ("flux_unitid", "flux_units"),
-        ("filterid", "filter_value"),
-        ("instrumentid", "instrument_value"),
+    for legacy, new, kind in (
+        ("flux_unitid", "flux_units", "units"),
+        ("filterid", "filter_value", "filters"),
+        ("instrumentid", "instrument_value", "instruments"),
     ):
-        if not str(_get(point, new, legacy) or "").strip().isdigit():
+        value = str(_get(point, new, legacy) or "").strip()
+        if not value.isdigit():
             errors[legacy] = [_msg("Required field (a numeric id from get/values)", 3)]
+        elif not values.knows(kind, value):
+            errors[legacy] = [_msg(f"Invalid {kind[:-1]} id {value} (not in TNS's {kind})", 3)]
     return errors
 
 
 def _check_at_report(
-    entry: Any,
+    entry: Any, values: TnsValues, now: datetime
 ) -> tuple[dict[str, Any], float | None, float | None, datetime | None]:
     """TNS's rules for one AT report: (errors by field, ra, dec, discovery date)."""
     if not isinstance(entry, dict):
@@ -462,13 +476,15 @@ def _check_at_report(
         value = _get(entry, *names)
         if value is None:
             errors[legacy] = [_msg("Required field", 3)]
-        elif not str(value).strip().isdigit():
+        elif not str(value).strip().isdigit() or not values.knows("groups", value):
             errors[legacy] = [_msg(f"Invalid group id {value!r}", 3)]
     if not str(entry.get("reporter") or "").strip():
         errors["reporter"] = [_msg("Required field", 3)]
     discovered = _tns_date(entry.get("discovery_datetime"))
     if discovered is None:
         errors["discovery_datetime"] = [_msg("Required field", 3)]
+    elif discovered > now:
+        errors["discovery_datetime"] = [_msg("The discovery date cannot be in the future", 3)]
     if str(entry.get("at_type", "")) not in {"0", "1", "2", "3", "4", "5"}:
         errors["at_type"] = [_msg("Required field (0-5)", 3)]
     group = (
@@ -483,7 +499,7 @@ def _check_at_report(
         ]
     else:
         point_errors = {
-            i: e for i, p in enumerate(points) if (e := _check_point(p, limit_only=False))
+            i: e for i, p in enumerate(points) if (e := _check_point(p, values, limit_only=False))
         }
         if point_errors:
             errors["photometry"] = [
@@ -495,7 +511,7 @@ def _check_at_report(
     ):
         errors["non_detection"] = [_msg("Last non-detection or archival info must be filled", 6)]
     elif nd.get("obsdate"):
-        nd_errors = _check_point(nd, limit_only=True)
+        nd_errors = _check_point(nd, values, limit_only=True)
         if nd_errors:
             errors["non_detection"] = [nd_errors]
         else:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -29,7 +27,16 @@ from followup.lco import (
 )
 from followup.models import LcoState
 from sandbox.lco import LcoSandboxState, ManualClock, create_archive_app, create_portal_app
-from tests.lco_support import TOKEN, TinyRenderer, serve, strategy, target, window
+from tests.lco_support import (
+    TOKEN,
+    TinyRenderer,
+    peer_python,
+    run_probe,
+    serve,
+    strategy,
+    target,
+    window,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -260,22 +267,6 @@ def test_expired_download_url_is_refreshed(sandbox, tmp_path: Path) -> None:
 # the probes in tests/peer_clients/ run there against the stand-ins served here.
 
 PEERS = Path(__file__).parent / "peer_clients"
-
-
-def peer_python(module: str) -> str:
-    python = os.environ.get("FOLLOWUP_PEER_PYTHON")
-    if not python:
-        pytest.skip("set FOLLOWUP_PEER_PYTHON to a Python with aeonlib and tomtoolkit")
-    probe = subprocess.run([python, "-c", f"import {module}"], capture_output=True, timeout=60)
-    if probe.returncode != 0:
-        pytest.skip(f"{python} cannot import {module}")
-    return python
-
-
-def run_probe(python: str, *args: str) -> dict:
-    done = subprocess.run([python, *args], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_aeonlib_works_unchanged(sandbox, tmp_path: Path) -> None:

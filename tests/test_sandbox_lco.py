@@ -19,12 +19,12 @@ from sandbox.lco import Fault, LcoSandboxState, ManualClock, create_app, damage_
 from sandbox.lco.archive import SITE_LONGITUDES
 from sandbox.lco.configdb import semester as lco_semester
 from sandbox.times import parse_datetime
-from tests.lco_support import AUTH, TOKEN, TinyRenderer, strategy, target, window
+from tests.lco_support import AUTH, NIGHT_AT_CPT, TOKEN, TinyRenderer, strategy, target, window
 
 
 @pytest.fixture
 def clock() -> ManualClock:
-    return ManualClock()
+    return ManualClock(NIGHT_AT_CPT)
 
 
 @pytest.fixture
@@ -630,9 +630,11 @@ def test_pending_then_completed_after_the_delay(client: TestClient, clock: Manua
 def test_window_expires_before_completion_and_late_completion_is_accepted(
     client: TestClient, clock: ManualClock
 ) -> None:
-    group = submit(client, payload(clock, hours=0.1))  # 6 minutes < the 10-minute delay
+    # 9 minutes: longer than the request (7.2 min, else the portal refuses it), shorter than
+    # the 10-minute delay to completion.
+    group = submit(client, payload(clock, hours=0.15))
     rid = group["requests"][0]["id"]
-    clock.advance(400)
+    clock.advance(560)
     assert request_state(client, rid) == "WINDOW_EXPIRED"
     assert client.get("/frames/", params={"request_id": rid}, headers=AUTH).json()["count"] == 0
     late = client.post(f"/sandbox/requests/{rid}/complete").json()

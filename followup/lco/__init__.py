@@ -9,7 +9,8 @@ One concern per module:
   collide).
 * :mod:`~followup.lco.instruments`: the instrument table :data:`INSTRUMENTS`.
 * :mod:`~followup.lco.payloads`: :func:`build_request_group` from a :class:`RequestGroupSpec`,
-  :func:`epoch_windows`, and the exactly-once group names :func:`make_group_name`.
+  :func:`epoch_windows` and :func:`at_submission` (windows inside one semester, rapid-response
+  windows timed at submission), and the exactly-once group names :func:`make_group_name`.
 
 Both clients are built on :class:`followup.http.ServiceClient`: one error table, no retries.
 
@@ -47,12 +48,15 @@ from followup.lco.models import (
     Request,
     RequestGroup,
     RequestStatus,
+    Semester,
     ValidationResult,
     Window,
 )
 from followup.lco.payloads import (
     RequestGroupSpec,
+    at_submission,
     build_request_group,
+    clip_to_semester,
     epoch_windows,
     group_name_prefix,
     make_group_name,
@@ -84,10 +88,13 @@ __all__ = [
     "RequestGroup",
     "RequestGroupSpec",
     "RequestStatus",
+    "Semester",
     "TokenAuth",
     "ValidationResult",
     "Window",
+    "at_submission",
     "build_request_group",
+    "clip_to_semester",
     "epoch_windows",
     "estimate_request_duration_s",
     "flatten_errors",

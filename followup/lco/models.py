@@ -31,6 +31,7 @@ __all__ = [
     "Request",
     "RequestGroup",
     "RequestStatus",
+    "Semester",
     "ValidationResult",
     "Window",
     "portal_time",
@@ -54,6 +55,20 @@ class Window(_Remote):
     """An observing window (UTC)."""
 
     start: UtcDatetime | None = None
+    end: UtcDatetime
+
+
+class Semester(_Remote):
+    """A semester of the portal (``GET /api/semesters/``): a window must fit inside one.
+
+    Attributes:
+        id: Semester code (``2026A``).
+        start: First instant of the semester (UTC).
+        end: Last instant of the semester (UTC).
+    """
+
+    id: str
+    start: UtcDatetime
     end: UtcDatetime
 
 

@@ -5,11 +5,20 @@ an :class:`~followup.models.ObservingStrategy`, a proposal, a name and a window)
 RequestGroup JSON, driven by the instrument table. :func:`make_group_name` gives the deterministic
 group name that makes submission exactly-once.
 
+Windows follow the portal's rules (observatorycontrolsystem/observation-portal,
+``observation_portal/requestgroups/serializers.py``): each fits inside one semester
+(``WindowSerializer``: "The observation window does not fit within any defined semester"), so
+:func:`epoch_windows` and :func:`at_submission` clip them with :func:`clip_to_semester`; a
+RAPID_RESPONSE window starts no later than the submission and ends within 24 h of it
+(``RequestGroupSerializer.validate``), so rapid-response and time-critical windows are timed by
+:func:`at_submission` when the group is sent, after any approval, not when it was planned.
+
 Example:
     >>> spec = RequestGroupSpec(target=target, strategy=strategy, proposal="LCO2025A-001",
     ...     group_name=make_group_name("S250101ab", target.name, epoch=0, filters=["rp"]),
     ...     window_start=start, window_end=end)  # doctest: +SKIP
-    >>> group = portal.submit_request_group(build_request_group(spec))  # doctest: +SKIP
+    >>> final = at_submission(spec, now=utcnow(), semesters=portal.list_semesters())  # doctest: +SKIP
+    >>> group = portal.submit_request_group(build_request_group(final))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -24,16 +33,25 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from followup.lco.instruments import InstrumentSpec, instrument_configs, spec_for
-from followup.lco.models import portal_time
-from followup.models import ObservingStrategy, Target, UtcDatetime
+from followup.lco.models import Semester, portal_time
+from followup.models import ObservationType, ObservingStrategy, Target, UtcDatetime
 
 __all__ = [
+    "RAPID_RESPONSE_HORIZON",
     "RequestGroupSpec",
+    "at_submission",
     "build_request_group",
+    "clip_to_semester",
     "epoch_windows",
     "group_name_prefix",
     "make_group_name",
 ]
+
+RAPID_RESPONSE_HORIZON = timedelta(hours=24)
+"""A RAPID_RESPONSE window ends at most this long after submission (the portal allows 24 h plus
+the request's duration; the duration is left as margin)."""
+
+_TIMED_AT_SUBMISSION = frozenset({ObservationType.RAPID_RESPONSE, ObservationType.TIME_CRITICAL})
 
 
 class RequestGroupSpec(BaseModel):
@@ -49,6 +67,9 @@ class RequestGroupSpec(BaseModel):
         site: Pin the request to one site (``coj``, ``cpt``...), else any site of the class.
         observation_note: Free text stored with the request (cut to 255 characters).
         max_lunar_phase: Moon illumination limit, 0 to 1.
+        planned_at: When the windows were computed (default ``window_start``, right for the
+            first epoch); :func:`at_submission` moves rapid-response and time-critical windows
+            by the time passed since.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -62,6 +83,7 @@ class RequestGroupSpec(BaseModel):
     site: str | None = None
     observation_note: str = ""
     max_lunar_phase: float = Field(default=1.0, ge=0.0, le=1.0)
+    planned_at: UtcDatetime | None = None
 
     @model_validator(mode="after")
     def _window_is_ordered(self) -> RequestGroupSpec:
@@ -125,43 +147,131 @@ def build_request_group(spec: RequestGroupSpec) -> dict[str, Any]:
     location: dict[str, Any] = {"telescope_class": instrument.telescope_class}
     if spec.site:
         location["site"] = spec.site
+    request: dict[str, Any] = {
+        "configuration_repeats": 1,
+        "optimization_type": "TIME",
+        "observation_note": spec.observation_note[:255],
+        "extra_params": {},
+        "location": location,
+        "windows": [{"start": portal_time(spec.window_start), "end": portal_time(spec.window_end)}],
+        "configurations": [_configuration(spec, instrument)],
+    }
+    # Left out, the portal applies the instrument's default (RequestSerializer.validate:
+    # configdb's default_acceptability_threshold, 100 for FLOYDS, 90 otherwise).
+    if spec.strategy.acceptability_threshold is not None:
+        request["acceptability_threshold"] = spec.strategy.acceptability_threshold
     return {
         "name": spec.group_name,
         "proposal": spec.proposal,
         "ipp_value": spec.strategy.ipp_value,
         "operator": "SINGLE",
         "observation_type": spec.strategy.observation_type.value,
-        "requests": [
-            {
-                "acceptability_threshold": 90,
-                "configuration_repeats": 1,
-                "optimization_type": "TIME",
-                "observation_note": spec.observation_note[:255],
-                "extra_params": {},
-                "location": location,
-                "windows": [
-                    {"start": portal_time(spec.window_start), "end": portal_time(spec.window_end)}
-                ],
-                "configurations": [_configuration(spec, instrument)],
-            }
-        ],
+        "requests": [request],
     }
 
 
-def epoch_windows(strategy: ObservingStrategy, start: datetime) -> list[tuple[datetime, datetime]]:
+def clip_to_semester(
+    start: datetime, end: datetime, semesters: Sequence[Semester]
+) -> tuple[datetime, datetime]:
+    """The part of a window inside one semester: the semester holding most of it.
+
+    The portal refuses a window that does not fit inside one semester (``WindowSerializer``,
+    "The observation window does not fit within any defined semester."). A window across a
+    boundary keeps its larger side: a 24 h window opening an hour before a semester ends moves
+    to the next semester rather than keep one hour.
+
+    Args:
+        start: Window start (naive is read as UTC).
+        end: Window end.
+        semesters: The portal's semesters (:meth:`PortalClient.list_semesters`); empty leaves the
+            window as it is.
+
+    Returns:
+        ``(start, end)`` inside one semester, aware UTC.
+
+    Raises:
+        ValueError: The window overlaps no semester.
+    """
+    start, end = _utc(start), _utc(end)
+    if not semesters:
+        return start, end
+    best: tuple[timedelta, datetime, datetime] | None = None
+    for semester in semesters:
+        low, high = max(start, semester.start), min(end, semester.end)
+        if high > low and (best is None or high - low > best[0]):
+            best = (high - low, low, high)
+    if best is None:
+        raise ValueError(
+            f"the window {start.isoformat()} - {end.isoformat()} overlaps no semester of the "
+            f"portal ({', '.join(s.id for s in semesters)})"
+        )
+    return best[1], best[2]
+
+
+def at_submission(
+    spec: RequestGroupSpec, *, now: datetime, semesters: Sequence[Semester] = ()
+) -> RequestGroupSpec:
+    """The spec with the windows it must carry when sent now.
+
+    RAPID_RESPONSE and TIME_CRITICAL windows move by the time since they were planned (an
+    approval hours later still gets the full window); a RAPID_RESPONSE window then opens at
+    ``now`` at the latest and closes within :data:`RAPID_RESPONSE_HORIZON`. NORMAL windows are
+    kept. Every window is then clipped to one semester (:func:`clip_to_semester`).
+
+    Args:
+        spec: The planned spec.
+        now: The submission time.
+        semesters: The portal's semesters; empty skips the clipping.
+
+    Returns:
+        A new spec (the input is not changed).
+
+    Raises:
+        ValueError: A rapid-response window would open after ``now`` (a later epoch of a
+            rapid-response strategy), or the window overlaps no semester.
+    """
+    now = _utc(now)
+    start, end = spec.window_start, spec.window_end
+    kind = spec.strategy.observation_type
+    if kind in _TIMED_AT_SUBMISSION:
+        delay = now - (spec.planned_at or spec.window_start)
+        if delay > timedelta(0):
+            start, end = start + delay, end + delay
+        if kind is ObservationType.RAPID_RESPONSE:
+            if start > now:
+                raise ValueError(
+                    f"{spec.group_name}: a RAPID_RESPONSE window must open by the submission "
+                    f"({now.isoformat()}), not at {start.isoformat()}"
+                )
+            end = min(end, now + RAPID_RESPONSE_HORIZON)
+    start, end = clip_to_semester(start, end, semesters)
+    return spec.model_copy(update={"window_start": start, "window_end": end, "planned_at": now})
+
+
+def _utc(value: datetime) -> datetime:
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def epoch_windows(
+    strategy: ObservingStrategy, start: datetime, *, semesters: Sequence[Semester] = ()
+) -> list[tuple[datetime, datetime]]:
     """The observing window of each epoch of a strategy's cadence.
 
-    Epoch ``k`` opens at ``start + k * cadence_hours`` and lasts ``window_hours``.
+    Epoch ``k`` opens at ``start + k * cadence_hours`` and lasts ``window_hours``, clipped to
+    one semester when ``semesters`` are given (:func:`clip_to_semester`).
 
     Returns:
         ``[(window_start, window_end), ...]``, one per epoch, aware UTC.
+
+    Raises:
+        ValueError: An epoch's window overlaps no semester.
     """
-    first = start if start.tzinfo else start.replace(tzinfo=UTC)
-    first = first.astimezone(UTC)
+    first = _utc(start)
     return [
-        (
+        clip_to_semester(
             first + timedelta(hours=k * strategy.cadence_hours),
             first + timedelta(hours=k * strategy.cadence_hours + strategy.window_hours),
+            semesters,
         )
         for k in range(strategy.epochs)
     ]

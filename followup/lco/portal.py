@@ -27,6 +27,7 @@ from followup.lco.models import (
     Request,
     RequestGroup,
     RequestStatus,
+    Semester,
     ValidationResult,
     portal_time,
 )
@@ -350,6 +351,27 @@ class PortalClient(ServiceClient):
         """
         data = self._get_json("/api/instruments/", operation="get_instruments")
         return {key: InstrumentType.model_validate(value) for key, value in data.items()}
+
+    def list_semesters(self, *, ending_after: datetime | None = None) -> list[Semester]:
+        """The portal's semesters (``GET /api/semesters/``), earliest first.
+
+        A request window must fit inside one of them (the portal's ``WindowSerializer``);
+        :func:`~followup.lco.payloads.clip_to_semester` uses them.
+
+        Args:
+            ending_after: Only semesters that end after this time (the portal's ``end_gt``).
+
+        Raises:
+            ServiceUnavailable: The portal could not answer (the calling task retries).
+        """
+        params: list[tuple[str, Any]] = [("limit", 100)]
+        if ending_after is not None:
+            params.append(("end_gt", portal_time(ending_after)))
+        semesters = [
+            Semester.model_validate(item)
+            for item in self._paginate("/api/semesters/", operation="list_semesters", params=params)
+        ]
+        return sorted(semesters, key=lambda semester: semester.start)
 
     def get_profile(self) -> Profile:
         """The token owner's profile and proposals (``GET /api/profile/``).

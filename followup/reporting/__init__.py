@@ -1,9 +1,11 @@
 """Reports to HERMES, TNS and GCN: message builders, renderings and the clients that send them.
 
-Submodules: :mod:`~followup.reporting.hermes`, :mod:`~followup.reporting.tns` (the client),
+Submodules: :mod:`~followup.reporting.hermes`, :mod:`~followup.reporting.hermes_recovery` (sends
+whose answer was lost), :mod:`~followup.reporting.tns` (the client),
 :mod:`~followup.reporting.tns_models` (its answers), :mod:`~followup.reporting.at_report` (the AT
 report builder), :mod:`~followup.reporting.gcn`, :mod:`~followup.reporting.delivery`,
-:mod:`~followup.reporting.render` and :mod:`~followup.reporting.bands`. The clients share the HTTP
+:mod:`~followup.reporting.render`, :mod:`~followup.reporting.bands` (filters) and
+:mod:`~followup.reporting.equipment` (telescopes and cameras). The clients share the HTTP
 layer of :mod:`followup.http`. The most used names are re-exported here.
 """
 

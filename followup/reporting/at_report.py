@@ -4,14 +4,16 @@
 non-detection before it or archival information, remarks); :class:`TnsReporter` says who reports
 and how (the reporting group's TNS ids, the camera's instrument id, the field-name dialect, the
 proprietary period). :func:`build_at_report` turns the two into the ``{"at_report": {"0": ...}}``
-JSON that :meth:`followup.reporting.tns.TnsClient.send_at_report` sends.
+JSON that :meth:`followup.reporting.tns.TnsClient.send_at_report` sends. Each photometry point
+carries the TNS id of the camera that took it (:func:`~followup.reporting.equipment.equipment_of`)
+and of its filter (:mod:`~followup.reporting.bands`).
 
 Example:
     >>> first, last = discovery_points(measurements, "S250101ab-C1")  # doctest: +SKIP
     >>> report = build_at_report(
     ...     AtDiscovery(target=candidate, first_detection=first, last_non_detection=last),
     ...     TnsReporter(reporter="A. Author (LCO)", reporting_group_id=82,
-    ...                 discovery_data_source_id=48, instrument_id=101),
+    ...                 discovery_data_source_id=48),
     ... )  # doctest: +SKIP
 """
 
@@ -25,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from followup.models import Measurement, Target
 from followup.reporting.bands import tns_filter_id
+from followup.reporting.equipment import equipment_of
 
 __all__ = [
     "AT_TYPES",
@@ -79,7 +82,8 @@ class TnsReporter(BaseModel):
         reporter: Reporter string, e.g. ``"A. Author (LCO), B. Author (UCSB)"``.
         reporting_group_id: TNS group id of the reporting group.
         discovery_data_source_id: TNS group id of the data source.
-        instrument_id: TNS instrument id of the camera that took the data.
+        instrument_ids: TNS instrument ids by camera name (``"MuSCAT3": 123``), overriding and
+            completing the built-in ones (:data:`~followup.reporting.equipment.CAMERAS`).
         observer: Observer name for the photometry.
         filter_ids: TNS filter ids by LCO filter code, overriding the built-in Sloan ids.
         proprietary_period_days: Proprietary period in days (0 = public at once).
@@ -89,12 +93,12 @@ class TnsReporter(BaseModel):
             ``"legacy"`` (``reporting_groupid``, ``filterid``...). TNS accepts both.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     reporter: str
     reporting_group_id: str | int
     discovery_data_source_id: str | int
-    instrument_id: str | int
+    instrument_ids: dict[str, str | int] | None = None
     observer: str = ""
     filter_ids: dict[str, str] | None = None
     proprietary_period_days: int = Field(default=0, ge=0)
@@ -125,7 +129,11 @@ class AtDiscovery(BaseModel):
         internal_name: The reporter's name for the object (default: the target name).
         remarks: Free text.
         host_name: Host galaxy name.
+        host_redshift: Redshift of the host galaxy, when known.
+        transient_redshift: Redshift of the transient itself, when known.
         position_error_arcsec: Position uncertainty in arcsec (each axis).
+        instrument_type: The strategy's instrument type, naming the camera of points whose frame
+            header does not.
         archive_id: TNS archive id (``"0"`` other, ``"1"`` SDSS, ``"2"`` DSS) when there is no
             non-detection.
         archival_remarks: Remarks for the archival non-detection.
@@ -141,7 +149,10 @@ class AtDiscovery(BaseModel):
     internal_name: str | None = None
     remarks: str = ""
     host_name: str = ""
-    position_error_arcsec: float | None = None
+    host_redshift: float | None = Field(default=None, ge=0)
+    transient_redshift: float | None = Field(default=None, ge=0)
+    position_error_arcsec: float | None = Field(default=None, gt=0)
+    instrument_type: str | None = None
     archive_id: Literal["0", "1", "2"] | None = None
     archival_remarks: str = ""
 
@@ -234,10 +245,18 @@ def discovery_points(
 
 
 def _photometry(
-    m: Measurement, reporter: TnsReporter, *, detected: bool, comments: str
+    m: Measurement,
+    reporter: TnsReporter,
+    *,
+    detected: bool,
+    comments: str,
+    instrument_type: str | None,
 ) -> dict[str, Any]:
     """One photometry entry (a detection, or the non-detection's upper limit)."""
     f = _DIALECT_FIELDS[reporter.dialect]
+    equipment = equipment_of(
+        m, instrument_type=instrument_type, tns_instrument_ids=reporter.instrument_ids
+    )
     values: dict[str, Any] = {"obsdate": _obsdate(m)}
     if detected:
         values["flux"] = f"{m.mag:.3f}" if m.mag is not None else ""
@@ -247,10 +266,10 @@ def _photometry(
             "limiting_flux": f"{m.limit_mag_5sigma:.3f}",
             f["flux_units"]: FLUX_UNIT_AB_MAG,
             f["filter"]: tns_filter_id(m.band, reporter.filter_ids),
-            f["instrument"]: str(reporter.instrument_id),
+            f["instrument"]: equipment.tns_instrument_id,
             "exptime": "" if m.exposure_time_s is None else f"{m.exposure_time_s:g}",
             "observer": reporter.observer,
-            "comments": comments,
+            "comments": f"{comments}; {equipment.label}",
         }
     )
     return values
@@ -278,6 +297,7 @@ def build_at_report(discovery: AtDiscovery, reporter: TnsReporter) -> dict[str, 
             reporter,
             detected=False,
             comments="5-sigma upper limit, forced photometry at the position",
+            instrument_type=discovery.instrument_type,
         )
     else:
         non_detection = {
@@ -288,9 +308,7 @@ def build_at_report(discovery: AtDiscovery, reporter: TnsReporter) -> dict[str, 
         discovery.first_detection,
         *sorted(discovery.more_detections, key=lambda m: m.date_obs),
     ]
-    error = (
-        "" if discovery.position_error_arcsec is None else f"{discovery.position_error_arcsec:g}"
-    )
+    error = _number(discovery.position_error_arcsec)
     target = discovery.target
     entry: dict[str, Any] = {
         "ra": {"value": f"{target.ra:.6f}", "error": error, "units": "arcsec"},
@@ -302,8 +320,8 @@ def build_at_report(discovery: AtDiscovery, reporter: TnsReporter) -> dict[str, 
         "at_type": discovery.at_type,
         "internal_name": discovery.internal_name or target.name,
         "host_name": discovery.host_name,
-        "host_redshift": "",
-        "transient_redshift": "",
+        "host_redshift": _number(discovery.host_redshift),
+        "transient_redshift": _number(discovery.transient_redshift),
         "remarks": discovery.remarks,
         "proprietary_period_groups": [
             str(g) for g in (reporter.proprietary_period_groups or [group])
@@ -320,12 +338,17 @@ def build_at_report(discovery: AtDiscovery, reporter: TnsReporter) -> dict[str, 
                     reporter,
                     detected=True,
                     comments=f"{m.method} forced photometry, S/N {m.snr:.1f}",
+                    instrument_type=discovery.instrument_type,
                 )
                 for i, m in enumerate(detections)
             }
         },
     }
     return {"at_report": {"0": entry}}
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:g}"
 
 
 def _angle_deg(value: Any, *, hours: bool) -> float:

@@ -23,9 +23,11 @@ class Band:
     tns_filter_id: str | None = None
 
 
-# TNS ids 20-24 are the Sloan u, g, r, i, z entries of TNS's filter table (the ids SkyPortal
-# sends for sdss/ztf filters). Other filters have no id here on purpose: pass `filter_ids` to
-# build_at_report after checking them against TNS `api/get/values`.
+# TNS filter ids from skyportal/skyportal skyportal/utils/tns.py (SNCOSMO_TO_TNSFILTER, read from
+# TNS's api/get/values): 20-23 are Sloan u, g, r, i (LCO's up, gp, rp, ip); LCO's zs is
+# Pan-STARRS z ("ps1::z", 59), not Sloan z (24), and w is Pan-STARRS w ("ps1::w", 26). The
+# Bessell and Y filters have no id in that list: pass `filter_ids` to build_at_report after
+# checking them against TNS api/get/values.
 LCO_BANDS: Mapping[str, Band] = {
     b.code: b
     for b in (
@@ -33,13 +35,13 @@ LCO_BANDS: Mapping[str, Band] = {
         Band("gp", "g", "21"),
         Band("rp", "r", "22"),
         Band("ip", "i", "23"),
-        Band("zs", "z", "24"),
+        Band("zs", "z", "59"),
+        Band("w", "w", "26"),
         Band("U", "U"),
         Band("B", "B"),
         Band("V", "V"),
         Band("R", "R"),
         Band("I", "I"),
-        Band("w", "w"),
         Band("Y", "Y"),
     )
 }

@@ -28,6 +28,7 @@ from followup.exceptions import UncertainOutcome
 from followup.http import BearerAuth, ServiceClient
 from followup.models import Measurement, Target
 from followup.reporting.bands import band_label
+from followup.reporting.equipment import equipment_of
 
 __all__ = [
     "AUTO_REPLY_MARKERS",
@@ -264,7 +265,7 @@ def draft_circular(
     *,
     observers: Sequence[str],
     team: str,
-    telescope: str = "LCO 1-m",
+    instrument_type: str | None = None,
     facility: str = "LCO",
     targets: Sequence[Target] = (),
     event_time: datetime | None = None,
@@ -286,7 +287,9 @@ def draft_circular(
         measurements: Forced photometry results to report.
         observers: Author list entries, e.g. ``["A. Author (LCO)", "B. Author (UCSB)"]``.
         team: The team the authors report for, e.g. ``"LCO Global Supernova Project"``.
-        telescope: Telescope name in the text and table.
+        instrument_type: The strategy's instrument type, naming the camera of measurements
+            whose frame header does not (each row names its telescope and camera, from
+            :func:`~followup.reporting.equipment.equipment_of`).
         facility: Short facility name for the subject.
         targets: The targets measured (their positions are listed for detections).
         event_time: Event time T0 (UTC); adds a ``T-T0 (h)`` column.
@@ -336,11 +339,15 @@ def draft_circular(
         when += f" (starting {_hours((first - event_time).total_seconds())} h after the event)"
     filters = sorted({band_label(m.band) for m in points})
     cite = f" ({'; '.join(references)})" if references else ""
+    equipment = {id(m): equipment_of(m, instrument_type=instrument_type).label for m in points}
+    cameras = sorted(set(equipment.values()))
+    with_what = ", ".join(cameras[:-1]) + " and " + cameras[-1] if len(cameras) > 1 else cameras[0]
 
     lines = [*_wrap(f"{', '.join(observers)} report on behalf of the {team}:"), ""]
     lines += _wrap(
         f"We observed {n_targets} target{'s' if n_targets != 1 else ''} in the localization of {name}{cite} "
-        f"with the {telescope} telescope network {when}, in the {', '.join(filters)} "
+        f"with the {with_what} of the Las Cumbres Observatory network {when}, in the "
+        f"{', '.join(filters)} "
         f"filter{'s' if len(filters) != 1 else ''}."
     )
     lines.append("")
@@ -375,7 +382,7 @@ def draft_circular(
         if event_time is not None:
             row.append(_hours((m.date_obs - event_time).total_seconds()))
         row += [
-            telescope,
+            equipment[id(m)],
             band_label(m.band),
             "-" if m.exposure_time_s is None else f"{m.exposure_time_s:g}",
             _mag_text(m),

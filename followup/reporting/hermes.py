@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import uuid as uuid_module
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import httpx
@@ -26,6 +27,7 @@ from followup.exceptions import AuthenticationError, RequestRejected, UncertainO
 from followup.http import ServiceClient, TokenAuth, flatten_errors
 from followup.models import Measurement, Target
 from followup.reporting.bands import band_label
+from followup.reporting.equipment import equipment_of
 
 __all__ = [
     "HERMES_DEV_URL",
@@ -39,6 +41,7 @@ __all__ = [
     "HermesReceipt",
     "HermesReference",
     "HermesTarget",
+    "PublishedMessage",
     "build_hermes_message",
     "is_public_topic",
 ]
@@ -52,6 +55,7 @@ ErrorUnit = Literal["degrees", "mas", "arcsec", "arcmin"]
 
 _SUBMIT = "api/v0/submit_message/"
 _VALIDATE = "api/v0/submit_message/validate/"
+_QUERY = "api/v0/query/"
 
 
 def is_public_topic(topic: str) -> bool:
@@ -98,6 +102,7 @@ class HermesTarget(_Part):
         dec_error: Uncertainty of ``dec`` in ``dec_error_units``.
         new_discovery: True when the message announces the object.
         host_name: Host galaxy name.
+        host_redshift: Redshift of the host galaxy.
         redshift: Redshift of the target.
         comments: Free text.
     """
@@ -111,6 +116,7 @@ class HermesTarget(_Part):
     dec_error_units: ErrorUnit | None = None
     new_discovery: bool | None = None
     host_name: str | None = None
+    host_redshift: float | None = None
     redshift: float | None = None
     comments: str | None = None
 
@@ -247,11 +253,59 @@ class HermesReceipt(BaseModel):
     message: dict[str, Any] = Field(default_factory=dict, repr=False)
 
 
+class PublishedMessage(BaseModel):
+    """A message as HERMES's query API lists it (``hermes/utils.py`` ``convert_message``).
+
+    Attributes:
+        uuid: The message id (the hop ``_id`` header).
+        topic: The topic it went to.
+        published: When the archive stored it (UTC).
+        sender: The SCiMMA credential that sent it (``_sender``).
+        content: The message itself (``title``, ``submitter``, ``authors``, ``data``...).
+    """
+
+    uuid: uuid_module.UUID
+    topic: str
+    published: datetime
+    sender: str | None = None
+    content: dict[str, Any] = Field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_archive(cls, item: Mapping[str, Any]) -> PublishedMessage:
+        """Read one entry of ``{"messages": [...]}``.
+
+        Raises:
+            ValueError: The entry has no ``_id`` header, topic or timestamp.
+        """
+        metadata = item.get("metadata") or {}
+        headers = metadata.get("headers") or {}
+        try:
+            return cls(
+                uuid=uuid_module.UUID(str(headers["_id"])),
+                topic=str(metadata["topic"]),
+                published=datetime.fromtimestamp(float(metadata["timestamp"]) / 1000.0, UTC),
+                sender=headers.get("_sender"),
+                content=dict(item.get("message") or {}),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a HERMES archive message: {exc!r}") from exc
+
+    def is_copy_of(self, message: HermesMessage) -> bool:
+        """True when this is ``message`` as published: same title, topic, submitter, authors."""
+        content = self.content
+        return (
+            self.topic == message.topic
+            and content.get("title") == message.title
+            and content.get("submitter") == message.submitter
+            and (content.get("authors") or "") == message.authors
+        )
+
+
 # ------------------------------------------------------------------------------- the builder
 def _photometry_point(
-    m: Measurement, *, telescope: str | None, observer: str | None, catalog: str | None
+    m: Measurement, *, instrument_type: str | None, observer: str | None, catalog: str | None
 ) -> HermesPhotometry:
-    tel = telescope or (f"LCO {m.telescope}" if m.telescope else "LCO")
+    equipment = equipment_of(m, instrument_type=instrument_type)
     detail = (
         f"{m.method} forced photometry; flux {m.flux_ujy:.3g} +/- {m.flux_err_ujy:.2g} uJy; "
         f"S/N {m.snr:.1f}; frame {m.frame_basename}"
@@ -259,8 +313,8 @@ def _photometry_point(
     common: dict[str, Any] = {
         "target_name": m.target_name,
         "date_obs": m.date_obs.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3],
-        "telescope": tel,
-        "instrument": m.instrument,
+        "telescope": equipment.telescope,
+        "instrument": equipment.hermes_instrument,
         "bandpass": band_label(m.band),
         "exposure_time": m.exposure_time_s,
         "observer": observer,
@@ -292,16 +346,19 @@ def build_hermes_message(
     message_text: str = "",
     topic: str = TEST_TOPIC,
     submitter: str = "followup",
-    telescope: str | None = None,
+    instrument_type: str | None = None,
     observer: str | None = None,
     catalog: str | None = None,
     references: Iterable[HermesReference | Mapping[str, Any]] = (),
+    target_details: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> HermesMessage:
     """Build the HERMES message reporting an event's targets and their photometry.
 
     Detections (S/N >= 5) become ``brightness`` +/- ``brightness_error`` in AB mag; non-detections
     become ``limiting_brightness`` (the 5-sigma limit, AB mag) alone. Flux in microjansky and S/N go
-    in each point's ``comments``. Points are ordered by time.
+    in each point's ``comments``. Points are ordered by time. Each point names the telescope and
+    camera that took it (:func:`~followup.reporting.equipment.equipment_of`: ``LCO 2-m`` and
+    ``MuSCAT3``; TNS's name, ``LCO1m - Sinistro``, where TNS lists the camera).
 
     Args:
         event_id: The event (``"S250101ab"``, ``"GRB 250101A"``).
@@ -312,10 +369,14 @@ def build_hermes_message(
         message_text: Free text body.
         topic: HERMES topic; the default ``hermes.test`` is a drill topic.
         submitter: The ``submitter`` field HERMES requires.
-        telescope: Telescope name for every point; default ``"LCO <telescope id>"``.
+        instrument_type: The strategy's instrument type, naming the camera of points whose
+            frame header does not.
         observer: ``observer`` of every point.
         catalog: Reference catalog of the zero points (e.g. ``"ATLAS-REFCAT2"``).
         references: References to cite (``{"source": "GCN", "citation": "..."}`` or ``{"url": ...}``).
+        target_details: Further :class:`HermesTarget` fields by target name, when known:
+            ``ra_error``/``dec_error`` with their units, ``host_name``, ``host_redshift``,
+            ``redshift``.
 
     Returns:
         The message, validated against HERMES's rules.
@@ -337,10 +398,18 @@ def build_hermes_message(
             r if isinstance(r, HermesReference) else HermesReference(**r) for r in references
         ],
         targets=[
-            HermesTarget(name=t.name, ra=round(t.ra, 7), dec=round(t.dec, 7)) for t in targets
+            HermesTarget(
+                name=t.name,
+                ra=round(t.ra, 7),
+                dec=round(t.dec, 7),
+                **dict((target_details or {}).get(t.name, {})),
+            )
+            for t in targets
         ],
         photometry=[
-            _photometry_point(m, telescope=telescope, observer=observer, catalog=catalog)
+            _photometry_point(
+                m, instrument_type=instrument_type, observer=observer, catalog=catalog
+            )
             for m in points
         ],
     )
@@ -476,6 +545,87 @@ class HermesClient(ServiceClient):
             topic=body.get("topic"),
             event_id=data.get("event_id"),
             references=list(data.get("references") or []),
-            url=str(self._client.base_url.join(f"message/{receipt_uuid}")),
+            url=self.message_url(receipt_uuid),
             message=body,
         )
+
+    def query_messages(
+        self,
+        *,
+        topics: Sequence[str],
+        start: datetime,
+        end: datetime,
+        search_query: str | None = None,
+        limit: int = 100,
+        max_pages: int = 20,
+    ) -> list[PublishedMessage]:
+        """Messages published on some topics in a time span (``GET api/v0/query/``).
+
+        HERMES passes the query to the SCiMMA archive (``hermes/views.py`` ``QueryApiView``:
+        ``topic``, ``start``, ``end``, ``search_query``, ``limit``, ``page``), newest first.
+        Pages are read until one comes back short, at most ``max_pages``.
+
+        Args:
+            topics: Topics to search.
+            start: Earliest publication time.
+            end: Latest publication time.
+            search_query: The archive's text search (the stand-in matches it in titles).
+            limit: Messages per page.
+            max_pages: Most pages read.
+
+        Raises:
+            AuthenticationError: The token was refused.
+            ServiceUnavailable: HERMES could not be reached or answered 429 or 5xx.
+        """
+        found: list[PublishedMessage] = []
+        for page in range(max_pages):
+            params: list[tuple[str, Any]] = [("topic", topic) for topic in topics]
+            params += [
+                ("start", _iso(start)),
+                ("end", _iso(end)),
+                ("limit", limit),
+                ("include_retracted", "true"),
+            ]
+            if search_query:
+                params.append(("search_query", search_query))
+            if page:
+                params.append(("page", page))
+            body = self._get_json(_QUERY, operation="query_messages", params=params)
+            items = body.get("messages") or []
+            found += [PublishedMessage.from_archive(item) for item in items]
+            if len(items) < limit:
+                break
+        return found
+
+    def find_message(
+        self, message: HermesMessage, *, start: datetime, end: datetime
+    ) -> PublishedMessage | None:
+        """The published copy of a message, looked up by title, topic and author in a span.
+
+        The look-up after an :class:`UncertainOutcome`: if HERMES published the message, it is
+        in the archive under its topic with its title, submitter and authors.
+
+        Returns:
+            The earliest matching copy, or None.
+
+        Raises:
+            AuthenticationError: The token was refused.
+            ServiceUnavailable: HERMES could not be reached or answered 429 or 5xx.
+        """
+        copies = [
+            item
+            for item in self.query_messages(
+                topics=[message.topic], start=start, end=end, search_query=message.title
+            )
+            if item.is_copy_of(message)
+        ]
+        return min(copies, key=lambda item: item.published) if copies else None
+
+    def message_url(self, message_uuid: uuid_module.UUID | str) -> str:
+        """Link to a message in the HERMES web interface."""
+        return str(self._client.base_url.join(f"message/{message_uuid}"))
+
+
+def _iso(value: datetime) -> str:
+    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).isoformat()

@@ -8,19 +8,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 __all__ = [
     "CONFIGDB",
     "CONFIGURATION_TYPES",
     "SCIENCE_TYPES",
+    "SEMESTERS",
     "TELESCOPES",
     "InstrumentType",
+    "Semester",
     "Telescope",
     "pick_telescope",
     "represent_instrument",
     "semester",
+    "semester_in",
 ]
 
 
@@ -246,6 +249,13 @@ class Telescope(NamedTuple):
         code: The telescope's part of a basename (``1m010`` in ``cpt1m010-fa14-...``).
         cameras: Camera ids; MuSCAT's name its g, r, i and z channels.
         longitude: Degrees east (DAY-OBS starts at local noon).
+        latitude: Degrees north.
+        horizon_deg: Lowest altitude the telescope points at.
+        ha_limit_neg_h: Most negative hour angle it reaches, in hours.
+        ha_limit_pos_h: Largest hour angle it reaches, in hours.
+
+    Positions, horizons and hour-angle limits are configdb's (LCOGT/banzai
+    ``banzai/tests/data/configdb_example.json``, a dump of LCO's configdb).
     """
 
     site: str
@@ -254,24 +264,50 @@ class Telescope(NamedTuple):
     code: str
     cameras: tuple[str, ...]
     longitude: float
+    latitude: float = 0.0
+    horizon_deg: float = 15.0
+    ha_limit_neg_h: float = -4.6
+    ha_limit_pos_h: float = 4.6
 
 
+_HA_0M4 = (-4.533333, 4.4666667)
+_HA_2M0 = (-12.0, 12.0)
 TELESCOPES: dict[str, tuple[Telescope, ...]] = {
     "1m0": (
-        Telescope("cpt", "doma", "1m0a", "1m010", ("fa14",), 20.81),
-        Telescope("lsc", "domb", "1m0a", "1m004", ("fa15",), -70.80),
-        Telescope("coj", "doma", "1m0a", "1m011", ("fa12",), 149.07),
-        Telescope("elp", "doma", "1m0a", "1m008", ("fa05",), -104.02),
-        Telescope("tfn", "doma", "1m0a", "1m001", ("fa20",), -16.51),
+        Telescope("cpt", "doma", "1m0a", "1m010", ("fa14",), 20.81, -32.3806),
+        Telescope("lsc", "domb", "1m0a", "1m004", ("fa15",), -70.80, -30.1673),
+        Telescope("coj", "doma", "1m0a", "1m011", ("fa12",), 149.07, -31.2729),
+        Telescope("elp", "doma", "1m0a", "1m008", ("fa05",), -104.02, 30.6799),
+        Telescope("tfn", "doma", "1m0a", "1m001", ("fa20",), -16.51, 28.3003),
     ),
     "0m4": (
-        Telescope("ogg", "clma", "0m4b", "0m414", ("sq34",), -156.26),
-        Telescope("coj", "clma", "0m4a", "0m403", ("sq35",), 149.07),
-        Telescope("tfn", "aqwa", "0m4a", "0m410", ("sq31",), -16.51),
+        Telescope("ogg", "clma", "0m4b", "0m414", ("sq34",), -156.26, 20.7069, 25.0, *_HA_0M4),
+        Telescope("coj", "clma", "0m4a", "0m403", ("sq35",), 149.07, -31.2729, 25.0, *_HA_0M4),
+        Telescope("tfn", "aqwa", "0m4a", "0m410", ("sq31",), -16.51, 28.3003, 15.0, *_HA_0M4),
     ),
     "2m0": (
-        Telescope("ogg", "clma", "2m0a", "2m002", ("ep02", "ep03", "ep04", "ep05"), -156.26),
-        Telescope("coj", "clma", "2m0a", "2m001", ("ep06", "ep07", "ep08", "ep09"), 149.07),
+        Telescope(
+            "ogg",
+            "clma",
+            "2m0a",
+            "2m002",
+            ("ep02", "ep03", "ep04", "ep05"),
+            -156.26,
+            20.7069,
+            25.0,
+            *_HA_2M0,
+        ),
+        Telescope(
+            "coj",
+            "clma",
+            "2m0a",
+            "2m001",
+            ("ep06", "ep07", "ep08", "ep09"),
+            149.07,
+            -31.2729,
+            25.0,
+            *_HA_2M0,
+        ),
     ),
 }
 SITE_CODES = ("coj", "cpt", "tfn", "lsc", "elp", "ogg")
@@ -279,13 +315,43 @@ SCIENCE_TYPES = ("EXPOSE", "REPEAT_EXPOSE", "STANDARD")
 MUSCAT_CHANNELS = (("g", "gp"), ("r", "rp"), ("i", "ip"), ("z", "zs"))
 
 
+class Semester(NamedTuple):
+    """A semester as ``GET /api/semesters/`` lists it (observation-portal ``proposals/models.py``)."""
+
+    id: str
+    start: datetime
+    end: datetime
+
+
+def _semesters(first_year: int, last_year: int) -> tuple[Semester, ...]:
+    """LCO's semesters: A from 1 February, B from 1 August, each until the next one starts."""
+    terms = []
+    for year in range(first_year, last_year + 1):
+        feb, aug = datetime(year, 2, 1, tzinfo=UTC), datetime(year, 8, 1, tzinfo=UTC)
+        terms.append(Semester(f"{year}A", feb, aug))
+        terms.append(Semester(f"{year}B", aug, datetime(year + 1, 2, 1, tzinfo=UTC)))
+    return tuple(terms)
+
+
+SEMESTERS: tuple[Semester, ...] = _semesters(2014, 2045)
+"""The semesters the portal stand-in defines."""
+
+
 def semester(when: datetime) -> str:
-    """LCO semester code: A is February to July, B is August to January."""
+    """LCO semester code of an instant: A is February to July, B is August to January."""
     if when.month >= 8:
         return f"{when.year}B"
     if when.month == 1:
         return f"{when.year - 1}B"
     return f"{when.year}A"
+
+
+def semester_in(start: datetime, end: datetime) -> str | None:
+    """The semester a window fits in, or None (the portal's ``duration_utils.get_semester_in``)."""
+    for term in SEMESTERS:
+        if start >= term.start and end <= term.end:
+            return term.id
+    return None
 
 
 def pick_telescope(location: Mapping[str, Any], draw: int) -> Telescope | None:

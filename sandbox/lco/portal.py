@@ -21,7 +21,14 @@ from typing import Any
 
 from sandbox.lco.archive import Observation
 from sandbox.lco.clock import Clock
-from sandbox.lco.configdb import CONFIGDB, Telescope, pick_telescope, represent_instrument, semester
+from sandbox.lco.configdb import (
+    CONFIGDB,
+    SEMESTERS,
+    Telescope,
+    pick_telescope,
+    represent_instrument,
+    semester_in,
+)
 from sandbox.lco.exposures import content_digest, derive_seed
 from sandbox.lco.states import BLOCK_STATE, RequestState, aggregate_states
 from sandbox.lco.validation import read_group
@@ -59,6 +66,8 @@ class PortalState:
         token: The API token (shown by ``/api/profile/``).
         proposals: Proposal ids the user belongs to.
         time_allocation_hours: Hours per observation type, proposal and semester.
+        ipp_time_hours: The IPP time available per proposal, semester and instrument type
+            (``ipp_time_available``: an ipp_value above 1 spends ``(ipp - 1) x duration``).
         completion_delay_s: Simulated seconds from the later of submission and window start
             until a request completes.
         first_id: First id handed out (groups, requests, configurations, blocks, faults).
@@ -77,6 +86,7 @@ class PortalState:
         time_allocation_hours: Mapping[str, float],
         completion_delay_s: float,
         first_id: int,
+        ipp_time_hours: float = 50.0,
     ) -> None:
         self.clock = clock
         self.on_completed = on_completed
@@ -87,6 +97,7 @@ class PortalState:
         if not self.proposals:
             raise ValueError("the sandbox needs at least one proposal")
         self.time_allocation_hours = dict(time_allocation_hours)
+        self.ipp_time_hours = ipp_time_hours
         self.completion_delay_s = completion_delay_s
         self.first_id = first_id
         self._lock = lock
@@ -101,6 +112,7 @@ class PortalState:
             self.received_at: dict[int, float] = {}
             self._blocks: dict[int, dict[str, Any]] = {}
             self._time_used: dict[tuple[str, str, str], float] = {}
+            self._ipp_used: dict[tuple[str, str, str], float] = {}
             self._visits: Counter[str] = Counter()
             self._next_outcomes: list[RequestState] = []
             self._ids = itertools.count(self.first_id)
@@ -123,8 +135,47 @@ class PortalState:
         used = self._time_used.get((proposal, term, kind), 0.0)
         return self.time_allocation_hours.get(kind, 0.0) - used
 
+    def _ipp_hours_left(self, proposal: str, term: str, instrument_type: str) -> float:
+        return self.ipp_time_hours - self._ipp_used.get((proposal, term, instrument_type), 0.0)
+
     def _read(self, raw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-        return read_group(copy.deepcopy(raw), self.clock.now(), self.proposals, self._hours_left)
+        return read_group(
+            copy.deepcopy(raw),
+            self.clock.now(),
+            self.proposals,
+            self._hours_left,
+            self._ipp_hours_left,
+        )
+
+    def semesters(self, query: Mapping[str, list[str]]) -> list[dict[str, str]]:
+        """``GET /api/semesters/``: newest first, with the portal's ``SemesterFilter``.
+
+        Raises:
+            ValueError: A date filter is malformed; ``args[0]`` is the DRF error body.
+        """
+        bounds: dict[str, datetime] = {}
+        for key in ("semester_contains", "start", "start_lte", "end", "end_gt"):
+            if query.get(key):
+                try:
+                    bounds[key] = parse_datetime(query[key][-1])
+                except ValueError:
+                    raise ValueError({key: ["Enter a valid date/time."]}) from None
+        text = query.get("id", [""])[-1].lower()
+        selected = [
+            term
+            for term in SEMESTERS
+            if text in term.id.lower()
+            and term.start <= bounds.get("semester_contains", term.start)
+            and term.end >= bounds.get("semester_contains", term.end)
+            and term.start >= bounds.get("start", term.start)
+            and term.start <= bounds.get("start_lte", term.start)
+            and ("end" not in bounds or term.end < bounds["end"])
+            and ("end_gt" not in bounds or term.end > bounds["end_gt"])
+        ]
+        return [
+            {"id": term.id, "start": drf_time(term.start), "end": drf_time(term.end)}
+            for term in sorted(selected, key=lambda term: term.start, reverse=True)
+        ]
 
     def validate(self, raw: Any) -> dict[str, Any]:
         """The answer of ``POST /api/requestgroups/validate/`` (always HTTP 200)."""
@@ -229,8 +280,15 @@ class PortalState:
         )
         self.scheduled[request_id] = scheduled
         self._blocks[scheduled.block_id] = _new_block(scheduled, now)
-        key = (data["proposal"], semester(start), data["observation_type"])
-        self._time_used[key] = self._time_used.get(key, 0.0) + durations["duration"] / 3600.0
+        term = semester_in(start, scheduled.window_end) or ""
+        key = (data["proposal"], term, data["observation_type"])
+        hours = durations["duration"] / 3600.0
+        self._time_used[key] = self._time_used.get(key, 0.0) + hours
+        if data["observation_type"] == "NORMAL" and data["ipp_value"] > 1:
+            # common/state_changes.py debit_ipp_time, on the request's first instrument type.
+            ipp_key = (data["proposal"], term, request["configurations"][0]["instrument_type"])
+            spent = hours * (data["ipp_value"] - 1)
+            self._ipp_used[ipp_key] = self._ipp_used.get(ipp_key, 0.0) + spent
         return representation
 
     # ------------------------------------------------------------------ state machine

@@ -177,6 +177,17 @@ def portal_router(state: LcoSandboxState) -> APIRouter:
         _user(request, state)
         return JSONResponse(state.portal.instruments())
 
+    @router.get("/api/semesters/")
+    def list_semesters(request: HttpRequest) -> JSONResponse:
+        # proposals/viewsets.py SemesterViewSet: AllowAny, paged, ordered by -start.
+        _user(request, state)
+        try:
+            terms = state.portal.semesters(_query(request))
+        except ValueError as exc:
+            return JSONResponse(exc.args[0], status_code=400)
+        page, envelope = _page(request, terms, default_limit=state.page_size, max_limit=None)
+        return JSONResponse({**envelope, "results": page})
+
     @router.get("/api/profile/")
     def get_profile(request: HttpRequest) -> JSONResponse:
         _require_user(request, state)

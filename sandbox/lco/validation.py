@@ -3,11 +3,18 @@
 Each reader takes the raw JSON of one object and returns ``(errors, cleaned)``: errors nested as
 Django REST framework nests them (field -> list of messages, ``non_field_errors``, lists in
 position for nested lists), so a client sees the 400 bodies the real portal sends.
+
+Every rule follows observatorycontrolsystem/observation-portal; the comment at each names its
+place: ``requestgroups/serializers.py`` (the serializers), ``requestgroups/models.py`` (field
+validators), ``requestgroups/target_helpers.py``, ``requestgroups/duration_utils.py``,
+``common/state_changes.py`` (IPP time), ``common/rise_set_utils.py`` (visibility) and configdb's
+per-mode ``validation_schema`` (``common/test_data/configdb.json``).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
@@ -23,14 +30,26 @@ from sandbox.lco.configdb import (
     SITE_CODES,
     TARGET_TYPES,
     TELESCOPE_CLASSES,
-    semester,
+    TELESCOPES,
+    semester_in,
 )
+from sandbox.lco.visibility import largest_visible_interval
 from sandbox.times import parse_datetime
 
-__all__ = ["HoursLeft", "read_group"]
+__all__ = ["HoursLeft", "IppHoursLeft", "read_group"]
 
 HoursLeft = Callable[[str, str, str], float]
 """``hours_left(proposal, semester, observation_type)``: allocated minus used hours."""
+
+IppHoursLeft = Callable[[str, str, str], float]
+"""``ipp_hours_left(proposal, semester, instrument_type)``: the allocation's ipp_time_available."""
+
+_NOT_VISIBLE = (
+    "According to the constraints of the request, the target will not be visible within the "
+    "time window. Check that the target is in the nighttime sky. Consider modifying the time "
+    "window or loosening the airmass or lunar separation constraints. If the target is non "
+    "sidereal, double check that the provided elements are correct."
+)
 
 
 _REQUIRED = "This field is required."
@@ -236,6 +255,10 @@ def _read_window(raw: Any, now: datetime) -> tuple[dict[str, Any], Any]:
             f"Window end '{clean['end']}' cannot be earlier than window start '{clean['start']}'"
         )
         return {"non_field_errors": [message]}, None
+    # serializers.py WindowSerializer.validate with duration_utils.get_semester_in.
+    if semester_in(clean["start"], clean["end"]) is None:
+        message = "The observation window does not fit within any defined semester."
+        return {"non_field_errors": [message]}, None
     return {}, clean
 
 
@@ -248,13 +271,17 @@ def _read_target(raw: Any) -> tuple[dict[str, Any], Any]:
     if kind == "ICRS":
         fields.take("ra", lambda v: _float(v, low=0.0, high=360.0))
         fields.take("dec", lambda v: _float(v, low=-90.0, high=90.0))
-        for key, default in (
-            ("proper_motion_ra", 0.0),
-            ("proper_motion_dec", 0.0),
-            ("epoch", 2000.0),
-            ("parallax", 0.0),
+        # models.py Target: MaxValueValidator(20000) on the proper motions, (2100) on the
+        # epoch, (2000) on the parallax; target_helpers.py ICRSTargetHelper fills the defaults.
+        for key, default, high in (
+            ("proper_motion_ra", 0.0, 20000),
+            ("proper_motion_dec", 0.0, 20000),
+            ("epoch", 2000.0, 2100),
+            ("parallax", 0.0, 2000),
         ):
-            fields.take(key, lambda v: _float(v, high=20000.0), required=False, default=default)
+            fields.take(
+                key, lambda v, high=high: _float(v, high=high), required=False, default=default
+            )
     elif kind is not None:
         # Non-sidereal and other target types are stored as sent (numbers kept as numbers).
         for key, value in fields.raw.items():
@@ -316,16 +343,29 @@ def _read_instrument_config(raw: Any) -> tuple[dict[str, Any], Any]:
     return fields.errors, (None if fields.errors else fields.clean)
 
 
-def _read_mode_config(raw: Any) -> tuple[dict[str, Any], Any]:
-    if (bad := _not_a_dict(raw)) is not None:
-        return bad, None
-    fields = _Fields(raw)
-    fields.take("mode", _text, required=False)
-    fields.take("optional", lambda v: bool(v), required=False)
-    fields.take("exposure_time", lambda v: _float(v, low=0.0), required=False, allow_null=True)
-    fields.take("optical_elements", _dict, required=False, default={})
-    fields.take("extra_params", _dict, required=False, default={})
-    return fields.errors, (None if fields.errors else fields.clean)
+def _mode_config_reader(max_exposure_s: float) -> Callable[[Any], tuple[dict[str, Any], Any]]:
+    """The reader of an acquisition or guiding config, its exposure time capped.
+
+    models.py caps them: AcquisitionConfig MaxValueValidator(60.0), GuidingConfig (120.0).
+    """
+
+    def read(raw: Any) -> tuple[dict[str, Any], Any]:
+        if (bad := _not_a_dict(raw)) is not None:
+            return bad, None
+        fields = _Fields(raw)
+        fields.take("mode", _text, required=False)
+        fields.take("optional", lambda v: bool(v), required=False)
+        fields.take(
+            "exposure_time",
+            lambda v: _float(v, low=0.0, high=max_exposure_s),
+            required=False,
+            allow_null=True,
+        )
+        fields.take("optical_elements", _dict, required=False, default={})
+        fields.take("extra_params", _dict, required=False, default={})
+        return fields.errors, (None if fields.errors else fields.clean)
+
+    return read
 
 
 def _mode(
@@ -371,8 +411,8 @@ def _read_configuration(raw: Any) -> tuple[dict[str, Any], Any]:
         _read_instrument_config,
         empty="A configuration must have at least one instrument configuration",
     )
-    fields.nested("acquisition_config", _read_mode_config)
-    fields.nested("guiding_config", _read_mode_config)
+    fields.nested("acquisition_config", _mode_config_reader(60.0))
+    fields.nested("guiding_config", _mode_config_reader(120.0))
     fields.take("repeat_duration", lambda v: _float(v, low=0.0), required=False, allow_null=True)
     fields.take("extra_params", _dict, required=False, default={})
     if fields.errors:
@@ -453,6 +493,7 @@ def _check_configuration(data: dict[str, Any]) -> dict[str, Any]:
                 instrument.default_exposure_mode,
                 code,
             )
+            _check_exposure_mode(extra)
     if "REPEAT" in kind:
         if data.get("repeat_duration") is None:
             raise _Invalid(
@@ -461,6 +502,31 @@ def _check_configuration(data: dict[str, Any]) -> dict[str, Any]:
     elif data.get("repeat_duration") is not None:
         raise _Invalid("You may only specify a repeat_duration for REPEAT_* type configurations.")
     return data
+
+
+def _check_exposure_mode(extra: dict[str, Any]) -> None:
+    """MuSCAT's exposure modes need the four per-channel times in ``extra_params``.
+
+    configdb's ``validation_schema`` of the modes (floats >= 0, required), run by
+    serializers.py ModeValidationHelper; cerberus's errors joined as
+    ``_cerberus_validation_error_to_str`` does.
+    """
+    problems = {}
+    for channel in ("g", "i", "r", "z"):
+        key = f"exposure_time_{channel}"
+        value = extra.get(key)
+        if key not in extra:
+            problems[key] = "required field"
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            problems[key] = "must be of float type"
+        elif value < 0:
+            problems[key] = "min value is 0"
+    if problems:
+        inner = ", ".join(f"{key} error: {text}" for key, text in sorted(problems.items()))
+        raise _Invalid(
+            f"Exposure mode {extra['exposure_mode']} requirements are not met: "
+            f"extra_params{{{inner}}}"
+        )
 
 
 def _read_request(raw: Any, now: datetime) -> tuple[dict[str, Any], Any]:
@@ -474,7 +540,8 @@ def _read_request(raw: Any, now: datetime) -> tuple[dict[str, Any], Any]:
     windows = fields.many(
         "windows", lambda item: _read_window(item, now), empty="You must specify at least 1 window"
     )
-    if windows and len({semester(window["start"]) for window in windows}) > 1:
+    # serializers.py RequestSerializer.validate_windows.
+    if windows and len({semester_in(w["start"], w["end"]) for w in windows}) > 1:
         fields.errors["windows"] = ["The observation windows must all be in the same semester"]
     fields.take(
         "acceptability_threshold",
@@ -513,7 +580,37 @@ def _read_request(raw: Any, now: datetime) -> tuple[dict[str, Any], Any]:
         data["acceptability_threshold"] = max(
             CONFIGDB[c["instrument_type"]].acceptability_threshold for c in data["configurations"]
         )
+    problem = _visibility_problem(data, now)
+    if problem:
+        return {"non_field_errors": [problem]}, None
     return {}, data
+
+
+def _visibility_problem(request: dict[str, Any], now: datetime) -> str | None:
+    """The target must be observable in the windows, for longer than the request lasts.
+
+    serializers.py RequestSerializer.validate with rise_set_utils.py get_largest_interval.
+    """
+    location = request["location"]
+    telescopes = [
+        telescope
+        for telescope in TELESCOPES.get(location["telescope_class"], ())
+        if not location.get("site") or telescope.site == location["site"]
+    ]
+    largest = largest_visible_interval(
+        request["windows"], request["configurations"], telescopes, now
+    ).total_seconds()
+    duration = _durations(request)["duration"]
+    if largest <= 0:
+        return _NOT_VISIBLE
+    if largest <= duration:
+        return (
+            "According to the constraints of the request, the target will only be visible for a "
+            f"maximum of {largest / 3600.0:.2f} hours within the time window. This is less than "
+            f"the duration of your request {duration / 3600.0:.2f} hours. Consider expanding the "
+            "time window or loosening the airmass or lunar separation constraints."
+        )
+    return None
 
 
 def _durations(request: dict[str, Any]) -> dict[str, Any]:
@@ -550,7 +647,11 @@ def _durations(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_group(
-    raw: Any, now: datetime, proposals: Iterable[str], hours_left: HoursLeft
+    raw: Any,
+    now: datetime,
+    proposals: Iterable[str],
+    hours_left: HoursLeft,
+    ipp_hours_left: IppHoursLeft,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run the portal's RequestGroup serializer on a body; returns (errors, cleaned group).
 
@@ -559,6 +660,7 @@ def read_group(
         now: The portal's time (windows must end after it).
         proposals: Proposal ids the user belongs to.
         hours_left: Hours of an observation type a proposal has left in a semester.
+        ipp_hours_left: IPP hours a proposal has left in a semester on an instrument type.
     """
     member = set(proposals)
     if (bad := _not_a_dict(raw)) is not None:
@@ -588,14 +690,16 @@ def read_group(
         return fields.errors, {}
     data = fields.clean
     try:
-        _check_group(data, now, hours_left)
+        _check_group(data, now, hours_left, ipp_hours_left)
     except _Invalid as exc:
         return {"non_field_errors": [exc.detail]}, {}
     return {}, data
 
 
-def _check_group(data: dict[str, Any], now: datetime, hours_left: HoursLeft) -> None:
-    """RequestGroupSerializer.validate: ipp, operator, time allocation, rapid response."""
+def _check_group(
+    data: dict[str, Any], now: datetime, hours_left: HoursLeft, ipp_hours_left: IppHoursLeft
+) -> None:
+    """RequestGroupSerializer.validate: ipp, operator, time allocation, rapid response, IPP time."""
     if not 0.5 <= data["ipp_value"] <= 2.0:
         raise _Invalid("requestgroups ipp_value must be >= 0.5, <= 2.0")
     if data["operator"] == "SINGLE" and len(data["requests"]) > 1:
@@ -608,7 +712,8 @@ def _check_group(data: dict[str, Any], now: datetime, hours_left: HoursLeft) -> 
     needed: dict[tuple[str, str], float] = {}
     for request in data["requests"]:
         request["_durations"] = _durations(request)
-        term = semester(request["windows"][0]["start"])
+        window = request["windows"][0]
+        term = semester_in(window["start"], window["end"]) or ""
         for configuration in request["configurations"]:
             key = (term, configuration["instrument_type"])
             needed.setdefault(key, 0.0)
@@ -639,3 +744,33 @@ def _check_group(data: dict[str, Any], now: datetime, hours_left: HoursLeft) -> 
                 f"Proposal {data['proposal']} does not have enough {kind} time allocated "
                 f"in semester {term}"
             )
+    if kind == "NORMAL":
+        _check_ipp(data, needed, ipp_hours_left)
+
+
+class TimeAllocationError(Exception):
+    """common/state_changes.py's error; the portal answers its ``repr``."""
+
+
+def _check_ipp(
+    data: dict[str, Any], needed: dict[tuple[str, str], float], ipp_hours_left: IppHoursLeft
+) -> None:
+    """An ipp_value above 1 spends (ipp - 1) x duration of the allocation's IPP time.
+
+    common/state_changes.py validate_ipp; serializers.py answers ``repr(TimeAllocationError)``.
+    """
+    extra = data["ipp_value"] - 1
+    if extra <= 0:
+        return
+    available = {key: ipp_hours_left(data["proposal"], *key) for key in needed}
+    for (term, instrument), duration in needed.items():
+        hours = duration / 3600
+        if available[(term, instrument)] < hours * extra:
+            most = math.floor(((available[(term, instrument)] / hours) + 1) * 1000) / 1000
+            error = TimeAllocationError(
+                f"An IPP Value of {extra + 1} requires more IPP time than you have available "
+                f"for '{data['observation_type']}' Observation with the {instrument} . "
+                f"Please lower your IPP Value to <= {most} and submit again."
+            )
+            raise _Invalid(repr(error))
+        available[(term, instrument)] -= hours * extra

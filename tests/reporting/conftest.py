@@ -64,7 +64,6 @@ REPORTER = TnsReporter(
     reporter="A. Author (LCO)",
     reporting_group_id=82,
     discovery_data_source_id=48,
-    instrument_id=101,
 )
 
 

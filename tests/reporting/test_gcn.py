@@ -149,6 +149,7 @@ def test_upper_limits_draft():
         "1.00",
         "LCO",
         "1-m",
+        "Sinistro",
         "r",
         "300",
         ">",

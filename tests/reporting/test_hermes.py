@@ -73,7 +73,7 @@ def test_builder_detections_carry_brightness_and_limits_alone(message):
     assert det_r["brightness_unit"] == "AB mag" and "limiting_brightness" not in det_r
     assert [p["bandpass"] for p in (limit, det_r, det_g)] == ["r", "r", "g"]
     assert det_r["date_obs"] == "2026-03-14T11:00:00.000"
-    assert det_r["telescope"] == "LCO 1m0a" and det_r["instrument"] == "fa16"
+    assert det_r["telescope"] == "LCO 1-m" and det_r["instrument"] == "LCO1m - Sinistro"
     assert det_r["exposure_time"] == 300.0 and det_r["catalog"] == "ATLAS-REFCAT2"
     assert "55 +/- 4 uJy" in det_r["comments"]
 

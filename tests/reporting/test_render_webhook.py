@@ -42,8 +42,8 @@ def test_tns_rendering(target, candidate_points, dialect):
     assert "| Discovery (UT) | 2026-03-14 11:00:00 |" in text
     assert "| AT type | 1 (PSN - Possible SN) |" in text
     assert "| Reporting group id | 82 |" in text and "| Data source id | 48 |" in text
-    assert "| 2026-03-14 11:00:00 | 19.610 | 0.080 | 21.400 | 1 (AB mag) | 22 | 101 | 300 |" in text
-    assert "| 2026-03-14 07:00:00 | – | – | 21.500 | 1 (AB mag) | 22 | 101 | 300 |" in text
+    assert "| 2026-03-14 11:00:00 | 19.610 | 0.080 | 21.400 | 1 (AB mag) | 22 | 208 | 300 |" in text
+    assert "| 2026-03-14 07:00:00 | – | – | 21.500 | 1 (AB mag) | 22 | 208 | 300 |" in text
     assert '"at_report"' in text  # the JSON is shown too
 
 

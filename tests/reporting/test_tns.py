@@ -87,7 +87,7 @@ def test_at_report_new_dialect(report):
     assert (
         point["flux"] == "19.610" and point["flux_error"] == "0.080" and point["flux_units"] == "1"
     )
-    assert point["filter_value"] == "22" and point["instrument_value"] == "101"
+    assert point["filter_value"] == "22" and point["instrument_value"] == "208"
     nd = entry["non_detection"]
     assert nd["obsdate"] == "2026-03-14 07:00:00" and nd["limiting_flux"] == "21.500"
     assert "reporting_groupid" not in entry and "filterid" not in point
@@ -105,14 +105,13 @@ def test_at_report_legacy_dialect(target, candidate_points):
             reporter="R",
             reporting_group_id=82,
             discovery_data_source_id=48,
-            instrument_id=101,
             dialect="legacy",
         ),
     )["at_report"]["0"]
     assert legacy["reporting_groupid"] == "82" and legacy["data_source_groupid"] == "48"
     point = legacy["photometry"]["photometry_group"]["0"]
     assert (
-        point["flux_unitid"] == "1" and point["filterid"] == "22" and point["instrumentid"] == "101"
+        point["flux_unitid"] == "1" and point["filterid"] == "22" and point["instrumentid"] == "208"
     )
     assert legacy["non_detection"]["filterid"] == "22"
     assert "reporting_group_id" not in legacy and "filter_value" not in point
@@ -133,7 +132,6 @@ def test_at_report_more_detections_and_archival(target, candidate_points):
             reporter="R",
             reporting_group_id=1,
             discovery_data_source_id=1,
-            instrument_id=1,
         ),
     )["at_report"]["0"]
     assert report["non_detection"] == {"archiveid": "1", "archival_remarks": "SDSS shows nothing"}
@@ -183,7 +181,6 @@ def test_at_report_refuses_bad_input(target, candidate_points, kwargs, message):
                 reporter=kwargs.get("reporter", "R"),
                 reporting_group_id=1,
                 discovery_data_source_id=1,
-                instrument_id=1,
                 **{k: v for k, v in kwargs.items() if k == "dialect"},
             ),
         )
