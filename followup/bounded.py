@@ -20,6 +20,7 @@ __all__ = [
     "DecodeLimitExceeded",
     "FitsHdu",
     "avro_blocks",
+    "fits_declared_end",
     "fits_hdus",
     "inflate",
 ]
@@ -157,6 +158,34 @@ def fits_hdus(data: bytes, *, max_blocks: int = 200) -> Iterator[FitsHdu]:
             return
         yield FitsHdu(cards, start, offset, size)
         offset += size
+
+
+def fits_declared_end(head: bytes, *, limit: int, slack: int = 0) -> int | None:
+    """Where a FITS file should end, from the headers in its first bytes, within ``limit``.
+
+    Args:
+        head: The first bytes of the file (at least its first headers).
+        limit: Largest size accepted.
+        slack: Bytes allowed after the last unit seen (units whose headers come later).
+
+    Returns:
+        The end of the last unit seen plus ``slack``; None when no header is complete yet.
+
+    Raises:
+        ValueError: Not a FITS file, or a tile-compressed image (its tiles would be inflated).
+        DecodeLimitExceeded: A header declares more data than ``limit``.
+    """
+    if head[:6] != b"SIMPLE":
+        raise ValueError("not a FITS file (does not start with SIMPLE)")
+    hdus = list(fits_hdus(head))
+    for hdu in hdus:
+        if hdu.cards.get("ZIMAGE") is True:
+            raise ValueError("a tile-compressed image is not a table")
+        if hdu.end > limit:
+            raise DecodeLimitExceeded(
+                f"the FITS headers declare {hdu.end} bytes, larger than {limit}"
+            )
+    return hdus[-1].end + slack if hdus else None
 
 
 def _data_size(cards: dict[str, str | float | bool]) -> int | None:

@@ -31,7 +31,7 @@ from astropy import units as u
 from astropy.io import fits
 from scipy import special
 
-from followup.bounded import DecodeLimitExceeded, fits_hdus, inflate
+from followup.bounded import DecodeLimitExceeded, fits_declared_end, inflate
 from followup.exceptions import SkymapError
 
 __all__ = [
@@ -810,11 +810,11 @@ def _load_bytes(source: SkymapSource, max_bytes: int) -> bytes:
         raise SkymapError("the sky map is empty (0 bytes)")
     if data[:2] == b"\x1f\x8b":
         try:
-            data = inflate(
-                data, limit=max_bytes, check=_declared_size(max_bytes), what="gzip sky map"
-            )
+            data = inflate(data, limit=max_bytes, check=_fits_check(max_bytes), what="gzip sky map")
         except DecodeLimitExceeded as exc:
             raise SkymapError(f"sky map larger than the limit: {exc}") from None
+        except SkymapError:
+            raise
         except ValueError as exc:
             raise SkymapError(f"corrupt gzip sky map: {exc}") from None
     elif data[:8] == b"U0lNUExF":  # base64 of "SIMPLE", as LVK JSON alerts carry it
@@ -824,30 +824,18 @@ def _load_bytes(source: SkymapSource, max_bytes: int) -> bytes:
             raise SkymapError(f"corrupt base64 sky map: {exc}") from exc
     if len(data) > max_bytes:
         raise SkymapError(f"the sky map has {len(data)} bytes, larger than {max_bytes}")
-    _declared_size(max_bytes)(data)
+    _fits_check(max_bytes)(data)
     return data
 
 
-def _declared_size(max_bytes: int) -> Callable[[bytes], int | None]:
-    """A check of a map's first bytes: FITS, not compressed images, sizes within ``max_bytes``.
-
-    The returned function raises :class:`SkymapError` for anything else and returns the size
-    the headers seen declare (plus a little for what may follow), so that inflation stops where
-    the file should end.
-    """
+def _fits_check(max_bytes: int) -> Callable[[bytes], int | None]:
+    """:func:`followup.bounded.fits_declared_end` for a map's first bytes, as SkymapError."""
 
     def check(head: bytes) -> int | None:
-        if head[:6] != b"SIMPLE":
-            raise SkymapError("not a FITS file (does not start with SIMPLE)")
-        hdus = list(fits_hdus(head))
-        for hdu in hdus:
-            if hdu.cards.get("ZIMAGE") is True:
-                raise SkymapError("a tile-compressed image is not a HEALPix sky map")
-            if hdu.end > max_bytes:
-                raise SkymapError(
-                    f"the sky map's headers declare {hdu.end} bytes, larger than {max_bytes}"
-                )
-        return hdus[-1].end + _HEADER_SLACK if hdus else None
+        try:
+            return fits_declared_end(head, limit=max_bytes, slack=_HEADER_SLACK)
+        except ValueError as exc:  # DecodeLimitExceeded too: "... larger than ..."
+            raise SkymapError(str(exc)) from None
 
     return check
 
