@@ -28,7 +28,13 @@ from pydantic import BaseModel
 from followup.exceptions import RequestRejected, ServiceUnavailable, UncertainOutcome
 from followup.lco import PortalClient, RequestGroup, group_name_prefix
 from followup.ledger import Ledger, RequestRow
-from followup.ledger.claims import DEFAULT_LEASE, DEFAULT_WAIT_S, new_owner, wait_for_release
+from followup.ledger.claims import (
+    DEFAULT_LEASE,
+    DEFAULT_WAIT_S,
+    holder_is_dead,
+    new_owner,
+    wait_for_release,
+)
 from followup.models import LcoState, ObservationRequest, RequestStatus
 
 __all__ = [
@@ -171,7 +177,8 @@ def _hold_row(
     """Take the claim on a stored row while it is ``claimed``; True when this call holds it."""
     name = row.group_name
     while row.local_status == RequestStatus.CLAIMED:
-        held = ledger.requests.acquire(name, claim.owner, lease=claim.lease)
+        dead = row.claimed_by if holder_is_dead(row.claimed_by) else None
+        held = ledger.requests.acquire(name, claim.owner, lease=claim.lease, take_from=dead)
         if held is not None:
             return held, True
         row = wait_for_release(

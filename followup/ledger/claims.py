@@ -7,7 +7,9 @@ live lease: the database serialises two of them (SQLite takes its write lock, Po
 the row and re-checks the condition), so exactly one caller sees one updated row. The loser waits
 until the holder lets go or its lease runs out, then reads the row and reports what the holder
 did; it never sends. A lease outlives every call the holder makes, so it only runs out when the
-holder died, and then the next caller takes over (looking the effect up before sending).
+holder died, and then the next caller takes over (looking the effect up before sending). A holder
+that was a process of this host and no longer runs (killed mid-POST) is known dead at once: its
+claim is taken over without waiting for the lease, again with one compare-and-set on its owner.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ __all__ = [
     "Claimable",
     "compare_and_set",
     "held_by_other",
+    "holder_is_dead",
     "new_owner",
     "wait_for_release",
 ]
@@ -66,12 +69,40 @@ def new_owner() -> str:
     return f"{host}:{os.getpid()}:{threading.get_ident() % 100_000}:{uuid.uuid4().hex[:12]}"
 
 
+def holder_is_dead(claimed_by: str | None) -> bool:
+    """True when ``claimed_by`` was a process of this host that no longer runs.
+
+    Only a process of this host can be checked (by its pid; a zombie counts as dead); any other
+    holder is alive until its lease runs out. A pid reused by a new process reads as alive,
+    which errs on the safe side (the claim is waited for).
+    """
+    parts = (claimed_by or "").split(":")
+    if len(parts) != 4 or parts[0] != socket.gethostname()[:40] or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def held_by_other(row: Claimable, owner: str, *, now: datetime | None = None) -> bool:
-    """True when someone other than ``owner`` holds a live claim on ``row``."""
+    """True when someone other than ``owner`` holds a live claim on ``row`` (and is not dead)."""
     if row.claimed_by is None or row.claimed_by == owner:
         return False
     expires = row.claim_expires_at
-    return expires is not None and expires > (now or utcnow())
+    live = expires is not None and expires > (now or utcnow())
+    return live and not holder_is_dead(row.claimed_by)
 
 
 def compare_and_set(
@@ -83,12 +114,14 @@ def compare_and_set(
     states: tuple[InstrumentedAttribute[Any], Iterable[Any]],
     lease: timedelta | None,
     values: dict[str, Any] | None = None,
+    take_from: str | None = None,
 ) -> bool:
     """Take (or give up) the claim on one row in one atomic statement.
 
     The row matches when ``key`` holds, its ``states[0]`` column is one of ``states[1]``, and no
-    one else holds a live claim on it. The update sets ``values``, and the claim to ``owner`` for
-    ``lease`` (or clears it when ``lease`` is None).
+    one else holds a live claim on it (or the one holding it is ``take_from``, a holder known
+    dead). The update sets ``values``, and the claim to ``owner`` for ``lease`` (or clears it
+    when ``lease`` is None).
 
     Args:
         db: The ledger's database.
@@ -98,6 +131,7 @@ def compare_and_set(
         states: The status column and the values it may have for the claim to be taken.
         lease: How long the claim holds; None to leave the row unclaimed.
         values: Other columns to set in the same statement (a new status...).
+        take_from: A dead holder whose live claim may be taken over.
 
     Returns:
         True when this call changed the row (it holds the claim, or made the change).
@@ -115,6 +149,7 @@ def compare_and_set(
             or_(
                 model.claimed_by.is_(None),
                 model.claimed_by == owner,
+                model.claimed_by == (take_from or owner),
                 model.claim_expires_at.is_(None),
                 model.claim_expires_at <= now,
             ),
@@ -146,7 +181,7 @@ def wait_for_release(
         sleep: Injectable sleep, for tests.
 
     Returns:
-        The row, released by its holder (or with an expired lease).
+        The row, released by its holder (or with an expired lease, or a holder known dead).
 
     Raises:
         ClaimHeld: Still held after ``wait_s`` seconds (retry later).

@@ -82,6 +82,7 @@ class ReportStore:
         from_statuses: Iterable[ReportStatus],
         to_status: ReportStatus,
         lease: timedelta | None,
+        take_from: str | None = None,
     ) -> ReportRow | None:
         """Move a report to another status with one compare-and-set.
 
@@ -95,6 +96,7 @@ class ReportStore:
             to_status: Its new status.
             lease: ``owner`` holds the claim for this long (``sending``); None leaves the row
                 unclaimed.
+            take_from: A holder known dead whose claim may be taken over.
 
         Returns:
             The row after the change, or None when it was not in one of ``from_statuses`` or
@@ -108,6 +110,7 @@ class ReportStore:
             states=(ReportRow.status, list(from_statuses)),
             lease=lease,
             values={"status": to_status},
+            take_from=take_from,
         )
         return self.get(report_id) if changed else None
 

@@ -113,9 +113,21 @@ class RequestStore:
             return s.scalar(select(RequestRow).where(RequestRow.group_name == group_name))
 
     def acquire(
-        self, group_name: str, owner: str, *, lease: timedelta = DEFAULT_LEASE
+        self,
+        group_name: str,
+        owner: str,
+        *,
+        lease: timedelta = DEFAULT_LEASE,
+        take_from: str | None = None,
     ) -> RequestRow | None:
         """Take the claim on a ``claimed`` request that nobody else holds (compare-and-set).
+
+        Args:
+            group_name: The request.
+            owner: Who takes it.
+            lease: How long the claim holds.
+            take_from: A holder known dead (see :func:`~followup.ledger.claims.holder_is_dead`)
+                whose claim may be taken over before its lease runs out.
 
         Returns:
             The row, held by ``owner`` until the lease runs out; None when the request is no
@@ -128,6 +140,7 @@ class RequestStore:
             owner,
             states=(RequestRow.local_status, [RequestStatus.CLAIMED]),
             lease=lease,
+            take_from=take_from,
         )
         return self.find(group_name) if taken else None
 

@@ -27,6 +27,7 @@ from followup.ledger.claims import (
     DEFAULT_LEASE,
     DEFAULT_WAIT_S,
     held_by_other,
+    holder_is_dead,
     new_owner,
     wait_for_release,
 )
@@ -118,7 +119,12 @@ def deliver_once(
         if row.status not in sendable:
             return _not_resent(ledger, row, owner), False
         taken = ledger.reports.transition(
-            row.id, owner, from_statuses=sendable, to_status=ReportStatus.SENDING, lease=lease
+            row.id,
+            owner,
+            from_statuses=sendable,
+            to_status=ReportStatus.SENDING,
+            lease=lease,
+            take_from=_dead(row),
         )
         if taken is not None:
             return _send(ledger, taken, send), True
@@ -139,8 +145,14 @@ def _not_resent(ledger: Ledger, row: ReportRow, owner: str) -> ReportRow:
         from_statuses=MAYBE_ARRIVED,
         to_status=ReportStatus.UNCONFIRMED,
         lease=None,
+        take_from=_dead(row),
     )
     return marked or ledger.reports.get(row.id) or row
+
+
+def _dead(row: ReportRow) -> str | None:
+    """The row's holder when it is known dead (its claim may be taken over), else None."""
+    return row.claimed_by if holder_is_dead(row.claimed_by) else None
 
 
 def _send(ledger: Ledger, row: ReportRow, send: Callable[[], Delivery]) -> ReportRow:

@@ -150,3 +150,41 @@ def test_a_report_being_sent_elsewhere_is_waited_for_then_left_alone(
     ledger.reports.update(row.id, claim_expires_at=ledger.reports.get(row.id).created_at)
     after, sent = deliver_once(ledger, report(), send)
     assert (after.status, sent, send.sends()) == ("unconfirmed", False, [])
+
+
+def _dead_local_owner() -> str:
+    """The owner a claim of a process of this host that has died carries."""
+    import socket
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return f"{socket.gethostname()[:40]}:{process.pid}:1:deadbeef"
+
+
+def test_a_killed_local_holder_is_taken_over_at_once(ledger: Ledger, tmp_path: Path) -> None:
+    request, payload = prepare_request(ledger)
+    portal = FilePortal(tmp_path / "portal.jsonl", delay_s=0)
+    # A worker of this host claimed the row, POSTed and was killed before recording the answer;
+    # its lease has an hour to run, but its process is gone.
+    ledger.requests.claim(request, owner=_dead_local_owner(), lease=timedelta(hours=1))
+    portal.client().submit_request_group(payload)
+    started = time.monotonic()
+    result = submit_once(portal.client(), ledger, request, payload, wait_s=5)
+    assert result.outcome == "found" and len(portal.groups()) == 1
+    assert time.monotonic() - started < 2
+
+
+def test_a_report_whose_local_sender_was_killed_is_unconfirmed_at_once(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    send = FileDestination(tmp_path / "sends.txt", delay_s=0)
+    row, _ = ledger.reports.claim(report())
+    ledger.reports.transition(
+        row.id, _dead_local_owner(), from_statuses=["draft"], to_status="sending",
+        lease=timedelta(hours=1),
+    )  # fmt: skip
+    after, sent = deliver_once(ledger, report(), send, wait_s=5)
+    assert (after.status, sent, send.sends()) == ("unconfirmed", False, [])
+    assert after.claimed_by is None
