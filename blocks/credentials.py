@@ -14,6 +14,7 @@ its URLs and by ``FollowupSettings.sandbox_endpoints``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import httpx
@@ -81,12 +82,27 @@ class LcoCredentials(Block):
             self.api_token, base_url=self.portal_url, timeout=self.timeout_s, transport=transport
         )
 
-    def get_archive_client(self, *, transport: httpx.BaseTransport | None = None) -> ArchiveClient:
-        """A new Science Archive client with this token."""
+    def get_archive_client(
+        self,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        credential_source: Callable[[], SecretStr] | None = None,
+    ) -> ArchiveClient:
+        """A new Science Archive client with this token.
+
+        Args:
+            transport: An httpx transport to use instead of the network.
+            credential_source: Reads the token again where a pickled copy of the client is
+                used (a Dask worker): the copy itself carries no token.
+        """
         from followup.lco import ArchiveClient
 
         return ArchiveClient(
-            self.api_token, base_url=self.archive_url, timeout=self.timeout_s, transport=transport
+            self.api_token,
+            base_url=self.archive_url,
+            timeout=self.timeout_s,
+            transport=transport,
+            credential_source=credential_source,
         )
 
 

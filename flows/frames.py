@@ -15,7 +15,7 @@ from prefect.futures import wait
 from prefect.states import Completed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.runtime import Runtime, load_runtime
+from flows.runtime import LcoToken, Runtime, load_runtime
 from followup.exceptions import PhotometryError, ReductionError, ServiceError
 from followup.lco import ArchiveClient
 from followup.ledger import RequestRow
@@ -88,7 +88,8 @@ def _fetch(
         The usable frames and the frames that could not be downloaded (each with its request),
         and the reason of each failed download by archive frame id.
     """
-    archive = runtime.settings.lco.get_archive_client()
+    # Pickled to Dask workers without its token; each worker reads it from the settings Block.
+    archive = runtime.settings.lco.get_archive_client(credential_source=LcoToken(runtime.name))
     listed = list_request_frames.map(unmapped(archive), [r.request_id for r in requests]).result()
     pairs = [(row, frame) for row, frames in zip(requests, listed, strict=True) for frame in frames]
     downloaded, errors = download_frames(

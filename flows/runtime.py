@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from pydantic import SecretStr
+
 from blocks import FollowupSettings
 from followup.drills import check_drill_fence
 from followup.ledger import Ledger
@@ -21,7 +23,7 @@ from followup.models import Alert, ReportDestination
 from followup.reporting.outbox import ReportClient
 from followup.strategies import StrategyBook
 
-__all__ = ["Runtime", "load_runtime", "warm_up"]
+__all__ = ["LcoToken", "Runtime", "load_runtime", "warm_up"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +91,21 @@ def load_runtime(name: str) -> Runtime:
         runtime = Runtime(name=name, settings=settings, ledger=settings.get_ledger())
         _cache[name] = (time.monotonic(), runtime)
         return runtime
+
+
+@dataclass(frozen=True)
+class LcoToken:
+    """The LCO token of the settings ``name``, read where it is called (a Dask worker).
+
+    Given to an archive client as its credential source: what is pickled and shipped to Dask is
+    this name, never the token.
+    """
+
+    name: str
+
+    def __call__(self) -> SecretStr:
+        """Load the settings (cached for a minute per process) and return their LCO token."""
+        return load_runtime(self.name).settings.lco.api_token
 
 
 def warm_up(name: str) -> float:

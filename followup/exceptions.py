@@ -14,6 +14,7 @@ __all__ = [
     "AlertParseError",
     "AuthenticationError",
     "CatalogError",
+    "ClaimHeld",
     "FollowupError",
     "LedgerError",
     "NotFound",
@@ -76,6 +77,14 @@ class UncertainOutcome(ServiceError):
     A sibling of :class:`ServiceUnavailable`, not a kind of it, so that no retry policy that
     retries unavailability resends it by accident. The caller looks the effect up (a request
     group by its name, a TNS object by position) and decides from what it finds.
+    """
+
+
+class ClaimHeld(ServiceUnavailable):
+    """Another caller holds the claim on a request or report and did not let go in time.
+
+    Nothing was sent by this caller. It is a kind of :class:`ServiceUnavailable` so that the
+    calling task retries later, when the holder has finished (or its lease has run out).
     """
 
 

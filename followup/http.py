@@ -40,21 +40,35 @@ stored request
 :class:`~followup.exceptions.ServiceUnavailable` from an answer carries ``retry_after`` from
 ``Retry-After`` (seconds or an HTTP date) or TNS's ``x-rate-limit-reset``. Messages name the
 service, the operation, the method, the URL and the service's text (a DRF error body flattened to
-``path: message`` lines); every secret the client knows is scrubbed from messages and bodies, and
-signed download URLs lose their query (the signature).
+``path: message`` lines); every secret the client knows is scrubbed from messages and bodies (as
+it is, URL-encoded and JSON-escaped, and from the transport error chained as the cause, so no
+traceback shows it), and signed download URLs lose their query (the signature).
+
+Answers are not trusted either. Whatever a service answers, a client call returns its model or
+raises one of these classes: an answer that cannot be read into the call's model (a field missing,
+a value of the wrong kind) is a :class:`ServiceUnavailable` for a read and an
+:class:`UncertainOutcome` after a creating call succeeded (it may have stored something), whichever
+client method met it (:meth:`ServiceClient.__init_subclass__` guards every public method). A body
+is read up to ``max_response_bytes`` (inflated, so a gzip bomb stops there), a listing follows ``next`` only on the origin it started from (the token goes
+with every page), and a client pickled for another process (a Dask worker) carries no secret: it
+rebuilds its credential there from its ``credential_source`` (a Block look-up), or has none.
 """
 
 from __future__ import annotations
 
 import email.utils
+import functools
+import inspect
+import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, ClassVar, NamedTuple, Self
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 import httpx
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from followup import __version__
 from followup.exceptions import (
@@ -67,6 +81,7 @@ from followup.exceptions import (
 )
 
 __all__ = [
+    "MAX_RESPONSE_BYTES",
     "OTHER_4XX",
     "OTHER_5XX",
     "STATUS_RULES",
@@ -74,6 +89,7 @@ __all__ = [
     "UNEXPECTED",
     "USER_AGENT",
     "BearerAuth",
+    "CredentialSource",
     "Rule",
     "ServiceClient",
     "TokenAuth",
@@ -90,6 +106,8 @@ USER_AGENT = f"followup/{__version__}"
 _REDACTED = "***"
 _MAX_TEXT = 2000
 _MAX_PAGES = 10_000  # a guard against a listing whose ``next`` never ends
+MAX_RESPONSE_BYTES = 64 * 2**20
+"""Largest answer body read, once decoded (a listing of 1,000 request groups is about 5 MB)."""
 _LOOK_UP = "; the service may have acted on it: look it up before sending again"
 
 
@@ -257,6 +275,73 @@ def _without_signature(url: httpx.URL | str) -> str:
     return str(url)
 
 
+def _redactions(secret: str) -> list[str]:
+    """The forms a secret takes in text: as it is, URL-encoded (both hex cases), JSON-escaped."""
+    forms = {secret, quote(secret, safe=""), quote_plus(secret), quote(secret)}
+    forms |= {form.replace(code, code.lower()) for form in forms for code in _percent_codes(form)}
+    forms.add(json.dumps(secret)[1:-1])
+    forms.add(json.dumps(secret)[1:-1].replace("/", "\\/"))
+    return sorted(forms, key=len, reverse=True)
+
+
+def _percent_codes(text: str) -> set[str]:
+    return {text[i : i + 3] for i in range(len(text) - 2) if text[i] == "%"}
+
+
+_EXCHANGES: ContextVar[tuple[int, int]] = ContextVar("followup_http_exchanges", default=(0, 0))
+"""Answers received and creating calls answered 2xx so far in this thread (see _guarded)."""
+
+_UNREADABLE = (
+    ValidationError,
+    KeyError,
+    IndexError,
+    TypeError,
+    ValueError,
+    AttributeError,
+    OverflowError,
+)
+"""What reading an unexpected answer into a model raises."""
+
+
+def _guarded(method: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """``method``, with an answer it cannot read turned into a :class:`ServiceError`.
+
+    Only an exception raised after an answer arrived in this call is translated (an argument
+    refused on entry stays what it is): :class:`UncertainOutcome` when a creating call of this
+    method had succeeded (the service may have stored something), else
+    :class:`ServiceUnavailable`.
+    """
+
+    @functools.wraps(method)
+    def guarded(self: ServiceClient, *args: Any, **kwargs: Any) -> Any:
+        answers, created = _EXCHANGES.get()
+        try:
+            return method(self, *args, **kwargs)
+        except ServiceError:
+            raise
+        except _UNREADABLE as exc:
+            now_answers, now_created = _EXCHANGES.get()
+            if now_answers == answers:
+                raise
+            cls = UncertainOutcome if now_created > created else ServiceUnavailable
+            detail = self._scrub(str(exc).splitlines()[0] if str(exc) else "")[:300]
+            # Not chained: the cause quotes the answer, which may hold anything.
+            raise self._error(
+                cls,
+                f"{self.service} {name}: the answer could not be read "
+                f"({type(exc).__name__}: {detail})",
+                operation=name,
+                url="",
+            ) from None
+
+    return guarded
+
+
+CredentialSource = Callable[[], "SecretStr | str | None"]
+"""A picklable callable that returns a client's credential where it is called (a Block look-up on
+a Dask worker); what is pickled is the callable, never the credential."""
+
+
 # ------------------------------------------------------------------------------- auth
 class TokenAuth(httpx.Auth):
     """``Authorization: Token <key>``: DRF token authentication (LCO portal and archive, HERMES).
@@ -301,12 +386,22 @@ class ServiceClient:
         headers: Extra default headers.
         secrets: Strings to scrub from every raised message and body.
         follow_redirects: Follow 3xx answers (the LCO archive redirects downloads).
+        max_response_bytes: Largest answer body read, once decoded.
+        credential_source: Rebuilds the credential in another process (see
+            :meth:`__setstate__`); without it a pickled copy has no credential.
 
     Raises:
         ValueError: A timeout that is not positive.
     """
 
     service: ClassVar[str] = "service"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Guard every public method of a client: an unreadable answer is a ServiceError."""
+        super().__init_subclass__(**kwargs)
+        for name, member in list(vars(cls).items()):
+            if not name.startswith("_") and inspect.isfunction(member):
+                setattr(cls, name, _guarded(member, name))
 
     def __init__(
         self,
@@ -318,12 +413,15 @@ class ServiceClient:
         headers: Mapping[str, str] | None = None,
         secrets: Iterable[SecretStr | str] = (),
         follow_redirects: bool = False,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        credential_source: CredentialSource | None = None,
     ) -> None:
         if not isinstance(timeout, httpx.Timeout) and not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
-        # Kept wrapped so that no repr of the client shows them.
-        wrapped = (s if isinstance(s, SecretStr) else SecretStr(s) for s in secrets)
-        self._secrets = tuple(s for s in wrapped if s.get_secret_value())
+        self.max_response_bytes = max_response_bytes
+        self._credential_source = credential_source
+        self._auth_class = type(auth) if isinstance(auth, TokenAuth) else TokenAuth
+        self._set_secrets(secrets)
         self._client_kwargs: dict[str, Any] = {
             "base_url": base_url,
             "auth": auth,
@@ -334,14 +432,42 @@ class ServiceClient:
         }
         self._client = httpx.Client(**self._client_kwargs)
 
+    def _set_secrets(self, secrets: Iterable[SecretStr | str | None]) -> None:
+        """Remember the secrets to scrub, in every form they take in text (kept wrapped)."""
+        values = [s.get_secret_value() if isinstance(s, SecretStr) else s for s in secrets]
+        self._secrets = tuple(
+            SecretStr(form) for value in values if value for form in _redactions(value)
+        )
+
+    def _set_credential(self, credential: SecretStr | str | None) -> None:
+        """Use ``credential`` (from :attr:`_credential_source`): build the auth and secrets.
+
+        The default is the token schemes (:class:`TokenAuth` and its kind); a client whose
+        credential travels otherwise overrides it.
+        """
+        self._client_kwargs["auth"] = self._auth_class(credential) if credential else None
+        self._set_secrets([credential])
+
     def __getstate__(self) -> dict[str, Any]:
-        """A copy for another process (a Dask worker): everything but the open connections."""
-        state = self.__dict__.copy()
-        del state["_client"]
+        """A copy for another process (a Dask worker): no connections and no secret.
+
+        Every credential (the auth scheme, the secrets to scrub, any ``SecretStr`` attribute)
+        is left out; the copy rebuilds it from its credential source, if it has one.
+        """
+        state = {
+            key: value
+            for key, value in self.__dict__.items()
+            if key != "_client" and not isinstance(value, SecretStr | httpx.Auth)
+        }
+        state["_client_kwargs"] = {**self._client_kwargs, "auth": None}
+        state["_secrets"] = ()
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        """Rebuild the connection pool, and the credential from its source (a Block look-up)."""
         self.__dict__.update(state)
+        if self._credential_source is not None:
+            self._set_credential(self._credential_source())
         self._client = httpx.Client(**self._client_kwargs)
 
     @property
@@ -452,6 +578,8 @@ class ServiceClient:
         """The exception for an httpx failure before a whole answer arrived (not raised)."""
         rule = transport_rule(error)
         url = self._url(url)
+        # The error is chained as the cause: scrubbed in place, no traceback shows a secret.
+        error.args = tuple(self._scrub(a) if isinstance(a, str) else a for a in error.args)
         reason = self._scrub(str(error)) or "no detail"
         return self._error(
             rule.error_class(creates=creates),
@@ -491,15 +619,51 @@ class ServiceClient:
             ServiceError: The class the table gives for the failure (module docstring).
         """
         try:
-            response = self._client.request(method, path, **kwargs)
+            request = self._client.build_request(method, path, **kwargs)
+            response = self._client.send(request, stream=True)
+            try:
+                self._read(response, operation=operation, creates=creates)
+            finally:
+                response.close()
         except httpx.RequestError as exc:
             raise self._transport_error(
                 exc, operation=operation, method=method, url=path, creates=creates
             ) from exc
         logger.debug("%s %s %s -> %s", self.service, method, path, response.status_code)
+        answers, created = _EXCHANGES.get()
+        _EXCHANGES.set((answers + 1, created + (creates and response.is_success)))
         if response.is_success or response.status_code in set(passthrough):
             return response
         raise self._status_error(response, operation=operation, creates=creates)
+
+    def _read(self, response: httpx.Response, *, operation: str, creates: bool) -> None:
+        """Read an answer's body, decoded, up to :attr:`max_response_bytes`.
+
+        Raises:
+            ServiceError: The body is larger (a listing gone wrong, or a compression bomb);
+                :class:`UncertainOutcome` after a creating call, which may have stored it.
+        """
+        limit = self.max_response_bytes
+        declared = response.headers.get("Content-Length", "")
+        too_large = declared.isdigit() and int(declared) > limit
+        body = bytearray()
+        if not too_large:
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > limit:
+                    too_large = True
+                    break
+        if too_large:
+            raise self._error(
+                UncertainOutcome if creates else ServiceError,
+                f"{self.service} {operation}: the answer from {response.request.method} "
+                f"{self._url(response.request.url)} is larger than {limit} bytes: not read",
+                operation=operation,
+                status_code=response.status_code,
+                url=self._url(response.request.url),
+            )
+        # What Response.read() does, with the body read under the limit above.
+        response._content = bytes(body)
 
     def _json(
         self, response: httpx.Response, *, operation: str, creates: bool = False, kind: type = dict
@@ -549,6 +713,7 @@ class ServiceClient:
             next_url = page.get("next")
             if not next_url:
                 return
+            next_url = self._same_origin(str(next_url), operation=operation)
             if next_url in seen:
                 raise ServiceError(
                     f"{self.service} {operation}: the listing repeats its next page {next_url}",
@@ -560,3 +725,27 @@ class ServiceClient:
         raise ServiceError(
             f"{self.service} {operation}: more than {_MAX_PAGES} pages", operation=operation
         )
+
+    def _same_origin(self, url: str, *, operation: str) -> str:
+        """A ``next`` link, if it stays on the client's origin (the token goes with every page).
+
+        An ``http`` link to the host of an ``https`` client (a proxy that forgot the scheme) is
+        followed over ``https``.
+
+        Raises:
+            ServiceError: The link points at another origin.
+        """
+        base = self._client.base_url
+        target = base.join(url)
+        if (target.host, target.scheme, base.scheme) == (base.host, "http", "https") and (
+            target.port in (None, 80)
+        ):
+            target = target.copy_with(scheme="https", port=base.port)
+        if (target.scheme, target.host, target.port) != (base.scheme, base.host, base.port):
+            raise ServiceError(
+                f"{self.service} {operation}: the listing's next page is on another origin "
+                f"({self._scrub(_without_signature(target))}): not followed",
+                operation=operation,
+                url=self._url(target),
+            )
+        return str(target)

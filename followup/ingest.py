@@ -18,6 +18,12 @@ this order, which is what makes the listener exactly-once:
 Bad input never raises. Only a database failure raises, and then nothing of the message (or
 batch) is recorded as finished, so the caller must not commit its Kafka offset: the message comes
 again and processing resumes where it stopped.
+
+No single message stops the listener. A message that cannot be stored with the rest of its batch
+(the ledger refuses one of its values) is stored alone, and quarantined (``store-failed``) if it
+still cannot be. A message stored before and never finished (its handling raised, or the process
+died in it: a memory bomb, a crash) is handled alone and counted; after :data:`MAX_ATTEMPTS`
+starts it is quarantined (``too-many-attempts``) without being parsed again.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
+from sqlalchemy import exc as sa_exc
+
 from followup.alerts import header_uuid, normalise_headers, parse_message
 from followup.exceptions import AlertParseError
 from followup.ledger import IncomingMessage, Ledger, MessageOutcome, StoredMessage
@@ -39,6 +47,7 @@ from followup.models import Alert, AlertDecision, AlertType, MessageStatus, utcn
 from followup.rules import Decision, TriggerRules, evaluate
 
 __all__ = [
+    "MAX_ATTEMPTS",
     "AreaFunction",
     "IngestOutcome",
     "IngestStatus",
@@ -54,6 +63,18 @@ AreaFunction = Callable[[bytes], float]
 """Takes sky-map FITS bytes, returns the 90% credible area in deg2 (e.g. via followup.skymap)."""
 
 _KEY_NAMESPACE = uuid.UUID("5c1e6a55-08b5-4f4e-9d52-6d3a5b1f0a11")
+
+MAX_ATTEMPTS = 3
+"""Starts of a message's handling before it is quarantined (``too-many-attempts``)."""
+
+_LEDGER_DOWN = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,
+    ConnectionError,
+)
+"""Failures of the ledger itself, not of one message: raised, so that no offset is committed."""
 
 
 class IngestStatus(StrEnum):
@@ -194,6 +215,7 @@ class _Work:
     sha256: str
     stored: StoredMessage | None = None
     alert: Alert | None = None
+    summary: str | None = None
     decision: Decision | None = None
     area: float | None = None
     quarantine: tuple[str, str] | None = None
@@ -274,35 +296,65 @@ class Ingestor:
             ]
         )
         seen: set[int] = set()
-        pending: list[_Work] = []
+        fresh: list[_Work] = []
+        suspects: list[_Work] = []
         for work, row in zip(works, stored, strict=True):
             work.stored = row
             if row.message_id in seen or (not row.created and row.finished):
                 work.outcome = self._duplicate_message(work, row)
             else:
                 seen.add(row.message_id)
+                (fresh if row.created else suspects).append(work)
+        for work in fresh:
+            self._parse_and_judge(work)
+        self._record(fresh)
+        for work in suspects:
+            # Stored before and never finished: its handling may be what killed the last
+            # attempt, so it goes alone, and not forever.
+            attempts = self.ledger.alerts.start_attempt(work.stored.message_id)  # type: ignore[union-attr]
+            if attempts > MAX_ATTEMPTS:
+                work.quarantine = (
+                    "too-many-attempts",
+                    f"handling started {attempts - 1} times and never finished (the process "
+                    "died in it, or the ledger refused it); not parsed again",
+                )
+            else:
                 self._parse_and_judge(work)
-                pending.append(work)
-        if pending:
-            recorded = self.ledger.alerts.record_outcomes(
-                [
-                    MessageOutcome(
-                        message_id=w.stored.message_id,  # type: ignore[union-attr]
-                        alert=w.alert,
-                        decision=_decision_name(w),
-                        reason=w.quarantine[0] if w.quarantine else _reason(w),
-                        detail=w.quarantine[1] if w.quarantine else "",
-                    )
-                    for w in pending
-                ]
-            )
-            for work, result in zip(pending, recorded, strict=True):
-                work.outcome = self._outcome(work, result.status, result.alert_id, result.reason)
+            self._record([work])
         outcomes = [w.outcome for w in works]
         for outcome in outcomes:
             assert outcome is not None
             _log(outcome)
         return outcomes  # type: ignore[return-value]
+
+    def _record(self, works: list[_Work]) -> None:
+        """Store the outcomes of ``works`` in one transaction; alone each when that fails.
+
+        Raises:
+            sqlalchemy.exc.SQLAlchemyError: The ledger itself failed (not one message's values),
+                or even the quarantine of a message could not be stored.
+        """
+        if not works:
+            return
+        try:
+            recorded = self.ledger.alerts.record_outcomes([_message_outcome(w) for w in works])
+        except _LEDGER_DOWN:
+            raise
+        except Exception as exc:
+            if len(works) > 1:
+                for work in works:
+                    self._record([work])
+                return
+            work = works[0]
+            if work.quarantine is not None:
+                raise
+            logger.exception("message %s could not be stored; quarantined", work.key)
+            work.alert, work.summary, work.decision = None, None, None
+            work.quarantine = ("store-failed", _clean(f"{type(exc).__name__}: {exc}")[:4000])
+            self._record([work])
+            return
+        for work, result in zip(works, recorded, strict=True):
+            work.outcome = self._outcome(work, result.status, result.alert_id, result.reason)
 
     # ------------------------------------------------------------------ steps
 
@@ -326,35 +378,52 @@ class Ingestor:
     def _parse_and_judge(self, work: _Work) -> None:
         try:
             work.alert = parse_message(work.raw, headers=work.headers, topic=work.topic)
+            # Serialised here, inside the guard: an alert that cannot be is this message's
+            # problem, not the batch's.
+            work.summary = work.alert.model_dump_json()
         except AlertParseError as exc:
-            work.quarantine = (exc.reason, exc.detail)
+            work.alert = None
+            work.quarantine = (_clean(exc.reason), _clean(exc.detail))
             return
         except Exception as exc:  # a parser bug: keep the message, say what happened
             logger.exception("parser failed on message %s", work.key)
             tail = "".join(traceback.format_exception(exc)[-3:])
-            work.quarantine = ("parser-crash", f"{type(exc).__name__}: {exc}\n{tail}"[:4000])
+            work.alert = None
+            work.quarantine = (
+                "parser-crash",
+                _clean(f"{type(exc).__name__}: {exc}\n{tail}")[:4000],
+            )
             return
         try:
             now = self.now_fn()
-            decision = evaluate(work.alert, self.rules, now=now)
-            if decision.accepted and self.rules.needs_area(work.alert):
-                work.area, note = self._area(work.alert)
-                decision = evaluate(work.alert, self.rules, area90_deg2=work.area, now=now)
-                if note:
-                    decision = Decision(decision.accepted, f"{decision.reason}; {note}")
-            work.decision = decision
+            alert = work.alert
+            if self.rules.needs_area(alert):
+                # The area rule fails closed without an area, so the cheap rules go first and
+                # the map is read only for an alert they pass.
+                cheap = self.rules.model_copy(update={"max_area90_deg2": None})
+                decision = evaluate(alert, cheap, now=now)
+                if decision.accepted:
+                    work.area, note = self._area(alert)
+                    decision = evaluate(alert, self.rules, area90_deg2=work.area, now=now)
+                    if note:
+                        decision = Decision(decision.accepted, f"{decision.reason}; {note}")
+            else:
+                decision = evaluate(alert, self.rules, now=now)
+            work.decision = Decision(decision.accepted, _clean(decision.reason))
         except Exception as exc:  # the rules must never lose a parsed alert
             logger.exception("trigger rules failed on %s", work.alert.event_id)
-            work.decision = Decision(False, f"rules failed: {type(exc).__name__}: {exc}")
+            work.decision = Decision(False, _clean(f"rules failed: {type(exc).__name__}: {exc}"))
 
     def _area(self, alert: Alert) -> tuple[float | None, str | None]:
-        if self.area_fn is None or alert.skymap is None:
+        if alert.skymap is None:
             return None, None
+        if self.area_fn is None:
+            return None, "no area function is configured"
         try:
             area = float(self.area_fn(alert.skymap))
-        except Exception as exc:
+        except Exception as exc:  # a map too large, corrupt or not HEALPix: unknown area
             logger.warning("90%% area of %s not computed: %s", alert.event_id, exc)
-            return None, f"area not computed ({type(exc).__name__}: {str(exc)[:200]})"
+            return None, f"area not computed ({type(exc).__name__}: {str(exc)[:300]})"
         if area != area or area < 0:  # NaN or negative
             return None, f"area not computed (got {area})"
         return area, None
@@ -395,6 +464,22 @@ class Ingestor:
             partition=work.partition,
             offset=work.offset,
         )
+
+
+def _message_outcome(work: _Work) -> MessageOutcome:
+    return MessageOutcome(
+        message_id=work.stored.message_id,  # type: ignore[union-attr]
+        alert=work.alert,
+        decision=_decision_name(work),
+        reason=work.quarantine[0] if work.quarantine else _reason(work),
+        detail=work.quarantine[1] if work.quarantine else "",
+        summary=work.summary,
+    )
+
+
+def _clean(text: str) -> str:
+    """Text fit for any text column: NUL (which PostgreSQL refuses) written out escaped."""
+    return text.replace("\x00", "\\x00")
 
 
 def _decision_name(work: _Work) -> AlertDecision | None:

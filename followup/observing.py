@@ -7,6 +7,11 @@ sent again. The portal may still be processing a POST whose answer we lost, so a
 :class:`~followup.exceptions.UncertainOutcome` the look-up is repeated after delays; a group still
 absent then did not arrive, which is a :class:`~followup.exceptions.ServiceUnavailable` the
 calling task may retry (and every retry looks the name up again before sending).
+
+Only the holder of the row's claim (:mod:`followup.ledger.claims`) talks to the portal about it.
+Two callers of one request (two alerts of an event on two workers, a retry during a run) race for
+the claim in the ledger; the loser waits until the holder has finished, then reads the row and
+reports what the holder did. It never sends.
 """
 
 from __future__ import annotations
@@ -23,6 +28,13 @@ from pydantic import BaseModel
 from followup.exceptions import RequestRejected, ServiceUnavailable, UncertainOutcome
 from followup.lco import PortalClient, RequestGroup, group_name_prefix
 from followup.ledger import Ledger, RequestRow
+from followup.ledger.claims import (
+    DEFAULT_LEASE,
+    DEFAULT_WAIT_S,
+    holder_is_dead,
+    new_owner,
+    wait_for_release,
+)
 from followup.models import LcoState, ObservationRequest, RequestStatus
 
 __all__ = [
@@ -105,7 +117,7 @@ class CancelResult(BaseModel):
 def _record(ledger: Ledger, group: RequestGroup, *, portal: PortalClient) -> RequestRow:
     request_id = group.request_ids[0] if group.requests else None
     state = group.requests[0].state if group.requests else group.state
-    return ledger.requests.update(
+    return ledger.requests.finish(
         group.name,
         local_status=RequestStatus.SUBMITTED,
         group_id=group.id,
@@ -127,6 +139,59 @@ def _result(row: RequestRow, outcome: SubmitOutcome) -> SubmitResult:
     )
 
 
+class _Claim(BaseModel):
+    """How to take a request's claim: who takes it, for how long, how long to wait for it."""
+
+    owner: str
+    lease: timedelta = DEFAULT_LEASE
+    wait_s: float = DEFAULT_WAIT_S
+    poll_s: float = 0.1
+
+
+def _hold(
+    ledger: Ledger,
+    request: ObservationRequest,
+    claim: _Claim,
+    sleep: Callable[[float], None],
+) -> tuple[RequestRow, bool, bool]:
+    """Take the request's claim, waiting while someone else holds it.
+
+    Returns:
+        The row; True when this call holds the claim (False: the row is no longer ``claimed``,
+        nothing to send); True when the row was written by this call (no earlier POST can
+        exist, so no look-up is needed).
+
+    Raises:
+        ClaimHeld: Someone else still held it after ``claim.wait_s``.
+    """
+    row, created = ledger.requests.claim(request, owner=claim.owner, lease=claim.lease)
+    if created:
+        return row, True, True
+    row, held = _hold_row(ledger, row, claim, sleep)
+    return row, held, False
+
+
+def _hold_row(
+    ledger: Ledger, row: RequestRow, claim: _Claim, sleep: Callable[[float], None]
+) -> tuple[RequestRow, bool]:
+    """Take the claim on a stored row while it is ``claimed``; True when this call holds it."""
+    name = row.group_name
+    while row.local_status == RequestStatus.CLAIMED:
+        dead = row.claimed_by if holder_is_dead(row.claimed_by) else None
+        held = ledger.requests.acquire(name, claim.owner, lease=claim.lease, take_from=dead)
+        if held is not None:
+            return held, True
+        row = wait_for_release(
+            lambda: ledger.requests.find(name),
+            claim.owner,
+            what=f"request group {name}",
+            wait_s=claim.wait_s,
+            poll_s=claim.poll_s,
+            sleep=sleep,
+        )
+    return row, False
+
+
 def submit_once(
     portal: PortalClient,
     ledger: Ledger,
@@ -136,6 +201,9 @@ def submit_once(
     validate: bool = True,
     recheck_delays_s: Sequence[float] = (5.0, 30.0),
     sleep: Callable[[float], None] = time.sleep,
+    owner: str | None = None,
+    lease: timedelta = DEFAULT_LEASE,
+    wait_s: float = DEFAULT_WAIT_S,
 ) -> SubmitResult:
     """Submit one request group unless it has been submitted before, by anyone, ever.
 
@@ -150,9 +218,13 @@ def submit_once(
         recheck_delays_s: After an uncertain outcome, look the name up after each of these
             delays (the portal may still be processing our POST).
         sleep: Injectable sleep, for tests.
+        owner: Who claims the request (default: unique to this call).
+        lease: How long the claim holds if this caller dies while holding it.
+        wait_s: How long to wait for another caller that holds the claim.
 
     Returns:
-        What happened; the ledger row is updated with the remote ids.
+        What happened; the ledger row is updated with the remote ids. A caller that waited for
+        another gets ``already`` (or ``not-sent``) with what the other recorded.
 
     Raises:
         ValueError: The payload's name differs from the request's group name.
@@ -160,6 +232,7 @@ def submit_once(
         ServiceUnavailable: Nothing was stored: the portal could not be reached or throttled
             us, a look-up failed, or an uncertain POST left no group after every look-up. A
             retry is safe: the row is claimed, so it looks the name up before sending.
+        ClaimHeld: Another caller held the request for longer than ``wait_s`` (nothing sent).
         UncertainOutcome: Only with no ``recheck_delays_s``: the POST may have arrived and was
             not looked up.
     """
@@ -167,13 +240,33 @@ def submit_once(
         raise ValueError(
             f"payload name {payload.get('name')!r} differs from group name {request.group_name!r}"
         )
-    row, claimed = ledger.requests.claim(request)
+    claim = _Claim(owner=owner or new_owner(), lease=lease, wait_s=wait_s)
+    row, held, created = _hold(ledger, request, claim, sleep)
     if row.local_status == RequestStatus.SUBMITTED:
         return _result(row, SubmitOutcome.ALREADY)
-    if row.local_status in {RequestStatus.DECLINED, RequestStatus.REJECTED}:
+    if not held:
         return _result(row, SubmitOutcome.NOT_SENT)
+    try:
+        return _submit_held(
+            portal, ledger, row, payload, created, validate, recheck_delays_s, sleep
+        )
+    finally:
+        ledger.requests.release(row.group_name, claim.owner)
+
+
+def _submit_held(
+    portal: PortalClient,
+    ledger: Ledger,
+    row: RequestRow,
+    payload: Mapping[str, Any],
+    created: bool,
+    validate: bool,
+    recheck_delays_s: Sequence[float],
+    sleep: Callable[[float], None],
+) -> SubmitResult:
+    """Look up, validate and POST a request whose claim this call holds."""
     created_after = row.created_at - CLOCK_MARGIN
-    if not claimed:
+    if not created:
         # Claimed by an earlier attempt that may have POSTed and died before writing the answer.
         found = portal.find_request_group_by_name(row.group_name, created_after=created_after)
         if found is not None:
@@ -183,7 +276,7 @@ def submit_once(
         validation = portal.validate_request_group(payload)
         if not validation.is_valid:
             detail = "; ".join(validation.messages)
-            ledger.requests.update(
+            ledger.requests.finish(
                 row.group_name, local_status=RequestStatus.REJECTED, detail=detail
             )
             raise RequestRejected(
@@ -199,7 +292,7 @@ def submit_once(
         logger.info("request group %s arrived despite the lost answer", found.name)
         return _result(_record(ledger, found, portal=portal), SubmitOutcome.FOUND)
     except RequestRejected as exc:
-        ledger.requests.update(row.group_name, local_status=RequestStatus.REJECTED, detail=str(exc))
+        ledger.requests.finish(row.group_name, local_status=RequestStatus.REJECTED, detail=str(exc))
         raise
     return _result(_record(ledger, group, portal=portal), SubmitOutcome.SUBMITTED)
 
@@ -234,11 +327,26 @@ def _look_up_after(
     ) from lost
 
 
-def mark_declined(ledger: Ledger, request: ObservationRequest, reason: str) -> SubmitResult:
-    """Record that a person declined a request: it is claimed and will never be sent."""
-    row, _ = ledger.requests.claim(request)
-    if row.local_status == RequestStatus.CLAIMED:
-        row = ledger.requests.update(
+def mark_declined(
+    ledger: Ledger,
+    request: ObservationRequest,
+    reason: str,
+    *,
+    owner: str | None = None,
+    wait_s: float = DEFAULT_WAIT_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> SubmitResult:
+    """Record that a person declined a request: it is claimed and will never be sent.
+
+    A submission in progress elsewhere is waited for; a request it submitted stays submitted
+    (cancelling it is :func:`cancel_event_requests`' job).
+
+    Raises:
+        ClaimHeld: Another caller held the request for longer than ``wait_s``.
+    """
+    row, held, _ = _hold(ledger, request, _Claim(owner=owner or new_owner(), wait_s=wait_s), sleep)
+    if held:
+        row = ledger.requests.finish(
             row.group_name, local_status=RequestStatus.DECLINED, detail=reason
         )
     return _result(row, SubmitOutcome.NOT_SENT)
@@ -291,22 +399,39 @@ def refresh_request_states(
 
 
 def cancel_event_requests(
-    portal: PortalClient, ledger: Ledger, event_id: str
+    portal: PortalClient,
+    ledger: Ledger,
+    event_id: str,
+    *,
+    owner: str | None = None,
+    wait_s: float = DEFAULT_WAIT_S,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> list[CancelResult]:
     """Cancel every request of an event that may still be observed, and record each outcome.
 
     Requests already finished are left alone and their state recorded; a request claimed but not
     known to be submitted (a POST may be in flight or lost) is looked up by name and cancelled if
-    the portal has it, otherwise marked so that it is never sent.
+    the portal has it, otherwise marked so that it is never sent. A submission in progress
+    elsewhere is waited for first, and what it submitted is cancelled.
+
+    Raises:
+        ClaimHeld: A submission elsewhere held a request for longer than ``wait_s``.
     """
+    claim = _Claim(owner=owner or new_owner(), wait_s=wait_s)
     results: list[CancelResult] = []
     for row in ledger.requests.for_event(event_id):
-        if row.local_status == RequestStatus.CLAIMED:
-            found = portal.find_request_group_by_name(
-                row.group_name, created_after=row.created_at - CLOCK_MARGIN
-            )
+        row, held = _hold_row(ledger, row, claim, sleep)
+        if held:
+            try:
+                found = portal.find_request_group_by_name(
+                    row.group_name, created_after=row.created_at - CLOCK_MARGIN
+                )
+            except BaseException:
+                ledger.requests.release(row.group_name, claim.owner)
+                raise
+            # Recorded while held (finish releases), so no submission slips in between.
             if found is None:
-                ledger.requests.update(
+                ledger.requests.finish(
                     row.group_name, local_status=RequestStatus.DECLINED, detail="retracted"
                 )
                 results.append(

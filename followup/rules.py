@@ -187,8 +187,10 @@ def evaluate(
         now: The current time for the age rules (default: now, UTC).
 
     Returns:
-        The decision. A sky-map alert whose area is unknown passes the area rule, and the reason
-        says so: an event is not dropped because the area could not be computed.
+        The decision. A rule that cannot be evaluated fails closed: with ``max_area90_deg2``
+        set, an alert whose area is unknown (its embedded map could not be read, or it has only
+        a map URL and no error region) is refused, and the reason says the rule could not be
+        checked, so that a person can start the follow-up by hand.
     """
     if alert.is_retraction:
         return Decision(True, "retraction: always passed through to the retraction flow")
@@ -248,15 +250,21 @@ def evaluate(
 
     has_map = alert.skymap is not None or alert.skymap_url is not None
     if rules.require_localization and not has_map and alert.position is None:
-        why = alert.extra.get("skymap_error")
+        placeholder = alert.extra.get("position_placeholder")
+        why = alert.extra.get("skymap_error") or (
+            placeholder.get("why") if isinstance(placeholder, dict) else None
+        )
         failed.append("no localisation" + (f" ({why})" if why else ""))
     if rules.max_area90_deg2 is not None:
         area, what = area90_deg2, "90% area"
-        if area is None and not has_map:
+        if area is None and alert.skymap is None:
+            # Without an embedded map, the error region is the localisation there is.
             area, what = error_region_area_deg2(alert), "error region area"
         if area is None:
-            if has_map or alert.position is not None:
-                passed.append("area unknown (not checked)")
+            failed.append(
+                f"90% area unknown: max_area90_deg2 {_fmt(rules.max_area90_deg2)} deg2 cannot "
+                "be checked (fails closed)"
+            )
         elif area > rules.max_area90_deg2:
             failed.append(f"{what} {_fmt(area)} deg2 > {_fmt(rules.max_area90_deg2)}")
         else:

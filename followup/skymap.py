@@ -20,7 +20,7 @@ import io
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -31,6 +31,7 @@ from astropy import units as u
 from astropy.io import fits
 from scipy import special
 
+from followup.bounded import DecodeLimitExceeded, fits_declared_end, inflate
 from followup.exceptions import SkymapError
 
 __all__ = [
@@ -50,6 +51,17 @@ SR_PER_DEG2 = (math.pi / 180.0) ** 2
 
 MAX_ORDER = 29
 """Deepest HEALPix order a NUNIQ index can hold."""
+
+MAX_SKYMAP_BYTES = 512 * 2**20
+"""Largest sky map read, once inflated. The largest real flat maps (nside 1024 with distance
+layers, nside 2048 without) are about 400 MB; a map larger than this, or whose headers declare
+more, is refused before it is inflated further (a 1 MB gzip can inflate to a GiB)."""
+
+MAX_FLAT_NSIDE = 2048
+"""Finest flat map read: an explicitly indexed map is rasterised to ``12 * NSIDE**2`` pixels, so
+its NSIDE, not its size, decides the memory it takes (50 million pixels at 2048)."""
+
+_HEADER_SLACK = 2**20  # what may follow the last header seen in the first bytes of a map
 
 SkymapSource = bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes]
 
@@ -776,17 +788,19 @@ def _flatten_indices(ipix: np.ndarray, order: np.ndarray, target: int) -> np.nda
 # --------------------------------------------------------------------------------------------
 
 
-def _load_bytes(source: SkymapSource) -> bytes:
+def _load_bytes(source: SkymapSource, max_bytes: int) -> bytes:
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
     elif isinstance(source, str | os.PathLike):
         path = Path(source)
         try:
+            if path.stat().st_size > max_bytes:
+                raise SkymapError(f"sky map file {path} is larger than {max_bytes} bytes")
             data = path.read_bytes()
         except OSError as exc:
             raise SkymapError(f"cannot read sky map file {path}: {exc}") from exc
     elif hasattr(source, "read"):
-        data = source.read()
+        data = source.read(max_bytes + 1)
         if not isinstance(data, bytes | bytearray):
             raise SkymapError("sky map file objects must be opened in binary mode")
         data = bytes(data)
@@ -796,20 +810,42 @@ def _load_bytes(source: SkymapSource) -> bytes:
         raise SkymapError("the sky map is empty (0 bytes)")
     if data[:2] == b"\x1f\x8b":
         try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            raise SkymapError(f"corrupt gzip sky map: {exc}") from exc
+            data = inflate(data, limit=max_bytes, check=_fits_check(max_bytes), what="gzip sky map")
+        except DecodeLimitExceeded as exc:
+            raise SkymapError(f"sky map larger than the limit: {exc}") from None
+        except SkymapError:
+            raise
+        except ValueError as exc:
+            raise SkymapError(f"corrupt gzip sky map: {exc}") from None
     elif data[:8] == b"U0lNUExF":  # base64 of "SIMPLE", as LVK JSON alerts carry it
         try:
             data = base64.b64decode(data, validate=False)
         except ValueError as exc:
             raise SkymapError(f"corrupt base64 sky map: {exc}") from exc
-    if data[:6] != b"SIMPLE":
-        raise SkymapError("not a FITS file (does not start with SIMPLE)")
+    if len(data) > max_bytes:
+        raise SkymapError(f"the sky map has {len(data)} bytes, larger than {max_bytes}")
+    _fits_check(max_bytes)(data)
     return data
 
 
-def read_skymap(source: SkymapSource, *, tail_probability: float = 1e-4) -> SkyMap:
+def _fits_check(max_bytes: int) -> Callable[[bytes], int | None]:
+    """:func:`followup.bounded.fits_declared_end` for a map's first bytes, as SkymapError."""
+
+    def check(head: bytes) -> int | None:
+        try:
+            return fits_declared_end(head, limit=max_bytes, slack=_HEADER_SLACK)
+        except ValueError as exc:  # DecodeLimitExceeded too: "... larger than ..."
+            raise SkymapError(str(exc)) from None
+
+    return check
+
+
+def read_skymap(
+    source: SkymapSource,
+    *,
+    tail_probability: float = 1e-4,
+    max_bytes: int = MAX_SKYMAP_BYTES,
+) -> SkyMap:
     """Read a HEALPix sky map from FITS bytes, a path or a binary file object.
 
     Accepts LVK multi-order maps (UNIQ, PROBDENSITY, DISTMU, DISTSIGMA, DISTNORM; ORDERING
@@ -819,16 +855,21 @@ def read_skymap(source: SkymapSource, *, tail_probability: float = 1e-4) -> SkyM
     Args:
         source: The map.
         tail_probability: See :meth:`SkyMap.from_fits`.
+        max_bytes: Largest map read, once inflated (see :data:`MAX_SKYMAP_BYTES`); a gzip
+            stream is never inflated past it, nor past the size its headers declare.
 
     Returns:
         The sky map.
 
     Raises:
-        SkymapError: Corrupt, truncated, empty, all-zero or NaN maps, or not a HEALPix map.
+        SkymapError: Corrupt, truncated, empty, all-zero or NaN maps, not a HEALPix map, or
+            larger than ``max_bytes`` (or a flat map finer than :data:`MAX_FLAT_NSIDE`).
     """
-    data = _load_bytes(source)
+    data = _load_bytes(source, max_bytes)
     try:
-        with fits.open(io.BytesIO(data), memmap=False, lazy_load_hdus=False) as hdul:
+        with fits.open(
+            io.BytesIO(data), memmap=False, lazy_load_hdus=False, disable_image_compression=True
+        ) as hdul:
             hdu = _find_healpix_hdu(hdul)
             header = hdu.header
             table = hdu.data
@@ -890,9 +931,14 @@ def read_skymap(source: SkymapSource, *, tail_probability: float = 1e-4) -> SkyM
             nside = ah.npix_to_nside(npix_rows)
         except ValueError as exc:
             raise SkymapError(f"{npix_rows} pixels is not a HEALPix map size") from exc
-    nside = int(nside)
+    try:
+        nside = int(nside)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise SkymapError(f"NSIDE={nside!r} is not a number") from exc
     if nside < 1 or nside & (nside - 1):
         raise SkymapError(f"NSIDE={nside} is not a power of two")
+    if nside > MAX_FLAT_NSIDE:
+        raise SkymapError(f"flat map NSIDE={nside} is finer than {MAX_FLAT_NSIDE}: not read")
     npix = 12 * nside * nside
     if pixel is None and npix_rows != npix:
         raise SkymapError(f"flat map has {npix_rows} pixels, NSIDE={nside} needs {npix}")

@@ -27,7 +27,7 @@ FIXTURES = [
     ("gcn-swift-guano-initial.json", "gcn-json", "Swift", "gamma-ray", "Swift-760000123", "INITIAL", False),
     ("gcn-swift-guano-update-position.json", "gcn-json", "Swift", "gamma-ray", "Swift-760000123", "UPDATE", False),
     ("gcn-swift-guano-retraction.json", "gcn-json", "Swift", "gamma-ray", "Swift-760000123", "RETRACTION", False),
-    ("gcn-icecube-gold-track.json", "gcn-json", "IceCube", "neutrino", "IceCube-141234_5678901", "INITIAL", False),
+    ("gcn-icecube-gold-track.json", "gcn-json", "IceCube", "neutrino", "IceCube-250203A", "INITIAL", False),
     ("gcn-icecube-lvk-nu-track-search.json", "gcn-json", "IceCube", "neutrino", "IceCube-LVK-S250101ab", "INITIAL", False),
     ("gcn-fermi-gbm-ground.json", "gcn-json", "Fermi", "gamma-ray", "Fermi-GBM-762741234", "UPDATE", False),
     ("gcn-einstein-probe-wxt.json", "gcn-json", "Einstein Probe", "x-ray", "EP-01712345678", "INITIAL", False),
@@ -96,7 +96,11 @@ def test_the_same_event_keeps_its_id_across_json_and_voevent() -> None:
     def event(name: str) -> str:
         return parse_message((DATA / name).read_bytes()).event_id
 
-    assert event("gcn-icecube-gold-track.json") == event("voevent-amon-icecube-gold.xml")
+    # IceCube's JSON notice is named by its event name; AMON's VOEvent carries only the
+    # run_event id, which the JSON notice keeps as an alias.
+    track = parse_message((DATA / "gcn-icecube-gold-track.json").read_bytes())
+    assert track.event_id == "IceCube-250203A"
+    assert track.extra["aliases"] == [event("voevent-amon-icecube-gold.xml")]
     assert event("gcn-fermi-gbm-ground.json") == event("voevent-fermi-gbm-gnd-pos.xml")
     assert event("lvk-S250101ab-preliminary.json") == event("voevent-lvk-preliminary.xml")
     assert event("circular-41235.gcn3") == "S250101ab"

@@ -287,7 +287,7 @@ EXPECTED = [
         "gcn-json",
         "IceCube",
         "neutrino",
-        "IceCube-137840_57034692",
+        "IceCube-230416A",
         "INITIAL",
         False,
     ),

@@ -69,7 +69,9 @@ def _portal(transport: httpx.BaseTransport) -> PortalClient:
 
 
 def _archive(transport: httpx.BaseTransport) -> ArchiveClient:
-    return ArchiveClient(SECRET, base_url="https://archive.test", transport=transport)
+    return ArchiveClient(
+        SECRET, base_url="https://archive.test", transport=transport, download_hosts=["s3.test"]
+    )
 
 
 def _hermes(transport: httpx.BaseTransport) -> HermesClient:

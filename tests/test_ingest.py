@@ -200,14 +200,18 @@ def test_area_is_computed_only_when_a_rule_needs_it(ledger: Ledger) -> None:
     assert len(calls) == 1
 
 
-def test_a_failing_area_function_does_not_lose_the_alert(ledger: Ledger) -> None:
+def test_a_failing_area_function_keeps_the_alert_and_fails_the_rule_closed(
+    ledger: Ledger,
+) -> None:
     def broken(data: bytes) -> float:
         raise ValueError("unreadable map")
 
     outcome = Ingestor(ledger, TriggerRules(max_area90_deg2=100), area_fn=broken).handle(
         fixture("lvk-S250101ab-preliminary.json"), meta(1)
     )
-    assert outcome.status is IngestStatus.ACCEPTED
+    # Refused, never passed unchecked; stored with its reason, so a person can start it by hand.
+    assert outcome.status is IngestStatus.REJECTED and outcome.alert_id is not None
+    assert "cannot be checked" in outcome.reason
     assert "area not computed (ValueError: unreadable map)" in outcome.reason
 
 

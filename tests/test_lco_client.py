@@ -89,7 +89,7 @@ def portal() -> PortalClient:
 
 @pytest.fixture
 def archive() -> ArchiveClient:
-    client = ArchiveClient(TOKEN, base_url=ARCHIVE)
+    client = ArchiveClient(TOKEN, base_url=ARCHIVE, download_hosts=["s3.test"])
     yield client
     client.close()
 
@@ -637,7 +637,7 @@ def test_download_resumes_after_a_broken_transfer(archive: ArchiveClient, tmp_pa
 
 def test_resumes_are_bounded_and_need_progress(tmp_path: Path) -> None:
     frame = frame_from_record(frame_record(1, CONTENT))
-    archive = ArchiveClient(TOKEN, base_url=ARCHIVE, max_resumes=2)
+    archive = ArchiveClient(TOKEN, base_url=ARCHIVE, max_resumes=2, download_hosts=["s3.test"])
 
     def always_cut(request: httpx.Request) -> httpx.Response:
         start = int(request.headers.get("range", "bytes=0-")[6:-1])

@@ -446,3 +446,33 @@ def test_migration_0004_adds_frame_errors_to_an_existing_ledger(tmp_path: Path) 
     ledger.migrate()
     assert "error" in {c["name"] for c in inspect(ledger.engine).get_columns("frames")}
     ledger.dispose()
+
+
+def test_migration_0005_adds_claims_and_attempts_to_an_existing_ledger(tmp_path: Path) -> None:
+    ledger = Ledger(f"sqlite:///{tmp_path / 'old.db'}")
+    ledger.migrate("0004")
+    ledger.migrate()
+    inspector = inspect(ledger.engine)
+    for table in ("requests", "reports"):
+        columns = {c["name"] for c in inspector.get_columns(table)}
+        assert {"claimed_by", "claim_expires_at"} <= columns
+    assert "attempts" in {c["name"] for c in inspector.get_columns("messages")}
+    ledger.dispose()
+
+
+def test_only_one_owner_acquires_a_claimed_request(ledger: Ledger) -> None:
+    add_target(ledger)
+    request = ObservationRequest(
+        event_id="S250101ab", target_name="F001", group_name="S250101ab-F001-x", filters=["gp"]
+    )
+    row, created = ledger.requests.claim(request, owner="a")
+    assert created and row.claimed_by == "a" and row.claim_expires_at > datetime.now(UTC)
+    assert ledger.requests.acquire(request.group_name, "b") is None
+    assert ledger.requests.acquire(request.group_name, "a") is not None  # its own again
+    ledger.requests.release(request.group_name, "b")  # not b's: nothing happens
+    assert ledger.requests.find(request.group_name).claimed_by == "a"
+    ledger.requests.release(request.group_name, "a")
+    assert ledger.requests.acquire(request.group_name, "b").claimed_by == "b"
+    done = ledger.requests.finish(request.group_name, local_status="submitted")
+    assert done.claimed_by is None
+    assert ledger.requests.acquire(request.group_name, "c") is None  # no longer claimed

@@ -72,7 +72,7 @@ def test_defaults_accept_a_significant_alert_and_say_why() -> None:
         (TriggerRules(min_has_ns=0.5), gw(properties={}), "HasNS missing"),
         (TriggerRules(min_classification={"BBH": 0.5}), gw(), "no class reaches"),
         (TriggerRules(max_classification={"Terrestrial": 0.01}), gw(), "Terrestrial 0.05 > 0.01"),
-        (TriggerRules(max_area90_deg2=100), gw(), None),  # area unknown: not refused
+        (TriggerRules(max_area90_deg2=100), gw(), "cannot be checked (fails closed)"),
         (TriggerRules(max_distance_mpc=100), gw(), "distance 150 Mpc > 100"),
         (TriggerRules(allowed_sources=["Swift"]), gw(), "source LVK not allowed"),
         (TriggerRules(allowed_kinds=[AlertKind.NEUTRINO]), gw(), "kind gw not allowed"),
@@ -85,15 +85,10 @@ def test_defaults_accept_a_significant_alert_and_say_why() -> None:
         (TriggerRules(), gw(kind=AlertKind.CIRCULAR, format="circular-json"), "kind circular"),
     ],
 )
-def test_each_rule_refuses_with_a_reason(
-    rules: TriggerRules, alert: Alert, fragment: str | None
-) -> None:
+def test_each_rule_refuses_with_a_reason(rules: TriggerRules, alert: Alert, fragment: str) -> None:
     decision = evaluate(alert, rules)
-    if fragment is None:
-        assert decision.accepted and "area unknown" in decision.reason
-    else:
-        assert not decision.accepted
-        assert fragment in decision.reason
+    assert not decision.accepted
+    assert fragment in decision.reason
 
 
 def test_every_failed_rule_is_listed() -> None:
@@ -198,3 +193,16 @@ def test_rules_on_real_format_fixtures() -> None:
     assert decisions["gcn-fermi-gbm-ground.json"].accepted
     assert "error radius 3.2 deg > 1" in decisions["voevent-fermi-gbm-gnd-pos.xml"].reason
     assert "kind circular" in decisions["circular-41234.json"].reason
+
+
+def test_an_area_rule_that_cannot_be_evaluated_fails_closed() -> None:
+    rules = TriggerRules(max_area90_deg2=100)
+    # A map URL and an error region: the region is the localisation there is.
+    with_region = grb(skymap_url="https://example.org/map.fits")
+    assert evaluate(with_region, rules).accepted
+    # A map URL and nothing else (an LVK VOEvent): unknown, so refused, never passed unchecked.
+    url_only = gw(skymap=None, skymap_url="https://example.org/bayestar.fits")
+    refused = evaluate(url_only, rules)
+    assert not refused.accepted and "cannot be checked" in refused.reason
+    # An embedded map whose area the caller could not compute: the same.
+    assert not evaluate(gw(), rules, area90_deg2=None).accepted

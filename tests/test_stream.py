@@ -278,6 +278,35 @@ def test_the_same_alert_published_twice_gives_one_accepted_and_one_duplicate(
     assert len(follow_ups) == 1 and follow_ups[0].alert.skymap is not None
 
 
+def test_a_poison_message_is_quarantined_and_the_stream_moves_on(
+    tansu: TansuBroker, sqlite_ledger: Ledger
+) -> None:
+    import json
+
+    record = json.loads(make_lvk_alert("S250105ab"))
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(500):  # serialising it raised outside the parser: the batch failed forever
+        node["x"] = {}
+        node = node["x"]
+    record["event"]["mchirp_source"] = deep
+    for raw in (notices(1, "before")[0], json.dumps(record).encode(), notices(1, "after")[0]):
+        publish(tansu.url("alerts"), None, raw)
+    ingestor = Ingestor(sqlite_ledger, TriggerRules())
+    outcomes: list[Any] = []
+
+    def handle(items: Any) -> Any:
+        results = ingestor.handle_batch(items)
+        outcomes.extend(results)
+        return results
+
+    with Runner(stream_for(tansu), batch_handler=handle) as runner:
+        wait_until(lambda: len(outcomes) >= 3, what="three outcomes")
+    assert sorted(o.status.value for o in outcomes) == ["accepted", "accepted", "quarantined"]
+    assert runner.stats is not None and runner.stats.handler_failures == 0
+    assert sum(committed_offsets(tansu, "test-listener").values()) == 3
+
+
 def test_missing_topics_are_waited_for(tansu: TansuBroker) -> None:
     got: list[tuple[str, bytes]] = []
     stream = AlertStream(

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from followup.bounded import fits_hdus
 from followup.exceptions import AlertParseError
 from followup.models import ErrorRegion, SkyPosition
 
@@ -26,9 +27,11 @@ __all__ = [
     "decode_skymap",
     "error_region",
     "fits_header_values",
+    "neutrino_summary",
     "parse_time",
     "position",
     "skymap_summary",
+    "trusted_position",
 ]
 
 FITS_SIGNATURE = b"SIMPLE  ="
@@ -211,6 +214,54 @@ def position(ra: Any, dec: Any, error: ErrorRegion | None, *, field: str) -> Sky
     return SkyPosition(ra=ra_deg % 360.0, dec=dec_deg, error=error)
 
 
+def trusted_position(
+    ra: Any, dec: Any, error: ErrorRegion | None, *, field: str, extra: dict[str, Any]
+) -> SkyPosition | None:
+    """A position, unless its values are a placeholder for "no position"; flagged in ``extra``.
+
+    Issuers fill the position fields of a notice that has none with zeros: RA 0 and Dec 0 (GCN
+    Classic before a localisation), RA 0 with an error of 0 (AGILE MCAL), or an error circle
+    that covers the sky. Such a position is not returned; ``extra["position_placeholder"]``
+    keeps what was given and why it was not trusted. An error of exactly 0 at a real position
+    says nothing about the error: the position is kept without one, and
+    ``extra["position_note"]`` says so.
+
+    Raises:
+        AlertParseError: ``invalid-position`` for values out of range (see :func:`position`).
+    """
+    sky = position(ra, dec, error, field=field)
+    radius = error.radius_deg if error is not None else None
+    why = None
+    if sky.ra == 0 and sky.dec == 0:
+        why = "RA 0, Dec 0"
+    elif radius == 0 and (sky.ra == 0 or sky.dec == 0):
+        why = f"RA {sky.ra:g}, Dec {sky.dec:g} with an error of 0"
+    elif radius is not None and radius >= 180:
+        why = f"an error radius of {radius:g} deg covers the sky"
+    if why is not None:
+        extra["position_placeholder"] = {
+            "ra": sky.ra,
+            "dec": sky.dec,
+            "error_deg": radius,
+            "why": f"{why}: a placeholder, not a localisation",
+        }
+        return None
+    if radius == 0:
+        extra["position_note"] = "error radius 0 is no error estimate: kept without one"
+        return SkyPosition(ra=sky.ra, dec=sky.dec, error=None)
+    return sky
+
+
+def neutrino_summary(extra: Mapping[str, Any]) -> str:
+    """``signalness 0.34, energy 127 TeV`` from ``extra`` (for a neutrino alert's title)."""
+    parts = []
+    if extra.get("signalness") is not None:
+        parts.append(f"signalness {extra['signalness']:.2g}")
+    if extra.get("energy_tev") is not None:
+        parts.append(f"energy {extra['energy_tev']:.3g} TeV")
+    return ", ".join(parts)
+
+
 def angular_distance_deg(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
     """Great-circle distance between two positions in degrees (haversine, stable at small angles)."""
     phi1, phi2 = math.radians(dec1), math.radians(dec2)
@@ -266,10 +317,10 @@ def fits_header_values(
 ) -> dict[str, str | float | bool]:
     """Read a few header keywords of an uncompressed FITS file without parsing the whole file.
 
-    Scans the primary header and the headers that follow it (data units are skipped using NAXIS,
-    BITPIX, PCOUNT and GCOUNT), stopping after ``max_blocks`` 2880-byte blocks of headers. The
-    first occurrence of each key wins. Used to read ``DISTMEAN``/``DISTSTD`` and the map's
-    ``ORDERING`` at ingest without loading the map.
+    Scans the primary header and the headers that follow it (data units are skipped by their
+    declared sizes, see :func:`followup.bounded.fits_hdus`), stopping after ``max_blocks``
+    2880-byte blocks of headers. The first occurrence of each key wins. Used to read
+    ``DISTMEAN``/``DISTSTD`` and the map's ``ORDERING`` at ingest without loading the map.
 
     Args:
         data: The FITS bytes.
@@ -281,64 +332,13 @@ def fits_header_values(
     """
     wanted = {k.upper() for k in keys}
     found: dict[str, str | float | bool] = {}
-    if not data.startswith(FITS_SIGNATURE):
-        return found
-    offset, blocks = 0, 0
-    while offset + 2880 <= len(data) and blocks < max_blocks and wanted - found.keys():
-        cards: dict[str, str | float | bool] = {}
-        end = False
-        while offset + 2880 <= len(data) and blocks < max_blocks:
-            block = data[offset : offset + 2880]
-            offset += 2880
-            blocks += 1
-            for i in range(0, 2880, 80):
-                card = block[i : i + 80].decode("ascii", errors="replace")
-                key = card[:8].strip()
-                if key == "END":
-                    end = True
-                    break
-                if card[8:10] == "= ":
-                    cards.setdefault(key, _card_value(card[10:]))
-            if end:
-                break
-        if not end:
+    for hdu in fits_hdus(data, max_blocks=max_blocks):
+        for key in wanted - found.keys():
+            if key in hdu.cards:
+                found[key] = hdu.cards[key]
+        if not wanted - found.keys():
             break
-        for key in wanted:
-            if key in cards and key not in found:
-                found[key] = cards[key]
-        # Skip this HDU's data to reach the next header.
-        try:
-            bitpix = abs(int(float(cards.get("BITPIX", 8))))
-            naxis = int(float(cards.get("NAXIS", 0)))
-            size = 0
-            if naxis:
-                size = 1
-                for axis in range(1, naxis + 1):
-                    size *= int(float(cards.get(f"NAXIS{axis}", 0)))
-            size = (size + int(float(cards.get("PCOUNT", 0)))) * int(float(cards.get("GCOUNT", 1)))
-            size = size * bitpix // 8
-        except (TypeError, ValueError):
-            break
-        offset += -(-size // 2880) * 2880
     return found
-
-
-def _card_value(text: str) -> str | float | bool:
-    text = text.strip()
-    if text.startswith("'"):
-        end = text.find("'", 1)
-        while end != -1 and text[end + 1 : end + 2] == "'":
-            end = text.find("'", end + 2)
-        return text[1 : end if end != -1 else None].replace("''", "'").rstrip()
-    value = text.split("/", 1)[0].strip()
-    if value == "T":
-        return True
-    if value == "F":
-        return False
-    try:
-        return float(value.replace("D", "E"))
-    except ValueError:
-        return value
 
 
 def skymap_summary(data: bytes) -> dict[str, Any]:

@@ -1,11 +1,14 @@
-"""GCN unified-schema JSON notices (``gcn.notices.*`` topics), identified by their ``$schema`` URL.
+"""GCN unified-schema JSON notices (``gcn.notices.*`` topics), by ``$schema``, topic or fields.
 
 The unified schema composes every notice from a few core objects (Alert, Reporter, DateTime,
 Localization, Event, Statistics...). This module reads those core fields the same way for every
 mission and adds what is specific to each notice type through the :data:`NOTICE_TYPES` table:
 who issued it, which messenger it is, how its event id is built and where its position is.
-Notice types not in the table are read generically when they carry an id and a time; the core
-component examples (``core/*.schema.json``) are not notices and are refused.
+The notice type comes from the ``$schema`` URL; a notice without one is recognised by its Kafka
+topic (``gcn.notices.swift.bat.guano``), else by its fields (``mission``, ``instrument``, the
+fields only one notice type has). Notice types not in the table are read generically when they
+carry an id and a time; the core component examples (``core/*.schema.json``) are not notices and
+are refused.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ from followup.alerts.fields import (
     as_probabilities,
     decode_skymap,
     error_region,
+    neutrino_summary,
     parse_time,
     position,
     skymap_summary,
+    trusted_position,
 )
 from followup.alerts.registry import MessageContext, Parser, register_parser
 from followup.exceptions import AlertParseError
@@ -32,7 +37,11 @@ from followup.models import Alert, AlertKind, AlertType, ErrorRegion, SkyPositio
 
 __all__ = ["GCN_JSON", "NOTICE_TYPES", "NoticeType", "alert_from_notice", "notice_path"]
 
-_SCHEMA_RE = re.compile(r"/gcn/notices/(?P<path>[A-Za-z0-9_./-]+?)\.schema\.json$")
+_SCHEMA_DIR = "/gcn/notices/"
+_SCHEMA_SUFFIX = ".schema.json"
+_PATH_RE = re.compile(r"[A-Za-z0-9_./-]+")
+MAX_SCHEMA_LENGTH = 1024
+"""Longest ``$schema`` read (real ones are under 100 characters); longer ones name no notice."""
 
 _GCN_ALERT_TYPES = {
     "initial": AlertType.INITIAL,
@@ -132,12 +141,13 @@ def _fermi_lat_id(notice: dict[str, Any]) -> str | None:
 
 
 def _icecube_track_id(notice: dict[str, Any]) -> str | None:
-    # run_event id ("137840_57034692") is shared with the AMON VOEvents of the same alert.
-    ids = _ids(notice)
-    if ids:
-        return f"IceCube-{ids[0]}"
+    # The event's name ("IceCube-230416A") is what IceCube, GCN Circulars and TNS call it; the
+    # run_event id ("137840_57034692", also in the AMON VOEvents) stays in extra["notice"].
     names = _ids(notice, "event_name")
-    return names[0] if names else None
+    if names:
+        return names[0]
+    ids = _ids(notice)
+    return f"IceCube-{ids[0]}" if ids else None
 
 
 def _icecube_lvk_id(notice: dict[str, Any]) -> str | None:
@@ -287,9 +297,19 @@ _SVOM_INSTRUMENT_KINDS = {"MXT": AlertKind.X_RAY, "VT": AlertKind.OPTICAL}
 
 
 def notice_path(schema: str) -> str | None:
-    """The notice type path of a ``$schema`` URL (``swift/bat/guano``), or None."""
-    match = _SCHEMA_RE.search(schema.strip())
-    return match.group("path").lower() if match else None
+    """The notice type path of a ``$schema`` URL (``swift/bat/guano``), or None.
+
+    Linear in the length of ``schema`` whatever it holds (a regular expression searching for
+    the path took minutes on a few hundred KB of repeated ``/gcn/notices/``).
+    """
+    text = schema.strip()
+    if len(text) > MAX_SCHEMA_LENGTH or not text.endswith(_SCHEMA_SUFFIX):
+        return None
+    start = text.find(_SCHEMA_DIR)
+    if start < 0:
+        return None
+    path = text[start + len(_SCHEMA_DIR) : -len(_SCHEMA_SUFFIX)]
+    return path.lower() if _PATH_RE.fullmatch(path) else None
 
 
 def alert_from_notice(notice: dict[str, Any], ctx: MessageContext | None = None) -> Alert:
@@ -310,11 +330,13 @@ def alert_from_notice(notice: dict[str, Any], ctx: MessageContext | None = None)
             ``invalid-time``, ``invalid-position``... for invalid values.
     """
     schema = notice.get("$schema")
-    if not isinstance(schema, str):
-        raise AlertParseError("unknown-format", detail="a JSON notice needs a $schema URL")
-    path = notice_path(schema)
-    if path is None:
-        raise AlertParseError("unknown-notice-type", detail=f"$schema {schema[:200]!r}")
+    if isinstance(schema, str):
+        path = notice_path(schema)
+        if path is None:
+            raise AlertParseError("unknown-notice-type", detail=f"$schema {schema[:200]!r}")
+        found_by = None
+    else:
+        path, found_by = _path_without_schema(notice, ctx)
     if path.startswith("core/"):
         raise AlertParseError(
             "not-a-notice",
@@ -336,10 +358,11 @@ def alert_from_notice(notice: dict[str, Any], ctx: MessageContext | None = None)
     if len(event_id) > 64:
         raise AlertParseError("invalid-event-id", detail=f"{event_id[:80]!r} is too long")
 
-    extra: dict[str, Any] = {
-        "notice_type": "gcn.notices." + path.replace("/", "."),
-        "schema": schema,
-    }
+    extra: dict[str, Any] = {"notice_type": "gcn.notices." + path.replace("/", ".")}
+    if found_by is None:
+        extra["schema"] = schema
+    else:
+        extra["notice_type_from"] = found_by
     event_time = (
         parse_time(notice["trigger_time"], field="trigger_time")
         if notice.get("trigger_time") is not None
@@ -397,6 +420,9 @@ def alert_from_notice(notice: dict[str, Any], ctx: MessageContext | None = None)
     names = _ids(notice, "event_name")
     if names:
         extra["event_name"] = names[0] if len(names) == 1 else names
+    if spec.event_id is _icecube_track_id and _ids(notice):
+        # The run_event id names the same alert in AMON's VOEvents, which carry no name.
+        extra["aliases"] = [f"IceCube-{i}" for i in _ids(notice) if f"IceCube-{i}" != event_id]
     extra["notice"] = {
         k: v for k, v in notice.items() if k not in _CONSUMED and k not in {"event_name"}
     }
@@ -404,6 +430,15 @@ def alert_from_notice(notice: dict[str, Any], ctx: MessageContext | None = None)
     title = spec.title
     if gcn_type:
         title = f"{title} ({gcn_type})"
+    if kind is AlertKind.NEUTRINO:
+        signalness = as_float(notice.get("p_astro", notice.get("signalness")), field="p_astro")
+        energy = as_float(notice.get("nu_energy"), field="nu_energy")
+        if signalness is not None:
+            extra["signalness"] = signalness
+        if energy is not None:
+            extra["energy_tev"] = energy
+        if signalness is not None or energy is not None:
+            title = f"{title} {event_id}: {neutrino_summary(extra)}"
 
     return Alert(
         source=spec.source,
@@ -446,7 +481,10 @@ def _position(
     notice: dict[str, Any], spec: NoticeType, extra: dict[str, Any]
 ) -> SkyPosition | None:
     if spec.position is not None:
-        return spec.position(notice)
+        sky = spec.position(notice)
+        if sky is None:
+            return None
+        return trusted_position(sky.ra, sky.dec, sky.error, field="position", extra=extra)
     if notice.get("ra") is None or notice.get("dec") is None:
         return None
     region: ErrorRegion | None = error_region(
@@ -472,7 +510,7 @@ def _position(
         level = as_float(notice.get("containment_probability"), field="containment_probability")
         region = ErrorRegion(radius_deg=radius, containment=level if level and level <= 1 else 0.9)
         extra["error_region_from"] = "circle enclosing rectangular_error_corners"
-    return position(notice["ra"], notice["dec"], region, field="position")
+    return trusted_position(notice["ra"], notice["dec"], region, field="position", extra=extra)
 
 
 def _generic_type(path: str, notice: dict[str, Any]) -> NoticeType:
@@ -490,9 +528,96 @@ def _generic_type(path: str, notice: dict[str, Any]) -> NoticeType:
     return NoticeType(source, kind, _prefixed(_slug(source)), f"{source} notice ({path})")
 
 
+# A notice without $schema, recognised by its fields: the first rule that matches names its type.
+_MISSION_PATHS: dict[str, str] = {
+    "swift": "swift/bat/guano",
+    "icecube": "icecube/single_neutrino_alerts",
+    "km3net": "km3net/alert",
+    "super-kamiokande": "superk/sn_alert",
+    "burstcube": "burstcube/alert",
+    "glowbug": "glowbug/alert",
+    "boom": "boom/alert",
+    "heasarc": "heasarc/archive_alert",
+    "svom": "svom/trigger",
+    "einstein probe": "einstein_probe/wxt/alert",
+    "chime": "chime/frb",
+    "dsa-110": "dsa110/frb",
+    "dsa110": "dsa110/frb",
+}
+_INSTRUMENT_PATHS = {
+    "wxt": "einstein_probe/wxt/alert",
+    "eclairs": "svom/trigger",
+    "grm": "svom/trigger",
+    "mxt": "svom/trigger",
+    "vt": "svom/trigger",
+}
+_CHIME_FIELDS = frozenset({"dm_gal_ne_2001_max", "tsys", "npol", "sampling_time", "update_message"})
+_DSA110_ID = re.compile(r"\d{6}[a-z]{1,6}")
+_TIME_FIELDS = ("trigger_time", "alert_datetime", "observation_start")
+_ID_FIELDS = ("id", "event_name", "ref_ID", "mission", "instrument")
+
+
+def _path_from_fields(notice: Mapping[str, Any]) -> str | None:
+    """The notice type of a notice without ``$schema``, from the fields that give it away."""
+    if "ref_ID" in notice and (
+        "coincident_events" in notice or "most_probable_direction" in notice
+    ):
+        return "icecube/lvk_nu_track_search"
+    mission = str(notice.get("mission") or "").strip().lower()
+    instrument = str(notice.get("instrument") or "").strip().lower()
+    if mission == "fermi":
+        return "fermi/lat/flare" if instrument == "lat" else "fermi/gbm/trigger"
+    if mission == "maxi":
+        return "maxi/gsc.known" if "band_flux_low" in notice else "maxi/gsc.unknown"
+    if mission in _MISSION_PATHS:
+        return _MISSION_PATHS[mission]
+    if instrument in _INSTRUMENT_PATHS:
+        return _INSTRUMENT_PATHS[instrument]
+    if _CHIME_FIELDS & notice.keys():
+        return "chime/frb"
+    ids = _ids(notice)
+    if "event_duration" in notice or (ids and _DSA110_ID.fullmatch(ids[0])):
+        return "dsa110/frb"
+    return None
+
+
+def _path_from_topic(topic: str | None) -> str | None:
+    """``swift/bat/guano`` for the topic ``gcn.notices.swift.bat.guano`` (known types only)."""
+    if not topic or not topic.startswith("gcn.notices."):
+        return None
+    wanted = topic.removeprefix("gcn.notices.").lower()
+    return next((p for p in NOTICE_TYPES if p.replace("/", ".") == wanted), None)
+
+
+def _path_without_schema(notice: dict[str, Any], ctx: MessageContext | None) -> tuple[str, str]:
+    """The notice type of a notice without ``$schema``, and how it was found.
+
+    Raises:
+        AlertParseError: ``unknown-notice-type`` when neither topic nor fields name one and the
+            notice has no id or no time to be read generically.
+    """
+    path = _path_from_topic(ctx.topic if ctx else None)
+    if path is not None:
+        return path, "topic"
+    path = _path_from_fields(notice)
+    if path is not None:
+        return path, "fields"
+    mission = notice.get("mission") if isinstance(notice.get("mission"), str) else None
+    return (mission or "unknown").strip().lower(), "fields (generic)"
+
+
 def _looks_like_notice(document: Any, ctx: MessageContext) -> bool:
-    schema = document.get("$schema") if isinstance(document, dict) else None
-    return isinstance(schema, str) and "/notices/" in schema
+    if not isinstance(document, dict):
+        return False
+    schema = document.get("$schema")
+    if isinstance(schema, str):
+        return "/notices/" in schema
+    # Without $schema: a notice's core fields, and none of an LVK alert's.
+    return (
+        "superevent_id" not in document
+        and any(document.get(key) is not None for key in _TIME_FIELDS)
+        and any(document.get(key) is not None for key in _ID_FIELDS)
+    )
 
 
 GCN_JSON = register_parser(
@@ -501,6 +626,7 @@ GCN_JSON = register_parser(
         container="json",
         accepts=_looks_like_notice,
         parse=lambda doc, ctx: alert_from_notice(doc, ctx),
-        description="GCN unified-schema JSON notices (gcn.notices.* topics)",
+        description="GCN unified-schema JSON notices (gcn.notices.* topics), with or without "
+        "$schema",
     )
 )

@@ -20,10 +20,13 @@ from xml.etree import ElementTree
 
 from pydantic import ValidationError
 
+from followup.bounded import DecodeLimitExceeded, avro_blocks
 from followup.exceptions import AlertParseError
 from followup.models import Alert
 
 __all__ = [
+    "MAX_DEPTH",
+    "MAX_ID_LENGTH",
     "MAX_MESSAGE_BYTES",
     "PARSERS",
     "Container",
@@ -38,7 +41,15 @@ __all__ = [
 ]
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-"""Larger messages are refused (``too-large``); real LVK alerts with two sky maps are ~2 MB."""
+"""Larger messages are refused (``too-large``); real LVK alerts with two sky maps are ~2 MB. An
+Avro container is also refused when its blocks inflate to more than this."""
+
+MAX_DEPTH = 64
+"""Deepest nesting of a decoded document (``too-deep``); real alerts nest fewer than 10 levels,
+and serialising a much deeper one fails later, outside the parser."""
+
+MAX_ID_LENGTH = 64
+"""Longest event id and source name (the ledger's columns hold 64 characters)."""
 
 Container = Literal["json", "avro", "xml", "text"]
 
@@ -332,6 +343,14 @@ def _decode_avro(raw: bytes) -> dict[str, Any]:
     import fastavro
 
     try:
+        # Blocks are checked (and deflate blocks inflated within the limit) before fastavro,
+        # which inflates a whole block at once, sees them.
+        avro_blocks(raw, limit=MAX_MESSAGE_BYTES)
+    except DecodeLimitExceeded as exc:
+        raise AlertParseError("too-large", detail=str(exc)) from None
+    except ValueError as exc:
+        raise AlertParseError("invalid-avro", detail=str(exc)[:300]) from None
+    try:
         reader = fastavro.reader(io.BytesIO(raw))
         records = []
         for record in reader:
@@ -363,10 +382,45 @@ def _run_parser(parser: Parser, document: Any, ctx: MessageContext) -> Alert:
         raise AlertParseError(
             f"malformed-{parser.name}", detail=f"{type(exc).__name__}: {str(exc)[:300]}"
         ) from None
+    _check_ids(alert)
     if ctx.test_header and not alert.is_test:
         alert.is_test = True
         alert.extra["test_reason"] = "hop _test header"
     return alert
+
+
+def _check_ids(alert: Alert) -> None:
+    """Refuse an event id or source the ledger cannot key on.
+
+    Raises:
+        AlertParseError: ``invalid-event-id`` or ``invalid-source``: a control character (NUL,
+            which PostgreSQL refuses in text, among them), surrounding spaces, or more than
+            :data:`MAX_ID_LENGTH` characters.
+    """
+    for name, value in (("event-id", alert.event_id), ("source", alert.source)):
+        if len(value) > MAX_ID_LENGTH or not value.isprintable() or value != value.strip():
+            raise AlertParseError(
+                f"invalid-{name}",
+                detail=f"{value[:80]!r}: printable, without surrounding spaces, at most "
+                f"{MAX_ID_LENGTH} characters",
+            )
+
+
+def _check_depth(document: Any) -> None:
+    """Refuse a document nested deeper than :data:`MAX_DEPTH` (JSON, Avro record or XML).
+
+    Raises:
+        AlertParseError: ``too-deep``.
+    """
+    stack = [(document, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise AlertParseError("too-deep", detail=f"nested more than {MAX_DEPTH} levels")
+        if isinstance(node, dict):
+            stack.extend((value, depth + 1) for value in node.values())
+        elif isinstance(node, list | tuple | ElementTree.Element):
+            stack.extend((child, depth + 1) for child in node)
 
 
 def _validation_detail(exc: ValidationError) -> str:
@@ -378,6 +432,7 @@ def _validation_detail(exc: ValidationError) -> str:
 
 
 def _dispatch(container: Container, document: Any, ctx: MessageContext) -> Alert:
+    _check_depth(document)
     for parser in PARSERS.values():
         if parser.container != container:
             continue

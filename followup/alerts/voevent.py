@@ -1,10 +1,13 @@
-"""GCN Classic VOEvents (``gcn.classic.voevent.*``) and the legacy LVK VOEvents.
+"""VOEvents of any issuer: GCN Classic (``gcn.classic.voevent.*``), legacy LVK, and the rest.
 
 The XML is read with the standard library (namespaces stripped, DTDs refused). The IVORN names
 the issuer: ``ivo://gwnet/...`` is LVK; ``ivo://nasa.gsfc.gcn/<MISSION>#<notice>_...`` is a GCN
 Classic notice whose ``Packet_Type`` names the notice type (61 SWIFT_BAT_GRB_POS_ACK, 112
 FERMI_GBM_GND_POS, 174 ICECUBE_ASTROTRACK_BRONZE...). The event id is built the same way as for the
-JSON notices of the same mission, so a Swift or IceCube event keeps one id across formats.
+JSON notices of the same mission, so a Swift event keeps one id across formats. Any other issuer's
+VOEvent is read from the parts every VOEvent has (``Who``, ``WhereWhen``, ``Why``, ``meta.id``
+params) when it carries a position; known issuers add their own fields on top. A position that is
+a placeholder (RA 0 with an error of 0, and the like) is flagged, never trusted.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from xml.etree import ElementTree
 from followup.alerts.fields import (
     as_bool,
     as_float,
+    neutrino_summary,
     parse_time,
-    position,
+    trusted_position,
 )
 from followup.alerts.lvk import is_test_superevent
 from followup.alerts.registry import MessageContext, Parser, register_parser
@@ -104,6 +108,8 @@ class VOEventDocument:
         params: Top-level ``What/Param`` values by name.
         groups: ``What/Group`` params by group name, then param name.
         units: Units of params by name (top level and groups).
+        ucds: UCDs of params by name (``meta.id`` marks identifiers).
+        author: ``Who/Author/shortName``, when given.
         event_time: ``WhereWhen`` ISOTime, UTC.
         ra, dec, error_radius: ``WhereWhen`` Position2D in degrees, when given.
         names: ``Why/Inference/Name`` values.
@@ -118,6 +124,8 @@ class VOEventDocument:
     params: dict[str, str] = field(default_factory=dict)
     groups: dict[str, dict[str, str]] = field(default_factory=dict)
     units: dict[str, str] = field(default_factory=dict)
+    ucds: dict[str, str] = field(default_factory=dict)
+    author: str | None = None
     event_time: datetime | None = None
     ra: float | None = None
     dec: float | None = None
@@ -183,23 +191,25 @@ def read_voevent(root: ElementTree.Element) -> VOEventDocument:
         raise AlertParseError("invalid-voevent", detail="missing or malformed ivorn")
     who = _child(root, "Who")
     date_text = _text(_child(who, "Date")) if who is not None else None
+    author = _child(who, "Author") if who is not None else None
     doc = VOEventDocument(
         ivorn=ivorn,
         role=(root.get("role") or "observation").strip().lower(),
         date=parse_time(date_text, field="Who/Date") if date_text else None,
+        author=_text(_child(author, "shortName")) if author is not None else None,
     )
     what = _child(root, "What")
     if what is not None:
         for element in what:
             tag = _local(element.tag)
             if tag == "Param":
-                _read_param(element, doc.params, doc.units)
+                _read_param(element, doc.params, doc)
             elif tag == "Group":
                 name = element.get("name") or element.get("type") or "group"
                 group = doc.groups.setdefault(name, {})
                 for param in element:
                     if _local(param.tag) == "Param":
-                        _read_param(param, group, doc.units)
+                        _read_param(param, group, doc)
             elif tag == "Description" and doc.description is None:
                 doc.description = _text(element)
     where_when = _child(root, "WhereWhen")
@@ -231,7 +241,7 @@ def read_voevent(root: ElementTree.Element) -> VOEventDocument:
     return doc
 
 
-def _read_param(element: ElementTree.Element, into: dict[str, str], units: dict[str, str]) -> None:
+def _read_param(element: ElementTree.Element, into: dict[str, str], doc: VOEventDocument) -> None:
     name = element.get("name")
     if not name:
         return
@@ -240,7 +250,9 @@ def _read_param(element: ElementTree.Element, into: dict[str, str], units: dict[
         value = _text(_child(element, "Value")) or ""
     into[name] = value.strip()
     if element.get("unit"):
-        units[name] = element.get("unit", "")
+        doc.units[name] = element.get("unit", "")
+    if element.get("ucd"):
+        doc.ucds[name] = element.get("ucd", "")
 
 
 def alert_from_voevent(root: ElementTree.Element, ctx: MessageContext | None = None) -> Alert:
@@ -248,11 +260,12 @@ def alert_from_voevent(root: ElementTree.Element, ctx: MessageContext | None = N
 
     Returns:
         The alert (``format="voevent"``); ``extra`` keeps the IVORN, role, packet type, notice
-        type (``gcn.classic.voevent.<TYPE>``), every param and the superseded IVORNs.
+        type (``gcn.classic.voevent.<TYPE>``, or ``voevent.<issuer>``), every param and the
+        superseded IVORNs.
 
     Raises:
         AlertParseError: ``not-a-voevent``, ``invalid-voevent``, ``unknown-voevent`` (an issuer
-            this parser does not know and no ``meta.id`` param), ``missing-time``,
+            this parser does not know, and no position), ``missing-time``,
             ``missing-event-id``, ``invalid-position``...
     """
     doc = read_voevent(root)
@@ -260,7 +273,7 @@ def alert_from_voevent(root: ElementTree.Element, ctx: MessageContext | None = N
         return _lvk_alert(doc)
     if doc.authority.startswith("nasa.gsfc.gcn/"):
         return _gcn_classic_alert(doc)
-    raise AlertParseError("unknown-voevent", detail=f"issuer {doc.authority!r} is not supported")
+    return _any_issuer_alert(doc)
 
 
 def _common_extra(doc: VOEventDocument, packet_type: int | None) -> dict[str, Any]:
@@ -444,10 +457,15 @@ def _gcn_classic_alert(doc: VOEventDocument) -> Alert:
         unit = doc.units.get("FAR", "").replace(" ", "").lower()
         far_hz = far / SECONDS_PER_YEAR if unit in {"yr^-1", "1/yr", "yr-1", "/yr"} else far
         far_hz = _non_negative(far_hz, "FAR")
-    signalness = as_float(doc.param("signalness"), field="signalness")
-    if signalness is not None:
-        extra["signalness"] = signalness
     title = doc.description or f"{source} {extra.get('notice_type', 'VOEvent')}"
+    signalness = as_float(doc.param("signalness"), field="signalness")
+    energy = as_float(doc.param("energy"), field="energy")
+    if signalness is not None or energy is not None:
+        if signalness is not None:
+            extra["signalness"] = signalness
+        if energy is not None and doc.units.get("energy", "TeV").strip().lower() == "tev":
+            extra["energy_tev"] = energy
+        title = f"{source} {event_id}: {neutrino_summary(extra)}"
     urls = {}
     for name in ("LightCurve_URL", "LC_URL", "Loc_Map_URL", "LocationMap_URL"):
         value = doc.param(name)
@@ -476,18 +494,86 @@ def _classic_position(doc: VOEventDocument, extra: dict[str, Any]) -> SkyPositio
         return None
     if as_bool(doc.param("RADec_valid"), field="RADec_valid") is False:
         # Real AMON IceCube track notices carry a good position with this flag false, so the
-        # flag is recorded, not obeyed; the "no position yet" 0, 0 is recognised below.
+        # flag is recorded, not obeyed; a placeholder position is recognised by its values.
         extra["radec_valid_flag"] = False
     radius = doc.error_radius
-    if doc.ra == 0 and doc.dec == 0 and (radius in (None, 0) or (radius or 0) >= 180):
-        # GCN writes 0, 0 for "no position yet" (Fermi GBM alerts, SNEWS without direction).
-        extra["position_note"] = "no position yet (0, 0)"
-        return None
-    if radius is not None and radius >= 180:
-        extra["position_note"] = f"error radius {radius} deg covers the sky"
-        return None
     region = ErrorRegion(radius_deg=radius) if radius is not None and radius >= 0 else None
-    return position(doc.ra, doc.dec, region, field="WhereWhen/Position2D")
+    return trusted_position(doc.ra, doc.dec, region, field="WhereWhen/Position2D", extra=extra)
+
+
+_CITATION_TYPES = {
+    "followup": AlertType.UPDATE,
+    "supersedes": AlertType.UPDATE,
+    "retraction": AlertType.RETRACTION,
+}
+
+
+def _any_issuer_alert(doc: VOEventDocument) -> Alert:
+    """A VOEvent of an issuer this parser has no rules for, read from what every VOEvent has.
+
+    Raises:
+        AlertParseError: ``unknown-voevent`` without a position, ``missing-time``,
+            ``missing-event-id``.
+    """
+    if doc.ra is None or doc.dec is None:
+        raise AlertParseError(
+            "unknown-voevent",
+            detail=f"issuer {doc.authority[:100]!r} is not known and the VOEvent has no position",
+        )
+    extra = _common_extra(doc, None)
+    issuer = doc.authority.split("/", 1)[0] or doc.authority
+    extra["notice_type"] = f"voevent.{issuer}"
+    source = " ".join((doc.author or issuer).split())[:64]
+    kind = next(
+        (
+            k
+            for concept in doc.concepts
+            for needle, k in _CONCEPT_KINDS
+            if needle in concept.lower()
+        ),
+        AlertKind.OTHER,
+    )
+    alert_type = next(
+        (_CITATION_TYPES[c] for c, _ in doc.citations if c in _CITATION_TYPES), AlertType.INITIAL
+    )
+    reasons = [f"VOEvent role {doc.role}"] if doc.role in ("test", "utility") else []
+    if reasons:
+        extra["test_reason"] = "; ".join(reasons)
+    sky = None if alert_type is AlertType.RETRACTION else _classic_position(doc, extra)
+    issued_at = doc.date or doc.event_time
+    if issued_at is None:
+        raise AlertParseError("missing-time", detail="VOEvent without Who/Date or ISOTime")
+    return Alert(
+        source=source,
+        kind=kind,
+        format="voevent",
+        event_id=_any_issuer_event_id(doc, source),
+        alert_type=alert_type,
+        issued_at=issued_at,
+        event_time=doc.event_time,
+        position=sky,
+        is_test=bool(reasons),
+        title=(doc.description or f"{source} VOEvent")[:300],
+        extra=extra,
+    )
+
+
+def _any_issuer_event_id(doc: VOEventDocument, source: str) -> str:
+    """The event's name (``Why/Inference/Name``), else its ``meta.id`` param, else the IVORN's.
+
+    Raises:
+        AlertParseError: ``missing-event-id`` when the VOEvent names nothing.
+    """
+    if doc.names:
+        return doc.names[0].strip()
+    for name, ucd in doc.ucds.items():
+        value = doc.param(name)
+        if "meta.id" in ucd and value:
+            return f"{source}-{value.strip()}"
+    tail = doc.fragment or doc.ivorn.rstrip("/").rsplit("/", 1)[-1]
+    if not tail:
+        raise AlertParseError("missing-event-id", detail=f"{doc.ivorn[:100]}: names no event")
+    return f"{source}-{tail.strip()}"
 
 
 def _instruments(doc: VOEventDocument) -> list[str]:
@@ -508,6 +594,7 @@ VOEVENT = register_parser(
         container="xml",
         accepts=_looks_like_voevent,
         parse=lambda doc, ctx: alert_from_voevent(doc, ctx),
-        description="GCN Classic VOEvents (Swift, Fermi, AMON, INTEGRAL, AGILE, SNEWS) and LVK",
+        description="VOEvents: GCN Classic (Swift, Fermi, AMON...), LVK, and any issuer's with a "
+        "position",
     )
 )

@@ -8,6 +8,11 @@ Every download writes a part file of its own (a unique name per attempt) beside 
 publishes it with one atomic rename once its size and md5 check out. Two downloads of the same or
 of same-named frames, in threads of one run or in two processes, never share a partial file, and a
 complete file at the cache path is never replaced by a partial one.
+
+What the archive says is not trusted: a frame URL is fetched only from the archive's own origin
+or an allowed download host (every redirect checked too), with a byte cap and a deadline; file
+names are reduced to safe base names inside the cache; listings stay on the archive's origin. A
+client pickled for a Dask worker carries no token (see :class:`followup.http.ServiceClient`).
 """
 
 from __future__ import annotations
@@ -15,22 +20,26 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import httpx
 from pydantic import SecretStr
 
 from followup.exceptions import AuthenticationError, ServiceError, ServiceUnavailable
-from followup.http import ServiceClient, TokenAuth
+from followup.http import CredentialSource, ServiceClient, TokenAuth
 from followup.models import Frame
 
 __all__ = [
     "CALIBRATION_TYPES",
     "DEFAULT_ARCHIVE_URL",
+    "DEFAULT_DOWNLOAD_HOSTS",
+    "DOWNLOAD_DEADLINE_S",
+    "MAX_DOWNLOAD_BYTES",
     "ArchiveClient",
     "ChecksumMismatch",
     "frame_from_record",
@@ -39,7 +48,22 @@ __all__ = [
 DEFAULT_ARCHIVE_URL = "https://archive-api.lco.global"
 """Root of the Science Archive API; frames live under ``/frames/``."""
 
+DEFAULT_DOWNLOAD_HOSTS = (
+    "archive-lco-global.s3.amazonaws.com",
+    "s3.us-west-2.amazonaws.com/archive.lcogt.net/",
+)
+"""Where the archive's signed URLs point (besides the archive itself): ``host`` or
+``host/path-prefix`` (the regional S3 endpoint serves every bucket, so only LCO's path)."""
+
+MAX_DOWNLOAD_BYTES = 2**30
+"""Largest frame downloaded (LCO frames are 10-100 MB; a spectrum tarball a few hundred)."""
+
+DOWNLOAD_DEADLINE_S = 900.0
+"""Longest one download may take, resumes included (a trickle never trips a read timeout)."""
+
 _DOWNLOAD = "download_frame"
+_MAX_REDIRECTS = 5
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
 
 
 class ChecksumMismatch(ServiceUnavailable):
@@ -109,9 +133,15 @@ class ArchiveClient(ServiceClient):
         transport: An httpx transport to use instead of the network.
         max_resumes: Range requests a download may make after transfers that broke with
             progress.
+        download_hosts: Hosts (``host`` or ``host/path-prefix``) frame URLs may point at over
+            https, besides the archive's own origin.
+        max_download_bytes: Largest file downloaded.
+        download_deadline_s: Longest one :meth:`download_frame` may take, resumes included.
+        credential_source: Gives the token again in another process (a Dask worker), where a
+            pickled copy of this client arrives without it.
 
     Raises:
-        ValueError: A negative ``max_resumes``.
+        ValueError: A negative ``max_resumes``, or a cap or deadline that is not positive.
     """
 
     service = "LCO archive"
@@ -124,10 +154,19 @@ class ArchiveClient(ServiceClient):
         timeout: float | httpx.Timeout = 60.0,
         transport: httpx.BaseTransport | None = None,
         max_resumes: int = 5,
+        download_hosts: Sequence[str] = DEFAULT_DOWNLOAD_HOSTS,
+        max_download_bytes: int = MAX_DOWNLOAD_BYTES,
+        download_deadline_s: float = DOWNLOAD_DEADLINE_S,
+        credential_source: CredentialSource | None = None,
     ) -> None:
         if max_resumes < 0:
             raise ValueError(f"max_resumes must be >= 0, got {max_resumes}")
+        if max_download_bytes <= 0 or download_deadline_s <= 0:
+            raise ValueError("max_download_bytes and download_deadline_s must be > 0")
         self.max_resumes = max_resumes
+        self.download_hosts = tuple(h.strip().lower() for h in download_hosts if h.strip())
+        self.max_download_bytes = max_download_bytes
+        self.download_deadline_s = download_deadline_s
         super().__init__(
             (base_url or DEFAULT_ARCHIVE_URL).rstrip("/"),
             auth=TokenAuth(token) if token else None,
@@ -135,6 +174,7 @@ class ArchiveClient(ServiceClient):
             transport=transport,
             secrets=[token] if token else [],
             follow_redirects=True,
+            credential_source=credential_source,
         )
 
     def list_frame_records(self, **filters: Any) -> list[dict[str, Any]]:
@@ -257,12 +297,21 @@ class ArchiveClient(ServiceClient):
         """Where :meth:`download_frame` keeps a frame: ``dest_dir/<basename>/<version>/<filename>``.
 
         The version is the archive's version id (else the md5, else ``latest``), so a
-        reprocessed frame lands beside the old one instead of being mistaken for it.
+        reprocessed frame lands beside the old one instead of being mistaken for it. Each part
+        comes from the archive, so each is reduced to a safe base name (an absolute or ``../``
+        name cannot leave the cache).
+
+        Raises:
+            ServiceError: A name that leaves nothing usable.
         """
         version = (
             f"v{frame.version_id}" if frame.version_id is not None else (frame.md5 or "latest")
         )
-        return Path(dest_dir) / frame.basename / version / frame.filename
+        root = Path(dest_dir)
+        path = root / _safe_name(frame.basename) / _safe_name(version) / _safe_name(frame.filename)
+        if not path.resolve().is_relative_to(root.resolve()):  # belt and braces
+            raise ServiceError(f"frame {frame.frame_id} would be written outside {root}")
+        return path
 
     def download_frame(self, frame: Frame, dest_dir: str | Path) -> Path:
         """Download a frame to the local cache, resuming broken transfers; a cache hit is free.
@@ -310,10 +359,13 @@ class ArchiveClient(ServiceClient):
         url = frame.url
         refreshed = False
         resumes = 0
+        deadline = time.monotonic() + self.download_deadline_s
         while True:
             had = _size(part)
             try:
-                total = self._transfer(url, part)
+                total = self._transfer(url, part, deadline)
+            except _DeadlinePassed:
+                raise
             except _ExpiredUrl:
                 if refreshed:
                     raise
@@ -352,27 +404,70 @@ class ArchiveClient(ServiceClient):
                 url=self._url(url),
             )
 
-    def _transfer(self, url: str, part: Path) -> int | None:
+    def _transfer(self, url: str, part: Path, deadline: float) -> int | None:
         """One GET of ``url`` into ``part`` (appending from its current size with Range).
+
+        Redirects are followed here, each checked against the allowed hosts.
 
         Returns:
             The full size of the file in bytes, when the server said it.
 
         Raises:
             _ExpiredUrl: 401/403 on the signed URL.
-            ServiceError: The table's class for the failure; bytes received before a transfer
-                broke stay in ``part`` for a resume.
+            ServiceError: A host not allowed, too many redirects, a file over the cap, or the
+                table's class for the failure; bytes received before a transfer broke stay in
+                ``part`` for a resume.
         """
         offset = _size(part)
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         try:
-            with self._client.stream("GET", url, headers=headers, auth=None) as response:
-                return self._write(response, part, offset)
+            for _ in range(_MAX_REDIRECTS + 1):
+                self._check_host(url)
+                with self._client.stream(
+                    "GET", url, headers=headers, auth=None, follow_redirects=False
+                ) as response:
+                    if not response.has_redirect_location:
+                        return self._write(response, part, offset, deadline)
+                    url = str(response.url.join(response.headers.get("Location", "")))
         except httpx.RequestError as exc:
             raise self._transport_error(exc, operation=_DOWNLOAD, method="GET", url=url) from exc
+        raise ServiceError(
+            f"{self.service} {_DOWNLOAD}: more than {_MAX_REDIRECTS} redirects",
+            operation=_DOWNLOAD,
+            url=self._url(url),
+        )
 
-    def _write(self, response: httpx.Response, part: Path, offset: int) -> int | None:
-        """Write a download answer's body into ``part``; return the announced file size."""
+    def _check_host(self, url: str) -> None:
+        """Refuse a download URL outside the archive's origin and the allowed hosts.
+
+        Raises:
+            ServiceError: The URL points elsewhere (nothing is sent there).
+        """
+        target, base = httpx.URL(url), self._client.base_url
+        if (target.scheme, target.host, target.port) == (base.scheme, base.host, base.port):
+            return
+        where = f"{target.host}{target.path}".lower()
+        if target.scheme == "https" and any(
+            where.startswith(allowed if "/" in allowed else f"{allowed}/")
+            for allowed in self.download_hosts
+        ):
+            return
+        raise ServiceError(
+            f"{self.service} {_DOWNLOAD}: {target.scheme}://{target.host} is not an allowed "
+            f"download host (the archive's own, or {', '.join(self.download_hosts) or 'none'})",
+            operation=_DOWNLOAD,
+            url=self._url(url),
+        )
+
+    def _write(
+        self, response: httpx.Response, part: Path, offset: int, deadline: float
+    ) -> int | None:
+        """Write a download answer's body into ``part``; return the announced file size.
+
+        Raises:
+            ServiceError: The file is announced, or turns out, larger than the cap.
+            _DeadlinePassed: The download's deadline passed while the bytes came in.
+        """
         status = response.status_code
         url = self._url(response.request.url)
         if status in (401, 403):
@@ -403,18 +498,59 @@ class ArchiveClient(ServiceClient):
                 )
             mode = "ab"
         else:
-            length = response.headers.get("Content-Length")
-            total = int(length) if length is not None else None
+            length = response.headers.get("Content-Length", "")
+            total = int(length) if length.isdigit() else None
             mode = "wb"
+            offset = 0
+        cap = self.max_download_bytes
+        if total is not None and total > cap:
+            raise ServiceError(
+                f"{self.service} {_DOWNLOAD}: the archive announced {total} bytes, more than "
+                f"the {cap}-byte cap",
+                operation=_DOWNLOAD,
+                url=url,
+            )
+        size = offset
         with part.open(mode) as handle:
             # Chunks as they arrive: a re-chunking buffer would lose the tail of a broken transfer.
             for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > cap:
+                    raise ServiceError(
+                        f"{self.service} {_DOWNLOAD}: more than {cap} bytes: stopped",
+                        operation=_DOWNLOAD,
+                        url=url,
+                    )
                 handle.write(chunk)
+                if time.monotonic() > deadline:
+                    raise _DeadlinePassed(
+                        f"{self.service} {_DOWNLOAD}: the {self.download_deadline_s:g} s "
+                        f"deadline passed at {size} bytes",
+                        operation=_DOWNLOAD,
+                        url=url,
+                    )
         return total
 
 
 def _size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
+
+
+def _safe_name(name: str) -> str:
+    """A file name from the archive reduced to a safe base name (no directory, no ``..``).
+
+    Raises:
+        ServiceError: Nothing usable is left.
+    """
+    base = PurePosixPath(str(name).replace("\\", "/")).name
+    base = _UNSAFE.sub("_", base).lstrip(".")[:200]
+    if not base:
+        raise ServiceError(f"the archive's file name {str(name)[:80]!r} is not usable")
+    return base
+
+
+class _DeadlinePassed(ServiceUnavailable):
+    """A download took longer than its deadline: stopped, not resumed (a later task may retry)."""
 
 
 class _ExpiredUrl(AuthenticationError):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -136,6 +136,26 @@ class AlertStore:
         except IntegrityError:
             with self._db.engine.begin() as conn:
                 return write(conn, items)
+
+    def start_attempt(self, message_id: int) -> int:
+        """Count one more start of the handling of a stored message, committed at once.
+
+        Returns:
+            How many times its handling has started, this one included.
+
+        Raises:
+            LedgerError: No such message.
+        """
+        with self._db.engine.begin() as conn:
+            conn.execute(
+                update(MessageRow)
+                .where(MessageRow.id == message_id)
+                .values(attempts=MessageRow.attempts + 1)
+            )
+            attempts = conn.scalar(select(MessageRow.attempts).where(MessageRow.id == message_id))
+        if attempts is None:
+            raise LedgerError(f"no message with id {message_id}")
+        return int(attempts)
 
     # ---------------------------------------------------------------- messages
 

@@ -118,6 +118,7 @@ class MessageOutcome:
         decision: The trigger rules' decision on the alert.
         reason: The decision's reason, or the quarantine reason.
         detail: The quarantine detail.
+        summary: The alert as JSON, when the caller serialised it already (else it is here).
     """
 
     message_id: int
@@ -125,6 +126,7 @@ class MessageOutcome:
     decision: AlertDecision | None = None
     reason: str | None = None
     detail: str = ""
+    summary: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +223,7 @@ def _insert_messages(
             "status": MessageStatus.RECEIVED,
             "reason": None,
             "headers": encode_headers(m.headers),
+            "attempts": 1,
         }
         for _, m in to_insert
     ]
@@ -439,7 +442,7 @@ def _alert_params(outcome: MessageOutcome, alert: Alert, now: datetime) -> dict[
         "decision_reason": outcome.reason,
         # Serialised once by pydantic (several times faster than dumping a dict and
         # json.dumps-ing it), stored as is.
-        "summary": JsonText(alert.model_dump_json()),
+        "summary": JsonText(outcome.summary or alert.model_dump_json()),
         "created_at": now,
     }
 

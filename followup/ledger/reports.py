@@ -1,16 +1,24 @@
-"""The reports aggregate: HERMES, TNS and GCN reports, claimed under their exactly-once key."""
+"""The reports aggregate: HERMES, TNS and GCN reports, claimed under their exactly-once key.
+
+The unique key makes a second row for the same content impossible; the row's claim
+(:mod:`followup.ledger.claims`) makes one caller at a time the one who sends it
+(:meth:`ReportStore.transition` to ``sending``).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from followup.exceptions import LedgerError
+from followup.ledger.claims import RELEASED, compare_and_set
 from followup.ledger.database import Database, set_columns
 from followup.ledger.schema import ReportRow
-from followup.models import Report
+from followup.models import Report, ReportStatus
 
 __all__ = ["ReportStore"]
 
@@ -60,6 +68,55 @@ class ReportStore:
         except IntegrityError:
             return self.claim(report)
         return row, True
+
+    def get(self, report_id: int) -> ReportRow | None:
+        """The report row with this id, if any."""
+        with self._db.session() as s:
+            return s.get(ReportRow, report_id)
+
+    def transition(
+        self,
+        report_id: int,
+        owner: str,
+        *,
+        from_statuses: Iterable[ReportStatus],
+        to_status: ReportStatus,
+        lease: timedelta | None,
+        take_from: str | None = None,
+    ) -> ReportRow | None:
+        """Move a report to another status with one compare-and-set.
+
+        The change is made only if the report is in one of ``from_statuses`` and nobody else
+        holds a live claim on it.
+
+        Args:
+            report_id: The report.
+            owner: Who makes the change.
+            from_statuses: The statuses it may have now.
+            to_status: Its new status.
+            lease: ``owner`` holds the claim for this long (``sending``); None leaves the row
+                unclaimed.
+            take_from: A holder known dead whose claim may be taken over.
+
+        Returns:
+            The row after the change, or None when it was not in one of ``from_statuses`` or
+            someone else holds it.
+        """
+        changed = compare_and_set(
+            self._db,
+            ReportRow,
+            ReportRow.id == report_id,
+            owner,
+            states=(ReportRow.status, list(from_statuses)),
+            lease=lease,
+            values={"status": to_status},
+            take_from=take_from,
+        )
+        return self.get(report_id) if changed else None
+
+    def finish(self, report_id: int, **fields: Any) -> ReportRow:
+        """Record an outcome and give up the claim in one update (see :meth:`update`)."""
+        return self.update(report_id, **fields, **RELEASED)
 
     def update(self, report_id: int, **fields: Any) -> ReportRow:
         """Update a report row (status, remote id, url, payload).

@@ -1,22 +1,25 @@
 """The requests aggregate: LCO request groups, claimed before anything is sent.
 
-The unique key (event, target, filter set, epoch) and the unique group name make a second
-submission impossible whatever the caller does; :mod:`followup.observing` builds the exactly-once
-exchange with the portal on :meth:`RequestStore.claim`.
+The unique key (event, target, filter set, epoch) and the unique group name make a second row
+impossible whatever the caller does, and the row's claim (:mod:`followup.ledger.claims`) makes
+one caller at a time the one who may send it; :mod:`followup.observing` builds the exactly-once
+exchange with the portal on :meth:`RequestStore.claim` and :meth:`RequestStore.acquire`.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from followup.exceptions import LedgerError
+from followup.ledger.claims import DEFAULT_LEASE, RELEASED, compare_and_set
 from followup.ledger.database import Database, set_columns
 from followup.ledger.events import EventStore
 from followup.ledger.schema import RequestRow
-from followup.models import LcoState, ObservationRequest, RequestStatus
+from followup.models import LcoState, ObservationRequest, RequestStatus, utcnow
 
 __all__ = ["RequestStore"]
 
@@ -33,14 +36,27 @@ class RequestStore:
         self._db = db
         self._events = events
 
-    def claim(self, request: ObservationRequest) -> tuple[RequestRow, bool]:
+    def claim(
+        self,
+        request: ObservationRequest,
+        *,
+        owner: str | None = None,
+        lease: timedelta = DEFAULT_LEASE,
+    ) -> tuple[RequestRow, bool]:
         """Write the request row before anything is sent, under its unique key.
 
+        Args:
+            request: The request.
+            owner: When given, a new row is written already held by ``owner`` for ``lease``
+                (see :meth:`acquire`), so that nobody can take it between the insert and the
+                claim.
+            lease: How long that first claim holds.
+
         Returns:
-            The row and True when this call claimed it; the existing row and False when the same
+            The row and True when this call wrote it; the existing row and False when the same
             (event, target, filters, epoch) or the same group name was claimed before. A caller
-            that gets False must not POST blindly: if the row is still ``claimed`` it looks the
-            group name up at the portal first.
+            that gets False must :meth:`acquire` it before sending, and must not POST blindly:
+            if the row is still ``claimed`` it looks the group name up at the portal first.
 
         Raises:
             LedgerError: The target is not stored for this event.
@@ -64,6 +80,8 @@ class RequestStore:
             state=request.state,
             window_start=request.window_start,
             window_end=request.window_end,
+            claimed_by=owner,
+            claim_expires_at=utcnow() + lease if owner is not None else None,
         )
         try:
             with self._db.session() as s:
@@ -93,6 +111,53 @@ class RequestStore:
         """Return the request row with this group name, if any."""
         with self._db.session() as s:
             return s.scalar(select(RequestRow).where(RequestRow.group_name == group_name))
+
+    def acquire(
+        self,
+        group_name: str,
+        owner: str,
+        *,
+        lease: timedelta = DEFAULT_LEASE,
+        take_from: str | None = None,
+    ) -> RequestRow | None:
+        """Take the claim on a ``claimed`` request that nobody else holds (compare-and-set).
+
+        Args:
+            group_name: The request.
+            owner: Who takes it.
+            lease: How long the claim holds.
+            take_from: A holder known dead (see :func:`~followup.ledger.claims.holder_is_dead`)
+                whose claim may be taken over before its lease runs out.
+
+        Returns:
+            The row, held by ``owner`` until the lease runs out; None when the request is no
+            longer ``claimed`` or someone else holds a live claim on it.
+        """
+        taken = compare_and_set(
+            self._db,
+            RequestRow,
+            RequestRow.group_name == group_name,
+            owner,
+            states=(RequestRow.local_status, [RequestStatus.CLAIMED]),
+            lease=lease,
+            take_from=take_from,
+        )
+        return self.find(group_name) if taken else None
+
+    def release(self, group_name: str, owner: str) -> None:
+        """Give up ``owner``'s claim on a request (nothing happens when it holds none)."""
+        compare_and_set(
+            self._db,
+            RequestRow,
+            (RequestRow.group_name == group_name) & (RequestRow.claimed_by == owner),
+            owner,
+            states=(RequestRow.local_status, list(RequestStatus)),
+            lease=None,
+        )
+
+    def finish(self, group_name: str, **fields: Any) -> RequestRow:
+        """Record an outcome and give up the claim in one update (see :meth:`update`)."""
+        return self.update(group_name, **fields, **RELEASED)
 
     def update(self, group_name: str, **fields: Any) -> RequestRow:
         """Update a request row (remote ids, state, local status...).

@@ -128,6 +128,9 @@ class MessageRow(Base):
     # Kafka headers as [[name, base64 value], ...]: hop's _test and _format change how the bytes
     # are read, so a re-parse from the ledger needs them (migration 0002).
     headers: Mapped[list[list[str]] | None] = mapped_column(JSON, nullable=True)
+    # How many times handling this message started (migration 0005): a message that keeps
+    # failing, or keeps killing the process, is quarantined after a bounded number of tries.
+    attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="0")
 
 
 class QuarantineRow(Base):
@@ -230,6 +233,9 @@ class RequestRow(Base):
     window_end: Mapped[datetime | None] = mapped_column(UtcDateTime)
     portal_url: Mapped[str | None] = mapped_column(String(255))
     detail: Mapped[str | None] = mapped_column(Text)
+    # Who may send it now, and until when (migration 0005; see followup.ledger.claims).
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    claim_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
@@ -298,6 +304,9 @@ class ReportRow(Base):
     remote_id: Mapped[str | None] = mapped_column(String(100))
     url: Mapped[str | None] = mapped_column(Text)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Who is sending it now, and until when (migration 0005; see followup.ledger.claims).
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    claim_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
