@@ -1,6 +1,11 @@
 """What the tests that run a whole local stack share: polling, run look-ups, pointing this
 process at the stack's Prefect server for as long as a module uses it, and the sandbox seed.
 
+Deadlines are for a busy machine: every ``timeout`` given to :func:`wait_for` (and every one passed
+through :func:`patient`) is multiplied by ``FOLLOWUP_TEST_PATIENCE`` (default 3). A wait ends as soon
+as its condition holds, so a generous deadline costs nothing when things work; it only decides how
+long a broken run takes to fail. Tests wait on conditions, never on sleeps sized for a quiet machine.
+
 Every stack runs its sandbox on one seed (``FOLLOWUP_SANDBOX_SEED``, else the stack's configured
 one, else the fixed default), and a failing test that ran one reports it
 (:func:`sandbox_seed_report`, called by ``tests/conftest.py``): rerun with that variable set to
@@ -22,17 +27,38 @@ if TYPE_CHECKING:
 
 S = TypeVar("S", bound="LocalStack")
 
+PATIENCE_ENV = "FOLLOWUP_TEST_PATIENCE"
+DEFAULT_PATIENCE = 3.0
+
 _serving_seeds: list[int] = []
 """Seeds of the sandboxes of the stacks serving now (module-scoped fixtures)."""
 
 
+def patient(seconds: float) -> float:
+    """``seconds`` (a deadline that holds on a quiet machine) stretched for a busy one.
+
+    The factor is ``FOLLOWUP_TEST_PATIENCE`` (default 3): on two cores shared with other work, a
+    stack's processes get a fraction of a core each.
+    """
+    raw = os.environ.get(PATIENCE_ENV, "").strip()
+    factor = float(raw) if raw else DEFAULT_PATIENCE
+    if factor <= 0:
+        raise ValueError(f"{PATIENCE_ENV} must be positive, not {raw!r}")
+    return seconds * factor
+
+
 def wait_for(check: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
-    """Poll ``check`` until it returns something truthy or ``timeout`` seconds pass.
+    """Poll ``check`` until it returns something truthy or the deadline passes.
+
+    Args:
+        check: The condition; its first truthy value is returned.
+        timeout: Seconds that suffice on a quiet machine; the deadline is :func:`patient` of it.
+        interval: Seconds between polls.
 
     Returns:
-        The first truthy value, or the value of one last call after the timeout.
+        The first truthy value, or the value of one last call after the deadline.
     """
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + patient(timeout)
     while time.monotonic() < deadline:
         value = check()
         if value:

@@ -226,16 +226,31 @@ def test_the_same_alert_published_twice_gives_one_followup_run(stack, alerts) ->
     assert len(runs) == 1 and row.flow_run_id == str(runs[0].id)
     # Decline its approval so that the run ends; still one run, and nothing sent.
     answer(alert.event_id, approved=False)
-    assert wait_for(lambda: all(r.state and r.state.is_final() for r in flow_runs(name)), 60)
+    assert wait_for(lambda: ended(name), 60), flow_runs(name)
     assert len(flow_runs(name)) == 1
     assert not portal_groups(stack, alert.event_id)
 
 
+def ended(name: str) -> list[Any]:
+    """The runs with this name, once there is one and all of them are final."""
+    runs = flow_runs(name)
+    return runs if runs and all(r.state and r.state.is_final() for r in runs) else []
+
+
 def test_an_approval_that_times_out_is_a_decline(stack, alerts) -> None:
+    """Nobody answers: the observe run records a decline by ``timeout`` and sends nothing.
+
+    The decision is recorded inside the observe run before it marks its requests declined, one
+    task each: the test waits for that run to end, not for the decision, so that it never reads
+    the requests half-way.
+    """
     event_id = alerts["timeout"].event_id
-    found = wait_for(lambda: decisions(stack, event_id), APPROVAL_TIMEOUT_S + 90)
-    assert found, "no decision recorded after the approval timeout"
-    (decision,) = found
+    observed = wait_for(lambda: ended(f"observe-{event_id}"), APPROVAL_TIMEOUT_S + 90)
+    assert observed, (
+        f"the observe run did not end after the approval timeout: {flow_runs(f'observe-{event_id}')}"
+    )
+    assert all(r.state.is_completed() for r in observed), [r.state for r in observed]
+    (decision,) = decisions(stack, event_id)
     assert not decision.approved and decision.decided_by == "timeout"
     rows = ledger_requests(stack, event_id)
     assert rows and all(r.local_status == "declined" for r in rows), rows
