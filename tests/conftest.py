@@ -103,7 +103,13 @@ def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
 
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """A real Prefect server (SQLite) for the session; this process and its children use it."""
+    """A real Prefect server (SQLite) for the session; this process and its children use it.
+
+    Its settings are also the process-global ones while it runs, as ``prefect_test_harness`` does:
+    a thread started without a copy of this context (a flow run in a plain ``threading.Thread``)
+    talks to it too. A stack test's ``serving`` points this context at its own server meanwhile.
+    """
+    from prefect.context import _temporary_global_settings_context, get_settings_context
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from deployments.prefect_server import PrefectServer
@@ -114,7 +120,10 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]
     saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
     os.environ.update(PREFECT_API_URL=server.api_url, PREFECT_HOME=str(home))
     try:
-        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        with (
+            temporary_settings(updates={PREFECT_API_URL: server.api_url}),
+            _temporary_global_settings_context(get_settings_context()),
+        ):
             yield server
     finally:
         server.stop()
@@ -123,3 +132,20 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def prefect_api(prefect_server: object) -> Iterator[object]:
+    """The middle layer's Prefect API: the session's server, shared by every module that runs flows.
+
+    In place of one ``prefect_test_harness`` per module: each harness migrated a fresh database
+    and started a server of its own, 15-75 s apiece on two busy cores, for the same API. Modules
+    keep apart by the names they give their runs and Blocks. What a module queued (events, logs)
+    is sent before the next one starts.
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    yield prefect_server
+    EventsWorker.drain_all()
+    APILogWorker.drain_all()

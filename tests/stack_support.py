@@ -1,10 +1,11 @@
 """What the tests that run a whole local stack share: polling, run look-ups, pointing this
 process at the stack's Prefect server for as long as a module uses it, and the sandbox seed.
 
-Deadlines are for a busy machine: every ``timeout`` given to :func:`wait_for` (and every one passed
-through :func:`patient`) is multiplied by ``FOLLOWUP_TEST_PATIENCE`` (default 3). A wait ends as soon
-as its condition holds, so a generous deadline costs nothing when things work; it only decides how
-long a broken run takes to fail. Tests wait on conditions, never on sleeps sized for a quiet machine.
+Deadlines are for a busy machine: every ``timeout`` given to :func:`wait_for` (and every one
+passed through :func:`patient`) is multiplied by ``FOLLOWUP_TEST_PATIENCE`` (default 3). A wait
+ends as soon as its condition holds, so a generous deadline costs nothing when things work; it only
+decides how long a broken run takes to fail. Tests wait on conditions, never on sleeps sized for a
+quiet machine.
 
 Every stack runs its sandbox on one seed (``FOLLOWUP_SANDBOX_SEED``, else the stack's configured
 one, else the fixed default), and a failing test that ran one reports it

@@ -1,11 +1,11 @@
 """The observe, report and drill flows with a person answering in the UI: the middle layer.
 
-Real Prefect flows under ``prefect_test_harness`` (no servers of ours); the portal, HERMES and GCN
-answer through respx; the test answers each paused run with Prefect's resume API, as the UI's
-Resume button does. It checks that a recorded approval returns the form as submitted (a rerun
-after an edit of the filters gives the same group names and no second POST), that each bad edit
-is refused and asked again, that the report stage asks, then delivers what was approved once,
-and that drills are fenced.
+Real Prefect flows against the session's Prefect API (``prefect_api``: one server for the middle
+layer, no stack); the portal, HERMES and GCN answer through respx; the test answers each paused
+run with Prefect's resume API, as the UI's Resume button does. It checks that a recorded approval
+returns the form as submitted (a rerun after an edit of the filters gives the same group names and
+no second POST), that each bad edit is refused and asked again, that the report stage asks, then
+delivers what was approved once, and that drills are fenced.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import StateType
 from prefect.input.run_input import keyset_from_paused_state
-from prefect.testing.utilities import prefect_test_harness
 from pydantic import SecretStr
 
 from blocks import (
@@ -86,9 +85,9 @@ approval:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def harness() -> Iterator[None]:
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+def harness(prefect_api: object) -> Iterator[None]:
+    """Flows of this module run against the session's Prefect API (``tests/conftest.py``)."""
+    yield
 
 
 @pytest.fixture

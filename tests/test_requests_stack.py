@@ -245,10 +245,9 @@ def test_an_approval_that_times_out_is_a_decline(stack, alerts) -> None:
     the requests half-way.
     """
     event_id = alerts["timeout"].event_id
-    observed = wait_for(lambda: ended(f"observe-{event_id}"), APPROVAL_TIMEOUT_S + 90)
-    assert observed, (
-        f"the observe run did not end after the approval timeout: {flow_runs(f'observe-{event_id}')}"
-    )
+    name = f"observe-{event_id}"
+    observed = wait_for(lambda: ended(name), APPROVAL_TIMEOUT_S + 90)
+    assert observed, f"{name} did not end after the approval timeout: {flow_runs(name)}"
     assert all(r.state.is_completed() for r in observed), [r.state for r in observed]
     (decision,) = decisions(stack, event_id)
     assert not decision.approved and decision.decided_by == "timeout"

@@ -1,7 +1,8 @@
 """Retries live in Prefect tasks: which failures are retried, and never sooner than Retry-After.
 
-The middle layer: real Prefect flows and tasks under ``prefect_test_harness`` (a temporary
-SQLite-backed API, no servers of ours), calling the real clients on an ``httpx.MockTransport``.
+The middle layer: real Prefect flows and tasks against the session's Prefect API
+(``prefect_api``: one SQLite-backed server for the middle layer, no stack), calling the real
+clients on an ``httpx.MockTransport``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import pytest
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
-from prefect.testing.utilities import prefect_test_harness
 
 from followup.exceptions import (
     AuthenticationError,
@@ -41,9 +41,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module", autouse=True)
-def harness() -> Iterator[None]:
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+def harness(prefect_api: object) -> Iterator[None]:
+    """Flows of this module run against the session's Prefect API (``tests/conftest.py``)."""
+    yield
 
 
 class Timed(httpx.MockTransport):
