@@ -274,6 +274,28 @@ def test_a_pickled_archive_client_holds_no_token_and_rebuilds_it_from_its_source
     assert worker_copy._scrub(f"x {TOKEN} y") == "x *** y"
 
 
+class CountingToken(FakeBlockToken):
+    calls = 0
+
+    def __call__(self) -> str:
+        type(self).calls += 1
+        return super().__call__()
+
+
+def test_an_unpickled_client_asks_its_source_at_the_first_request_not_while_unpickling() -> None:
+    """A Dask worker unpickles on its event loop, where a Block look-up cannot run."""
+    CountingToken.calls = 0
+    sourced = ArchiveClient(TOKEN, base_url=ARCHIVE, credential_source=CountingToken("lco-default"))
+    worker_copy = pickle.loads(pickle.dumps(sourced))
+    assert CountingToken.calls == 0
+    request = worker_copy._client.build_request("GET", "/frames/")
+    assert next(worker_copy._client.auth.auth_flow(request)).headers["Authorization"] == (
+        f"Token {TOKEN}"
+    )
+    next(worker_copy._client.auth.auth_flow(request))
+    assert CountingToken.calls == 1
+
+
 def _chunks(block: bytes, count: int) -> Iterator[bytes]:
     for _ in range(count):
         yield block
