@@ -113,8 +113,10 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from deployments.prefect_server import PrefectServer
+    from tests.stack_support import seed_prefect_home
 
     home = tmp_path_factory.mktemp("prefect-home")
+    seed_prefect_home(home)
     server = PrefectServer(home, port=free_port(), log_dir=home / "logs")
     server.start()
     saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}

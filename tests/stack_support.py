@@ -15,10 +15,16 @@ replay the same sky.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -33,6 +39,9 @@ DEFAULT_PATIENCE = 3.0
 
 _serving_seeds: list[int] = []
 """Seeds of the sandboxes of the stacks serving now (module-scoped fixtures)."""
+
+_migrated: list[Path] = []
+"""The Prefect database migrated once for this test process (see :func:`seed_prefect_home`)."""
 
 
 def patient(seconds: float) -> float:
@@ -79,12 +88,59 @@ def flow_runs(name: str) -> list[Any]:
         )
 
 
+def migrated_prefect_database() -> Path:
+    """An empty Prefect SQLite database at the newest migration, made once per test process.
+
+    ``prefect server database upgrade`` in a scratch PREFECT_HOME, as the server itself would on
+    its first start; the folder goes when the process ends.
+    """
+    if _migrated:
+        return _migrated[0]
+    from deployments.prefect_server import prefect_env
+
+    home = Path(tempfile.mkdtemp(prefix="prefect-template-"))
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"],
+        env=prefect_env(home, None),
+        capture_output=True,
+        text=True,
+        timeout=patient(300),
+        check=False,
+    )
+    database = home / "prefect.db"
+    if result.returncode != 0 or not database.is_file():
+        raise RuntimeError(f"migrating a Prefect database failed:\n{result.stdout}{result.stderr}")
+    _migrated.append(database)
+    return database
+
+
+def seed_prefect_home(home: Path) -> bool:
+    """Put a copy of the migrated database in a new server's PREFECT_HOME.
+
+    Every server of a test session starts on an empty SQLite database, and the migrations
+    Prefect runs on a first start cost each one 7-10 s of CPU (a minute of wall time on two busy
+    cores); a copy of one migrated database is the same empty database, and the server's own
+    upgrade on start finds nothing to do. A home that has a database already keeps it.
+
+    Returns:
+        True when the copy was put there.
+    """
+    target = Path(home) / "prefect.db"
+    if target.exists():
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(migrated_prefect_database(), target)
+    return True
+
+
 @contextmanager
 def serving(stack: S) -> Iterator[S]:
     """Start ``stack`` with this process pointed at its server; stop it and put things back.
 
     The stack's sandbox runs on ``FOLLOWUP_SANDBOX_SEED`` when it is set (a replay), else on its
-    configured seed.
+    configured seed. A server on SQLite starts on a copy of a migrated database
+    (:func:`seed_prefect_home`).
 
     The stack sets PREFECT_API_URL and PREFECT_HOME in the environment and another module's
     session server may be active in the settings, so both are restored afterwards. Before the
@@ -99,6 +155,9 @@ def serving(stack: S) -> Iterator[S]:
 
     seed = sandbox_seed(default=stack.options.sandbox.seed)
     stack.options.sandbox = stack.options.sandbox.model_copy(update={"seed": seed})
+    home = getattr(stack.server, "home", None)
+    if home is not None and getattr(stack.server, "database_url", None) is None:
+        seed_prefect_home(home)  # SQLite: start on a migrated copy
     saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
     _serving_seeds.append(seed)
     try:
