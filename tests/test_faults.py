@@ -45,7 +45,7 @@ from followup.models import utcnow
 from followup.summary import event_summary
 from sandbox.server import SandboxConfig
 from sandbox.specs import Transient
-from tests.stack_support import serving, wait_for
+from tests.stack_support import patient, serving, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -275,7 +275,7 @@ def faulty_run(stack: LocalStack, operator: Operator, alert_a: DemoAlert) -> dic
         for fault in queued:
             inject(url, **fault)
     stack.publish(alert_a.raw)
-    run_id = stack.wait_for_run(alert_a.event_id, timeout=120)
+    run_id = stack.wait_for_run(alert_a.event_id, timeout=patient(120))
     assert run_id, "the listener started no follow-up run for alert A"
     return {"run_id": run_id, "faults": faults}
 
@@ -415,7 +415,7 @@ def test_bad_input_through_the_listener_is_kept_with_a_clear_reason(stack, fault
     # A map that parses but holds no probability is accepted (no rule needed its area); the
     # follow-up run then fails, saying why, and the alert stays in the ledger.
     assert stored[published["skymap-all-zero"]].status == "accepted"
-    run_id = stack.wait_for_run("MS991231ce", timeout=60)
+    run_id = stack.wait_for_run("MS991231ce", timeout=patient(60))
     assert run_id
     run = final_run(run_id, timeout=120)
     assert run.state.is_failed(), run.state
@@ -496,7 +496,7 @@ def held_run(stack, operator, alert_b, faulty_run) -> str:
         response = httpx.post(f"{stack.urls.archive}/sandbox/damage", json=damage, timeout=10)
         assert response.status_code == 201, response.text
     stack.publish(alert_b.raw)
-    run_id = stack.wait_for_run(alert_b.event_id, timeout=120)
+    run_id = stack.wait_for_run(alert_b.event_id, timeout=patient(120))
     assert run_id, "the listener started no follow-up run for alert B"
     return run_id
 

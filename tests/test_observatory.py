@@ -21,7 +21,7 @@ import pytest
 from deployments.demo import make_demo_alert
 from deployments.stack import DEMO_STRATEGIES, LocalStack, StackOptions
 from sandbox.server import SandboxConfig
-from tests.stack_support import flow_runs, serving, wait_for
+from tests.stack_support import flow_runs, patient, serving, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -77,8 +77,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, demo, chromium) -> Iterator[
 @pytest.fixture
 def page(chromium: str, tmp_path: Path) -> Iterator[Any]:
     """A page of a fresh headless Chromium with an empty profile."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=ui_ms(10))
     profile = tmp_path / "chromium-profile"
     profile.mkdir()
     with sync_playwright() as playwright:
@@ -89,10 +90,17 @@ def page(chromium: str, tmp_path: Path) -> Iterator[Any]:
             headless=True,
             viewport={"width": 1400, "height": 1000},
         )
+        # Clicks and fills without a deadline of their own wait this long, as expectations do.
+        context.set_default_timeout(ui_ms(10))
         try:
             yield context.new_page()
         finally:
             context.close()
+
+
+def ui_ms(seconds: float) -> float:
+    """A deadline of the browser's (milliseconds), stretched for a busy machine like the others."""
+    return patient(seconds) * 1000
 
 
 def shot(page: Any, path: Path) -> Path:
@@ -106,7 +114,9 @@ def test_a_person_approves_telescope_time_in_the_ui(stack, demo, page, tmp_path)
 
     event_id = demo.event_id
     name = f"approve-requests:{event_id}:preliminary"
-    assert stack.wait_for_run(event_id, timeout=120), "the listener started no follow-up run"
+    assert stack.wait_for_run(event_id, timeout=patient(120)), (
+        "the listener started no follow-up run"
+    )
     paused = wait_for(lambda: [r for r in flow_runs(name) if r.state and r.state.is_paused()], 120)
     assert paused, f"no paused approval run {name}"
     (approval,) = paused
@@ -127,9 +137,9 @@ def test_a_person_approves_telescope_time_in_the_ui(stack, demo, page, tmp_path)
     # The person opens the UI, finds the paused run in the runs list, and answers its form.
     page.goto(f"{stack.server.ui_url}/v2/runs")
     link = page.get_by_role("link", name=name)
-    expect(link).to_be_visible(timeout=30_000)
+    expect(link).to_be_visible(timeout=ui_ms(30))
     link.click()
-    expect(page.get_by_text("Paused").first).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("Paused").first).to_be_visible(timeout=ui_ms(30))
     page.get_by_role("button", name="Open menu").first.click()
     page.get_by_role("menuitem", name="Resume").click()
     dialog = page.get_by_role("dialog")
@@ -149,7 +159,7 @@ def test_a_person_approves_telescope_time_in_the_ui(stack, demo, page, tmp_path)
             lambda r: (
                 r.url.endswith(f"/flow_runs/{approval.id}/resume") and r.request.method == "POST"
             ),
-            timeout=90_000,
+            timeout=ui_ms(90),
         ) as answer:
             dialog.get_by_role("button", name="Resume", exact=True).click()
         if answer.value.status != 503:
@@ -159,13 +169,13 @@ def test_a_person_approves_telescope_time_in_the_ui(stack, demo, page, tmp_path)
     assert answer.value.ok, (
         f"the UI's resume call failed: {answer.value.status} {answer.value.text()}"
     )
-    expect(dialog).to_be_hidden(timeout=60_000)
+    expect(dialog).to_be_hidden(timeout=ui_ms(60))
 
     # The run resumes and completes; the decision, with the reviewer's name, is in the ledger.
     done = wait_for(lambda: [r for r in flow_runs(name) if r.state and r.state.is_final()], 60)
     assert done and done[0].state.is_completed(), done
     page.reload()
-    expect(page.get_by_text("Completed").first).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("Completed").first).to_be_visible(timeout=ui_ms(30))
     shot(page, tmp_path / "resumed-run.png")
     ledger = stack.ledger()
     try:
@@ -204,7 +214,7 @@ def test_plots_embedded_as_data_urls_render_in_both_uis(stack, demo, page, tmp_p
                      ("v1", f"/artifacts/artifact/{artifact.id}")):  # fmt: skip
         page.goto(f"{stack.server.ui_url}{path}")
         image = page.locator("img[src^='data:image/png']").first
-        expect(image).to_be_visible(timeout=30_000)
+        expect(image).to_be_visible(timeout=ui_ms(30))
         width = image.evaluate("img => img.complete ? img.naturalWidth : 0")
         assert width > 100, f"the {ui} UI did not draw the plot (naturalWidth {width})"
         shot(page, tmp_path / f"sky-plot-{ui}.png")
