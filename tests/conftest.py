@@ -26,7 +26,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+SLOW_TIMEOUT_S = 400.0
+"""Hang guard of a ``slow`` test (setup included: a module's stack starts in its first test's
+setup) on a quiet machine; stretched by ``FOLLOWUP_TEST_PATIENCE`` like every stack deadline."""
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from tests.stack_support import patient
+
+    slow_timeout = pytest.mark.timeout(patient(SLOW_TIMEOUT_S))
+    for item in items:
+        if "slow" in item.keywords and item.get_closest_marker("timeout") is None:
+            item.add_marker(slow_timeout)
     if config.getoption("--remote-data"):
         return
     skip = pytest.mark.skip(reason="talks to a real service; run with --remote-data")

@@ -1,8 +1,10 @@
-"""The sandbox seed of stack tests: chosen by FOLLOWUP_SANDBOX_SEED, reported when a test fails."""
+"""Stack test support: the sandbox seed (chosen by FOLLOWUP_SANDBOX_SEED, reported when a test
+fails), deadlines stretched for a busy machine, and servers started on a migrated database."""
 
 from __future__ import annotations
 
 from contextlib import nullcontext
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -10,7 +12,15 @@ import pytest
 
 from sandbox.server import DEFAULT_SEED, SEED_ENV, SandboxConfig, sandbox_seed
 from tests.conftest import pytest_runtest_makereport
-from tests.stack_support import sandbox_seed_report, serving
+from tests.stack_support import (
+    DEFAULT_PATIENCE,
+    PATIENCE_ENV,
+    patient,
+    sandbox_seed_report,
+    seed_prefect_home,
+    serving,
+    wait_for,
+)
 
 
 class FakeStack(nullcontext):
@@ -78,3 +88,33 @@ def test_a_failing_test_reports_the_seed_of_its_sandbox(
     with pytest.raises(StopIteration):
         hook.send(SimpleNamespace(get_result=lambda: passed))
     assert passed.sections == []
+
+
+def test_deadlines_stretch_by_the_patience_the_environment_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(PATIENCE_ENV, raising=False)
+    assert patient(10) == 10 * DEFAULT_PATIENCE
+    monkeypatch.setenv(PATIENCE_ENV, "1.5")
+    assert patient(10) == 15
+    calls = []
+    assert wait_for(lambda: calls.append(1) or len(calls) >= 2, timeout=5, interval=0.01)
+    monkeypatch.setenv(PATIENCE_ENV, "0")
+    with pytest.raises(ValueError, match=PATIENCE_ENV):
+        patient(10)
+
+
+def test_a_new_prefect_home_gets_a_migrated_database_and_an_old_one_keeps_its_own(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    assert seed_prefect_home(tmp_path / "new")
+    with sqlite3.connect(tmp_path / "new" / "prefect.db") as db:
+        (version,) = db.execute("SELECT version_num FROM alembic_version").fetchone()
+    assert version
+    kept = tmp_path / "old" / "prefect.db"
+    kept.parent.mkdir()
+    kept.write_bytes(b"runs of a server that stopped")
+    assert not seed_prefect_home(kept.parent)
+    assert kept.read_bytes() == b"runs of a server that stopped"
