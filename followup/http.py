@@ -614,16 +614,24 @@ class ServiceClient:
         """The exception for an httpx failure before a whole answer arrived (not raised)."""
         rule = transport_rule(error)
         url = self._url(url)
-        # The error is chained as the cause: scrubbed in place, no traceback shows a secret.
-        error.args = tuple(self._scrub(a) if isinstance(a, str) else a for a in error.args)
         reason = self._scrub(str(error)) or "no detail"
-        return self._error(
+        failure = self._error(
             rule.error_class(creates=creates),
             f"{self.service} {operation}: {rule.meaning} ({method} {url}): "
             f"{type(error).__name__}: {reason}",
             operation=operation,
             url=url,
         )
+        # Chained is a scrubbed copy of the httpx error, not the error itself: that one holds the
+        # request, whose headers carry the credential, and Dask pickles causes and contexts
+        # (tblib) into task states.
+        try:
+            cause: Exception = type(error)(reason)
+        except TypeError:
+            cause = RuntimeError(f"{type(error).__name__}: {reason}")
+        failure.__cause__ = cause
+        failure.__suppress_context__ = True
+        return failure
 
     # ------------------------------------------------------------------ requests
     def _request(
@@ -654,6 +662,7 @@ class ServiceClient:
         Raises:
             ServiceError: The class the table gives for the failure (module docstring).
         """
+        failure: ServiceError | None = None
         try:
             request = self._client.build_request(method, path, **kwargs)
             response = self._client.send(request, stream=True)
@@ -662,9 +671,11 @@ class ServiceClient:
             finally:
                 response.close()
         except httpx.RequestError as exc:
-            raise self._transport_error(
+            failure = self._transport_error(
                 exc, operation=operation, method=method, url=path, creates=creates
-            ) from exc
+            )
+        if failure is not None:
+            raise failure  # outside the handler: the httpx error is not even its context
         logger.debug("%s %s %s -> %s", self.service, method, path, response.status_code)
         answers, created = _EXCHANGES.get()
         _EXCHANGES.set((answers + 1, created + (creates and response.is_success)))

@@ -240,6 +240,12 @@ def test_a_transport_error_quoting_the_token_leaves_it_in_no_traceback() -> None
     with pytest.raises(ServiceError) as info:
         portal.get_profile()
     assert isinstance(info.value.__cause__, httpx.ConnectError)
+    assert info.value.__context__ is None
+    assert leaks(info.value) == []
+    # Dask (distributed) installs tblib's pickling of exceptions with their causes and contexts.
+    from tblib import pickling_support
+
+    pickling_support.install(info.value)
     assert leaks(info.value) == []
 
 
