@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ from astropy.io import fits
 
 from followup.bounded import DecodeLimitExceeded, fits_declared_end, inflate
 from followup.exceptions import SkymapError
+from followup.skymap.flat import flat_columns, flat_to_multiorder
 from followup.skymap.pixels import SR_PER_DEG2
 from followup.skymap.sky import SkyMap, SkymapSource
 
@@ -33,7 +33,8 @@ its NSIDE, not its size, decides the memory it takes (50 million pixels at 2048)
 _HEADER_SLACK = 2**20  # what may follow the last header seen in the first bytes of a map
 
 
-def _load_bytes(source: SkymapSource, max_bytes: int) -> bytes:
+def _load_bytes(source: SkymapSource, max_bytes: int) -> bytes | bytearray:
+    data: bytes | bytearray
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
     elif isinstance(source, str | os.PathLike):
@@ -55,7 +56,13 @@ def _load_bytes(source: SkymapSource, max_bytes: int) -> bytes:
         raise SkymapError("the sky map is empty (0 bytes)")
     if data[:2] == b"\x1f\x8b":
         try:
-            data = inflate(data, limit=max_bytes, check=_fits_check(max_bytes), what="gzip sky map")
+            data = inflate(
+                data,
+                limit=max_bytes,
+                check=_fits_check(max_bytes),
+                what="gzip sky map",
+                as_bytearray=True,  # no second copy of a 400 MB map
+            )
         except DecodeLimitExceeded as exc:
             raise SkymapError(f"sky map larger than the limit: {exc}") from None
         except SkymapError:
@@ -73,10 +80,10 @@ def _load_bytes(source: SkymapSource, max_bytes: int) -> bytes:
     return data
 
 
-def _fits_check(max_bytes: int) -> Callable[[bytes], int | None]:
+def _fits_check(max_bytes: int) -> Callable[[bytes | bytearray], int | None]:
     """:func:`followup.bounded.fits_declared_end` for a map's first bytes, as SkymapError."""
 
-    def check(head: bytes) -> int | None:
+    def check(head: bytes | bytearray) -> int | None:
         try:
             return fits_declared_end(head, limit=max_bytes, slack=_HEADER_SLACK)
         except ValueError as exc:  # DecodeLimitExceeded too: "... larger than ..."
@@ -111,6 +118,19 @@ def read_skymap(
             larger than ``max_bytes`` (or a flat map finer than :data:`MAX_FLAT_NSIDE`).
     """
     data = _load_bytes(source, max_bytes)
+    flat = flat_columns(data)
+    if flat is not None:
+        columns, units, meta, hdr = flat.columns, flat.units, flat.meta, flat.header
+    else:
+        columns, units, meta, hdr = _astropy_columns(data)
+    del data  # the columns of a flat map still view it; nothing else does
+    return _to_skymap(columns, units, meta, hdr, tail_probability)
+
+
+def _astropy_columns(
+    data: bytes | bytearray,
+) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, Any], dict[str, Any]]:
+    """Columns, units, kept header values and all header values of a map, via astropy."""
     try:
         with fits.open(
             io.BytesIO(data), memmap=False, lazy_load_hdus=False, disable_image_compression=True
@@ -127,7 +147,16 @@ def read_skymap(
         raise
     except Exception as exc:  # astropy raises OSError, ValueError, TypeError... on bad FITS
         raise SkymapError(f"corrupt or truncated FITS sky map: {exc}") from exc
+    return columns, units, meta, hdr
 
+
+def _to_skymap(
+    columns: dict[str, np.ndarray],
+    units: dict[str, str],
+    meta: dict[str, Any],
+    hdr: dict[str, Any],
+    tail_probability: float,
+) -> SkyMap:
     coordsys = str(hdr.get("COORDSYS", "C")).strip().upper()
     if coordsys not in ("C", "CELESTIAL", "EQUATORIAL", "ICRS"):
         raise SkymapError(f"sky map COORDSYS={coordsys!r}: only celestial (C) maps are supported")
@@ -159,10 +188,10 @@ def read_skymap(
     key = next((k for k in ("PROB", "PROBABILITY") if k in columns), None)
     if key is None:
         raise SkymapError(f"no PROB or PROBABILITY column; columns: {sorted(columns)}")
-    values = {"PROB": columns[key].ravel()}
+    values = {"PROB": columns[key].reshape(-1)}
     for layer in ("DISTMU", "DISTSIGMA", "DISTNORM"):
         if layer in columns:
-            values[layer] = columns[layer].ravel()
+            values[layer] = columns[layer].reshape(-1)
     explicit = str(hdr.get("INDXSCHM", "IMPLICIT")).strip().upper() == "EXPLICIT"
     pixel = columns["PIXEL"].ravel().astype(np.int64) if explicit and "PIXEL" in columns else None
     if explicit and pixel is None:
@@ -189,7 +218,7 @@ def read_skymap(
         raise SkymapError(f"flat map has {npix_rows} pixels, NSIDE={nside} needs {npix}")
     if pixel is not None and (pixel.min() < 0 or pixel.max() >= npix):
         raise SkymapError("PIXEL indices outside the map")
-    return _from_flat(values, nside, ordering, pixel, meta, tail_probability)
+    return flat_to_multiorder(values, nside, ordering, pixel, meta, tail_probability)
 
 
 def _find_healpix_hdu(hdul: fits.HDUList) -> fits.BinTableHDU:
@@ -244,135 +273,3 @@ def _to_per_sr(values: np.ndarray, unit: str) -> np.ndarray:
     if unit in ("deg-2", "1/deg2", "deg**-2", "deg^-2", "/deg2"):
         return values / SR_PER_DEG2
     raise SkymapError(f"PROBDENSITY unit {unit!r} is not per steradian or per square degree")
-
-
-def _tail_threshold(density: np.ndarray, prob: np.ndarray, tail_probability: float) -> float:
-    """A density below which pixels hold at most ``tail_probability`` (conservative).
-
-    Densities are binned by their binary exponent (one cheap pass over nside-2048 maps), so the
-    threshold is within a factor two below the exact one.
-    """
-    if tail_probability <= 0:
-        return 0.0
-    # The biased binary exponent straight from the IEEE-754 bits (densities are >= 0).
-    exponent = (np.ascontiguousarray(density, dtype=np.float64).view(np.int64) >> 52) & 0x7FF
-    cum = np.cumsum(np.bincount(exponent, weights=prob))
-    # Bins [0, k) hold cum[k-1]; every density below 2**(k - 1023) lies in them.
-    k = int(np.searchsorted(cum, tail_probability, side="right"))
-    return float(np.ldexp(1.0, k - 1023)) if k > 0 else 0.0
-
-
-def _from_flat(
-    values: dict[str, np.ndarray],
-    nside: int,
-    ordering: str,
-    pixel: np.ndarray | None,
-    meta: dict[str, Any],
-    tail_probability: float,
-) -> SkyMap:
-    order = int(ah.nside_to_level(nside))
-    npix = 12 * nside * nside
-    prob_in = values["PROB"] = values["PROB"].astype(np.float64)
-    if not np.isfinite(prob_in).all():
-        n_nan = int(np.isnan(prob_in).sum())
-        raise SkymapError(
-            f"the sky map has {n_nan} NaN and {int(np.isinf(prob_in).sum())} infinite pixels"
-        )
-    if prob_in.min() < 0:
-        raise SkymapError(f"the sky map has {int((prob_in < 0).sum())} negative pixels")
-    has_distance = all(k in values for k in ("DISTMU", "DISTSIGMA", "DISTNORM"))
-    keys = ["PROB", "DISTMU", "DISTSIGMA", "DISTNORM"] if has_distance else ["PROB"]
-    fill = {"PROB": 0.0, "DISTMU": np.inf, "DISTSIGMA": 1.0, "DISTNORM": 0.0}
-
-    def to_nested(arr: np.ndarray, key: str) -> np.ndarray:
-        arr = arr.astype(np.float64, copy=False)
-        if pixel is None and ordering == "NESTED":
-            return arr
-        out = np.full(npix, fill[key])
-        index = pixel if pixel is not None else None
-        if ordering == "RING":
-            if index is None:
-                if key == "PROB":
-                    index = np.nonzero(arr)[0]
-                    arr = arr[index]
-                else:
-                    index = np.arange(npix, dtype=np.int64)
-            index = np.asarray(ah.core.ring_to_nested(index, nside), dtype=np.int64)
-        out[index] = arr
-        return out
-
-    if ordering == "RING" and pixel is None and has_distance:
-        # Distance layers need a full permutation anyway.
-        index = np.asarray(ah.core.ring_to_nested(np.arange(npix), nside), dtype=np.int64)
-        nested = {}
-        for key in keys:
-            out = np.empty(npix)
-            out[index] = values[key].astype(np.float64, copy=False)
-            nested[key] = out
-    else:
-        nested = {key: to_nested(values[key], key) for key in keys}
-
-    total = float(nested["PROB"].sum())
-    if not total > 0:
-        raise SkymapError("the sky map is all zero")
-    area = 4 * math.pi / npix
-    density = nested["PROB"] / area
-    threshold = _tail_threshold(density, nested["PROB"] / total, tail_probability)
-    stack = [density] + [nested[k] for k in keys[1:]]
-    uniq, cols = _merge_siblings(order, stack, threshold)
-    meta = dict(meta)
-    meta["flat_nside"] = nside
-    meta["flat_ordering"] = ordering
-    if has_distance:
-        return SkyMap(uniq, cols[0], distmu=cols[1], distsigma=cols[2], distnorm=cols[3], meta=meta)
-    return SkyMap(uniq, cols[0], meta=meta)
-
-
-def _merge_siblings(
-    order: int, columns: list[np.ndarray], tail_density: float
-) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Turn full-sky NESTED arrays into a multi-order map, merging groups of four siblings.
-
-    Siblings merge when all their values are identical (lossless) or when all their densities
-    (``columns[0]``) are below ``tail_density`` (the parent takes their mean density and the
-    distance layers of the densest child).
-    """
-    out_uniq: list[np.ndarray] = []
-    out_cols: list[list[np.ndarray]] = [[] for _ in columns]
-    current = columns
-    alive: np.ndarray | None = None  # None: every pixel at this level is a live leaf
-    for level in range(order, 0, -1):
-        n = current[0].size
-        groups = [c.reshape(n // 4, 4) for c in current]
-        equal = np.ones(n // 4, dtype=bool)
-        for g in groups:
-            same = g == g[:, :1]
-            same |= np.isnan(g) & np.isnan(g[:, :1])
-            equal &= same.all(axis=1)
-        merge = equal | (groups[0] < tail_density).all(axis=1) if tail_density > 0 else equal
-        if alive is not None:
-            merge &= alive.reshape(n // 4, 4).all(axis=1)
-        keep = ~np.repeat(merge, 4)
-        if alive is not None:
-            keep &= alive
-        idx = np.nonzero(keep)[0]
-        if idx.size:
-            out_uniq.append(4 * 4**level + idx)
-            for k, c in enumerate(current):
-                out_cols[k].append(c[idx])
-        densest = np.argmax(groups[0], axis=1)
-        rows = np.arange(n // 4)
-        parent = [groups[0].mean(axis=1)]
-        for g in groups[1:]:
-            parent.append(np.where(equal, g[:, 0], g[rows, densest]))
-        parent[0] = np.where(equal, groups[0][:, 0], parent[0])
-        current = parent
-        alive = merge
-    idx = np.arange(current[0].size) if alive is None else np.nonzero(alive)[0]
-    if idx.size:
-        out_uniq.append(4 + idx)
-        for k, c in enumerate(current):
-            out_cols[k].append(c[idx])
-    uniq = np.concatenate(out_uniq).astype(np.int64)
-    cols = [np.concatenate(parts) for parts in out_cols]
-    return uniq, cols
