@@ -35,6 +35,7 @@ def plan_alert_targets(
         start=start,
         span_hours=span_hours,
         max_airmass=strategy.max_airmass,
+        min_moon_distance_deg=strategy.min_lunar_distance_deg,
         catalog=catalog,
         allow_empty=True,
     )
