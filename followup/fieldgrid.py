@@ -150,6 +150,8 @@ class ObservablePlan:
         observable_cells: Of those, the ones observable in the window.
         fields_for_observable: Fields it would take to cover all the observable probability
             down to the minimum probability per field.
+        unobservable: Fields holding more than the last requested one (the best when none is
+            requested) that cannot be observed in the window, best first.
     """
 
     instrument: InstrumentField
@@ -159,6 +161,7 @@ class ObservablePlan:
     total_cells: int = 0
     observable_cells: int = 0
     fields_for_observable: int = 0
+    unobservable: list[FieldChoice] = field(default_factory=list)
 
     @property
     def requested(self) -> list[FieldChoice]:
@@ -243,4 +246,14 @@ def plan_observable_fields(
         out.fields.append(choice)
     out.fields.sort(key=lambda f: (not f.requested, -f.probability))
     out.covered_probability = float(sum(f.probability for f in out.requested))
+    # The better fields that cannot be observed, for the plan to say why.
+    floor = min((f.probability for f in out.requested), default=0.0)
+    hidden = np.flatnonzero(~observable & (cell_prob > floor))
+    hidden = hidden[np.argsort(-cell_prob[hidden], kind="stable")][:max_fields]
+    if hidden.size:
+        exact = field_probability(sky, inst, cra[hidden], cdec[hidden])
+        out.unobservable = [
+            FieldChoice(field_name(cra[j], cdec[j]), float(cra[j]), float(cdec[j]), float(p), False)
+            for j, p in zip(hidden, exact, strict=True)
+        ]
     return out

@@ -630,6 +630,22 @@ def _plan_tiling(
                     probability=choice.probability,
                 )
             )
+    if grid.unobservable:
+        hidden = calc.windows(
+            [f.ra for f in grid.unobservable],
+            [f.dec for f in grid.unobservable],
+            min_window_minutes=min_window_minutes,
+        )
+        for choice, reason in zip(grid.unobservable, hidden.reasons, strict=True):
+            dropped.append(
+                DroppedTarget(
+                    name=choice.name,
+                    ra=choice.ra,
+                    dec=choice.dec,
+                    reason=reason or f"observable for less than {min_window_minutes:g} min",
+                    probability=choice.probability,
+                )
+            )
     return {
         "strategy": "tiling",
         "targets": targets,
