@@ -117,21 +117,39 @@ def skymap_command(
 
 @app.command("plan")
 def plan_command(
+    alert_file: str | None = typer.Argument(
+        None, help="An alert in any format the listener takes: planned as the pipeline would."
+    ),
     skymap: str | None = typer.Option(None, "--skymap", help="Sky map FITS file."),
     ra: float | None = typer.Option(None, "--ra", help="Source RA in degrees."),
     dec: float | None = typer.Option(None, "--dec", help="Source Dec in degrees."),
     radius: float = typer.Option(0.0, "--radius", help="Error radius (90%) in degrees."),
     catalog: str | None = typer.Option(None, "--catalog", help="Galaxy catalog file."),
     instrument: str = typer.Option("1M0-SCICAM-SINISTRO", "--instrument", help="LCO imager."),
-    max_targets: int = typer.Option(5, "--max-targets", min=1, help="At most this many targets."),
+    max_targets: int | None = typer.Option(
+        None,
+        "--max-targets",
+        min=1,
+        help="At most this many targets (default: the strategy's, else 5).",
+    ),
     start: str | None = typer.Option(None, "--start", help="Span start, ISO UTC (default now)."),
     span_hours: float = typer.Option(24.0, "--span-hours", help="Visibility span in hours."),
-    max_airmass: float = typer.Option(1.6, "--max-airmass", help="Airmass limit."),
+    max_airmass: float | None = typer.Option(
+        None, "--max-airmass", help="Airmass limit (default: the strategy's, else 1.6)."
+    ),
+    allow_hosts: str = typer.Option(
+        "", "--allow-hosts", help="Also fetch sky maps from these hosts (comma-separated)."
+    ),
     event_id: str | None = typer.Option(None, "--event-id", help="Name for the event."),
     plot: str | None = typer.Option(None, "--plot", help="Write a PNG of the plan here."),
     json_output: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
 ) -> None:
-    """Plan LCO targets for a sky map or a position: ranked, with windows and sites."""
+    """Plan LCO targets for an alert, a sky map or a position: ranked, with windows and sites.
+
+    With ALERT_FILE the alert is parsed as the listener parses it, its sky map fetched when it
+    only carries a URL, and the strategy the pipeline would choose sets the instrument, airmass,
+    Moon distance and number of targets.
+    """
     from datetime import UTC, datetime
     from pathlib import Path
 
@@ -141,8 +159,22 @@ def plan_command(
     from followup.skymap import read_skymap
     from followup.targeting import plan_targets, plot_plan
 
+    if alert_file is not None:
+        if skymap is not None or ra is not None:
+            raise _fail("give an ALERT_FILE, or --skymap, or --ra and --dec: one of them")
+        _plan_alert_file(
+            alert_file,
+            start,
+            max_targets,
+            max_airmass,
+            [h.strip() for h in allow_hosts.split(",") if h.strip()],
+            json_output,
+        )
+        return
     if (skymap is None) == (ra is None or dec is None):
         raise _fail("give either --skymap FILE or --ra and --dec (with --radius)")
+    max_targets = max_targets or 5
+    max_airmass = max_airmass or 1.6
     when = datetime.now(UTC)
     if start:
         try:
@@ -212,6 +244,97 @@ def plan_command(
         )
     for d in plan.dropped:
         typer.echo(f"  dropped {d.name} ({d.ra:.4f}, {d.dec:+.4f}): {d.reason}")
+
+
+def _plan_alert_file(
+    path: str,
+    start: str | None,
+    max_targets: int | None,
+    max_airmass: float | None,
+    allow_host: list[str],
+    json_output: bool,
+) -> None:
+    """``followup plan ALERT_FILE``: the pipeline's strategy and planning for one alert."""
+    import json
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from followup.alerts import parse_message
+    from followup.exceptions import FollowupError
+    from followup.skymap.fetch import SkymapFetcher, allowed_skymap_hosts, with_fetched_skymap
+    from followup.strategies import choose_strategy, estimate_hours, load_strategies
+    from followup.targeting import plan_targets
+
+    when = datetime.now(UTC)
+    if start:
+        try:
+            when = datetime.fromisoformat(start.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise _fail(f"--start {start!r} is not an ISO date") from exc
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+    try:
+        alert = parse_message(Path(path).read_bytes())
+        if alert.skymap is None and alert.skymap_url:
+            with SkymapFetcher(allowed_skymap_hosts(allow_host)) as fetcher:
+                alert = with_fetched_skymap(alert, fetcher)
+        strategy = choose_strategy(alert, load_strategies())
+        plan = plan_targets(
+            alert,
+            instrument_type=strategy.instrument_type,
+            max_targets=max_targets or strategy.max_targets,
+            start=when,
+            span_hours=strategy.window_hours,
+            max_airmass=max_airmass or strategy.max_airmass,
+            min_moon_distance_deg=strategy.min_lunar_distance_deg,
+            allow_empty=True,
+        )
+    except (FollowupError, ValueError, OSError) as exc:
+        raise _fail(str(exc)) from exc
+    hours = estimate_hours(strategy, n_requests=len(plan.targets) * strategy.epochs)
+    if json_output:
+        typer.echo(
+            json.dumps(
+                {
+                    "strategy": strategy.model_dump(mode="json"),
+                    "hours": round(hours, 3),
+                    "plan": plan.model_dump(mode="json"),
+                },
+                indent=2,
+            )
+        )
+        return
+    typer.echo(
+        f"{alert.event_id} {alert.alert_type.value} ({alert.source}, {alert.format}): "
+        f"strategy {strategy.name}"
+    )
+    exposures = ", ".join(
+        f"{f} {strategy.exposure_time_per_filter_s.get(f, strategy.exposure_time_s):g} s"
+        for f in strategy.filters
+    )
+    typer.echo(
+        f"  {strategy.instrument_type}: {exposures} x{strategy.exposure_count}; "
+        f"{strategy.epochs} epoch(s) every {strategy.cadence_hours:g} h; "
+        f"airmass <= {plan.max_airmass:g}, Moon >= {strategy.min_lunar_distance_deg:g} deg"
+    )
+    typer.echo(
+        f"  {plan.strategy}: {len(plan.targets)} target(s), {hours:.2f} h of telescope time, "
+        f"covering {100 * plan.covered_probability:.2f}% of the probability"
+        + (
+            f" ({100 * plan.observable_probability:.1f}% is observable in the next "
+            f"{strategy.window_hours:g} h; {plan.fields_for_observable} fields would cover it)"
+            if plan.observable_probability is not None
+            else ""
+        )
+    )
+    for t in plan.targets:
+        first = t.windows[0]
+        typer.echo(
+            f"  {t.rank:3d} {t.name:24s} {t.ra:9.4f} {t.dec:+8.4f} p={t.probability:.4f}  "
+            f"next observable {first.start:%Y-%m-%d %H:%M} UTC from {first.site}"
+        )
+    for d in plan.dropped:
+        typer.echo(f"  not requested {d.name}: {d.reason}")
 
 
 # ---------------------------------------------------------------------------------------------
