@@ -230,7 +230,12 @@ def plan_observable_fields(
     # The best observable cells, integrated exactly (a margin for the coarse ranking).
     order_obs = np.flatnonzero(observable)[np.argsort(-cell_prob[observable], kind="stable")]
     out.fields_for_observable = int(np.sum(cell_prob[order_obs] >= max(min_probability, 1e-12)))
-    best = order_obs[: 2 * max_fields + 10]
+    # The coarse screen decides near a pixel's centre: check the best cells' own centres.
+    best = order_obs[: 4 * max_fields + 20]
+    if best.size:
+        exact_ok = _observable(calc, cra[best], cdec[best], min_window_minutes)
+        observable[best[~exact_ok]] = False
+        best = best[exact_ok][: 2 * max_fields + 10]
     exact = field_probability(sky, inst, cra[best], cdec[best]) if best.size else np.zeros(0)
     rank = np.argsort(-exact, kind="stable")
     for i in rank:

@@ -440,12 +440,9 @@ class VisibilityCalculator:
             if windows[n]:
                 reasons.append("")
             elif not any_high[n]:
-                limit = "horizon, hour-angle limits or airmass" if self.limits else "airmass"
+                within = " within the telescopes' pointing limits" if self.limits else ""
                 reasons.append(
-                    f"never within the {limit} {self.max_airmass:g} from any site "
-                    f"({', '.join(s.code for s in self.sites)}) in the next {span_h:g} h"
-                    if self.limits
-                    else f"never below airmass {self.max_airmass:g} from any site "
+                    f"never below airmass {self.max_airmass:g}{within} from any site "
                     f"({', '.join(s.code for s in self.sites)}) in the next {span_h:g} h"
                 )
             elif not any_dark[n]:

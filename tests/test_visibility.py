@@ -183,12 +183,13 @@ def _moon_at(when: datetime) -> SkyCoord:
     from astropy.coordinates import get_body
 
     configure_offline_iers()
-    return get_body("moon", Time(when)).icrs
+    moon = get_body("moon", Time(when))  # geocentric (GCRS): its direction as seen from Earth
+    return SkyCoord(moon.ra, moon.dec, frame="icrs")
 
 
 def test_a_target_near_the_moon_has_no_window_and_the_reason_says_so():
     moon = _moon_at(MOON_START + timedelta(hours=12))
-    near = moon.directional_offset_by(0 * u.deg, 12 * u.deg)  # 12 deg north of the Moon
+    near = moon.directional_offset_by(0 * u.deg, 5 * u.deg)  # 5 deg north of the Moon
     far = moon.directional_offset_by(0 * u.deg, 60 * u.deg)
     ra = [near.ra.deg, far.ra.deg]
     dec = [near.dec.deg, far.dec.deg]
