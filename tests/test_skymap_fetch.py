@@ -56,7 +56,10 @@ def test_the_size_cap_and_the_hosts_from_the_environment(monkeypatch):
     assert "127.0.0.1:8000" in allowed_skymap_hosts()
     local = "http://127.0.0.1:8000/skymaps/S1.fits.gz"
     respx.get(local).mock(return_value=httpx.Response(200, content=b"x" * 5000))
-    with SkymapFetcher(max_bytes=1000) as fetcher, pytest.raises(SkymapError, match="more than the 1000"):
+    with (
+        SkymapFetcher(max_bytes=1000) as fetcher,
+        pytest.raises(SkymapError, match="more than the 1000"),
+    ):
         fetcher.fetch(local)
 
 

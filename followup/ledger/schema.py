@@ -45,6 +45,7 @@ __all__ = [
     "FrameRow",
     "MeasurementRow",
     "MessageRow",
+    "PlanVersionRow",
     "QuarantineRow",
     "ReportRow",
     "RequestRow",
@@ -198,6 +199,26 @@ class TargetRow(Base):
     rank: Mapped[int] = mapped_column(Integer)
     probability: Mapped[float] = mapped_column(Float)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class PlanVersionRow(Base):
+    """One version of an event's plan: its fields and what changed from the version before."""
+
+    __tablename__ = "plan_versions"
+    __table_args__ = (UniqueConstraint("event_id", "version", name="uq_plan_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    alert_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    alert_type: Mapped[str] = mapped_column(String(20), default="")
+    fields: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    diff: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    probability_gained: Mapped[float] = mapped_column(Float, default=0.0)
+    covered_probability: Mapped[float] = mapped_column(Float, default=0.0)
+    observable_probability: Mapped[float | None] = mapped_column(Float, nullable=True)
+    hours: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
