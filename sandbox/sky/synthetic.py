@@ -6,7 +6,7 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 from astropy import units as u
@@ -48,6 +48,10 @@ from sandbox.sky.model import (
 from sandbox.specs import FrameSpec, Transient
 
 __all__ = ["SkyReferenceCatalog", "SyntheticSky"]
+
+ZERO_DAYS = timedelta(0)
+DARK_BEFORE = timedelta(days=30)
+"""The plain sky shows a transient at its peak brightness from this long before its peak."""
 
 
 class SyntheticSky:
@@ -463,7 +467,7 @@ class SyntheticSky:
             x, y = wcs.all_world2pix([[transient.ra, transient.dec]], 0)[0]
             if not (-0.5 <= x < nx - 0.5 and -0.5 <= y < ny - 0.5):
                 continue
-            if self.realistic and mid < transient.peak_time:
+            if mid < transient.peak_time - (ZERO_DAYS if self.realistic else DARK_BEFORE):
                 continue  # no light before the event (the model does not rise)
             mag = transient.magnitude(spec.filter, mid)
             colour = transient_colour(transient, spec.filter, mid)
