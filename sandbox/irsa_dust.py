@@ -16,6 +16,7 @@ the plane), modulated by 30 % with Galactic longitude and latitude.
 from __future__ import annotations
 
 import math
+from xml.sax.saxutils import escape
 
 from astropy import units as u
 from astropy.coordinates import SkyCoord
@@ -113,7 +114,7 @@ def create_app() -> FastAPI:
                     ext_stats,
                     coord,
                     f"<image>\n{base}/workspace/sandbox/ebv.fits\n</image>\n"
-                    f"<table>\n{table_url}\n</table>\n",
+                    f"<table>\n{escape(table_url)}\n</table>\n",
                 ),
                 _result(
                     "100 Micron Emission",
