@@ -36,20 +36,28 @@ def demo(
         ),
     ] = None,
 ) -> None:
-    """Run the whole loop on a real-format LVK alert against the sandbox."""
-    from deployments.demo import run_demo
+    """Run the whole loop on a real-format LVK alert against the sandbox.
 
-    raise typer.Exit(
-        run_demo(
-            root=Path.cwd(),
-            once=once,
-            alert_path=alert,
-            summary_json=summary_json,
-            approve=approve,
-            ui_port=port,
-            seed=seed,
-        )
-    )
+    SIGTERM or Ctrl-C, at any moment, stops every process the demo started.
+    """
+    from deployments.demo import run_demo
+    from deployments.processes import Shutdown, signals_raise
+
+    try:
+        with signals_raise():
+            code = run_demo(
+                root=Path.cwd(),
+                once=once,
+                alert_path=alert,
+                summary_json=summary_json,
+                approve=approve,
+                ui_port=port,
+                seed=seed,
+            )
+    except Shutdown as stopped:
+        typer.echo(f"stopped by {signal.Signals(stopped.signum).name}", err=True)
+        raise typer.Exit(128 + stopped.signum) from None
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -57,7 +65,11 @@ def listen(
     listener_settings: Annotated[str, typer.Option(help="ListenerSettings document.")] = "default",
     name: Annotated[str, typer.Option(help="Name in heartbeat events.")] = "default",
 ) -> None:
-    """Run the alert listener until Ctrl-C (needs PREFECT_API_URL and the blocks)."""
+    """Run the alert listener until Ctrl-C or SIGTERM (needs PREFECT_API_URL and the blocks).
+
+    It stops within seconds: the offsets of every message it stored are committed, follow-up runs
+    still running get a few seconds, then their processes are stopped (their runs end Crashed).
+    """
     from deployments.listener import main as listener_main
 
     listener_main(["--listener-settings", listener_settings, "--name", name])

@@ -14,13 +14,25 @@ import signal
 import threading
 from pathlib import Path
 
+from deployments.processes import exit_deadline
 from flows.listener import run_listener
 
-__all__ = ["main"]
+__all__ = ["LISTENER_STOP_S", "RUNS_GRACE_S", "main"]
+
+RUNS_GRACE_S = 1.5
+"""Seconds running follow-up runs have after SIGTERM or SIGINT before their processes are stopped
+(SIGINT: the engine marks them Crashed; SIGKILL as long again later)."""
+LISTENER_STOP_S = 4.5
+"""Seconds after SIGTERM or SIGINT when the process exits, whatever is still running."""
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the listener until SIGINT or SIGTERM."""
+    """Run the listener until SIGINT or SIGTERM; then stop within ``LISTENER_STOP_S``.
+
+    The streams finish their batch and commit its offsets (at most a poll interval), running
+    follow-up runs get ``RUNS_GRACE_S``, and a shutdown that still hangs ends the process (and
+    its worker processes) at ``LISTENER_STOP_S``.
+    """
     parser = argparse.ArgumentParser(prog="python -m deployments.listener", description=__doc__)
     parser.add_argument("--listener-settings", default="default", help="ListenerSettings name")
     parser.add_argument("--name", default="default", help="name in heartbeat events")
@@ -30,10 +42,23 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def on_signal(signum: int, frame: object) -> None:
+        if not stop.is_set():
+            logging.getLogger(__name__).info("%s: stopping", signal.Signals(signum).name)
+            stop.set()
+            exit_deadline(LISTENER_STOP_S)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     ready = args.ready_file.touch if args.ready_file else None
-    run_listener(args.listener_settings, stop=stop, name=args.name, on_ready=ready)
+    run_listener(
+        args.listener_settings,
+        stop=stop,
+        name=args.name,
+        on_ready=ready,
+        runs_grace_s=RUNS_GRACE_S,
+    )
 
 
 if __name__ == "__main__":

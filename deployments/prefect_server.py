@@ -130,6 +130,11 @@ class PrefectServer:
             env["PREFECT_CLIENT_CSRF_SUPPORT_ENABLED"] = "false"
         return env
 
+    @property
+    def processes(self) -> list[ManagedProcess]:
+        """The server's processes (stopped together by :func:`deployments.processes.stop_all`)."""
+        return [self.process]
+
     def healthy(self) -> bool:
         """True when ``/api/health`` answers."""
         return http_ok(f"{self.api_url}/health")

@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import contextvars
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -39,7 +38,14 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from deployments.prefect_server import PrefectServer
-from deployments.processes import ManagedProcess, ProcessFailed, free_port, wait_until
+from deployments.processes import (
+    ManagedProcess,
+    ProcessFailed,
+    free_port,
+    signals_raise,
+    stop_all,
+    wait_until,
+)
 from deployments.stack import LocalStack, StackOptions
 
 __all__ = [
@@ -329,10 +335,14 @@ class ScaledPrefectServer(PrefectServer):
             self.services.start()
         return self
 
+    @property
+    def processes(self) -> list[ManagedProcess]:
+        """The services process and the API processes."""
+        return [self.services, self.process]
+
     def stop(self) -> None:
-        """Stop the services, then the API processes."""
-        self.services.stop()
-        super().stop()
+        """Stop the services and the API processes together."""
+        stop_all(self.processes)
 
 
 # ---------------------------------------------------------------------------------- the stack
@@ -623,11 +633,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="project directory")
     args = parser.parse_args(argv)
     options = options_from_env(args.root.resolve())
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(f"starting the production profile (Prefect UI on http://127.0.0.1:{options.ui_port}) ...")
-    with ProductionStack(options) as stack:
+    # SIGTERM or Ctrl-C, even during start-up, leaves the ``with`` block: everything stops.
+    stack = ProductionStack(options)
+    with contextlib.suppress(KeyboardInterrupt), signals_raise(), stack:
         assert stack.urls is not None
         print(
             f"up in {stack.startup_s:.0f} s: Prefect {stack.server.api_url} on "
@@ -637,7 +646,8 @@ def main(argv: list[str] | None = None) -> None:
             f"sandbox portal {stack.urls.portal}; logs in {options.log_dir}. Ctrl-C stops it.",
             flush=True,
         )
-        stop.wait()
+        threading.Event().wait()
+    print(f"stopped in {stack.stop_s or 0:.1f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from deployments.prefect_server import PrefectServer
-from deployments.processes import ManagedProcess, free_port, wait_until
+from deployments.processes import ManagedProcess, free_port, stop_all, wait_until
 from followup.ledger import Ledger
 from sandbox.broker import TansuBroker
 from sandbox.server import SandboxConfig, SandboxUrls
@@ -121,6 +121,9 @@ class LocalStack:
         ...     stack.publish(raw_alert)
     """
 
+    SERVICE_NAMES = frozenset({"sandbox", "dask-scheduler", "dask-workers"})
+    """Processes that serve others: stopped after the listener, serve and workers."""
+
     HEARTBEAT_INTERVAL_S = 10.0
     """Seconds between the listener's heartbeats; the silence alarm waits three of them."""
 
@@ -142,6 +145,10 @@ class LocalStack:
         self.urls: SandboxUrls | None = None
         self.processes: list[ManagedProcess] = []
         self._env: dict[str, str] = {}
+        self.stop_s: float | None = None
+        """Seconds the last :meth:`stop` took."""
+        self.stop_times: dict[str, float] = {}
+        """Seconds each process took to stop, by name, at the last :meth:`stop`."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -161,13 +168,31 @@ class LocalStack:
         self.startup_s = time.monotonic() - started
         return self
 
+    CLIENTS_STOP_S = 5.0
+    """Seconds the clients of the services (listener, serve, workers) have to stop."""
+    SERVICES_STOP_S = 2.5
+    """Seconds the services (sandbox, Dask, the Prefect server) have to stop after them."""
+
     def stop(self) -> None:
-        """Stop everything started, in reverse order."""
-        for process in reversed(self.processes):
-            process.stop()
-        self.processes.clear()
+        """Stop everything started, within ``CLIENTS_STOP_S + SERVICES_STOP_S`` plus a kill.
+
+        Two steps, each stopping its processes at once: first the clients of the services (the
+        listener commits the offsets of what it stored while the broker is still up; runs that
+        are cut short are marked crashed while the Prefect server is), then the services and the
+        broker.
+        """
+        started = time.monotonic()
+        clients = [p for p in self.processes if p.name not in self.SERVICE_NAMES]
+        services = [p for p in self.processes if p.name in self.SERVICE_NAMES]
+        stop_all(clients, grace=self.CLIENTS_STOP_S)
         self.broker.stop()
-        self.server.stop()
+        stop_all([*services, *self.server.processes], grace=self.SERVICES_STOP_S)
+        self.stop_times = {p.name: p.stop_s for p in self.processes if p.stop_s is not None}
+        self.stop_times.update(
+            {p.name: p.stop_s for p in self.server.processes if p.stop_s is not None}
+        )
+        self.processes.clear()
+        self.stop_s = time.monotonic() - started
 
     def __enter__(self) -> LocalStack:
         try:
