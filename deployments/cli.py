@@ -41,8 +41,9 @@ def demo(
     SIGTERM or Ctrl-C, at any moment, stops every process the demo started.
     """
     from deployments.demo import run_demo
-    from deployments.processes import Shutdown, signals_raise
+    from deployments.processes import Shutdown, signals_raise, stop_with_make
 
+    stop_with_make()  # ``make demo``: make does not pass SIGTERM on
     try:
         with signals_raise():
             code = run_demo(

@@ -41,6 +41,7 @@ __all__ = [
     "http_ok",
     "signals_raise",
     "stop_all",
+    "stop_with_make",
     "terminate_tree",
     "wait_until",
 ]
@@ -112,6 +113,18 @@ def die_with_parent(parent_pid: int | None = None, sig: int = signal.SIGTERM) ->
     _prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
     if parent_pid is not None and os.getppid() != parent_pid:
         os._exit(1)
+
+
+def stop_with_make() -> None:
+    """Under ``make`` (``MAKELEVEL`` is set), receive SIGTERM when make ends.
+
+    GNU make does not pass SIGTERM on to the recipe it runs: ``make production`` would end and
+    leave the stack running. A recipe run directly by make has make as its parent, so asking for
+    the parent's death signal carries the SIGTERM over (Linux). Outside make nothing changes: a
+    service started from a shell must outlive that shell.
+    """
+    if os.environ.get("MAKELEVEL"):
+        die_with_parent(os.getppid())
 
 
 def descendants(pid: int) -> list[psutil.Process]:

@@ -44,6 +44,7 @@ from deployments.processes import (
     free_port,
     signals_raise,
     stop_all,
+    stop_with_make,
     wait_until,
 )
 from deployments.stack import LocalStack, StackOptions
@@ -633,6 +634,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="project directory")
     args = parser.parse_args(argv)
     options = options_from_env(args.root.resolve())
+    stop_with_make()
     print(f"starting the production profile (Prefect UI on http://127.0.0.1:{options.ui_port}) ...")
     # SIGTERM or Ctrl-C, even during start-up, leaves the ``with`` block: everything stops.
     stack = ProductionStack(options)
