@@ -11,7 +11,11 @@ import typer
 
 from followup.cli import app
 
-__all__ = ["app", "main"]
+__all__ = ["STOP_DEADLINE_S", "app", "main"]
+
+STOP_DEADLINE_S = 9.0
+"""Seconds after SIGTERM or Ctrl-C when ``demo`` exits, whatever still runs (normally it has
+stopped everything well before)."""
 
 
 @app.command()
@@ -45,7 +49,7 @@ def demo(
 
     stop_with_make()  # ``make demo``: make does not pass SIGTERM on
     try:
-        with signals_raise():
+        with signals_raise(deadline_s=STOP_DEADLINE_S):
             code = run_demo(
                 root=Path.cwd(),
                 once=once,

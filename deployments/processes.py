@@ -350,11 +350,18 @@ def stop_all(processes: Sequence[ManagedProcess], *, grace: float = 6.0) -> None
 @contextlib.contextmanager
 def signals_raise(
     signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT),
+    *,
+    deadline_s: float | None = None,
 ) -> Iterator[threading.Event]:
     """Within the block, the first of ``signals`` raises :class:`Shutdown` in the main thread.
 
     Later signals only log: the clean-up the first one started (``finally`` and ``__exit__``
     code) runs to its end. The handlers in place before are restored afterwards.
+
+    Args:
+        signals: The signals to handle.
+        deadline_s: If the process still runs this long after the signal, its descendants are
+            killed and it exits (:func:`exit_deadline`).
 
     Yields:
         An event set when a signal arrived (for threads that want to know).
@@ -366,6 +373,8 @@ def signals_raise(
             logger.warning("%s again: still stopping", signal.Signals(signum).name)
             return
         received.set()
+        if deadline_s is not None:
+            exit_deadline(deadline_s, code=128 + signum)
         raise Shutdown(signum)
 
     previous = {sig: signal.signal(sig, handler) for sig in signals}

@@ -638,7 +638,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"starting the production profile (Prefect UI on http://127.0.0.1:{options.ui_port}) ...")
     # SIGTERM or Ctrl-C, even during start-up, leaves the ``with`` block: everything stops.
     stack = ProductionStack(options)
-    with contextlib.suppress(KeyboardInterrupt), signals_raise(), stack:
+    with contextlib.suppress(KeyboardInterrupt), signals_raise(deadline_s=9.0), stack:
         assert stack.urls is not None
         print(
             f"up in {stack.startup_s:.0f} s: Prefect {stack.server.api_url} on "

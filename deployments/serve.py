@@ -52,9 +52,9 @@ MODULE = EntrypointType.MODULE_PATH
 RERUN_PHOTOMETRY_CRON = "0 12 * * *"
 """``rerun-photometry`` runs daily at 12:00 UTC, after the nights at Tololo and McDonald."""
 
-FLOW_RUNS_STOP_S = 2.0
+FLOW_RUNS_STOP_S = 1.5
 """Seconds the flow-run processes have after SIGTERM before they are killed."""
-SERVE_STOP_S = 4.5
+SERVE_STOP_S = 3.5
 """Seconds after SIGTERM or SIGINT when the serving process exits, whatever is still running."""
 
 
@@ -62,8 +62,8 @@ class QuickRunner(Runner):
     """Prefect's runner, stopping within seconds on SIGTERM and SIGINT.
 
     Prefect's own shutdown gives each flow-run process 30 s in turn; this one gives all of them
-    ``FLOW_RUNS_STOP_S`` together, then lets the runner finish (it marks the runs it cancelled
-    and pauses the schedules) until ``SERVE_STOP_S``.
+    ``FLOW_RUNS_STOP_S`` together, then lets the runner finish (it marks the runs it cancelled)
+    until ``SERVE_STOP_S``.
     """
 
     def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
@@ -190,7 +190,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--refresh-interval", type=float, default=300.0, help="seconds")
     parser.add_argument("--limit", type=int, default=4, help="most concurrent runs")
     args = parser.parse_args(argv)
-    runner = QuickRunner(limit=args.limit, pause_on_shutdown=True)
+    # Schedules stay active while serve is down: their runs wait (Late) and run when it is back,
+    # and stopping does not spend a request per deployment on pausing them.
+    runner = QuickRunner(limit=args.limit, pause_on_shutdown=False)
     # Before the runner starts (it sets its own SIGTERM handler then), Ctrl-C is handled alike.
     signal.signal(signal.SIGINT, runner.handle_sigterm)
     signal.signal(signal.SIGTERM, runner.handle_sigterm)

@@ -276,7 +276,10 @@ def run_listener(
             streams, stop=stop, heartbeat_interval_s=config.heartbeat_interval_s, on_ready=on_ready
         )
     finally:
+        logger.info("streams stopped; their offsets are committed")
         if dispatcher is not None:
-            dispatcher.shutdown(wait=True, grace_s=runs_grace_s)
+            cut = dispatcher.shutdown(wait=True, grace_s=runs_grace_s)
+            if cut:
+                logger.warning("follow-up runs cut short (they end Crashed): %s", ", ".join(cut))
         ledger.dispose()
     return listener
