@@ -412,28 +412,38 @@ def run_demo(
         f"starting the stack (Prefect UI on http://127.0.0.1:{ui_port}), sandbox seed {seed} ...",
         flush=True,
     )
-    with LocalStack(options) as stack:
-        print(
-            f"stack up in {stack.startup_s:.0f} s; publishing {event_id} PRELIMINARY to igwn.gwalert",
-            flush=True,
-        )
-        approver = AutoApprover()
-        if approve == "auto":
-            approver.start()
-        stack.publish(raw)
-        flow_run_id = stack.wait_for_run(event_id, timeout=120)
-        if flow_run_id is None:
-            print(f"the listener started no follow-up run for {event_id}; see {options.log_dir}")
-            return 1
-        print(f"follow-up run: {stack.server.flow_run_url(flow_run_id)}", flush=True)
-        run = _wait_final(flow_run_id, timeout_s)
-        approver.stop.set()
-        data = build_summary(stack, event_id, run, approver.approved, time.monotonic() - started)
-        print_summary(data)
-        if summary_json is not None:
-            summary_json.write_text(json.dumps(data, indent=2, default=str))
-        if not once:
-            print("the stack stays up; press Ctrl-C to stop it", flush=True)
-            with contextlib.suppress(KeyboardInterrupt):
-                threading.Event().wait()
-        return 0 if data["succeeded"] else 1
+    stack = LocalStack(options)
+    try:
+        with stack:
+            print(
+                f"stack up in {stack.startup_s:.0f} s; publishing {event_id} PRELIMINARY to igwn.gwalert",
+                flush=True,
+            )
+            approver = AutoApprover()
+            if approve == "auto":
+                approver.start()
+            stack.publish(raw)
+            flow_run_id = stack.wait_for_run(event_id, timeout=120)
+            if flow_run_id is None:
+                print(
+                    f"the listener started no follow-up run for {event_id}; see {options.log_dir}"
+                )
+                return 1
+            print(f"follow-up run: {stack.server.flow_run_url(flow_run_id)}", flush=True)
+            run = _wait_final(flow_run_id, timeout_s)
+            approver.stop.set()
+            data = build_summary(
+                stack, event_id, run, approver.approved, time.monotonic() - started
+            )
+            print_summary(data)
+            if summary_json is not None:
+                summary_json.write_text(json.dumps(data, indent=2, default=str))
+            if not once:
+                print("the stack stays up; press Ctrl-C to stop it", flush=True)
+                with contextlib.suppress(KeyboardInterrupt):
+                    threading.Event().wait()
+            return 0 if data["succeeded"] else 1
+    finally:
+        if stack.stop_s is not None:
+            times = ", ".join(f"{name} {s:.1f} s" for name, s in stack.stop_times.items())
+            print(f"stack stopped in {stack.stop_s:.1f} s ({times})", flush=True)

@@ -20,12 +20,12 @@ from flows.listener import run_listener
 
 __all__ = ["LISTENER_STOP_S", "RUNS_GRACE_S", "main"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("deployments.listener")  # also when run as __main__
 
 RUNS_GRACE_S = 1.0
 """Seconds running follow-up runs have after SIGTERM or SIGINT before their processes are stopped
 (SIGINT: the engine marks them Crashed; SIGKILL as long again later)."""
-LISTENER_STOP_S = 3.5
+LISTENER_STOP_S = 3.0
 """Seconds after SIGTERM or SIGINT when the process exits, whatever is still running."""
 
 

@@ -329,16 +329,18 @@ def stop_all(processes: Sequence[ManagedProcess], *, grace: float = 6.0) -> None
     for process in pending:
         assert process.proc is not None
         pid = process.proc.pid
-        logger.warning("%s did not stop within %.0f s: killing it", process.name, grace)
+        logger.warning("%s did not stop within %.1f s: killing it", process.name, grace)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
         for child in tree[pid]:
             _signal(child, signal.SIGKILL)
+    # SIGKILL ends a process at once; the waits only reap it (and stop at one second together).
+    reap_by = time.monotonic() + 1.0
     for process in pending:
         assert process.proc is not None
         with contextlib.suppress(subprocess.TimeoutExpired):
-            process.proc.wait(2.0)
-        _wait_dead(tree[process.proc.pid], timeout=1.0)
+            process.proc.wait(max(0.01, reap_by - time.monotonic()))
+        _wait_dead(tree[process.proc.pid], timeout=max(0.0, reap_by - time.monotonic()))
         process.stop_s = time.monotonic() - started
     for process in running:
         process.proc = None

@@ -54,7 +54,7 @@ RERUN_PHOTOMETRY_CRON = "0 12 * * *"
 
 FLOW_RUNS_STOP_S = 1.5
 """Seconds the flow-run processes have after SIGTERM before they are killed."""
-SERVE_STOP_S = 3.5
+SERVE_STOP_S = 3.0
 """Seconds after SIGTERM or SIGINT when the serving process exits, whatever is still running."""
 
 

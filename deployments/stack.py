@@ -168,7 +168,7 @@ class LocalStack:
         self.startup_s = time.monotonic() - started
         return self
 
-    CLIENTS_STOP_S = 4.5
+    CLIENTS_STOP_S = 4.0
     """Seconds the clients of the services (listener, serve, workers) have to stop."""
     SERVICES_STOP_S = 2.0
     """Seconds the services (sandbox, Dask, the Prefect server) have to stop after them."""
