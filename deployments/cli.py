@@ -45,23 +45,19 @@ def demo(
     SIGTERM or Ctrl-C, at any moment, stops every process the demo started.
     """
     from deployments.demo import run_demo
-    from deployments.processes import Shutdown, signals_raise, stop_with_make
+    from deployments.processes import stop_on_signals, stop_with_make
 
     stop_with_make()  # ``make demo``: make does not pass SIGTERM on
-    try:
-        with signals_raise(deadline_s=STOP_DEADLINE_S):
-            code = run_demo(
-                root=Path.cwd(),
-                once=once,
-                alert_path=alert,
-                summary_json=summary_json,
-                approve=approve,
-                ui_port=port,
-                seed=seed,
-            )
-    except Shutdown as stopped:
-        typer.echo(f"stopped by {signal.Signals(stopped.signum).name}", err=True)
-        raise typer.Exit(128 + stopped.signum) from None
+    with stop_on_signals(deadline_s=STOP_DEADLINE_S):
+        code = run_demo(
+            root=Path.cwd(),
+            once=once,
+            alert_path=alert,
+            summary_json=summary_json,
+            approve=approve,
+            ui_port=port,
+            seed=seed,
+        )
     raise typer.Exit(code)
 
 

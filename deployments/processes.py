@@ -6,8 +6,8 @@ helpers too, and on Linux it is told to receive SIGTERM when its parent dies
 (``PR_SET_PDEATHSIG``), so a killed supervisor leaves nothing behind. :func:`stop_all` stops
 several at once: the polite signal to every group, one shared grace period, then SIGKILL to what
 is left, including descendants that moved to sessions of their own (Prefect starts flow-run
-processes that way). :func:`signals_raise` turns SIGTERM and SIGINT into one :class:`Shutdown`
-exception in the main thread, so ``with`` blocks stop what they started; a second signal during
+processes that way). :func:`stop_on_signals` makes SIGTERM and SIGINT run the registered
+clean-ups (:func:`on_shutdown`: a stack's ``stop``) in a thread and exit; a second signal during
 the clean-up does not interrupt it.
 """
 
@@ -33,14 +33,14 @@ import psutil
 __all__ = [
     "ManagedProcess",
     "ProcessFailed",
-    "Shutdown",
     "descendants",
     "die_with_parent",
     "exit_deadline",
     "free_port",
     "http_ok",
-    "signals_raise",
+    "on_shutdown",
     "stop_all",
+    "stop_on_signals",
     "stop_with_make",
     "terminate_tree",
     "wait_until",
@@ -59,17 +59,6 @@ if sys.platform.startswith("linux"):
 
 class ProcessFailed(RuntimeError):
     """A supervised process exited early or never became ready; the message quotes its log."""
-
-
-class Shutdown(KeyboardInterrupt):
-    """SIGTERM or SIGINT arrived: leave, stopping what was started on the way out.
-
-    A :class:`KeyboardInterrupt`, so code that already stops cleanly on Ctrl-C does on SIGTERM.
-    """
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -348,40 +337,87 @@ def stop_all(processes: Sequence[ManagedProcess], *, grace: float = 6.0) -> None
 
 # ---------------------------------------------------------------------------------- signals
 
+_cleanups: list[Callable[[], None]] = []
+_cleanups_lock = threading.Lock()
+
+
+def on_shutdown(callback: Callable[[], None]) -> Callable[[], None]:
+    """Have :func:`stop_on_signals` call ``callback`` when a signal stops the process.
+
+    Callbacks run in the reverse order of registration. Returns a function that unregisters it
+    (a stack unregisters its ``stop`` once stopped).
+    """
+    with _cleanups_lock:
+        _cleanups.append(callback)
+
+    def unregister() -> None:
+        with _cleanups_lock, contextlib.suppress(ValueError):
+            _cleanups.remove(callback)
+
+    return unregister
+
+
+def _run_cleanups_and_exit(signum: int) -> None:
+    code = 128 + signum
+    try:
+        while True:
+            with _cleanups_lock:
+                if not _cleanups:
+                    break
+                callback = _cleanups.pop()
+            try:
+                callback()
+            except Exception:
+                logger.exception("clean-up %r failed", callback)
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
 
 @contextlib.contextmanager
-def signals_raise(
-    signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT),
+def stop_on_signals(
     *,
-    deadline_s: float | None = None,
+    deadline_s: float = 9.0,
+    signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT),
 ) -> Iterator[threading.Event]:
-    """Within the block, the first of ``signals`` raises :class:`Shutdown` in the main thread.
+    """Within the block, the first of ``signals`` stops the process cleanly, in a thread.
 
-    Later signals only log: the clean-up the first one started (``finally`` and ``__exit__``
-    code) runs to its end. The handlers in place before are restored afterwards.
-
-    Args:
-        signals: The signals to handle.
-        deadline_s: If the process still runs this long after the signal, its descendants are
-            killed and it exits (:func:`exit_deadline`).
+    The handler raises nothing in the main thread (an exception raised from a signal handler
+    lands in whatever code runs then, and a weakref callback or ``__del__`` swallows it): it
+    starts a thread that runs the :func:`on_shutdown` callbacks (a stack's ``stop``) and exits
+    with ``128 + signum``. Later signals only log. An exception leaving the block after a signal
+    is not raised (the block's work fails as the stack stops under it): the thread exits the
+    process. ``deadline_s`` after the signal, whatever still runs is killed with everything
+    under it (:func:`exit_deadline`).
 
     Yields:
-        An event set when a signal arrived (for threads that want to know).
+        An event set when a signal arrived.
     """
     received = threading.Event()
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
         if received.is_set():
-            logger.warning("%s again: still stopping", signal.Signals(signum).name)
+            logger.warning("%s again: still stopping", name)
             return
         received.set()
-        if deadline_s is not None:
-            exit_deadline(deadline_s, code=128 + signum)
-        raise Shutdown(signum)
+        logger.warning("%s: stopping", name)
+        exit_deadline(deadline_s, code=128 + signum)
+        threading.Thread(
+            target=_run_cleanups_and_exit, args=(signum,), name="shutdown", daemon=False
+        ).start()
 
     previous = {sig: signal.signal(sig, handler) for sig in signals}
     try:
         yield received
+    except BaseException:
+        if received.is_set():
+            # What fails while the stack stops under it is expected: no traceback, the shutdown
+            # thread ends the process.
+            threading.Event().wait()
+        raise
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)

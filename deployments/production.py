@@ -42,8 +42,9 @@ from deployments.processes import (
     ManagedProcess,
     ProcessFailed,
     free_port,
-    signals_raise,
+    on_shutdown,
     stop_all,
+    stop_on_signals,
     stop_with_make,
     wait_until,
 )
@@ -369,6 +370,8 @@ class ProductionStack(LocalStack):
     def start(self) -> ProductionStack:
         """Start everything; return when the listener is reading."""
         started = time.monotonic()
+        self._stopping = False
+        self._unregister = on_shutdown(self._stop_on_signal)
         o = self.options
         ensure_database(o.prefect_database_url)
         ensure_database(self.ledger_url)
@@ -387,7 +390,7 @@ class ProductionStack(LocalStack):
         self.server.start()
         self._env = self.server.client_env()
         os.environ.update(PREFECT_API_URL=self.server.api_url, PREFECT_HOME=str(self.server.home))
-        self.broker.start()
+        self._start_broker()
         self._start_sandbox()
         if not self.dask_address:
             self._start_dask()
@@ -636,9 +639,9 @@ def main(argv: list[str] | None = None) -> None:
     options = options_from_env(args.root.resolve())
     stop_with_make()
     print(f"starting the production profile (Prefect UI on http://127.0.0.1:{options.ui_port}) ...")
-    # SIGTERM or Ctrl-C, even during start-up, leaves the ``with`` block: everything stops.
     stack = ProductionStack(options)
-    with contextlib.suppress(KeyboardInterrupt), signals_raise(deadline_s=9.0), stack:
+    # SIGTERM or Ctrl-C, even during start-up, stops everything started (in a thread) and exits.
+    with stop_on_signals(deadline_s=9.0), stack:
         assert stack.urls is not None
         print(
             f"up in {stack.startup_s:.0f} s: Prefect {stack.server.api_url} on "
@@ -649,7 +652,6 @@ def main(argv: list[str] | None = None) -> None:
             flush=True,
         )
         threading.Event().wait()
-    print(f"stopped in {stack.stop_s or 0:.1f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,14 @@ from typing import Any
 from pydantic import SecretStr
 
 from deployments.prefect_server import PrefectServer
-from deployments.processes import ManagedProcess, free_port, stop_all, wait_until
+from deployments.processes import (
+    ManagedProcess,
+    ProcessFailed,
+    free_port,
+    on_shutdown,
+    stop_all,
+    wait_until,
+)
 from followup.ledger import Ledger
 from sandbox.broker import TansuBroker
 from sandbox.server import SandboxConfig, SandboxUrls
@@ -149,16 +157,22 @@ class LocalStack:
         """Seconds the last :meth:`stop` took."""
         self.stop_times: dict[str, float] = {}
         """Seconds each process took to stop, by name, at the last :meth:`stop`."""
+        self._stop_lock = threading.Lock()
+        self._stopping = False
+        self._unregister: Any = None
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> LocalStack:
         """Start everything; return when the listener is reading."""
         started = time.monotonic()
+        self._stopping = False
+        # A signal handled by deployments.processes.stop_on_signals stops what has started.
+        self._unregister = on_shutdown(self._stop_on_signal)
         self.server.start()
         self._env = self.server.client_env()
         os.environ.update(PREFECT_API_URL=self.server.api_url, PREFECT_HOME=str(self.server.home))
-        self.broker.start()
+        self._start_broker()
         self._start_sandbox()
         self.save_blocks()
         self._start_serve()
@@ -181,18 +195,36 @@ class LocalStack:
         are cut short are marked crashed while the Prefect server is), then the services and the
         broker.
         """
-        started = time.monotonic()
-        clients = [p for p in self.processes if p.name not in self.SERVICE_NAMES]
-        services = [p for p in self.processes if p.name in self.SERVICE_NAMES]
-        stop_all(clients, grace=self.CLIENTS_STOP_S)
-        self.broker.stop()
-        stop_all([*services, *self.server.processes], grace=self.SERVICES_STOP_S)
-        self.stop_times = {p.name: p.stop_s for p in self.processes if p.stop_s is not None}
-        self.stop_times.update(
-            {p.name: p.stop_s for p in self.server.processes if p.stop_s is not None}
-        )
-        self.processes.clear()
-        self.stop_s = time.monotonic() - started
+        self._stopping = True  # no process starts from now on
+        if self._unregister is not None:
+            self._unregister()
+            self._unregister = None
+        # Called from the main thread and from a signal's shutdown thread: one stops, the other
+        # waits for it.
+        with self._stop_lock:
+            if (
+                not self.processes
+                and not self.broker.is_running
+                and not any(p.running for p in self.server.processes)
+            ):
+                return
+            started = time.monotonic()
+            clients = [p for p in self.processes if p.name not in self.SERVICE_NAMES]
+            services = [p for p in self.processes if p.name in self.SERVICE_NAMES]
+            stop_all(clients, grace=self.CLIENTS_STOP_S)
+            self.broker.stop()
+            stop_all([*services, *self.server.processes], grace=self.SERVICES_STOP_S)
+            self.stop_times = {p.name: p.stop_s for p in self.processes if p.stop_s is not None}
+            self.stop_times.update(
+                {p.name: p.stop_s for p in self.server.processes if p.stop_s is not None}
+            )
+            self.processes.clear()
+            self.stop_s = time.monotonic() - started
+
+    def _stop_on_signal(self) -> None:
+        self.stop()
+        times = ", ".join(f"{name} {s:.1f} s" for name, s in self.stop_times.items())
+        print(f"stack stopped in {self.stop_s or 0:.1f} s ({times})", flush=True)
 
     def __enter__(self) -> LocalStack:
         try:
@@ -206,7 +238,14 @@ class LocalStack:
 
     # ------------------------------------------------------------------ parts
 
+    def _start_broker(self) -> None:
+        if self._stopping:
+            raise ProcessFailed("not starting the broker: the stack is stopping")
+        self.broker.start()
+
     def _python(self, name: str, *args: str) -> ManagedProcess:
+        if self._stopping:
+            raise ProcessFailed(f"not starting {name}: the stack is stopping")
         process = ManagedProcess(
             name,
             [sys.executable, *args],

@@ -23,9 +23,7 @@ import pytest
 
 from deployments.processes import (
     ManagedProcess,
-    Shutdown,
     descendants,
-    signals_raise,
     stop_all,
     terminate_tree,
 )
@@ -175,30 +173,34 @@ def test_terminate_tree_kills_what_ignores_sigterm() -> None:
     ignoring.wait(5)
 
 
-def test_signals_raise_runs_the_whole_clean_up_despite_a_second_signal(tmp_path: Path) -> None:
-    script = textwrap.dedent(
-        """
-        import sys, time
-        from deployments.processes import Shutdown, signals_raise
-        try:
-            with signals_raise():
-                try:
-                    print("ready", flush=True)
-                    time.sleep(60)
-                finally:
-                    print("cleaning", flush=True)
-                    time.sleep(1.0)
-                    print("cleaned", flush=True)
-        except Shutdown as stopped:
-            print("shutdown", stopped.signum, flush=True)
-            sys.exit(3)
-        """
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-c", script],
+def _python(script: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(script)],
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         cwd=Path(__file__).resolve().parents[1],
+    )
+
+
+def test_a_signal_runs_the_clean_ups_to_their_end_despite_a_second_one() -> None:
+    process = _python(
+        """
+        import time
+        from deployments.processes import on_shutdown, stop_on_signals
+
+        def clean_up():
+            print("cleaning", flush=True)
+            time.sleep(1.0)
+            print("cleaned", flush=True)
+
+        with stop_on_signals():
+            on_shutdown(lambda: print("registered first, runs last", flush=True))
+            on_shutdown(clean_up)
+            print("ready", flush=True)
+            time.sleep(60)
+        print("the main thread went on", flush=True)
+        """
     )
     assert process.stdout is not None
     assert process.stdout.readline().strip() == "ready"
@@ -206,19 +208,53 @@ def test_signals_raise_runs_the_whole_clean_up_despite_a_second_signal(tmp_path:
     assert process.stdout.readline().strip() == "cleaning"
     process.send_signal(signal.SIGINT)  # an impatient second Ctrl-C
     rest = process.stdout.read()
-    assert process.wait(10) == 3
-    assert rest.split() == ["cleaned", "shutdown", str(int(signal.SIGTERM))]
+    assert process.wait(10) == 128 + signal.SIGTERM
+    assert rest.splitlines() == ["cleaned", "registered first, runs last"]
 
 
-def test_shutdown_is_a_keyboard_interrupt() -> None:
-    with pytest.raises(KeyboardInterrupt), signals_raise():
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(5)
-    assert issubclass(Shutdown, KeyboardInterrupt)
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
-    assert descendants(os.getpid()) == [] or all(
-        p.status() != psutil.STATUS_ZOMBIE for p in descendants(os.getpid())
+def test_what_fails_in_the_main_thread_while_stopping_is_not_reported() -> None:
+    process = _python(
+        """
+        import time
+        from deployments.processes import on_shutdown, stop_on_signals
+
+        stopped = []
+        on_shutdown(lambda: (time.sleep(0.5), stopped.append(True)))
+        with stop_on_signals():
+            print("ready", flush=True)
+            while not stopped:
+                time.sleep(0.01)
+            raise RuntimeError("the server went away")  # as the stack stops under the demo
+        """
     )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "ready"
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 128 + signal.SIGINT
+    assert "Traceback" not in stderr and "went away" not in stderr, stderr
+
+
+def test_a_clean_up_that_hangs_is_cut_at_the_deadline_with_its_children() -> None:
+    process = _python(
+        """
+        import subprocess, sys, time
+        from deployments.processes import on_shutdown, stop_on_signals
+
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        on_shutdown(lambda: time.sleep(60))
+        with stop_on_signals(deadline_s=1.0):
+            print(child.pid, flush=True)
+            time.sleep(60)
+        """
+    )
+    assert process.stdout is not None
+    child = int(process.stdout.readline())
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(10) == 128 + signal.SIGTERM
+    assert time.monotonic() - started < 4.0
+    assert _wait_gone([child], 3.0) is not None
 
 
 # ---------------------------------------------------------------------------------- entry points
