@@ -418,6 +418,7 @@ def test_followup_demo_stops_on_sigterm_mid_run_and_on_ctrl_c_after_a_restart(
     finally:
         first.kill()
     print(f"\nfollowup demo, SIGTERM during a follow-up run: every process gone in {took:.1f} s")
+    print(*[line for line in first.lines if "stack stopped in" in line], sep="\n")
     assert took <= SHUTDOWN_LIMIT_S, first.output
     assert first.process.returncode == 128 + signal.SIGTERM, first.output
     assert port in ports and len(ports) >= 4, ports  # Prefect, Kafka, the sandbox's stand-ins
@@ -434,6 +435,7 @@ def test_followup_demo_stops_on_sigterm_mid_run_and_on_ctrl_c_after_a_restart(
     finally:
         second.kill()
     print(f"followup demo restarted on port {port}, Ctrl-C: every process gone in {took_int:.1f} s")
+    print(*[line for line in second.lines if "stack stopped in" in line], sep="\n")
     assert took_int <= SHUTDOWN_LIMIT_S, second.output
     _ledger_consistent(ledger_url)
 
