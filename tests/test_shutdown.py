@@ -716,3 +716,40 @@ def test_make_production_stops_on_sigterm_and_on_ctrl_c_after_a_restart(tmp_path
         for url in (prefect_db, ledger_db):
             drop_database(url)
     print("\nproduction profile: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
+
+
+# ---------------------------------------------------------------------------------- dispatcher
+
+
+@pytest.mark.slow
+def test_the_dispatcher_cuts_runs_short_after_its_grace_and_they_end_crashed(
+    prefect_server,
+) -> None:
+    from prefect.client.orchestration import get_client
+
+    from flows.dispatch import Dispatcher
+    from tests.dispatch_flows import probe
+
+    probe.to_deployment(name="probe-shutdown").apply()
+    dispatcher = Dispatcher(
+        {"dispatch-probe/probe-shutdown": "tests.dispatch_flows:probe"}, workers=1
+    ).start()
+    workers = [
+        p.pid for p in descendants(os.getpid()) if "multiprocessing" in " ".join(p.cmdline())
+    ]
+    run_id = dispatcher.dispatch("dispatch-probe/probe-shutdown", {"x": 1, "sleep_s": 120})
+
+    def state() -> str | None:
+        with get_client(sync_client=True) as client:
+            found = client.read_flow_run(run_id).state
+        return found.type.value if found else None
+
+    assert _wait_for(lambda: state() == "RUNNING", 60, interval=0.2), state()
+    started = time.monotonic()
+    cut = dispatcher.shutdown(grace_s=1.0)
+    took = time.monotonic() - started
+    print(f"\nDispatcher.shutdown(grace_s=1.0) with a run in progress: {took:.1f} s")
+    assert cut == [run_id]
+    assert took < 5.0
+    assert workers and _wait_gone(workers, 2.0) is not None, _describe(workers)
+    assert _wait_for(lambda: state() == "CRASHED", 30, interval=0.5), state()
