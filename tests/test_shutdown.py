@@ -731,11 +731,14 @@ def test_the_dispatcher_cuts_runs_short_after_its_grace_and_they_end_crashed(
     from tests.dispatch_flows import probe
 
     probe.to_deployment(name="probe-shutdown").apply()
+    before = {p.pid for p in descendants(os.getpid())}
     dispatcher = Dispatcher(
         {"dispatch-probe/probe-shutdown": "tests.dispatch_flows:probe"}, workers=1
     ).start()
     workers = [
-        p.pid for p in descendants(os.getpid()) if "multiprocessing" in " ".join(p.cmdline())
+        p.pid
+        for p in descendants(os.getpid())
+        if p.pid not in before and "spawn_main" in " ".join(p.cmdline())
     ]
     run_id = dispatcher.dispatch("dispatch-probe/probe-shutdown", {"x": 1, "sleep_s": 120})
 
