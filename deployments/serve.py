@@ -5,8 +5,8 @@ and schedules and runs their flows here. Bigger setups use ``prefect.yaml`` with
 pool and workers instead; the deployments are the same (``tests/test_prefect_yaml.py`` keeps the
 two in step).
 
-SIGTERM and SIGINT stop it within seconds: the flow-run processes get SIGTERM (their runs end
-Crashed, and can be retried) and are killed after ``FLOW_RUNS_STOP_S``; whatever still runs after
+SIGTERM and SIGINT stop it within seconds: the flow-run processes get SIGTERM, are killed after
+``FLOW_RUNS_STOP_S`` and their runs end Crashed (they can be retried); whatever still runs after
 ``SERVE_STOP_S`` (Prefect's own shutdown gives each flow-run process 30 s, and retries a server that
 is gone) is cut short.
 
@@ -19,11 +19,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import threading
 from typing import Any
 
+import psutil
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import EntrypointType
 from prefect.events import DeploymentEventTrigger
@@ -43,7 +45,9 @@ from flows.report import report
 from flows.retract import retract
 from flows.targets import select_targets
 
-__all__ = ["RERUN_PHOTOMETRY_CRON", "QuickRunner", "build_deployments", "main"]
+__all__ = ["RERUN_PHOTOMETRY_CRON", "QuickRunner", "build_deployments", "main", "stop_flow_runs"]
+
+logger = logging.getLogger("deployments.serve")
 
 # Entrypoints name modules (``flows.followup:followup``), not files: Prefect puts a script's folder
 # first on sys.path, where ``flows/followup.py`` would shadow the ``followup`` package.
@@ -62,8 +66,8 @@ class QuickRunner(Runner):
     """Prefect's runner, stopping within seconds on SIGTERM and SIGINT.
 
     Prefect's own shutdown gives each flow-run process 30 s in turn; this one gives all of them
-    ``FLOW_RUNS_STOP_S`` together, then lets the runner finish (it marks the runs it cancelled)
-    until ``SERVE_STOP_S``.
+    ``FLOW_RUNS_STOP_S`` together, kills what is left, marks their runs Crashed (unless they
+    ended), and lets the runner finish until ``SERVE_STOP_S``.
     """
 
     def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
@@ -72,13 +76,48 @@ class QuickRunner(Runner):
             self._quick_stop = True
             exit_deadline(SERVE_STOP_S, code=0)
             threading.Thread(
-                target=terminate_tree,
+                target=stop_flow_runs,
                 args=(descendants(os.getpid()),),
-                kwargs={"grace": FLOW_RUNS_STOP_S},
                 name="stop-flow-runs",
                 daemon=True,
             ).start()
         super().handle_sigterm(*args, **kwargs)
+
+
+def stop_flow_runs(processes: list[psutil.Process]) -> list[str]:
+    """Stop flow-run processes (SIGTERM, SIGKILL after ``FLOW_RUNS_STOP_S``); crash their runs.
+
+    A process's run is the ``PREFECT__FLOW_RUN_ID`` of its environment (Prefect sets it for the
+    engine). A run killed before it could say so itself is marked Crashed: it would otherwise stay
+    Running, and its retry would wait for a run that never ends.
+
+    Returns:
+        Ids of the runs marked Crashed here.
+    """
+    runs = set()
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            if run := process.environ().get("PREFECT__FLOW_RUN_ID"):
+                runs.add(run)
+    terminate_tree(processes, grace=FLOW_RUNS_STOP_S)
+    if not runs:
+        return []
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    crashed = []
+    try:
+        with get_client(sync_client=True) as client:
+            for run in sorted(runs):
+                state = client.read_flow_run(run).state
+                if state is None or not state.is_final():
+                    client.set_flow_run_state(
+                        run, Crashed(message="deployments.serve stopped while it ran"), force=True
+                    )
+                    crashed.append(run)
+    except Exception:  # the server may be stopping too; the runs stay as they are
+        logger.exception("could not mark the stopped flow runs crashed")
+    return crashed
 
 
 def _event_trigger(name: str, event: str, parameters: dict[str, Any]) -> DeploymentEventTrigger:
