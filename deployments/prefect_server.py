@@ -139,7 +139,7 @@ class PrefectServer:
         """True when ``/api/health`` answers."""
         return http_ok(f"{self.api_url}/health")
 
-    def start(self, timeout: float = 120.0) -> PrefectServer:
+    def start(self, timeout: float = 300.0) -> PrefectServer:
         """Start the server and wait for ``/api/health`` (migrations run on first start)."""
         self.home.mkdir(parents=True, exist_ok=True)
         self.process.start()

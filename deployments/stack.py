@@ -376,7 +376,7 @@ class LocalStack:
             "--refresh-interval",
             str(self.options.refresh_interval_s),
         )
-        process.wait_ready(self._deployments_ready, timeout=120)
+        process.wait_ready(self._deployments_ready, timeout=300)
 
     def _deployments_ready(self) -> bool:
         from prefect.client.orchestration import get_client
@@ -403,7 +403,7 @@ class LocalStack:
             "--ready-file",
             str(ready),
         )
-        process.wait_ready(ready.exists, timeout=180)
+        process.wait_ready(ready.exists, timeout=300)
 
     def apply_alarms(self) -> list[Any]:
         """Point the alarm webhook at the sandbox's receiver and create the alarm automations."""
