@@ -37,7 +37,7 @@ from followup.lco import (
     epoch_windows,
     make_group_name,
 )
-from followup.ledger import FrameRow, Ledger, RequestRow
+from followup.ledger import ApprovalRow, FrameRow, Ledger, RequestRow
 from followup.ledger.requests import attempt_of, base_filters
 from followup.models import (
     Alert,
@@ -112,6 +112,40 @@ def _rows_with_frames(ledger: Ledger, event_id: str) -> set[int]:
                 .where(RequestRow.event_id == event_id)
             )
         )
+
+
+def _approved_forms(ledger: Ledger, event_id: str, target: str) -> list[dict]:
+    """The approval forms of the event's telescope time, newest first.
+
+    The subjects the flows ask on: ``requests:<event>:<alert type>`` (flows/observe.py) and
+    ``spectrum:<event>:<candidate>`` (flows/candidate.py).
+    """
+    subjects = (ApprovalRow.subject.like(f"requests:{event_id}:%")) | (
+        ApprovalRow.subject == f"spectrum:{event_id}:{target}"
+    )
+    with ledger.session() as s:
+        rows = s.scalars(
+            select(ApprovalRow)
+            .where(subjects, ApprovalRow.approved.is_(True))
+            .order_by(ApprovalRow.id.desc())
+        )
+        return [dict((row.data or {}).get("form") or {}) for row in rows]
+
+
+def _as_approved(
+    strategy: ObservingStrategy, filters: list[str], forms: list[dict]
+) -> ObservingStrategy:
+    """The strategy with the row's filters and the exposures a person approved for them.
+
+    The attempt asks for no more than the person approved: the latest approved form with these
+    filters gives the exposure time and count (as the observe flow applied the edit).
+    """
+    update: dict[str, object] = {"filters": filters}
+    for form in forms:
+        if form.get("filters") == filters:
+            update |= {k: form[k] for k in ("exposure_time_s", "exposure_count") if k in form}
+            break
+    return strategy.model_copy(update=update)
 
 
 def _latest_alert(ledger: Ledger, event_id: str) -> Alert | None:
@@ -210,6 +244,9 @@ def plan_rerequests(
         until = live_until(strategy, event_time)
         if attempt > strategy.rerequests or now >= until:
             continue
+        strategy = _as_approved(
+            strategy, base_filters(row), _approved_forms(ledger, event_id, target.name)
+        )
         plans.append(_plan(row, target, strategy, attempt, until, proposal, now, semesters))
     return plans
 
@@ -224,8 +261,7 @@ def _plan(
     now: datetime,
     semesters: Sequence[Semester],
 ) -> Rerequest:
-    filters = base_filters(row)
-    strategy = strategy.model_copy(update={"filters": filters})
+    filters = strategy.filters
     start, end = clip_to_semester(now, now + timedelta(hours=strategy.window_hours), semesters)
     name = make_group_name(
         row.event_id,

@@ -30,7 +30,7 @@ from followup.lco import (
 )
 from followup.ledger import Ledger
 from followup.ledger.requests import attempt_of, base_filters
-from followup.models import Alert, Frame, LcoState, ObservationRequest, Target
+from followup.models import Alert, Approval, Frame, LcoState, ObservationRequest, Target
 from followup.observing import SubmitOutcome, refresh_request_states, submit_once
 from followup.strategies import StrategyBook, live_until, load_strategies
 from sandbox.lco import LcoSandboxState, ManualClock, create_portal_app
@@ -206,6 +206,28 @@ def test_a_lost_submission_of_the_new_attempt_is_planned_under_the_same_name(
     assert again.request.group_name == plan.request.group_name
     assert send(sqlite_ledger, portal, again, now).outcome == "submitted"
     assert [s["name"] for s in submitted(sandbox)] == [first, plan.request.group_name]
+
+
+def test_the_new_attempt_asks_for_no_more_than_a_person_approved(
+    sqlite_ledger, sandbox, portal, book
+) -> None:
+    first = observe_epoch(sqlite_ledger, portal, sandbox, book)
+    edited = {"filters": ["gp", "rp"], "exposure_time_s": 60.0, "exposure_count": 2}
+    declined = {"filters": ["gp", "rp"], "exposure_time_s": 999.0, "exposure_count": 9}
+    sqlite_ledger.approvals.record(
+        Approval(subject=f"requests:{EVENT}:preliminary", approved=True, decided_by="a"),
+        form=edited,
+    )
+    sqlite_ledger.approvals.record(
+        Approval(subject=f"requests:{EVENT}:update", approved=False, decided_by="b"),
+        form=declined,
+    )
+    now = sandbox[0].advance(13 * 3600)
+    expire(sqlite_ledger, portal, sandbox, first)
+    [plan] = plan_rerequests(sqlite_ledger, EVENT, book, proposal="SANDBOX-001", now=now)
+    assert plan.spec.strategy.exposure_time_s == 60.0
+    assert plan.spec.strategy.exposure_count == 2
+    assert plan.spec.strategy.filters == ["gp", "rp"]
 
 
 @pytest.mark.parametrize("why", ["retracted", "observed", "over", "not expired", "no retries"])
