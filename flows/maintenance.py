@@ -23,7 +23,8 @@ from followup.cadence import (
     plan_rerequests,
     record_rerequest,
 )
-from followup.lco import PortalClient, at_submission, build_request_group
+from followup.drills import DrillFenced
+from followup.lco import PortalClient, Semester, at_submission, build_request_group
 from followup.ledger import AlertRow, FrameRow, Ledger, RequestRow
 from followup.models import Alert, AlertDecision, LcoState, utcnow
 from followup.observing import SubmitOutcome
@@ -70,7 +71,7 @@ def request_again(runtime: Runtime, portal: PortalClient) -> list[str]:
     """
     ledger = runtime.ledger
     now = utcnow()
-    semesters = portal.list_semesters(ending_after=now)
+    semesters: list[Semester] | None = None  # asked for only when something is to be sent
     sent = []
     for event_id in events_with_expired_requests(ledger):
         latest = _latest_accepted_alert(ledger, event_id)
@@ -80,12 +81,18 @@ def request_again(runtime: Runtime, portal: PortalClient) -> list[str]:
             runtime.strategies,
             proposal=runtime.settings.lco.proposal_id,
             now=now,
-            semesters=semesters,
         )
         if not plans or latest is None:
             continue
-        runtime.fence(Alert.model_validate(latest.summary), "LCO")
+        if semesters is None:
+            semesters = portal.list_semesters(ending_after=now)
+        try:
+            runtime.fence(Alert.model_validate(latest.summary), "LCO")
+        except DrillFenced as exc:  # one fenced drill must not stop the other events
+            get_run_logger().warning("%s: not requested again: %s", event_id, exc)
+            continue
         for plan in plans:
+            # The windows are clipped to one semester here, as every request's.
             spec = at_submission(plan.spec, now=utcnow(), semesters=semesters)
             request = plan.request.model_copy(
                 update={"window_start": spec.window_start, "window_end": spec.window_end}
