@@ -247,11 +247,12 @@ def plan_rerequests(
         strategy = _as_approved(
             strategy, base_filters(row), _approved_forms(ledger, event_id, target.name)
         )
-        plans.append(_plan(row, target, strategy, attempt, until, proposal, now, semesters))
+        plans.append(_plan(ledger, row, target, strategy, attempt, until, proposal, now, semesters))
     return plans
 
 
 def _plan(
+    ledger: Ledger,
     row: RequestRow,
     target: Target,
     strategy: ObservingStrategy,
@@ -271,10 +272,9 @@ def _plan(
         plan=strategy.name,
         attempt=attempt,
     )
-    replaces = (
-        row.group_name
-        if attempt == attempt_of(row) + 1
-        else make_group_name(
+    replaces, closed_at = row.group_name, row.window_end
+    if attempt == attempt_of(row):  # resuming a lost submission: ``row`` is the new attempt
+        replaces = make_group_name(
             row.event_id,
             target.name,
             epoch=row.epoch,
@@ -282,8 +282,9 @@ def _plan(
             plan=strategy.name,
             attempt=attempt - 1,
         )
-    )
-    closed = f"{row.window_end:%Y-%m-%d %H:%M} UTC" if row.window_end else "its end"
+        previous = ledger.requests.find(replaces)
+        closed_at = previous.window_end if previous is not None else None
+    closed = f"{closed_at:%Y-%m-%d %H:%M} UTC" if closed_at else "its end"
     reason = (
         f"epoch {row.epoch} of {target.name}: the window of {replaces} closed at {closed} "
         f"without frames; requested again as {name} (attempt {attempt}) while "

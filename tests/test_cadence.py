@@ -203,7 +203,9 @@ def test_a_lost_submission_of_the_new_attempt_is_planned_under_the_same_name(
     [again] = plan_rerequests(
         sqlite_ledger, EVENT, book, proposal="SANDBOX-001", now=now + timedelta(minutes=5)
     )
-    assert again.request.group_name == plan.request.group_name
+    assert again.request.group_name == plan.request.group_name and again.replaces == first
+    closed = sqlite_ledger.requests.find(first).window_end
+    assert f"the window of {first} closed at {closed:%Y-%m-%d %H:%M} UTC" in again.reason
     assert send(sqlite_ledger, portal, again, now).outcome == "submitted"
     assert [s["name"] for s in submitted(sandbox)] == [first, plan.request.group_name]
 
