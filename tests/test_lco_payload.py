@@ -104,7 +104,8 @@ def test_floyds_spectrum_sits_between_lamp_flats_and_arcs() -> None:
         assert configuration["target"] == spectrum["target"]
         assert configuration["instrument_type"] == "2M0-FLOYDS-SCICAM"
     calibrations = [c for c in configurations if c["type"] != "SPECTRUM"]
-    assert {c["acquisition_config"]["mode"] for c in calibrations} == {"OFF"}
+    # The portal turns a calibration's acquisition OFF; configdb's schema allows only WCS here.
+    assert {c["acquisition_config"]["mode"] for c in calibrations} == {"WCS"}
     assert {c["guiding_config"]["optional"] for c in calibrations} == {True}
     times = {c["type"]: c["instrument_configs"][0]["exposure_time"] for c in calibrations}
     assert times == {"LAMP_FLAT": 50.0, "ARC": 60.0}  # the portal form's 1.6" lamp flat

@@ -396,8 +396,8 @@ def test_a_floyds_spectrum_needs_acquisition_slit_and_rotator(
 
 def test_calibrations_are_forced_to_acquisition_off(client: TestClient, clock) -> None:
     body = floyds(clock)
-    for index in (0, 1, 3, 4):
-        body["requests"][0]["configurations"][index]["acquisition_config"]["mode"] = "WCS"
+    sent = [c["acquisition_config"]["mode"] for c in body["requests"][0]["configurations"]]
+    assert sent == ["WCS"] * 5
     stored = client.post("/api/requestgroups/", json=body, headers=AUTH)
     assert stored.status_code == 201, stored.text
     modes = [

@@ -106,17 +106,17 @@ def _configuration(
     """One configuration of the request: target, constraints, exposures, guiding.
 
     ``kind`` None is the science configuration; a calibration type (``LAMP_FLAT``, ``ARC``)
-    gives that calibration at the same pointing and slit, acquisition OFF (the portal forces it
-    for calibrations) and guiding optional (the only types a spectrograph may leave unguided).
+    gives that calibration at the same pointing and slit with guiding optional (the only types
+    a spectrograph may leave unguided). Its acquisition mode stays the instrument's: the portal
+    sets calibrations to OFF itself, and configdb's schema (aeonlib's models) has no OFF mode
+    for FLOYDS.
     """
     target, strategy = spec.target, spec.strategy
     if kind is None:
         configs = instrument_configs(strategy, instrument)
-        acquisition = instrument.acquisition_mode
         optional = instrument.guiding_optional
     else:
         configs = calibration_configs(strategy, instrument, kind)
-        acquisition = "OFF"
         optional = True
     return {
         "type": kind or instrument.configuration_type,
@@ -140,7 +140,7 @@ def _configuration(
             "extra_params": {},
         },
         "instrument_configs": configs,
-        "acquisition_config": {"mode": acquisition, "extra_params": {}},
+        "acquisition_config": {"mode": instrument.acquisition_mode, "extra_params": {}},
         "guiding_config": {
             "mode": instrument.guiding_mode,
             "optional": optional,
