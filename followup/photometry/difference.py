@@ -32,6 +32,7 @@ from typing import Literal
 import numpy as np
 
 from followup.exceptions import PhotometryError
+from followup.photometry.background import mesh_background
 from followup.photometry.detection import detect_sources
 from followup.photometry.frame import (
     FWHM_TO_SIGMA,
@@ -49,6 +50,8 @@ GRID_STEP = 64
 """Pixels between exact WCS evaluations of the registration map."""
 MIN_STARS = 8
 """Fewest clean stars a kernel is fitted on."""
+BACKGROUND_BOX = 128
+"""Cell of the smooth background removed from the difference (pixels)."""
 
 
 @dataclass
@@ -327,7 +330,13 @@ def subtract(science: AnyFrame, reference: AnyFrame) -> Difference:
     flags |= r_flags & BPM_SATURATED
     err = np.sqrt(np.clip(var, 0, None)).astype(np.float32)
     diff = np.asarray(diff, np.float32)
-    diff[flags & MASKED_BITS > 0] = 0.0
+    masked = (flags & MASKED_BITS) > 0
+    # Sky gradients differ between the nights (Moon, twilight): what is left of them is smooth
+    # and is removed like a background, point sources and their residuals being clipped out.
+    if min(diff.shape) >= 2 * BACKGROUND_BOX:
+        smooth, _ = mesh_background(diff, masked, BACKGROUND_BOX)
+        diff -= smooth
+    diff[masked] = 0.0
     frame = replace(
         sci,
         data=diff,

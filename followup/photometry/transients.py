@@ -1,0 +1,172 @@
+"""Transients found and measured on the difference of a frame and its reference.
+
+:func:`find_transients` subtracts the reference (:mod:`~followup.photometry.difference`), detects
+positive point sources on the difference with their real-bogus score
+(:mod:`~followup.photometry.realbogus`) and calibrates their host-subtracted fluxes with the zero
+point of the PSF-matched science frame. :func:`measure_difference` is forced photometry of given
+positions on the difference: the flux of whatever changed, without its host galaxy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+from astropy.table import QTable
+
+from followup.models import Measurement
+from followup.photometry.difference import Difference, subtract
+from followup.photometry.frame import AnyFrame
+from followup.photometry.options import PhotometryOptions
+from followup.photometry.realbogus import REAL_SCORE, detect_difference_sources
+from followup.photometry.targets import frame_zero_point, measurement_of, photometry_table
+from followup.photometry.zeropoint import CatalogLike, ZeroPoint
+
+__all__ = ["difference_zero_point", "find_transients", "measure_difference"]
+
+
+def difference_zero_point(
+    difference: Difference, catalog: CatalogLike, options: PhotometryOptions
+) -> tuple[ZeroPoint, int]:
+    """Zero point of the difference: that of the science frame with the difference's PSF."""
+    return frame_zero_point(difference.matched_science, catalog, options)
+
+
+def find_transients(
+    science: AnyFrame,
+    reference: AnyFrame | Difference,
+    *,
+    catalog: CatalogLike = None,
+    snr_min: float = 5.0,
+    min_score: float = 0.0,
+    options: PhotometryOptions | None = None,
+    margin_px: float = 20.0,
+) -> QTable:
+    """Candidates on the difference of a frame and its reference, calibrated and scored.
+
+    Args:
+        science: A reduced science frame.
+        reference: A reduced frame of the field in the same band, or a difference already made.
+        catalog: Reference stars for the zero point (None: the frame's CAT and ``L1ZP``).
+        snr_min: Detection threshold (matched-filter S/N on the difference).
+        min_score: Keep sources scoring at least this (0 keeps all, with their score).
+        options: How fluxes are measured (aperture by default, as for the zero point).
+        margin_px: Sources closer to the edge than this are left out.
+
+    Returns:
+        QTable, highest S/N first: ``ra``, ``dec`` (deg), ``x``, ``y`` (pix), ``flux``,
+        ``flux_err`` (electron, forced photometry on the difference), ``snr``, ``flux_ujy``,
+        ``flux_err_ujy``, ``mag``, ``mag_err`` (NaN below S/N 5), ``limit_mag_5sigma``, the
+        features of :func:`~followup.photometry.realbogus.detect_difference_sources`, ``score``,
+        ``real`` (score >= :data:`REAL_SCORE`), ``bogus_reasons``, ``detection_snr``,
+        ``source`` (``difference``). ``meta`` holds the zero point, the kernel's star count and
+        residual and which image was convolved.
+
+    Raises:
+        PhotometryError: Unreadable frames, different bands, no overlap, too few stars.
+    """
+    options = options or PhotometryOptions()
+    diff = reference if isinstance(reference, Difference) else subtract(science, reference)
+    found = detect_difference_sources(diff.frame, snr_min=snr_min)
+    ny, nx = diff.frame.shape
+    x = np.asarray(found["x"].value, float)
+    y = np.asarray(found["y"].value, float)
+    inside = (x >= margin_px) & (x < nx - margin_px) & (y >= margin_px) & (y < ny - margin_px)
+    found = found[inside & (np.asarray(found["score"], float) >= min_score)]
+    zero_point, frame_flags = difference_zero_point(diff, catalog, options)
+    meta = {
+        "zero_point": zero_point.zero_point,
+        "zero_point_err": zero_point.zero_point_err,
+        "kernel_stars": diff.n_stars,
+        "kernel_residual": diff.residual_rms,
+        "convolved": diff.convolved,
+        "flux_scale": diff.scale,
+        "fwhm": diff.frame.fwhm,
+        "frame": diff.science.name,
+        "origin": "difference",
+    }
+    if not len(found):
+        table = QTable(meta=meta)
+        for name in ("ra", "dec", "x", "y", "flux", "flux_err", "snr", "flux_ujy", "mag"):
+            table[name] = np.zeros(0)
+        table["score"] = np.zeros(0)
+        table["bogus_reasons"] = np.zeros(0, str)
+        return table
+    phot = photometry_table(
+        diff.frame,
+        found["ra"],
+        found["dec"],
+        names=[f"d{k}" for k in range(len(found))],
+        zero_point=zero_point,
+        options=options,
+    )
+    table = QTable(meta=meta)
+    for name in ("ra", "dec", "x", "y", "flux", "flux_err", "snr", "flux_ujy", "flux_err_ujy"):
+        table[name] = phot[name]
+    for name in ("mag", "mag_err", "limit_mag_5sigma"):
+        table[name] = phot[name]
+    table["flags"] = np.asarray(phot["flags"]) | frame_flags
+    for name in ("sharpness", "fwhm_ratio", "negative_fraction", "dipole", "masked_fraction"):
+        table[name] = found[name]
+    table["detection_snr"] = found["snr"]
+    table["score"] = found["score"]
+    table["real"] = np.asarray(found["score"], float) >= REAL_SCORE
+    table["bogus_reasons"] = found["bogus_reasons"]
+    table["source"] = ["difference"] * len(found)
+    return table
+
+
+def measure_difference(
+    science: AnyFrame,
+    reference: AnyFrame | Difference,
+    targets: Sequence[tuple[str, float, float]],
+    *,
+    catalog: CatalogLike = None,
+    frame_name: str | None = None,
+    margin_px: float = 10.0,
+    options: PhotometryOptions | None = None,
+) -> list[Measurement]:
+    """Forced photometry of targets on the difference: host-subtracted flux, mag, limit.
+
+    Args:
+        science: A reduced science frame.
+        reference: A reduced frame of the field in the same band, or a difference already made.
+        targets: ``(name, ra, dec)`` of each target (degrees).
+        catalog: Reference stars for the zero point, as for
+            :func:`~followup.photometry.measure`.
+        frame_name: Frame basename recorded in the measurements.
+        margin_px: Targets closer than this to the frame's edge are not measured.
+        options: Method, aperture radius (default: apertures of 1 FWHM).
+
+    Returns:
+        One measurement per target on the frame, with the difference's flux (uJy), its
+        magnitude at S/N >= 5 and its 5-sigma limit; the reference's light is not in it.
+
+    Raises:
+        PhotometryError: Unreadable frames, no overlap, too few stars, no reference stars.
+    """
+    options = options or PhotometryOptions()
+    diff = reference if isinstance(reference, Difference) else subtract(science, reference)
+    fr = diff.frame
+    if not targets:
+        return []
+    coords = SkyCoord([t[1] for t in targets], [t[2] for t in targets], unit="deg")
+    x, y = fr.wcs.all_world2pix(coords.ra.deg, coords.dec.deg, 0)
+    ny, nx = fr.shape
+    on = (x >= margin_px) & (x <= nx - 1 - margin_px) & (y >= margin_px) & (y <= ny - 1 - margin_px)
+    if not on.any():
+        return []
+    zero_point, frame_flags = difference_zero_point(diff, catalog, options)
+    table = photometry_table(
+        fr,
+        coords[on].ra.deg * u.deg,
+        coords[on].dec.deg * u.deg,
+        names=[t[0] for t, k in zip(targets, on, strict=True) if k],
+        zero_point=zero_point,
+        options=options,
+    )
+    table["flags"] = np.asarray(table["flags"]) | frame_flags
+    name = frame_name or diff.science.name
+    return [measurement_of(row, table, diff.science, frame_name=name) for row in table]
