@@ -97,7 +97,6 @@ def resample_reference(
         PhotometryError: The frames do not overlap.
     """
     from scipy import ndimage
-    from scipy.interpolate import RegularGridInterpolator
 
     ny, nx = science.shape
     gy = np.unique(np.append(np.arange(0, ny, grid_step), ny - 1)).astype(float)
@@ -109,36 +108,44 @@ def resample_reference(
     rny, rnx = reference.shape
     if not ((rx > -0.5) & (rx < rnx - 0.5) & (ry > -0.5) & (ry < rny - 0.5)).any():
         raise PhotometryError(f"the reference {reference.label} does not cover {science.label}")
-    yy, xx = np.mgrid[0:ny, 0:nx].astype(np.float32)
-    points = np.column_stack([yy.ravel(), xx.ravel()])
-    del yy, xx
-    coords = np.empty((2, ny * nx), np.float32)
-    coords[0] = RegularGridInterpolator((gy, gx), ry, method="linear")(points)
-    coords[1] = RegularGridInterpolator((gy, gx), rx, method="linear")(points)
-    del points
+    # Bilinear interpolation of the coarse map is separable: Wy @ coarse @ Wx.T.
+    wy, wx = _linear_weights(gy, ny), _linear_weights(gx, nx)
+    coords = np.empty((2, ny, nx), np.float32)
+    coords[0] = wy @ ry @ wx.T
+    coords[1] = wy @ rx @ wx.T
     ref_data = np.where(reference.mask, 0.0, reference.data).astype(np.float32)
-    data = ndimage.map_coordinates(ref_data, coords, order=3, mode="constant", cval=0.0)
-    var = ndimage.map_coordinates(
-        np.square(reference.err), coords, order=1, mode="constant", cval=0.0
+    data = ndimage.map_coordinates(
+        ref_data, coords, order=3, mode="constant", cval=0.0, output=np.float32
     )
-    bad = ndimage.map_coordinates(
-        reference.mask.astype(np.float32), coords, order=1, mode="constant", cval=1.0
-    )
-    saturated = ndimage.map_coordinates(
-        ((reference.flags & BPM_SATURATED) > 0).astype(np.float32), coords, order=1, cval=0.0
-    )
-    outside = (
-        (coords[0] < -0.5) | (coords[0] > rny - 0.5) | (coords[1] < -0.5) | (coords[1] > rnx - 0.5)
-    )
-    flags = np.where((bad > 0.01) | outside, BPM_BAD, 0).astype(np.uint8)
-    flags |= np.where(saturated > 0.01, BPM_SATURATED, 0).astype(np.uint8)
-    shape = science.shape
-    data = data.reshape(shape)
-    err = np.sqrt(np.clip(var, 0, None)).reshape(shape).astype(np.float32)
-    flags = flags.reshape(shape)
-    data[flags > 0] = 0.0
-    err[flags > 0] = 0.0
+    # Errors and flags from the nearest reference pixel (the error of a spline-interpolated
+    # pixel is close to that of the pixel it mostly comes from); flags then grow by a pixel.
+    iy = np.rint(coords[0]).astype(np.int32)
+    ix = np.rint(coords[1]).astype(np.int32)
+    del coords
+    outside = (iy < 0) | (iy >= rny) | (ix < 0) | (ix >= rnx)
+    np.clip(iy, 0, rny - 1, out=iy)
+    np.clip(ix, 0, rnx - 1, out=ix)
+    err = reference.err[iy, ix]
+    ref_flags = reference.flags[iy, ix]
+    del iy, ix
+    bad = ((ref_flags & MASKED_BITS) > 0) | outside
+    bad = ndimage.binary_dilation(bad, structure=np.ones((3, 3), bool))
+    flags = np.where(bad, BPM_BAD, 0).astype(np.uint8)
+    flags |= ref_flags & BPM_SATURATED
+    data[bad] = 0.0
+    err = np.where(bad, 0.0, err).astype(np.float32)
     return data, err, flags
+
+
+def _linear_weights(grid: np.ndarray, n: int) -> np.ndarray:
+    """(n, len(grid)) matrix interpolating linearly from ``grid`` nodes to pixels 0..n-1."""
+    pixels = np.arange(n, dtype=float)
+    k = np.clip(np.searchsorted(grid, pixels, side="right") - 1, 0, len(grid) - 2)
+    t = (pixels - grid[k]) / (grid[k + 1] - grid[k])
+    weights = np.zeros((n, len(grid)))
+    weights[np.arange(n), k] = 1.0 - t
+    weights[np.arange(n), k + 1] = t
+    return weights
 
 
 def _basis(sigma_k: float, half: int) -> list[np.ndarray]:
@@ -159,16 +166,34 @@ def _basis(sigma_k: float, half: int) -> list[np.ndarray]:
 
 
 def _stars(science: PreparedFrame, reference_flags: np.ndarray, half: int) -> np.ndarray:
-    """Pixel positions of bright, unsaturated, unmasked, isolated stars of the science frame."""
-    table = detect_sources(science, snr_min=30.0)
-    x = np.asarray(table["x"].value, float)
-    y = np.asarray(table["y"].value, float)
-    ok = (np.asarray(table["flags"]) == 0) & (np.asarray(table["sharpness"]) < 2.0)
+    """Pixel positions of bright, unsaturated, unmasked, isolated stars of the science frame.
+
+    They come from the frame's CAT when it has one (unflagged rows: BANZAI writes NaN FWHM on
+    flagged ones), else from :func:`detect_sources`.
+    """
+    cat = science.catalog
+    if cat is not None and {"x", "y", "flux", "fluxerr"} <= set(cat.colnames) and len(cat):
+        x = np.asarray(cat["x"], float) - 1.0
+        y = np.asarray(cat["y"], float) - 1.0
+        flux = np.asarray(cat["flux"], float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            snr = flux / np.asarray(cat["fluxerr"], float)
+        ok = np.isfinite(snr) & (snr >= 30.0)
+        if "flag" in cat.colnames:
+            ok &= np.asarray(cat["flag"]) == 0
+        if "fwhm" in cat.colnames:
+            fw = np.asarray(cat["fwhm"], float)
+            ok &= np.isfinite(fw) & (fw > 0.7 * science.fwhm) & (fw < 1.5 * science.fwhm)
+    else:
+        table = detect_sources(science, snr_min=30.0)
+        x = np.asarray(table["x"].value, float)
+        y = np.asarray(table["y"].value, float)
+        flux = np.asarray(table["flux"].value, float)
+        snr = np.asarray(table["snr"], float)
+        ok = (np.asarray(table["flags"]) == 0) & (np.asarray(table["sharpness"]) < 2.0)
     ny, nx = science.shape
     ok &= (x > 2 * half) & (x < nx - 1 - 2 * half) & (y > 2 * half) & (y < ny - 1 - 2 * half)
-    peak = np.asarray(table["flux"].value, float) / (
-        2 * math.pi * (science.fwhm * FWHM_TO_SIGMA) ** 2
-    )
+    peak = flux / (2 * math.pi * (science.fwhm * FWHM_TO_SIGMA) ** 2)
     if science.saturate:
         ok &= peak < 0.5 * science.saturate
     if len(x) > 1:
@@ -184,9 +209,8 @@ def _stars(science: PreparedFrame, reference_flags: np.ndarray, half: int) -> np
         if stamp.any() or (stamp2 & MASKED_BITS).any():
             ok[k] = False
     idx = np.nonzero(ok)[0]
-    snr = np.asarray(table["snr"], float)[idx]
-    # Brightest first, but not only the brightest: nonlinearity is in none of the sandbox's stars.
-    idx = idx[np.argsort(-snr)][:150]
+    # The brightest unsaturated ones (at most 150: the fit's cost grows with them).
+    idx = idx[np.argsort(-snr[idx])][:150]
     return np.column_stack([x[idx], y[idx]])
 
 
@@ -270,8 +294,6 @@ def subtract(science: AnyFrame, reference: AnyFrame) -> Difference:
         PhotometryError: Unreadable frames, different bands, no overlap, too few stars to match
             the PSFs.
     """
-    from scipy.signal import oaconvolve
-
     sci = ensure_fwhm(prepare_frame(science))
     ref = ensure_fwhm(prepare_frame(reference))
     if sci.band != ref.band:
@@ -295,11 +317,12 @@ def subtract(science: AnyFrame, reference: AnyFrame) -> Difference:
             r_data, sci_data, variance, xy, sigma_k=sigma_k, half=half, stamp_half=stamp_half
         )
         scale = float(kernel.sum())
-        matched = (oaconvolve(r_data, kernel, mode="same") + bkg).astype(np.float32)
+        matched = _convolve(r_data, kernel) + np.float32(bkg)
         diff = sci_data - matched
-        var = np.square(sci.err) + oaconvolve(np.square(r_err), kernel**2, mode="same")
+        var = np.square(sci.err) + _convolve(np.square(r_err), kernel**2)
         matched_science = sci
         fwhm = sci.fwhm
+        spoilers = r_flags > 0
     else:
         kernel, bkg, n, rms = fit_kernel(
             sci_data, r_data, variance, xy, sigma_k=sigma_k, half=half, stamp_half=stamp_half
@@ -308,23 +331,21 @@ def subtract(science: AnyFrame, reference: AnyFrame) -> Difference:
         if not total > 0:
             raise PhotometryError("the fitted PSF-matching kernel has no positive flux")
         scale = 1.0 / total
-        conv_sci = oaconvolve(sci_data, kernel / total, mode="same").astype(np.float32)
-        matched = ((r_data + 0.0) * scale - bkg * scale).astype(np.float32)
+        conv_sci = _convolve(sci_data, kernel / total)
+        matched = ((r_data - np.float32(bkg)) * np.float32(scale)).astype(np.float32)
         diff = conv_sci - matched
-        var = oaconvolve(np.square(sci.err), (kernel / total) ** 2, mode="same") + np.square(
-            r_err * scale
+        conv_var = np.clip(_convolve(np.square(sci.err), (kernel / total) ** 2), 0, None)
+        var = conv_var + np.square(r_err * np.float32(scale))
+        matched_science = replace(
+            sci, data=conv_sci, err=np.sqrt(conv_var).astype(np.float32), fwhm=fwhm_ref
         )
-        conv_err = np.sqrt(
-            np.clip(oaconvolve(np.square(sci.err), (kernel / total) ** 2, mode="same"), 0, None)
-        ).astype(np.float32)
-        matched_science = replace(sci, data=conv_sci, err=conv_err, fwhm=fwhm_ref, catalog=None)
         fwhm = fwhm_ref
-    # Any masked pixel within the kernel's reach spoils the convolved pixel.
+        spoilers = sci.mask | (r_flags > 0)
+    # A masked pixel of the convolved image spoils every pixel within the kernel's reach.
     from scipy import ndimage
 
-    spoiled = ndimage.binary_dilation(
-        (r_flags > 0) | sci.mask, structure=np.ones((3, 3), bool), iterations=max(1, half // 2)
-    )
+    spoiled = ndimage.maximum_filter(spoilers.astype(np.uint8), size=2 * half + 1) > 0
+    spoiled |= r_flags > 0
     flags = sci.flags.copy()
     flags[spoiled & ((sci.flags & MASKED_BITS) == 0)] |= BPM_BAD
     flags |= r_flags & BPM_SATURATED
@@ -356,6 +377,15 @@ def subtract(science: AnyFrame, reference: AnyFrame) -> Difference:
         scale=scale,
         n_stars=n,
         residual_rms=rms,
+    )
+
+
+def _convolve(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """``image`` convolved with a small kernel (same shape, float32), by FFT."""
+    from scipy.signal import fftconvolve
+
+    return np.asarray(
+        fftconvolve(image.astype(np.float32), kernel.astype(np.float32), mode="same"), np.float32
     )
 
 
