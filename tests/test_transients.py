@@ -293,3 +293,31 @@ def test_skybot_failure_is_a_service_error(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(requests.Session, "request", broken)
     with pytest.raises(ServiceError, match="SkyBoT"):
         SkybotMinorPlanets(url="http://sandbox.test/skybot").objects(150.0, -20.0, 0.1, WHEN)
+
+
+def test_saved_difference_measures_the_same(
+    scene: Scene, frames, difference, found, tmp_path
+) -> None:
+    from followup.photometry.transients import (
+        load_difference,
+        measure_saved_difference,
+        save_difference,
+    )
+
+    path = save_difference(
+        difference, found.meta["zero_point_fit"], tmp_path / "d.fits", candidates=found[:2]
+    )
+    t = _kind(scene, "transient")[0]
+    [saved] = measure_saved_difference(path, [("T", t.ra, t.dec)], frame_name="f")
+    [direct] = measure_difference(
+        frames[0], difference, [("T", t.ra, t.dec)], catalog=scene.catalog()
+    )
+    assert saved.flux_ujy == pytest.approx(direct.flux_ujy, rel=1e-4)
+    assert saved.zero_point == pytest.approx(direct.zero_point)
+    from astropy.io import fits
+
+    with fits.open(path) as hdul:
+        assert hdul["CUT0"].data.shape == (3, 51, 51)
+        assert len(hdul["CANDS"].data) == 2
+    fr, zp = load_difference(path)
+    assert fr.fwhm == pytest.approx(difference.frame.fwhm)

@@ -10,21 +10,31 @@ positions on the difference: the flux of whatever changed, without its host gala
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from astropy import units as u
 from astropy.coordinates import SkyCoord
-from astropy.table import QTable
+from astropy.table import QTable, Table
 
 from followup.models import Measurement
 from followup.photometry.difference import Difference, subtract
-from followup.photometry.frame import AnyFrame
+from followup.photometry.frame import AnyFrame, PreparedFrame
 from followup.photometry.options import PhotometryOptions
 from followup.photometry.realbogus import REAL_SCORE, detect_difference_sources
 from followup.photometry.targets import frame_zero_point, measurement_of, photometry_table
 from followup.photometry.zeropoint import CatalogLike, ZeroPoint
 
-__all__ = ["difference_zero_point", "find_transients", "measure_difference"]
+__all__ = [
+    "difference_zero_point",
+    "find_transients",
+    "load_difference",
+    "measure_difference",
+    "measure_saved_difference",
+    "save_difference",
+]
 
 
 def difference_zero_point(
@@ -86,6 +96,7 @@ def find_transients(
         "fwhm": diff.frame.fwhm,
         "frame": diff.science.name,
         "origin": "difference",
+        "zero_point_fit": zero_point,
     }
     if not len(found):
         table = QTable(meta=meta)
@@ -170,3 +181,112 @@ def measure_difference(
     table["flags"] = np.asarray(table["flags"]) | frame_flags
     name = frame_name or diff.science.name
     return [measurement_of(row, table, diff.science, frame_name=name) for row in table]
+
+
+_ZP_KEYS = {
+    "DZP": ("zero_point", "difference zero point [mag of 1 e-/s]"),
+    "DZPERR": ("zero_point_err", "its error [mag]"),
+    "DZPNSTAR": ("n_stars", "stars in the zero point"),
+    "DZPSCAT": ("scatter", "scatter of the zero point's stars [mag]"),
+    "DAPCORR": ("aperture_correction", "aperture to total flux"),
+    "DFWHM": ("fwhm", "PSF FWHM of the difference [pix]"),
+}
+
+
+def save_difference(
+    difference: Difference,
+    zero_point: ZeroPoint,
+    path: str | Path,
+    *,
+    candidates: QTable | None = None,
+    cutout_half: int = 25,
+) -> Path:
+    """Write the difference, its error and flags, its zero point and candidate cutouts.
+
+    The file holds ``SCI`` (difference, electrons, with the science header and the zero point
+    as ``DZP``...), ``ERR``, ``BPM``, and when candidates are given ``CANDS`` (their table) and
+    one ``CUT<k>`` cube per candidate (science, matched reference, difference).
+    """
+    from astropy.io import fits
+
+    from followup.photometry.difference import cutouts
+
+    header = difference.frame.header.copy()
+    for key, (attribute, comment) in _ZP_KEYS.items():
+        value = getattr(zero_point, attribute)
+        header[key] = (float(value) if value is not None else difference.frame.fwhm, comment)
+    header["DCONV"] = (difference.convolved, "image convolved to match the PSFs")
+    header["DSCALE"] = (difference.scale, "flux ratio science / reference")
+    header["DNSTAR"] = (difference.n_stars, "stars the kernel was fitted on")
+    hdus: list[Any] = [
+        fits.PrimaryHDU(),
+        fits.ImageHDU(difference.frame.data, header=header, name="SCI"),
+        fits.ImageHDU(difference.frame.err, name="ERR"),
+        fits.ImageHDU(difference.frame.flags, name="BPM"),
+    ]
+    if candidates is not None and len(candidates):
+        table = Table(candidates)
+        table.meta.clear()
+        for name in table.colnames:
+            table[name].unit = None  # electrons are not a FITS unit; the names say it
+            if table[name].dtype.kind == "O":
+                table[name] = [str(v) for v in table[name]]
+        hdus.append(fits.BinTableHDU(table, name="CANDS"))
+        for k, row in enumerate(candidates):
+            stamps = cutouts(difference, float(row["x"].value), float(row["y"].value), cutout_half)
+            cube = np.stack([stamps["science"], stamps["reference"], stamps["difference"]])
+            hdus.append(fits.ImageHDU(cube, name=f"CUT{k}"))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    fits.HDUList(hdus).writeto(tmp, overwrite=True)
+    tmp.replace(path)
+    return path
+
+
+def load_difference(path: str | Path) -> tuple[PreparedFrame, ZeroPoint]:
+    """The difference written by :func:`save_difference` and its zero point.
+
+    Raises:
+        PhotometryError: Not such a file.
+    """
+    from followup.exceptions import PhotometryError
+    from followup.photometry.frame import prepare_frame
+
+    fr = prepare_frame(str(path))
+    header = fr.header
+    if "DZP" not in header:
+        raise PhotometryError(f"{path} is not a difference written by save_difference")
+    values = {attribute: header[key] for key, (attribute, _) in _ZP_KEYS.items()}
+    values["n_stars"] = int(values["n_stars"])
+    zero_point = ZeroPoint(**values, source="difference")
+    return replace(fr, fwhm=float(header["DFWHM"]), catalog=None), zero_point
+
+
+def measure_saved_difference(
+    path: str | Path,
+    targets: Sequence[tuple[str, float, float]],
+    *,
+    frame_name: str | None = None,
+    margin_px: float = 10.0,
+    options: PhotometryOptions | None = None,
+) -> list[Measurement]:
+    """Forced photometry of targets on a difference written by :func:`save_difference`."""
+    fr, zero_point = load_difference(path)
+    if not targets:
+        return []
+    coords = SkyCoord([t[1] for t in targets], [t[2] for t in targets], unit="deg")
+    x, y = fr.wcs.all_world2pix(coords.ra.deg, coords.dec.deg, 0)
+    ny, nx = fr.shape
+    on = (x >= margin_px) & (x <= nx - 1 - margin_px) & (y >= margin_px) & (y <= ny - 1 - margin_px)
+    if not on.any():
+        return []
+    table = photometry_table(
+        fr,
+        coords[on].ra.deg * u.deg,
+        coords[on].dec.deg * u.deg,
+        names=[t[0] for t, k in zip(targets, on, strict=True) if k],
+        zero_point=zero_point,
+        options=options or PhotometryOptions(),
+    )
+    return [measurement_of(row, table, fr, frame_name=frame_name) for row in table]
