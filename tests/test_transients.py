@@ -321,3 +321,30 @@ def test_saved_difference_measures_the_same(
         assert len(hdul["CANDS"].data) == 2
     fr, zp = load_difference(path)
     assert fr.fwhm == pytest.approx(difference.frame.fwhm)
+
+
+def test_search_frame_keeps_the_kilonova_writes_products_and_says_why(
+    scene: Scene, frames, skybot, tmp_path
+) -> None:
+    from followup.photometry.transients import search_frame
+
+    planet = _kind(scene, "asteroid")[0]
+    skybot.answers["body"] = _skybot_votable([("2010 AB1", planet.ra, planet.dec, 19.6)])
+    asked = []
+
+    def reference_for(ra: float, dec: float, band: str):
+        asked.append((ra, dec, band))
+        return frames[1]
+
+    kept = search_frame(
+        frames[0],
+        reference_for,
+        catalog=scene.catalog(),
+        minor_planets=SkybotMinorPlanets(url="http://sandbox.test/skybot"),
+        products=tmp_path / "diff.fits",
+    )
+    assert asked and asked[0][2] == "rp"
+    t = _kind(scene, "transient")[0]
+    assert len(kept) == 1 and len(_near(kept, t.ra, t.dec)) == 1
+    assert any("minor planet 2010 AB1" in " ".join(r) for _, _, r in kept.meta["rejected"])
+    assert (tmp_path / "diff.fits").is_file()

@@ -129,7 +129,7 @@ def resample_reference(
     ref_flags = reference.flags[iy, ix]
     del iy, ix
     bad = ((ref_flags & MASKED_BITS) > 0) | outside
-    bad = ndimage.binary_dilation(bad, structure=np.ones((3, 3), bool))
+    bad = ndimage.maximum_filter(bad.view(np.uint8), size=3) > 0
     flags = np.where(bad, BPM_BAD, 0).astype(np.uint8)
     flags |= ref_flags & BPM_SATURATED
     data[bad] = 0.0
@@ -382,11 +382,14 @@ def subtract(science: AnyFrame, reference: AnyFrame) -> Difference:
 
 def _convolve(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """``image`` convolved with a small kernel (same shape, float32), by FFT."""
+    from scipy.fft import set_workers
     from scipy.signal import fftconvolve
 
-    return np.asarray(
-        fftconvolve(image.astype(np.float32), kernel.astype(np.float32), mode="same"), np.float32
-    )
+    with set_workers(2):
+        return np.asarray(
+            fftconvolve(image.astype(np.float32), kernel.astype(np.float32), mode="same"),
+            np.float32,
+        )
 
 
 def cutouts(difference: Difference, x: float, y: float, half: int = 25) -> dict[str, np.ndarray]:

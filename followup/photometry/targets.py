@@ -36,6 +36,7 @@ __all__ = [
     "measure",
     "measure_targets",
     "measurement_of",
+    "mid_exposure",
     "photometry_table",
 ]
 
@@ -62,6 +63,18 @@ def _coords(ra: Any, dec: Any) -> SkyCoord:
         return SkyCoord(ra_q, dec_q)
     except (ValueError, TypeError, IndexError) as exc:
         raise PhotometryError(f"cannot understand the position {ra!r}, {dec!r}: {exc}") from exc
+
+
+def mid_exposure(header: fits.Header, exptime: float) -> datetime:
+    """The middle of the exposure (UTC).
+
+    Raises:
+        PhotometryError: The header has neither DATE-OBS nor MJD-OBS.
+    """
+    from astropy.time import Time as _Time
+
+    _, mjd = _mid_exposure(header, exptime)
+    return _Time(mjd, format="mjd", scale="utc").to_datetime(timezone=UTC)
 
 
 def _mid_exposure(header: fits.Header, exptime: float) -> tuple[datetime, float]:

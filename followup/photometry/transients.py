@@ -34,6 +34,7 @@ __all__ = [
     "measure_difference",
     "measure_saved_difference",
     "save_difference",
+    "search_frame",
 ]
 
 
@@ -229,8 +230,8 @@ def save_difference(
         table.meta.clear()
         for name in table.colnames:
             table[name].unit = None  # electrons are not a FITS unit; the names say it
-            if table[name].dtype.kind == "O":
-                table[name] = [str(v) for v in table[name]]
+            if table[name].dtype.kind in "OU":
+                table[name] = [_ascii(v) for v in table[name]]
         hdus.append(fits.BinTableHDU(table, name="CANDS"))
         for k, row in enumerate(candidates):
             stamps = cutouts(difference, float(row["x"].value), float(row["y"].value), cutout_half)
@@ -242,6 +243,14 @@ def save_difference(
     fits.HDUList(hdus).writeto(tmp, overwrite=True)
     tmp.replace(path)
     return path
+
+
+def _ascii(value: Any) -> str:
+    """Text a FITS table can hold (ASCII only)."""
+    text = "; ".join(value) if isinstance(value, list) else str(value)
+    for symbol, plain in (("\u2033", '"'), ("\u00b1", "+-"), ("\u03c3", " sigma")):
+        text = text.replace(symbol, plain)
+    return text.encode("ascii", "replace").decode("ascii")
 
 
 def load_difference(path: str | Path) -> tuple[PreparedFrame, ZeroPoint]:
@@ -290,3 +299,65 @@ def measure_saved_difference(
         options=options or PhotometryOptions(),
     )
     return [measurement_of(row, table, fr, frame_name=frame_name) for row in table]
+
+
+def search_frame(
+    science: AnyFrame,
+    reference_for: Any,
+    *,
+    catalog: CatalogLike = None,
+    minor_planets: Any = None,
+    products: str | Path | None = None,
+    snr_min: float = 5.0,
+) -> QTable:
+    """Search one frame for transients against its reference, vetted frame by frame.
+
+    Args:
+        science: A reduced science frame.
+        reference_for: ``(ra, dec, band) -> path`` of the field's reference (e.g.
+            :meth:`followup.photometry.references.ReferenceCache.fetch` bound to an archive).
+        catalog: Star catalogue (REFCAT2-like): the zero point, and stars at a candidate's
+            position (variables). None: the frame's CAT for the zero point, no star check.
+        minor_planets: :class:`~followup.photometry.vetting.MinorPlanets` (SkyBoT), or None.
+        products: Where to write the difference, its error and the candidates' cutouts.
+        snr_min: Detection threshold on the difference.
+
+    Returns:
+        The candidates that passed (:func:`~followup.photometry.vetting.passing`: with
+        ``reasons``); ``meta`` holds ``reference`` (its path), ``found`` (sources detected) and
+        ``rejected`` (``[(ra, dec, reasons)]`` of the others).
+
+    Raises:
+        PhotometryError: Unreadable frames, no reference, too few stars.
+        ServiceError: The archive or SkyBoT failed.
+    """
+    from followup.photometry.frame import prepare_frame
+    from followup.photometry.targets import mid_exposure
+    from followup.photometry.vetting import passing, vet_candidates
+    from followup.photometry.zeropoint import reference_table
+
+    sci = prepare_frame(science)
+    ny, nx = sci.shape
+    centre = sci.wcs.pixel_to_world((nx - 1) / 2.0, (ny - 1) / 2.0)
+    reference = reference_for(float(centre.ra.deg), float(centre.dec.deg), sci.band)
+    diff = subtract(sci, reference)
+    found = find_transients(sci, diff, catalog=catalog, snr_min=snr_min)
+    stars = reference_table(sci, catalog)[0] if catalog is not None else None
+    when = mid_exposure(sci.header, sci.exptime)
+    vettings = vet_candidates(found, when=when, stars=stars, minor_planets=minor_planets)
+    kept = passing(found, vettings)
+    kept.meta.update(
+        {
+            "reference": str(reference),
+            "found": len(found),
+            "rejected": [
+                (float(row["ra"].value), float(row["dec"].value), v.reasons)
+                for row, v in zip(found, vettings, strict=True)
+                if not v.passed and bool(row["real"])
+            ],
+        }
+    )
+    if products is not None:
+        save_difference(diff, found.meta["zero_point_fit"], products, candidates=kept)
+        kept.meta["difference"] = str(products)
+    return kept
