@@ -80,23 +80,28 @@ def _gaussian(
     return np.outer(ey, ex), slice(y0, y1), slice(x0, x1)
 
 
-def _sersic(src: Source, x: float, y: float, sigma: float, shape: tuple[int, int]) -> np.ndarray:
-    """Unit-flux Sérsic profile (3x oversampled in the core), convolved with the PSF."""
+def _sersic(
+    src: Source, x: float, y: float, sigma: float, shape: tuple[int, int]
+) -> tuple[np.ndarray, slice, slice]:
+    """Unit-flux Sérsic profile on a box around (x, y), convolved with a Gaussian PSF."""
     from scipy.ndimage import gaussian_filter
 
+    re = src.r_eff_arcsec / SCALE
+    half = math.ceil(min(12 * re, 400) + 5 * sigma)
     ny, nx = shape
-    yy, xx = np.mgrid[0:ny, 0:nx].astype(float)
+    x0, x1 = max(0, round(x) - half), min(nx, round(x) + half + 1)
+    y0, y1 = max(0, round(y) - half), min(ny, round(y) + half + 1)
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(float)
     theta = math.radians(src.angle_deg)
     dx, dy = xx - x, yy - y
     u = dx * math.cos(theta) + dy * math.sin(theta)
     v = -dx * math.sin(theta) + dy * math.cos(theta)
     q = 1.0 - src.ellipticity
     r = np.sqrt(u**2 + (v / q) ** 2)
-    re = src.r_eff_arcsec / SCALE
     b = gammaincinv(2 * src.sersic_n, 0.5)
     img = np.exp(-b * ((np.maximum(r, 0.3) / re) ** (1 / src.sersic_n) - 1))
     img /= img.sum()
-    return gaussian_filter(img, sigma)
+    return gaussian_filter(img, sigma), slice(y0, y1), slice(x0, x1)
 
 
 def render(
@@ -138,7 +143,8 @@ def render(
         x, y = w.all_world2pix([[src.ra, src.dec]], 0)[0]
         flux = 10 ** (-0.4 * (src.mag - zp)) * EXPTIME
         if src.kind == "galaxy":
-            model += flux * _sersic(src, x, y, sigma, scene.shape)
+            g, sy, sx = _sersic(src, x, y, sigma, scene.shape)
+            model[sy, sx] += flux * g
         else:
             g, sy, sx = _gaussian(x, y, sigma, scene.shape)
             model[sy, sx] += flux * g
