@@ -348,3 +348,24 @@ def test_search_frame_keeps_the_kilonova_writes_products_and_says_why(
     assert len(kept) == 1 and len(_near(kept, t.ra, t.dec)) == 1
     assert any("minor planet 2010 AB1" in " ".join(r) for _, _, r in kept.meta["rejected"])
     assert (tmp_path / "diff.fits").is_file()
+
+
+def test_skybot_client_reads_the_sandbox_stand_in() -> None:
+    from datetime import timedelta
+
+    from sandbox import skybot as skybot_app
+    from sandbox.serving import serve
+    from tests.test_sky_realistic import PEAK, make_sky
+
+    sky = make_sky()
+    (planet,) = sky.minor_planets
+    when = PEAK + timedelta(hours=3)
+    ra, dec = planet.position(when)
+    with serve(skybot_app.create_app(sky)) as url:
+        client = SkybotMinorPlanets(url=url + skybot_app.CONE_SEARCH_PATH)
+        found = client.objects(ra, dec, 0.01, when)
+        later = client.objects(ra, dec, 0.005, when + timedelta(hours=3))
+    assert list(found["name"]) == [planet.name]
+    assert found["ra"][0] == pytest.approx(ra, abs=1e-4)
+    assert found["dec"][0] == pytest.approx(dec, abs=1e-4)
+    assert len(later) == 0
