@@ -48,7 +48,7 @@ __all__ = ["Difference", "cutouts", "fit_kernel", "resample_reference", "subtrac
 
 GRID_STEP = 64
 """Pixels between exact WCS evaluations of the registration map."""
-MIN_STARS = 8
+MIN_STARS = 6
 """Fewest clean stars a kernel is fitted on."""
 BACKGROUND_BOX = 128
 """Cell of the smooth background removed from the difference (pixels)."""
@@ -71,6 +71,7 @@ class Difference:
         scale: Flux ratio science / reference.
         n_stars: Stars the kernel was fitted on.
         residual_rms: Normalised rms of the stamps' residuals (~1 for a good fit).
+        stars: Pixel positions of the stars the kernel was fitted on.
     """
 
     frame: PreparedFrame
@@ -82,6 +83,7 @@ class Difference:
     scale: float
     n_stars: int
     residual_rms: float
+    stars: np.ndarray | None = None
 
 
 def resample_reference(
@@ -166,7 +168,7 @@ def _basis(sigma_k: float, half: int) -> list[np.ndarray]:
 
 
 def _stars(science: PreparedFrame, reference_flags: np.ndarray, half: int) -> np.ndarray:
-    """Pixel positions of bright, unsaturated, unmasked, isolated stars of the science frame.
+    """Pixel positions of bright, unsaturated, unmasked stars of the science frame.
 
     They come from the frame's CAT when it has one (unflagged rows: BANZAI writes NaN FWHM on
     flagged ones), else from :func:`detect_sources`.
@@ -196,11 +198,14 @@ def _stars(science: PreparedFrame, reference_flags: np.ndarray, half: int) -> np
     peak = flux / (2 * math.pi * (science.fwhm * FWHM_TO_SIGMA) ** 2)
     if science.saturate:
         ok &= peak < 0.5 * science.saturate
+    # No other CAT source within the stamp: a neighbour half in it, or a variable one (the
+    # transient itself), biases the kernel's sum, the flux scale every host is subtracted with.
     if len(x) > 1:
         from scipy.spatial import cKDTree
 
-        d, _ = cKDTree(np.column_stack([x, y])).query(np.column_stack([x, y]), k=2)
-        ok &= d[:, 1] > 2 * half
+        all_xy = np.column_stack([x, y])
+        d, _ = cKDTree(all_xy).query(all_xy, k=2)
+        ok &= d[:, 1] > half
     idx = np.nonzero(ok)[0]
     for k in idx:
         xi, yi = round(x[k]), round(y[k])
@@ -316,6 +321,7 @@ def subtract(science: AnyFrame, reference: AnyFrame) -> Difference:
         kernel, bkg, n, rms = fit_kernel(
             r_data, sci_data, variance, xy, sigma_k=sigma_k, half=half, stamp_half=stamp_half
         )
+        kernel *= _flux_ratio(r_data, sci_data, xy, stamp_half) / kernel.sum()
         scale = float(kernel.sum())
         matched = _convolve(r_data, kernel) + np.float32(bkg)
         diff = sci_data - matched
@@ -327,6 +333,7 @@ def subtract(science: AnyFrame, reference: AnyFrame) -> Difference:
         kernel, bkg, n, rms = fit_kernel(
             sci_data, r_data, variance, xy, sigma_k=sigma_k, half=half, stamp_half=stamp_half
         )
+        kernel *= _flux_ratio(sci_data, r_data, xy, stamp_half) / kernel.sum()
         total = float(kernel.sum())
         if not total > 0:
             raise PhotometryError("the fitted PSF-matching kernel has no positive flux")
@@ -377,7 +384,40 @@ def subtract(science: AnyFrame, reference: AnyFrame) -> Difference:
         scale=scale,
         n_stars=n,
         residual_rms=rms,
+        stars=xy,
     )
+
+
+def _flux_ratio(source: np.ndarray, target: np.ndarray, xy: np.ndarray, half: int) -> float:
+    """Median ratio of the stars' fluxes, target over source, in apertures of ``half`` pixels.
+
+    The kernel's own sum is biased low by the noise of the image it convolves (a noisy
+    regressor); the ratio of large-aperture fluxes of bright stars is not, and it sets the flux
+    scale every host galaxy is subtracted with (1 % of a host 3 mag brighter is 16 % of the
+    transient).
+    """
+    ratios = []
+    yy, xx = np.mgrid[-2 * half : 2 * half + 1, -2 * half : 2 * half + 1]
+    r = np.hypot(xx, yy)
+    inner, ring = r <= half, (r > 1.3 * half) & (r <= 2 * half)
+    for x, y in xy:
+        xi, yi = round(x), round(y)
+        a = source[yi - 2 * half : yi + 2 * half + 1, xi - 2 * half : xi + 2 * half + 1]
+        b = target[yi - 2 * half : yi + 2 * half + 1, xi - 2 * half : xi + 2 * half + 1]
+        if a.shape != r.shape or b.shape != r.shape:
+            continue
+        fa = float((a[inner] - np.median(a[ring])).sum())
+        fb = float((b[inner] - np.median(b[ring])).sum())
+        if fa > 0 and fb > 0:
+            ratios.append((fa, fb))
+    if len(ratios) < 3:
+        raise PhotometryError("too few stars to scale the reference's flux")
+    fa_all, fb_all = np.array(ratios).T
+    each = fb_all / fa_all
+    mad = 1.4826 * np.median(np.abs(each - np.median(each)))
+    keep = np.abs(each - np.median(each)) <= 3 * max(mad, 1e-6)
+    # Ratio of the sums: weighted by flux, so the brightest (best measured) stars count most.
+    return float(fb_all[keep].sum() / fa_all[keep].sum())
 
 
 def _convolve(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ Features (columns of :func:`detect_difference_sources`):
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 from astropy import units as u
@@ -55,15 +56,28 @@ def _significance(frame: PreparedFrame) -> tuple[np.ndarray, np.ndarray]:
         snr = num / np.sqrt(den * g2)
         flux = num / (den * g2)
     snr[~np.isfinite(snr)] = 0.0
+    # Where flagged pixels hold more than half the PSF's weight there is nothing to detect.
+    coverage = ndimage.gaussian_filter((~bad).astype(np.float32), sigma, truncate=3.0)
+    snr[bad | (coverage < 0.5)] = 0.0
     return snr.astype(np.float32), flux.astype(np.float32)
 
 
-def detect_difference_sources(frame: PreparedFrame, *, snr_min: float = 5.0) -> QTable:
+def detect_difference_sources(
+    frame: PreparedFrame,
+    *,
+    snr_min: float = 5.0,
+    psf_frame: PreparedFrame | None = None,
+    psf_stars: np.ndarray | None = None,
+) -> QTable:
     """Positive point sources of a difference image with their real-bogus features and score.
 
     Args:
         frame: The difference (:attr:`followup.photometry.difference.Difference.frame`).
         snr_min: Matched-filter S/N threshold.
+        psf_frame: An image with the difference's PSF (the PSF-matched science frame) and
+        psf_stars: pixel positions of bright stars on it: the shape features are divided by
+            theirs, so a point source scores 1 whatever the PSF's profile (Moffat wings make a
+            Gaussian's expectations wrong by tens of per cent).
 
     Returns:
         QTable: ``x``, ``y`` (pix, 0-based), ``ra``, ``dec`` (deg), ``snr``, ``flux``
@@ -77,7 +91,14 @@ def detect_difference_sources(frame: PreparedFrame, *, snr_min: float = 5.0) -> 
     size = max(3, round(fw) | 1)
     peaks = (snr_map >= snr_min) & (snr_map == ndimage.maximum_filter(snr_map, size=size))
     py, px = np.nonzero(peaks)
-    rows = [_features(frame, snr_map, float(x), float(y)) for x, y in zip(px, py, strict=True)]
+    smooth = np.where(np.isfinite(flux_map), flux_map, 0.0)
+    rows = [
+        _features(frame, snr_map, smooth, float(x), float(y)) for x, y in zip(px, py, strict=True)
+    ]
+    norm = _psf_norms(psf_frame, psf_stars)
+    for r in rows:
+        r["sharpness"] /= norm["sharpness"]
+        r["fwhm_ratio"] /= norm["fwhm_ratio"]
     table = QTable(meta={"fwhm": fw, "snr_min": snr_min})
     n = len(rows)
     xs = np.array([r["x"] for r in rows]) if n else np.zeros(0)
@@ -98,8 +119,41 @@ def detect_difference_sources(frame: PreparedFrame, *, snr_min: float = 5.0) -> 
     return table
 
 
-def _features(frame: PreparedFrame, snr_map: np.ndarray, x: float, y: float) -> dict[str, float]:
-    """Measured features of one peak."""
+def _psf_norms(frame: PreparedFrame | None, xy: np.ndarray | None) -> dict[str, float]:
+    """Median sharpness and width ratio of stars (1 and 1 without stars: a Gaussian PSF)."""
+    if frame is None or xy is None or len(xy) < 3:
+        return {"sharpness": 1.0, "fwhm_ratio": 1.0}
+    fw = frame.fwhm
+    half = math.ceil(5 * fw)
+    ny, nx = frame.shape
+    values: dict[str, list[float]] = {"sharpness": [], "fwhm_ratio": []}
+    for x, y in xy[:40]:
+        xi, yi = round(x), round(y)
+        if not (half <= xi < nx - half and half <= yi < ny - half):
+            continue
+        stamp = frame.data[yi - half : yi + half + 1, xi - half : xi + half + 1].astype(float)
+        yy, xx = np.mgrid[-half : half + 1, -half : half + 1]
+        ring = np.hypot(xx, yy) > 3.5 * fw
+        sub = stamp - np.median(stamp[ring])
+        local = replace(
+            frame,
+            data=np.zeros_like(frame.data[: 2 * half + 1, : 2 * half + 1]) + sub.astype(np.float32),
+            err=np.ones((2 * half + 1, 2 * half + 1), np.float32),
+            flags=np.zeros((2 * half + 1, 2 * half + 1), np.uint8),
+        )
+        zeros = np.zeros(sub.shape, np.float32)
+        f = _features(local, zeros, zeros, float(x - xi + half), float(y - yi + half))
+        values["sharpness"].append(f["sharpness"])
+        values["fwhm_ratio"].append(f["fwhm_ratio"])
+    if len(values["sharpness"]) < 3:
+        return {"sharpness": 1.0, "fwhm_ratio": 1.0}
+    return {k: float(np.median(v)) for k, v in values.items()}
+
+
+def _features(
+    frame: PreparedFrame, snr_map: np.ndarray, smooth: np.ndarray, x: float, y: float
+) -> dict[str, float]:
+    """Measured features of one peak (``smooth``: the PSF-filtered flux map)."""
     fw = frame.fwhm
     sigma = fw * FWHM_TO_SIGMA
     half = max(3, math.ceil(2.0 * fw))
@@ -118,9 +172,11 @@ def _features(frame: PreparedFrame, snr_map: np.ndarray, x: float, y: float) -> 
         x = float((w * xx).sum() / w.sum())
         y = float((w * yy).sum() / w.sum())
         r2 = (xx - x) ** 2 + (yy - y) ** 2
-    within = (r2 <= (2.0 * fw) ** 2) & ~m
-    absolute = np.abs(d[within]).sum()
-    negative = float(-d[within & (d < 0)].sum() / absolute) if absolute > 0 else 1.0
+    # The negative share of the PSF-filtered flux: a residual's negative lobe, not pixel noise.
+    within = r2 <= (2.0 * fw) ** 2
+    sm = smooth[y0:y1, x0:x1].astype(float)
+    absolute = np.abs(sm[within]).sum()
+    negative = float(-sm[within & (sm < 0)].sum() / absolute) if absolute > 0 else 1.0
     # Width from the flux-weighted second moment inside 1.5 FWHM, against a Gaussian's there.
     inner = (r2 <= (1.5 * fw) ** 2) & ~m
     pos = np.clip(d, 0, None) * inner
@@ -154,7 +210,7 @@ def score(features: dict[str, float]) -> tuple[float, list[str]]:
     """Real-bogus score in [0, 1] and the reasons it is low.
 
     Each factor is 1 for a clean point source and falls smoothly past a limit:
-    sharpness beyond 0.4-2.5, width beyond 0.6-1.6 PSF, negative fraction above 0.25, a negative
+    sharpness beyond 0.4-2.5, width beyond 0.6-1.6 PSF, negative fraction above 0.15, a negative
     lobe below -5 sigma, more than 20 % of the core masked.
     """
     reasons: list[str] = []
@@ -173,7 +229,7 @@ def score(features: dict[str, float]) -> tuple[float, list[str]]:
 
     band(features["sharpness"], 0.4, 2.5, 0.5, "sharper or flatter than the PSF")
     band(features["fwhm_ratio"], 0.6, 1.6, 0.25, "wider or narrower than the PSF")
-    band(features["negative_fraction"], 0.0, 0.25, 0.15, "negative residual around it")
+    band(features["negative_fraction"], 0.0, 0.15, 0.07, "negative residual around it")
     band(-features["dipole"], -math.inf, 5.0, 2.0, "dipole (negative lobe beside it)")
     band(features["masked_fraction"], 0.0, 0.2, 0.15, "on flagged pixels")
     total = float(np.prod(factors))

@@ -80,7 +80,9 @@ def find_transients(
     """
     options = options or PhotometryOptions()
     diff = reference if isinstance(reference, Difference) else subtract(science, reference)
-    found = detect_difference_sources(diff.frame, snr_min=snr_min)
+    found = detect_difference_sources(
+        diff.frame, snr_min=snr_min, psf_frame=diff.matched_science, psf_stars=diff.stars
+    )
     ny, nx = diff.frame.shape
     x = np.asarray(found["x"].value, float)
     y = np.asarray(found["y"].value, float)

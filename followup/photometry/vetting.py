@@ -195,6 +195,10 @@ def vet_candidates(
     Raises:
         ServiceError: SkyBoT fails (the caller decides whether to vet without it).
     """
+    if stars is not None and "ra" not in stars.colnames:
+        from followup.catalogs import normalise_catalog
+
+        stars = normalise_catalog(stars)
     n = len(candidates)
     ras = np.array([_value(c) for c in candidates["ra"]]) if n else np.zeros(0)
     decs = np.array([_value(c) for c in candidates["dec"]]) if n else np.zeros(0)
