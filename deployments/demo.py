@@ -418,7 +418,9 @@ def run_demo(
     options = StackOptions(
         root=root,
         ui_port=ui_port,
-        sandbox=SandboxConfig(completion_delay_s=15.0, transients=[transient], seed=seed),
+        sandbox=SandboxConfig(
+            completion_delay_s=15.0, transients=[transient], seed=seed, sky="realistic"
+        ),
     )
     print(
         f"starting the stack (Prefect UI on http://127.0.0.1:{ui_port}), sandbox seed {seed} ...",
