@@ -2,7 +2,7 @@
 
 Usage: ``python benchmarks/transients.py [--quick] [--pairs N] [--size PX]``
 
-Each pair is a science and a reference frame of one field (tests/transients_support.py: 300 s
+Each pair is a science and a reference frame of one field (benchmarks/transient_scenes.py: 300 s
 Sinistro-like frames, stars 14-22 mag, a reference from another night with other seeing,
 pointing, transparency and sky gradient, cosmic rays on the science frame). Sérsic hosts (n = 1
 and 4, 1-4 arcsec) are on both; transients are injected on the science frame only, at host offsets
@@ -56,7 +56,7 @@ class PairResult:
 def _scene(seed: int, size: int) -> tuple[Any, list[dict[str, Any]]]:
     import numpy as np
 
-    from tests.transients_support import Scene, Source, offset, wcs_for
+    from benchmarks.transient_scenes import Scene, Source, offset, wcs_for
 
     rng = np.random.default_rng(seed)
     shape = (size, size)
@@ -99,11 +99,11 @@ def run_pair(seed: int, size: int, compare: bool) -> PairResult:
     warnings.simplefilter("ignore")
     import numpy as np
 
+    from benchmarks.transient_scenes import pair
     from followup.photometry.difference import subtract
     from followup.photometry.frame import prepare_frame
     from followup.photometry.transients import find_transients, measure_difference
     from followup.photometry.vetting import passing, vet_candidates
-    from tests.transients_support import pair
 
     scene, truth = _scene(seed, size)
     science, reference = pair(scene, seed)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from benchmarks.transient_scenes import Scene, pair, standard_scene
 from followup.cli import app
-from tests.transients_support import Scene, pair, standard_scene
 
 
 @pytest.fixture(scope="module")

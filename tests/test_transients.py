@@ -1,6 +1,6 @@
 """Difference imaging, candidates on the difference, real-bogus scores and vetting.
 
-The scene (tests/transients_support.py) holds what the real sky holds and the old sandbox did
+The scene (benchmarks/transient_scenes.py) holds what the real sky holds and the old sandbox did
 not: Sérsic galaxies (n = 1 and 4), a 19 mag transient 1" from the nucleus of a 15.5 mag host
 whose CAT row BANZAI flagged deblended with a NaN FWHM, a star fainter than the reference
 catalogue's r = 19, a minor planet on the science frame only, cosmic rays, sky gradients, and a
@@ -21,13 +21,13 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.table import QTable, Table
 
+from benchmarks.transient_scenes import Scene, pair, render, standard_scene
 from followup.exceptions import PhotometryError, ServiceError
 from followup.photometry import find_candidates, measure_targets
 from followup.photometry.difference import cutouts, subtract
 from followup.photometry.realbogus import score
 from followup.photometry.transients import find_transients, measure_difference
 from followup.photometry.vetting import SkybotMinorPlanets, passing, vet_candidates
-from tests.transients_support import Scene, pair, render, standard_scene
 
 WHEN = datetime(2026, 3, 1, 4, 2, 30, tzinfo=UTC)
 
@@ -321,6 +321,7 @@ def test_saved_difference_measures_the_same(
         assert len(hdul["CANDS"].data) == 2
     fr, zp = load_difference(path)
     assert fr.fwhm == pytest.approx(difference.frame.fwhm)
+    assert zp.zero_point == pytest.approx(found.meta["zero_point"])
 
 
 def test_search_frame_keeps_the_kilonova_writes_products_and_says_why(

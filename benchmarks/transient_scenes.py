@@ -1,4 +1,4 @@
-"""Small frame pairs for difference-imaging tests: stars, Sérsic galaxies, a transient on its host.
+"""Frame pairs for difference imaging (benchmarks/transients.py and its tests): stars, Sérsic galaxies, a transient on its host.
 
 Frames are BANZAI-like HDU lists (SCI in electrons, ERR, BPM, CAT with BANZAI's flags and NaN
 FWHM for flagged rows) with a TAN WCS; the reference is another night: other seeing, another
@@ -121,10 +121,18 @@ def render(
     """A BANZAI-like frame of the scene.
 
     Args:
+        scene: The field.
+        seed: Seed of the noise and cosmic rays.
+        fwhm_arcsec: Seeing (Gaussian PSF).
+        sky_e: Sky level in electrons per pixel.
+        gradient: Fractional sky gradient from bottom to top.
         shift_px: Pointing offset of the frame in pixels (its CRVAL moves accordingly).
         kinds: Which kinds of sources are on this frame.
+        zp: Zero point (AB mag of 1 e-/s): the night's transparency.
+        cosmic_rays: Cosmic-ray hits (2 pixels each, flagged in BPM).
         nan_fwhm_near: Sky positions whose CAT row is flagged deblended (2) with NaN FWHM, as
             BANZAI 1.40 writes them.
+        date_obs: Exposure start.
     """
     rng = np.random.default_rng(seed)
     ny, nx = scene.shape
@@ -204,8 +212,11 @@ def offset(ra: float, dec: float, east_arcsec: float, north_arcsec: float) -> tu
 
 
 def standard_scene(seed: int = 1, *, shape: tuple[int, int] = (512, 512)) -> Scene:
-    """Stars from 14 to 22 mag, two galaxies (n=1, n=4), a 19 mag transient 1" from the bright
-    galaxy's nucleus, a 19.5 mag minor planet, a 20.5 mag star below the catalogue's depth."""
+    """A 512 px field: stars, two hosts, a transient on one, a minor planet, a faint star.
+
+    Stars from 14 to 22 mag, two galaxies (n=1, n=4), a 19 mag transient 1" from the bright
+    galaxy's nucleus, a 19.5 mag minor planet, a 20.5 mag star below the catalogue's depth.
+    """
     rng = np.random.default_rng(seed)
     w = wcs_for(shape)
     ny, nx = shape
@@ -231,8 +242,11 @@ def standard_scene(seed: int = 1, *, shape: tuple[int, int] = (512, 512)) -> Sce
 def pair(
     scene: Scene, seed: int = 1, *, science_fwhm: float = 2.2, reference_fwhm: float = 1.8
 ) -> tuple[fits.HDUList, fits.HDUList]:
-    """Science (with the transient, the minor planet, a NaN-FWHM deblended CAT row at the
-    transient, cosmic rays) and reference (another night, no transient, no minor planet)."""
+    """A science frame and its reference.
+
+    The science frame has the transient, the minor planet, a NaN-FWHM deblended CAT row at the
+    transient and cosmic rays; the reference is another night, without them.
+    """
     transient = next(s for s in scene.sources if s.kind == "transient")
     science = render(
         scene,
