@@ -398,11 +398,13 @@ def run_demo(
     ui_port: int = 4200,
     timeout_s: float = 600.0,
     seed: int | None = None,
+    sky: str = "plain",
 ) -> int:
     """Run the demo; return the exit code (0 when the follow-up run completed).
 
     ``seed`` is the sandbox's seed (see :class:`sandbox.server.SandboxConfig`); None takes
-    ``FOLLOWUP_SANDBOX_SEED`` from the environment, else the fixed default.
+    ``FOLLOWUP_SANDBOX_SEED`` from the environment, else the fixed default. ``sky`` is the
+    sandbox's sky (``plain`` or ``realistic``).
     """
     from followup.alerts import parse_message
 
@@ -419,7 +421,10 @@ def run_demo(
         root=root,
         ui_port=ui_port,
         sandbox=SandboxConfig(
-            completion_delay_s=15.0, transients=[transient], seed=seed, sky="realistic"
+            completion_delay_s=15.0,
+            transients=[transient],
+            seed=seed,
+            sky=sky,  # type: ignore[arg-type]
         ),
     )
     print(

@@ -166,3 +166,32 @@ def test_the_archive_finds_an_earlier_frame_of_the_field_by_position(sky, tmp_pa
     assert abs(centre[1] - DEC + 0.03) < 0.22
     assert truth["transients"] == []  # the kilonova had not happened
     assert truth["realistic"] and truth["catalog_depth"] == 19.0
+
+
+def test_the_sandbox_server_starts_the_vetting_stand_ins(tmp_path) -> None:
+    """The stack hands out each stand-in's URL; each answers there, on the realistic sky."""
+    import httpx
+
+    from sandbox.server import SandboxServer
+
+    config = SandboxConfig(
+        sky="realistic",
+        frame_shape=(256, 256),
+        cache_dir=str(tmp_path / "frames"),
+        transients=[kilonova()],
+        renderer="header-only",
+    )
+    with SandboxServer(config) as server:
+        urls = server.urls
+        assert urls is not None and server.sky.realistic and server.sky.catalog_depth == 19.0
+        (planet,) = server.sky.minor_planets
+        ra, dec = planet.position(PEAK)
+        found = httpx.get(
+            urls.skybot + skybot.CONE_SEARCH_PATH,
+            params={"-ra": ra, "-dec": dec, "-rd": 0.01, "-ep": Time(PEAK).jd},
+        )
+        dust = httpx.post(urls.irsa + irsa_dust.DUST_PATH, data={"locstr": f"{RA} {DEC}"})
+        listing = httpx.get(urls.ps1 + ps1.FILENAMES_PATH, params={"ra": RA, "dec": DEC})
+    assert found.status_code == 200 and f"<TD>{planet.number}</TD>" in found.text
+    assert dust.status_code == 200 and "refPixelValueSFD" in dust.text
+    assert len(listing.text.strip().splitlines()) == 6  # header and g, r, i, z, y

@@ -168,6 +168,8 @@ def test_flagged_cat_rows_have_nan_fwhm_and_the_kilonova_is_deblended(
     assert flagged.any()
     assert np.isnan(cat["fwhm"][flagged]).all()
     assert np.isfinite(cat["fwhm"][~flagged]).all()
+    # Cosmic rays are flagged, not replaced, so BANZAI detects the strong ones.
+    assert ((cat["flag"] & 16) > 0).sum() >= 3
     truth = frame_truth_record(sky, spec(1.0))
     (kn,) = truth["transients"]
     assert kn["host"]["separation_arcsec"] < 2.0
@@ -194,6 +196,11 @@ def test_the_minor_planet_moves_between_two_frames(sky: SyntheticSky) -> None:
         cat = fits.open(io.BytesIO(sky.render(frame)))["CAT"].data
         d = np.hypot(cat["x"] - 1 - record["x"], cat["y"] - 1 - record["y"])
         assert d.min() < 1.5  # detected where it was then
+        # ...and trailed by 1.3-3.3 arcsec in 300 s: longer than round stars.
+        stars = (cat["flag"] == 0) & (cat["flux"] / cat["fluxerr"] > 50)
+        assert cat["a"][np.argmin(d)] / cat["b"][np.argmin(d)] > 1.05 * np.median(
+            cat["a"][stars] / cat["b"][stars]
+        )
     # And it is in no catalogue.
     refcat = sky.reference_catalog(a[0]["ra"], a[0]["dec"], 2 / 3600)
     assert len(refcat) == 0 or refcat["rmag"].min() > 19

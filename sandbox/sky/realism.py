@@ -185,6 +185,35 @@ def add_sersic(
     image[cy0:cy1, cx0:cx1] += stamp[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
 
 
+def append_sources(
+    sources: dict[str, np.ndarray], kind: int, prefix: str, xyf: np.ndarray, wcs: object
+) -> dict[str, np.ndarray]:
+    """``sources`` with rows (x, y, electrons) of one kind added (no magnitude, not in REFCAT)."""
+    n = len(xyf)
+    if n == 0:
+        return sources
+    world = wcs.all_pix2world(xyf[:, :2], 0)  # type: ignore[attr-defined]
+    nan = np.full(n, np.nan)
+    extra = {
+        "id": np.array([f"{prefix}-{k}" for k in range(n)]),
+        "x": xyf[:, 0],
+        "y": xyf[:, 1],
+        "ra": world[:, 0],
+        "dec": world[:, 1],
+        "mag": nan,
+        "flux": xyf[:, 2],
+        "kind": np.full(n, kind, np.int8),
+        "in_ref": np.zeros(n, bool),
+    }
+    out = {}
+    for key, values in sources.items():
+        added = extra.get(key, np.zeros(n) if key.startswith("motion") else nan)
+        if key != "id":
+            added = added.astype(values.dtype, copy=False)
+        out[key] = np.concatenate([values, added])
+    return out
+
+
 # ---------------------------------------------------------------------------------- moonlight
 
 

@@ -582,6 +582,8 @@ class SyntheticSky:
                 "r_eff_px": nan,
                 "q": nan,
                 "theta": nan,
+                "motion_x": np.zeros(n),
+                "motion_y": np.zeros(n),
             }
             row.update({k: np.asarray(v) for k, v in more.items()})
             parts.append(row)
@@ -627,6 +629,11 @@ class SyntheticSky:
             )
             if planets:
                 mags = [p.magnitude(band) for p, _, _ in planets]
+                end = spec.date_obs + timedelta(seconds=t)
+                ends = [
+                    wcs.all_world2pix(np.array([p.position(spec.date_obs), p.position(end)]), 0)
+                    for p, _, _ in planets
+                ]
                 part(
                     3,
                     [p.name for p, _, _ in planets],
@@ -634,6 +641,8 @@ class SyntheticSky:
                     [d for _, _, d in planets],
                     mags,
                     [float(self._flux_e(m, 0.0, band, cond, t)) for m in mags],
+                    motion_x=np.array([e[1, 0] - e[0, 0] for e in ends]),
+                    motion_y=np.array([e[1, 1] - e[0, 1] for e in ends]),
                 )
             trail = self.trail(spec)
             if trail is not None:
@@ -659,7 +668,10 @@ class SyntheticSky:
                 "in_ref": np.zeros(0, bool),
                 **{
                     k: np.zeros(0)
-                    for k in ("ref_mag", "ref_err", "ref_colour", "n", "r_eff_px", "q", "theta")
+                    for k in (
+                        *("ref_mag", "ref_err", "ref_colour", "n", "r_eff_px", "q", "theta"),
+                        *("motion_x", "motion_y"),
+                    )
                 },
             }
         merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -689,10 +701,15 @@ class SyntheticSky:
             )
             return
         beta = cond.psf_beta
-        sel = np.nonzero(point)[0]
-        realism.moffat_points(
-            image, sources["x"][sel], sources["y"][sel], sources["flux"][sel], fwhm_px, beta
-        )
+        sel = np.nonzero(point & (sources["kind"] != 3))[0]
+        x, y, flux = sources["x"][sel], sources["y"][sel], sources["flux"][sel]
+        # Minor planets trail during the exposure: nine points along their path.
+        steps = np.linspace(-0.5, 0.5, 9)
+        for k in np.nonzero(sources["kind"] == 3)[0]:
+            x = np.concatenate([x, sources["x"][k] + steps * sources["motion_x"][k]])
+            y = np.concatenate([y, sources["y"][k] + steps * sources["motion_y"][k]])
+            flux = np.concatenate([flux, np.full(9, sources["flux"][k] / 9.0)])
+        realism.moffat_points(image, x, y, flux, fwhm_px, beta)
         kernel = realism.moffat_kernel(fwhm_px, beta)
         for k in np.nonzero(sources["kind"] == 2)[0]:
             realism.add_sersic(
@@ -754,9 +771,16 @@ class SyntheticSky:
         return rows[:, None] + cols[None, :]
 
     def _cosmic_rays(
-        self, image: np.ndarray, rng: np.random.Generator, seconds: float
+        self,
+        image: np.ndarray,
+        rng: np.random.Generator,
+        seconds: float,
+        hits: list[tuple[float, float, float]] | None = None,
     ) -> np.ndarray:
-        """Add cosmic-ray tracks (electrons) in place; return the mask of hit pixels."""
+        """Add cosmic-ray tracks (electrons) in place; return the mask of hit pixels.
+
+        ``hits``, when given, receives each track's centre (x, y) and electrons.
+        """
         ny, nx = image.shape
         mask = np.zeros(image.shape, bool)
         n = int(rng.poisson(self.cosmic_rays_per_s * seconds * nx * ny / 4096**2))
@@ -777,6 +801,8 @@ class SyntheticSky:
             deposit = energy[k] / len(flat_idx) * rng.uniform(0.6, 1.4, len(flat_idx))
             image[yy, xx] += deposit.astype(np.float32)
             mask[yy, xx] = True
+            if hits is not None:
+                hits.append((float(xx.mean()), float(yy.mean()), float(deposit.sum())))
         return mask
 
     def _noise_rng(self, spec: FrameSpec) -> np.random.Generator:
@@ -815,8 +841,12 @@ class SyntheticSky:
         ) * np.sqrt(bad_values + rn2)
         bpm[inst.bad] |= BPM_BAD
         del model
-        cr = self._cosmic_rays(sci, rng, t + 30.0)
+        hits: list[tuple[float, float, float]] | None = [] if self.realistic else None
+        cr = self._cosmic_rays(sci, rng, t + 30.0, hits)
         bpm[cr] |= BPM_COSMIC_RAY
+        if hits:
+            # BANZAI flags cosmic rays without replacing them: the strong ones are detected.
+            sources = realism.append_sources(sources, 5, "cosmic-ray", np.array(hits), wcs)
         saturated = sci >= np.float32(self.saturation_e)
         sci[saturated] = np.float32(self.saturation_e)
         bpm[saturated] |= BPM_SATURATED
