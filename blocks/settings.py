@@ -49,6 +49,11 @@ class FollowupSettings(Block):
         max_targets: Most targets planned per alert (the strategy may lower it).
         candidate_min_frames: A transient candidate must be found on at least this many frames
             (2 rejects noise peaks and artefacts seen once; 1 accepts single-image discoveries).
+        difference_imaging: Find and measure candidates on the difference of each field frame
+            and an earlier archive frame of the field (fetched once per field and band), vetted
+            (score, stars, minor planets); off: sources absent from the candidate catalogue.
+        skybot_url: IMCCE SkyBoT cone search for the minor-planet check (the real one is
+            ``https://ssp.imcce.fr/webservices/skybot/api/conesearch.php``); empty: not checked.
         planning_span_hours: Visibility windows are searched this far ahead.
         approval_timeout_s: How long a run waits for a person before counting it as declined.
         poll_interval_s: Seconds between batched status queries while a run waits for LCO.
@@ -100,6 +105,12 @@ class FollowupSettings(Block):
     candidate_min_frames: int = Field(
         default=2, ge=1, description="A candidate must be found on at least this many frames."
     )
+    difference_imaging: bool = Field(
+        default=False, description="Find candidates on differences against archive references."
+    )
+    skybot_url: str = Field(
+        default="", description="SkyBoT cone search for minor planets; empty: not checked."
+    )
     planning_span_hours: float = Field(
         default=24.0, gt=0, description="Visibility windows are searched this far ahead."
     )
@@ -139,6 +150,16 @@ class FollowupSettings(Block):
     def frames_dir(self) -> Path:
         """Where frames are downloaded (a cache keyed by basename and version)."""
         return Path(self.state_dir) / "frames"
+
+    @property
+    def references_dir(self) -> Path:
+        """Where reference frames are cached, one per field and band."""
+        return Path(self.state_dir) / "references"
+
+    @property
+    def products_dir(self) -> Path:
+        """Where frame products (differences, their errors, candidate cutouts) are written."""
+        return Path(self.state_dir) / "products"
 
     def get_ledger(self) -> Ledger:
         """The ledger at ``ledger_url``, migrated; one per database per process.

@@ -30,6 +30,7 @@ from deployments.processes import (
 from followup.ledger import Ledger
 from sandbox.broker import TansuBroker
 from sandbox.server import SandboxConfig, SandboxUrls
+from sandbox.skybot import CONE_SEARCH_PATH
 
 __all__ = ["ALERT_TOPIC", "DEMO_STRATEGIES", "LocalStack", "StackOptions"]
 
@@ -342,6 +343,10 @@ class LocalStack:
             team="the followup sandbox team",
             sandbox_endpoints=True,
             authors=["F. Ollowup (LCO)", "S. Andbox (LCO)"],
+            # On the realistic sky candidates come from differences against the archive's
+            # earlier frames, and minor planets are checked at the SkyBoT stand-in.
+            difference_imaging=self.options.sandbox.sky == "realistic",
+            skybot_url=f"{u.skybot}{CONE_SEARCH_PATH}" if u.skybot else "",
         )
         fields.update(self.options.settings_overrides)
         FollowupSettings(**fields).save(name, overwrite=True)

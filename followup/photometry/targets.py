@@ -30,7 +30,15 @@ from followup.photometry.zeropoint import (
     instrumental_fluxes,
 )
 
-__all__ = ["DETECTION_SNR", "measure", "measure_targets", "photometry_table"]
+__all__ = [
+    "DETECTION_SNR",
+    "frame_zero_point",
+    "measure",
+    "measure_targets",
+    "measurement_of",
+    "mid_exposure",
+    "photometry_table",
+]
 
 DETECTION_SNR = 5.0
 """Below this S/N a measurement has no magnitude, only a flux and a 5-sigma limit."""
@@ -57,6 +65,18 @@ def _coords(ra: Any, dec: Any) -> SkyCoord:
         raise PhotometryError(f"cannot understand the position {ra!r}, {dec!r}: {exc}") from exc
 
 
+def mid_exposure(header: fits.Header, exptime: float) -> datetime:
+    """The middle of the exposure (UTC).
+
+    Raises:
+        PhotometryError: The header has neither DATE-OBS nor MJD-OBS.
+    """
+    from astropy.time import Time as _Time
+
+    _, mjd = _mid_exposure(header, exptime)
+    return _Time(mjd, format="mjd", scale="utc").to_datetime(timezone=UTC)
+
+
 def _mid_exposure(header: fits.Header, exptime: float) -> tuple[datetime, float]:
     """Start of the exposure (UTC) and the MJD of its middle."""
     if "DATE-OBS" in header:
@@ -70,7 +90,7 @@ def _mid_exposure(header: fits.Header, exptime: float) -> tuple[datetime, float]
     return when, float(mid.mjd)
 
 
-def _frame_zero_point(
+def frame_zero_point(
     fr: PreparedFrame, catalog: CatalogLike, options: PhotometryOptions
 ) -> tuple[ZeroPoint, int]:
     """The frame's zero point from reference stars, else its header's ``L1ZP``; frame flags.
@@ -213,7 +233,7 @@ def photometry_table(
     xy = _pixels_on_frame(fr, coords)
     frame_flags = 0
     if zero_point is None:
-        zero_point, frame_flags = _frame_zero_point(fr, catalog, options)
+        zero_point, frame_flags = frame_zero_point(fr, catalog, options)
     if zero_point.n_stars and zero_point.n_stars < 5:
         frame_flags |= PhotometryFlag.FEW_REFERENCE_STARS
     if zero_point.fwhm is not None and zero_point.fwhm != fr.fwhm:
@@ -301,10 +321,10 @@ def measure(
         colours=[colour] if colour is not None else None,
         options=options,
     )
-    return _measurement(table[0], table, fr, frame_name=frame_name)
+    return measurement_of(table[0], table, fr, frame_name=frame_name)
 
 
-def _measurement(
+def measurement_of(
     row: Any, table: QTable, fr: PreparedFrame, *, frame_name: str | None
 ) -> Measurement:
     """One row of :func:`photometry_table` as a :class:`Measurement`."""
@@ -377,4 +397,4 @@ def measure_targets(
         names=[t[0] for t, k in zip(targets, on, strict=True) if k],
         options=options,
     )
-    return [_measurement(row, table, fr, frame_name=frame_name) for row in table]
+    return [measurement_of(row, table, fr, frame_name=frame_name) for row in table]
