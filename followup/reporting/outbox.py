@@ -36,7 +36,14 @@ from followup.reporting.at_report import (
     discovery_points,
 )
 from followup.reporting.delivery import Delivery, deliver_once
-from followup.reporting.gcn import Circular, GcnCircularsClient, draft_circular
+from followup.reporting.findings import Coverage, no_counterpart_circular, non_detection_message
+from followup.reporting.gcn import (
+    Circular,
+    GcnCircularsClient,
+    alert_names,
+    draft_circular,
+    gcn_event_name,
+)
 from followup.reporting.hermes import (
     HermesClient,
     HermesMessage,
@@ -54,8 +61,11 @@ __all__ = [
     "ReportClient",
     "decline",
     "deliver",
+    "event_name",
     "gcn_outgoing",
     "hermes_outgoing",
+    "no_counterpart_outgoing",
+    "non_detection_outgoing",
     "tns_outgoing",
 ]
 
@@ -251,7 +261,83 @@ def gcn_outgoing(
         team=team,
         targets=candidates,
         event_time=alert.event_time,
+        label=event_name(alert),
     )
+    return _circular_outgoing(alert, circular)
+
+
+def event_name(alert: Alert) -> str:
+    """The event as a GCN subject names it, so that GCN derives the event (not an internal id)."""
+    return gcn_event_name(
+        alert.event_id,
+        source=alert.source,
+        kind=alert.kind.value,
+        event_time=alert.event_time,
+        names=alert_names(alert.extra, alert.title),
+    )
+
+
+def no_counterpart_outgoing(
+    alert: Alert,
+    coverage: Coverage,
+    *,
+    authors: Sequence[str],
+    team: str,
+    catalog: str | None = None,
+) -> Outgoing:
+    """The Circular saying no counterpart was found in the observed fields (always public).
+
+    Raises:
+        ValueError: A subject GCN would refuse, or no authors.
+    """
+    circular = no_counterpart_circular(
+        alert.event_id,
+        coverage,
+        name=event_name(alert),
+        observers=authors,
+        team=team,
+        event_time=alert.event_time,
+        catalog=catalog,
+    )
+    return _circular_outgoing(alert, circular)
+
+
+def non_detection_outgoing(
+    alert: Alert,
+    coverage: Coverage,
+    *,
+    authors: Sequence[str],
+    team: str,
+    topic: str,
+    catalog: str | None = None,
+) -> Outgoing:
+    """The HERMES message of the fields' non-detections (public unless a test topic)."""
+    message = non_detection_message(
+        alert.event_id,
+        coverage,
+        name=event_name(alert),
+        authors=", ".join(authors),
+        team=team,
+        topic=topic,
+        catalog=catalog,
+    )
+    report = Report(
+        destination=ReportDestination.HERMES,
+        event_id=alert.event_id,
+        content_hash=content_hash(message.to_payload()),
+        status=ReportStatus.DRAFT,
+        payload={key: getattr(message, key) for key in LOOKUP_KEYS},
+    )
+    return Outgoing(
+        report=report,
+        content=message,
+        markdown=render_markdown(message),
+        text=message.message_text,
+        public=is_public_topic(message.topic),
+    )
+
+
+def _circular_outgoing(alert: Alert, circular: Circular) -> Outgoing:
     report = Report(
         destination=ReportDestination.GCN,
         event_id=alert.event_id,
