@@ -3,7 +3,8 @@
 IRSA's Galactic Dust Reddening and Extinction service (through
 ``astroquery.ipac.irsa.irsa_dust.IrsaDust``) answers E(B-V) from the Schlegel, Finkbeiner and
 Davis (1998) maps and its Schlafly and Finkbeiner (2011) recalibration; the latter is the one
-reported (``ext SandF mean``). The extinction in a filter is ``R * E(B-V)`` with the R_V = 3.1
+reported, at the position's own pixel (``ext SandF ref``; the ``mean`` columns average a
+region of degrees around it). The extinction in a filter is ``R * E(B-V)`` with the R_V = 3.1
 coefficients of Schlafly and Finkbeiner (2011), Table 6: SDSS ugriz for LCO's u', g', r', i',
 Pan-STARRS z for ``zs`` and Landolt UBVRI for the Bessell filters.
 """
@@ -57,7 +58,7 @@ class Extinction(BaseModel):
 
 
 def _ebv(table: Any) -> float:
-    for column in ("ext SandF mean", "ext SFD mean"):
+    for column in ("ext SandF ref", "ext SFD ref"):
         if column in table.colnames:
             return float(table[column][0])
     raise ValueError(f"IRSA dust answer without an E(B-V) column: {table.colnames}")
@@ -80,10 +81,11 @@ def query_extinction(ra: float, dec: float, *, url: str | None = None) -> Extinc
     """
     import astropy.units as u
     from astropy.coordinates import SkyCoord
+    from astroquery import cache_conf
     from astroquery.ipac.irsa.irsa_dust import IrsaDust
 
-    dust = IrsaDust()
-    if url:
-        dust.DUST_SERVICE_URL = url
-    table = dust.get_query_table(SkyCoord(ra * u.deg, dec * u.deg, frame="icrs"), section="ebv")
+    coordinate = SkyCoord(ra * u.deg, dec * u.deg, frame="icrs")
+    options = {"url": url} if url else {}
+    with cache_conf.set_temp("cache_active", False):  # no answers kept on disk
+        table = IrsaDust().get_query_table(coordinate, section="ebv", **options)
     return Extinction(ebv=_ebv(table))
