@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from blocks.credentials import GcnCredentials, HermesCredentials, LcoCredentials, TnsCredentials
+from blocks.credentials import (
+    GcnCredentials,
+    HermesCredentials,
+    LcoCredentials,
+    TnsCredentials,
+    TreasureMapCredentials,
+)
 from followup.ledger import Ledger
 from followup.strategies import StrategyBook, load_strategies
 
@@ -39,6 +45,7 @@ class FollowupSettings(Block):
         hermes: HERMES credentials.
         tns: TNS bot credentials.
         gcn: GCN Circulars credentials.
+        treasuremap: Treasure Map credentials; None to share no pointings.
         strategies_yaml: Observing strategies and approval rules as YAML; empty for the
             packaged defaults.
         reference_catalog: ``frame`` (the frame's own CAT and L1ZP), ``vizier-<name>``
@@ -86,6 +93,9 @@ class FollowupSettings(Block):
     hermes: HermesCredentials
     tns: TnsCredentials
     gcn: GcnCredentials
+    treasuremap: TreasureMapCredentials | None = Field(
+        default=None, description="Treasure Map credentials; empty to share no pointings."
+    )
     strategies_yaml: str = Field(
         default="", description="Observing strategies as YAML; empty for the packaged defaults."
     )

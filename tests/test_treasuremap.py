@@ -203,3 +203,15 @@ def test_client_reads_the_refusals(state):
     )
     with pytest.raises(RequestRejected, match="Invalid graceid"):
         good.post_pointings("GRB 250101A", [planned()])
+
+
+# ----------------------------------------------------------------------------- the Block
+def test_the_block_builds_a_client_and_keeps_the_token_masked(state):
+    from blocks import TreasureMapCredentials
+
+    block = TreasureMapCredentials(
+        api_token=DEFAULT_TOKEN, base_url="http://testserver", instrument_ids={"Sinistro": 101}
+    )
+    assert DEFAULT_TOKEN not in repr(block) and DEFAULT_TOKEN not in block.model_dump_json()
+    client = block.get_client(transport=AppTransport(create_app(state)))
+    assert client.post_pointings("S260314ab", [planned()]).ids == [1]
