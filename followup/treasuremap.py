@@ -35,16 +35,19 @@ from pydantic import BaseModel, Field, SecretStr
 
 from followup.exceptions import AuthenticationError, RequestRejected, UncertainOutcome
 from followup.http import ServiceClient
+from followup.ledger import Ledger, PointingRow
 
 __all__ = [
     "GWTM_BANDS",
     "TREASUREMAP_URL",
+    "FieldPointing",
     "Pointing",
     "PointingStatus",
     "PointingsReceipt",
     "RemotePointing",
     "TreasureMapClient",
     "gwtm_band",
+    "share_pointings",
 ]
 
 TREASUREMAP_URL = "https://treasuremap.space/"
@@ -381,3 +384,160 @@ class TreasureMapClient(ServiceClient):
         response = self._call("GET", "pointings", body, operation="get_pointings", creates=False)
         items = self._json(response, operation="get_pointings", kind=list)
         return [RemotePointing.from_api(item) for item in items]
+
+
+# ------------------------------------------------------------------------------- sharing
+class FieldPointing(BaseModel):
+    """One field and band as the follow-up knows it, to share on the Treasure Map.
+
+    Attributes:
+        target_name: The field (target) name.
+        ra: Field centre, ICRS degrees.
+        dec: Field centre, ICRS degrees.
+        band: LCO filter code.
+        camera: LCO camera name (``Sinistro``), looked up in the instrument ids.
+        status: What is known: planned (requested), completed (observed, with its depth) or
+            cancelled (the request was cancelled, expired or declined).
+        planned_time: When it may be observed (the request window's start).
+        observed_time: When it was observed.
+        depth: 5-sigma AB depth reached, for a completed field.
+    """
+
+    target_name: str
+    ra: float
+    dec: float
+    band: str
+    camera: str = "Sinistro"
+    status: PointingStatus = PointingStatus.PLANNED
+    planned_time: datetime | None = None
+    observed_time: datetime | None = None
+    depth: float | None = None
+
+
+def _problem(field: FieldPointing, instrument_ids: Mapping[str, int]) -> str | None:
+    if field.camera not in instrument_ids:
+        return f"no Treasure Map instrument id for camera {field.camera!r}"
+    if field.band not in GWTM_BANDS:
+        return f"LCO filter {field.band!r} has no Treasure Map band"
+    return None
+
+
+def share_pointings(
+    ledger: Ledger,
+    client: TreasureMapClient,
+    event_id: str,
+    fields: Sequence[FieldPointing],
+    *,
+    instrument_ids: Mapping[str, int],
+) -> list[PointingRow]:
+    """Bring the event's pointings on the Treasure Map up to what the follow-up knows.
+
+    A requested field is posted as planned; an observed one completes its planned pointing
+    with the depth reached (or is posted as completed when it was never planned); a cancelled
+    request cancels its planned pointing. The ledger keeps one row per field and band with the
+    Treasure Map's id, so calling this again posts only what changed. A pointing the Treasure
+    Map refuses keeps the reason in ``error`` and is not posted again.
+
+    Args:
+        ledger: The ledger.
+        client: The Treasure Map client.
+        event_id: The GW event (its graceid).
+        fields: Every field and band of the event, with what is known of it.
+        instrument_ids: Treasure Map instrument id by camera name.
+
+    Returns:
+        The event's pointings after the update.
+
+    Raises:
+        ServiceError: The Treasure Map failed (the ledger keeps what was stored before).
+    """
+    new: list[tuple[PointingRow, Pointing]] = []
+    completions: list[tuple[PointingRow, Pointing, FieldPointing]] = []
+    cancels: list[PointingRow] = []
+    for field in fields:
+        row, _ = ledger.pointings.record(
+            event_id,
+            field.target_name,
+            field.band,
+            camera=field.camera,
+            ra=field.ra,
+            dec=field.dec,
+            planned_time=field.planned_time,
+        )
+        if row.error or row.status in (PointingStatus.CANCELLED, PointingStatus.COMPLETED):
+            continue
+        problem = _problem(field, instrument_ids)
+        if problem:
+            ledger.pointings.update(row.id, error=problem)
+            continue
+        done = field.status is PointingStatus.COMPLETED and field.depth is not None
+        if field.status is PointingStatus.CANCELLED:
+            if row.remote_id is None:
+                ledger.pointings.update(row.id, status=PointingStatus.CANCELLED.value)
+            else:
+                cancels.append(row)
+        elif row.remote_id is None:
+            when = (field.observed_time if done else field.planned_time) or field.observed_time
+            if when is None:
+                continue
+            new.append(
+                (
+                    row,
+                    Pointing(
+                        ra=field.ra,
+                        dec=field.dec,
+                        instrumentid=instrument_ids[field.camera],
+                        band=gwtm_band(field.band),
+                        time=when,
+                        status=PointingStatus.COMPLETED if done else PointingStatus.PLANNED,
+                        depth=field.depth if done else None,
+                    ),
+                )
+            )
+        elif done and field.observed_time is not None:
+            completions.append(
+                (
+                    row,
+                    Pointing(
+                        id=row.remote_id,
+                        time=field.observed_time,
+                        status=PointingStatus.COMPLETED,
+                        depth=field.depth,
+                    ),
+                    field,
+                )
+            )
+    if new:
+        receipt = client.post_pointings(event_id, [p for _, p in new])
+        for index, (row, pointing) in enumerate(new):
+            remote_id = receipt.ids[index]
+            if remote_id is None:
+                reasons = "; ".join(receipt.errors.get(index, ["refused"]))
+                ledger.pointings.update(row.id, error=reasons[:2000])
+                continue
+            completed = pointing.status is PointingStatus.COMPLETED
+            ledger.pointings.update(
+                row.id,
+                remote_id=remote_id,
+                status=pointing.status.value,
+                depth=pointing.depth,
+                observed_time=pointing.time if completed else None,
+            )
+    if completions:
+        receipt = client.post_pointings(event_id, [p for _, p, _ in completions])
+        for index, (row, pointing, _) in enumerate(completions):
+            if receipt.ids[index] is None:
+                reasons = "; ".join(receipt.errors.get(index, ["refused"]))
+                ledger.pointings.update(row.id, error=reasons[:2000])
+                continue
+            ledger.pointings.update(
+                row.id,
+                status=PointingStatus.COMPLETED.value,
+                depth=pointing.depth,
+                observed_time=pointing.time,
+            )
+    if cancels:
+        client.cancel_pointings([r.remote_id for r in cancels if r.remote_id is not None])
+        for row in cancels:
+            ledger.pointings.update(row.id, status=PointingStatus.CANCELLED.value)
+    return ledger.pointings.for_event(event_id)

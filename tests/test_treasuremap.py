@@ -215,3 +215,47 @@ def test_the_block_builds_a_client_and_keeps_the_token_masked(state):
     assert DEFAULT_TOKEN not in repr(block) and DEFAULT_TOKEN not in block.model_dump_json()
     client = block.get_client(transport=AppTransport(create_app(state)))
     assert client.post_pointings("S260314ab", [planned()]).ids == [1]
+
+
+# ----------------------------------------------------------------------------- sharing
+def test_share_plans_completes_and_cancels_once(client, state):
+    from followup.ledger import Ledger
+    from followup.treasuremap import FieldPointing, share_pointings
+
+    ledger = Ledger("sqlite:///:memory:")
+    ledger.migrate()
+    ids = {"Sinistro": 101}
+
+    def field(name: str, **kw) -> FieldPointing:
+        values = {"ra": 150.0, "dec": -20.0, "band": "rp", "planned_time": WHEN, **kw}
+        return FieldPointing(target_name=name, **values)
+
+    fields = [field("F1"), field("F2"), field("F3", camera="QHY600"), field("F4", band="w")]
+    rows = share_pointings(ledger, client, "S260314ab", fields, instrument_ids=ids)
+    by_name = {r.target_name: r for r in rows}
+    assert by_name["F1"].remote_id == 1 and by_name["F2"].remote_id == 2
+    assert "no Treasure Map instrument id" in by_name["F3"].error
+    assert "no Treasure Map band" in by_name["F4"].error
+    assert [p["status"] for p in state.pointings.values()] == ["planned", "planned"]
+
+    # a second call with nothing new posts nothing
+    share_pointings(ledger, client, "S260314ab", fields, instrument_ids=ids)
+    assert len(state.pointings) == 2
+
+    observed = WHEN.replace(hour=8)
+    later = [
+        field("F1", status=PointingStatus.COMPLETED, depth=20.8, observed_time=observed),
+        field("F2", status=PointingStatus.CANCELLED),
+        field("F5", status=PointingStatus.COMPLETED, depth=21.1, observed_time=observed),
+    ]
+    rows = {
+        r.target_name: r
+        for r in share_pointings(ledger, client, "S260314ab", later, instrument_ids=ids)
+    }
+    assert state.pointings[1]["status"] == "completed" and state.pointings[1]["depth"] == 20.8
+    assert state.pointings[2]["status"] == "cancelled"
+    assert state.pointings[3]["status"] == "completed" and state.pointings[3]["band"] == "r"
+    assert rows["F1"].status == "completed" and rows["F1"].depth == 20.8
+    assert rows["F2"].status == "cancelled" and rows["F5"].remote_id == 3
+    share_pointings(ledger, client, "S260314ab", later, instrument_ids=ids)
+    assert len(state.pointings) == 3
