@@ -19,6 +19,7 @@ from prefect import flow, get_run_logger
 
 from flows.approvals import ReportApproval, ask
 from flows.events import REPORT_SENT, emit_followup_event
+from flows.pointings import event_coverage
 from flows.runtime import Runtime, load_runtime
 from followup.exceptions import FollowupError
 from followup.ledger import ReportRow
@@ -31,9 +32,17 @@ from followup.models import (
     TargetKind,
 )
 from followup.reporting import circular_email
+from followup.reporting.findings import Coverage
 from followup.reporting.gcn import Circular
 from followup.reporting.hermes import HermesClient
-from followup.reporting.outbox import Outgoing, gcn_outgoing, hermes_outgoing, tns_outgoing
+from followup.reporting.outbox import (
+    Outgoing,
+    gcn_outgoing,
+    hermes_outgoing,
+    no_counterpart_outgoing,
+    non_detection_outgoing,
+    tns_outgoing,
+)
 from tasks.artifacts import publish_markdown, publish_table
 from tasks.reports import decline_report, deliver_report, look_up_hermes_reports
 
@@ -66,22 +75,59 @@ def _publish_circular_draft(runtime: Runtime, circular: Circular, event_id: str)
     )
 
 
-def _build(
-    runtime: Runtime, alert: Alert, targets: list[Target], measurements: list[Measurement]
-) -> list[Outgoing]:
-    """Every report of the event: HERMES, TNS per detected candidate, the GCN Circular."""
+def _nothing_found(runtime: Runtime, alert: Alert, coverage: Coverage) -> list[Outgoing]:
+    """No counterpart in the observed fields: a HERMES message of the limits and the Circular."""
     settings = runtime.settings
     outgoing = [
-        hermes_outgoing(
+        non_detection_outgoing(
             alert,
-            targets,
-            measurements,
+            coverage,
             authors=settings.authors,
             team=settings.team,
             topic=settings.hermes_topic,
         )
     ]
+    try:
+        circular = no_counterpart_outgoing(
+            alert, coverage, authors=settings.authors, team=settings.team
+        )
+    except (FollowupError, ValueError) as exc:
+        get_run_logger().error("no GCN Circular for %s: %s", alert.event_id, exc)
+    else:
+        _publish_circular_draft(runtime, cast(Circular, circular.content), alert.event_id)
+        outgoing.append(circular)
+    return outgoing
+
+
+def _build(
+    runtime: Runtime,
+    alert: Alert,
+    targets: list[Target],
+    measurements: list[Measurement],
+    coverage: Coverage | None = None,
+) -> list[Outgoing]:
+    """Every report of the event: HERMES, TNS per detected candidate, the GCN Circular.
+
+    When the fields were observed and no candidate was detected, the event's reports are the
+    no-counterpart ones (the limits of every field) beside the photometry of other targets.
+    """
+    settings = runtime.settings
+    outgoing = []
+    if measurements:
+        outgoing.append(
+            hermes_outgoing(
+                alert,
+                targets,
+                measurements,
+                authors=settings.authors,
+                team=settings.team,
+                topic=settings.hermes_topic,
+            )
+        )
     candidates = [t for t in targets if t.kind is TargetKind.CANDIDATE]
+    found = {m.target_name for m in measurements if m.is_detection}
+    if coverage is not None and not any(c.name in found for c in candidates):
+        return outgoing + _nothing_found(runtime, alert, coverage)
     if settings.send_tns:
         reporter = settings.tns.get_reporter()
         for candidate in candidates:
@@ -144,8 +190,11 @@ def report(alert_id: int, event_id: str = "", settings: str = "default") -> list
     alert_row, _ = ledger.alerts.get(alert_id)
     alert = Alert.model_validate(alert_row.summary)
     measurements = ledger.frames.measurements(alert.event_id)
-    if not measurements:
-        logger.info("%s has no measurements yet: nothing to report", alert.event_id)
+    coverage = event_coverage(ledger, alert.event_id)
+    if not measurements and coverage is None:
+        logger.info(
+            "%s has no measurements or observed fields yet: nothing to report", alert.event_id
+        )
         return []
     measured = {m.target_name for m in measurements}
     targets = [
@@ -153,7 +202,8 @@ def report(alert_id: int, event_id: str = "", settings: str = "default") -> list
         for t in ledger.events.targets(alert.event_id)
         if t.name in measured
     ]
-    rows = [_settle(runtime, alert, o) for o in _build(runtime, alert, targets, measurements)]
+    outgoing = _build(runtime, alert, targets, measurements, coverage)
+    rows = [_settle(runtime, alert, o) for o in outgoing]
     for row in rows:
         if row.status in _SENT:
             emit_followup_event(

@@ -25,7 +25,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
-from sandbox import gcn, hermes, tns, vizier, webhook
+from sandbox import gcn, hermes, tns, treasuremap, vizier, webhook
 from sandbox.lco import LcoSandboxState, ScaledClock, create_archive_app, create_portal_app
 from sandbox.serving import ServedApp
 from sandbox.sky import SyntheticSky
@@ -44,8 +44,18 @@ __all__ = [
     "sandbox_seed",
 ]
 
-SERVICES = ("portal", "archive", "hermes", "tns", "gcn", "webhook", "vizier", "control")
-CREDENTIALS = ("lco_token", "hermes_token", "tns_api_key", "gcn_token")
+SERVICES = (
+    "portal",
+    "archive",
+    "hermes",
+    "tns",
+    "gcn",
+    "webhook",
+    "vizier",
+    "treasuremap",
+    "control",
+)
+CREDENTIALS = ("lco_token", "hermes_token", "tns_api_key", "gcn_token", "treasuremap_token")
 """Fields of :class:`SandboxUrls` that grant access: written to ``--urls-out`` only."""
 
 DEFAULT_SEED = 20260101
@@ -79,7 +89,7 @@ class SandboxConfig(BaseModel):
 
     Attributes:
         host: Interface every service binds.
-        base_port: The services use ``base_port`` + 0..7 in the order of :data:`SERVICES`;
+        base_port: The services use ``base_port`` + 0..8 in the order of :data:`SERVICES`;
             0 gives each a free port.
         lco_token: Token the LCO portal and archive accept.
         hermes_token: Token HERMES accepts.
@@ -87,6 +97,7 @@ class SandboxConfig(BaseModel):
         tns_bot_id: TNS bot id.
         tns_bot_name: TNS bot name.
         gcn_token: Bearer token the GCN Circulars API accepts.
+        treasuremap_token: API token the Treasure Map stand-in accepts.
         proposal_id: The proposal the portal knows.
         completion_delay_s: Simulated seconds from submission to a request's completion.
         clock_scale: Simulated seconds per real second.
@@ -115,6 +126,7 @@ class SandboxConfig(BaseModel):
     tns_bot_id: int = int(tns.DEFAULT_BOT.bot_id)
     tns_bot_name: str = tns.DEFAULT_BOT.name
     gcn_token: str = gcn.DEFAULT_TOKEN
+    treasuremap_token: str = treasuremap.DEFAULT_TOKEN
     proposal_id: str = "SANDBOX-001"
     completion_delay_s: float = Field(default=20.0, ge=0)
     clock_scale: float = Field(default=1.0, gt=0)
@@ -137,6 +149,7 @@ class SandboxUrls(BaseModel):
     gcn: str
     webhook: str
     vizier: str
+    treasuremap: str = ""
     control: str
     lco_token: str
     proposal_id: str
@@ -145,6 +158,7 @@ class SandboxUrls(BaseModel):
     tns_bot_id: int
     tns_bot_name: str
     gcn_token: str
+    treasuremap_token: str = ""
 
 
 def _renderer(config: SandboxConfig, sky: SyntheticSky) -> FrameRenderer | None:
@@ -247,6 +261,9 @@ class SandboxServer:
         self.gcn = gcn.GcnSandboxState(
             {config.gcn_token: gcn.GcnUser()}, first_circular_id=40000 + (id_base // 1000) % 50000
         )
+        self.treasuremap = treasuremap.TreasureMapState(
+            {config.treasuremap_token: 1}, first_id=id_base // 1000
+        )
         self.webhook = webhook.WebhookState()
         self._served: dict[str, ServedApp] = {}
         self.urls: SandboxUrls | None = None
@@ -261,6 +278,7 @@ class SandboxServer:
             "gcn": gcn.create_app(self.gcn),
             "webhook": webhook.create_app(self.webhook),
             "vizier": vizier.create_app(self.sky),
+            "treasuremap": treasuremap.create_app(self.treasuremap),
         }
         port = self.config.base_port
         for offset, name in enumerate(SERVICES[:-1]):
@@ -283,6 +301,7 @@ class SandboxServer:
             tns_bot_id=c.tns_bot_id,
             tns_bot_name=c.tns_bot_name,
             gcn_token=c.gcn_token,
+            treasuremap_token=c.treasuremap_token,
         )
         return self
 
