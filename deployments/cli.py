@@ -35,6 +35,13 @@ def demo(
             help="Sandbox seed; replays a run's sky. Default: $FOLLOWUP_SANDBOX_SEED, else fixed."
         ),
     ] = None,
+    scenario: Annotated[
+        str,
+        typer.Option(
+            help="kilonova: one near the map's peak; empty: no counterpart in the fields "
+            "(ends with the coverage, Treasure Map pointings and no-counterpart Circular)."
+        ),
+    ] = "kilonova",
 ) -> None:
     """Run the whole loop on a real-format LVK alert against the sandbox."""
     from deployments.demo import run_demo
@@ -48,6 +55,7 @@ def demo(
             approve=approve,
             ui_port=port,
             seed=seed,
+            scenario=scenario,
         )
     )
 

@@ -182,7 +182,10 @@ def hermes_outgoing(
         content_hash=content_hash(message.to_payload()),
         status=ReportStatus.DRAFT,
         # What resolve_unconfirmed_hermes looks a lost send up by.
-        payload={key: getattr(message, key) for key in LOOKUP_KEYS},
+        payload={
+            **{key: getattr(message, key) for key in LOOKUP_KEYS},
+            "text": message.message_text,
+        },
     )
     return Outgoing(
         report=report,
@@ -230,7 +233,10 @@ def tns_outgoing(
         target_name=target.name,
         content_hash=content_hash(at_report),
         status=ReportStatus.DRAFT,
-        payload={"internal_name": target.name},
+        payload={
+            "internal_name": target.name,
+            "text": at_report["at_report"]["0"].get("remarks", ""),
+        },
     )
     return Outgoing(
         report=report,
@@ -326,7 +332,10 @@ def non_detection_outgoing(
         event_id=alert.event_id,
         content_hash=content_hash(message.to_payload()),
         status=ReportStatus.DRAFT,
-        payload={key: getattr(message, key) for key in LOOKUP_KEYS},
+        payload={
+            **{key: getattr(message, key) for key in LOOKUP_KEYS},
+            "text": message.message_text,
+        },
     )
     return Outgoing(
         report=report,
@@ -343,7 +352,7 @@ def _circular_outgoing(alert: Alert, circular: Circular) -> Outgoing:
         event_id=alert.event_id,
         content_hash=content_hash({"subject": circular.subject, "body": circular.body}),
         status=ReportStatus.DRAFT,
-        payload={"subject": circular.subject},
+        payload={"subject": circular.subject, "text": circular.body},
     )
     return Outgoing(
         report=report,
