@@ -65,6 +65,8 @@ class FollowupSettings(Block):
         send_tns: Send AT reports of new candidates to TNS (after approval).
         send_gcn: Submit GCN Circulars through the API (after approval); otherwise drafts only.
         team: Team name used in reports.
+        irsa_dust_url: IRSA's dust service, for the Galactic extinction at each candidate in
+            Circulars; empty to leave it out.
         authors: Authors of reports, one entry each (``A. Author (Institute)``).
         plots_base_url: Public URL of ``state_dir/plots`` for image artifacts; empty to embed
             plots in markdown artifacts instead.
@@ -126,6 +128,10 @@ class FollowupSettings(Block):
     send_tns: bool = Field(default=True, description="Send AT reports of new candidates.")
     send_gcn: bool = Field(default=False, description="Submit GCN Circulars through the API.")
     team: str = Field(default="the followup team", description="Team name used in reports.")
+    irsa_dust_url: str = Field(
+        default="https://irsa.ipac.caltech.edu/cgi-bin/DUST/nph-dust",
+        description="IRSA dust service for Galactic extinction in Circulars; empty for none.",
+    )
     authors: list[str] = Field(
         default_factory=lambda: ["followup bot (LCO)"],
         description="Authors of reports, one entry each, e.g. 'A. Author (LCO)'.",

@@ -288,6 +288,8 @@ class LocalStack:
             poll_interval_s=2.0,
             max_wait_s=150.0,
             hermes_topic="hermes.test",
+            # The sandbox's IRSA dust stand-in, when it runs one; never the real service.
+            irsa_dust_url=f"{u.irsa}/cgi-bin/DUST/nph-dust" if getattr(u, "irsa", "") else "",
             team="the followup sandbox team",
             sandbox_endpoints=True,
             authors=["F. Ollowup (LCO)", "S. Andbox (LCO)"],

@@ -48,7 +48,7 @@ def _fields(ledger: Ledger, event_id: str, coverage: Coverage | None) -> list[Fi
                     ra=request.ra,
                     dec=request.dec,
                     band=band,
-                    camera=seen.camera if seen else "Sinistro",
+                    camera=seen.camera if seen else request.camera,
                     status=status,
                     planned_time=request.window_start,
                     observed_time=seen.date_obs if seen else None,

@@ -39,6 +39,7 @@ def followup_settings(folder: Path, **fields: Any) -> FollowupSettings:
             instrument_id=232,
         ),
         gcn=GcnCredentials(access_token=SecretStr("unused")),
+        irsa_dust_url="",  # tests never reach IRSA
     )
     values.update(fields)
     return FollowupSettings(**values)

@@ -101,6 +101,7 @@ class FieldRequest(BaseModel):
         dec: Centre, ICRS degrees.
         probability: Sky-map probability inside the field.
         bands: The request's filters.
+        camera: The camera the field was tiled for (``Sinistro``...).
         window_start: Start of the request's window.
         cancelled: The request was declined, refused, cancelled, expired or failed.
         completed: LCO completed it.
@@ -111,6 +112,7 @@ class FieldRequest(BaseModel):
     dec: float
     probability: float
     bands: list[str]
+    camera: str = "Sinistro"
     window_start: datetime | None = None
     cancelled: bool = False
     completed: bool = False
@@ -132,6 +134,7 @@ def event_fields(ledger: Ledger, event_id: str) -> list[FieldRequest]:
                 dec=target.dec,
                 probability=target.probability,
                 bands=[b for b in r.filters_key.split(",") if b],
+                camera=_camera(target.data.get("instrument_type")),
                 window_start=r.window_start,
                 cancelled=r.local_status in (RequestStatus.DECLINED, RequestStatus.REJECTED)
                 or state in _CANCELLED,
@@ -204,6 +207,13 @@ def observed_fields(
     if not best:
         return None
     return Coverage(fields=list(best.values()), credible_level=credible_level, skymap=skymap)
+
+
+def _camera(instrument_type: str | None) -> str:
+    from followup.reporting.equipment import CAMERAS
+
+    code = (instrument_type or "1M0-SCICAM-SINISTRO").upper()
+    return next((c.name for c in CAMERAS.values() if c.instrument_type == code), "Sinistro")
 
 
 def _float(value: Any) -> float | None:

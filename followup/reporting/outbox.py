@@ -36,7 +36,13 @@ from followup.reporting.at_report import (
     discovery_points,
 )
 from followup.reporting.delivery import Delivery, deliver_once
-from followup.reporting.findings import Coverage, no_counterpart_circular, non_detection_message
+from followup.reporting.findings import (
+    CandidateFinding,
+    Coverage,
+    candidates_circular,
+    no_counterpart_circular,
+    non_detection_message,
+)
 from followup.reporting.gcn import (
     Circular,
     GcnCircularsClient,
@@ -59,6 +65,7 @@ __all__ = [
     "TEXT_LIMITS",
     "Outgoing",
     "ReportClient",
+    "candidates_outgoing",
     "decline",
     "deliver",
     "event_name",
@@ -303,6 +310,35 @@ def no_counterpart_outgoing(
         observers=authors,
         team=team,
         event_time=alert.event_time,
+        catalog=catalog,
+    )
+    return _circular_outgoing(alert, circular)
+
+
+def candidates_outgoing(
+    alert: Alert,
+    findings: Sequence[CandidateFinding],
+    measurements: Sequence[Measurement],
+    *,
+    authors: Sequence[str],
+    team: str,
+    coverage: Coverage | None = None,
+    catalog: str | None = None,
+) -> Outgoing:
+    """The Circular reporting candidate counterparts (always public).
+
+    Raises:
+        ValueError: No candidate, one without photometry, or a subject GCN would refuse.
+    """
+    circular = candidates_circular(
+        alert.event_id,
+        findings,
+        measurements,
+        name=event_name(alert),
+        observers=authors,
+        team=team,
+        event_time=alert.event_time,
+        coverage=coverage,
         catalog=catalog,
     )
     return _circular_outgoing(alert, circular)
