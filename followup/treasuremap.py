@@ -263,13 +263,19 @@ class TreasureMapClient(ServiceClient):
         self, method: str, endpoint: str, body: dict[str, Any], *, operation: str, creates: bool
     ) -> httpx.Response:
         """One call with the token in the JSON body; the API's 500 refusals read as refusals."""
+        token = getattr(self, "_token", None)  # a copy pickled for another process has none
+        if token is None:
+            raise AuthenticationError(
+                f"{self.service} {operation}: this copy of the client carries no token",
+                operation=operation,
+            )
         response = self._request(
             method,
             f"{self._prefix}/{endpoint}",
             operation=operation,
             creates=creates,
             passthrough=(500,),
-            json={**body, "api_token": self._token.get_secret_value()},
+            json={**body, "api_token": token.get_secret_value()},
         )
         if response.status_code != 500:
             return response
