@@ -399,9 +399,10 @@ def print_summary(data: dict[str, Any]) -> None:
             f"  {r['url'] or ''}"
         )
     coverage = data.get("coverage", [])
+    covered = data.get("probability_covered", 0.0)
     print(
-        f"Coverage ({len(coverage)} field/band(s), probability covered "
-        f"{data.get('probability_covered', 0.0):.3f}):"
+        f"Coverage ({len(coverage)} field/band(s); sky-map probability covered {covered:.3f}, "
+        f"{min(covered / 0.9, 1.0) * 100:.0f}% of the 90% credible region):"
     )
     for c in coverage:
         print(
