@@ -175,7 +175,7 @@ def event_label(event_id: str) -> str:
     ``IceCube-250101A``) are kept as they are.
     """
     event_id = event_id.strip()
-    if re.fullmatch(r"(M?S|GW)\d{6}[a-z]{1,3}|GW\d{6}(_\d{6})?", event_id):
+    if re.fullmatch(r"(M?S|GW)\d{6}[a-z]{1,3}|GW\d{6}(_\d{6})?|G\d{5,}", event_id):
         return f"LIGO/Virgo/KAGRA {event_id}"
     return event_id
 
@@ -241,6 +241,10 @@ def gcn_event_name(
         fraction = (t.hour * 3600 + t.minute * 60 + t.second) / 86400.0
         return f"GRB {t:%y%m%d}.{int(fraction * 1000):03d}"
     fallback = f"{source} {event_id}" if source and source not in event_id else event_id
+    if kind == "radio" and not fallback.upper().startswith("FRB"):
+        fallback = f"FRB {fallback}"  # CHIME, DSA-110: fast radio bursts
+    if not subject_is_valid(fallback) and source:
+        fallback = f"{source} transient {event_id}"  # GCN's generic keyword
     if not subject_is_valid(fallback):
         raise ValueError(f"no name GCN accepts for event {event_id!r} (source {source!r})")
     return fallback

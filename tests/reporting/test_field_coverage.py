@@ -103,3 +103,18 @@ def test_event_fields_say_what_became_of_each_request(ledger):
     assert set(fields) == {"F001", "F002", "F003"}
     assert fields["F001"].completed and not fields["F001"].cancelled
     assert fields["F003"].cancelled and fields["F003"].bands == ["rp"]
+
+
+def test_pointings_follow_requests_and_frames(ledger):
+    from flows.pointings import _fields
+    from followup.treasuremap import PointingStatus
+
+    a = _frame(ledger, "F001", 1, 14)
+    coverage = observed_fields(ledger, "S250101ab", headers={a: HEADER})
+    fields = {f.target_name: f for f in _fields(ledger, "S250101ab", coverage)}
+    assert fields["F001"].status is PointingStatus.COMPLETED
+    assert fields["F001"].depth == coverage.fields[0].depth
+    assert fields["F001"].observed_time == datetime(2025, 1, 1, 14, tzinfo=UTC)
+    assert fields["F002"].status is PointingStatus.PLANNED  # completed, frames not read yet
+    assert fields["F003"].status is PointingStatus.CANCELLED  # its window expired
+    assert "G1" not in fields and fields["F002"].camera == "Sinistro"

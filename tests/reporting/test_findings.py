@@ -277,9 +277,22 @@ def test_subjects_name_the_event_gcn_derives(alert, name):
     assert "1125809" not in derived and "138632" not in derived
 
 
+@pytest.mark.parametrize(
+    ("event_id", "source", "kind", "name"),
+    [
+        ("CHIME-427325191", "CHIME", "radio", "FRB CHIME-427325191"),
+        ("KM3-240901A", "KM3NeT", "neutrino", "KM3NeT transient KM3-240901A"),
+        ("G298048", "LVK", "gw", "LIGO/Virgo/KAGRA G298048"),
+    ],
+)
+def test_events_without_a_gcn_name_get_a_subject_gcn_accepts(event_id, source, kind, name):
+    assert gcn_event_name(event_id, source=source, kind=kind) == name
+    assert gcn_sandbox.subject_is_valid(f"{name}: LCO optical upper limits")
+
+
 def test_an_unnameable_event_is_refused():
     with pytest.raises(ValueError, match="no name GCN accepts"):
-        gcn_event_name("X-12", source="Nobody", kind="other")
+        gcn_event_name("X-12", kind="other")
 
 
 def test_no_counterpart_outgoing_for_a_swift_trigger():
