@@ -107,7 +107,14 @@ def event_summary(ledger: Ledger, event_id: str) -> EventSummary:
                 "status": r.status,
                 "remote_id": r.remote_id,
                 "url": r.url,
-                "subject": (r.payload or {}).get("subject") or (r.payload or {}).get("title"),
+                "subject": next(
+                    (
+                        (r.payload or {})[k]
+                        for k in ("subject", "title", "internal_name")
+                        if (r.payload or {}).get(k)
+                    ),
+                    None,
+                ),
                 "text": (r.payload or {}).get("text"),
             }
             for r in ledger.reports.for_event(event_id)

@@ -49,6 +49,7 @@ from followup.reporting.gcn import (
     alert_names,
     draft_circular,
     gcn_event_name,
+    team_phrase,
 )
 from followup.reporting.hermes import (
     HermesClient,
@@ -180,8 +181,8 @@ def hermes_outgoing(
         title=f"LCO follow-up photometry of {alert.event_id}",
         authors=", ".join(authors),
         topic=topic,
-        message_text=f"{team} report forced photometry of {len(targets)} target(s) of "
-        f"{alert.event_id} with the Las Cumbres Observatory network.",
+        message_text=f"{_capitalised(team_phrase(team))} report forced photometry of "
+        f"{len(targets)} target(s) of {alert.event_id} with the Las Cumbres Observatory network.",
     )
     report = Report(
         destination=ReportDestination.HERMES,
@@ -201,6 +202,10 @@ def hermes_outgoing(
         text=message.message_text,
         public=is_public_topic(message.topic),
     )
+
+
+def _capitalised(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def tns_outgoing(
