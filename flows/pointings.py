@@ -27,8 +27,16 @@ __all__ = ["event_coverage", "pointing_rows", "share_pointings"]
 
 
 def event_coverage(ledger: Ledger, event_id: str) -> Coverage | None:
-    """The fields observed so far, their depths and probability (None before any field frame)."""
-    return observed_fields(ledger, event_id, headers=field_frame_headers(ledger, event_id))
+    """The fields observed so far, their depths and probability (None before any field frame).
+
+    A frame's depth is the one measured on it from empty apertures when the ledger records
+    frame depths (``ledger.frames.depths``, the coverage stage of the frames flow), else the
+    estimate from its header.
+    """
+    recorded = getattr(ledger.frames, "depths", None)
+    depths = {d.depth.frame: d.depth.depth_5sigma for d in recorded(event_id)} if recorded else {}
+    headers = field_frame_headers(ledger, event_id)
+    return observed_fields(ledger, event_id, headers=headers, depths=depths)
 
 
 def _fields(ledger: Ledger, event_id: str, coverage: Coverage | None) -> list[FieldPointing]:
