@@ -1,8 +1,8 @@
 """The parent flow ``followup``: one alert through the whole loop.
 
-select targets -> observe (approve, submit, wait) -> share pointings (Treasure Map) -> sky plot
--> process frames (download, reduce, find candidates, measure) -> share pointings -> report
-(HERMES, TNS, GCN). Each stage is a flow of its own
+select targets -> observe (approve, submit, share planned pointings on the Treasure Map, wait) ->
+sky plot -> process frames (download, reduce, find candidates, measure) -> share pointings
+(completed, cancelled) -> report (HERMES, TNS, GCN). Each stage is a flow of its own
 that reads and writes the ledger, so each can also be rerun alone from the UI; rerunning the
 parent, or any stage, submits and sends nothing twice.
 """
@@ -18,7 +18,7 @@ from prefect.runtime import flow_run
 
 from flows.frames import frames_task_runner, process_frames
 from flows.observe import observe
-from flows.pointings import share_pointings
+from flows.pointings import update_treasure_map
 from flows.report import report
 from flows.retract import event_tag
 from flows.runtime import load_runtime
@@ -56,15 +56,6 @@ def _tag_run(event_id: str) -> None:
             client.update_flow_run(run.id, tags=[*run.tags, tag])
 
 
-def _share(event_id: str, settings: str) -> None:
-    """Share the pointings on the Treasure Map; its failure is logged, not the run's."""
-    state = share_pointings(event_id, settings, return_state=True)
-    if not state.is_completed():
-        get_run_logger().warning(
-            "%s: the Treasure Map pointings were not updated (%s)", event_id, state.message
-        )
-
-
 @flow(name="followup", flow_run_name=run_name)
 def followup(
     alert_id: int, event_id: str = "", alert_type: str = "", settings: str = "default"
@@ -92,8 +83,7 @@ def followup(
 
     plan = select_targets(alert_id, event_id, settings)
     if plan.targets:
-        observe(alert_id, event_id, settings)
-        _share(event_id, settings)  # planned
+        observe(alert_id, event_id, settings)  # shares the planned pointings
         alert = load_alert(runtime.ledger, alert_id)
         publish_plot(
             "sky-plot",
@@ -105,7 +95,7 @@ def followup(
         )
         runner = frames_task_runner(runtime.settings.dask_address)
         process_frames.with_options(task_runner=runner)(alert_id, event_id, settings)
-        _share(event_id, settings)  # completed with their depths, or cancelled
+        update_treasure_map(event_id, settings)  # completed with their depths, or cancelled
         report(alert_id, event_id, settings)
     else:
         logger.warning("%s: no observable target (%d dropped)", event_id, len(plan.dropped))

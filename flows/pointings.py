@@ -23,7 +23,7 @@ from followup.treasuremap import FieldPointing, PointingStatus
 from tasks.artifacts import publish_table
 from tasks.treasuremap import update_pointings
 
-__all__ = ["event_coverage", "pointing_rows", "share_pointings"]
+__all__ = ["event_coverage", "pointing_rows", "share_pointings", "update_treasure_map"]
 
 
 def event_coverage(ledger: Ledger, event_id: str) -> Coverage | None:
@@ -117,3 +117,12 @@ def share_pointings(event_id: str, settings: str = "default") -> list[dict[str, 
     table = pointing_rows(rows)
     publish_table("treasure-map", event_id, table, f"Treasure Map pointings of {event_id}")
     return table
+
+
+def update_treasure_map(event_id: str, settings: str) -> None:
+    """Share the pointings now (a subflow run); its failure is logged, not the caller's."""
+    state = share_pointings(event_id, settings, return_state=True)
+    if not state.is_completed():
+        get_run_logger().warning(
+            "%s: the Treasure Map pointings were not updated (%s)", event_id, state.message
+        )
