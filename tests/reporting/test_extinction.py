@@ -69,3 +69,11 @@ def test_a_per_filter():
     assert ext.a_band("gp") == pytest.approx(0.3303)
     assert ext.a_band("w") is None
     assert ext.text(["gp", "w"]) == "E(B-V) = 0.100 mag (A_g = 0.33)"
+
+
+def test_the_sandbox_stand_in_answers_astroquery(served):
+    from sandbox import irsa_dust
+
+    url = served(irsa_dust.create_app())
+    ext = query_extinction(150.1, -20.6, url=f"{url}{irsa_dust.DUST_PATH}")
+    assert ext.ebv == pytest.approx(0.86 * irsa_dust.ebv_sfd(150.1, -20.6), abs=2e-4)
