@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from blocks.credentials import GcnCredentials, HermesCredentials, LcoCredentials, TnsCredentials
+from blocks.credentials import (
+    GcnCredentials,
+    HermesCredentials,
+    LcoCredentials,
+    TnsCredentials,
+    TreasureMapCredentials,
+)
 from followup.ledger import Ledger
 from followup.strategies import StrategyBook, load_strategies
 
@@ -39,6 +45,7 @@ class FollowupSettings(Block):
         hermes: HERMES credentials.
         tns: TNS bot credentials.
         gcn: GCN Circulars credentials.
+        treasuremap: Treasure Map credentials; None to share no pointings.
         strategies_yaml: Observing strategies and approval rules as YAML; empty for the
             packaged defaults.
         reference_catalog: ``frame`` (the frame's own CAT and L1ZP), ``vizier-<name>``
@@ -63,6 +70,8 @@ class FollowupSettings(Block):
         send_tns: Send AT reports of new candidates to TNS (after approval).
         send_gcn: Submit GCN Circulars through the API (after approval); otherwise drafts only.
         team: Team name used in reports.
+        irsa_dust_url: IRSA's dust service, for the Galactic extinction at each candidate in
+            Circulars; empty to leave it out.
         authors: Authors of reports, one entry each (``A. Author (Institute)``).
         plots_base_url: Public URL of ``state_dir/plots`` for image artifacts; empty to embed
             plots in markdown artifacts instead.
@@ -91,6 +100,9 @@ class FollowupSettings(Block):
     hermes: HermesCredentials
     tns: TnsCredentials
     gcn: GcnCredentials
+    treasuremap: TreasureMapCredentials | None = Field(
+        default=None, description="Treasure Map credentials; empty to share no pointings."
+    )
     strategies_yaml: str = Field(
         default="", description="Observing strategies as YAML; empty for the packaged defaults."
     )
@@ -127,6 +139,10 @@ class FollowupSettings(Block):
     send_tns: bool = Field(default=True, description="Send AT reports of new candidates.")
     send_gcn: bool = Field(default=False, description="Submit GCN Circulars through the API.")
     team: str = Field(default="the followup team", description="Team name used in reports.")
+    irsa_dust_url: str = Field(
+        default="https://irsa.ipac.caltech.edu/cgi-bin/DUST/nph-dust",
+        description="IRSA dust service for Galactic extinction in Circulars; empty for none.",
+    )
     authors: list[str] = Field(
         default_factory=lambda: ["followup bot (LCO)"],
         description="Authors of reports, one entry each, e.g. 'A. Author (LCO)'.",

@@ -39,6 +39,13 @@ def demo(
             help="Sandbox seed; replays a run's sky. Default: $FOLLOWUP_SANDBOX_SEED, else fixed."
         ),
     ] = None,
+    scenario: Annotated[
+        str,
+        typer.Option(
+            help="kilonova: one near the map's peak; empty: no counterpart in the fields "
+            "(ends with the coverage, Treasure Map pointings and no-counterpart Circular)."
+        ),
+    ] = "kilonova",
     sky: Annotated[
         str, typer.Option(help="Sandbox sky: plain (stars only) or realistic (galaxies...).")
     ] = "plain",
@@ -60,6 +67,7 @@ def demo(
             approve=approve,
             ui_port=port,
             seed=seed,
+            scenario=scenario,
             sky=sky,
         )
     raise typer.Exit(code)

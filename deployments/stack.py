@@ -288,6 +288,7 @@ class LocalStack:
             ListenerSettings,
             StartedBy,
             TnsCredentials,
+            TreasureMapCredentials,
             TriggerRulesBlock,
         )
 
@@ -323,8 +324,18 @@ class LocalStack:
         gcn = GcnCredentials(
             access_token=SecretStr(u.gcn_token), base_url=u.gcn, from_address="followup@example.org"
         )
-        for block, block_name in ((lco, name), (hermes, name), (tns, name), (gcn, name)):
-            block.save(block_name, overwrite=True)
+        treasuremap = (
+            TreasureMapCredentials(
+                api_token=SecretStr(u.treasuremap_token),
+                base_url=u.treasuremap,
+                instrument_ids={"Sinistro": 101, "MuSCAT3": 102, "QHY600": 103},
+            )
+            if u.treasuremap
+            else None
+        )
+        for block in (lco, hermes, tns, gcn, treasuremap):
+            if block is not None:
+                block.save(name, overwrite=True)
         fields: dict[str, Any] = dict(
             ledger_url=SecretStr(self.ledger_url),
             state_dir=str(self.options.state_dir.resolve()),
@@ -332,6 +343,7 @@ class LocalStack:
             hermes=hermes,
             tns=tns,
             gcn=gcn,
+            treasuremap=treasuremap,
             strategies_yaml=DEMO_STRATEGIES,
             reference_catalog="vizier-refcat2",
             vizier_server=u.vizier,
@@ -340,6 +352,8 @@ class LocalStack:
             poll_interval_s=2.0,
             max_wait_s=150.0,
             hermes_topic="hermes.test",
+            # The sandbox's IRSA dust stand-in, when it runs one; never the real service.
+            irsa_dust_url=f"{u.irsa}/cgi-bin/DUST/nph-dust" if getattr(u, "irsa", "") else "",
             team="the followup sandbox team",
             sandbox_endpoints=True,
             authors=["F. Ollowup (LCO)", "S. Andbox (LCO)"],
