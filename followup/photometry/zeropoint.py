@@ -21,11 +21,8 @@ from followup.catalogs import (
     normalise_catalog,
 )
 from followup.exceptions import CatalogError, PhotometryError
-from followup.photometry.aperture import (
-    aperture_correction,
-    gaussian_aperture_correction,
-    measure_apertures,
-)
+from followup.photometry.aperture import aperture_correction, measure_apertures
+from followup.photometry.detection import detect_sources
 from followup.photometry.flags import PhotometryFlag
 from followup.photometry.frame import (
     AnyFrame,
@@ -363,10 +360,33 @@ def calibrate_zero_point(
     return zp, stars
 
 
+def _frame_stars(frame: PreparedFrame) -> np.ndarray:
+    """Pixel positions (n, 2) of the frame's clean point sources, brightest first.
+
+    BANZAI's CAT when the frame has one (unflagged rows), else the frame's own detections at
+    S/N >= 20 that are not sharper than a star.
+    """
+    cat = frame.catalog
+    if cat is not None and len(cat) and {"x", "y", "flux"} <= set(cat.colnames):
+        ok = np.isfinite(np.asarray(cat["flux"], float))
+        if "flag" in cat.colnames:
+            ok &= np.asarray(cat["flag"]) == 0
+        order = np.argsort(-np.asarray(cat["flux"], float)[ok])
+        x = np.asarray(cat["x"], float)[ok][order] - 1  # the CAT is 1-based
+        y = np.asarray(cat["y"], float)[ok][order] - 1
+        return np.column_stack([x, y])[:200]
+    found = detect_sources(frame, snr_min=20.0)
+    found = found[(found["flags"] == 0) & (np.asarray(found["sharpness"]) < 2.0)]
+    found.sort("snr", reverse=True)
+    return np.column_stack([np.asarray(found["x"].value), np.asarray(found["y"].value)])[:200]
+
+
 def header_zero_point(frame: PreparedFrame, options: PhotometryOptions) -> ZeroPoint:
     """The header's ``L1ZP`` (and ``L1ZPERR``) as a zero point, for frames without reference stars.
 
-    Aperture fluxes get a Gaussian PSF's aperture correction.
+    Aperture fluxes are corrected to total flux with the correction measured on the frame's own
+    stars (its CAT, else its detections), or that of a Moffat profile fitted to them when too few
+    are bright (:func:`~followup.photometry.aperture.aperture_correction`).
 
     Raises:
         PhotometryError: No ``L1ZP`` in the header, or no FWHM can be measured.
@@ -377,7 +397,21 @@ def header_zero_point(frame: PreparedFrame, options: PhotometryOptions) -> ZeroP
     apcorr = 1.0
     if options.method == "aperture":
         radius = options.aperture_radius if options.aperture_radius is not None else fr.fwhm
-        apcorr = gaussian_aperture_correction(fr.fwhm, radius)
+        xy = _frame_stars(fr)
+        if len(xy):
+            table = measure_apertures(fr, xy, radius=radius)
+            apcorr, _ = aperture_correction(
+                fr,
+                xy,
+                np.asarray(table["aperture_flux"].value, float),
+                np.asarray(table["aperture_flux_err"].value, float),
+                np.asarray(table["flags"], int),
+                radius,
+            )
+        else:
+            apcorr, _ = aperture_correction(
+                fr, np.zeros((0, 2)), np.zeros(0), np.zeros(0), np.zeros(0, int), radius
+            )
     return ZeroPoint(
         zero_point=float(fr.header["L1ZP"]),
         zero_point_err=float(fr.header.get("L1ZPERR", 0.0) or 0.0),
