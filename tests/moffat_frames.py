@@ -118,9 +118,7 @@ def make_moffat_frame(
     header["GAIN"] = 1.0
     header["RDNOISE"] = READ_NOISE
     hdul = fits.HDUList([fits.PrimaryHDU(image.astype(np.float32), header=header)])
-    stars = Table(
-        {"ra": ra, "dec": dec, "x": xy[:, 0], "y": xy[:, 1], "r": mags, "colour": colour}
-    )
+    stars = Table({"ra": ra, "dec": dec, "x": xy[:, 0], "y": xy[:, 1], "r": mags, "colour": colour})
     stars["i"] = mags - colour
     stars["flux"] = flux
     refcat = Table({"ra": ra, "dec": dec})

@@ -93,7 +93,10 @@ def fit_moffat(
     Each star's pixels within 3 FWHM, background-subtracted with the median of an annulus at
     4-6 FWHM, are fitted by least squares weighted with the frame's errors; the centre of each
     star is its flux-weighted centroid and its flux is solved linearly for each trial profile.
-    Stars with flagged pixels near them or off the image are left out.
+    Stars with flagged pixels near them or off the image are left out. The bright stars weigh
+    most; a fit on faint stars alone (S/N ~20) comes out with too large a ``beta`` (its
+    correction from 1 to 2 FWHM 4 % low on synthetic beta = 2.5 stars), still closer than a
+    Gaussian's (20 % low there).
 
     Args:
         frame: A frame whose FWHM is known (a first guess is enough).

@@ -45,6 +45,9 @@ __all__ = [
     "reference_table",
 ]
 
+_MIN_COLOUR_STARS = 10
+"""Fewer reference stars with both colours leave the (automatic) colour term off."""
+
 CatalogLike = ReferenceCatalog | Table | str | None
 """Reference stars: a provider, a table (normalised or Vizier columns), a file path, or None for
 the frame's own CAT."""
@@ -64,6 +67,8 @@ class ZeroPoint:
         colour_coefficient: Colour term C in ``m_ref = ZP + m_inst + C * colour`` (0 if not fitted).
         colour_coefficient_err: Its error.
         colour: The colour used, e.g. ``r-i``, or None.
+        reference_colour: Weighted mean colour of the stars used (0 without a colour term):
+            targets of unknown colour are taken at it, so the term adds nothing for them.
         aperture_correction: Factor from aperture to total flux (1 for PSF photometry).
         source: Where the reference magnitudes came from.
         fwhm: FWHM (pixels) the stars were measured with; targets must use the same.
@@ -76,6 +81,7 @@ class ZeroPoint:
     colour_coefficient: float = 0.0
     colour_coefficient_err: float = 0.0
     colour: str | None = None
+    reference_colour: float = 0.0
     aperture_correction: float = 1.0
     source: str = ""
     fwhm: float | None = None
@@ -281,7 +287,7 @@ def calibrate_zero_point(
             path, or None for the frame's own CAT (BANZAI ``mag``; ``L1ZPERR`` is added as a
             systematic error).
         options: Method, aperture radius, FWHM and colour term (default: apertures of 1 FWHM,
-            no colour term).
+            a colour term where the catalogue has the colours).
 
     Returns:
         The zero point and a QTable of every reference star on the frame with ``ra``, ``dec``
@@ -317,12 +323,17 @@ def calibrate_zero_point(
         inst_mag = -2.5 * np.log10(total / fr.exptime)
     ref_mag = np.asarray(table[band], float)[sel]
     ref_err = np.asarray(table[f"{band}_err"], float)[sel]
-    colour = colour_name = None
-    if options.colour_term:
-        c1, c2 = COLOUR_INDEX[band]
-        colour = np.asarray(table[c1], float)[sel] - np.asarray(table[c2], float)[sel]
-        colour_name = f"{c1}-{c2}"
     usable = clean & np.isfinite(snr) & (snr >= 10)
+    colour = colour_name = None
+    c1, c2 = COLOUR_INDEX[band]
+    if options.colour_term is not False and {c1, c2} <= set(table.colnames):
+        star_colour = np.asarray(table[c1], float)[sel] - np.asarray(table[c2], float)[sel]
+        known = usable & np.isfinite(star_colour)
+        # Automatic: only with colours for most stars, enough of them and of a range to fit a slope.
+        enough = known.sum() >= _MIN_COLOUR_STARS and known.sum() >= 0.8 * usable.sum()
+        if options.colour_term or (enough and float(np.std(star_colour[known])) > 0.05):
+            colour, colour_name = star_colour, f"{c1}-{c2}"
+            usable = known
     if usable.sum() < 2:
         raise PhotometryError(
             f"no reference stars: {int(usable.sum())} clean stars with S/N >= 10 on frame {fr.label}"
@@ -336,10 +347,15 @@ def calibrate_zero_point(
     )
     used = np.zeros(len(sel), bool)
     used[np.nonzero(usable)[0][used_sub]] = True
+    reference_colour = 0.0
+    if colour is not None:
+        weight = (snr[used] / 1.0857) ** 2
+        reference_colour = float(np.sum(weight * colour[used]) / np.sum(weight))
     zp = replace(
         zp,
         zero_point_err=math.hypot(zp.zero_point_err, systematic),
         colour=colour_name,
+        reference_colour=reference_colour,
         aperture_correction=apcorr,
         source=source,
         fwhm=fr.fwhm,
