@@ -85,13 +85,13 @@ def local_empty_positions(
     y: float,
     *,
     inner_fwhm: float = 4.0,
-    outer_fwhm: float = 14.0,
+    outer_fwhm: float = 18.0,
     spacing_fwhm: float = 2.5,
 ) -> np.ndarray:
     """Positions (n, 2) on rings around ``(x, y)``, away from the frame's listed sources.
 
     Rings run from ``inner_fwhm`` to ``outer_fwhm`` FWHM of the position, ``spacing_fwhm`` FWHM
-    apart, with apertures ``spacing_fwhm`` FWHM apart along each ring (about 110 positions).
+    apart, with apertures ``spacing_fwhm`` FWHM apart along each ring (about 170 positions).
     """
     fwhm = frame.fwhm
     spacing = spacing_fwhm * fwhm
@@ -149,9 +149,19 @@ def empty_aperture_noise(
     return EmptyApertureNoise(sigma=float(std) / 0.9866, n_apertures=kept, offset=float(median))
 
 
-def noise_around(frame: PreparedFrame, xy: np.ndarray, options: PhotometryOptions) -> np.ndarray:
-    """Empty-aperture noise (electrons, before aperture correction) around each position (n,)."""
+def noise_around(
+    frame: PreparedFrame, xy: np.ndarray, options: PhotometryOptions, *, max_local: int = 8
+) -> np.ndarray:
+    """Empty-aperture noise (electrons, before aperture correction) around each position (n,).
+
+    Each position gets the noise of about 170 empty apertures within 18 FWHM of it (about 1 s
+    each); beyond ``max_local`` positions on one frame, all share one measurement over the
+    whole frame, which bounds the time.
+    """
     xy = np.atleast_2d(np.asarray(xy, float))
+    if len(xy) > max_local:
+        shared = empty_aperture_noise(frame, frame_empty_positions(frame), options).sigma
+        return np.full(len(xy), shared)
     return np.array(
         [
             empty_aperture_noise(frame, local_empty_positions(frame, x, y), options).sigma

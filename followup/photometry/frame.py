@@ -7,7 +7,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-from astropy import units as u
 from astropy.io import fits
 from astropy.nddata import CCDData
 from astropy.table import Table
