@@ -31,7 +31,14 @@ from followup.photometry.zeropoint import (
     instrumental_fluxes,
 )
 
-__all__ = ["DETECTION_SNR", "measure", "measure_targets", "photometry_table"]
+__all__ = [
+    "DETECTION_SNR",
+    "frame_zero_point",
+    "measure",
+    "measure_targets",
+    "mid_exposure",
+    "photometry_table",
+]
 
 DETECTION_SNR = 5.0
 """Below this S/N a measurement has no magnitude, only a flux and a 5-sigma limit."""
@@ -58,7 +65,7 @@ def _coords(ra: Any, dec: Any) -> SkyCoord:
         raise PhotometryError(f"cannot understand the position {ra!r}, {dec!r}: {exc}") from exc
 
 
-def _mid_exposure(header: fits.Header, exptime: float) -> tuple[datetime, float]:
+def mid_exposure(header: fits.Header, exptime: float) -> tuple[datetime, float]:
     """Start of the exposure (UTC) and the MJD of its middle."""
     if "DATE-OBS" in header:
         start = Time(str(header["DATE-OBS"]), scale="utc")
@@ -71,7 +78,7 @@ def _mid_exposure(header: fits.Header, exptime: float) -> tuple[datetime, float]
     return when, float(mid.mjd)
 
 
-def _frame_zero_point(
+def frame_zero_point(
     fr: PreparedFrame, catalog: CatalogLike, options: PhotometryOptions
 ) -> tuple[ZeroPoint, int]:
     """The frame's zero point from reference stars, else its header's ``L1ZP``; frame flags.
@@ -219,7 +226,7 @@ def photometry_table(
     xy = _pixels_on_frame(fr, coords)
     frame_flags = 0
     if zero_point is None:
-        zero_point, frame_flags = _frame_zero_point(fr, catalog, options)
+        zero_point, frame_flags = frame_zero_point(fr, catalog, options)
     if zero_point.n_stars and zero_point.n_stars < 5:
         frame_flags |= PhotometryFlag.FEW_REFERENCE_STARS
     if zero_point.fwhm is not None and zero_point.fwhm != fr.fwhm:
@@ -319,7 +326,7 @@ def _measurement(
     row: Any, table: QTable, fr: PreparedFrame, *, frame_name: str | None
 ) -> Measurement:
     """One row of :func:`photometry_table` as a :class:`Measurement`."""
-    date_obs, mjd = _mid_exposure(fr.header, fr.exptime)
+    date_obs, mjd = mid_exposure(fr.header, fr.exptime)
     mag = float(row["mag"].value)
     detected = math.isfinite(mag)
     return Measurement(
