@@ -87,3 +87,90 @@ def test_coverage_plot_is_a_png_across_zero_hours() -> None:
     )  # fmt: skip
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(png) > 5000
+
+
+def test_the_ledger_keeps_frame_depths_per_field(ledger, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from followup.models import Frame, ObservationRequest
+    from tests.test_ledger import add_target
+
+    add_target(ledger)  # field F001 of S250101ab, probability 0.3
+    request = ObservationRequest(
+        event_id="S250101ab", target_name="F001", group_name="S250101ab-F001-e0", filters=["rp"]
+    )
+    req, _ = ledger.requests.claim(request)
+    frame = Frame(frame_id=9, basename="cpt1m010-fa16-20250101-0003-e91", filename="z", url="u")
+    row, _ = ledger.frames.record(frame, req.id)
+    assert ledger.frames.depths("S250101ab") == []  # not measured yet
+    ledger.frames.record_depth(row.id, _depth(frame.basename, "rp", 20.7))
+    (stored,) = ledger.frames.depths("S250101ab")
+    assert (stored.field, stored.probability) == ("F001", 0.3)
+    assert stored.depth == _depth(frame.basename, "rp", 20.7)
+    assert ledger.frames.depths("S250101xx") == []
+    with pytest.raises(KeyError):
+        ledger.frames.record_depth(row.id + 1000, stored.depth)
+
+
+def test_migration_0007_adds_frame_depths_to_an_existing_ledger(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import inspect
+
+    from followup.ledger import Ledger
+
+    ledger = Ledger(f"sqlite:///{tmp_path / 'old.db'}")
+    ledger.migrate("0005")
+    assert "depth" not in {c["name"] for c in inspect(ledger.engine).get_columns("frames")}
+    ledger.migrate()
+    assert "depth" in {c["name"] for c in inspect(ledger.engine).get_columns("frames")}
+    ledger.dispose()
+
+
+def test_update_coverage_measures_new_frames_once_and_publishes(prefect_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The flow hook: depths of new frames go to the ledger, the coverage to artifacts."""
+    from types import SimpleNamespace
+
+    from prefect import flow
+
+    from flows.coverage import update_coverage
+    from followup.ledger import Ledger
+    from followup.models import Frame, ObservationRequest
+    from tests.test_ledger import add_target
+
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger.migrate()
+    add_target(ledger)
+    req, _ = ledger.requests.claim(
+        ObservationRequest(
+            event_id="S250101ab", target_name="F001", group_name="S250101ab-F001-e0",
+            filters=["rp"],
+        )
+    )  # fmt: skip
+    small = SyntheticSky(seed=32, shape=(512, 512))
+    frames, rows = [], {}
+    for k, band in enumerate(["rp", "gp"]):
+        s = spec(720 + k, band=band)
+        path = tmp_path / f"{s.basename}.fits"
+        path.write_bytes(small.render(s))
+        frame = Frame(
+            frame_id=100 + k, basename=s.basename, filename=path.name, url="u",
+            local_path=str(path), filter=band,
+        )  # fmt: skip
+        frames.append(frame)
+        rows[frame.frame_id] = ledger.frames.record(frame, req.id)[0]
+    settings = SimpleNamespace(
+        get_reference_catalog=lambda: None, plots_dir=tmp_path / "plots", plots_base_url=""
+    )
+    runtime = SimpleNamespace(ledger=ledger, settings=settings)
+
+    @flow
+    def hook() -> list:
+        return update_coverage(runtime, "S250101ab", frames, rows)  # type: ignore[arg-type]
+
+    table = hook()
+    assert [(r.field, r.band, r.frames) for r in table] == [("F001", "gp", 1), ("F001", "rp", 1)]
+    for r, band in zip(table, ["gp", "rp"], strict=True):
+        truth = small.frame_truth(spec(720 + ["rp", "gp"].index(band), band=band)).depth_5sigma
+        assert r.depth_5sigma == pytest.approx(truth, abs=0.2)
+    assert (tmp_path / "plots" / "coverage-plot-s250101ab.png").read_bytes()[:4] == b"\x89PNG"
+    # Frames already measured are not measured again: their rows now carry the depth.
+    again = {f.frame_id: ledger.frames.record(f, req.id)[0] for f in frames}
+    assert all(row.depth is not None for row in again.values())
+    ledger.dispose()
