@@ -158,6 +158,7 @@ def _calibrated(
     ``noise`` is the empty sky's noise (electrons, total flux) that the limits are made of.
     """
     zp = zero_point.zero_point + zero_point.colour_coefficient * colour
+    zp_err = zero_point.error_at(colour)
     with np.errstate(invalid="ignore", divide="ignore"):
         snr = flux / flux_err
         flux_ujy = flux_to_ujy(flux / exptime, zp)
@@ -168,14 +169,12 @@ def _calibrated(
             # The zero point's error is common to every target; it is in the flux's error too.
             "flux_err_ujy": np.hypot(
                 flux_to_ujy(flux_err / exptime, zp),
-                flux_ujy * 0.4 * math.log(10) * zero_point.zero_point_err,
+                flux_ujy * 0.4 * math.log(10) * zp_err,
             ),
             "mag": np.where(
                 detected, zp - 2.5 * np.log10(np.where(detected, flux, 1.0) / exptime), np.nan
             ),
-            "mag_err": np.where(
-                detected, np.hypot(1.0857 / snr, zero_point.zero_point_err), np.nan
-            ),
+            "mag_err": np.where(detected, np.hypot(1.0857 / snr, zp_err), np.nan),
             "limit": zp - 2.5 * np.log10(DETECTION_SNR * noise / exptime),
         }
 

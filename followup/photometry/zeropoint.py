@@ -66,6 +66,8 @@ class ZeroPoint:
         scatter: Robust standard deviation of the residuals (mag).
         colour_coefficient: Colour term C in ``m_ref = ZP + m_inst + C * colour`` (0 if not fitted).
         colour_coefficient_err: Its error.
+        colour_covariance: Covariance of the zero point and the colour coefficient (mag^2), for
+            the zero point's error at a colour other than 0.
         colour: The colour used, e.g. ``r-i``, or None.
         reference_colour: Weighted mean colour of the stars used (0 without a colour term):
             targets of unknown colour are taken at it, so the term adds nothing for them.
@@ -80,11 +82,22 @@ class ZeroPoint:
     scatter: float
     colour_coefficient: float = 0.0
     colour_coefficient_err: float = 0.0
+    colour_covariance: float = 0.0
     colour: str | None = None
     reference_colour: float = 0.0
     aperture_correction: float = 1.0
     source: str = ""
     fwhm: float | None = None
+
+    def error_at(self, colour: np.ndarray | float) -> np.ndarray:
+        """The zero point's error (mag) at a colour: the fit is tightest at its stars' colours."""
+        c = np.asarray(colour, float)
+        var = (
+            self.zero_point_err**2
+            + 2 * c * self.colour_covariance
+            + c**2 * self.colour_coefficient_err**2
+        )
+        return np.sqrt(np.clip(var, 0.0, None))
 
 
 def fit_zero_point(
@@ -158,6 +171,7 @@ def fit_zero_point(
         scatter=1.4826 * float(np.median(np.abs(residual - np.median(residual)))),
         colour_coefficient=float(params[1]),
         colour_coefficient_err=float(math.sqrt(cov[1, 1]) * inflate) if colour is not None else 0.0,
+        colour_covariance=float(cov[0, 1] * inflate**2),
     )
     return zp, use
 
