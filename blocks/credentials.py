@@ -150,7 +150,9 @@ class TnsCredentials(Block):
         reporting_group_id: TNS id of the reporting group.
         discovery_data_source_id: TNS id of the discovery data source.
         reporter: Reporter line of AT reports (names and institutes).
-        instrument_id: TNS id of the camera that took the data (TNS's instruments list).
+        instrument_ids: TNS instrument ids by camera name (``{"Sinistro": 232}``), overriding
+            and completing the built-in table of LCO's cameras; each measurement's camera is
+            looked up there.
         base_url: Root URL of the TNS API (``https://sandbox.wis-tns.org/api/`` for TNS's sandbox).
         timeout_s: HTTP timeout in seconds.
 
@@ -173,7 +175,10 @@ class TnsCredentials(Block):
     reporting_group_id: int = Field(description="TNS id of the reporting group.")
     discovery_data_source_id: int = Field(description="TNS id of the discovery data source.")
     reporter: str = Field(description="Reporter line of AT reports (names and institutes).")
-    instrument_id: int = Field(description="TNS id of the camera that took the data.")
+    instrument_ids: dict[str, int] = Field(
+        default_factory=dict,
+        description="TNS instrument ids by camera name, overriding the built-in LCO table.",
+    )
     base_url: str = Field(
         default="https://www.wis-tns.org/api/", description="Root URL of the TNS API."
     )
@@ -183,7 +188,7 @@ class TnsCredentials(Block):
         """Who reports: the reporter line and the group ids, as AT reports carry them.
 
         The camera's TNS id comes from each measurement's equipment
-        (:mod:`followup.reporting.equipment`), not from this block.
+        (:mod:`followup.reporting.equipment`), with this block's ``instrument_ids`` first.
         """
         from followup.reporting.at_report import TnsReporter
 
@@ -191,6 +196,7 @@ class TnsCredentials(Block):
             reporter=self.reporter,
             reporting_group_id=self.reporting_group_id,
             discovery_data_source_id=self.discovery_data_source_id,
+            instrument_ids=dict(self.instrument_ids) or None,
         )
 
     def get_client(self, *, transport: httpx.BaseTransport | None = None) -> TnsClient:

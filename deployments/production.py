@@ -254,6 +254,13 @@ def redis_server_env(redis_db_url: str, docket_name: str) -> dict[str, str]:
     }
 
 
+SERVER_DATABASE_TIMEOUTS = {
+    "PREFECT_SERVER_DATABASE_TIMEOUT": "60",
+    "PREFECT_SERVER_DATABASE_CONNECTION_TIMEOUT": "30",
+}
+"""Database timeouts (s) of the production profile's API processes."""
+
+
 class ScaledPrefectServer(PrefectServer):
     """A Prefect server on PostgreSQL with several API processes and a services process.
 
@@ -287,6 +294,10 @@ class ScaledPrefectServer(PrefectServer):
         )
         self.api_processes = api_processes
         self.log_dir = log_dir
+        # Prefect's 10 s query and 5 s connect timeouts answer 500 to a worker when a busy host
+        # (a burst of alerts, frames reduced beside the database) is slow, failing the run.
+        for key, value in SERVER_DATABASE_TIMEOUTS.items():
+            self.process.env.setdefault(key, value)
         if api_processes > 1:
             self.process.argv += ["--workers", str(api_processes)]
             self.process.env.update(
@@ -354,6 +365,12 @@ class ProductionStack(LocalStack):
         self.owner = f"followup-{uuid.uuid4().hex[:12]}"
         self.redis_db_url = ""
         self.dask_address = options.dask_address
+
+    def client_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The base client environment; a 500 (a database timeout) is retried like a 503."""
+        env = super().client_env(base)
+        env.setdefault("PREFECT_CLIENT_RETRY_EXTRA_CODES", "500")
+        return env
 
     def start(self) -> ProductionStack:
         """Start everything; return when the listener is reading."""

@@ -251,7 +251,6 @@ class LocalStack:
             bot_name=u.tns_bot_name,
             reporting_group_id=82,
             discovery_data_source_id=48,
-            instrument_id=232,
             reporter="followup sandbox bot (LCO)",
             base_url=f"{u.tns}/api/",
             **timeout,

@@ -61,6 +61,7 @@ import functools
 import inspect
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -372,6 +373,24 @@ class BearerAuth(TokenAuth):
     scheme: ClassVar[str] = "Bearer"
 
 
+class _CredentialOnFirstUse(httpx.Auth):
+    """Stands for the credential of an unpickled client until its first request builds it."""
+
+    def __init__(self, owner: ServiceClient) -> None:
+        self._owner = owner
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        """Fetch the credential from the owner's source, then authenticate as it says."""
+        auth = self._owner._credential_from_source()
+        if auth is None or isinstance(auth, _CredentialOnFirstUse):
+            yield request
+        else:
+            yield from auth.auth_flow(request)
+
+
 # ------------------------------------------------------------------------------- the client
 class ServiceClient:
     """Base of every service client: one httpx client, one error table, no retries.
@@ -420,6 +439,7 @@ class ServiceClient:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
         self.max_response_bytes = max_response_bytes
         self._credential_source = credential_source
+        self._credential_lock = threading.Lock()
         self._auth_class = type(auth) if isinstance(auth, TokenAuth) else TokenAuth
         self._set_secrets(secrets)
         self._client_kwargs: dict[str, Any] = {
@@ -457,18 +477,34 @@ class ServiceClient:
         state = {
             key: value
             for key, value in self.__dict__.items()
-            if key != "_client" and not isinstance(value, SecretStr | httpx.Auth)
+            if key not in ("_client", "_credential_lock")
+            and not isinstance(value, SecretStr | httpx.Auth)
         }
         state["_client_kwargs"] = {**self._client_kwargs, "auth": None}
         state["_secrets"] = ()
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Rebuild the connection pool, and the credential from its source (a Block look-up)."""
+        """Rebuild the connection pool; the credential comes from its source at the first request.
+
+        Not while unpickling: a Dask worker unpickles its task graph on its event loop, where a
+        Block look-up (async there) and blocking I/O cannot run. The first request is made in
+        the task's own thread, where the source is called once.
+        """
         self.__dict__.update(state)
+        self._credential_lock = threading.Lock()
         if self._credential_source is not None:
-            self._set_credential(self._credential_source())
+            self._client_kwargs["auth"] = _CredentialOnFirstUse(self)
         self._client = httpx.Client(**self._client_kwargs)
+
+    def _credential_from_source(self) -> httpx.Auth | None:
+        """Call the credential source once; install the auth and secrets it gives."""
+        with self._credential_lock:
+            auth = self._client_kwargs["auth"]
+            if isinstance(auth, _CredentialOnFirstUse) and self._credential_source is not None:
+                self._set_credential(self._credential_source())
+                self._client.auth = self._client_kwargs["auth"]
+            return self._client_kwargs["auth"]
 
     @property
     def base_url(self) -> str:
@@ -578,16 +614,24 @@ class ServiceClient:
         """The exception for an httpx failure before a whole answer arrived (not raised)."""
         rule = transport_rule(error)
         url = self._url(url)
-        # The error is chained as the cause: scrubbed in place, no traceback shows a secret.
-        error.args = tuple(self._scrub(a) if isinstance(a, str) else a for a in error.args)
         reason = self._scrub(str(error)) or "no detail"
-        return self._error(
+        failure = self._error(
             rule.error_class(creates=creates),
             f"{self.service} {operation}: {rule.meaning} ({method} {url}): "
             f"{type(error).__name__}: {reason}",
             operation=operation,
             url=url,
         )
+        # Chained is a scrubbed copy of the httpx error, not the error itself: that one holds the
+        # request, whose headers carry the credential, and Dask pickles causes and contexts
+        # (tblib) into task states.
+        try:
+            cause: Exception = type(error)(reason)
+        except TypeError:
+            cause = RuntimeError(f"{type(error).__name__}: {reason}")
+        failure.__cause__ = cause
+        failure.__suppress_context__ = True
+        return failure
 
     # ------------------------------------------------------------------ requests
     def _request(
@@ -618,6 +662,7 @@ class ServiceClient:
         Raises:
             ServiceError: The class the table gives for the failure (module docstring).
         """
+        failure: ServiceError | None = None
         try:
             request = self._client.build_request(method, path, **kwargs)
             response = self._client.send(request, stream=True)
@@ -626,9 +671,11 @@ class ServiceClient:
             finally:
                 response.close()
         except httpx.RequestError as exc:
-            raise self._transport_error(
+            failure = self._transport_error(
                 exc, operation=operation, method=method, url=path, creates=creates
-            ) from exc
+            )
+        if failure is not None:
+            raise failure  # outside the handler: the httpx error is not even its context
         logger.debug("%s %s %s -> %s", self.service, method, path, response.status_code)
         answers, created = _EXCHANGES.get()
         _EXCHANGES.set((answers + 1, created + (creates and response.is_success)))

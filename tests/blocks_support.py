@@ -36,7 +36,6 @@ def followup_settings(folder: Path, **fields: Any) -> FollowupSettings:
             reporting_group_id=82,
             discovery_data_source_id=48,
             reporter="A. Author (LCO)",
-            instrument_id=232,
         ),
         gcn=GcnCredentials(access_token=SecretStr("unused")),
     )

@@ -71,6 +71,9 @@ def test_the_tns_block_builds_the_reporter() -> None:
     assert tns.get_reporter() == TnsReporter(
         reporter="A. Author (LCO)", reporting_group_id=82, discovery_data_source_id=48
     )
+    # A camera id set on the block overrides the built-in table in the reports it builds.
+    custom = tns.model_copy(update={"instrument_ids": {"Sinistro": 999}})
+    assert custom.get_reporter().instrument_ids == {"Sinistro": 999}
 
 
 def test_streams_are_built_with_a_hop_auth_and_never_show_the_password() -> None:

@@ -9,7 +9,6 @@ alert, so the burst fits a few minutes on two cores; the wall time is printed, n
 
 from __future__ import annotations
 
-import pickle
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -26,7 +25,6 @@ from deployments.production import (
     run_burst,
 )
 from deployments.stack import DEMO_STRATEGIES
-from followup.lco import ArchiveClient, PortalClient
 from followup.summary import event_summary
 from sandbox.server import SandboxConfig
 from tests.stack_support import serving
@@ -39,17 +37,6 @@ PG = "postgres@127.0.0.1:5432"
 # One field per alert, so one request and two frames (gp, rp) per alert.
 ONE_FIELD = DEMO_STRATEGIES.replace("max_targets: 3", "max_targets: 1")
 assert ONE_FIELD != DEMO_STRATEGIES
-
-
-def test_lco_clients_survive_pickling_for_dask_workers() -> None:
-    """Per-frame tasks receive the archive client on Dask workers in other processes."""
-    for cls in (ArchiveClient, PortalClient):
-        client = cls("a-token", base_url="http://127.0.0.1:9/api")
-        copy = pickle.loads(pickle.dumps(client))
-        assert copy.base_url == client.base_url
-        request = copy._client.build_request("GET", "/frames/")
-        flow = copy._client.auth.auth_flow(request)
-        assert next(flow).headers["Authorization"] == "Token a-token"
 
 
 @pytest.fixture(scope="module")

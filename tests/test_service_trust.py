@@ -240,6 +240,12 @@ def test_a_transport_error_quoting_the_token_leaves_it_in_no_traceback() -> None
     with pytest.raises(ServiceError) as info:
         portal.get_profile()
     assert isinstance(info.value.__cause__, httpx.ConnectError)
+    assert info.value.__context__ is None
+    assert leaks(info.value) == []
+    # Dask (distributed) installs tblib's pickling of exceptions with their causes and contexts.
+    from tblib import pickling_support
+
+    pickling_support.install(info.value)
     assert leaks(info.value) == []
 
 
@@ -272,6 +278,28 @@ def test_a_pickled_archive_client_holds_no_token_and_rebuilds_it_from_its_source
     assert transport.requests[0].headers["authorization"] == f"Token {TOKEN}"
     # Its errors are scrubbed of the rebuilt token too.
     assert worker_copy._scrub(f"x {TOKEN} y") == "x *** y"
+
+
+class CountingToken(FakeBlockToken):
+    calls = 0
+
+    def __call__(self) -> str:
+        type(self).calls += 1
+        return super().__call__()
+
+
+def test_an_unpickled_client_asks_its_source_at_the_first_request_not_while_unpickling() -> None:
+    """A Dask worker unpickles on its event loop, where a Block look-up cannot run."""
+    CountingToken.calls = 0
+    sourced = ArchiveClient(TOKEN, base_url=ARCHIVE, credential_source=CountingToken("lco-default"))
+    worker_copy = pickle.loads(pickle.dumps(sourced))
+    assert CountingToken.calls == 0
+    request = worker_copy._client.build_request("GET", "/frames/")
+    assert next(worker_copy._client.auth.auth_flow(request)).headers["Authorization"] == (
+        f"Token {TOKEN}"
+    )
+    next(worker_copy._client.auth.auth_flow(request))
+    assert CountingToken.calls == 1
 
 
 def _chunks(block: bytes, count: int) -> Iterator[bytes]:

@@ -420,6 +420,7 @@ class ArchiveClient(ServiceClient):
         """
         offset = _size(part)
         headers = {"Range": f"bytes={offset}-"} if offset else {}
+        failure: ServiceError | None = None
         try:
             for _ in range(_MAX_REDIRECTS + 1):
                 self._check_host(url)
@@ -430,7 +431,9 @@ class ArchiveClient(ServiceClient):
                         return self._write(response, part, offset, deadline)
                     url = str(response.url.join(response.headers.get("Location", "")))
         except httpx.RequestError as exc:
-            raise self._transport_error(exc, operation=_DOWNLOAD, method="GET", url=url) from exc
+            failure = self._transport_error(exc, operation=_DOWNLOAD, method="GET", url=url)
+        if failure is not None:
+            raise failure  # chained to a scrubbed copy of the httpx error (ServiceClient)
         raise ServiceError(
             f"{self.service} {_DOWNLOAD}: more than {_MAX_REDIRECTS} redirects",
             operation=_DOWNLOAD,

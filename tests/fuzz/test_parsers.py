@@ -98,7 +98,9 @@ def test_voevent(raw: bytes, data: st.DataObject) -> None:
     ):
         new = data.draw(st.text(max_size=12) | st.sampled_from(["0", "0.0", "361", "-91", "nan"]))
         escaped = new.replace("&", "&amp;").replace("<", "&lt;")
-        text = re.sub(f"<{tag}>[^<]*</{tag}>", f"<{tag}>{escaped}</{tag}>", text, count=1)
+        text = re.sub(
+            f"<{tag}>[^<]*</{tag}>", lambda _, t=tag, e=escaped: f"<{t}>{e}</{t}>", text, count=1
+        )
     raw = text.encode()
     if data.draw(st.booleans()):
         raw = data.draw(mangled(raw))
