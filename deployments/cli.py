@@ -35,6 +35,9 @@ def demo(
             help="Sandbox seed; replays a run's sky. Default: $FOLLOWUP_SANDBOX_SEED, else fixed."
         ),
     ] = None,
+    sky: Annotated[
+        str, typer.Option(help="Sandbox sky: plain (stars only) or realistic (galaxies...).")
+    ] = "plain",
 ) -> None:
     """Run the whole loop on a real-format LVK alert against the sandbox."""
     from deployments.demo import run_demo
@@ -48,6 +51,7 @@ def demo(
             approve=approve,
             ui_port=port,
             seed=seed,
+            sky=sky,
         )
     )
 
@@ -87,15 +91,22 @@ def sandbox(
         int | None,
         typer.Option(help="Sandbox seed. Default: $FOLLOWUP_SANDBOX_SEED, else fixed."),
     ] = None,
+    sky: Annotated[
+        str, typer.Option(help="Sandbox sky: plain (stars only) or realistic (galaxies...).")
+    ] = "plain",
 ) -> None:
-    """Run the stand-ins for LCO, HERMES, TNS, GCN and Vizier alone (drills, other clients)."""
+    """Run the stand-ins for LCO, HERMES, TNS, GCN, Vizier, SkyBoT, IRSA and PS1 alone."""
     from sandbox.server import SandboxConfig, SandboxServer, sandbox_seed
 
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     config = SandboxConfig(
-        host=host, base_port=port, lco_token=token, seed=sandbox_seed() if seed is None else seed
+        host=host,
+        base_port=port,
+        lco_token=token,
+        seed=sandbox_seed() if seed is None else seed,
+        sky=sky,  # type: ignore[arg-type]
     )
     with SandboxServer(config) as server:
         assert server.urls is not None

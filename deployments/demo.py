@@ -26,7 +26,7 @@ from followup.alerts.mock import make_mock_bns_alert
 from followup.models import Alert
 from followup.summary import EventSummary, event_summary
 from sandbox.server import SandboxConfig, sandbox_seed
-from sandbox.specs import Transient
+from sandbox.specs import HostGalaxy, Transient
 
 __all__ = [
     "AutoApprover",
@@ -39,6 +39,17 @@ __all__ = [
 
 TRANSIENT_OFFSET_DEG = (0.03, -0.02)  # from the sky map's peak: inside the first field
 KILONOVA_PEAK_MAG = {"gp": 19.3, "rp": 19.0, "ip": 18.9, "zs": 18.9}
+DEMO_HOST = HostGalaxy(
+    offset_arcsec=(1.0, 0.8),
+    r_mag=15.5,
+    sersic_n=2.0,
+    r_eff_arcsec=4.0,
+    axis_ratio=0.6,
+    position_angle_deg=35.0,
+    distance_mpc=40.0,
+)
+"""The kilonova's host: 3.5 mag brighter, its nucleus 1.3 arcsec away (rendered on the realistic
+sky, listed in the sandbox's GLADE+)."""
 
 
 @dataclass
@@ -69,6 +80,7 @@ def make_demo_alert(
         peak_mag=KILONOVA_PEAK_MAG,
         peak_time=mock.event_time,
         decline_mag_per_day=0.5,
+        host=DEMO_HOST,
     )
     return DemoAlert(raw=mock.raw, event_id=mock.event_id, transient=transient)
 
@@ -386,11 +398,13 @@ def run_demo(
     ui_port: int = 4200,
     timeout_s: float = 600.0,
     seed: int | None = None,
+    sky: str = "plain",
 ) -> int:
     """Run the demo; return the exit code (0 when the follow-up run completed).
 
     ``seed`` is the sandbox's seed (see :class:`sandbox.server.SandboxConfig`); None takes
-    ``FOLLOWUP_SANDBOX_SEED`` from the environment, else the fixed default.
+    ``FOLLOWUP_SANDBOX_SEED`` from the environment, else the fixed default. ``sky`` is the
+    sandbox's sky (``plain`` or ``realistic``).
     """
     from followup.alerts import parse_message
 
@@ -406,7 +420,12 @@ def run_demo(
     options = StackOptions(
         root=root,
         ui_port=ui_port,
-        sandbox=SandboxConfig(completion_delay_s=15.0, transients=[transient], seed=seed),
+        sandbox=SandboxConfig(
+            completion_delay_s=15.0,
+            transients=[transient],
+            seed=seed,
+            sky=sky,  # type: ignore[arg-type]
+        ),
     )
     print(
         f"starting the stack (Prefect UI on http://127.0.0.1:{ui_port}), sandbox seed {seed} ...",
