@@ -16,6 +16,7 @@ from prefect.futures import wait
 from prefect.states import Completed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.coverage import update_coverage
 from flows.runtime import LcoToken, Runtime, load_runtime
 from followup.exceptions import PhotometryError, ReductionError, ServiceError
 from followup.lco import ArchiveClient
@@ -262,6 +263,7 @@ def process_frames(
     elif search_frames:
         errors |= _new_candidates(runtime, event_id, search_frames, targets)
     frames = [f for f in frames if f.frame_id not in errors]
+    update_coverage(runtime, event_id, frames, frame_rows)
     rows = {t.name: t for t in ledger.events.targets(event_id)}
     measured = [
         (t.name, t.ra, t.dec) for t in rows.values() if TargetKind(t.kind) in MEASURED_KINDS

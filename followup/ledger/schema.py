@@ -259,6 +259,9 @@ class FrameRow(Base):
     # Why the frame could not be searched or measured (truncated, no WCS...); NULL when usable
     # (migration 0004). The frame stays in the ledger either way.
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The frame's 5-sigma depth (a followup.coverage.FrameDepth as JSON), NULL until measured
+    # (migration 0007).
+    depth: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 

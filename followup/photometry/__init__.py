@@ -16,7 +16,11 @@ The chain for one frame:
    :mod:`~followup.photometry.aperture`) or forced PSF photometry (a pixel-integrated Gaussian of
    the frame's FWHM, position fixed, :mod:`~followup.photometry.psf`); its flux is always given in
    microjansky (``flux_uJy = 10**(-0.4 * (mag - 23.9))``), its AB magnitude only when S/N >= 5,
-   and the 5-sigma limiting magnitude always (:mod:`~followup.photometry.targets`).
+   and the 5-sigma limiting magnitude always, from the noise of empty apertures around it
+   (:mod:`~followup.photometry.targets`, :mod:`~followup.photometry.depth`).
+
+A frame's own depth (5 sigma from empty apertures over the whole frame, for coverage) is
+:func:`frame_depth`.
 
 Transient candidates come from difference imaging (:mod:`~followup.photometry.difference`: the
 reference -- an earlier archive frame of the field, :mod:`~followup.photometry.references` --
@@ -42,6 +46,7 @@ from followup.photometry.difference import Difference, subtract
 from followup.photometry.flags import PhotometryFlag, describe_flags
 from followup.photometry.fluxes import AB_ZERO_POINT_UJY, flux_to_ujy, mag_to_ujy
 from followup.photometry.forced import aperture_photometry_at, psf_photometry_at
+from followup.photometry.framedepth import frame_depth
 from followup.photometry.lightcurve import build_light_curve
 from followup.photometry.options import PhotometryOptions
 from followup.photometry.plot import plot_light_curve
@@ -67,6 +72,7 @@ __all__ = [
     "find_transients",
     "fit_zero_point",
     "flux_to_ujy",
+    "frame_depth",
     "mag_to_ujy",
     "measure",
     "measure_difference",

@@ -17,6 +17,7 @@ from astropy.time import Time
 
 from followup.exceptions import PhotometryError
 from followup.models import Measurement
+from followup.photometry.depth import noise_around
 from followup.photometry.flags import PhotometryFlag
 from followup.photometry.fluxes import flux_to_ujy
 from followup.photometry.frame import AnyFrame, PreparedFrame, prepare_frame
@@ -38,6 +39,7 @@ __all__ = [
     "measurement_of",
     "mid_exposure",
     "photometry_table",
+    "start_and_mid_mjd",
 ]
 
 DETECTION_SNR = 5.0
@@ -73,11 +75,11 @@ def mid_exposure(header: fits.Header, exptime: float) -> datetime:
     """
     from astropy.time import Time as _Time
 
-    _, mjd = _mid_exposure(header, exptime)
+    _, mjd = start_and_mid_mjd(header, exptime)
     return _Time(mjd, format="mjd", scale="utc").to_datetime(timezone=UTC)
 
 
-def _mid_exposure(header: fits.Header, exptime: float) -> tuple[datetime, float]:
+def start_and_mid_mjd(header: fits.Header, exptime: float) -> tuple[datetime, float]:
     """Start of the exposure (UTC) and the MJD of its middle."""
     if "DATE-OBS" in header:
         start = Time(str(header["DATE-OBS"]), scale="utc")
@@ -163,9 +165,14 @@ def _calibrated(
     zero_point: ZeroPoint,
     colour: np.ndarray,
     exptime: float,
+    noise: np.ndarray,
 ) -> dict[str, np.ndarray]:
-    """S/N, microjansky, AB magnitudes (S/N >= 5 only) and 5-sigma limits of total fluxes."""
+    """S/N, microjansky, AB magnitudes (S/N >= 5 only) and 5-sigma limits of total fluxes.
+
+    ``noise`` is the empty sky's noise (electrons, total flux) that the limits are made of.
+    """
     zp = zero_point.zero_point + zero_point.colour_coefficient * colour
+    zp_err = zero_point.error_at(colour)
     with np.errstate(invalid="ignore", divide="ignore"):
         snr = flux / flux_err
         flux_ujy = flux_to_ujy(flux / exptime, zp)
@@ -176,15 +183,13 @@ def _calibrated(
             # The zero point's error is common to every target; it is in the flux's error too.
             "flux_err_ujy": np.hypot(
                 flux_to_ujy(flux_err / exptime, zp),
-                flux_ujy * 0.4 * math.log(10) * zero_point.zero_point_err,
+                flux_ujy * 0.4 * math.log(10) * zp_err,
             ),
             "mag": np.where(
                 detected, zp - 2.5 * np.log10(np.where(detected, flux, 1.0) / exptime), np.nan
             ),
-            "mag_err": np.where(
-                detected, np.hypot(1.0857 / snr, zero_point.zero_point_err), np.nan
-            ),
-            "limit": zp - 2.5 * np.log10(DETECTION_SNR * flux_err / exptime),
+            "mag_err": np.where(detected, np.hypot(1.0857 / snr, zp_err), np.nan),
+            "limit": zp - 2.5 * np.log10(DETECTION_SNR * noise / exptime),
         }
 
 
@@ -210,8 +215,8 @@ def photometry_table(
         catalog: Reference stars (see :func:`calibrate_zero_point`); None uses the frame's CAT,
             and the header's ``L1ZP`` alone when the CAT is absent.
         names: A name per position.
-        colours: Colour of each target (BANZAI's colour for the band) for the colour term; 0 when
-            not given.
+        colours: Colour of each target (BANZAI's colour for the band) for the colour term; when
+            not given (or NaN), the reference stars' mean colour, where the term adds nothing.
         zero_point: A zero point already measured for this frame and method (skips the fit).
         options: Method, aperture radius, FWHM and colour term (default: apertures of 1 FWHM).
 
@@ -219,7 +224,8 @@ def photometry_table(
         QTable, one row per position: ``name``, ``ra``, ``dec`` (deg), ``x``, ``y`` (pix),
         ``flux``, ``flux_err`` (electron, total flux), ``snr``, ``flux_ujy``, ``flux_err_ujy``
         (uJy; the error includes the zero point's), ``mag``, ``mag_err`` (AB mag; NaN when
-        S/N < 5), ``limit_mag_5sigma`` (AB mag), ``flags``. ``meta`` holds ``zero_point``,
+        S/N < 5), ``limit_mag_5sigma`` (AB mag; 5 times the noise of empty apertures around the
+        position, :mod:`~followup.photometry.depth`), ``flags``. ``meta`` holds ``zero_point``,
         ``zero_point_err``, ``n_ref_stars``, ``band``, ``method``, ``exptime``, ``fwhm``,
         ``aperture_correction``, ``reference``, ``frame``, ``flags`` (frame-level bits).
 
@@ -241,8 +247,13 @@ def photometry_table(
     flux, flux_err, flags = _target_fluxes(fr, xy, options)
     flux = flux * zero_point.aperture_correction
     flux_err = flux_err * zero_point.aperture_correction
-    colour_arr = np.asarray(colours, float) if colours is not None else np.zeros(len(xy))
-    calibrated = _calibrated(flux, flux_err, zero_point, colour_arr, fr.exptime)
+    colour_arr = np.asarray(colours, float) if colours is not None else np.full(len(xy), np.nan)
+    colour_arr = np.where(np.isfinite(colour_arr), colour_arr, zero_point.reference_colour)
+    # The limit is what the empty sky around each position allows, not the target's own error
+    # (which holds the target's Poisson noise); the error is the fallback where the sky is full.
+    noise = noise_around(fr, xy, options) * zero_point.aperture_correction
+    noise = np.where(np.isfinite(noise) & (noise > 0), noise, flux_err)
+    calibrated = _calibrated(flux, flux_err, zero_point, colour_arr, fr.exptime, noise)
     flags[_blended(fr, xy)] |= PhotometryFlag.BLENDED
     radius = options.aperture_radius if options.aperture_radius is not None else fr.fwhm
     table = QTable(
@@ -328,7 +339,7 @@ def measurement_of(
     row: Any, table: QTable, fr: PreparedFrame, *, frame_name: str | None
 ) -> Measurement:
     """One row of :func:`photometry_table` as a :class:`Measurement`."""
-    date_obs, mjd = _mid_exposure(fr.header, fr.exptime)
+    date_obs, mjd = start_and_mid_mjd(fr.header, fr.exptime)
     mag = float(row["mag"].value)
     detected = math.isfinite(mag)
     return Measurement(

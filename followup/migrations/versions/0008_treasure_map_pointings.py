@@ -1,11 +1,8 @@
 """pointings shared on the Treasure Map
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0007
 Create Date: 2026-12-06 10:30:00
-
-(0006 and 0007 are other branches' revisions of this wave: when they land first, this one's
-``down_revision`` becomes the last of them.)
 """
 
 from __future__ import annotations
@@ -14,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0005"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
