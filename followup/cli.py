@@ -6,6 +6,8 @@ local stack (``demo``, ``listen``, ``sandbox``...) to this Typer app.
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 __all__ = ["app"]
@@ -541,9 +543,19 @@ def measure(
     ),
     method: str = typer.Option("aperture", help="aperture or psf."),
     target_name: str = typer.Option("target", help="Name recorded in the measurement."),
+    reference: str | None = typer.Option(
+        None,
+        "--reference",
+        help="A reduced frame of the field in the same band (any telescope, with a WCS): "
+        "measure on the difference, without the host's light.",
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print the measurement as JSON."),
 ) -> None:
-    """Forced photometry of one position on a calibrated frame: flux (uJy), AB mag or 5-sigma limit."""
+    """Forced photometry of one position on a calibrated frame: flux (uJy), AB mag or 5-sigma limit.
+
+    With ``--reference`` the position is measured on the difference of the frame and the
+    reference: the flux of what changed, its host galaxy left out.
+    """
     import json
     from pathlib import Path
 
@@ -558,19 +570,23 @@ def measure(
     if not Path(frame).is_file():
         typer.echo(f"error: no such file: {frame}", err=True)
         raise typer.Exit(code=2)
-    if catalog is not None and not Path(catalog).is_file():
-        typer.echo(f"error: no such catalogue file: {catalog}", err=True)
-        raise typer.Exit(code=2)
-    reference = LocalCatalog(catalog) if catalog is not None else None
+    _check_files(frame, catalog, reference)
+    stars = LocalCatalog(catalog) if catalog is not None else None
+    options = PhotometryOptions(method=method)  # type: ignore[arg-type]
     try:
-        result = measure_frame(
-            frame,
-            _angle_argument(ra),
-            _angle_argument(dec),
-            catalog=reference,
-            target_name=target_name,
-            options=PhotometryOptions(method=method),  # type: ignore[arg-type]
-        )
+        if reference is None:
+            result = measure_frame(
+                frame,
+                _angle_argument(ra),
+                _angle_argument(dec),
+                catalog=stars,
+                target_name=target_name,
+                options=options,
+            )
+        else:
+            result = _measure_on_difference(
+                frame, reference, ra, dec, target_name, catalog=stars, options=options
+            )
     except (PhotometryError, ReductionError, CatalogError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=1) from exc
@@ -591,6 +607,134 @@ def measure(
     )
     if result.flags:
         typer.echo(f"  flags     {', '.join(describe_flags(result.flags))}")
+
+
+def _check_files(frame: str, catalog: str | None, reference: str | None) -> None:
+    """Exit with code 2 when a file argument names no file."""
+    from pathlib import Path
+
+    for label, path in (("catalogue file", catalog), ("reference frame", reference)):
+        if path is not None and not Path(path).is_file():
+            typer.echo(f"error: no such {label}: {path}", err=True)
+            raise typer.Exit(code=2)
+
+
+def _measure_on_difference(
+    frame: str,
+    reference: str,
+    ra: str,
+    dec: str,
+    target_name: str,
+    *,
+    catalog: object,
+    options: object,
+) -> Any:
+    """The measurement of one position on the difference of ``frame`` and ``reference``."""
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord
+
+    from followup.exceptions import PhotometryError
+    from followup.photometry.transients import measure_difference
+
+    ra_value, dec_value = _angle_argument(ra), _angle_argument(dec)
+    unit = (
+        u.hourangle if isinstance(ra_value, str) and (":" in ra_value or "h" in ra_value) else u.deg
+    )
+    try:
+        position = SkyCoord(ra_value, dec_value, unit=(unit, u.deg))
+    except ValueError as exc:
+        raise PhotometryError(f"cannot understand the position {ra!r}, {dec!r}: {exc}") from exc
+    found = measure_difference(
+        frame,
+        reference,
+        [(target_name, float(position.ra.deg), float(position.dec.deg))],
+        catalog=catalog,  # type: ignore[arg-type]
+        options=options,  # type: ignore[arg-type]
+        margin_px=0.0,
+    )
+    if not found:
+        raise PhotometryError(f"{ra} {dec} is not on the frame {frame}")
+    return found[0]
+
+
+@app.command()
+def find(
+    frame: str = typer.Argument(..., help="A reduced FITS frame (BANZAI e91 .fits/.fits.fz)."),
+    reference: str = typer.Option(
+        ..., "--reference", help="A reduced frame of the field in the same band, with a WCS."
+    ),
+    catalog: str | None = typer.Option(
+        None,
+        help="Reference stars for the zero point and the star check: CSV/ECSV with REFCAT2 "
+        "Vizier columns. Default: the frame's CAT and L1ZP.",
+    ),
+    snr_min: float = typer.Option(5.0, "--snr-min", help="Detection threshold on the difference."),
+    all_sources: bool = typer.Option(
+        False, "--all", help="List bogus sources too (with their score and reasons)."
+    ),
+    json_output: bool = typer.Option(False, "--json", help="Print the candidates as JSON."),
+) -> None:
+    """Transient candidates on the difference of FRAME and its reference, scored and vetted.
+
+    Each candidate has its host-subtracted flux (uJy), AB magnitude (S/N >= 5), real-bogus score
+    and the reasons of its vetting (score, catalogued star at the position). Minor planets, host
+    distances and credible levels need the event's map and services: the flows check them.
+    """
+    import json
+    import math
+
+    from followup.catalogs import LocalCatalog
+    from followup.exceptions import CatalogError, PhotometryError, ReductionError
+    from followup.photometry.transients import find_transients
+    from followup.photometry.vetting import vet_candidates
+    from followup.photometry.zeropoint import reference_table
+
+    _check_files(frame, catalog, reference)
+    stars = LocalCatalog(catalog) if catalog is not None else None
+    try:
+        table = find_transients(frame, reference, catalog=stars, snr_min=snr_min)
+        star_table = None
+        if stars is not None:
+            from followup.photometry.frame import prepare_frame
+
+            star_table, _, _ = reference_table(prepare_frame(frame), stars)
+        vettings = vet_candidates(table, stars=star_table)
+    except (PhotometryError, ReductionError, CatalogError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from exc
+
+    def number(value: Any) -> float | None:
+        v = float(value.value if hasattr(value, "value") else value)
+        return v if math.isfinite(v) else None
+
+    rows = []
+    for row, vetting in zip(table, vettings, strict=True):
+        if not (vetting.passed or all_sources):
+            continue
+        rows.append(
+            {
+                "ra": number(row["ra"]),
+                "dec": number(row["dec"]),
+                "flux_ujy": number(row["flux_ujy"]),
+                "flux_err_ujy": number(row["flux_err_ujy"]),
+                "mag": number(row["mag"]),
+                "mag_err": number(row["mag_err"]),
+                "snr": number(row["snr"]),
+                "score": number(row["score"]),
+                "passed": vetting.passed,
+                "reasons": vetting.reasons,
+            }
+        )
+    if json_output:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    typer.echo(f"{len(rows)} candidate(s) on {frame} - {reference}")
+    for r in rows:
+        mag = f"{r['mag']:.3f} +- {r['mag_err']:.3f}" if r["mag"] is not None else "S/N < 5"
+        typer.echo(
+            f"  {r['ra']:.6f} {r['dec']:+.6f}  {r['flux_ujy']:.2f} +- {r['flux_err_ujy']:.2f} uJy"
+            f"  {mag}  score {r['score']:.2f}  {'; '.join(r['reasons'])}"
+        )
 
 
 def _angle_argument(text: str) -> float | str:

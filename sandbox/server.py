@@ -8,7 +8,8 @@ the synthetic sky, which holds the transients every measurement is checked again
 A control app (``/sandbox/config``, ``/sandbox/truth``, ``/sandbox/frames/{basename}/truth``) tells
 drills, tests and the demo where everything is and what each frame really holds. The realistic
 sky's vetting services stand in beside them: IMCCE SkyBoT (``skybot``), IRSA dust (``irsa``) and
-the Pan-STARRS1 cutout service (``ps1``). ``followup sandbox`` runs this module in the foreground;
+the Pan-STARRS1 cutout service (``ps1``); the Gravitational Wave Treasure Map (``treasuremap``)
+takes the pointings. ``followup sandbox`` runs this module in the foreground;
 the demo runs ``python -m sandbox.server`` as a child process.
 """
 
@@ -27,7 +28,7 @@ from typing import Any, Literal
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
-from sandbox import gcn, hermes, irsa_dust, ps1, skybot, tns, vizier, webhook
+from sandbox import gcn, hermes, irsa_dust, ps1, skybot, tns, treasuremap, vizier, webhook
 from sandbox.lco import LcoSandboxState, ScaledClock, create_archive_app, create_portal_app
 from sandbox.serving import ServedApp
 from sandbox.sky import SyntheticSky
@@ -58,9 +59,10 @@ SERVICES = (
     "skybot",
     "irsa",
     "ps1",
+    "treasuremap",
     "control",
 )
-CREDENTIALS = ("lco_token", "hermes_token", "tns_api_key", "gcn_token")
+CREDENTIALS = ("lco_token", "hermes_token", "tns_api_key", "gcn_token", "treasuremap_token")
 """Fields of :class:`SandboxUrls` that grant access: written to ``--urls-out`` only."""
 
 DEFAULT_SEED = 20260101
@@ -94,7 +96,7 @@ class SandboxConfig(BaseModel):
 
     Attributes:
         host: Interface every service binds.
-        base_port: The services use ``base_port`` + 0..10 in the order of :data:`SERVICES`;
+        base_port: The services use ``base_port`` + 0..11 in the order of :data:`SERVICES`;
             0 gives each a free port.
         lco_token: Token the LCO portal and archive accept.
         hermes_token: Token HERMES accepts.
@@ -102,6 +104,7 @@ class SandboxConfig(BaseModel):
         tns_bot_id: TNS bot id.
         tns_bot_name: TNS bot name.
         gcn_token: Bearer token the GCN Circulars API accepts.
+        treasuremap_token: API token the Treasure Map stand-in accepts.
         proposal_id: The proposal the portal knows.
         completion_delay_s: Simulated seconds from submission to a request's completion.
         clock_scale: Simulated seconds per real second.
@@ -135,6 +138,7 @@ class SandboxConfig(BaseModel):
     tns_bot_id: int = int(tns.DEFAULT_BOT.bot_id)
     tns_bot_name: str = tns.DEFAULT_BOT.name
     gcn_token: str = gcn.DEFAULT_TOKEN
+    treasuremap_token: str = treasuremap.DEFAULT_TOKEN
     proposal_id: str = "SANDBOX-001"
     completion_delay_s: float = Field(default=20.0, ge=0)
     clock_scale: float = Field(default=1.0, gt=0)
@@ -158,6 +162,7 @@ class SandboxUrls(BaseModel):
     gcn: str
     webhook: str
     vizier: str
+    treasuremap: str = ""
     skybot: str = ""
     irsa: str = ""
     ps1: str = ""
@@ -169,6 +174,7 @@ class SandboxUrls(BaseModel):
     tns_bot_id: int
     tns_bot_name: str
     gcn_token: str
+    treasuremap_token: str = ""
 
 
 def reference_epoch(transients: list[Transient]) -> datetime:
@@ -303,6 +309,9 @@ class SandboxServer:
         self.gcn = gcn.GcnSandboxState(
             {config.gcn_token: gcn.GcnUser()}, first_circular_id=40000 + (id_base // 1000) % 50000
         )
+        self.treasuremap = treasuremap.TreasureMapState(
+            {config.treasuremap_token: 1}, first_id=id_base // 1000
+        )
         self.webhook = webhook.WebhookState()
         self._served: dict[str, ServedApp] = {}
         self.urls: SandboxUrls | None = None
@@ -317,6 +326,7 @@ class SandboxServer:
             "gcn": gcn.create_app(self.gcn),
             "webhook": webhook.create_app(self.webhook),
             "vizier": vizier.create_app(self.sky),
+            "treasuremap": treasuremap.create_app(self.treasuremap),
             "skybot": skybot.create_app(self.sky),
             "irsa": irsa_dust.create_app(),
             "ps1": ps1.create_app(self.sky),
@@ -344,6 +354,7 @@ class SandboxServer:
             tns_bot_id=c.tns_bot_id,
             tns_bot_name=c.tns_bot_name,
             gcn_token=c.gcn_token,
+            treasuremap_token=c.treasuremap_token,
         )
         return self
 

@@ -8,6 +8,7 @@ from followup.ledger.database import Database
 from followup.ledger.events import EventStore
 from followup.ledger.frames import FrameStore
 from followup.ledger.plans import PlanStore
+from followup.ledger.pointings import PointingStore
 from followup.ledger.reports import ReportStore
 from followup.ledger.requests import RequestStore
 
@@ -32,6 +33,7 @@ class Ledger(Database):
         reports: HERMES, TNS and GCN reports.
         approvals: Human decisions.
         plans: Versions of each event's plan and their differences.
+        pointings: Fields shared on the Treasure Map.
 
     Every call opens and closes its own transaction, so a Ledger can be shared by threads.
 
@@ -51,3 +53,4 @@ class Ledger(Database):
         self.reports = ReportStore(self)
         self.approvals = ApprovalStore(self)
         self.plans = PlanStore(self)
+        self.pointings = PointingStore(self)

@@ -1,7 +1,7 @@
 """plan versions: each alert of an event makes a numbered version with its difference
 
 Revision ID: 0006
-Revises: 0005
+Revises: 0008
 Create Date: 2026-12-06 11:15:00
 """
 
@@ -12,7 +12,8 @@ from alembic import op
 
 
 revision = "0006"
-down_revision = "0005"
+# 0006 was kept free for this branch; it merged after 0007 and 0008, so it follows them.
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
