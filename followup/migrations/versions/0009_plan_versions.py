@@ -1,6 +1,6 @@
 """plan versions: each alert of an event makes a numbered version with its difference
 
-Revision ID: 0006
+Revision ID: 0009
 Revises: 0008
 Create Date: 2026-12-06 11:15:00
 """
@@ -11,8 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision = "0006"
-# 0006 was kept free for this branch; it merged after 0007 and 0008, so it follows them.
+revision = "0009"
 down_revision = "0008"
 branch_labels = None
 depends_on = None
