@@ -37,12 +37,13 @@ $(CHROMIUM):
 	fi
 
 demo: $(STAMP)
-	$(BIN)/followup demo $(if $(ONCE),--once) $(if $(ALERT),--alert $(ALERT)) $(if $(SUMMARY_JSON),--summary-json $(SUMMARY_JSON))
+	$(BIN)/followup demo $(if $(ONCE),--once) $(if $(SCENARIO),--scenario $(SCENARIO)) $(if $(ALERT),--alert $(ALERT)) $(if $(SUMMARY_JSON),--summary-json $(SUMMARY_JSON))
 
 # The production profile on this machine: Prefect on PostgreSQL (2 API processes, Redis), the
 # ledger on PostgreSQL, 2 process workers, a local Dask cluster (README: Production profile).
+# ROOT: where its state goes (default: here). SIGTERM to make or Ctrl-C stops it all in seconds.
 production: $(STAMP)
-	$(BIN)/python -m deployments.production
+	$(BIN)/python -m deployments.production $(if $(ROOT),--root $(ROOT))
 
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -10,6 +10,7 @@ from blocks.credentials import (
     HopCredentials,
     LcoCredentials,
     TnsCredentials,
+    TreasureMapCredentials,
 )
 from blocks.listener import ListenerSettings, StartedBy, TriggerRulesBlock
 from blocks.settings import FollowupSettings
@@ -24,5 +25,6 @@ __all__ = [
     "ListenerSettings",
     "StartedBy",
     "TnsCredentials",
+    "TreasureMapCredentials",
     "TriggerRulesBlock",
 ]

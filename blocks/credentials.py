@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from followup.reporting.hermes import HermesClient
     from followup.reporting.tns import TnsClient
     from followup.stream import AlertStream, Publisher
+    from followup.treasuremap import TreasureMapClient
 
 __all__ = [
     "GcnCredentials",
@@ -38,6 +39,7 @@ __all__ = [
     "HopCredentials",
     "LcoCredentials",
     "TnsCredentials",
+    "TreasureMapCredentials",
 ]
 
 
@@ -246,6 +248,49 @@ class GcnCredentials(Block):
 
         return GcnCircularsClient(
             self.access_token, base_url=self.base_url, timeout=self.timeout_s, transport=transport
+        )
+
+
+class TreasureMapCredentials(Block):
+    """Access to the Gravitational Wave Treasure Map, where GW follow-up pointings are shared.
+
+    Attributes:
+        api_token: The account's API token (treasuremap.space, profile page).
+        base_url: Root URL of the Treasure Map.
+        instrument_ids: The Treasure Map's instrument id of each LCO camera that posts
+            pointings, by camera name (``{"Sinistro": 71}``); look them up on the site's
+            instrument search. A camera without an id posts no pointings.
+        timeout_s: HTTP timeout in seconds.
+
+    Example:
+        ```python
+        from blocks import TreasureMapCredentials
+
+        treasuremap = TreasureMapCredentials.load("BLOCK_NAME")
+        client = treasuremap.get_client()
+        ```
+    """
+
+    _block_type_name = "Treasure Map Credentials"
+    _block_type_slug = "treasure-map-credentials"
+    _documentation_url = "https://treasuremap.space/documentation"
+
+    api_token: SecretStr = Field(description="Treasure Map API token.")
+    base_url: str = Field(
+        default="https://treasuremap.space", description="Root URL of the Treasure Map."
+    )
+    instrument_ids: dict[str, int] = Field(
+        default_factory=dict,
+        description="Treasure Map instrument id by LCO camera name, e.g. {'Sinistro': 71}.",
+    )
+    timeout_s: float = Field(default=30.0, gt=0, description="HTTP timeout in seconds.")
+
+    def get_client(self, *, transport: httpx.BaseTransport | None = None) -> TreasureMapClient:
+        """A new Treasure Map client with this token."""
+        from followup.treasuremap import TreasureMapClient
+
+        return TreasureMapClient(
+            self.api_token, base_url=self.base_url, timeout=self.timeout_s, transport=transport
         )
 
 

@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from blocks.credentials import GcnCredentials, HermesCredentials, LcoCredentials, TnsCredentials
+from blocks.credentials import (
+    GcnCredentials,
+    HermesCredentials,
+    LcoCredentials,
+    TnsCredentials,
+    TreasureMapCredentials,
+)
 from followup.ledger import Ledger
 from followup.strategies import StrategyBook, load_strategies
 
@@ -39,6 +45,7 @@ class FollowupSettings(Block):
         hermes: HERMES credentials.
         tns: TNS bot credentials.
         gcn: GCN Circulars credentials.
+        treasuremap: Treasure Map credentials; None to share no pointings.
         strategies_yaml: Observing strategies and approval rules as YAML; empty for the
             packaged defaults.
         reference_catalog: ``frame`` (the frame's own CAT and L1ZP), ``vizier-<name>``
@@ -49,6 +56,11 @@ class FollowupSettings(Block):
         max_targets: Most targets planned per alert (the strategy may lower it).
         candidate_min_frames: A transient candidate must be found on at least this many frames
             (2 rejects noise peaks and artefacts seen once; 1 accepts single-image discoveries).
+        difference_imaging: Find and measure candidates on the difference of each field frame
+            and an earlier archive frame of the field (fetched once per field and band), vetted
+            (score, stars, minor planets); off: sources absent from the candidate catalogue.
+        skybot_url: IMCCE SkyBoT cone search for the minor-planet check (the real one is
+            ``https://ssp.imcce.fr/webservices/skybot/api/conesearch.php``); empty: not checked.
         planning_span_hours: Visibility windows are searched this far ahead.
         approval_timeout_s: How long a run waits for a person before counting it as declined.
         poll_interval_s: Seconds between batched status queries while a run waits for LCO.
@@ -58,6 +70,8 @@ class FollowupSettings(Block):
         send_tns: Send AT reports of new candidates to TNS (after approval).
         send_gcn: Submit GCN Circulars through the API (after approval); otherwise drafts only.
         team: Team name used in reports.
+        irsa_dust_url: IRSA's dust service, for the Galactic extinction at each candidate in
+            Circulars; empty to leave it out.
         authors: Authors of reports, one entry each (``A. Author (Institute)``).
         plots_base_url: Public URL of ``state_dir/plots`` for image artifacts; empty to embed
             plots in markdown artifacts instead.
@@ -86,6 +100,9 @@ class FollowupSettings(Block):
     hermes: HermesCredentials
     tns: TnsCredentials
     gcn: GcnCredentials
+    treasuremap: TreasureMapCredentials | None = Field(
+        default=None, description="Treasure Map credentials; empty to share no pointings."
+    )
     strategies_yaml: str = Field(
         default="", description="Observing strategies as YAML; empty for the packaged defaults."
     )
@@ -99,6 +116,12 @@ class FollowupSettings(Block):
     max_targets: int = Field(default=5, ge=1, description="Most targets planned per alert.")
     candidate_min_frames: int = Field(
         default=2, ge=1, description="A candidate must be found on at least this many frames."
+    )
+    difference_imaging: bool = Field(
+        default=False, description="Find candidates on differences against archive references."
+    )
+    skybot_url: str = Field(
+        default="", description="SkyBoT cone search for minor planets; empty: not checked."
     )
     planning_span_hours: float = Field(
         default=24.0, gt=0, description="Visibility windows are searched this far ahead."
@@ -116,6 +139,10 @@ class FollowupSettings(Block):
     send_tns: bool = Field(default=True, description="Send AT reports of new candidates.")
     send_gcn: bool = Field(default=False, description="Submit GCN Circulars through the API.")
     team: str = Field(default="the followup team", description="Team name used in reports.")
+    irsa_dust_url: str = Field(
+        default="https://irsa.ipac.caltech.edu/cgi-bin/DUST/nph-dust",
+        description="IRSA dust service for Galactic extinction in Circulars; empty for none.",
+    )
     authors: list[str] = Field(
         default_factory=lambda: ["followup bot (LCO)"],
         description="Authors of reports, one entry each, e.g. 'A. Author (LCO)'.",
@@ -139,6 +166,16 @@ class FollowupSettings(Block):
     def frames_dir(self) -> Path:
         """Where frames are downloaded (a cache keyed by basename and version)."""
         return Path(self.state_dir) / "frames"
+
+    @property
+    def references_dir(self) -> Path:
+        """Where reference frames are cached, one per field and band."""
+        return Path(self.state_dir) / "references"
+
+    @property
+    def products_dir(self) -> Path:
+        """Where frame products (differences, their errors, candidate cutouts) are written."""
+        return Path(self.state_dir) / "products"
 
     def get_ledger(self) -> Ledger:
         """The ledger at ``ledger_url``, migrated; one per database per process.

@@ -11,7 +11,11 @@ import typer
 
 from followup.cli import app
 
-__all__ = ["app", "main"]
+__all__ = ["STOP_DEADLINE_S", "app", "main"]
+
+STOP_DEADLINE_S = 9.0
+"""Seconds after SIGTERM or Ctrl-C when ``demo`` exits, whatever still runs (normally it has
+stopped everything well before)."""
 
 
 @app.command()
@@ -35,12 +39,27 @@ def demo(
             help="Sandbox seed; replays a run's sky. Default: $FOLLOWUP_SANDBOX_SEED, else fixed."
         ),
     ] = None,
+    scenario: Annotated[
+        str,
+        typer.Option(
+            help="kilonova: one near the map's peak; empty: no counterpart in the fields "
+            "(ends with the coverage, Treasure Map pointings and no-counterpart Circular)."
+        ),
+    ] = "kilonova",
+    sky: Annotated[
+        str, typer.Option(help="Sandbox sky: plain (stars only) or realistic (galaxies...).")
+    ] = "plain",
 ) -> None:
-    """Run the whole loop on a real-format LVK alert against the sandbox."""
-    from deployments.demo import run_demo
+    """Run the whole loop on a real-format LVK alert against the sandbox.
 
-    raise typer.Exit(
-        run_demo(
+    SIGTERM or Ctrl-C, at any moment, stops every process the demo started.
+    """
+    from deployments.demo import run_demo
+    from deployments.processes import stop_on_signals, stop_with_make
+
+    stop_with_make()  # ``make demo``: make does not pass SIGTERM on
+    with stop_on_signals(deadline_s=STOP_DEADLINE_S):
+        code = run_demo(
             root=Path.cwd(),
             once=once,
             alert_path=alert,
@@ -48,8 +67,10 @@ def demo(
             approve=approve,
             ui_port=port,
             seed=seed,
+            scenario=scenario,
+            sky=sky,
         )
-    )
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -57,7 +78,11 @@ def listen(
     listener_settings: Annotated[str, typer.Option(help="ListenerSettings document.")] = "default",
     name: Annotated[str, typer.Option(help="Name in heartbeat events.")] = "default",
 ) -> None:
-    """Run the alert listener until Ctrl-C (needs PREFECT_API_URL and the blocks)."""
+    """Run the alert listener until Ctrl-C or SIGTERM (needs PREFECT_API_URL and the blocks).
+
+    It stops within seconds: the offsets of every message it stored are committed, follow-up runs
+    still running get a few seconds, then their processes are stopped (their runs end Crashed).
+    """
     from deployments.listener import main as listener_main
 
     listener_main(["--listener-settings", listener_settings, "--name", name])
@@ -87,15 +112,22 @@ def sandbox(
         int | None,
         typer.Option(help="Sandbox seed. Default: $FOLLOWUP_SANDBOX_SEED, else fixed."),
     ] = None,
+    sky: Annotated[
+        str, typer.Option(help="Sandbox sky: plain (stars only) or realistic (galaxies...).")
+    ] = "plain",
 ) -> None:
-    """Run the stand-ins for LCO, HERMES, TNS, GCN and Vizier alone (drills, other clients)."""
+    """Run the stand-ins for LCO, HERMES, TNS, GCN, Vizier, SkyBoT, IRSA and PS1 alone."""
     from sandbox.server import SandboxConfig, SandboxServer, sandbox_seed
 
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     config = SandboxConfig(
-        host=host, base_port=port, lco_token=token, seed=sandbox_seed() if seed is None else seed
+        host=host,
+        base_port=port,
+        lco_token=token,
+        seed=sandbox_seed() if seed is None else seed,
+        sky=sky,  # type: ignore[arg-type]
     )
     with SandboxServer(config) as server:
         assert server.urls is not None

@@ -24,9 +24,10 @@ import httpx
 from deployments.stack import LocalStack, StackOptions
 from followup.alerts.mock import make_mock_bns_alert
 from followup.models import Alert
+from followup.reporting.findings import Coverage
 from followup.summary import EventSummary, event_summary
 from sandbox.server import SandboxConfig, sandbox_seed
-from sandbox.specs import Transient
+from sandbox.specs import HostGalaxy, Transient
 
 __all__ = [
     "AutoApprover",
@@ -37,8 +38,21 @@ __all__ = [
     "run_demo",
 ]
 
+SCENARIOS = ("kilonova", "empty")
+"""``kilonova``: the sandbox's sky holds one near the map's peak; ``empty``: nothing new."""
 TRANSIENT_OFFSET_DEG = (0.03, -0.02)  # from the sky map's peak: inside the first field
 KILONOVA_PEAK_MAG = {"gp": 19.3, "rp": 19.0, "ip": 18.9, "zs": 18.9}
+DEMO_HOST = HostGalaxy(
+    offset_arcsec=(1.0, 0.8),
+    r_mag=15.5,
+    sersic_n=2.0,
+    r_eff_arcsec=4.0,
+    axis_ratio=0.6,
+    position_angle_deg=35.0,
+    distance_mpc=40.0,
+)
+"""The kilonova's host: 3.5 mag brighter, its nucleus 1.3 arcsec away (rendered on the realistic
+sky, listed in the sandbox's GLADE+)."""
 
 
 @dataclass
@@ -69,6 +83,7 @@ def make_demo_alert(
         peak_mag=KILONOVA_PEAK_MAG,
         peak_time=mock.event_time,
         decline_mag_per_day=0.5,
+        host=DEMO_HOST,
     )
     return DemoAlert(raw=mock.raw, event_id=mock.event_id, transient=transient)
 
@@ -192,6 +207,10 @@ def sandbox_records(stack: LocalStack) -> dict[str, Any]:
         "tns_reports": [r["report_id"] for r in get(f"{u.tns}/sandbox/reports")],
         "tns_objects": [o["objname"] for o in get(f"{u.tns}/sandbox/objects")],
         "gcn_circulars": [c.get("circularId") for c in get(f"{u.gcn}/sandbox/circulars")],
+        "treasuremap_pointings": [
+            {k: p.get(k) for k in ("id", "status", "position", "band", "depth", "time")}
+            for p in (get(f"{u.treasuremap}/sandbox/pointings") if u.treasuremap else [])
+        ],
     }
 
 
@@ -279,12 +298,40 @@ def _wait_final(flow_run_id: str, timeout: float) -> Any:
         time.sleep(1.0)
 
 
+def coverage_rows(coverage: Coverage | None) -> list[dict[str, Any]]:
+    """The coverage table: one row per observed field and band."""
+    if coverage is None:
+        return []
+    return [
+        {
+            "field": f.name,
+            "ra": f.ra,
+            "dec": f.dec,
+            "band": f.band,
+            "depth_ab_5sigma": f.depth,
+            "probability": f.probability,
+            "date_obs": f.date_obs.isoformat(),
+            "telescope": f"{f.telescope} {f.camera}",
+        }
+        for f in sorted(coverage.fields, key=lambda f: (f.name, f.band))
+    ]
+
+
 def build_summary(
-    stack: LocalStack, event_id: str, flow_run: Any, approvals: list[str], wall_s: float
+    stack: LocalStack,
+    event_id: str,
+    flow_run: Any,
+    approvals: list[str],
+    wall_s: float,
+    scenario: str = "kilonova",
 ) -> dict[str, Any]:
     """The demo's summary as a JSON-able dict."""
+    from flows.pointings import event_coverage, pointing_rows
+
     ledger = stack.ledger()
     summary = event_summary(ledger, event_id)
+    coverage = event_coverage(ledger, event_id)
+    pointings = pointing_rows(ledger.pointings.for_event(event_id))
     ledger.dispose()
     assert stack.urls is not None
     truth = _truth(stack.urls.control, summary)
@@ -299,6 +346,7 @@ def build_summary(
     state = flow_run.state
     return {
         "event_id": event_id,
+        "scenario": scenario,
         "sandbox_seed": stack.options.sandbox.seed,
         "flow_run_id": str(flow_run.id),
         "flow_run_name": flow_run.name,
@@ -310,6 +358,9 @@ def build_summary(
         "frames": summary.frames,
         "measurements": measurements,
         "reports": summary.reports,
+        "coverage": coverage_rows(coverage),
+        "probability_covered": round(coverage.covered, 4) if coverage else 0.0,
+        "pointings": pointings,
         "approvals": approvals,
         "sandbox": sandbox_records(stack),
         "artifacts": artifact_records(event_id),
@@ -359,11 +410,38 @@ def print_summary(data: dict[str, Any]) -> None:
             f"  {r['destination']:<7} {r['target'] or '-':<22} {r['status']:<10} {r['remote_id'] or ''}"
             f"  {r['url'] or ''}"
         )
+    coverage = data.get("coverage", [])
+    covered = data.get("probability_covered", 0.0)
+    print(
+        f"Coverage ({len(coverage)} field/band(s); sky-map probability covered {covered:.3f}, "
+        f"{min(covered / 0.9, 1.0) * 100:.0f}% of the 90% credible region):"
+    )
+    for c in coverage:
+        print(
+            f"  {c['field']:<22} {c['band']:<3} RA {c['ra']:9.4f}  Dec {c['dec']:+8.4f}"
+            f"  P={c['probability']:.3f}  depth {c['depth_ab_5sigma']:.2f} (AB, 5σ)  {c['date_obs']}"
+        )
+    pointings = data.get("pointings", [])
+    print(f"Treasure Map pointings ({len(pointings)}):")
+    for p in pointings:
+        depth = f"  depth {p['depth (AB, 5 sigma)']:.2f}" if p["depth (AB, 5 sigma)"] else ""
+        error = f"  ({p['error']})" if p["error"] else ""
+        print(
+            f"  {p['field']:<22} {p['band']:<3} {p['status']:<10} id {p['treasure map id']}"
+            f"{depth}{error}"
+        )
+    for r in data["reports"]:
+        if r.get("text"):
+            print(line)
+            print(f"{r['destination']} report ({r['status']}): {r.get('subject') or ''}")
+            print(r["text"].rstrip())
+    print(line)
     box = data["sandbox"]
     print(
         f"The sandbox holds {len(box['lco_request_groups'])} LCO request group(s), "
         f"{len(box['hermes_messages'])} HERMES message(s), {len(box['tns_reports'])} TNS report(s) "
-        f"(objects {', '.join(box['tns_objects']) or 'none'}), {len(box['gcn_circulars'])} GCN Circular(s)."
+        f"(objects {', '.join(box['tns_objects']) or 'none'}), {len(box['gcn_circulars'])} GCN Circular(s), "
+        f"{len(box.get('treasuremap_pointings', []))} Treasure Map pointing(s)."
     )
     if data["approvals"]:
         print(
@@ -386,12 +464,19 @@ def run_demo(
     ui_port: int = 4200,
     timeout_s: float = 600.0,
     seed: int | None = None,
+    scenario: str = "kilonova",
+    sky: str = "plain",
 ) -> int:
     """Run the demo; return the exit code (0 when the follow-up run completed).
 
     ``seed`` is the sandbox's seed (see :class:`sandbox.server.SandboxConfig`); None takes
-    ``FOLLOWUP_SANDBOX_SEED`` from the environment, else the fixed default.
+    ``FOLLOWUP_SANDBOX_SEED`` from the environment, else the fixed default. ``sky`` is the
+    sandbox's sky (``plain`` or ``realistic``). ``scenario`` is ``kilonova`` (a kilonova near
+    the map's peak) or ``empty`` (nothing new in the fields: the run ends with the coverage, the
+    Treasure Map pointings and the no-counterpart Circular).
     """
+    if scenario not in SCENARIOS:
+        raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}, not {scenario!r}")
     from followup.alerts import parse_message
 
     started = time.monotonic()
@@ -403,37 +488,53 @@ def run_demo(
     else:
         demo = make_demo_alert()
         raw, event_id, transient = demo.raw, demo.event_id, demo.transient
+    transients = [] if scenario == "empty" else [transient]
     options = StackOptions(
         root=root,
         ui_port=ui_port,
-        sandbox=SandboxConfig(completion_delay_s=15.0, transients=[transient], seed=seed),
+        sandbox=SandboxConfig(
+            completion_delay_s=15.0,
+            transients=transients,
+            seed=seed,
+            sky=sky,  # type: ignore[arg-type]
+        ),
     )
     print(
         f"starting the stack (Prefect UI on http://127.0.0.1:{ui_port}), sandbox seed {seed} ...",
         flush=True,
     )
-    with LocalStack(options) as stack:
-        print(
-            f"stack up in {stack.startup_s:.0f} s; publishing {event_id} PRELIMINARY to igwn.gwalert",
-            flush=True,
-        )
-        approver = AutoApprover()
-        if approve == "auto":
-            approver.start()
-        stack.publish(raw)
-        flow_run_id = stack.wait_for_run(event_id, timeout=120)
-        if flow_run_id is None:
-            print(f"the listener started no follow-up run for {event_id}; see {options.log_dir}")
-            return 1
-        print(f"follow-up run: {stack.server.flow_run_url(flow_run_id)}", flush=True)
-        run = _wait_final(flow_run_id, timeout_s)
-        approver.stop.set()
-        data = build_summary(stack, event_id, run, approver.approved, time.monotonic() - started)
-        print_summary(data)
-        if summary_json is not None:
-            summary_json.write_text(json.dumps(data, indent=2, default=str))
-        if not once:
-            print("the stack stays up; press Ctrl-C to stop it", flush=True)
-            with contextlib.suppress(KeyboardInterrupt):
-                threading.Event().wait()
-        return 0 if data["succeeded"] else 1
+    stack = LocalStack(options)
+    try:
+        with stack:
+            print(
+                f"stack up in {stack.startup_s:.0f} s; publishing {event_id} PRELIMINARY to igwn.gwalert",
+                flush=True,
+            )
+            approver = AutoApprover()
+            if approve == "auto":
+                approver.start()
+            stack.publish(raw)
+            flow_run_id = stack.wait_for_run(event_id, timeout=120)
+            if flow_run_id is None:
+                print(
+                    f"the listener started no follow-up run for {event_id}; see {options.log_dir}"
+                )
+                return 1
+            print(f"follow-up run: {stack.server.flow_run_url(flow_run_id)}", flush=True)
+            run = _wait_final(flow_run_id, timeout_s)
+            approver.stop.set()
+            data = build_summary(
+                stack, event_id, run, approver.approved, time.monotonic() - started, scenario
+            )
+            print_summary(data)
+            if summary_json is not None:
+                summary_json.write_text(json.dumps(data, indent=2, default=str))
+            if not once:
+                print("the stack stays up; press Ctrl-C to stop it", flush=True)
+                with contextlib.suppress(KeyboardInterrupt):
+                    threading.Event().wait()
+            return 0 if data["succeeded"] else 1
+    finally:
+        if stack.stop_s is not None:
+            times = ", ".join(f"{name} {s:.1f} s" for name, s in stack.stop_times.items())
+            print(f"stack stopped in {stack.stop_s:.1f} s ({times})", flush=True)

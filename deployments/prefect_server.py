@@ -130,11 +130,16 @@ class PrefectServer:
             env["PREFECT_CLIENT_CSRF_SUPPORT_ENABLED"] = "false"
         return env
 
+    @property
+    def processes(self) -> list[ManagedProcess]:
+        """The server's processes (stopped together by :func:`deployments.processes.stop_all`)."""
+        return [self.process]
+
     def healthy(self) -> bool:
         """True when ``/api/health`` answers."""
         return http_ok(f"{self.api_url}/health")
 
-    def start(self, timeout: float = 120.0) -> PrefectServer:
+    def start(self, timeout: float = 300.0) -> PrefectServer:
         """Start the server and wait for ``/api/health`` (migrations run on first start)."""
         self.home.mkdir(parents=True, exist_ok=True)
         self.process.start()

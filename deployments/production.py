@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import contextvars
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -39,7 +38,16 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from deployments.prefect_server import PrefectServer
-from deployments.processes import ManagedProcess, ProcessFailed, free_port, wait_until
+from deployments.processes import (
+    ManagedProcess,
+    ProcessFailed,
+    free_port,
+    on_shutdown,
+    stop_all,
+    stop_on_signals,
+    stop_with_make,
+    wait_until,
+)
 from deployments.stack import LocalStack, StackOptions
 
 __all__ = [
@@ -340,10 +348,14 @@ class ScaledPrefectServer(PrefectServer):
             self.services.start()
         return self
 
+    @property
+    def processes(self) -> list[ManagedProcess]:
+        """The services process and the API processes."""
+        return [self.services, self.process]
+
     def stop(self) -> None:
-        """Stop the services, then the API processes."""
-        self.services.stop()
-        super().stop()
+        """Stop the services and the API processes together."""
+        stop_all(self.processes)
 
 
 # ---------------------------------------------------------------------------------- the stack
@@ -375,6 +387,8 @@ class ProductionStack(LocalStack):
     def start(self) -> ProductionStack:
         """Start everything; return when the listener is reading."""
         started = time.monotonic()
+        self._stopping = False
+        self._unregister = on_shutdown(self._stop_on_signal)
         o = self.options
         ensure_database(o.prefect_database_url)
         ensure_database(self.ledger_url)
@@ -393,7 +407,7 @@ class ProductionStack(LocalStack):
         self.server.start()
         self._env = self.server.client_env()
         os.environ.update(PREFECT_API_URL=self.server.api_url, PREFECT_HOME=str(self.server.home))
-        self.broker.start()
+        self._start_broker()
         self._start_sandbox()
         if not self.dask_address:
             self._start_dask()
@@ -640,11 +654,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="project directory")
     args = parser.parse_args(argv)
     options = options_from_env(args.root.resolve())
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop_with_make()
     print(f"starting the production profile (Prefect UI on http://127.0.0.1:{options.ui_port}) ...")
-    with ProductionStack(options) as stack:
+    stack = ProductionStack(options)
+    # SIGTERM or Ctrl-C, even during start-up, stops everything started (in a thread) and exits.
+    with stop_on_signals(deadline_s=9.0), stack:
         assert stack.urls is not None
         print(
             f"up in {stack.startup_s:.0f} s: Prefect {stack.server.api_url} on "
@@ -654,7 +668,7 @@ def main(argv: list[str] | None = None) -> None:
             f"sandbox portal {stack.urls.portal}; logs in {options.log_dir}. Ctrl-C stops it.",
             flush=True,
         )
-        stop.wait()
+        threading.Event().wait()
 
 
 if __name__ == "__main__":

@@ -5,6 +5,11 @@ and schedules and runs their flows here. Bigger setups use ``prefect.yaml`` with
 pool and workers instead; the deployments are the same (``tests/test_prefect_yaml.py`` keeps the
 two in step).
 
+SIGTERM and SIGINT stop it within seconds: the flow-run processes get SIGTERM, are killed after
+``FLOW_RUNS_STOP_S`` and their runs end Crashed (they can be retried); whatever still runs after
+``SERVE_STOP_S`` (Prefect's own shutdown gives each flow-run process 30 s, and retries a server that
+is gone) is cut short.
+
 Triggers fire only for events labelled ``followup.started-by: trigger``: a listener that starts
 runs itself (the default, for speed) labels its events ``listener``, so no alert gets two runs.
 """
@@ -12,15 +17,23 @@ runs itself (the default, for speed) labels its events ``listener``, so no alert
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import threading
 from typing import Any
 
-from prefect import serve
+import psutil
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import EntrypointType
 from prefect.events import DeploymentEventTrigger
+from prefect.runner import Runner
 from prefect.schedules import Cron, Interval
 
 from blocks import StartedBy
+from deployments.processes import descendants, exit_deadline, terminate_tree
 from flows.drill import drill
 from flows.events import ALERT_ACCEPTED, ALERT_RETRACTED
 from flows.followup import followup
@@ -32,7 +45,9 @@ from flows.report import report
 from flows.retract import retract
 from flows.targets import select_targets
 
-__all__ = ["RERUN_PHOTOMETRY_CRON", "build_deployments", "main"]
+__all__ = ["RERUN_PHOTOMETRY_CRON", "QuickRunner", "build_deployments", "main", "stop_flow_runs"]
+
+logger = logging.getLogger("deployments.serve")
 
 # Entrypoints name modules (``flows.followup:followup``), not files: Prefect puts a script's folder
 # first on sys.path, where ``flows/followup.py`` would shadow the ``followup`` package.
@@ -40,6 +55,69 @@ MODULE = EntrypointType.MODULE_PATH
 
 RERUN_PHOTOMETRY_CRON = "0 12 * * *"
 """``rerun-photometry`` runs daily at 12:00 UTC, after the nights at Tololo and McDonald."""
+
+FLOW_RUNS_STOP_S = 1.5
+"""Seconds the flow-run processes have after SIGTERM before they are killed."""
+SERVE_STOP_S = 3.0
+"""Seconds after SIGTERM or SIGINT when the serving process exits, whatever is still running."""
+
+
+class QuickRunner(Runner):
+    """Prefect's runner, stopping within seconds on SIGTERM and SIGINT.
+
+    Prefect's own shutdown gives each flow-run process 30 s in turn; this one gives all of them
+    ``FLOW_RUNS_STOP_S`` together, kills what is left, marks their runs Crashed (unless they
+    ended), and lets the runner finish until ``SERVE_STOP_S``.
+    """
+
+    def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
+        """Stop the flow-run processes and the runner; exit by ``SERVE_STOP_S`` at the latest."""
+        if not getattr(self, "_quick_stop", False):
+            self._quick_stop = True
+            exit_deadline(SERVE_STOP_S, code=0)
+            threading.Thread(
+                target=stop_flow_runs,
+                args=(descendants(os.getpid()),),
+                name="stop-flow-runs",
+                daemon=True,
+            ).start()
+        super().handle_sigterm(*args, **kwargs)
+
+
+def stop_flow_runs(processes: list[psutil.Process]) -> list[str]:
+    """Stop flow-run processes (SIGTERM, SIGKILL after ``FLOW_RUNS_STOP_S``); crash their runs.
+
+    A process's run is the ``PREFECT__FLOW_RUN_ID`` of its environment (Prefect sets it for the
+    engine). A run killed before it could say so itself is marked Crashed: it would otherwise stay
+    Running, and its retry would wait for a run that never ends.
+
+    Returns:
+        Ids of the runs marked Crashed here.
+    """
+    runs = set()
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            if run := process.environ().get("PREFECT__FLOW_RUN_ID"):
+                runs.add(run)
+    terminate_tree(processes, grace=FLOW_RUNS_STOP_S)
+    if not runs:
+        return []
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    crashed = []
+    try:
+        with get_client(sync_client=True) as client:
+            for run in sorted(runs):
+                state = client.read_flow_run(run).state
+                if state is None or not state.is_final():
+                    client.set_flow_run_state(
+                        run, Crashed(message="deployments.serve stopped while it ran"), force=True
+                    )
+                    crashed.append(run)
+    except Exception:  # the server may be stopping too; the runs stay as they are
+        logger.exception("could not mark the stopped flow runs crashed")
+    return crashed
 
 
 def _event_trigger(name: str, event: str, parameters: dict[str, Any]) -> DeploymentEventTrigger:
@@ -151,12 +229,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--refresh-interval", type=float, default=300.0, help="seconds")
     parser.add_argument("--limit", type=int, default=4, help="most concurrent runs")
     args = parser.parse_args(argv)
-    serve(
-        *build_deployments(
-            args.settings, args.listener_settings, refresh_interval_s=args.refresh_interval
-        ),
-        limit=args.limit,
+    # Schedules stay active while serve is down: their runs wait (Late) and run when it is back,
+    # and stopping does not spend a request per deployment on pausing them.
+    runner = QuickRunner(limit=args.limit, pause_on_shutdown=False)
+    # Before the runner starts (it sets its own SIGTERM handler then), Ctrl-C is handled alike.
+    signal.signal(signal.SIGINT, runner.handle_sigterm)
+    signal.signal(signal.SIGTERM, runner.handle_sigterm)
+    deployments = build_deployments(
+        args.settings, args.listener_settings, refresh_interval_s=args.refresh_interval
     )
+    for deployment in deployments:
+        runner.add_deployment(deployment)
+    print(f"serving {len(deployments)} deployments; Ctrl-C or SIGTERM stops", flush=True)
+    with contextlib.suppress(KeyboardInterrupt, SystemExit):
+        asyncio.run(runner.start())
 
 
 if __name__ == "__main__":

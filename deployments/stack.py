@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +19,18 @@ from typing import Any
 from pydantic import SecretStr
 
 from deployments.prefect_server import PrefectServer
-from deployments.processes import ManagedProcess, free_port, wait_until
+from deployments.processes import (
+    ManagedProcess,
+    ProcessFailed,
+    free_port,
+    on_shutdown,
+    stop_all,
+    wait_until,
+)
 from followup.ledger import Ledger
 from sandbox.broker import TansuBroker
 from sandbox.server import SandboxConfig, SandboxUrls
+from sandbox.skybot import CONE_SEARCH_PATH
 
 __all__ = ["ALERT_TOPIC", "DEMO_STRATEGIES", "LocalStack", "StackOptions"]
 
@@ -121,6 +130,9 @@ class LocalStack:
         ...     stack.publish(raw_alert)
     """
 
+    SERVICE_NAMES = frozenset({"sandbox", "dask-scheduler", "dask-workers"})
+    """Processes that serve others: stopped after the listener, serve and workers."""
+
     HEARTBEAT_INTERVAL_S = 10.0
     """Seconds between the listener's heartbeats; the silence alarm waits three of them."""
 
@@ -142,16 +154,26 @@ class LocalStack:
         self.urls: SandboxUrls | None = None
         self.processes: list[ManagedProcess] = []
         self._env: dict[str, str] = {}
+        self.stop_s: float | None = None
+        """Seconds the last :meth:`stop` took."""
+        self.stop_times: dict[str, float] = {}
+        """Seconds each process took to stop, by name, at the last :meth:`stop`."""
+        self._stop_lock = threading.Lock()
+        self._stopping = False
+        self._unregister: Any = None
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> LocalStack:
         """Start everything; return when the listener is reading."""
         started = time.monotonic()
+        self._stopping = False
+        # A signal handled by deployments.processes.stop_on_signals stops what has started.
+        self._unregister = on_shutdown(self._stop_on_signal)
         self.server.start()
         self._env = self.server.client_env()
         os.environ.update(PREFECT_API_URL=self.server.api_url, PREFECT_HOME=str(self.server.home))
-        self.broker.start()
+        self._start_broker()
         self._start_sandbox()
         self.save_blocks()
         self._start_serve()
@@ -161,13 +183,49 @@ class LocalStack:
         self.startup_s = time.monotonic() - started
         return self
 
+    CLIENTS_STOP_S = 4.0
+    """Seconds the clients of the services (listener, serve, workers) have to stop."""
+    SERVICES_STOP_S = 2.0
+    """Seconds the services (sandbox, Dask, the Prefect server) have to stop after them."""
+
     def stop(self) -> None:
-        """Stop everything started, in reverse order."""
-        for process in reversed(self.processes):
-            process.stop()
-        self.processes.clear()
-        self.broker.stop()
-        self.server.stop()
+        """Stop everything started, within ``CLIENTS_STOP_S + SERVICES_STOP_S`` plus a kill.
+
+        Two steps, each stopping its processes at once: first the clients of the services (the
+        listener commits the offsets of what it stored while the broker is still up; runs that
+        are cut short are marked crashed while the Prefect server is), then the services and the
+        broker.
+        """
+        self._stopping = True  # no process starts from now on
+        if self._unregister is not None:
+            self._unregister()
+            self._unregister = None
+        # Called from the main thread and from a signal's shutdown thread: one stops, the other
+        # waits for it.
+        with self._stop_lock:
+            if (
+                not self.processes
+                and not self.broker.is_running
+                and not any(p.running for p in self.server.processes)
+            ):
+                return
+            started = time.monotonic()
+            clients = [p for p in self.processes if p.name not in self.SERVICE_NAMES]
+            services = [p for p in self.processes if p.name in self.SERVICE_NAMES]
+            stop_all(clients, grace=self.CLIENTS_STOP_S)
+            self.broker.stop()
+            stop_all([*services, *self.server.processes], grace=self.SERVICES_STOP_S)
+            self.stop_times = {p.name: p.stop_s for p in self.processes if p.stop_s is not None}
+            self.stop_times.update(
+                {p.name: p.stop_s for p in self.server.processes if p.stop_s is not None}
+            )
+            self.processes.clear()
+            self.stop_s = time.monotonic() - started
+
+    def _stop_on_signal(self) -> None:
+        self.stop()
+        times = ", ".join(f"{name} {s:.1f} s" for name, s in self.stop_times.items())
+        print(f"stack stopped in {self.stop_s or 0:.1f} s ({times})", flush=True)
 
     def __enter__(self) -> LocalStack:
         try:
@@ -181,7 +239,14 @@ class LocalStack:
 
     # ------------------------------------------------------------------ parts
 
+    def _start_broker(self) -> None:
+        if self._stopping:
+            raise ProcessFailed("not starting the broker: the stack is stopping")
+        self.broker.start()
+
     def _python(self, name: str, *args: str) -> ManagedProcess:
+        if self._stopping:
+            raise ProcessFailed(f"not starting {name}: the stack is stopping")
         process = ManagedProcess(
             name,
             [sys.executable, *args],
@@ -223,6 +288,7 @@ class LocalStack:
             ListenerSettings,
             StartedBy,
             TnsCredentials,
+            TreasureMapCredentials,
             TriggerRulesBlock,
         )
 
@@ -258,8 +324,18 @@ class LocalStack:
         gcn = GcnCredentials(
             access_token=SecretStr(u.gcn_token), base_url=u.gcn, from_address="followup@example.org"
         )
-        for block, block_name in ((lco, name), (hermes, name), (tns, name), (gcn, name)):
-            block.save(block_name, overwrite=True)
+        treasuremap = (
+            TreasureMapCredentials(
+                api_token=SecretStr(u.treasuremap_token),
+                base_url=u.treasuremap,
+                instrument_ids={"Sinistro": 101, "MuSCAT3": 102, "QHY600": 103},
+            )
+            if u.treasuremap
+            else None
+        )
+        for block in (lco, hermes, tns, gcn, treasuremap):
+            if block is not None:
+                block.save(name, overwrite=True)
         fields: dict[str, Any] = dict(
             ledger_url=SecretStr(self.ledger_url),
             state_dir=str(self.options.state_dir.resolve()),
@@ -267,6 +343,7 @@ class LocalStack:
             hermes=hermes,
             tns=tns,
             gcn=gcn,
+            treasuremap=treasuremap,
             strategies_yaml=DEMO_STRATEGIES,
             reference_catalog="vizier-refcat2",
             vizier_server=u.vizier,
@@ -275,9 +352,15 @@ class LocalStack:
             poll_interval_s=2.0,
             max_wait_s=150.0,
             hermes_topic="hermes.test",
+            # The sandbox's IRSA dust stand-in, when it runs one; never the real service.
+            irsa_dust_url=f"{u.irsa}/cgi-bin/DUST/nph-dust" if getattr(u, "irsa", "") else "",
             team="the followup sandbox team",
             sandbox_endpoints=True,
             authors=["F. Ollowup (LCO)", "S. Andbox (LCO)"],
+            # On the realistic sky candidates come from differences against the archive's
+            # earlier frames, and minor planets are checked at the SkyBoT stand-in.
+            difference_imaging=self.options.sandbox.sky == "realistic",
+            skybot_url=f"{u.skybot}{CONE_SEARCH_PATH}" if u.skybot else "",
         )
         fields.update(self.options.settings_overrides)
         FollowupSettings(**fields).save(name, overwrite=True)
@@ -311,7 +394,7 @@ class LocalStack:
             "--refresh-interval",
             str(self.options.refresh_interval_s),
         )
-        process.wait_ready(self._deployments_ready, timeout=120)
+        process.wait_ready(self._deployments_ready, timeout=300)
 
     def _deployments_ready(self) -> bool:
         from prefect.client.orchestration import get_client
@@ -338,7 +421,7 @@ class LocalStack:
             "--ready-file",
             str(ready),
         )
-        process.wait_ready(ready.exists, timeout=180)
+        process.wait_ready(ready.exists, timeout=300)
 
     def apply_alarms(self) -> list[Any]:
         """Point the alarm webhook at the sandbox's receiver and create the alarm automations."""

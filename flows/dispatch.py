@@ -10,12 +10,17 @@ no runner or worker polling for SCHEDULED runs can pick it up a second time.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import importlib
 import logging
 import multiprocessing
+import os
+import signal
 import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import wait as futures_wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 from uuid import UUID
@@ -235,9 +240,41 @@ class Dispatcher:
         except Exception:  # the API may be down too; the ledger still knows the alert
             logger.exception("could not mark flow run %s crashed", flow_run_id)
 
-    def shutdown(self, wait: bool = True) -> None:
-        """Stop the pool (waiting for running flows when ``wait``)."""
+    def shutdown(self, wait: bool = True, *, grace_s: float | None = None) -> list[str]:
+        """Stop the pool (waiting for running flows when ``wait``).
+
+        Args:
+            wait: Wait for the running flows (forever, unless ``grace_s``).
+            grace_s: Wait at most this long; then the worker processes get SIGINT (the engine
+                marks their runs Crashed, the ledger's transactions roll back, claims of a dead
+                process are taken over), and SIGKILL after ``grace_s`` more seconds.
+
+        Returns:
+            Ids of the flow runs that were cut short.
+        """
         with self._lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=wait, cancel_futures=not wait)
-                self._pool = None
+            pool, self._pool = self._pool, None
+        if pool is None:
+            return []
+        if grace_s is None:
+            pool.shutdown(wait=wait, cancel_futures=not wait)
+            return []
+        # The executor keeps its processes private; they are needed to stop them in time.
+        processes = list(getattr(pool, "_processes", {}).values())
+        running = dict(self.futures)
+        pool.shutdown(wait=False, cancel_futures=True)
+        _, late = futures_wait(list(running.values()), timeout=grace_s)
+        cut = [run for run, future in running.items() if future in late]
+        if cut:
+            logger.warning("stopping %d flow run(s) still running: %s", len(cut), ", ".join(cut))
+        for signum, patience in ((signal.SIGINT, grace_s), (signal.SIGKILL, 2.0)):
+            alive = [p for p in processes if p.is_alive()]
+            if not alive:
+                break
+            for process in alive:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signum)
+            deadline = time.monotonic() + patience
+            for process in alive:
+                process.join(max(0.0, deadline - time.monotonic()))
+        return cut

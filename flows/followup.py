@@ -1,7 +1,8 @@
 """The parent flow ``followup``: one alert through the whole loop.
 
-select targets -> observe (approve, submit, wait) -> sky plot -> process frames (download,
-reduce, find candidates, measure) -> report (HERMES, TNS, GCN). Each stage is a flow of its own
+select targets -> observe (approve, submit, share planned pointings on the Treasure Map, wait) ->
+sky plot -> process frames (download, reduce, find candidates, measure) -> share pointings
+(completed, cancelled) -> report (HERMES, TNS, GCN). Each stage is a flow of its own
 that reads and writes the ledger, so each can also be rerun alone from the UI; rerunning the
 parent, or any stage, submits and sends nothing twice.
 """
@@ -17,6 +18,7 @@ from prefect.runtime import flow_run
 
 from flows.frames import frames_task_runner, process_frames
 from flows.observe import observe
+from flows.pointings import update_treasure_map
 from flows.report import report
 from flows.retract import event_tag
 from flows.runtime import load_runtime
@@ -81,7 +83,7 @@ def followup(
 
     plan = select_targets(alert_id, event_id, settings)
     if plan.targets:
-        observe(alert_id, event_id, settings)
+        observe(alert_id, event_id, settings)  # shares the planned pointings
         alert = load_alert(runtime.ledger, alert_id)
         publish_plot(
             "sky-plot",
@@ -93,6 +95,7 @@ def followup(
         )
         runner = frames_task_runner(runtime.settings.dask_address)
         process_frames.with_options(task_runner=runner)(alert_id, event_id, settings)
+        update_treasure_map(event_id, settings)  # completed with their depths, or cancelled
         report(alert_id, event_id, settings)
     else:
         logger.warning("%s: no observable target (%d dropped)", event_id, len(plan.dropped))

@@ -7,6 +7,7 @@ settings name one.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from prefect.futures import wait
 from prefect.states import Completed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.coverage import update_coverage
 from flows.runtime import LcoToken, Runtime, load_runtime
 from followup.exceptions import PhotometryError, ReductionError, ServiceError
 from followup.lco import ArchiveClient
@@ -26,8 +28,10 @@ from tasks.frames import (
     download_frame,
     find_frame_candidates,
     list_request_frames,
+    measure_difference_frame,
     measure_frame,
     reduce_raw,
+    search_frame_transients,
 )
 
 __all__ = ["download_frames", "frames_task_runner", "process_frames"]
@@ -142,6 +146,42 @@ def _new_candidates(
     catalog = runtime.settings.get_candidate_catalog()
     searched, errors = _per_frame(frames, find_frame_candidates.map(frames, unmapped(catalog)))
     found = [table for _, table in searched]
+    _save_candidates(runtime, event_id, found, targets)
+    return errors
+
+
+def _new_transients(
+    runtime: Runtime, event_id: str, frames: list[Frame], targets: list[Target], before: datetime
+) -> tuple[dict[int, str], dict[int, Path]]:
+    """Transients on the differences of field and galaxy frames and their references.
+
+    Each frame is subtracted from the earlier archive frame of its field (fetched once per field
+    and band); what the vetting passes on enough frames is stored as candidate targets.
+
+    Returns:
+        The reason each frame could not be searched, and each searched frame's difference.
+    """
+    settings = runtime.settings
+    archive = settings.lco.get_archive_client(credential_source=LcoToken(runtime.name))
+    futures = search_frame_transients.map(
+        unmapped(archive),
+        frames,
+        unmapped(settings.get_candidate_catalog()),
+        unmapped(settings.references_dir),
+        unmapped(settings.products_dir),
+        unmapped(before),
+        unmapped(settings.skybot_url),
+    )
+    searched, errors = _per_frame(frames, futures)
+    _save_candidates(runtime, event_id, [table for _, table in searched], targets)
+    differences = {frame.frame_id: Path(table.meta["difference"]) for frame, table in searched}
+    return errors, differences
+
+
+def _save_candidates(
+    runtime: Runtime, event_id: str, found: list[Any], targets: list[Target]
+) -> None:
+    """Candidates seen on enough frames, stored as targets of the event."""
     merged = associate_candidates(found, min_frames=runtime.settings.candidate_min_frames)
     rank = max((t.rank for t in targets), default=0)
     candidates = [
@@ -156,7 +196,6 @@ def _new_candidates(
         for i, c in enumerate(merged, start=1)
     ]
     runtime.ledger.events.save_targets(event_id, candidates)
-    return errors
 
 
 def _record_errors(
@@ -214,9 +253,17 @@ def process_frames(
     target_of_request = {r.id: r.target_id for r in requests}
     names = {t.id: t.name for t in ledger.events.targets(event_id)}
     search_frames = [f for row, f in fetched if names.get(target_of_request[row.id]) in searched]
-    if search_frames:
+    differences: dict[int, Path] = {}
+    if search_frames and runtime.settings.difference_imaging:
+        before = ledger.alerts.get(alert_id)[0].issued_at
+        found_errors, differences = _new_transients(
+            runtime, event_id, search_frames, targets, before
+        )
+        errors |= found_errors
+    elif search_frames:
         errors |= _new_candidates(runtime, event_id, search_frames, targets)
     frames = [f for f in frames if f.frame_id not in errors]
+    update_coverage(runtime, event_id, frames, frame_rows)
     rows = {t.name: t for t in ledger.events.targets(event_id)}
     measured = [
         (t.name, t.ra, t.dec) for t in rows.values() if TargetKind(t.kind) in MEASURED_KINDS
@@ -227,10 +274,7 @@ def process_frames(
         )
         _record_errors(runtime, event_id, frame_rows, errors)
         return _ended([], errors)
-    results = measure_frame.map(
-        frames, unmapped(measured), unmapped(runtime.settings.get_reference_catalog())
-    )
-    done, bad = _per_frame(frames, results)
+    done, bad = _measure(runtime, frames, rows, differences)
     errors |= bad
     _record_errors(runtime, event_id, frame_rows, errors)
     measurements: list[Measurement] = []
@@ -255,6 +299,37 @@ def process_frames(
     )
     logger.info("%s: %d new measurement(s) on %d frame(s)", event_id, len(measurements), len(done))
     return _ended(table, errors)
+
+
+def _measure(
+    runtime: Runtime, frames: list[Frame], rows: dict[str, Any], differences: dict[int, Path]
+) -> tuple[list[tuple[Frame, Any]], dict[int, str]]:
+    """Every point target and candidate on every frame that covers it.
+
+    Candidates are measured on the difference of the frames that have one (their flux without
+    the host's), point targets and the frames without a difference on the frame itself.
+    """
+    kinds = {name: TargetKind(row.kind) for name, row in rows.items()}
+    every = [(t.name, t.ra, t.dec) for t in rows.values() if kinds[t.name] in MEASURED_KINDS]
+    points = [t for t in every if kinds[t[0]] == TargetKind.POINT]
+    candidates = [t for t in every if kinds[t[0]] == TargetKind.CANDIDATE]
+    catalog = runtime.settings.get_reference_catalog()
+    plain = [f for f in frames if f.frame_id not in differences]
+    subtracted = [f for f in frames if f.frame_id in differences]
+    done, errors = _per_frame(plain, measure_frame.map(plain, unmapped(every), unmapped(catalog)))
+    if subtracted and candidates:
+        futures = measure_difference_frame.map(
+            subtracted, unmapped(candidates), [differences[f.frame_id] for f in subtracted]
+        )
+        more, bad = _per_frame(subtracted, futures)
+        done += more
+        errors |= bad
+    if subtracted and points:
+        futures = measure_frame.map(subtracted, unmapped(points), unmapped(catalog))
+        more, bad = _per_frame(subtracted, futures)
+        done += more
+        errors |= bad
+    return done, errors
 
 
 def _ended(table: list[dict[str, Any]], errors: dict[int, str]) -> list[dict[str, Any]] | State:

@@ -237,14 +237,20 @@ def run_listener(
     stop: threading.Event,
     name: str = "default",
     on_ready: Callable[[], None] | None = None,
+    runs_grace_s: float | None = None,
 ) -> Listener:
     """Load the listener's blocks and run it until ``stop`` is set.
+
+    Every stream ends its batch and commits the offsets of what it stored before it returns, so
+    a stopped listener leaves no stored message uncommitted.
 
     Args:
         listener_settings: Name of the :class:`blocks.ListenerSettings` document.
         stop: Set it to stop reading (then running follow-up runs are waited for).
         name: Name of this listener in heartbeat events.
         on_ready: Called once the streams are being read.
+        runs_grace_s: Wait at most this long for running follow-up runs once stopped, then stop
+            their processes (the runs end Crashed); None waits for them to finish.
     """
     config = ListenerSettings.load(listener_settings)
     ledger = FollowupSettings.load(config.followup_settings).get_ledger()
@@ -270,6 +276,10 @@ def run_listener(
             streams, stop=stop, heartbeat_interval_s=config.heartbeat_interval_s, on_ready=on_ready
         )
     finally:
+        logger.info("streams stopped; their offsets are committed")
         if dispatcher is not None:
-            dispatcher.shutdown(wait=True)
+            cut = dispatcher.shutdown(wait=True, grace_s=runs_grace_s)
+            if cut:
+                logger.warning("follow-up runs cut short (they end Crashed): %s", ", ".join(cut))
+        ledger.dispose()
     return listener

@@ -9,6 +9,7 @@ from prefect.states import Completed, State
 
 from flows.approvals import RequestApproval, ask
 from flows.events import REQUEST_COMPLETED, REQUEST_SUBMITTED, emit_followup_event
+from flows.pointings import update_treasure_map
 from flows.runtime import Runtime, load_runtime
 from followup.lco import (
     RequestGroupSpec,
@@ -264,6 +265,7 @@ def observe(
                 payload={"request_id": result.request_id, "group_id": result.group_id},
                 group=request.group_name,
             )
+    update_treasure_map(alert.event_id, settings)  # on the Treasure Map as soon as requested
     if wait:
         wait_for_requests(
             alert.event_id,

@@ -19,6 +19,7 @@ from prefect import flow, get_run_logger
 
 from flows.approvals import ReportApproval, ask
 from flows.events import REPORT_SENT, emit_followup_event
+from flows.pointings import event_coverage
 from flows.runtime import Runtime, load_runtime
 from followup.exceptions import FollowupError
 from followup.ledger import ReportRow
@@ -31,11 +32,25 @@ from followup.models import (
     TargetKind,
 )
 from followup.reporting import circular_email
+from followup.reporting.findings import CandidateFinding, Coverage
 from followup.reporting.gcn import Circular
 from followup.reporting.hermes import HermesClient
-from followup.reporting.outbox import Outgoing, gcn_outgoing, hermes_outgoing, tns_outgoing
+from followup.reporting.outbox import (
+    Outgoing,
+    candidates_outgoing,
+    gcn_outgoing,
+    hermes_outgoing,
+    no_counterpart_outgoing,
+    non_detection_outgoing,
+    tns_outgoing,
+)
 from tasks.artifacts import publish_markdown, publish_table
-from tasks.reports import decline_report, deliver_report, look_up_hermes_reports
+from tasks.reports import (
+    decline_report,
+    deliver_report,
+    galactic_extinction,
+    look_up_hermes_reports,
+)
 
 __all__ = ["report"]
 
@@ -67,41 +82,109 @@ def _publish_circular_draft(runtime: Runtime, circular: Circular, event_id: str)
 
 
 def _build(
-    runtime: Runtime, alert: Alert, targets: list[Target], measurements: list[Measurement]
+    runtime: Runtime,
+    alert: Alert,
+    targets: list[Target],
+    measurements: list[Measurement],
+    coverage: Coverage | None = None,
 ) -> list[Outgoing]:
-    """Every report of the event: HERMES, TNS per detected candidate, the GCN Circular."""
+    """The event's HERMES messages and TNS reports (the Circular follows, with TNS names).
+
+    When the fields were observed and no candidate was detected, HERMES also gets the limits
+    of every field.
+    """
     settings = runtime.settings
-    outgoing = [
-        hermes_outgoing(
-            alert,
-            targets,
-            measurements,
-            authors=settings.authors,
-            team=settings.team,
-            topic=settings.hermes_topic,
+    outgoing = []
+    if measurements:
+        outgoing.append(
+            hermes_outgoing(
+                alert,
+                targets,
+                measurements,
+                authors=settings.authors,
+                team=settings.team,
+                topic=settings.hermes_topic,
+            )
         )
-    ]
-    candidates = [t for t in targets if t.kind is TargetKind.CANDIDATE]
+    detected = _detected(targets, measurements)
+    if coverage is not None and not detected:
+        outgoing.append(
+            non_detection_outgoing(
+                alert,
+                coverage,
+                authors=settings.authors,
+                team=settings.team,
+                topic=settings.hermes_topic,
+            )
+        )
     if settings.send_tns:
         reporter = settings.tns.get_reporter()
-        for candidate in candidates:
+        for candidate in detected:
             at_report = tns_outgoing(alert, candidate, measurements, reporter=reporter)
             if at_report is not None:
                 outgoing.append(at_report)
-    try:
-        circular = gcn_outgoing(
-            alert,
-            candidates,
-            measurements,
-            authors=settings.authors,
-            team=settings.team,
+    return outgoing
+
+
+def _detected(targets: list[Target], measurements: list[Measurement]) -> list[Target]:
+    found = {m.target_name for m in measurements if m.is_detection}
+    return [t for t in targets if t.kind is TargetKind.CANDIDATE and t.name in found]
+
+
+def _findings(runtime: Runtime, event_id: str, candidates: list[Target]) -> list[CandidateFinding]:
+    """Each detected candidate with its TNS name (once reported), host and extinction."""
+    tns_names = {
+        r.target_name: r.remote_id
+        for r in runtime.ledger.reports.for_event(event_id)
+        if r.destination == ReportDestination.TNS and r.status in _SENT and r.remote_id
+    }
+    rows = {t.name: t for t in runtime.ledger.events.targets(event_id)}
+    url = runtime.settings.irsa_dust_url
+    findings = []
+    for c in candidates:
+        data = rows[c.name].data if c.name in rows else {}
+        name = tns_names.get(c.name)
+        findings.append(
+            CandidateFinding(
+                name=c.name,
+                ra=c.ra,
+                dec=c.dec,
+                tns_name=None if name is None else (name if name[:2].isalpha() else f"AT {name}"),
+                host_name=data.get("host_name"),
+                host_redshift=data.get("host_redshift"),
+                host_offset_arcsec=data.get("host_offset_arcsec"),
+                extinction=galactic_extinction(c.ra, c.dec, url) if url else None,
+            )
         )
+    return findings
+
+
+def _circular(
+    runtime: Runtime,
+    alert: Alert,
+    targets: list[Target],
+    measurements: list[Measurement],
+    coverage: Coverage | None,
+) -> Outgoing | None:
+    """The Circular: candidates found, no counterpart in the fields, or the targets' limits."""
+    settings = runtime.settings
+    detected = _detected(targets, measurements)
+    people = {"authors": settings.authors, "team": settings.team}
+    try:
+        if detected:
+            findings = _findings(runtime, alert.event_id, detected)
+            circular = candidates_outgoing(
+                alert, findings, measurements, coverage=coverage, **people
+            )
+        elif coverage is not None:
+            circular = no_counterpart_outgoing(alert, coverage, **people)
+        else:
+            circular = gcn_outgoing(alert, [], measurements, **people)
     except (FollowupError, ValueError) as exc:
         get_run_logger().error("no GCN Circular for %s: %s", alert.event_id, exc)
-    else:
-        _publish_circular_draft(runtime, cast(Circular, circular.content), alert.event_id)
-        outgoing.append(circular)
-    return outgoing
+        return None
+    _publish_circular_draft(runtime, cast(Circular, circular.content), alert.event_id)
+    return circular
 
 
 def _settle(runtime: Runtime, alert: Alert, outgoing: Outgoing) -> ReportRow:
@@ -144,8 +227,11 @@ def report(alert_id: int, event_id: str = "", settings: str = "default") -> list
     alert_row, _ = ledger.alerts.get(alert_id)
     alert = Alert.model_validate(alert_row.summary)
     measurements = ledger.frames.measurements(alert.event_id)
-    if not measurements:
-        logger.info("%s has no measurements yet: nothing to report", alert.event_id)
+    coverage = event_coverage(ledger, alert.event_id)
+    if not measurements and coverage is None:
+        logger.info(
+            "%s has no measurements or observed fields yet: nothing to report", alert.event_id
+        )
         return []
     measured = {m.target_name for m in measurements}
     targets = [
@@ -153,7 +239,12 @@ def report(alert_id: int, event_id: str = "", settings: str = "default") -> list
         for t in ledger.events.targets(alert.event_id)
         if t.name in measured
     ]
-    rows = [_settle(runtime, alert, o) for o in _build(runtime, alert, targets, measurements)]
+    rows = [
+        _settle(runtime, alert, o) for o in _build(runtime, alert, targets, measurements, coverage)
+    ]
+    circular = _circular(runtime, alert, targets, measurements, coverage)
+    if circular is not None:  # after TNS: it names the objects TNS designated
+        rows.append(_settle(runtime, alert, circular))
     for row in rows:
         if row.status in _SENT:
             emit_followup_event(

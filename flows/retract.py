@@ -15,6 +15,7 @@ from prefect.states import Cancelling
 
 from flows.events import REQUEST_CANCELED, emit_followup_event
 from flows.observe import requests_rows
+from flows.pointings import update_treasure_map
 from flows.runtime import load_runtime
 from tasks.artifacts import publish_table
 from tasks.lco import cancel_requests, refresh_states
@@ -80,4 +81,5 @@ def retract(event_id: str, settings: str = "default") -> list[dict]:
         )
     rows = requests_rows(runtime.ledger, event_id)
     publish_table("requests", event_id, rows, f"LCO requests of {event_id} after the retraction")
+    update_treasure_map(event_id, settings)  # cancels the planned pointings
     return rows

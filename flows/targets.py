@@ -12,7 +12,7 @@ from followup.strategies import choose_strategy
 from followup.targeting import Plan
 from tasks.alerts import load_alert
 from tasks.artifacts import publish_table
-from tasks.targets import plan_alert_targets, store_targets
+from tasks.targets import fetch_alert_skymap, plan_alert_targets, store_targets
 
 __all__ = ["select_targets", "table_rows"]
 
@@ -42,7 +42,7 @@ def select_targets(alert_id: int, event_id: str = "", settings: str = "default")
     visible are kept in the plan's dropped list with the reason.
     """
     runtime = load_runtime(settings)
-    alert = load_alert(runtime.ledger, alert_id)
+    alert = fetch_alert_skymap(load_alert(runtime.ledger, alert_id))
     strategy = choose_strategy(alert, runtime.strategies)
     plan = plan_alert_targets(
         alert,

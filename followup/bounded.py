@@ -42,7 +42,8 @@ def inflate(
     wbits: int = 31,
     check: Callable[[bytes], int | None] | None = None,
     what: str = "data",
-) -> bytes:
+    as_bytearray: bool = False,
+) -> bytes | bytearray:
     """Inflate gzip (``wbits=31``), zlib (15) or raw deflate (-15) bytes, never past ``limit``.
 
     Args:
@@ -53,6 +54,7 @@ def inflate(
             raise to refuse the content, or return a smaller limit (the size the content
             declares for itself).
         what: Names the data in messages.
+        as_bytearray: Return the buffer the data were inflated into, saving a copy of it.
 
     Returns:
         The inflated bytes.
@@ -62,6 +64,7 @@ def inflate(
         ValueError: The stream is corrupt or truncated (``zlib.error`` and EOF are translated).
     """
     out = bytearray()
+    size = 0  # bytes inflated so far: out[:size]
     pending = memoryview(data)
     checked = check is None
     bound = limit
@@ -73,18 +76,32 @@ def inflate(
                 chunk = inflater.decompress(source, _CHUNK)
             except zlib.error as exc:
                 raise ValueError(f"{what}: corrupt compressed stream ({exc})") from None
-            out += chunk
-            if not checked and (len(out) >= 64 * 1024 or inflater.eof):
-                checked = True
-                declared = check(bytes(out))  # type: ignore[misc]
-                if declared is not None:
-                    bound = min(bound, declared)
-            if len(out) > bound:
+            if size + len(chunk) > bound:
                 raise DecodeLimitExceeded(
                     f"{what} inflates to more than {bound} bytes"
                     + (" (larger than its headers declare)" if bound < limit else "")
                     + f"; the limit is {limit} bytes"
                 )
+            if size + len(chunk) <= len(out):
+                out[size : size + len(chunk)] = chunk
+            else:
+                del out[size:]
+                out += chunk
+            size += len(chunk)
+            if not checked and (size >= 64 * 1024 or inflater.eof):
+                checked = True
+                declared = check(bytes(out[:size]))  # type: ignore[misc]
+                if declared is not None and declared < bound:
+                    bound = declared
+                    if size > bound:
+                        raise DecodeLimitExceeded(
+                            f"{what} inflates to more than {bound} bytes (larger than its "
+                            f"headers declare); the limit is {limit} bytes"
+                        )
+                    # The size is known: inflate into one buffer instead of growing one.
+                    grown = bytearray(bound)
+                    grown[:size] = out[:size]
+                    out = grown
             if inflater.eof:
                 break
             source = memoryview(inflater.unconsumed_tail)
@@ -93,7 +110,8 @@ def inflate(
         pending = memoryview(inflater.unused_data)
         if wbits != 31 or bytes(pending[:2]) != b"\x1f\x8b":
             break  # only gzip has members; trailing bytes of other formats are ignored
-    return bytes(out)
+    del out[size:]
+    return out if as_bytearray else bytes(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +136,7 @@ class FitsHdu:
         return self.data_start + self.data_size
 
 
-def fits_hdus(data: bytes, *, max_blocks: int = 200) -> Iterator[FitsHdu]:
+def fits_hdus(data: bytes | bytearray, *, max_blocks: int = 200) -> Iterator[FitsHdu]:
     """Walk the headers of a FITS file, skipping each data unit by its declared size.
 
     Stops at the end of ``data``, at a header without ``END`` within it, after ``max_blocks``
@@ -160,7 +178,7 @@ def fits_hdus(data: bytes, *, max_blocks: int = 200) -> Iterator[FitsHdu]:
         offset += size
 
 
-def fits_declared_end(head: bytes, *, limit: int, slack: int = 0) -> int | None:
+def fits_declared_end(head: bytes | bytearray, *, limit: int, slack: int = 0) -> int | None:
     """Where a FITS file should end, from the headers in its first bytes, within ``limit``.
 
     Args:

@@ -6,6 +6,8 @@ local stack (``demo``, ``listen``, ``sandbox``...) to this Typer app.
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 __all__ = ["app"]
@@ -117,21 +119,39 @@ def skymap_command(
 
 @app.command("plan")
 def plan_command(
+    alert_file: str | None = typer.Argument(
+        None, help="An alert in any format the listener takes: planned as the pipeline would."
+    ),
     skymap: str | None = typer.Option(None, "--skymap", help="Sky map FITS file."),
     ra: float | None = typer.Option(None, "--ra", help="Source RA in degrees."),
     dec: float | None = typer.Option(None, "--dec", help="Source Dec in degrees."),
     radius: float = typer.Option(0.0, "--radius", help="Error radius (90%) in degrees."),
     catalog: str | None = typer.Option(None, "--catalog", help="Galaxy catalog file."),
     instrument: str = typer.Option("1M0-SCICAM-SINISTRO", "--instrument", help="LCO imager."),
-    max_targets: int = typer.Option(5, "--max-targets", min=1, help="At most this many targets."),
+    max_targets: int | None = typer.Option(
+        None,
+        "--max-targets",
+        min=1,
+        help="At most this many targets (default: the strategy's, else 5).",
+    ),
     start: str | None = typer.Option(None, "--start", help="Span start, ISO UTC (default now)."),
     span_hours: float = typer.Option(24.0, "--span-hours", help="Visibility span in hours."),
-    max_airmass: float = typer.Option(1.6, "--max-airmass", help="Airmass limit."),
+    max_airmass: float | None = typer.Option(
+        None, "--max-airmass", help="Airmass limit (default: the strategy's, else 1.6)."
+    ),
+    allow_hosts: str = typer.Option(
+        "", "--allow-hosts", help="Also fetch sky maps from these hosts (comma-separated)."
+    ),
     event_id: str | None = typer.Option(None, "--event-id", help="Name for the event."),
     plot: str | None = typer.Option(None, "--plot", help="Write a PNG of the plan here."),
     json_output: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
 ) -> None:
-    """Plan LCO targets for a sky map or a position: ranked, with windows and sites."""
+    """Plan LCO targets for an alert, a sky map or a position: ranked, with windows and sites.
+
+    With ALERT_FILE the alert is parsed as the listener parses it, its sky map fetched when it
+    only carries a URL, and the strategy the pipeline would choose sets the instrument, airmass,
+    Moon distance and number of targets.
+    """
     from datetime import UTC, datetime
     from pathlib import Path
 
@@ -141,8 +161,22 @@ def plan_command(
     from followup.skymap import read_skymap
     from followup.targeting import plan_targets, plot_plan
 
+    if alert_file is not None:
+        if skymap is not None or ra is not None:
+            raise _fail("give an ALERT_FILE, or --skymap, or --ra and --dec: one of them")
+        _plan_alert_file(
+            alert_file,
+            start,
+            max_targets,
+            max_airmass,
+            [h.strip() for h in allow_hosts.split(",") if h.strip()],
+            json_output,
+        )
+        return
     if (skymap is None) == (ra is None or dec is None):
         raise _fail("give either --skymap FILE or --ra and --dec (with --radius)")
+    max_targets = max_targets or 5
+    max_airmass = max_airmass or 1.6
     when = datetime.now(UTC)
     if start:
         try:
@@ -212,6 +246,97 @@ def plan_command(
         )
     for d in plan.dropped:
         typer.echo(f"  dropped {d.name} ({d.ra:.4f}, {d.dec:+.4f}): {d.reason}")
+
+
+def _plan_alert_file(
+    path: str,
+    start: str | None,
+    max_targets: int | None,
+    max_airmass: float | None,
+    allow_host: list[str],
+    json_output: bool,
+) -> None:
+    """``followup plan ALERT_FILE``: the pipeline's strategy and planning for one alert."""
+    import json
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from followup.alerts import parse_message
+    from followup.exceptions import FollowupError
+    from followup.skymap.fetch import SkymapFetcher, allowed_skymap_hosts, with_fetched_skymap
+    from followup.strategies import choose_strategy, estimate_hours, load_strategies
+    from followup.targeting import plan_targets
+
+    when = datetime.now(UTC)
+    if start:
+        try:
+            when = datetime.fromisoformat(start.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise _fail(f"--start {start!r} is not an ISO date") from exc
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+    try:
+        alert = parse_message(Path(path).read_bytes())
+        if alert.skymap is None and alert.skymap_url:
+            with SkymapFetcher(allowed_skymap_hosts(allow_host)) as fetcher:
+                alert = with_fetched_skymap(alert, fetcher)
+        strategy = choose_strategy(alert, load_strategies())
+        plan = plan_targets(
+            alert,
+            instrument_type=strategy.instrument_type,
+            max_targets=max_targets or strategy.max_targets,
+            start=when,
+            span_hours=strategy.window_hours,
+            max_airmass=max_airmass or strategy.max_airmass,
+            min_moon_distance_deg=strategy.min_lunar_distance_deg,
+            allow_empty=True,
+        )
+    except (FollowupError, ValueError, OSError) as exc:
+        raise _fail(str(exc)) from exc
+    hours = estimate_hours(strategy, n_requests=len(plan.targets) * strategy.epochs)
+    if json_output:
+        typer.echo(
+            json.dumps(
+                {
+                    "strategy": strategy.model_dump(mode="json"),
+                    "hours": round(hours, 3),
+                    "plan": plan.model_dump(mode="json"),
+                },
+                indent=2,
+            )
+        )
+        return
+    typer.echo(
+        f"{alert.event_id} {alert.alert_type.value} ({alert.source}, {alert.format}): "
+        f"strategy {strategy.name}"
+    )
+    exposures = ", ".join(
+        f"{f} {strategy.exposure_time_per_filter_s.get(f, strategy.exposure_time_s):g} s"
+        for f in strategy.filters
+    )
+    typer.echo(
+        f"  {strategy.instrument_type}: {exposures} x{strategy.exposure_count}; "
+        f"{strategy.epochs} epoch(s) every {strategy.cadence_hours:g} h; "
+        f"airmass <= {plan.max_airmass:g}, Moon >= {strategy.min_lunar_distance_deg:g} deg"
+    )
+    typer.echo(
+        f"  {plan.strategy}: {len(plan.targets)} target(s), {hours:.2f} h of telescope time, "
+        f"covering {100 * plan.covered_probability:.2f}% of the probability"
+        + (
+            f" ({100 * plan.observable_probability:.1f}% is observable in the next "
+            f"{strategy.window_hours:g} h; {plan.fields_for_observable} fields would cover it)"
+            if plan.observable_probability is not None
+            else ""
+        )
+    )
+    for t in plan.targets:
+        first = t.windows[0]
+        typer.echo(
+            f"  {t.rank:3d} {t.name:24s} {t.ra:9.4f} {t.dec:+8.4f} p={t.probability:.4f}  "
+            f"next observable {first.start:%Y-%m-%d %H:%M} UTC from {first.site}"
+        )
+    for d in plan.dropped:
+        typer.echo(f"  not requested {d.name}: {d.reason}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,9 +543,19 @@ def measure(
     ),
     method: str = typer.Option("aperture", help="aperture or psf."),
     target_name: str = typer.Option("target", help="Name recorded in the measurement."),
+    reference: str | None = typer.Option(
+        None,
+        "--reference",
+        help="A reduced frame of the field in the same band (any telescope, with a WCS): "
+        "measure on the difference, without the host's light.",
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print the measurement as JSON."),
 ) -> None:
-    """Forced photometry of one position on a calibrated frame: flux (uJy), AB mag or 5-sigma limit."""
+    """Forced photometry of one position on a calibrated frame: flux (uJy), AB mag or 5-sigma limit.
+
+    With ``--reference`` the position is measured on the difference of the frame and the
+    reference: the flux of what changed, its host galaxy left out.
+    """
     import json
     from pathlib import Path
 
@@ -435,19 +570,23 @@ def measure(
     if not Path(frame).is_file():
         typer.echo(f"error: no such file: {frame}", err=True)
         raise typer.Exit(code=2)
-    if catalog is not None and not Path(catalog).is_file():
-        typer.echo(f"error: no such catalogue file: {catalog}", err=True)
-        raise typer.Exit(code=2)
-    reference = LocalCatalog(catalog) if catalog is not None else None
+    _check_files(frame, catalog, reference)
+    stars = LocalCatalog(catalog) if catalog is not None else None
+    options = PhotometryOptions(method=method)  # type: ignore[arg-type]
     try:
-        result = measure_frame(
-            frame,
-            _angle_argument(ra),
-            _angle_argument(dec),
-            catalog=reference,
-            target_name=target_name,
-            options=PhotometryOptions(method=method),  # type: ignore[arg-type]
-        )
+        if reference is None:
+            result = measure_frame(
+                frame,
+                _angle_argument(ra),
+                _angle_argument(dec),
+                catalog=stars,
+                target_name=target_name,
+                options=options,
+            )
+        else:
+            result = _measure_on_difference(
+                frame, reference, ra, dec, target_name, catalog=stars, options=options
+            )
     except (PhotometryError, ReductionError, CatalogError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=1) from exc
@@ -468,6 +607,134 @@ def measure(
     )
     if result.flags:
         typer.echo(f"  flags     {', '.join(describe_flags(result.flags))}")
+
+
+def _check_files(frame: str, catalog: str | None, reference: str | None) -> None:
+    """Exit with code 2 when a file argument names no file."""
+    from pathlib import Path
+
+    for label, path in (("catalogue file", catalog), ("reference frame", reference)):
+        if path is not None and not Path(path).is_file():
+            typer.echo(f"error: no such {label}: {path}", err=True)
+            raise typer.Exit(code=2)
+
+
+def _measure_on_difference(
+    frame: str,
+    reference: str,
+    ra: str,
+    dec: str,
+    target_name: str,
+    *,
+    catalog: object,
+    options: object,
+) -> Any:
+    """The measurement of one position on the difference of ``frame`` and ``reference``."""
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord
+
+    from followup.exceptions import PhotometryError
+    from followup.photometry.transients import measure_difference
+
+    ra_value, dec_value = _angle_argument(ra), _angle_argument(dec)
+    unit = (
+        u.hourangle if isinstance(ra_value, str) and (":" in ra_value or "h" in ra_value) else u.deg
+    )
+    try:
+        position = SkyCoord(ra_value, dec_value, unit=(unit, u.deg))
+    except ValueError as exc:
+        raise PhotometryError(f"cannot understand the position {ra!r}, {dec!r}: {exc}") from exc
+    found = measure_difference(
+        frame,
+        reference,
+        [(target_name, float(position.ra.deg), float(position.dec.deg))],
+        catalog=catalog,  # type: ignore[arg-type]
+        options=options,  # type: ignore[arg-type]
+        margin_px=0.0,
+    )
+    if not found:
+        raise PhotometryError(f"{ra} {dec} is not on the frame {frame}")
+    return found[0]
+
+
+@app.command()
+def find(
+    frame: str = typer.Argument(..., help="A reduced FITS frame (BANZAI e91 .fits/.fits.fz)."),
+    reference: str = typer.Option(
+        ..., "--reference", help="A reduced frame of the field in the same band, with a WCS."
+    ),
+    catalog: str | None = typer.Option(
+        None,
+        help="Reference stars for the zero point and the star check: CSV/ECSV with REFCAT2 "
+        "Vizier columns. Default: the frame's CAT and L1ZP.",
+    ),
+    snr_min: float = typer.Option(5.0, "--snr-min", help="Detection threshold on the difference."),
+    all_sources: bool = typer.Option(
+        False, "--all", help="List bogus sources too (with their score and reasons)."
+    ),
+    json_output: bool = typer.Option(False, "--json", help="Print the candidates as JSON."),
+) -> None:
+    """Transient candidates on the difference of FRAME and its reference, scored and vetted.
+
+    Each candidate has its host-subtracted flux (uJy), AB magnitude (S/N >= 5), real-bogus score
+    and the reasons of its vetting (score, catalogued star at the position). Minor planets, host
+    distances and credible levels need the event's map and services: the flows check them.
+    """
+    import json
+    import math
+
+    from followup.catalogs import LocalCatalog
+    from followup.exceptions import CatalogError, PhotometryError, ReductionError
+    from followup.photometry.transients import find_transients
+    from followup.photometry.vetting import vet_candidates
+    from followup.photometry.zeropoint import reference_table
+
+    _check_files(frame, catalog, reference)
+    stars = LocalCatalog(catalog) if catalog is not None else None
+    try:
+        table = find_transients(frame, reference, catalog=stars, snr_min=snr_min)
+        star_table = None
+        if stars is not None:
+            from followup.photometry.frame import prepare_frame
+
+            star_table, _, _ = reference_table(prepare_frame(frame), stars)
+        vettings = vet_candidates(table, stars=star_table)
+    except (PhotometryError, ReductionError, CatalogError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from exc
+
+    def number(value: Any) -> float | None:
+        v = float(value.value if hasattr(value, "value") else value)
+        return v if math.isfinite(v) else None
+
+    rows = []
+    for row, vetting in zip(table, vettings, strict=True):
+        if not (vetting.passed or all_sources):
+            continue
+        rows.append(
+            {
+                "ra": number(row["ra"]),
+                "dec": number(row["dec"]),
+                "flux_ujy": number(row["flux_ujy"]),
+                "flux_err_ujy": number(row["flux_err_ujy"]),
+                "mag": number(row["mag"]),
+                "mag_err": number(row["mag_err"]),
+                "snr": number(row["snr"]),
+                "score": number(row["score"]),
+                "passed": vetting.passed,
+                "reasons": vetting.reasons,
+            }
+        )
+    if json_output:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    typer.echo(f"{len(rows)} candidate(s) on {frame} - {reference}")
+    for r in rows:
+        mag = f"{r['mag']:.3f} +- {r['mag_err']:.3f}" if r["mag"] is not None else "S/N < 5"
+        typer.echo(
+            f"  {r['ra']:.6f} {r['dec']:+.6f}  {r['flux_ujy']:.2f} +- {r['flux_err_ujy']:.2f} uJy"
+            f"  {mag}  score {r['score']:.2f}  {'; '.join(r['reasons'])}"
+        )
 
 
 def _angle_argument(text: str) -> float | str:

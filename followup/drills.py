@@ -39,6 +39,7 @@ PRODUCTION_HOSTS: dict[str, frozenset[str]] = {
     "HERMES": frozenset({"hermes.lco.global"}),
     "TNS": frozenset({"www.wis-tns.org", "wis-tns.org"}),
     "GCN": frozenset({"gcn.nasa.gov", "www.gcn.nasa.gov"}),
+    "TREASUREMAP": frozenset({"treasuremap.space", "www.treasuremap.space"}),
 }
 """The production hosts of each service (reference/apis.md). Their sandboxes are other hosts:
 ``hermes-dev.lco.global``, ``sandbox.wis-tns.org``, ``test.gcn.nasa.gov``, the local sandbox."""

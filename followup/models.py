@@ -375,6 +375,11 @@ class ObservingStrategy(_Model):
             ``exposure_time_s`` (MuSCAT's per-channel times, or longer exposures in blue filters).
         acceptability_threshold: Percent of a request that counts as done; None leaves it to
             the portal's default for the instrument (100 for FLOYDS, 90 otherwise).
+        rerequests: How many times an epoch whose window closed without frames is requested
+            again, with a new window, while the event is live (0: never).
+        followup_hours: How long after the event it is live (new windows may be requested);
+            None: the cadence's span plus one more window
+            (:func:`followup.strategies.live_until`).
     """
 
     name: str
@@ -394,6 +399,8 @@ class ObservingStrategy(_Model):
     cadence_hours: float = Field(default=24.0, gt=0)
     max_targets: int = Field(default=5, ge=1)
     acceptability_threshold: float | None = Field(default=None, ge=0, le=100)
+    rerequests: int = Field(default=1, ge=0, le=5)
+    followup_hours: float | None = Field(default=None, gt=0)
 
 
 class ObservationRequest(_Model):
@@ -412,6 +419,8 @@ class ObservationRequest(_Model):
         window_start: Start of the observing window.
         window_end: End of the observing window.
         portal_url: Link to the request in the portal.
+        attempt: 0 for the epoch's first request; n for its n-th request after windows that
+            closed without frames (part of the ledger's key and of the group name).
     """
 
     event_id: str
@@ -426,6 +435,7 @@ class ObservationRequest(_Model):
     window_start: UtcDatetime | None = None
     window_end: UtcDatetime | None = None
     portal_url: str | None = None
+    attempt: int = Field(default=0, ge=0)
 
 
 class Approval(_Model):

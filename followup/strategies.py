@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,14 @@ from followup.models import Alert, AlertKind, ObservationType, ObservingStrategy
 __all__ = [
     "MAX_EXPOSURE_COUNT",
     "ApprovalRules",
+    "CandidateStrategies",
     "SelectionRule",
     "StrategyBook",
     "StrategyEdit",
     "choose_strategy",
     "edit_problems",
     "estimate_hours",
+    "live_until",
     "load_strategies",
     "needs_approval",
 ]
@@ -101,6 +104,20 @@ class ApprovalRules(BaseModel):
     require_significant: bool = True
 
 
+class CandidateStrategies(BaseModel):
+    """What a vetted candidate gets: strategy names of the book.
+
+    Attributes:
+        cadence: Point-source photometry, sent once the candidate passes vetting.
+        spectrum: A spectrum (a spectrograph's strategy), sent after a person approves.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    cadence: str
+    spectrum: str
+
+
 class StrategyBook(BaseModel):
     """Named strategies, the rules choosing among them, and the approval rules.
 
@@ -109,6 +126,7 @@ class StrategyBook(BaseModel):
         strategies: Strategies by name.
         selection: Ordered rules; the first match wins.
         approval: When a person must approve.
+        candidates: The strategies of a vetted candidate; None: candidates are not followed.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -117,6 +135,7 @@ class StrategyBook(BaseModel):
     strategies: dict[str, ObservingStrategy]
     selection: list[SelectionRule] = Field(default_factory=list)
     approval: ApprovalRules = Field(default_factory=ApprovalRules)
+    candidates: CandidateStrategies | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -160,7 +179,23 @@ class StrategyBook(BaseModel):
                     f"selection rule {index} names strategy {rule.strategy!r}, "
                     f"which is not among {sorted(self.strategies)}"
                 )
+        if self.candidates is not None:
+            self._check_candidates(self.candidates)
         return self
+
+    def _check_candidates(self, candidates: CandidateStrategies) -> None:
+        for role, name in (("cadence", candidates.cadence), ("spectrum", candidates.spectrum)):
+            if name not in self.strategies:
+                raise ValueError(
+                    f"candidates.{role} names strategy {name!r}, "
+                    f"which is not among {sorted(self.strategies)}"
+                )
+        spectrum = self.strategies[candidates.spectrum]
+        if spec_for(spectrum.instrument_type).configuration_type != "SPECTRUM":
+            raise ValueError(
+                f"candidates.spectrum: strategy {candidates.spectrum!r} uses "
+                f"{spectrum.instrument_type}, not a spectrograph"
+            )
 
 
 def load_strategies(source: str | Path | Mapping[str, Any] | None = None) -> StrategyBook:
@@ -355,3 +390,16 @@ def edit_problems(
             f"(max_hours {rules.max_hours:g} h, or the plan as shown)"
         )
     return problems
+
+
+def live_until(strategy: ObservingStrategy, event_time: datetime) -> datetime:
+    """Until when an event followed with ``strategy`` is live: new windows may be requested.
+
+    ``followup_hours`` after the event when the strategy sets it; otherwise the cadence's span
+    (the last epoch's window end) plus one more window, room for the last epoch to be requested
+    once again.
+    """
+    hours = strategy.followup_hours
+    if hours is None:
+        hours = (strategy.epochs - 1) * strategy.cadence_hours + 2 * strategy.window_hours
+    return event_time + timedelta(hours=hours)

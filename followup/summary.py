@@ -25,7 +25,8 @@ class EventSummary(BaseModel):
         frames: ``[{basename, filter, observation_date, reduction_level, local_path, error}]``;
             ``error`` says why a frame could not be used (None when it was).
         measurements: The photometry, oldest first.
-        reports: ``[{destination, target, status, remote_id, url}]``.
+        reports: ``[{destination, target, status, remote_id, url, subject, text}]``: the text as
+            drafted (HERMES message text, Circular body, TNS remarks).
     """
 
     event_id: str
@@ -106,6 +107,15 @@ def event_summary(ledger: Ledger, event_id: str) -> EventSummary:
                 "status": r.status,
                 "remote_id": r.remote_id,
                 "url": r.url,
+                "subject": next(
+                    (
+                        (r.payload or {})[k]
+                        for k in ("subject", "title", "internal_name")
+                        if (r.payload or {}).get(k)
+                    ),
+                    None,
+                ),
+                "text": (r.payload or {}).get("text"),
             }
             for r in ledger.reports.for_event(event_id)
         ],

@@ -28,6 +28,7 @@ from astropy.table import QTable
 from pydantic import BaseModel, ConfigDict, Field
 
 from followup.exceptions import CatalogError, ServiceUnavailable, TargetingError
+from followup.fieldgrid import plan_observable_fields
 from followup.galaxies import GalaxyCatalog, WeightMode, rank_galaxies, region_cone
 from followup.models import (
     Alert,
@@ -44,7 +45,6 @@ from followup.tiling import (
     InstrumentField,
     field_name,
     get_instrument_field,
-    tile_skymap,
 )
 from followup.visibility import VisibilityCalculator
 
@@ -139,6 +139,10 @@ class Plan(BaseModel):
         min_window_minutes: Shortest window kept.
         sites: Site codes considered.
         planning_seconds: Wall time spent planning.
+        observable_probability: Probability of the map observable in the window (fields of
+            the instrument's grid that can be observed), for tiling plans.
+        fields_for_observable: Grid fields it would take to cover all of it.
+        min_moon_distance_deg: Moon distance rule used (0: none).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -164,6 +168,9 @@ class Plan(BaseModel):
     min_window_minutes: float
     sites: list[str] = Field(default_factory=list)
     planning_seconds: float = 0.0
+    observable_probability: float | None = None
+    fields_for_observable: int | None = None
+    min_moon_distance_deg: float = 0.0
 
     def to_table(self) -> QTable:
         """The targets as a table for an artifact or a notebook.
@@ -309,6 +316,9 @@ def plan_targets(
     sites: list[Site] | None = None,
     allow_empty: bool = False,
     use_combined_skymap: bool = True,
+    min_moon_distance_deg: float = 0.0,
+    max_moon_illumination: float = 1.0,
+    min_probability: float = 0.0,
 ) -> Plan:
     """Plan the targets of one alert: choose a strategy, rank targets, keep the observable ones.
 
@@ -330,6 +340,9 @@ def plan_targets(
         allow_empty: Return a plan without targets instead of raising.
         use_combined_skymap: Prefer ``alert.external_coinc.combined_skymap`` (LVK + GRB) over
             ``alert.skymap`` when both are present (and no ``skymap`` is passed).
+        min_moon_distance_deg: Targets closer to the Moon are not observable (0: no rule).
+        max_moon_illumination: No site counts while its Moon is up and brighter than this.
+        min_probability: Fields holding less probability are not requested.
 
     Returns:
         The plan.
@@ -354,6 +367,9 @@ def plan_targets(
         sites=sites,
         max_airmass=max_airmass,
         sun_alt_max_deg=sun_alt_max_deg,
+        min_moon_distance_deg=min_moon_distance_deg,
+        max_moon_illumination=max_moon_illumination,
+        telescope_class=inst.telescope_class,
     )
     common: dict[str, Any] = {
         "event_id": alert.event_id,
@@ -366,6 +382,7 @@ def plan_targets(
         "sun_alt_max_deg": sun_alt_max_deg,
         "min_window_minutes": min_window_minutes,
         "sites": [s.code for s in calc.sites],
+        "min_moon_distance_deg": min_moon_distance_deg,
     }
 
     sky = skymap
@@ -379,7 +396,9 @@ def plan_targets(
     if sky is None and alert.skymap:
         sky = SkyMap.from_fits(alert.skymap)
     if sky is not None:
-        plan = _plan_skymap(sky, inst, calc, rule, catalog, max_targets, level, min_window_minutes)
+        plan = _plan_skymap(
+            sky, inst, calc, rule, catalog, max_targets, level, min_window_minutes, min_probability
+        )
         plan["strategy_reason"] = note + plan["strategy_reason"]
         plan = Plan(**common, **plan)
     elif alert.position is not None:
@@ -406,6 +425,7 @@ def _plan_skymap(
     max_targets: int,
     level: float,
     min_window_minutes: float,
+    min_probability: float = 0.0,
 ) -> dict[str, Any]:
     summary = sky.summary()
     base = {
@@ -424,7 +444,7 @@ def _plan_skymap(
             "n_galaxies_in_volume": n_in,
             "catalog": catalog_name,
         }
-    tiled = _plan_tiling(sky, inst, calc, max_targets, level, min_window_minutes)
+    tiled = _plan_tiling(sky, inst, calc, max_targets, level, min_window_minutes, min_probability)
     return {
         **base,
         **tiled,
@@ -554,57 +574,76 @@ def _plan_tiling(
     max_targets: int,
     level: float,
     min_window_minutes: float,
+    min_probability: float = 0.0,
 ) -> dict[str, Any]:
-    tiling = tile_skymap(
+    """Fields of the instrument's fixed grid holding the most observable probability."""
+    grid = plan_observable_fields(
         sky,
         inst,
-        level=level,
+        calc,
         max_fields=max_targets,
-        accept=_accept_screen(calc, min_window_minutes),
-        max_rejected=2 * max_targets + 10,
+        min_probability=min_probability,
+        min_window_minutes=min_window_minutes,
+        level=max(level, 0.99),
     )
-    names = tiling.names
-    vis = calc.windows(tiling.ra, tiling.dec, min_window_minutes=min_window_minutes)
+    chosen = grid.requested
+    vis = calc.windows(
+        [f.ra for f in chosen], [f.dec for f in chosen], min_window_minutes=min_window_minutes
+    )
     targets: list[Target] = []
     dropped: list[DroppedTarget] = []
     cumulative = 0.0
-    for i in range(len(tiling)):
-        if not vis.windows[i]:
+    for choice, windows, reason in zip(chosen, vis.windows, vis.reasons, strict=True):
+        if not windows:  # screened on a coarse grid: the exact windows have the last word
             dropped.append(
                 DroppedTarget(
-                    name=names[i],
-                    ra=float(tiling.ra[i]),
-                    dec=float(tiling.dec[i]),
-                    reason=vis.reasons[i],
-                    probability=float(tiling.probability[i]),
+                    name=choice.name,
+                    ra=choice.ra,
+                    dec=choice.dec,
+                    reason=reason,
+                    probability=choice.probability,
                 )
             )
             continue
-        cumulative += float(tiling.probability[i])
+        cumulative += choice.probability
         targets.append(
             Target(
-                name=names[i],
-                ra=float(tiling.ra[i]) % 360.0,
-                dec=float(tiling.dec[i]),
+                name=choice.name,
+                ra=choice.ra % 360.0,
+                dec=choice.dec,
                 kind=TargetKind.FIELD,
                 rank=len(targets) + 1,
-                probability=min(max(float(tiling.probability[i]), 0.0), 1.0),
+                probability=min(max(choice.probability, 0.0), 1.0),
                 cumulative_probability=min(cumulative, 1.0),
                 instrument_type=inst.instrument_type,
-                windows=vis.windows[i],
+                windows=windows,
             )
         )
-    if tiling.rejected:
-        rej = np.array(tiling.rejected)
-        rvis = calc.windows(rej[:, 0], rej[:, 1], min_window_minutes=min_window_minutes)
-        for (ra, dec, prob), reason in zip(tiling.rejected, rvis.reasons, strict=True):
+    for choice in grid.fields:
+        if not choice.requested and choice.probability < min_probability:
             dropped.append(
                 DroppedTarget(
-                    name=field_name(ra, dec),
-                    ra=ra,
-                    dec=dec,
+                    name=choice.name,
+                    ra=choice.ra,
+                    dec=choice.dec,
+                    reason=choice.reason,
+                    probability=choice.probability,
+                )
+            )
+    if grid.unobservable:
+        hidden = calc.windows(
+            [f.ra for f in grid.unobservable],
+            [f.dec for f in grid.unobservable],
+            min_window_minutes=min_window_minutes,
+        )
+        for choice, reason in zip(grid.unobservable, hidden.reasons, strict=True):
+            dropped.append(
+                DroppedTarget(
+                    name=choice.name,
+                    ra=choice.ra,
+                    dec=choice.dec,
                     reason=reason or f"observable for less than {min_window_minutes:g} min",
-                    probability=prob,
+                    probability=choice.probability,
                 )
             )
     return {
@@ -612,6 +651,8 @@ def _plan_tiling(
         "targets": targets,
         "dropped": dropped,
         "covered_probability": min(cumulative, 1.0),
+        "observable_probability": round(grid.observable_probability, 6),
+        "fields_for_observable": grid.fields_for_observable,
     }
 
 

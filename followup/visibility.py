@@ -1,4 +1,9 @@
-"""When targets can be observed from LCO sites: airmass under a limit while the Sun is down.
+"""When targets can be observed from LCO sites: airmass, twilight, the Moon, pointing limits.
+
+A target is observable from a site when it is below the airmass limit and above the
+telescope class's horizon, inside the class's hour-angle limits, the Sun is below the twilight
+altitude, the target is at least the minimum distance from the Moon, and the Moon is not both up
+and more illuminated than allowed (the observation portal's rise-set rules).
 
 All targets, all sites and a time grid are computed at once with an analytic altitude: target
 positions are transformed once to CIRS (precession, nutation, aberration) and the hour angle
@@ -19,7 +24,7 @@ from typing import Any
 
 import numpy as np
 from astropy import units as u
-from astropy.coordinates import CIRS, SkyCoord, get_sun
+from astropy.coordinates import CIRS, SkyCoord, get_body, get_sun
 from astropy.time import Time
 
 from followup.models import VisibilityWindow
@@ -27,6 +32,8 @@ from followup.sites import Site, configure_offline_iers, get_sites
 
 __all__ = [
     "ERA_RATE_RAD_S",
+    "POINTING_LIMITS",
+    "PointingLimits",
     "VisibilityCalculator",
     "VisibilityResult",
     "airmass_to_altitude",
@@ -38,6 +45,33 @@ ERA_RATE_RAD_S = 2 * math.pi * 1.00273781191135448 / 86400.0
 """Rate of the Earth rotation angle in radians per (UT1) second."""
 
 _BISECT_STEPS = 20
+
+
+@dataclass(frozen=True)
+class PointingLimits:
+    """Where one LCO telescope class can point, per site (configdb's horizons and HA limits).
+
+    Attributes:
+        telescope_class: ``1m0``, ``0m4`` or ``2m0``.
+        horizon_deg: Lowest altitude per site code.
+        ha_limit_neg_h: Most negative hour angle in hours.
+        ha_limit_pos_h: Largest hour angle in hours.
+    """
+
+    telescope_class: str
+    horizon_deg: dict[str, float]
+    ha_limit_neg_h: float
+    ha_limit_pos_h: float
+
+
+POINTING_LIMITS: dict[str, PointingLimits] = {
+    "1m0": PointingLimits(
+        "1m0", {"cpt": 15.0, "lsc": 15.0, "coj": 15.0, "elp": 15.0, "tfn": 15.0}, -4.6, 4.6
+    ),
+    "0m4": PointingLimits("0m4", {"ogg": 25.0, "coj": 25.0, "tfn": 15.0}, -4.533333, 4.4666667),
+    "2m0": PointingLimits("2m0", {"ogg": 25.0, "coj": 25.0}, -12.0, 12.0),
+}
+"""Pointing limits of the LCO telescope classes (LCO configdb, as the sandbox portal uses)."""
 
 
 @contextlib.contextmanager
@@ -99,6 +133,12 @@ class VisibilityCalculator:
         max_airmass: Airmass limit (``sec z``), >= 1.
         sun_alt_max_deg: The Sun must be below this altitude (degrees), e.g. -12.
         step_minutes: Grid step; windows shorter than a step can be missed.
+        min_moon_distance_deg: Targets closer to the Moon than this are not observable
+            (0: no Moon rule). The Moon is geocentric (parallax up to 1 deg).
+        max_moon_illumination: While the Moon is up at a site and more illuminated than this
+            fraction (0 to 1), nothing is observable there (1: no rule).
+        telescope_class: Apply this class's pointing limits (see :data:`POINTING_LIMITS`);
+            sites without the class are left out. None: no horizon or hour-angle limits.
 
     Raises:
         ValueError: Non-positive span or step, airmass below 1.
@@ -113,6 +153,9 @@ class VisibilityCalculator:
         max_airmass: float = 1.6,
         sun_alt_max_deg: float = -12.0,
         step_minutes: float = 5.0,
+        min_moon_distance_deg: float = 0.0,
+        max_moon_illumination: float = 1.0,
+        telescope_class: str | None = None,
     ) -> None:
         if not span_hours > 0:
             raise ValueError(f"span_hours must be positive, got {span_hours}")
@@ -124,10 +167,18 @@ class VisibilityCalculator:
             self.start_datetime: datetime = self.start.to_datetime(timezone=UTC)
         self.span_s = float(span_hours) * 3600.0
         self.sites = list(sites) if sites is not None else get_sites()
+        self.limits = POINTING_LIMITS[telescope_class] if telescope_class else None
+        if self.limits is not None:
+            self.sites = [s for s in self.sites if s.code in self.limits.horizon_deg]
         if not self.sites:
             raise ValueError("no sites given")
         self.max_airmass = float(max_airmass)
         self.alt_min_deg = airmass_to_altitude(self.max_airmass)
+        self.min_moon_distance_deg = float(min_moon_distance_deg)
+        self.max_moon_illumination = float(max_moon_illumination)
+        # Per-site lowest altitude: the airmass limit or the telescope's horizon.
+        horizons = [self.limits.horizon_deg[s.code] if self.limits else -90.0 for s in self.sites]
+        self.sin_alt_site = np.sin(np.radians(np.maximum(self.alt_min_deg, horizons)))
         self.sun_alt_max_deg = float(sun_alt_max_deg)
         n = max(2, math.ceil(self.span_s / (step_minutes * 60.0)) + 1)
         self.t = np.linspace(0.0, self.span_s, n)
@@ -137,12 +188,20 @@ class VisibilityCalculator:
             times = self.start + self.t * u.s
             self.era0 = float(self.start.earth_rotation_angle(0 * u.deg).rad)
             sun = get_sun(times).transform_to(CIRS(obstime=times))
+            moon = get_body("moon", times).transform_to(CIRS(obstime=times))
         self.sun_ra = np.unwrap(sun.ra.rad)
         self.sun_dec = sun.dec.rad
+        self.moon_ra = np.unwrap(moon.ra.rad)
+        self.moon_dec = moon.dec.rad
+        elongation = _separation(self.sun_ra, self.sun_dec, self.moon_ra, self.moon_dec)
+        self.moon_illumination = (1.0 - np.cos(elongation)) / 2.0
         self.sin_alt_min = math.sin(math.radians(self.alt_min_deg))
         self.sin_sun_max = math.sin(math.radians(self.sun_alt_max_deg))
         sun_sin = self._sin_alt(self.sun_ra, self.sun_dec, self.t)  # (site, time)
         self.dark = sun_sin < self.sin_sun_max  # (site, time)
+        if self.max_moon_illumination < 1.0:
+            moon_up = self._sin_alt(self.moon_ra, self.moon_dec, self.t) > 0
+            self.dark &= ~(moon_up & (self.moon_illumination > self.max_moon_illumination)[None])
         local = self.era(self.t)[None, :] + self.lon[:, None]  # (site, time)
         cos_lat = np.cos(self.lat)[:, None]
         self._basis = np.stack(
@@ -210,9 +269,41 @@ class VisibilityCalculator:
         # of a per-target vector with a per-(site, time) vector: one matrix product.
         target = np.stack([np.sin(dec), np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra)], 1)
         sin_alt = (target @ self._basis).reshape(ra.size, len(self.sites), self.t.size)
-        high = sin_alt > self.sin_alt_min
+        high = sin_alt > self.sin_alt_site[None, :, None]
+        if self.limits is not None:
+            high &= self._in_hour_angle(ra[:, None, None], self.t[None, None, :], None)
         ok = high & self.dark[None, :, :]
+        if self.min_moon_distance_deg > 0:
+            ok &= self.moon_clear(ra, dec, self.t)[:, None, :]
         return high, ok
+
+    def _in_hour_angle(self, ra: np.ndarray, t: np.ndarray, site: np.ndarray | None) -> np.ndarray:
+        """True where the hour angle is within the telescope class's limits."""
+        assert self.limits is not None
+        lon = self.lon.reshape(-1, 1) if site is None else self.lon[site]
+        hour_angle = np.mod(self.era(t) + lon - ra + math.pi, 2 * math.pi) - math.pi
+        hours = np.degrees(hour_angle) / 15.0
+        return (hours >= self.limits.ha_limit_neg_h) & (hours <= self.limits.ha_limit_pos_h)
+
+    def moon_clear(self, ra: np.ndarray, dec: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """True where CIRS positions (radians) are far enough from the Moon at times ``t``.
+
+        ``ra``/``dec`` of shape ``(n,)`` and ``t`` of shape ``(m,)`` give ``(n, m)``; arrays of
+        one shape give that shape.
+        """
+        moon_ra = np.interp(t, self.t, self.moon_ra)
+        moon_dec = np.interp(t, self.t, self.moon_dec)
+        if np.ndim(ra) == 1 and np.ndim(t) == 1 and np.shape(ra) != np.shape(t):
+            ra, dec = ra[:, None], dec[:, None]
+        separation = _separation(ra, dec, moon_ra, moon_dec)
+        return separation >= math.radians(self.min_moon_distance_deg)
+
+    def moon_distance_deg(self, ra_deg: Any, dec_deg: Any) -> np.ndarray:
+        """Smallest distance to the Moon over the span, degrees, per target."""
+        ra, dec = self.to_cirs(ra_deg, dec_deg)
+        return np.degrees(
+            _separation(ra[:, None], dec[:, None], self.moon_ra[None], self.moon_dec[None])
+        ).min(axis=1)
 
     def ever_observable(self, ra_deg: Any, dec_deg: Any, *, chunk: int = 4096) -> np.ndarray:
         """Fast screen: True for targets observable at some grid time from some site."""
@@ -239,12 +330,27 @@ class VisibilityCalculator:
         hi = t_hi.copy()
         for _ in range(_BISECT_STEPS):
             mid = 0.5 * (lo + hi)
-            target_ok = self._sin_alt(ra, dec, mid, site) > self.sin_alt_min
-            sun_ok = self._sun_sin_alt(mid, site) < self.sin_sun_max
-            same = (target_ok & sun_ok) == ok_at_lo
+            same = self._ok_at(ra, dec, mid, site) == ok_at_lo
             lo = np.where(same, mid, lo)
             hi = np.where(same, hi, mid)
         return 0.5 * (lo + hi)
+
+    def _ok_at(
+        self, ra: np.ndarray, dec: np.ndarray, t: np.ndarray, site: np.ndarray
+    ) -> np.ndarray:
+        """Observability of CIRS positions at times ``t`` from sites ``site`` (all one shape)."""
+        ok = self._sin_alt(ra, dec, t, site) > self.sin_alt_site[site]
+        ok &= self._sun_sin_alt(t, site) < self.sin_sun_max
+        if self.limits is not None:
+            ok &= self._in_hour_angle(ra, t, site)
+        if self.min_moon_distance_deg > 0:
+            ok &= self.moon_clear(ra, dec, t)
+        if self.max_moon_illumination < 1.0:
+            moon_ra = np.interp(t, self.t, self.moon_ra)
+            moon_dec = np.interp(t, self.t, self.moon_dec)
+            bright = np.interp(t, self.t, self.moon_illumination) > self.max_moon_illumination
+            ok &= ~(bright & (self._sin_alt(moon_ra, moon_dec, t, site) > 0))
+        return ok
 
     def windows(
         self, ra_deg: Any, dec_deg: Any, *, min_window_minutes: float = 0.0
@@ -329,18 +435,28 @@ class VisibilityCalculator:
         reasons = []
         any_high = high.any(axis=(1, 2))
         any_ok = ok.any(axis=(1, 2))
+        any_dark = (high & self.dark[None]).any(axis=(1, 2))
         for n in range(n_targets):
             if windows[n]:
                 reasons.append("")
             elif not any_high[n]:
+                within = " within the telescopes' pointing limits" if self.limits else ""
                 reasons.append(
-                    f"never below airmass {self.max_airmass:g} from any site "
+                    f"never below airmass {self.max_airmass:g}{within} from any site "
                     f"({', '.join(s.code for s in self.sites)}) in the next {span_h:g} h"
+                )
+            elif not any_dark[n]:
+                moonlit = (
+                    " or the Moon is up and too bright" if self.max_moon_illumination < 1 else ""
+                )
+                reasons.append(
+                    f"below airmass {self.max_airmass:g} only while the Sun is above "
+                    f"{self.sun_alt_max_deg:g} deg{moonlit} in the next {span_h:g} h"
                 )
             elif not any_ok[n]:
                 reasons.append(
-                    f"below airmass {self.max_airmass:g} only while the Sun is above "
-                    f"{self.sun_alt_max_deg:g} deg in the next {span_h:g} h"
+                    f"closer than {self.min_moon_distance_deg:g} deg to the Moon whenever "
+                    f"it is high enough in the dark in the next {span_h:g} h"
                 )
             else:
                 reasons.append(
@@ -348,6 +464,12 @@ class VisibilityCalculator:
                     f"in the next {span_h:g} h"
                 )
         return VisibilityResult(windows=windows, reasons=reasons, hours=hours)
+
+
+def _separation(ra1: Any, dec1: Any, ra2: Any, dec2: Any) -> np.ndarray:
+    """Angular separation in radians."""
+    cos_sep = np.sin(dec1) * np.sin(dec2) + np.cos(dec1) * np.cos(dec2) * np.cos(ra1 - ra2)
+    return np.arccos(np.clip(cos_sep, -1.0, 1.0))
 
 
 def visibility_windows(

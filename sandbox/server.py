@@ -5,8 +5,11 @@ Each service listens on its own 127.0.0.1 port at the root of its host:port, as 
 configured URL). The portal and the archive share one state, and the archive's frames come from
 the synthetic sky, which holds the transients every measurement is checked against.
 
-A control app (``/sandbox/config``, ``/sandbox/truth``) tells drills and the demo where everything
-is and what the true magnitudes are. ``followup sandbox`` runs this module in the foreground;
+A control app (``/sandbox/config``, ``/sandbox/truth``, ``/sandbox/frames/{basename}/truth``) tells
+drills, tests and the demo where everything is and what each frame really holds. The realistic
+sky's vetting services stand in beside them: IMCCE SkyBoT (``skybot``), IRSA dust (``irsa``) and
+the Pan-STARRS1 cutout service (``ps1``); the Gravitational Wave Treasure Map (``treasuremap``)
+takes the pointings. ``followup sandbox`` runs this module in the foreground;
 the demo runs ``python -m sandbox.server`` as a child process.
 """
 
@@ -18,18 +21,19 @@ import signal
 import threading
 import time
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
-from sandbox import gcn, hermes, tns, vizier, webhook
+from sandbox import gcn, hermes, irsa_dust, ps1, skybot, tns, treasuremap, vizier, webhook
 from sandbox.lco import LcoSandboxState, ScaledClock, create_archive_app, create_portal_app
 from sandbox.serving import ServedApp
 from sandbox.sky import SyntheticSky
-from sandbox.specs import FrameRenderer, Transient
+from sandbox.sky.truth import frame_truth_record
+from sandbox.specs import FrameRenderer, FrameSpec, Transient
 from sandbox.times import UtcDatetime, utcnow
 
 __all__ = [
@@ -44,8 +48,21 @@ __all__ = [
     "sandbox_seed",
 ]
 
-SERVICES = ("portal", "archive", "hermes", "tns", "gcn", "webhook", "vizier", "control")
-CREDENTIALS = ("lco_token", "hermes_token", "tns_api_key", "gcn_token")
+SERVICES = (
+    "portal",
+    "archive",
+    "hermes",
+    "tns",
+    "gcn",
+    "webhook",
+    "vizier",
+    "skybot",
+    "irsa",
+    "ps1",
+    "treasuremap",
+    "control",
+)
+CREDENTIALS = ("lco_token", "hermes_token", "tns_api_key", "gcn_token", "treasuremap_token")
 """Fields of :class:`SandboxUrls` that grant access: written to ``--urls-out`` only."""
 
 DEFAULT_SEED = 20260101
@@ -79,7 +96,7 @@ class SandboxConfig(BaseModel):
 
     Attributes:
         host: Interface every service binds.
-        base_port: The services use ``base_port`` + 0..7 in the order of :data:`SERVICES`;
+        base_port: The services use ``base_port`` + 0..11 in the order of :data:`SERVICES`;
             0 gives each a free port.
         lco_token: Token the LCO portal and archive accept.
         hermes_token: Token HERMES accepts.
@@ -87,6 +104,7 @@ class SandboxConfig(BaseModel):
         tns_bot_id: TNS bot id.
         tns_bot_name: TNS bot name.
         gcn_token: Bearer token the GCN Circulars API accepts.
+        treasuremap_token: API token the Treasure Map stand-in accepts.
         proposal_id: The proposal the portal knows.
         completion_delay_s: Simulated seconds from submission to a request's completion.
         clock_scale: Simulated seconds per real second.
@@ -97,10 +115,15 @@ class SandboxConfig(BaseModel):
             each frame's telescope, conditions, noise and cosmic rays (derived from it and the
             exposure's stable identity). The same seed and the same requests give the same
             pixels.
+        sky: ``realistic``: a sky no kinder than the real one (Sérsic galaxies where the GLADE+
+            stand-in lists them, faint field galaxies, a Moffat PSF, moonlight, satellite trails,
+            minor planets, hosts, NaN FWHM on flagged CAT rows; see
+            :class:`sandbox.sky.SyntheticSky`). ``plain``: stars and transients only. The
+            default stays ``plain`` while the pipeline finds candidates by catalogue matching
+            (every galaxy and star below r = 19 would be one); difference imaging flips it.
         catalog_depth: Faintest r magnitude of the reference catalogue the Vizier stand-in serves.
-            Transient candidates are sources absent from it, so it must reach deeper than the
-            frames (about 22.2 at 5 sigma in 300 s), as PS1-depth catalogues do for 1-m frames;
-            the default lists every star of the synthetic field.
+            None: 19.0 on the realistic sky (where ATLAS-REFCAT2 stops), 23.5 on the plain one
+            (every star of the synthetic field, so that catalogue matching works).
         frame_shape: Pixels of rendered frames (height, width); Sinistro is 4096 x 4096.
         transients: The transients the synthetic sky holds.
     """
@@ -115,6 +138,7 @@ class SandboxConfig(BaseModel):
     tns_bot_id: int = int(tns.DEFAULT_BOT.bot_id)
     tns_bot_name: str = tns.DEFAULT_BOT.name
     gcn_token: str = gcn.DEFAULT_TOKEN
+    treasuremap_token: str = treasuremap.DEFAULT_TOKEN
     proposal_id: str = "SANDBOX-001"
     completion_delay_s: float = Field(default=20.0, ge=0)
     clock_scale: float = Field(default=1.0, gt=0)
@@ -122,7 +146,8 @@ class SandboxConfig(BaseModel):
     cache_dir: str = ".followup/sandbox-frames"
     renderer: str = "synthetic"
     seed: int = DEFAULT_SEED
-    catalog_depth: float = 23.5
+    sky: Literal["realistic", "plain"] = "plain"
+    catalog_depth: float | None = None
     frame_shape: tuple[int, int] = (4096, 4096)
     transients: list[Transient] = Field(default_factory=list)
 
@@ -137,6 +162,10 @@ class SandboxUrls(BaseModel):
     gcn: str
     webhook: str
     vizier: str
+    treasuremap: str = ""
+    skybot: str = ""
+    irsa: str = ""
+    ps1: str = ""
     control: str
     lco_token: str
     proposal_id: str
@@ -145,6 +174,13 @@ class SandboxUrls(BaseModel):
     tns_bot_id: int
     tns_bot_name: str
     gcn_token: str
+    treasuremap_token: str = ""
+
+
+def reference_epoch(transients: list[Transient]) -> datetime:
+    """When the archive's earlier frames were taken: a year before the first transient's peak."""
+    first = min((t.peak_time for t in transients), default=datetime(2025, 6, 1, tzinfo=UTC))
+    return datetime(first.year, first.month, first.day, tzinfo=UTC) - timedelta(days=365)
 
 
 def _renderer(config: SandboxConfig, sky: SyntheticSky) -> FrameRenderer | None:
@@ -166,9 +202,31 @@ class TruthRow(BaseModel):
     mag: float
 
 
-def create_control_app(config: SandboxConfig, urls: dict[str, str]) -> FastAPI:
+def create_control_app(
+    config: SandboxConfig,
+    urls: dict[str, str],
+    sky: SyntheticSky | None = None,
+    lco: LcoSandboxState | None = None,
+) -> FastAPI:
     """The sandbox's own control app: where things are, and the truth."""
     app = FastAPI(title="followup sandbox control")
+
+    @app.get("/sandbox/frames/{basename}/truth")
+    def get_frame_truth(basename: str) -> dict[str, Any]:
+        """What the sky holds on one science frame (see :func:`frame_truth_record`)."""
+        if sky is None or lco is None:
+            raise HTTPException(404, "this control app has no sky")
+        specs = [
+            s
+            for s in lco.archive.all_frame_specs()
+            if s["basename"] == basename.removesuffix(".fits.fz").removesuffix(".fits")
+        ]
+        if not specs:
+            raise HTTPException(404, f"no frame {basename!r}")
+        spec = FrameSpec.model_validate({k: v for k, v in specs[0].items() if k != "id"})
+        if spec.configuration_type != "EXPOSE":
+            raise HTTPException(400, f"{basename} is a calibration frame: no sky on it")
+        return frame_truth_record(sky, spec)
 
     @app.get("/sandbox/config")
     def get_config() -> dict[str, Any]:
@@ -215,11 +273,14 @@ class SandboxServer:
         # Remote ids must stay unique across sandbox restarts, as the real services' ids are:
         # the ledger outlives the sandbox and keys requests and frames by them.
         id_base = int(time.time() * 1000)
+        realistic = config.sky == "realistic"
+        depth = config.catalog_depth
         self.sky = SyntheticSky(
             seed=config.seed,
             transients=config.transients,
             shape=config.frame_shape,
-            catalog_depth=config.catalog_depth,
+            catalog_depth=depth if depth is not None else (19.0 if realistic else 23.5),
+            realistic=realistic,
         )
         self.lco = LcoSandboxState(
             ScaledClock(config.clock_scale),
@@ -231,6 +292,7 @@ class SandboxServer:
             cache_dir=config.cache_dir,
             first_id=id_base // 1000,
             first_frame_id=id_base,
+            reference_epoch=reference_epoch(config.transients),
         )
         self.hermes = hermes.HermesSandboxState({config.hermes_token: "sandbox-user"})
         self.tns = tns.TnsSandboxState(
@@ -247,6 +309,9 @@ class SandboxServer:
         self.gcn = gcn.GcnSandboxState(
             {config.gcn_token: gcn.GcnUser()}, first_circular_id=40000 + (id_base // 1000) % 50000
         )
+        self.treasuremap = treasuremap.TreasureMapState(
+            {config.treasuremap_token: 1}, first_id=id_base // 1000
+        )
         self.webhook = webhook.WebhookState()
         self._served: dict[str, ServedApp] = {}
         self.urls: SandboxUrls | None = None
@@ -261,6 +326,10 @@ class SandboxServer:
             "gcn": gcn.create_app(self.gcn),
             "webhook": webhook.create_app(self.webhook),
             "vizier": vizier.create_app(self.sky),
+            "treasuremap": treasuremap.create_app(self.treasuremap),
+            "skybot": skybot.create_app(self.sky),
+            "irsa": irsa_dust.create_app(),
+            "ps1": ps1.create_app(self.sky),
         }
         port = self.config.base_port
         for offset, name in enumerate(SERVICES[:-1]):
@@ -269,7 +338,9 @@ class SandboxServer:
         url_map = {name: served.url for name, served in self._served.items()}
         control_port = port + len(SERVICES) - 1 if port else 0
         control = ServedApp(
-            create_control_app(self.config, url_map), host=self.config.host, port=control_port
+            create_control_app(self.config, url_map, self.sky, self.lco),
+            host=self.config.host,
+            port=control_port,
         )
         self._served["control"] = control.start()
         url_map["control"] = control.url
@@ -283,6 +354,7 @@ class SandboxServer:
             tns_bot_id=c.tns_bot_id,
             tns_bot_name=c.tns_bot_name,
             gcn_token=c.gcn_token,
+            treasuremap_token=c.treasuremap_token,
         )
         return self
 

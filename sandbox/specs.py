@@ -15,7 +15,43 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox.times import UtcDatetime
 
-__all__ = ["FrameRenderer", "FrameSpec", "Transient"]
+__all__ = ["FrameRenderer", "FrameSpec", "HostGalaxy", "Transient"]
+
+
+class HostGalaxy(BaseModel):
+    """The galaxy a transient sits in (the realistic sky renders it and lists it in GLADE+).
+
+    Attributes:
+        offset_arcsec: Position of the galaxy's nucleus from the transient, (east, north) in
+            arcseconds: (1.0, 0.8) puts the nucleus 1.3 arcsec away.
+        r_mag: Total AB magnitude in r (other bands from a typical galaxy colour).
+        sersic_n: Sérsic index (1 disc to 4 de Vaucouleurs).
+        r_eff_arcsec: Half-light radius along the major axis in arcseconds.
+        axis_ratio: Minor over major axis.
+        position_angle_deg: Major axis, degrees east of north.
+        distance_mpc: Luminosity distance listed in the galaxy catalogue.
+        name: Catalogue name; ``<transient>-host`` when empty.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    offset_arcsec: tuple[float, float] = (1.0, 0.8)
+    r_mag: float = 15.5
+    sersic_n: float = Field(default=2.0, ge=0.5, le=6.0)
+    r_eff_arcsec: float = Field(default=4.0, gt=0)
+    axis_ratio: float = Field(default=0.6, gt=0, le=1)
+    position_angle_deg: float = 35.0
+    distance_mpc: float = Field(default=40.0, gt=0)
+    name: str = ""
+
+    def position(self, transient: Transient) -> tuple[float, float]:
+        """ICRS (ra, dec) of the nucleus, in degrees."""
+        import math
+
+        east, north = self.offset_arcsec
+        dec = transient.dec + north / 3600.0
+        ra = transient.ra + east / 3600.0 / max(math.cos(math.radians(transient.dec)), 1e-6)
+        return ra % 360.0, max(-90.0, min(90.0, dec))
 
 
 class Transient(BaseModel):
@@ -32,6 +68,7 @@ class Transient(BaseModel):
         peak_mag: AB magnitude at peak per filter code (gp, rp, ip, zs...).
         peak_time: Time of the peak (UTC).
         decline_mag_per_day: Fading rate after the peak in magnitudes per day.
+        host: Its host galaxy, rendered and catalogued by the realistic sky; None: no host.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -42,6 +79,7 @@ class Transient(BaseModel):
     peak_mag: dict[str, float]
     peak_time: UtcDatetime
     decline_mag_per_day: float = 0.0
+    host: HostGalaxy | None = None
 
     def magnitude(self, band: str, when: datetime) -> float:
         """True AB magnitude in ``band`` at ``when``.

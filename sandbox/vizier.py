@@ -1,4 +1,4 @@
-"""A Vizier stand-in serving ATLAS-REFCAT2 from the synthetic sky, as astroquery asks for it.
+"""A Vizier stand-in serving ATLAS-REFCAT2 and GLADE+ from the synthetic sky, as astroquery asks.
 
 astroquery's ``Vizier.query_region`` POSTs a newline-separated form to ``/viz-bin/votable``:
 ``-source=J/ApJ/867/105/refcat2``, ``-c=<ra><+|-><dec>`` (degrees), the radius as ``-c.rd``
@@ -6,6 +6,9 @@ astroquery's ``Vizier.query_region`` POSTs a newline-separated form to ``/viz-bi
 filters such as ``rmag=<19.0``. The answer is a VOTable whose table is named after the catalogue.
 With this stand-in the production catalogue code (``followup.catalogs.VizierCatalog``) runs
 unchanged against the sandbox, and the stars it returns are the ones the frames were made from.
+``-source=VII/291/gladep`` answers with the sky's GLADE+-like galaxies (``GLADE+``, ``RAJ2000``,
+``DEJ2000``, ``Bmag``, ``Kmag``, ``dL``, ``e_dL``, ``M*``; filters such as ``dL=<80``), so
+``followup.galaxies.VizierGladeCatalog`` targets the galaxies the realistic sky renders.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from fastapi.responses import Response
 
 from sandbox.sky import SyntheticSky
 
-__all__ = ["REFCAT2", "create_app", "parse_query"]
+__all__ = ["GLADE", "REFCAT2", "create_app", "parse_query"]
 
 REFCAT2 = "J/ApJ/867/105/refcat2"
+GLADE = "VII/291/gladep"
 _CENTRE = re.compile(r"^\s*([0-9.]+)\s*([+-][0-9.]+)\s*$")
 _RADIUS_UNITS = {"-c.rd": 1.0, "-c.rm": 1 / 60.0, "-c.rs": 1 / 3600.0}
 _FILTER = re.compile(r"^\s*([<>]=?|=)?\s*([-+0-9.eE]+)\s*$")
@@ -56,15 +60,17 @@ def _apply_filter(table: Table, column: str, condition: str) -> Table:
 
 
 def create_app(sky: SyntheticSky) -> FastAPI:
-    """The stand-in for ``https://vizier.cds.unistra.fr/viz-bin/votable`` (REFCAT2 only)."""
+    """The stand-in for ``https://vizier.cds.unistra.fr/viz-bin/votable`` (REFCAT2, GLADE+)."""
     app = FastAPI(title="Vizier (followup sandbox)")
 
     @app.post("/viz-bin/votable")
     async def votable(request: Request) -> Response:
         fields = parse_query((await request.body()).decode("utf-8", "replace"))
         source = fields.get("-source", "")
-        if source != REFCAT2:
-            raise HTTPException(404, f"the sandbox serves only {REFCAT2}, not {source!r}")
+        if source not in (REFCAT2, GLADE):
+            raise HTTPException(
+                404, f"the sandbox serves only {REFCAT2} and {GLADE}, not {source!r}"
+            )
         match = _CENTRE.match(fields.get("-c", ""))
         if match is None:
             raise HTTPException(400, "-c must be '<ra><+|-><dec>' in degrees")
@@ -74,7 +80,8 @@ def create_app(sky: SyntheticSky) -> FastAPI:
         )
         if radius is None:
             raise HTTPException(400, "a radius (-c.rd, -c.rm or -c.rs) is required")
-        table = sky.reference_catalog(ra % 360.0, dec, radius)
+        query = sky.reference_catalog if source == REFCAT2 else sky.glade_catalog
+        table = query(ra % 360.0, dec, radius)
         for key, value in fields.items():
             if not key.startswith("-") and key in table.colnames:
                 table = _apply_filter(table, key, value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 from astropy.table import QTable
@@ -12,6 +13,9 @@ from followup.catalogs import ReferenceCatalog
 from followup.lco import ArchiveClient
 from followup.models import Frame, Measurement
 from followup.photometry import find_candidates, measure_targets
+from followup.photometry.references import ReferenceCache
+from followup.photometry.transients import measure_saved_difference, search_frame
+from followup.photometry.vetting import SkybotMinorPlanets
 from followup.reduction import reduce_raw_frames
 from tasks.retry import SERVICE_RETRIES
 
@@ -19,8 +23,10 @@ __all__ = [
     "download_frame",
     "find_frame_candidates",
     "list_request_frames",
+    "measure_difference_frame",
     "measure_frame",
     "reduce_raw",
+    "search_frame_transients",
 ]
 
 _RETRY = {**SERVICE_RETRIES, "cache_policy": NO_CACHE}
@@ -78,4 +84,58 @@ def measure_frame(
             f"{m.mag:.3f} ± {m.mag_err:.3f}" if m.mag is not None else f"> {m.limit_mag_5sigma:.2f}"
         )
         get_run_logger().info("%s on %s: %s %s", m.target_name, frame.basename, m.band, value)
+    return measured
+
+
+@task(name="search frame", task_run_name="search {frame.basename} against its reference", **_RETRY)
+def search_frame_transients(
+    archive: ArchiveClient,
+    frame: Frame,
+    catalog: ReferenceCatalog | None,
+    references_dir: Path,
+    products_dir: Path,
+    before: datetime,
+    skybot_url: str = "",
+) -> QTable:
+    """Vetted candidates on the difference of the frame and its field's reference."""
+    cache = ReferenceCache(references_dir)
+
+    def reference_for(ra: float, dec: float, band: str) -> Path:
+        return cache.fetch(archive, ra, dec, band, before=before)
+
+    found = search_frame(
+        frame.local_path,
+        reference_for,
+        catalog=catalog,
+        minor_planets=SkybotMinorPlanets(url=skybot_url) if skybot_url else None,
+        products=Path(products_dir) / f"{frame.basename}-diff.fits",
+    )
+    logger = get_run_logger()
+    logger.info(
+        "%s: %d candidate(s) of %d source(s) on the difference with %s",
+        frame.basename,
+        len(found),
+        found.meta["found"],
+        Path(found.meta["reference"]).name,
+    )
+    for ra, dec, reasons in found.meta["rejected"]:
+        logger.info("%s: %.5f %+.5f set aside: %s", frame.basename, ra, dec, "; ".join(reasons))
+    return found
+
+
+@task(
+    name="measure difference", task_run_name="measure the difference of {frame.basename}", **_RETRY
+)
+def measure_difference_frame(
+    frame: Frame, targets: list[tuple[str, float, float]], difference: Path
+) -> list[Measurement]:
+    """Forced photometry of candidates on the frame's difference: host-subtracted fluxes."""
+    measured = measure_saved_difference(difference, targets, frame_name=frame.basename)
+    for m in measured:
+        value = (
+            f"{m.mag:.3f} ± {m.mag_err:.3f}" if m.mag is not None else f"> {m.limit_mag_5sigma:.2f}"
+        )
+        get_run_logger().info(
+            "%s on %s (difference): %s %s", m.target_name, frame.basename, m.band, value
+        )
     return measured

@@ -7,12 +7,13 @@ from prefect.cache_policies import NO_CACHE
 
 from followup.ledger import Ledger, ReportRow
 from followup.models import Report
+from followup.reporting.extinction import Extinction, query_extinction
 from followup.reporting.hermes import HermesClient
 from followup.reporting.hermes_recovery import resolve_unconfirmed_hermes
 from followup.reporting.outbox import Outgoing, ReportClient, decline, deliver
 from tasks.retry import SERVICE_RETRIES
 
-__all__ = ["decline_report", "deliver_report", "look_up_hermes_reports"]
+__all__ = ["decline_report", "deliver_report", "galactic_extinction", "look_up_hermes_reports"]
 
 
 @task(
@@ -61,3 +62,20 @@ def look_up_hermes_reports(client: HermesClient, ledger: Ledger, event_id: str) 
     for row in rows:
         get_run_logger().info("HERMES report %s of %s: %s", row.id, event_id, row.status)
     return rows
+
+
+@task(
+    name="Galactic extinction",
+    task_run_name="Galactic extinction at {ra:.4f} {dec:+.4f}",
+    cache_policy=NO_CACHE,
+)
+def galactic_extinction(ra: float, dec: float, url: str) -> Extinction | None:
+    """E(B-V) at a position from IRSA's dust service; None (logged) when it cannot be had.
+
+    A Circular is not held back for its extinction line: without an answer it says nothing of it.
+    """
+    try:
+        return query_extinction(ra, dec, url=url)
+    except Exception as exc:  # astroquery raises requests' and its own errors
+        get_run_logger().warning("no Galactic extinction at %.5f %+.5f: %s", ra, dec, exc)
+        return None

@@ -11,6 +11,7 @@ from followup.galaxies import GalaxyCatalog
 from followup.ledger import Ledger
 from followup.models import Alert, ObservingStrategy
 from followup.skymap import SkyMap, read_skymap
+from followup.skymap.fetch import SkymapFetcher, with_fetched_skymap
 from followup.targeting import Plan, plan_targets, plot_plan
 from tasks.retry import SERVICE_RETRIES
 
@@ -35,6 +36,7 @@ def plan_alert_targets(
         start=start,
         span_hours=span_hours,
         max_airmass=strategy.max_airmass,
+        min_moon_distance_deg=strategy.min_lunar_distance_deg,
         catalog=catalog,
         allow_empty=True,
     )
@@ -65,3 +67,19 @@ def plot_targets(alert: Alert, plan: Plan) -> bytes:
     if source:
         skymap = read_skymap(source)
     return plot_plan(skymap, plan)
+
+
+@task(name="fetch sky map", cache_policy=NO_CACHE, **SERVICE_RETRIES)
+def fetch_alert_skymap(alert: Alert) -> Alert:
+    """The alert with its sky map fetched, when it carries only a URL (allowed hosts only)."""
+    if alert.skymap or not alert.skymap_url:
+        return alert
+    with SkymapFetcher() as fetcher:
+        fetched = with_fetched_skymap(alert, fetcher)
+    get_run_logger().info(
+        "%s: fetched the sky map from %s (%d bytes)",
+        alert.event_id,
+        alert.skymap_url,
+        len(fetched.skymap or b""),
+    )
+    return fetched

@@ -38,6 +38,7 @@ def followup_settings(folder: Path, **fields: Any) -> FollowupSettings:
             reporter="A. Author (LCO)",
         ),
         gcn=GcnCredentials(access_token=SecretStr("unused")),
+        irsa_dust_url="",  # tests never reach IRSA
     )
     values.update(fields)
     return FollowupSettings(**values)

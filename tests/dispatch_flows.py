@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 from prefect import flow, task
 
@@ -22,7 +23,8 @@ def double(x: int) -> int:
 
 
 @flow(name="dispatch-probe")
-def probe(x: int, die: bool = False, warmed: str = "") -> int:
+def probe(x: int, die: bool = False, warmed: str = "", sleep_s: float = 0.0) -> int:
+    time.sleep(sleep_s)
     if die:
         os.kill(os.getpid(), signal.SIGKILL)
     if warmed and warmed not in WARMED:

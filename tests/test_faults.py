@@ -54,6 +54,7 @@ SECRETS = {
     "hermes_token": f"hermes-{uuid.uuid4().hex}",
     "tns_api_key": f"tns-{uuid.uuid4().hex}",
     "gcn_token": f"gcn-{uuid.uuid4().hex}",
+    "treasuremap_token": f"treasuremap-{uuid.uuid4().hex}",
 }
 """Distinctive credentials: the sandbox accepts them and the stack saves them in its Blocks."""
 
@@ -691,6 +692,7 @@ def test_blocks_store_credentials_as_secrets(stack) -> None:
         HopCredentials,
         LcoCredentials,
         TnsCredentials,
+        TreasureMapCredentials,
     )
 
     expected = {
@@ -698,6 +700,7 @@ def test_blocks_store_credentials_as_secrets(stack) -> None:
         HermesCredentials: {"api_token"},
         TnsCredentials: {"api_key"},
         GcnCredentials: {"access_token"},
+        TreasureMapCredentials: {"api_token"},
         HopCredentials: {"password"},
         GcnKafkaCredentials: {"client_secret"},
         FollowupSettings: {
@@ -706,6 +709,7 @@ def test_blocks_store_credentials_as_secrets(stack) -> None:
             "hermes.api_token",
             "tns.api_key",
             "gcn.access_token",
+            "treasuremap.api_token",
         },
     }
     for block, fields in expected.items():
@@ -717,6 +721,7 @@ def test_blocks_store_credentials_as_secrets(stack) -> None:
             (HermesCredentials, "api_token"),
             (TnsCredentials, "api_key"),
             (GcnCredentials, "access_token"),
+            (TreasureMapCredentials, "api_token"),
         ):
             slug = block.get_block_type_slug()
             stored = client.read_block_document_by_name(name, slug, include_secrets=False)

@@ -79,15 +79,58 @@ def test_muscat_uses_per_channel_extra_params() -> None:
     assert config["mode"] == "MUSCAT_SLOW"
 
 
-def test_floyds_is_a_spectrum_with_slit() -> None:
+def test_floyds_spectrum_sits_between_lamp_flats_and_arcs() -> None:
     payload = build(
-        instrument_type="2M0-FLOYDS-SCICAM", filters=["slit_2.0as"], exposure_time_s=900
+        instrument_type="2M0-FLOYDS-SCICAM", filters=["slit_1.6as"], exposure_time_s=900
     )
-    configuration = payload["requests"][0]["configurations"][0]
-    assert configuration["type"] == "SPECTRUM"
-    assert configuration["acquisition_config"]["mode"] == "WCS"
-    assert configuration["instrument_configs"][0]["optical_elements"] == {"slit": "slit_2.0as"}
-    assert configuration["instrument_configs"][0]["rotator_mode"] == "VFLOAT"
+    configurations = payload["requests"][0]["configurations"]
+    assert [c["type"] for c in configurations] == [
+        "LAMP_FLAT",
+        "ARC",
+        "SPECTRUM",
+        "ARC",
+        "LAMP_FLAT",
+    ]
+    spectrum = configurations[2]
+    assert spectrum["acquisition_config"]["mode"] == "WCS"
+    assert spectrum["guiding_config"]["mode"] == "ON"
+    assert spectrum["guiding_config"]["optional"] is False
+    assert spectrum["instrument_configs"][0]["exposure_time"] == 900
+    for configuration in configurations:
+        (config,) = configuration["instrument_configs"]
+        # Every calibration through the spectrum's slit, at its pointing and rotator mode.
+        assert config["optical_elements"] == {"slit": "slit_1.6as"}
+        assert config["rotator_mode"] == "VFLOAT"
+        assert configuration["target"] == spectrum["target"]
+        assert configuration["instrument_type"] == "2M0-FLOYDS-SCICAM"
+    calibrations = [c for c in configurations if c["type"] != "SPECTRUM"]
+    # The portal turns a calibration's acquisition OFF; configdb's schema allows only WCS here.
+    assert {c["acquisition_config"]["mode"] for c in calibrations} == {"WCS"}
+    assert {c["guiding_config"]["optional"] for c in calibrations} == {True}
+    times = {c["type"]: c["instrument_configs"][0]["exposure_time"] for c in calibrations}
+    assert times == {"LAMP_FLAT": 50.0, "ARC": 60.0}  # the portal form's 1.6" lamp flat
+
+
+def test_lamp_flat_time_follows_the_slit() -> None:
+    wide = build(instrument_type="2M0-FLOYDS-SCICAM", filters=["slit_6.0as"])
+    assert wide["requests"][0]["configurations"][0]["instrument_configs"][0]["exposure_time"] == 15
+
+
+def test_imagers_get_no_calibrations() -> None:
+    for instrument_type, filters in [
+        ("1M0-SCICAM-SINISTRO", ["rp"]),
+        ("2M0-SCICAM-MUSCAT", ["gp", "rp", "ip", "zs"]),
+    ]:
+        payload = build(instrument_type=instrument_type, filters=filters)
+        assert [c["type"] for c in payload["requests"][0]["configurations"]] == ["EXPOSE"]
+
+
+def test_floyds_duration_counts_the_calibrations() -> None:
+    plan = strategy(instrument_type="2M0-FLOYDS-SCICAM", filters=["slit_2.0as"])
+    # 2 lamp flats of 40 s and 2 arcs of 60 s, each with the 25 s readout and a config change.
+    calibrations = 2 * (40 + 25 + 2) + 2 * (60 + 25 + 2)
+    spectrum = plan.exposure_count * (plan.exposure_time_s + 25) + 2
+    assert estimate_request_duration_s(plan) == pytest.approx(300 + spectrum + calibrations)
 
 
 @pytest.mark.parametrize(

@@ -325,3 +325,82 @@ def test_floyds_is_left_to_the_portals_acceptability_default(
     assert stored.json()["requests"][0]["acceptability_threshold"] == 100.0
     chosen = group(clock, acceptability_threshold=70)
     assert chosen["requests"][0]["acceptability_threshold"] == 70
+
+
+def floyds(clock: ManualClock) -> dict[str, Any]:
+    return group(
+        clock, instrument_type="2M0-FLOYDS-SCICAM", filters=["slit_2.0as"], exposure_time_s=600
+    )
+
+
+def test_a_floyds_spectrum_with_its_calibrations_is_accepted(client: TestClient, clock) -> None:
+    body = floyds(clock)
+    assert errors_of(client, body) == {}
+    stored = client.post("/api/requestgroups/", json=body, headers=AUTH)
+    assert stored.status_code == 201, stored.text
+    configurations = stored.json()["requests"][0]["configurations"]
+    assert [c["type"] for c in configurations] == [
+        "LAMP_FLAT",
+        "ARC",
+        "SPECTRUM",
+        "ARC",
+        "LAMP_FLAT",
+    ]
+    assert [c["acquisition_config"]["mode"] for c in configurations] == [
+        "OFF", "OFF", "WCS", "OFF", "OFF"
+    ]  # fmt: skip
+    assert configurations[2]["guiding_config"]["optional"] is False
+
+
+def test_an_unguided_floyds_spectrum_is_refused(client: TestClient, clock) -> None:
+    body = floyds(clock)
+    body["requests"][0]["configurations"][2]["guiding_config"]["optional"] = True
+    errors = errors_of(client, body)["requests"][0]["configurations"]
+    assert errors[2] == {
+        "non_field_errors": [
+            "Guiding cannot be optional on spectrograph instruments for types that are not ARC "
+            "or LAMP_FLAT."
+        ]
+    }
+    assert errors[:2] == [{}, {}] and errors[3:] == [{}, {}]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        pytest.param(
+            lambda c: c["acquisition_config"].update(mode="OFF"),
+            "Acquisition mode OFF is not available for instrument type 2M0-FLOYDS-SCICAM",
+            id="no acquisition",
+        ),
+        pytest.param(
+            lambda c: c["instrument_configs"][0]["optical_elements"].clear(),
+            "Must set optical element of type slit for instrument type 2M0-FLOYDS-SCICAM",
+            id="no slit",
+        ),
+        pytest.param(
+            lambda c: c["instrument_configs"][0].update(rotator_mode="FIXED"),
+            "Rotator mode FIXED is not available for instrument type 2M0-FLOYDS-SCICAM",
+            id="unknown rotator mode",
+        ),
+    ],
+)
+def test_a_floyds_spectrum_needs_acquisition_slit_and_rotator(
+    client: TestClient, clock, change, message
+) -> None:
+    body = floyds(clock)
+    change(body["requests"][0]["configurations"][2])
+    errors = errors_of(client, body)["requests"][0]["configurations"][2]
+    assert errors == {"non_field_errors": [message]}
+
+
+def test_calibrations_are_forced_to_acquisition_off(client: TestClient, clock) -> None:
+    body = floyds(clock)
+    sent = [c["acquisition_config"]["mode"] for c in body["requests"][0]["configurations"]]
+    assert sent == ["WCS"] * 5
+    stored = client.post("/api/requestgroups/", json=body, headers=AUTH)
+    assert stored.status_code == 201, stored.text
+    modes = [
+        c["acquisition_config"]["mode"] for c in stored.json()["requests"][0]["configurations"]
+    ]
+    assert modes == ["OFF", "OFF", "WCS", "OFF", "OFF"]

@@ -476,3 +476,20 @@ def test_only_one_owner_acquires_a_claimed_request(ledger: Ledger) -> None:
     done = ledger.requests.finish(request.group_name, local_status="submitted")
     assert done.claimed_by is None
     assert ledger.requests.acquire(request.group_name, "c") is None  # no longer claimed
+
+
+def test_migration_0008_adds_pointings_once_per_field_and_band(tmp_path: Path) -> None:
+    ledger = Ledger(f"sqlite:///{tmp_path / 'old.db'}")
+    ledger.migrate("0005")
+    assert "pointings" not in inspect(ledger.engine).get_table_names()
+    ledger.migrate()
+    first, created = ledger.pointings.record(
+        "S1", "F1", "rp", camera="Sinistro", ra=1.0, dec=2.0, planned_time=None
+    )
+    again, created_again = ledger.pointings.record(
+        "S1", "F1", "rp", camera="Sinistro", ra=1.0, dec=2.0, planned_time=None
+    )
+    assert created and not created_again and again.id == first.id
+    ledger.pointings.update(first.id, remote_id=7, status="completed", depth=20.5)
+    (row,) = ledger.pointings.for_event("S1")
+    assert (row.remote_id, row.status, row.depth) == (7, "completed", 20.5)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -12,6 +12,7 @@ from followup.strategies import (
     ApprovalRules,
     choose_strategy,
     estimate_hours,
+    live_until,
     load_strategies,
     needs_approval,
 )
@@ -43,7 +44,14 @@ def test_default_book_covers_every_alert_class(book) -> None:
         "neutrino",
         "x-ray",
         "optical",
+        "candidate-muscat",
+        "candidate-spectrum",
     }
+    assert book.candidates is not None
+    cadence = book.strategies[book.candidates.cadence]
+    assert cadence.instrument_type == "2M0-SCICAM-MUSCAT"
+    assert cadence.filters == ["gp", "rp", "ip", "zs"]
+    assert book.strategies[book.candidates.spectrum].instrument_type == "2M0-FLOYDS-SCICAM"
     assert (
         book.strategies["gw-bns-nsbh"].epochs == 3
         and book.strategies["gw-bns-nsbh"].cadence_hours == 24
@@ -97,6 +105,26 @@ selection: [{strategy: a}]
         load_strategies({"strategies": {"a": {}}, "selection": [{"strategy": "b"}]})
     with pytest.raises(ValueError, match="ipp_value"):
         load_strategies({"strategies": {"a": {"ipp_value": 3}}})
+
+
+def test_candidate_strategies_must_exist_and_the_spectrum_be_a_spectrograph() -> None:
+    strategies = {"img": {"filters": ["rp"]}}
+    with pytest.raises(ValueError, match=r"candidates\.spectrum names strategy 'spec'"):
+        load_strategies(
+            {"strategies": strategies, "candidates": {"cadence": "img", "spectrum": "spec"}}
+        )
+    with pytest.raises(ValueError, match="not a spectrograph"):
+        load_strategies(
+            {"strategies": strategies, "candidates": {"cadence": "img", "spectrum": "img"}}
+        )
+
+
+def test_live_until_is_the_cadence_span_plus_a_window(book) -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    kilonova = book.strategies["gw-bns-nsbh"]  # 3 epochs, 24 h apart, 24 h windows
+    assert live_until(kilonova, start) == start + timedelta(hours=2 * 24 + 2 * 24)
+    fixed = kilonova.model_copy(update={"followup_hours": 240})
+    assert live_until(fixed, start) == start + timedelta(hours=240)
 
 
 def test_load_from_file(tmp_path) -> None:

@@ -172,3 +172,70 @@ def test_bad_arguments():
 
 def test_warm_up_runs():
     assert warm_up() > 0
+
+
+# ------------------------------------------------------------------ the Moon, against astroplan
+
+MOON_START = datetime(2026, 12, 22, 0, 0, tzinfo=UTC)  # two days before full Moon
+
+
+def _moon_at(when: datetime) -> SkyCoord:
+    from astropy.coordinates import get_body
+
+    configure_offline_iers()
+    moon = get_body("moon", Time(when))  # geocentric (GCRS): its direction as seen from Earth
+    return SkyCoord(moon.ra, moon.dec, frame="icrs")
+
+
+def test_a_target_near_the_moon_has_no_window_and_the_reason_says_so():
+    moon = _moon_at(MOON_START + timedelta(hours=12))
+    near = moon.directional_offset_by(0 * u.deg, 5 * u.deg)  # 5 deg north of the Moon
+    far = moon.directional_offset_by(0 * u.deg, 60 * u.deg)
+    ra = [near.ra.deg, far.ra.deg]
+    dec = [near.dec.deg, far.dec.deg]
+    without = VisibilityCalculator(MOON_START, max_airmass=2.0).windows(ra, dec)
+    calc = VisibilityCalculator(MOON_START, max_airmass=2.0, min_moon_distance_deg=20.0)
+    with_moon = calc.windows(ra, dec)
+    assert without.windows[0], "the target would be observable but for the Moon"
+    assert not with_moon.windows[0]
+    assert "Moon" in with_moon.reasons[0]
+    assert with_moon.windows[1]  # far from the Moon: still observable
+    assert calc.moon_distance_deg(ra, dec)[0] < 20.0
+    for window in with_moon.windows[1]:
+        assert window.end > window.start
+
+
+@pytest.mark.parametrize("offset_deg", [18.0, 25.0, 45.0])
+def test_moon_and_airmass_windows_agree_with_astroplan(offset_deg):
+    astroplan = pytest.importorskip("astroplan")
+    configure_offline_iers()
+    moon = _moon_at(MOON_START + timedelta(hours=10))
+    target = moon.directional_offset_by(90 * u.deg, offset_deg * u.deg)
+    site = next(s for s in get_sites() if s.code == "lsc")
+    calc = VisibilityCalculator(
+        MOON_START,
+        sites=[site],
+        max_airmass=2.0,
+        min_moon_distance_deg=20.0,
+        max_moon_illumination=0.99,
+    )
+    _, ok = calc.observable_grid(target.ra.deg, target.dec.deg)
+    ours = ok[0, 0]
+    times = calc.start + calc.t * u.s
+    observer = astroplan.Observer(location=site.location)
+    constraints = [
+        astroplan.AirmassConstraint(max=2.0),
+        astroplan.AtNightConstraint.twilight_nautical(),
+        astroplan.MoonSeparationConstraint(min=20 * u.deg),
+        astroplan.MoonIlluminationConstraint(max=0.99),
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = astroplan.is_event_observable(
+            constraints, observer, astroplan.FixedTarget(target), times=times
+        )[0]
+    # The Moon is geocentric here and topocentric in astroplan (up to 1 deg of parallax), and
+    # its illumination is the elongation formula: edges may differ by a grid step or two.
+    agree = float(np.mean(ours == theirs))
+    assert agree >= 0.97, (agree, int(ours.sum()), int(theirs.sum()))
+    assert ours.any() == theirs.any()

@@ -15,6 +15,7 @@ from followup.models import ObservingStrategy
 __all__ = [
     "INSTRUMENTS",
     "InstrumentSpec",
+    "calibration_configs",
     "estimate_request_duration_s",
     "instrument_configs",
     "spec_for",
@@ -43,6 +44,18 @@ class InstrumentSpec:
             edited approval form is held to. It is the project's sanity limit (an hour, longer
             than any follow-up exposure), not a portal rule; the portal's own limits are not
             in the reference.
+        channel_filters: MuSCAT's channel letter -> filter code.
+        guiding_optional: Whether a science configuration may run unguided. The portal refuses
+            optional guiding on a spectrograph's science types ("Guiding cannot be optional on
+            spectrograph instruments for types that are not ARC or LAMP_FLAT",
+            observation-portal ``requestgroups/serializers.py``).
+        calibrations: Calibration configuration types taken before the science configuration,
+            in order, and after it in reverse order, at the same pointing and slit (FLOYDS:
+            lamp flat and arc on each side, as the portal's request form adds them).
+        calibration_exposure_s: Exposure time of each calibration type by slit (``"*"``: any
+            slit), in seconds: the portal form's defaults (observation-portal
+            ``static/js/utils.js``: lamp flats 70/50/40/15 s for the 1.2/1.6/2.0/6.0" slits,
+            arcs 60 s).
     """
 
     instrument_type: str
@@ -59,6 +72,20 @@ class InstrumentSpec:
     element_change_s: float = 2.0
     max_exposure_s: float = 3600.0
     channel_filters: Mapping[str, str] = field(default_factory=dict)
+    guiding_optional: bool = True
+    calibrations: tuple[str, ...] = ()
+    calibration_exposure_s: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    def calibration_time_s(self, kind: str, element: str) -> float:
+        """Exposure time of one calibration type with one slit, in seconds.
+
+        Raises:
+            ValueError: The instrument takes no such calibration.
+        """
+        times = self.calibration_exposure_s.get(kind)
+        if times is None:
+            raise ValueError(f"{self.instrument_type} takes no {kind} calibration")
+        return float(times.get(element, times["*"]))
 
 
 INSTRUMENTS: dict[str, InstrumentSpec] = {
@@ -102,6 +129,18 @@ INSTRUMENTS: dict[str, InstrumentSpec] = {
             rotator_mode="VFLOAT",
             readout_s=25.0,
             front_padding_s=300.0,
+            guiding_optional=False,
+            calibrations=("LAMP_FLAT", "ARC"),
+            calibration_exposure_s={
+                "LAMP_FLAT": {
+                    "slit_1.2as": 70.0,
+                    "slit_1.6as": 50.0,
+                    "slit_2.0as": 40.0,
+                    "slit_6.0as": 15.0,
+                    "*": 60.0,
+                },
+                "ARC": {"*": 60.0},
+            },
         ),
     )
 }
@@ -181,8 +220,8 @@ def instrument_configs(strategy: ObservingStrategy, spec: InstrumentSpec) -> lis
 def estimate_request_duration_s(strategy: ObservingStrategy) -> float:
     """Rough duration of one epoch's request in seconds, from the instrument table.
 
-    Exposure time plus readout per exposure, a small overhead per filter and the request's
-    front padding. The portal's validate answer is authoritative; this is for planning and for
+    Exposure time plus readout per exposure, a small overhead per filter, the request's front
+    padding, and the calibrations taken beside a spectrum (:func:`calibration_configs`). The portal's validate answer is authoritative; this is for planning and for
     approval rules before anything is sent.
 
     Raises:
@@ -190,7 +229,30 @@ def estimate_request_duration_s(strategy: ObservingStrategy) -> float:
     """
     spec = spec_for(strategy.instrument_type)
     total = spec.front_padding_s
-    for config in instrument_configs(strategy, spec):
+    configs = instrument_configs(strategy, spec)
+    for kind in spec.calibrations:
+        configs += 2 * calibration_configs(strategy, spec, kind)
+    for config in configs:
         total += config["exposure_count"] * (config["exposure_time"] + spec.readout_s)
         total += spec.element_change_s
     return total
+
+
+def calibration_configs(
+    strategy: ObservingStrategy, spec: InstrumentSpec, kind: str
+) -> list[dict[str, Any]]:
+    """The ``instrument_configs`` of one calibration configuration beside a spectrum.
+
+    One exposure per slit of the strategy, with the same slit and rotator mode as the spectrum
+    (a calibration through another slit would not calibrate it) and the instrument's exposure
+    time for that calibration and slit.
+
+    Raises:
+        ValueError: A slit the instrument does not have, or a calibration it does not take.
+    """
+    configs = instrument_configs(strategy, spec)
+    for config in configs:
+        element = config["optical_elements"][spec.element]
+        config["exposure_time"] = spec.calibration_time_s(kind, element)
+        config["exposure_count"] = 1
+    return configs

@@ -32,7 +32,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from followup.lco.instruments import InstrumentSpec, instrument_configs, spec_for
+from followup.lco.instruments import (
+    InstrumentSpec,
+    calibration_configs,
+    instrument_configs,
+    spec_for,
+)
 from followup.lco.models import Semester, portal_time
 from followup.models import ObservationType, ObservingStrategy, Target, UtcDatetime
 
@@ -95,11 +100,26 @@ class RequestGroupSpec(BaseModel):
         return self
 
 
-def _configuration(spec: RequestGroupSpec, instrument: InstrumentSpec) -> dict[str, Any]:
-    """The single configuration of the request: target, constraints, exposures, guiding."""
+def _configuration(
+    spec: RequestGroupSpec, instrument: InstrumentSpec, kind: str | None = None
+) -> dict[str, Any]:
+    """One configuration of the request: target, constraints, exposures, guiding.
+
+    ``kind`` None is the science configuration; a calibration type (``LAMP_FLAT``, ``ARC``)
+    gives that calibration at the same pointing and slit with guiding optional (the only types
+    a spectrograph may leave unguided). Its acquisition mode stays the instrument's: the portal
+    sets calibrations to OFF itself, and configdb's schema (aeonlib's models) has no OFF mode
+    for FLOYDS.
+    """
     target, strategy = spec.target, spec.strategy
+    if kind is None:
+        configs = instrument_configs(strategy, instrument)
+        optional = instrument.guiding_optional
+    else:
+        configs = calibration_configs(strategy, instrument, kind)
+        optional = True
     return {
-        "type": instrument.configuration_type,
+        "type": kind or instrument.configuration_type,
         "instrument_type": instrument.instrument_type,
         "extra_params": {},
         "target": {
@@ -119,18 +139,35 @@ def _configuration(spec: RequestGroupSpec, instrument: InstrumentSpec) -> dict[s
             "max_lunar_phase": spec.max_lunar_phase,
             "extra_params": {},
         },
-        "instrument_configs": instrument_configs(strategy, instrument),
+        "instrument_configs": configs,
         "acquisition_config": {"mode": instrument.acquisition_mode, "extra_params": {}},
-        "guiding_config": {"mode": instrument.guiding_mode, "optional": True, "extra_params": {}},
+        "guiding_config": {
+            "mode": instrument.guiding_mode,
+            "optional": optional,
+            "extra_params": {},
+        },
     }
+
+
+def _configurations(spec: RequestGroupSpec, instrument: InstrumentSpec) -> list[dict[str, Any]]:
+    """The science configuration with the instrument's calibrations on both sides.
+
+    FLOYDS: LAMP_FLAT, ARC, SPECTRUM, ARC, LAMP_FLAT, the order the portal's request form builds
+    (observation-portal ``generateCalibs``) and LCO's own clients send: the instrument flexes as
+    it tracks, so the arcs and flats are taken at the target, right before and after.
+    """
+    before = [_configuration(spec, instrument, kind) for kind in instrument.calibrations]
+    after = [_configuration(spec, instrument, kind) for kind in reversed(instrument.calibrations)]
+    return [*before, _configuration(spec, instrument), *after]
 
 
 def build_request_group(spec: RequestGroupSpec) -> dict[str, Any]:
     """The portal's RequestGroup JSON for one target and one epoch of a strategy.
 
     One function driven by :data:`~followup.lco.instruments.INSTRUMENTS`: imagers get one
-    instrument config per filter, MuSCAT one config with per-channel times, FLOYDS a SPECTRUM
-    configuration with its slit and rotator mode. The group is SINGLE with one request and one
+    instrument config per filter, MuSCAT one config with per-channel times, FLOYDS a guided
+    SPECTRUM configuration with its slit and rotator mode between lamp flats and arcs
+    (LAMP_FLAT, ARC, SPECTRUM, ARC, LAMP_FLAT). The group is SINGLE with one request and one
     window.
 
     Args:
@@ -154,7 +191,7 @@ def build_request_group(spec: RequestGroupSpec) -> dict[str, Any]:
         "extra_params": {},
         "location": location,
         "windows": [{"start": portal_time(spec.window_start), "end": portal_time(spec.window_end)}],
-        "configurations": [_configuration(spec, instrument)],
+        "configurations": _configurations(spec, instrument),
     }
     # Left out, the portal applies the instrument's default (RequestSerializer.validate:
     # configdb's default_acceptability_threshold, 100 for FLOYDS, 90 otherwise).
@@ -287,11 +324,13 @@ def make_group_name(
     epoch: int = 0,
     filters: Sequence[str] = (),
     plan: str = "",
+    attempt: int = 0,
     max_length: int = 50,
 ) -> str:
     """The deterministic request-group name of one (event, target, filters, epoch, plan).
 
-    ``<event>_<target>_e<epoch>_<hash>``: the readable part is the event id, target name and
+    ``<event>_<target>_e<epoch>_<hash>`` (``e<epoch>a<attempt>`` for an epoch requested again
+    after its window closed unobserved): the readable part is the event id, target name and
     epoch with every character outside ``A-Z a-z 0-9 . -`` replaced by ``-`` (shortened when
     needed), and ``<hash>`` is 10 hex digits of the SHA-256 of all inputs, so two different
     inputs never share a name in practice, and the same inputs always give the same name (the
@@ -304,6 +343,8 @@ def make_group_name(
         epoch: 0-based epoch of the cadence.
         filters: Filters of the request, in order.
         plan: Anything else that distinguishes requests (strategy name, plan version).
+        attempt: 0 for the epoch's first request (the name is then as it always was), n for
+            its n-th request again.
         max_length: The portal's limit is 50.
 
     Returns:
@@ -314,15 +355,18 @@ def make_group_name(
     """
     if not event_id or not target_name:
         raise ValueError("make_group_name needs an event id and a target name")
-    if epoch < 0:
-        raise ValueError(f"epoch must be >= 0, got {epoch}")
+    if epoch < 0 or attempt < 0:
+        raise ValueError(f"epoch and attempt must be >= 0, got {epoch} and {attempt}")
     if max_length < 24:
         raise ValueError(f"max_length must be >= 24, got {max_length}")
-    key = json.dumps([event_id, target_name, int(epoch), list(filters), plan])
+    inputs: list[Any] = [event_id, target_name, int(epoch), list(filters), plan]
+    if attempt:
+        inputs.append(int(attempt))
+    key = json.dumps(inputs)
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     prefix = group_name_prefix(event_id)
     target = _UNSAFE.sub("-", target_name).strip("-") or "target"
-    tail = f"_e{int(epoch)}_{digest}"
+    tail = f"_e{int(epoch)}{f'a{int(attempt)}' if attempt else ''}_{digest}"
     readable = f"{prefix}{target}"[: max(len(prefix) + 1, max_length - len(tail))]
     return f"{readable}{tail}"
 

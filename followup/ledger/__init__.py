@@ -45,6 +45,7 @@ from followup.ledger.batch import (
 from followup.ledger.events import EventStore
 from followup.ledger.facade import Ledger
 from followup.ledger.frames import FrameStore
+from followup.ledger.pointings import PointingStore
 from followup.ledger.reports import ReportStore
 from followup.ledger.requests import RequestStore
 from followup.ledger.schema import (
@@ -55,6 +56,7 @@ from followup.ledger.schema import (
     FrameRow,
     MeasurementRow,
     MessageRow,
+    PointingRow,
     QuarantineRow,
     ReportRow,
     RequestRow,
@@ -76,6 +78,8 @@ __all__ = [
     "MeasurementRow",
     "MessageOutcome",
     "MessageRow",
+    "PointingRow",
+    "PointingStore",
     "QuarantineRow",
     "RecordedOutcome",
     "ReportRow",

@@ -7,6 +7,8 @@ from followup.ledger.approvals import ApprovalStore
 from followup.ledger.database import Database
 from followup.ledger.events import EventStore
 from followup.ledger.frames import FrameStore
+from followup.ledger.plans import PlanStore
+from followup.ledger.pointings import PointingStore
 from followup.ledger.reports import ReportStore
 from followup.ledger.requests import RequestStore
 
@@ -30,6 +32,8 @@ class Ledger(Database):
         frames: Archive frames and measurements.
         reports: HERMES, TNS and GCN reports.
         approvals: Human decisions.
+        plans: Versions of each event's plan and their differences.
+        pointings: Fields shared on the Treasure Map.
 
     Every call opens and closes its own transaction, so a Ledger can be shared by threads.
 
@@ -48,3 +52,5 @@ class Ledger(Database):
         self.frames = FrameStore(self)
         self.reports = ReportStore(self)
         self.approvals = ApprovalStore(self)
+        self.plans = PlanStore(self)
+        self.pointings = PointingStore(self)

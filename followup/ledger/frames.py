@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from followup.coverage import FieldDepth, FrameDepth
 from followup.ledger.database import Database
-from followup.ledger.schema import FrameRow, MeasurementRow, TargetRow
+from followup.ledger.schema import FrameRow, MeasurementRow, RequestRow, TargetRow
 from followup.models import Frame, Measurement
 
 __all__ = ["FrameStore"]
@@ -59,6 +60,40 @@ class FrameStore:
                 raise KeyError(f"no frame row {frame_row_id}")
             row.error = error[:4000] if error else None
             return row
+
+    def record_depth(self, frame_row_id: int, depth: FrameDepth) -> FrameRow:
+        """Store a frame's depth (a later measurement replaces it).
+
+        Raises:
+            KeyError: No such frame row.
+        """
+        with self._db.session() as s:
+            row = s.get(FrameRow, frame_row_id)
+            if row is None:
+                raise KeyError(f"no frame row {frame_row_id}")
+            row.depth = depth.model_dump(mode="json")
+            return row
+
+    def depths(self, event_id: str) -> list[FieldDepth]:
+        """The depth of every measured frame of an event, with the target its request observed."""
+        with self._db.session() as s:
+            rows = s.execute(
+                select(FrameRow.depth, TargetRow)
+                .join(RequestRow, FrameRow.request_row_id == RequestRow.id)
+                .join(TargetRow, RequestRow.target_id == TargetRow.id)
+                .where(RequestRow.event_id == event_id, FrameRow.depth.is_not(None))
+                .order_by(FrameRow.id)
+            ).all()
+            return [
+                FieldDepth(
+                    field=target.name,
+                    ra=target.ra,
+                    dec=target.dec,
+                    probability=target.probability,
+                    depth=FrameDepth.model_validate(depth),
+                )
+                for depth, target in rows
+            ]
 
     def record_measurement(
         self, frame_row_id: int, target_row_id: int, measurement: Measurement

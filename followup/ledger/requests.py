@@ -21,7 +21,7 @@ from followup.ledger.events import EventStore
 from followup.ledger.schema import RequestRow
 from followup.models import LcoState, ObservationRequest, RequestStatus, utcnow
 
-__all__ = ["RequestStore"]
+__all__ = ["RequestStore", "attempt_of", "base_filters", "request_filters_key"]
 
 
 class RequestStore:
@@ -64,7 +64,7 @@ class RequestStore:
         target = self._events.get_target(request.event_id, request.target_name)
         if target is None:
             raise LedgerError(f"target {request.target_name!r} of {request.event_id} is not stored")
-        filters_key = ",".join(request.filters)
+        filters_key = request_filters_key(request)
         existing = self._find(request.event_id, target.id, filters_key, request.epoch)
         if existing is None:
             existing = self.find(request.group_name)
@@ -193,3 +193,29 @@ class RequestStore:
             query = query.where(RequestRow.event_id == event_id)
         with self._db.session() as s:
             return list(s.scalars(query.order_by(RequestRow.id)))
+
+
+# --- Requests of an epoch again (followup.observing.plan_rerequests) ---------------------------
+# A request again for an epoch whose window closed unobserved is a new row of the same event,
+# target, filters and epoch: its attempt number goes into the filters key (``gp,rp;a1``), so the
+# unique key still holds one row per attempt and first requests keep the key they always had.
+
+_ATTEMPT = ";a"
+
+
+def request_filters_key(request: ObservationRequest) -> str:
+    """The ``filters_key`` column of a request: its filters, and its attempt when not the first."""
+    key = ",".join(request.filters)
+    return f"{key}{_ATTEMPT}{request.attempt}" if request.attempt else key
+
+
+def attempt_of(row: RequestRow) -> int:
+    """The attempt number of a stored request (0 for the epoch's first request)."""
+    _, _, attempt = row.filters_key.partition(_ATTEMPT)
+    return int(attempt) if attempt else 0
+
+
+def base_filters(row: RequestRow) -> list[str]:
+    """The filters of a stored request, without its attempt number."""
+    key = row.filters_key.partition(_ATTEMPT)[0]
+    return key.split(",") if key else []

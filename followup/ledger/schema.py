@@ -45,6 +45,8 @@ __all__ = [
     "FrameRow",
     "MeasurementRow",
     "MessageRow",
+    "PlanVersionRow",
+    "PointingRow",
     "QuarantineRow",
     "ReportRow",
     "RequestRow",
@@ -201,6 +203,26 @@ class TargetRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
+class PlanVersionRow(Base):
+    """One version of an event's plan: its fields and what changed from the version before."""
+
+    __tablename__ = "plan_versions"
+    __table_args__ = (UniqueConstraint("event_id", "version", name="uq_plan_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    alert_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    alert_type: Mapped[str] = mapped_column(String(20), default="")
+    fields: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    diff: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    probability_gained: Mapped[float] = mapped_column(Float, default=0.0)
+    covered_probability: Mapped[float] = mapped_column(Float, default=0.0)
+    observable_probability: Mapped[float | None] = mapped_column(Float, nullable=True)
+    hours: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
 class RequestRow(Base):
     """One LCO request group for one target, filter set and epoch.
 
@@ -258,6 +280,9 @@ class FrameRow(Base):
     # Why the frame could not be searched or measured (truncated, no WCS...); NULL when usable
     # (migration 0004). The frame stays in the ledger either way.
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The frame's 5-sigma depth (a followup.coverage.FrameDepth as JSON), NULL until measured
+    # (migration 0007).
+    depth: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
@@ -323,3 +348,30 @@ class ApprovalRow(Base):
     comment: Mapped[str] = mapped_column(Text, default="")
     decided_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class PointingRow(Base):
+    """A field shared on the Treasure Map: one per event, target and band (migration 0008).
+
+    ``status`` is the Treasure Map's (planned, completed, cancelled); ``remote_id`` is its
+    pointing id, None until it is stored there; ``error`` says why it refused one.
+    """
+
+    __tablename__ = "pointings"
+    __table_args__ = (UniqueConstraint("event_id", "target_name", "band", name="uq_pointing_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(64), index=True)
+    target_name: Mapped[str] = mapped_column(String(30))
+    band: Mapped[str] = mapped_column(String(10))
+    camera: Mapped[str] = mapped_column(String(30))
+    ra: Mapped[float] = mapped_column(Float)
+    dec: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(20))
+    remote_id: Mapped[int | None] = mapped_column(BigInteger)
+    planned_time: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    observed_time: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    depth: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)

@@ -22,7 +22,8 @@ class PhotometryFlag(IntFlag):
     FEW_REFERENCE_STARS = 16
     """Fewer than 5 reference stars in the zero point."""
     APERTURE_CORRECTION_MODEL = 32
-    """Too few bright stars: the aperture correction is that of a Gaussian PSF."""
+    """Too few bright stars: the aperture correction is that of a Moffat profile fitted to the
+    frame's stars (LCO's typical profile when none can be fitted)."""
     BLENDED = 64
     """A catalogued star lies within 2 FWHM of the position."""
     NEIGHBOURS_SUBTRACTED = 128

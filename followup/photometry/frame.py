@@ -7,7 +7,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-from astropy import units as u
 from astropy.io import fits
 from astropy.nddata import CCDData
 from astropy.table import Table
@@ -118,11 +117,7 @@ def prepare_frame(frame: AnyFrame, *, fwhm: float | None = None) -> PreparedFram
     header = fr.header
     ccd = fr.ccd
     label = fr.name or "<memory>"
-    if ccd.unit != u.electron:
-        raise PhotometryError(
-            f"frame {label} is in {ccd.unit}, not electrons: calibrate it first "
-            "(followup.reduction.calibrate)"
-        )
+    gain = _electrons_per_unit(frame, fr, label)
     if ccd.wcs is None:
         raise PhotometryError(f"frame {label} has no celestial WCS")
     if "EXPTIME" not in header or not float(header["EXPTIME"]) > 0:
@@ -130,7 +125,7 @@ def prepare_frame(frame: AnyFrame, *, fwhm: float | None = None) -> PreparedFram
     band = str(header.get("FILTER", "")).strip()
     if not band:
         raise PhotometryError(f"frame {label} has no FILTER")
-    data, err, flags = _pixels(ccd, header)
+    data, err, flags = _pixels(ccd, header, gain)
     frame_fwhm = fwhm if fwhm is not None else _header_fwhm(header, fr.catalog, ccd.wcs)
     return PreparedFrame(
         data=data,
@@ -141,25 +136,81 @@ def prepare_frame(frame: AnyFrame, *, fwhm: float | None = None) -> PreparedFram
         band=band,
         exptime=float(header["EXPTIME"]),
         fwhm=frame_fwhm if frame_fwhm is not None else float("nan"),
-        saturate=float(header["SATURATE"]) if "SATURATE" in header else None,
+        saturate=float(header["SATURATE"]) * gain if "SATURATE" in header else None,
         name=fr.name,
         catalog=fr.catalog,
     )
 
 
-def _pixels(ccd: CCDData, header: fits.Header) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Data, error and flags in float32/uint8; non-finite pixels become flagged zeros."""
+_ELECTRON_UNITS = frozenset({"electron", "electrons", "e", "e-", "electron/pixel"})
+_ADU_UNITS = frozenset({"adu", "adus", "count", "counts", "dn", "data number"})
+
+
+def _electrons_per_unit(source: AnyFrame, fr: FitsFrame, label: str) -> float:
+    """Electrons per unit of the frame's pixels: 1 for electrons, ``GAIN`` for ADU.
+
+    The header's ``BUNIT`` decides for frames read from FITS (any pipeline writes it; BANZAI's
+    ``RLEVEL`` and ``ERR`` are only BANZAI's); a CCDData's own unit decides for CCDData. Without
+    ``BUNIT``, a frame with ``RLEVEL`` > 0 or an ``ERR`` is in electrons (BANZAI's convention).
+    A raw frame (``RLEVEL`` 0) is never measured, whatever its unit.
+
+    Raises:
+        PhotometryError: A raw frame, a unit that is neither electrons nor ADU, or ADU without a
+            positive ``GAIN``.
+    """
+    header = fr.header
+    rlevel = header.get("RLEVEL")
+    if rlevel is not None and str(rlevel).strip() in ("0", "00"):
+        raise PhotometryError(
+            f"frame {label} is raw (RLEVEL 0, in {fr.ccd.unit}), not electrons: calibrate it "
+            "first (followup.reduction.calibrate)"
+        )
+    bunit = str(header.get("BUNIT", "") or "").strip().lower()
+    if isinstance(source, CCDData) or not bunit:
+        unit = fr.ccd.unit.to_string().lower() if fr.ccd.unit is not None else ""
+        if not bunit and unit not in _ELECTRON_UNITS:
+            raise PhotometryError(
+                f"frame {label} is in {fr.ccd.unit}, not electrons (no BUNIT, RLEVEL or ERR says "
+                "otherwise): calibrate it first (followup.reduction.calibrate)"
+            )
+        bunit = unit or bunit
+    if bunit in _ELECTRON_UNITS:
+        return 1.0
+    if bunit in _ADU_UNITS:
+        gain = header.get("GAIN")
+        if not isinstance(gain, int | float) or not math.isfinite(gain) or gain <= 0:
+            raise PhotometryError(
+                f"frame {label} is in ADU (BUNIT {header.get('BUNIT')!r}) without a positive GAIN "
+                "to convert it to electrons"
+            )
+        return float(gain)
+    raise PhotometryError(
+        f"frame {label} is in {bunit!r}, neither electrons nor ADU: photometry needs electrons"
+    )
+
+
+def _pixels(
+    ccd: CCDData, header: fits.Header, gain: float = 1.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Data, error and flags in float32 electrons/uint8; non-finite pixels become flagged zeros.
+
+    Args:
+        ccd: The image.
+        header: Its header (``RDNOISE`` in electrons when there is no ``ERR``).
+        gain: Electrons per unit of the pixels (``GAIN`` for ADU, 1 for electrons).
+    """
     data = np.asarray(ccd.data, np.float32)
+    if gain != 1.0:
+        data = data * np.float32(gain)
     flags = np.asarray(
         ccd.flags if getattr(ccd, "flags", None) is not None else np.zeros(data.shape), np.uint8
     )
     if ccd.uncertainty is not None:
         err = np.asarray(ccd.uncertainty.array, np.float32)
+        if gain != 1.0:
+            err = err * np.float32(gain)
     else:
-        # No ERR: Poisson noise of the electrons plus read noise (GAIN is 1 for data in electrons).
-        gain = float(header.get("GAIN", 1.0) or 1.0)
-        rn = float(header.get("RDNOISE", 0.0) or 0.0)
-        err = np.sqrt(np.clip(data, 0, None) * gain + rn**2).astype(np.float32)
+        err = _error_map(data, float(header.get("RDNOISE", 0.0) or 0.0))
     bad = ~np.isfinite(data) | ~np.isfinite(err)
     if bad.any():
         flags = flags.copy()
@@ -167,6 +218,21 @@ def _pixels(ccd: CCDData, header: fits.Header) -> tuple[np.ndarray, np.ndarray, 
         data = np.where(bad, 0, data).astype(np.float32)
         err = np.where(bad, 0, err).astype(np.float32)
     return data, err, flags
+
+
+def _error_map(data: np.ndarray, read_noise: float) -> np.ndarray:
+    """1-sigma errors of a frame without ``ERR``: the sky's measured noise plus the sources'.
+
+    The sky's noise is the robust standard deviation of the pixels (1.4826 MAD of a sample),
+    which holds whether or not the pipeline subtracted the sky; above the sky's level each pixel
+    adds its own Poisson noise. The read noise (electrons) is a floor.
+    """
+    finite = data[np.isfinite(data)]
+    sample = finite[:: max(1, finite.size // 200_000)] if finite.size else np.zeros(1)
+    level = float(np.median(sample))
+    sky_sigma = 1.4826 * float(np.median(np.abs(sample - level)))
+    floor = max(sky_sigma, read_noise, 1e-3)
+    return np.sqrt(np.clip(data - level, 0, None) + floor**2).astype(np.float32)
 
 
 def pixel_scale(wcs: Any) -> float:

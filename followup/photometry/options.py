@@ -19,7 +19,9 @@ class PhotometryOptions:
             ``psf`` (forced fit of a pixel-integrated Gaussian).
         aperture_radius: Aperture radius in pixels; default 1 FWHM.
         fwhm: PSF FWHM in pixels; default the frame's (``L1FWHM``, the CAT, or fitted on stars).
-        colour_term: Fit a colour term in the zero point (BANZAI's colour for the band).
+        colour_term: Fit a colour term in the zero point (BANZAI's colour for the band): None
+            (the default) fits it wherever the reference catalogue has both bands of the colour
+            for enough stars; True always; False never.
 
     Example:
         >>> photometry_table(frame, ra, dec, options=PhotometryOptions(method="psf"))  # doctest: +SKIP
@@ -31,11 +33,13 @@ class PhotometryOptions:
     method: Method = "aperture"
     aperture_radius: float | None = None
     fwhm: float | None = None
-    colour_term: bool = False
+    colour_term: bool | None = None
 
     def __post_init__(self) -> None:
         if self.method not in ("aperture", "psf"):
             raise ValueError(f"method must be 'aperture' or 'psf', got {self.method!r}")
+        if self.colour_term not in (None, True, False):
+            raise ValueError(f"colour_term must be None, True or False, got {self.colour_term!r}")
         for name in ("aperture_radius", "fwhm"):
             value = getattr(self, name)
             if value is not None and not value > 0:

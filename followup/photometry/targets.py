@@ -17,6 +17,7 @@ from astropy.time import Time
 
 from followup.exceptions import PhotometryError
 from followup.models import Measurement
+from followup.photometry.depth import noise_around
 from followup.photometry.flags import PhotometryFlag
 from followup.photometry.fluxes import flux_to_ujy
 from followup.photometry.frame import AnyFrame, PreparedFrame, prepare_frame
@@ -30,7 +31,16 @@ from followup.photometry.zeropoint import (
     instrumental_fluxes,
 )
 
-__all__ = ["DETECTION_SNR", "measure", "measure_targets", "photometry_table"]
+__all__ = [
+    "DETECTION_SNR",
+    "frame_zero_point",
+    "measure",
+    "measure_targets",
+    "measurement_of",
+    "mid_exposure",
+    "photometry_table",
+    "start_and_mid_mjd",
+]
 
 DETECTION_SNR = 5.0
 """Below this S/N a measurement has no magnitude, only a flux and a 5-sigma limit."""
@@ -57,7 +67,19 @@ def _coords(ra: Any, dec: Any) -> SkyCoord:
         raise PhotometryError(f"cannot understand the position {ra!r}, {dec!r}: {exc}") from exc
 
 
-def _mid_exposure(header: fits.Header, exptime: float) -> tuple[datetime, float]:
+def mid_exposure(header: fits.Header, exptime: float) -> datetime:
+    """The middle of the exposure (UTC).
+
+    Raises:
+        PhotometryError: The header has neither DATE-OBS nor MJD-OBS.
+    """
+    from astropy.time import Time as _Time
+
+    _, mjd = start_and_mid_mjd(header, exptime)
+    return _Time(mjd, format="mjd", scale="utc").to_datetime(timezone=UTC)
+
+
+def start_and_mid_mjd(header: fits.Header, exptime: float) -> tuple[datetime, float]:
     """Start of the exposure (UTC) and the MJD of its middle."""
     if "DATE-OBS" in header:
         start = Time(str(header["DATE-OBS"]), scale="utc")
@@ -70,7 +92,7 @@ def _mid_exposure(header: fits.Header, exptime: float) -> tuple[datetime, float]
     return when, float(mid.mjd)
 
 
-def _frame_zero_point(
+def frame_zero_point(
     fr: PreparedFrame, catalog: CatalogLike, options: PhotometryOptions
 ) -> tuple[ZeroPoint, int]:
     """The frame's zero point from reference stars, else its header's ``L1ZP``; frame flags.
@@ -143,9 +165,14 @@ def _calibrated(
     zero_point: ZeroPoint,
     colour: np.ndarray,
     exptime: float,
+    noise: np.ndarray,
 ) -> dict[str, np.ndarray]:
-    """S/N, microjansky, AB magnitudes (S/N >= 5 only) and 5-sigma limits of total fluxes."""
+    """S/N, microjansky, AB magnitudes (S/N >= 5 only) and 5-sigma limits of total fluxes.
+
+    ``noise`` is the empty sky's noise (electrons, total flux) that the limits are made of.
+    """
     zp = zero_point.zero_point + zero_point.colour_coefficient * colour
+    zp_err = zero_point.error_at(colour)
     with np.errstate(invalid="ignore", divide="ignore"):
         snr = flux / flux_err
         flux_ujy = flux_to_ujy(flux / exptime, zp)
@@ -156,15 +183,13 @@ def _calibrated(
             # The zero point's error is common to every target; it is in the flux's error too.
             "flux_err_ujy": np.hypot(
                 flux_to_ujy(flux_err / exptime, zp),
-                flux_ujy * 0.4 * math.log(10) * zero_point.zero_point_err,
+                flux_ujy * 0.4 * math.log(10) * zp_err,
             ),
             "mag": np.where(
                 detected, zp - 2.5 * np.log10(np.where(detected, flux, 1.0) / exptime), np.nan
             ),
-            "mag_err": np.where(
-                detected, np.hypot(1.0857 / snr, zero_point.zero_point_err), np.nan
-            ),
-            "limit": zp - 2.5 * np.log10(DETECTION_SNR * flux_err / exptime),
+            "mag_err": np.where(detected, np.hypot(1.0857 / snr, zp_err), np.nan),
+            "limit": zp - 2.5 * np.log10(DETECTION_SNR * noise / exptime),
         }
 
 
@@ -190,8 +215,8 @@ def photometry_table(
         catalog: Reference stars (see :func:`calibrate_zero_point`); None uses the frame's CAT,
             and the header's ``L1ZP`` alone when the CAT is absent.
         names: A name per position.
-        colours: Colour of each target (BANZAI's colour for the band) for the colour term; 0 when
-            not given.
+        colours: Colour of each target (BANZAI's colour for the band) for the colour term; when
+            not given (or NaN), the reference stars' mean colour, where the term adds nothing.
         zero_point: A zero point already measured for this frame and method (skips the fit).
         options: Method, aperture radius, FWHM and colour term (default: apertures of 1 FWHM).
 
@@ -199,7 +224,8 @@ def photometry_table(
         QTable, one row per position: ``name``, ``ra``, ``dec`` (deg), ``x``, ``y`` (pix),
         ``flux``, ``flux_err`` (electron, total flux), ``snr``, ``flux_ujy``, ``flux_err_ujy``
         (uJy; the error includes the zero point's), ``mag``, ``mag_err`` (AB mag; NaN when
-        S/N < 5), ``limit_mag_5sigma`` (AB mag), ``flags``. ``meta`` holds ``zero_point``,
+        S/N < 5), ``limit_mag_5sigma`` (AB mag; 5 times the noise of empty apertures around the
+        position, :mod:`~followup.photometry.depth`), ``flags``. ``meta`` holds ``zero_point``,
         ``zero_point_err``, ``n_ref_stars``, ``band``, ``method``, ``exptime``, ``fwhm``,
         ``aperture_correction``, ``reference``, ``frame``, ``flags`` (frame-level bits).
 
@@ -213,7 +239,7 @@ def photometry_table(
     xy = _pixels_on_frame(fr, coords)
     frame_flags = 0
     if zero_point is None:
-        zero_point, frame_flags = _frame_zero_point(fr, catalog, options)
+        zero_point, frame_flags = frame_zero_point(fr, catalog, options)
     if zero_point.n_stars and zero_point.n_stars < 5:
         frame_flags |= PhotometryFlag.FEW_REFERENCE_STARS
     if zero_point.fwhm is not None and zero_point.fwhm != fr.fwhm:
@@ -221,8 +247,13 @@ def photometry_table(
     flux, flux_err, flags = _target_fluxes(fr, xy, options)
     flux = flux * zero_point.aperture_correction
     flux_err = flux_err * zero_point.aperture_correction
-    colour_arr = np.asarray(colours, float) if colours is not None else np.zeros(len(xy))
-    calibrated = _calibrated(flux, flux_err, zero_point, colour_arr, fr.exptime)
+    colour_arr = np.asarray(colours, float) if colours is not None else np.full(len(xy), np.nan)
+    colour_arr = np.where(np.isfinite(colour_arr), colour_arr, zero_point.reference_colour)
+    # The limit is what the empty sky around each position allows, not the target's own error
+    # (which holds the target's Poisson noise); the error is the fallback where the sky is full.
+    noise = noise_around(fr, xy, options) * zero_point.aperture_correction
+    noise = np.where(np.isfinite(noise) & (noise > 0), noise, flux_err)
+    calibrated = _calibrated(flux, flux_err, zero_point, colour_arr, fr.exptime, noise)
     flags[_blended(fr, xy)] |= PhotometryFlag.BLENDED
     radius = options.aperture_radius if options.aperture_radius is not None else fr.fwhm
     table = QTable(
@@ -301,14 +332,14 @@ def measure(
         colours=[colour] if colour is not None else None,
         options=options,
     )
-    return _measurement(table[0], table, fr, frame_name=frame_name)
+    return measurement_of(table[0], table, fr, frame_name=frame_name)
 
 
-def _measurement(
+def measurement_of(
     row: Any, table: QTable, fr: PreparedFrame, *, frame_name: str | None
 ) -> Measurement:
     """One row of :func:`photometry_table` as a :class:`Measurement`."""
-    date_obs, mjd = _mid_exposure(fr.header, fr.exptime)
+    date_obs, mjd = start_and_mid_mjd(fr.header, fr.exptime)
     mag = float(row["mag"].value)
     detected = math.isfinite(mag)
     return Measurement(
@@ -377,4 +408,4 @@ def measure_targets(
         names=[t[0] for t, k in zip(targets, on, strict=True) if k],
         options=options,
     )
-    return [_measurement(row, table, fr, frame_name=frame_name) for row in table]
+    return [measurement_of(row, table, fr, frame_name=frame_name) for row in table]

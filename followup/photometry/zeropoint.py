@@ -21,11 +21,8 @@ from followup.catalogs import (
     normalise_catalog,
 )
 from followup.exceptions import CatalogError, PhotometryError
-from followup.photometry.aperture import (
-    aperture_correction,
-    gaussian_aperture_correction,
-    measure_apertures,
-)
+from followup.photometry.aperture import aperture_correction, measure_apertures
+from followup.photometry.detection import detect_sources
 from followup.photometry.flags import PhotometryFlag
 from followup.photometry.frame import (
     AnyFrame,
@@ -48,6 +45,9 @@ __all__ = [
     "reference_table",
 ]
 
+_MIN_COLOUR_STARS = 10
+"""Fewer reference stars with both colours leave the (automatic) colour term off."""
+
 CatalogLike = ReferenceCatalog | Table | str | None
 """Reference stars: a provider, a table (normalised or Vizier columns), a file path, or None for
 the frame's own CAT."""
@@ -66,7 +66,11 @@ class ZeroPoint:
         scatter: Robust standard deviation of the residuals (mag).
         colour_coefficient: Colour term C in ``m_ref = ZP + m_inst + C * colour`` (0 if not fitted).
         colour_coefficient_err: Its error.
+        colour_covariance: Covariance of the zero point and the colour coefficient (mag^2), for
+            the zero point's error at a colour other than 0.
         colour: The colour used, e.g. ``r-i``, or None.
+        reference_colour: Weighted mean colour of the stars used (0 without a colour term):
+            targets of unknown colour are taken at it, so the term adds nothing for them.
         aperture_correction: Factor from aperture to total flux (1 for PSF photometry).
         source: Where the reference magnitudes came from.
         fwhm: FWHM (pixels) the stars were measured with; targets must use the same.
@@ -78,10 +82,22 @@ class ZeroPoint:
     scatter: float
     colour_coefficient: float = 0.0
     colour_coefficient_err: float = 0.0
+    colour_covariance: float = 0.0
     colour: str | None = None
+    reference_colour: float = 0.0
     aperture_correction: float = 1.0
     source: str = ""
     fwhm: float | None = None
+
+    def error_at(self, colour: np.ndarray | float) -> np.ndarray:
+        """The zero point's error (mag) at a colour: the fit is tightest at its stars' colours."""
+        c = np.asarray(colour, float)
+        var = (
+            self.zero_point_err**2
+            + 2 * c * self.colour_covariance
+            + c**2 * self.colour_coefficient_err**2
+        )
+        return np.sqrt(np.clip(var, 0.0, None))
 
 
 def fit_zero_point(
@@ -155,6 +171,7 @@ def fit_zero_point(
         scatter=1.4826 * float(np.median(np.abs(residual - np.median(residual)))),
         colour_coefficient=float(params[1]),
         colour_coefficient_err=float(math.sqrt(cov[1, 1]) * inflate) if colour is not None else 0.0,
+        colour_covariance=float(cov[0, 1] * inflate**2),
     )
     return zp, use
 
@@ -284,7 +301,7 @@ def calibrate_zero_point(
             path, or None for the frame's own CAT (BANZAI ``mag``; ``L1ZPERR`` is added as a
             systematic error).
         options: Method, aperture radius, FWHM and colour term (default: apertures of 1 FWHM,
-            no colour term).
+            a colour term where the catalogue has the colours).
 
     Returns:
         The zero point and a QTable of every reference star on the frame with ``ra``, ``dec``
@@ -320,12 +337,17 @@ def calibrate_zero_point(
         inst_mag = -2.5 * np.log10(total / fr.exptime)
     ref_mag = np.asarray(table[band], float)[sel]
     ref_err = np.asarray(table[f"{band}_err"], float)[sel]
-    colour = colour_name = None
-    if options.colour_term:
-        c1, c2 = COLOUR_INDEX[band]
-        colour = np.asarray(table[c1], float)[sel] - np.asarray(table[c2], float)[sel]
-        colour_name = f"{c1}-{c2}"
     usable = clean & np.isfinite(snr) & (snr >= 10)
+    colour = colour_name = None
+    c1, c2 = COLOUR_INDEX[band]
+    if options.colour_term is not False and {c1, c2} <= set(table.colnames):
+        star_colour = np.asarray(table[c1], float)[sel] - np.asarray(table[c2], float)[sel]
+        known = usable & np.isfinite(star_colour)
+        # Automatic: only with colours for most stars, enough of them and of a range to fit a slope.
+        enough = known.sum() >= _MIN_COLOUR_STARS and known.sum() >= 0.8 * usable.sum()
+        if options.colour_term or (enough and float(np.std(star_colour[known])) > 0.05):
+            colour, colour_name = star_colour, f"{c1}-{c2}"
+            usable = known
     if usable.sum() < 2:
         raise PhotometryError(
             f"no reference stars: {int(usable.sum())} clean stars with S/N >= 10 on frame {fr.label}"
@@ -339,10 +361,15 @@ def calibrate_zero_point(
     )
     used = np.zeros(len(sel), bool)
     used[np.nonzero(usable)[0][used_sub]] = True
+    reference_colour = 0.0
+    if colour is not None:
+        weight = (snr[used] / 1.0857) ** 2
+        reference_colour = float(np.sum(weight * colour[used]) / np.sum(weight))
     zp = replace(
         zp,
         zero_point_err=math.hypot(zp.zero_point_err, systematic),
         colour=colour_name,
+        reference_colour=reference_colour,
         aperture_correction=apcorr,
         source=source,
         fwhm=fr.fwhm,
@@ -363,10 +390,33 @@ def calibrate_zero_point(
     return zp, stars
 
 
+def _frame_stars(frame: PreparedFrame) -> np.ndarray:
+    """Pixel positions (n, 2) of the frame's clean point sources, brightest first.
+
+    BANZAI's CAT when the frame has one (unflagged rows), else the frame's own detections at
+    S/N >= 20 that are not sharper than a star.
+    """
+    cat = frame.catalog
+    if cat is not None and len(cat) and {"x", "y", "flux"} <= set(cat.colnames):
+        ok = np.isfinite(np.asarray(cat["flux"], float))
+        if "flag" in cat.colnames:
+            ok &= np.asarray(cat["flag"]) == 0
+        order = np.argsort(-np.asarray(cat["flux"], float)[ok])
+        x = np.asarray(cat["x"], float)[ok][order] - 1  # the CAT is 1-based
+        y = np.asarray(cat["y"], float)[ok][order] - 1
+        return np.column_stack([x, y])[:200]
+    found = detect_sources(frame, snr_min=20.0)
+    found = found[(found["flags"] == 0) & (np.asarray(found["sharpness"]) < 2.0)]
+    found.sort("snr", reverse=True)
+    return np.column_stack([np.asarray(found["x"].value), np.asarray(found["y"].value)])[:200]
+
+
 def header_zero_point(frame: PreparedFrame, options: PhotometryOptions) -> ZeroPoint:
     """The header's ``L1ZP`` (and ``L1ZPERR``) as a zero point, for frames without reference stars.
 
-    Aperture fluxes get a Gaussian PSF's aperture correction.
+    Aperture fluxes are corrected to total flux with the correction measured on the frame's own
+    stars (its CAT, else its detections), or that of a Moffat profile fitted to them when too few
+    are bright (:func:`~followup.photometry.aperture.aperture_correction`).
 
     Raises:
         PhotometryError: No ``L1ZP`` in the header, or no FWHM can be measured.
@@ -377,7 +427,21 @@ def header_zero_point(frame: PreparedFrame, options: PhotometryOptions) -> ZeroP
     apcorr = 1.0
     if options.method == "aperture":
         radius = options.aperture_radius if options.aperture_radius is not None else fr.fwhm
-        apcorr = gaussian_aperture_correction(fr.fwhm, radius)
+        xy = _frame_stars(fr)
+        if len(xy):
+            table = measure_apertures(fr, xy, radius=radius)
+            apcorr, _ = aperture_correction(
+                fr,
+                xy,
+                np.asarray(table["aperture_flux"].value, float),
+                np.asarray(table["aperture_flux_err"].value, float),
+                np.asarray(table["flags"], int),
+                radius,
+            )
+        else:
+            apcorr, _ = aperture_correction(
+                fr, np.zeros((0, 2)), np.zeros(0), np.zeros(0), np.zeros(0, int), radius
+            )
     return ZeroPoint(
         zero_point=float(fr.header["L1ZP"]),
         zero_point_err=float(fr.header.get("L1ZPERR", 0.0) or 0.0),

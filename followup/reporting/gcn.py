@@ -38,11 +38,15 @@ __all__ = [
     "Circular",
     "CircularRecord",
     "GcnCircularsClient",
+    "alert_names",
     "circular_email",
     "draft_circular",
     "event_label",
+    "gcn_event_name",
     "parse_event_from_subject",
+    "relative_time",
     "subject_is_valid",
+    "team_phrase",
 ]
 
 GCN_URL = "https://gcn.nasa.gov/"
@@ -171,9 +175,97 @@ def event_label(event_id: str) -> str:
     ``IceCube-250101A``) are kept as they are.
     """
     event_id = event_id.strip()
-    if re.fullmatch(r"(M?S|GW)\d{6}[a-z]{1,3}|GW\d{6}(_\d{6})?", event_id):
+    if re.fullmatch(r"(M?S|GW)\d{6}[a-z]{1,3}|GW\d{6}(_\d{6})?|G\d{5,}", event_id):
         return f"LIGO/Virgo/KAGRA {event_id}"
     return event_id
+
+
+_GRB_SOURCES = frozenset(
+    {"Swift", "Fermi", "SVOM", "INTEGRAL", "AGILE", "Konus", "KONUS", "IPN", "GECAM", "CALET"}
+)
+
+
+def _names_in(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple):
+        return [v for v in value if isinstance(v, str)]
+    return []
+
+
+def gcn_event_name(
+    event_id: str,
+    *,
+    source: str | None = None,
+    kind: str | None = None,
+    event_time: datetime | None = None,
+    names: Sequence[str] = (),
+) -> str:
+    """The event's name as a GCN subject must give it, so that GCN derives the event from it.
+
+    Internal trigger ids (``Swift-1125809``, ``IceCube-138632_31747601``) give GCN no event: GCN
+    reads the event only from a name it knows (``subjectMatchers`` in ``circulars.lib.ts``). In
+    order, this returns: an LVK superevent with the collaboration's name; the first of ``names``
+    (the notice's ``event_name``, its aliases) or ``event_id`` that GCN parses, as GCN normalises
+    it (``IceCube-230416A``, ``EP240508a``, ``GRB 230410A``); for a gamma-ray trigger with no
+    name yet, the GRB's date with the fraction of the day (``GRB 250101.476``), a form GCN
+    parses; else the event id after its source when that makes a subject GCN accepts.
+
+    Args:
+        event_id: The event id the ledger keys the event by.
+        source: Who issued the alert (``"Swift"``, ``"IceCube"``...).
+        kind: The alert's kind (``"gamma-ray"``, ``"neutrino"``...).
+        event_time: When the event happened (UTC).
+        names: Other names the alert gives (notice ``event_name``, aliases, title).
+
+    Returns:
+        The name for the subject and the body.
+
+    Raises:
+        ValueError: No name GCN would accept can be made.
+
+    Example:
+        >>> gcn_event_name("IceCube-138632_31747601", names=["IceCube-230416A"])
+        'IceCube-230416A'
+    """
+    label = event_label(event_id)
+    if label != event_id:
+        return label
+    for candidate in (*names, event_id):
+        parsed = parse_event_from_subject(candidate)
+        # Only names GCN would derive *as given*: "Swift-1125809" must not become something else.
+        if parsed and parsed.replace(" ", "").lower() in candidate.replace(" ", "").lower():
+            return parsed
+    if event_time is not None and (kind == "gamma-ray" or source in _GRB_SOURCES):
+        t = event_time.astimezone(UTC)
+        fraction = (t.hour * 3600 + t.minute * 60 + t.second) / 86400.0
+        return f"GRB {t:%y%m%d}.{int(fraction * 1000):03d}"
+    fallback = f"{source} {event_id}" if source and source not in event_id else event_id
+    if kind == "radio" and not fallback.upper().startswith("FRB"):
+        fallback = f"FRB {fallback}"  # CHIME, DSA-110: fast radio bursts
+    if not subject_is_valid(fallback) and source:
+        fallback = f"{source} transient {event_id}"  # GCN's generic keyword
+    if not subject_is_valid(fallback):
+        raise ValueError(f"no name GCN accepts for event {event_id!r} (source {source!r})")
+    return fallback
+
+
+def alert_names(extra: Mapping[str, Any], title: str | None = None) -> list[str]:
+    """Names an alert gives besides its id: the notice's ``event_name``, aliases, the title."""
+    names = _names_in(extra.get("event_name")) + _names_in(extra.get("aliases"))
+    return [*names, *([title] if title else [])]
+
+
+def team_phrase(team: str) -> str:
+    """``the <team>`` once, whether or not the setting already starts with "the"."""
+    team = " ".join(team.split())
+    return team if team.lower().startswith("the ") else f"the {team}"
+
+
+def relative_time(delta_s: float) -> str:
+    """``1.50 h after the event`` or ``0.13 h before the event`` (never a negative "after")."""
+    hours = abs(delta_s) / 3600.0
+    return f"{hours:.2f} h {'after' if delta_s >= 0 else 'before'} the event"
 
 
 class Circular(BaseModel):
@@ -336,14 +428,14 @@ def draft_circular(
     if first == last:
         when = f"at {first:%Y-%m-%d %H:%M:%S} UT"
     if event_time is not None:
-        when += f" (starting {_hours((first - event_time).total_seconds())} h after the event)"
+        when += f" (starting {relative_time((first - event_time).total_seconds())})"
     filters = sorted({band_label(m.band) for m in points})
     cite = f" ({'; '.join(references)})" if references else ""
     equipment = {id(m): equipment_of(m, instrument_type=instrument_type).label for m in points}
     cameras = sorted(set(equipment.values()))
     with_what = ", ".join(cameras[:-1]) + " and " + cameras[-1] if len(cameras) > 1 else cameras[0]
 
-    lines = [*_wrap(f"{', '.join(observers)} report on behalf of the {team}:"), ""]
+    lines = [*_wrap(f"{', '.join(observers)} report on behalf of {team_phrase(team)}:"), ""]
     lines += _wrap(
         f"We observed {n_targets} target{'s' if n_targets != 1 else ''} in the localization of {name}{cite} "
         f"with the {with_what} of the Las Cumbres Observatory network {when}, in the "

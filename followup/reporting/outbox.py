@@ -36,7 +36,21 @@ from followup.reporting.at_report import (
     discovery_points,
 )
 from followup.reporting.delivery import Delivery, deliver_once
-from followup.reporting.gcn import Circular, GcnCircularsClient, draft_circular
+from followup.reporting.findings import (
+    CandidateFinding,
+    Coverage,
+    candidates_circular,
+    no_counterpart_circular,
+    non_detection_message,
+)
+from followup.reporting.gcn import (
+    Circular,
+    GcnCircularsClient,
+    alert_names,
+    draft_circular,
+    gcn_event_name,
+    team_phrase,
+)
 from followup.reporting.hermes import (
     HermesClient,
     HermesMessage,
@@ -52,10 +66,14 @@ __all__ = [
     "TEXT_LIMITS",
     "Outgoing",
     "ReportClient",
+    "candidates_outgoing",
     "decline",
     "deliver",
+    "event_name",
     "gcn_outgoing",
     "hermes_outgoing",
+    "no_counterpart_outgoing",
+    "non_detection_outgoing",
     "tns_outgoing",
 ]
 
@@ -163,8 +181,8 @@ def hermes_outgoing(
         title=f"LCO follow-up photometry of {alert.event_id}",
         authors=", ".join(authors),
         topic=topic,
-        message_text=f"{team} report forced photometry of {len(targets)} target(s) of "
-        f"{alert.event_id} with the Las Cumbres Observatory network.",
+        message_text=f"{_capitalised(team_phrase(team))} report forced photometry of "
+        f"{len(targets)} target(s) of {alert.event_id} with the Las Cumbres Observatory network.",
     )
     report = Report(
         destination=ReportDestination.HERMES,
@@ -172,7 +190,10 @@ def hermes_outgoing(
         content_hash=content_hash(message.to_payload()),
         status=ReportStatus.DRAFT,
         # What resolve_unconfirmed_hermes looks a lost send up by.
-        payload={key: getattr(message, key) for key in LOOKUP_KEYS},
+        payload={
+            **{key: getattr(message, key) for key in LOOKUP_KEYS},
+            "text": message.message_text,
+        },
     )
     return Outgoing(
         report=report,
@@ -181,6 +202,10 @@ def hermes_outgoing(
         text=message.message_text,
         public=is_public_topic(message.topic),
     )
+
+
+def _capitalised(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def tns_outgoing(
@@ -220,7 +245,10 @@ def tns_outgoing(
         target_name=target.name,
         content_hash=content_hash(at_report),
         status=ReportStatus.DRAFT,
-        payload={"internal_name": target.name},
+        payload={
+            "internal_name": target.name,
+            "text": at_report["at_report"]["0"].get("remarks", ""),
+        },
     )
     return Outgoing(
         report=report,
@@ -251,13 +279,121 @@ def gcn_outgoing(
         team=team,
         targets=candidates,
         event_time=alert.event_time,
+        label=event_name(alert),
     )
+    return _circular_outgoing(alert, circular)
+
+
+def event_name(alert: Alert) -> str:
+    """The event as a GCN subject names it, so that GCN derives the event (not an internal id)."""
+    return gcn_event_name(
+        alert.event_id,
+        source=alert.source,
+        kind=alert.kind.value,
+        event_time=alert.event_time,
+        names=alert_names(alert.extra, alert.title),
+    )
+
+
+def no_counterpart_outgoing(
+    alert: Alert,
+    coverage: Coverage,
+    *,
+    authors: Sequence[str],
+    team: str,
+    catalog: str | None = None,
+) -> Outgoing:
+    """The Circular saying no counterpart was found in the observed fields (always public).
+
+    Raises:
+        ValueError: A subject GCN would refuse, or no authors.
+    """
+    circular = no_counterpart_circular(
+        alert.event_id,
+        coverage,
+        name=event_name(alert),
+        observers=authors,
+        team=team,
+        event_time=alert.event_time,
+        catalog=catalog,
+    )
+    return _circular_outgoing(alert, circular)
+
+
+def candidates_outgoing(
+    alert: Alert,
+    findings: Sequence[CandidateFinding],
+    measurements: Sequence[Measurement],
+    *,
+    authors: Sequence[str],
+    team: str,
+    coverage: Coverage | None = None,
+    catalog: str | None = None,
+) -> Outgoing:
+    """The Circular reporting candidate counterparts (always public).
+
+    Raises:
+        ValueError: No candidate, one without photometry, or a subject GCN would refuse.
+    """
+    circular = candidates_circular(
+        alert.event_id,
+        findings,
+        measurements,
+        name=event_name(alert),
+        observers=authors,
+        team=team,
+        event_time=alert.event_time,
+        coverage=coverage,
+        catalog=catalog,
+    )
+    return _circular_outgoing(alert, circular)
+
+
+def non_detection_outgoing(
+    alert: Alert,
+    coverage: Coverage,
+    *,
+    authors: Sequence[str],
+    team: str,
+    topic: str,
+    catalog: str | None = None,
+) -> Outgoing:
+    """The HERMES message of the fields' non-detections (public unless a test topic)."""
+    message = non_detection_message(
+        alert.event_id,
+        coverage,
+        name=event_name(alert),
+        authors=", ".join(authors),
+        team=team,
+        topic=topic,
+        catalog=catalog,
+    )
+    report = Report(
+        destination=ReportDestination.HERMES,
+        event_id=alert.event_id,
+        content_hash=content_hash(message.to_payload()),
+        status=ReportStatus.DRAFT,
+        payload={
+            **{key: getattr(message, key) for key in LOOKUP_KEYS},
+            "text": message.message_text,
+        },
+    )
+    return Outgoing(
+        report=report,
+        content=message,
+        markdown=render_markdown(message),
+        text=message.message_text,
+        public=is_public_topic(message.topic),
+    )
+
+
+def _circular_outgoing(alert: Alert, circular: Circular) -> Outgoing:
     report = Report(
         destination=ReportDestination.GCN,
         event_id=alert.event_id,
         content_hash=content_hash({"subject": circular.subject, "body": circular.body}),
         status=ReportStatus.DRAFT,
-        payload={"subject": circular.subject},
+        payload={"subject": circular.subject, "text": circular.body},
     )
     return Outgoing(
         report=report,

@@ -57,7 +57,11 @@ class Observation:
         block_id: The scheduled block that observed it (BLKUID).
         telescope: Where it was observed (None: no telescope of its class; no frames).
         identity: The request's stable identity (see :mod:`sandbox.lco.exposures`).
-        completed_at: When the last exposure ended.
+        completed_at: When the request was reported complete.
+        started_at: When the telescope started on it: the later of its submission and its
+            window's start. Exposures run from then on, inside the window and after the event
+            that triggered the request (the sandbox completes requests sooner than the
+            exposures would take). None: they end at ``completed_at``.
     """
 
     request: Mapping[str, Any]
@@ -68,6 +72,7 @@ class Observation:
     telescope: Telescope | None
     identity: str
     completed_at: datetime
+    started_at: datetime | None = None
 
 
 class ArchiveState:
@@ -83,6 +88,11 @@ class ArchiveState:
         url_secret: Key signing download URLs; random by default.
         url_lifetime_s: Lifetime of a signed download URL (the archive's is 48 h).
         first_frame_id: First frame id; version ids start 20,000,000 above it.
+        reference_epoch: When the archive's earlier frames of any field were taken (before every
+            transient of the sky). A search by position (``covers=POINT(ra dec)``) finds, besides
+            the frames of completed requests, a public 300 s Sinistro frame of the field in each
+            band asked for (``primary_optical_element``; all four without), reduced, taken on
+            the night of this date: the reference LCO users subtract. None: no such frames.
     """
 
     def __init__(
@@ -97,8 +107,10 @@ class ArchiveState:
         url_secret: bytes | None = None,
         url_lifetime_s: float = 172800.0,
         first_frame_id: int = 50_000_000,
+        reference_epoch: datetime | None = None,
     ) -> None:
         self.clock = clock
+        self.reference_epoch = reference_epoch
         self.renderer = renderer
         self.faults = faults
         self.seed = seed
@@ -117,6 +129,7 @@ class ArchiveState:
             self._calibrations: dict[tuple[str, date, str, str | None], int] = {}
             self._numbers: dict[tuple[str, date], set[int]] = {}
             self._rendered: dict[int, tuple[bytes | None, str, str, int]] = {}
+            self._references: dict[tuple[int, str], int] = {}
             self._frame_ids = itertools.count(self.first_frame_id)
             self._version_ids = itertools.count(self.first_frame_id + 20_000_000)
 
@@ -129,7 +142,11 @@ class ArchiveState:
             return
         with self._lock:
             for exposure in plan_exposures(
-                observation.request, telescope, observation.identity, observation.completed_at
+                observation.request,
+                telescope,
+                observation.identity,
+                observation.completed_at,
+                started_at=observation.started_at,
             ):
                 day = day_obs(exposure.start, telescope.longitude)
                 wanted = science_number(exposure.start, telescope.longitude)
@@ -249,6 +266,58 @@ class ArchiveState:
         self.frames[frame_id] = entry
         return entry
 
+    def _add_references(self, query: FrameQuery) -> None:
+        """The archive's earlier frames of the field around ``query.point`` (see the class)."""
+        from astropy import units as u
+        from astropy_healpix import HEALPix
+
+        assert query.point is not None and self.reference_epoch is not None
+        if query.numbers.get("reduction_level", 91) != 91:
+            return
+        asked = query.exact.get("primary_optical_element")
+        bands = [asked] if asked else ["gp", "rp", "ip", "zs"]
+        hp = HEALPix(nside=256, order="nested")
+        cell = int(hp.lonlat_to_healpix(query.point[0] * u.deg, query.point[1] * u.deg))
+        lon, lat = hp.healpix_to_lonlat(cell)
+        ra, dec = float(lon.deg) % 360.0, float(lat.deg)
+        options = [t for t in TELESCOPES["1m0"] if (t.latitude < 0) == (dec < 0)] or list(
+            TELESCOPES["1m0"]
+        )
+        telescope = options[derive_seed(self.seed, "reference", cell) % len(options)]
+        camera = telescope.cameras[0]
+        night = day_obs(self.reference_epoch, telescope.longitude)
+        for band in bands:
+            if band not in ("gp", "rp", "ip", "zs") or (cell, band) in self._references:
+                continue
+            identity = f"reference/{cell}/{band}"
+            # Local midnight of the reference night, one exposure after another.
+            start = calibration_start(night, telescope.longitude, 0) + timedelta(
+                hours=12, seconds=320 * ["gp", "rp", "ip", "zs"].index(band)
+            )
+            number = self._claim_number(camera, night, science_number(start, telescope.longitude))
+            spec = FrameSpec(
+                basename=basename(telescope, camera, night, number, "e91"),
+                frame_number=number,
+                reduction_level=91,
+                ra=ra,
+                dec=dec,
+                filter=band,
+                exposure_time_s=300.0,
+                date_obs=start,
+                site_id=telescope.site,
+                telescope_id=telescope.telescope,
+                enclosure_id=telescope.enclosure,
+                instrument_id=camera,
+                instrument_type="1M0-SCICAM-SINISTRO",
+                proposal_id="LCO2024A-REF",
+                target_name=f"REF-{cell}",
+                seed=derive_seed(self.seed, identity),
+                exposure_id=identity,
+            )
+            entry = self._add_frame(spec, night, None)
+            entry.public_date = start  # public long ago: listed without a token
+            self._references[(cell, band)] = entry.frame_id
+
     # ------------------------------------------------------------------ reading
 
     def select(self, query: FrameQuery, *, authenticated: bool) -> list[FrameEntry]:
@@ -257,6 +326,8 @@ class ArchiveState:
         Only frames ingested by now are listed, and without a token only public ones.
         """
         with self._lock:
+            if query.point is not None and self.reference_epoch is not None:
+                self._add_references(query)
             now = self.clock.now()
             selected = [
                 entry

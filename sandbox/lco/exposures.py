@@ -161,9 +161,17 @@ def _channels(
 
 
 def plan_exposures(
-    request: Mapping[str, Any], telescope: Telescope, identity: str, completed_at: datetime
+    request: Mapping[str, Any],
+    telescope: Telescope,
+    identity: str,
+    completed_at: datetime,
+    *,
+    started_at: datetime | None = None,
 ) -> list[Exposure]:
-    """The imaging exposures of a completed request, back to back, the last ending at completion.
+    """The imaging exposures of a completed request, back to back.
+
+    The first starts at ``started_at`` when given (the block's start: inside the window, after
+    the submission); otherwise the last ends at ``completed_at``.
 
     A shot is one exposure of every camera that opens at once (MuSCAT: four channels); shots are
     separated by :data:`READOUT_S`. Spectra (FLOYDS tarballs at level 90) are not simulated.
@@ -180,7 +188,7 @@ def plan_exposures(
                 key = f"{identity}/c{c}/i{i}/x{n}"
                 shots.append((key, configuration["target"], instrument.code, channels))
     span = sum(max(e for _, _, e in channels) + READOUT_S for *_, channels in shots)
-    cursor = completed_at - timedelta(seconds=span)
+    cursor = started_at if started_at is not None else completed_at - timedelta(seconds=span)
     exposures = []
     for key, target, instrument_type, channels in shots:
         exposures += [

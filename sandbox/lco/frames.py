@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -10,7 +12,26 @@ from typing import Any
 from sandbox.specs import FrameSpec
 from sandbox.times import parse_datetime
 
-__all__ = ["FrameEntry", "FrameQuery"]
+__all__ = ["FIELD_HALF_WIDTH_DEG", "FrameEntry", "FrameQuery", "covers"]
+
+FIELD_HALF_WIDTH_DEG = {
+    "1M0-SCICAM-SINISTRO": (0.2208, 0.2208),
+    "2M0-SCICAM-MUSCAT": (0.0758, 0.0758),
+    "0M4-SCICAM-QHY600": (0.95, 0.65),
+}
+"""Half the field of view (ra, dec) of each imager, degrees: Sinistro 26.5', MuSCAT3 9.1',
+QHY600 1.9 x 1.3 deg. Other instruments are taken as Sinistro-sized."""
+
+_POINT = re.compile(r"^\s*POINT\s*\(\s*([-+0-9.eE]+)[\s,]+([-+0-9.eE]+)\s*\)\s*$", re.IGNORECASE)
+
+
+def covers(spec: FrameSpec, ra: float, dec: float) -> bool:
+    """True when a science frame's field (centred on its pointing) contains (ra, dec)."""
+    if spec.configuration_type != "EXPOSE":
+        return False
+    half_ra, half_dec = FIELD_HALF_WIDTH_DEG.get(spec.instrument_type, (0.2208, 0.2208))
+    d_ra = ((ra - spec.ra + 180.0) % 360.0 - 180.0) * math.cos(math.radians(dec))
+    return abs(d_ra) <= half_ra and abs(dec - spec.dec) <= half_dec
 
 
 @dataclass
@@ -87,6 +108,7 @@ class FrameQuery:
     include: list[str]
     exclude: list[str]
     exclude_calibrations: bool
+    point: tuple[float, float] | None = None
 
     @classmethod
     def parse(cls, query: Mapping[str, list[str]]) -> FrameQuery:
@@ -125,6 +147,14 @@ class FrameQuery:
                     bounds[key] = parse_datetime(query[key][-1])
                 except ValueError:
                     errors[key] = ["Enter a valid date/time."]
+        point = None
+        wkt = last("covers")
+        if wkt is not None:
+            match = _POINT.match(wkt)
+            if match is None:
+                errors["covers"] = ["Enter a WKT POINT(ra dec) in degrees."]
+            else:
+                point = (float(match.group(1)) % 360.0, float(match.group(2)))
         if errors:
             raise ValueError(errors)
         exact = {name: value for name, keys in _EXACT if (value := last(*keys)) is not None}
@@ -139,6 +169,7 @@ class FrameQuery:
             exclude=list(query.get("exclude_configuration_type", []))
             + list(query.get("exclude_OBSTYPE", [])),
             exclude_calibrations=(last("exclude_calibrations") or "").lower() in ("true", "1"),
+            point=point,
         )
 
     def matches(self, entry: FrameEntry) -> bool:
@@ -157,4 +188,5 @@ class FrameQuery:
             and (not self.include or kind in self.include)
             and kind not in self.exclude
             and not (self.exclude_calibrations and kind != "EXPOSE")
+            and (self.point is None or covers(spec, *self.point))
         )

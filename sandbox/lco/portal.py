@@ -51,6 +51,7 @@ class _Scheduled:
     block_id: int
     telescope: Telescope | None
     identity: str
+    observe_from: datetime | None = None
     observed: bool = False
 
 
@@ -277,6 +278,7 @@ class PortalState:
             block_id=next(self._ids),
             telescope=pick_telescope(location, derive_seed(self.seed, "telescope", identity)),
             identity=identity,
+            observe_from=max(now, start),
         )
         self.scheduled[request_id] = scheduled
         self._blocks[scheduled.block_id] = _new_block(scheduled, now)
@@ -328,6 +330,11 @@ class PortalState:
                         telescope=scheduled.telescope,
                         identity=scheduled.identity,
                         completed_at=when,
+                        started_at=(
+                            scheduled.observe_from
+                            if scheduled.observe_from is not None and scheduled.observe_from <= when
+                            else None
+                        ),
                     )
                 )
         new_state = aggregate_states(

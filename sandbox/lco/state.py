@@ -54,6 +54,9 @@ class LcoSandboxState:
         first_frame_id: First archive frame id (same reasoning); version ids start
             20,000,000 above it, so that a download cache keyed by basename and version never
             mistakes a restarted sandbox's frame for an earlier one of the same basename.
+        reference_epoch: When the archive's earlier frames of every field were taken (see
+            :class:`~sandbox.lco.archive.ArchiveState`); None: a search by position finds only
+            the frames of completed requests.
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class LcoSandboxState:
         page_size: int = 10,
         first_id: int = 1000,
         first_frame_id: int = 50_000_000,
+        reference_epoch: datetime | None = None,
     ) -> None:
         self.clock: Clock = clock or ScaledClock()
         self.seed = seed
@@ -110,6 +114,7 @@ class LcoSandboxState:
             url_secret=url_secret,
             url_lifetime_s=url_lifetime_s,
             first_frame_id=first_frame_id,
+            reference_epoch=reference_epoch,
         )
 
     def __repr__(self) -> str:

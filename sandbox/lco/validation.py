@@ -62,6 +62,14 @@ _DATETIME = (
 )
 
 
+_CALIBRATION_TYPES = frozenset({"LAMP_FLAT", "ARC"})
+"""Spectrograph configuration types that may leave guiding optional (requestgroups/serializers.py,
+``ConfigurationSerializer.validate``)."""
+
+_ACQUISITION_OFF_TYPES = frozenset({"LAMP_FLAT", "ARC", "AUTO_FOCUS", "BIAS", "DARK", "SCRIPT"})
+"""Configuration types the portal forces to acquisition mode OFF (same place)."""
+
+
 class _Invalid(Exception):
     """A field-level error: the DRF message list (or nested dict) for one field."""
 
@@ -438,14 +446,27 @@ def _check_configuration(data: dict[str, Any]) -> dict[str, Any]:
         raise _Invalid(f"configuration type {kind} is not valid for instrument type {code}")
     if not instrument.configuration_types[kind]:
         raise _Invalid(f"configuration type {kind} is not schedulable for instrument type {code}")
+    # ConfigurationSerializer.validate: a spectrograph's science spectrum must be guided (only
+    # ARC and LAMP_FLAT may leave guiding optional), and calibration types are forced to
+    # acquisition OFF before the acquisition modes are checked (FLOYDS has no OFF mode).
+    if instrument.kind == "SPECTRA" and kind not in _CALIBRATION_TYPES:
+        if guiding.get("optional") is True:
+            raise _Invalid(
+                "Guiding cannot be optional on spectrograph instruments for types that are not "
+                "ARC or LAMP_FLAT."
+            )
+        guiding["optional"] = False
     acquisition = data["acquisition_config"]
-    acquisition["mode"] = _mode(
-        "acquisition",
-        acquisition.get("mode"),
-        instrument.acquisition_modes,
-        instrument.default_acquisition,
-        code,
-    )
+    if kind in _ACQUISITION_OFF_TYPES:
+        acquisition["mode"] = "OFF"
+    else:
+        acquisition["mode"] = _mode(
+            "acquisition",
+            acquisition.get("mode"),
+            instrument.acquisition_modes,
+            instrument.default_acquisition,
+            code,
+        )
     acquisition.setdefault("exposure_time", None)
     acquisition.pop("optional", None)
     acquisition.pop("optical_elements", None)

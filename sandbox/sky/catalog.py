@@ -38,6 +38,8 @@ class ReducedPixels:
         read_noise_e: Read noise (electrons).
         pixel_scale: Arcseconds per pixel.
         band: Filter code.
+        psf_beta: Moffat beta of the PSF; None for a Gaussian PSF.
+        nan_flagged_fwhm: Write ``fwhm = NaN`` on rows with a nonzero flag (BANZAI 1.40).
     """
 
     sci: np.ndarray
@@ -49,6 +51,17 @@ class ReducedPixels:
     read_noise_e: float
     pixel_scale: float
     band: str
+    psf_beta: float | None = None
+    nan_flagged_fwhm: bool = False
+
+    def enclosed(self, radius: float) -> float:
+        """Fraction of a point source's flux within ``radius`` pixels."""
+        if self.psf_beta is None:
+            return 1.0 - math.exp(-(radius**2) / (2.0 * self.sigma**2))
+        from sandbox.sky.realism import moffat_alpha, moffat_enclosed
+
+        alpha = moffat_alpha(self.fwhm_px, self.psf_beta)
+        return float(moffat_enclosed(radius, alpha, self.psf_beta))
 
     @property
     def sigma(self) -> float:
@@ -85,7 +98,15 @@ def measure_catalog(
     ]
     m = _measure(frame, sources, idx, radii)
     positions = np.column_stack([sources["x"][idx], sources["y"][idx]])
-    _deblend(m, frame, sources["flux"][idx], positions, radii, rng("deblend-flux"))
+    _deblend(
+        m,
+        frame,
+        sources["flux"][idx],
+        positions,
+        radii,
+        rng("deblend-flux"),
+        point=sources["kind"][idx] != 2,
+    )
     detected, flag, mx, my = _flag(m, frame, sources, idx, rng("deblend"))
     l1 = _zero_point(m, frame, sources, idx, detected & (flag == 0))
     shapes = _shapes(m, frame.sigma)
@@ -96,6 +117,8 @@ def measure_catalog(
     world = wcs.all_pix2world(np.column_stack([xs, ys]), 0) if len(keep) else np.zeros((0, 2))
     peaks = np.rint(positions).astype(int)
     table = _table(m, shapes, keep, (xs, ys), world, peaks[keep], flag[keep])
+    if frame.nan_flagged_fwhm:
+        table["fwhm"][table["flag"] != 0] = np.nan
     if "L1ZP" in l1:
         zp = float(l1["L1ZP"][0])  # type: ignore[arg-type]
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -158,12 +181,14 @@ def _deblend(
     xy: np.ndarray,
     radii: list[float],
     noise: np.random.Generator,
+    point: np.ndarray | None = None,
 ) -> None:
     """Give sources with a close neighbour the fluxes a deblender reports (in place).
 
     Measuring at known positions adds a close neighbour's light to a faint source; BANZAI's
     deblender splits it. Sources with a neighbour within 3 FWHM get their own flux in each
-    aperture (the PSF's enclosed fraction of their true flux) plus the measured noise. Without
+    aperture (the PSF's enclosed fraction of their true flux) plus the measured noise; extended
+    sources (``point`` False: galaxies) keep what was measured. Without
     this, faint neighbours of bright stars would pass for bright uncatalogued sources (false
     transient candidates).
     """
@@ -174,11 +199,13 @@ def _deblend(
     close = cKDTree(xy).query_pairs(3.0 * frame.fwhm_px, output_type="ndarray")
     near = np.zeros(len(xy), bool)
     near[np.unique(close.ravel())] = True
+    if point is not None:
+        near &= point
     if not near.any():
         return
     own = true_flux[near]
     for col, radius in enumerate(radii):
-        enclosed = own * (1.0 - np.exp(-(radius**2) / (2.0 * frame.sigma**2)))
+        enclosed = own * frame.enclosed(radius)
         m["flux"][near, col] = enclosed + noise.normal(0, 1, near.sum()) * m["flux_err"][near, col]
 
 

@@ -111,6 +111,10 @@ class FrameConditions:
         pointing_offset_arcsec: Offset of the true frame centre from the requested pointing (east, north).
         flat_level_e: Counts per pixel of a SKYFLAT frame (electrons), 0 otherwise.
         bias_drift_adu: Offset of this frame's bias level from the master (ADU).
+        psf_beta: Moffat beta of the PSF (realistic sky); None: a Gaussian PSF.
+        moon_illumination: Illuminated fraction of the Moon (realistic sky).
+        moon_altitude_deg: The Moon's altitude at the site (realistic sky).
+        moon_distance_deg: The Moon's distance from the pointing (realistic sky).
     """
 
     fwhm_arcsec: float
@@ -122,6 +126,10 @@ class FrameConditions:
     pointing_offset_arcsec: tuple[float, float]
     flat_level_e: float
     bias_drift_adu: float
+    psf_beta: float | None = None
+    moon_illumination: float | None = None
+    moon_altitude_deg: float | None = None
+    moon_distance_deg: float | None = None
 
 
 @dataclass(frozen=True)

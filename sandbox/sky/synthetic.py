@@ -6,7 +6,7 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 from astropy import units as u
@@ -15,8 +15,10 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
+from sandbox.sky import realism
 from sandbox.sky.catalog import ReducedPixels, measure_catalog
 from sandbox.sky.files import frame_header, image_hdu, reduced_hdul, serialise
+from sandbox.sky.galaxies import GALAXY_COLUMNS, cell_galaxies, glade_table, host_rows
 from sandbox.sky.instrument import Instrument, make_flat, make_instrument
 from sandbox.sky.model import (
     BANDS,
@@ -31,6 +33,7 @@ from sandbox.sky.model import (
     DARK_SKY,
     EXTINCTION,
     FWHM_TO_SIGMA,
+    SITE_LONGITUDE,
     SUB_ORDER,
     ZP_ABOVE_ATMOSPHERE,
     FrameConditions,
@@ -45,6 +48,10 @@ from sandbox.sky.model import (
 from sandbox.specs import FrameSpec, Transient
 
 __all__ = ["SkyReferenceCatalog", "SyntheticSky"]
+
+ZERO_DAYS = timedelta(0)
+DARK_BEFORE = timedelta(days=30)
+"""The plain sky shows a transient at its peak brightness from this long before its peak."""
 
 
 class SyntheticSky:
@@ -68,6 +75,13 @@ class SyntheticSky:
         cosmic_rays_per_s: Cosmic-ray hits per second on a full 4096x4096 frame (scaled by area).
         compress: Write SCI, ERR and BPM (and raw images) as RICE-compressed image HDUs, as the
             archive serves ``.fits.fz`` files. Off gives plain images (bigger, faster to write).
+        realistic: A sky no kinder than the real one: Sérsic galaxies (the GLADE+-like
+            catalogue's and faint field galaxies), a Moffat PSF whose beta changes per frame,
+            moonlight from the Moon's real position at mid-exposure, a satellite trail on some
+            frames, a minor planet near each transient, hosts from :attr:`Transient.host`,
+            transients dark before their peak, and ``CAT`` rows with a nonzero flag written
+            with ``fwhm = NaN`` as BANZAI 1.40 does. Off: stars and transients only, Gaussian PSF.
+        trail_probability: Chance that a realistic science frame crosses a satellite trail.
 
     Example:
         >>> sky = SyntheticSky(seed=1, transients=[kilonova], shape=(1024, 1024))
@@ -92,6 +106,8 @@ class SyntheticSky:
         colour_terms: Mapping[str, float] | None = None,
         cosmic_rays_per_s: float = 2.0,
         compress: bool = True,
+        realistic: bool = False,
+        trail_probability: float = 0.3,
     ) -> None:
         if len(shape) != 2 or min(shape) < 64:
             raise ValueError(f"shape must be (ny, nx) with both >= 64, got {shape!r}")
@@ -114,6 +130,13 @@ class SyntheticSky:
         self.colour_terms = {b: 0.0 for b in BANDS} | dict(colour_terms or {})
         self.cosmic_rays_per_s = float(cosmic_rays_per_s)
         self.compress = bool(compress)
+        self.realistic = bool(realistic)
+        self.trail_probability = float(trail_probability)
+        self.minor_planets: tuple[realism.MinorPlanet, ...] = (
+            tuple(realism.minor_planets_for(self.seed, self.transients)) if realistic else ()
+        )
+        self._hosts = host_rows(self.transients) if realistic else None
+        self._galaxy_cells: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
         self._cells: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
         self._instruments: dict[str, Instrument] = {}
         # The archive stand-in may render frames from several threads at once.
@@ -241,6 +264,70 @@ class SyntheticSky:
         return out
 
     # ------------------------------------------------------------------------------------------
+    # Galaxies (realistic sky)
+    # ------------------------------------------------------------------------------------------
+
+    def _cell_galaxies(self, cell: int) -> dict[str, np.ndarray]:
+        with self._lock:
+            cached = self._galaxy_cells.get(cell)
+            if cached is None:
+                cached = cell_galaxies(self.seed, cell)
+                self._galaxy_cells[cell] = cached
+                while len(self._galaxy_cells) > 256:
+                    self._galaxy_cells.popitem(last=False)
+            else:
+                self._galaxy_cells.move_to_end(cell)
+            return cached
+
+    def galaxies(self, ra: float, dec: float, radius_deg: float) -> Table:
+        """The true galaxies within a cone (none unless the sky is realistic).
+
+        Returns:
+            Table with the columns of :data:`sandbox.sky.galaxies.GALAXY_COLUMNS`: ``id``,
+            ``ra``, ``dec`` (deg), total AB magnitudes ``gmag`` ... ``zmag``, ``Bmag``,
+            ``Kmag``, ``dist``/``e_dist`` (Mpc), ``mstar`` (solMass), Sérsic ``n``, ``r_eff``
+            (arcsec), axis ratio ``q``, ``pa`` (deg east of north) and ``in_glade``.
+        """
+        if not self.realistic:
+            return Table(names=GALAXY_COLUMNS, dtype=[str] + [float] * 15 + [bool])
+        from astropy_healpix import HEALPix
+
+        hp = HEALPix(nside=2**CELL_ORDER, order="nested")
+        cells = hp.cone_search_lonlat(ra * u.deg, dec * u.deg, radius_deg * u.deg)
+        parts = [self._cell_galaxies(int(c)) for c in np.sort(cells)]
+        assert self._hosts is not None
+        parts.append(self._hosts)
+        merged = {c: np.concatenate([p[c] for p in parts]) for c in GALAXY_COLUMNS}
+        sep = angular_separation_deg(ra, dec, merged["ra"], merged["dec"])
+        keep = sep <= radius_deg
+        return Table({c: v[keep] for c, v in merged.items()})
+
+    def glade_catalog(self, ra: float, dec: float, radius_deg: float) -> Table:
+        """The GLADE+-like catalogue (Vizier ``VII/291/gladep`` columns) of a cone."""
+        return glade_table(self.galaxies(ra, dec, radius_deg), ra, dec, radius_deg)
+
+    def minor_planets_at(
+        self, ra: float, dec: float, radius_deg: float, when: datetime
+    ) -> list[tuple[realism.MinorPlanet, float, float]]:
+        """The minor planets within a cone at ``when``, with their (ra, dec) then."""
+        found = []
+        for planet in self.minor_planets:
+            pra, pdec = planet.position(when)
+            if angular_separation_deg(ra, dec, np.array([pra]), np.array([pdec]))[0] <= radius_deg:
+                found.append((planet, pra, pdec))
+        return found
+
+    def trail(self, spec: FrameSpec) -> realism.SatelliteTrail | None:
+        """The satellite trail crossing a realistic science frame, if one does."""
+        if not self.realistic or spec.configuration_type != "EXPOSE":
+            return None
+        rng = np.random.default_rng(mix_seed(self.seed, "trail", exposure_key(spec)))
+        if rng.random() >= self.trail_probability:
+            return None
+        cond = self.conditions(spec)
+        return realism.satellite_trail(rng, self.shape, cond.zero_point, self.pixel_scale_arcsec)
+
+    # ------------------------------------------------------------------------------------------
     # Truth
     # ------------------------------------------------------------------------------------------
 
@@ -274,6 +361,27 @@ class SyntheticSky:
         flat_level = (
             float(rng.uniform(15_000, 35_000)) if spec.configuration_type == "SKYFLAT" else 0.0
         )
+        bias_drift = float(rng.normal(0.0, 0.5))
+        extra: dict[str, float | None] = {}
+        if self.realistic:
+            psf = np.random.default_rng(mix_seed(self.seed, "psf", exposure_key(spec)))
+            moon = realism.moonlight(
+                mid_exposure(spec),
+                spec.site_id,
+                SITE_LONGITUDE.get(spec.site_id, 0.0),
+                spec.ra,
+                spec.dec,
+                airmass,
+            )
+            airglow = (DARK_SKY[band] - sky_mag) / 4.0  # the same draw, 0 to 0.3 mag
+            sky_mag = DARK_SKY[band] - airglow + moon.delta_mag * realism.MOON_BAND_FACTOR[band]
+            sky_rate = 10 ** (-0.4 * (sky_mag - zp)) * self.pixel_scale_arcsec**2
+            extra = {
+                "psf_beta": float(psf.uniform(2.5, 4.5)),
+                "moon_illumination": round(moon.illumination, 4),
+                "moon_altitude_deg": round(moon.altitude_deg, 3),
+                "moon_distance_deg": round(moon.distance_deg, 3),
+            }
         return FrameConditions(
             fwhm_arcsec=fwhm,
             airmass=airmass,
@@ -283,7 +391,8 @@ class SyntheticSky:
             zero_point=zp,
             pointing_offset_arcsec=offset,
             flat_level_e=flat_level,
-            bias_drift_adu=float(rng.normal(0.0, 0.5)),
+            bias_drift_adu=bias_drift,
+            **extra,  # type: ignore[arg-type]
         )
 
     def zero_point(self, spec: FrameSpec) -> float:
@@ -358,6 +467,8 @@ class SyntheticSky:
             x, y = wcs.all_world2pix([[transient.ra, transient.dec]], 0)[0]
             if not (-0.5 <= x < nx - 0.5 and -0.5 <= y < ny - 0.5):
                 continue
+            if mid < transient.peak_time - (ZERO_DAYS if self.realistic else DARK_BEFORE):
+                continue  # no light before the event (the model does not rise)
             mag = transient.magnitude(spec.filter, mid)
             colour = transient_colour(transient, spec.filter, mid)
             flux = self._flux_e(mag, colour, spec.filter, cond, spec.exposure_time_s)
@@ -424,66 +535,197 @@ class SyntheticSky:
             return flat
 
     def _sources(self, spec: FrameSpec, cond: FrameConditions, wcs: WCS) -> dict[str, np.ndarray]:
-        """Stars and transients on the frame with pixel positions and electrons."""
+        """Everything on the frame with pixel positions and electrons.
+
+        ``kind``: 0 star, 1 transient, 2 galaxy, 3 minor planet, 4 knot of a satellite trail.
+        Galaxies carry their Sérsic ``n``, ``r_eff_px``, axis ratio ``q`` and ``theta`` (rad).
+        """
         ny, nx = self.shape
         band = spec.filter
         assert band is not None
         centre = wcs.wcs.crval
         radius = math.hypot(nx, ny) / 2 * self.pixel_scale_arcsec / 3600.0 + 0.01
-        stars = self.stars(float(centre[0]), float(centre[1]), radius)
         t = spec.exposure_time_s
         cb = CATALOG_BAND[band]
         c1, c2 = COLOUR[band]
-        ids: list[np.ndarray] = []
+        parts: list[dict[str, np.ndarray]] = []
+
+        def part(
+            kind: int,
+            ids: object,
+            ra: object,
+            dec: object,
+            mag: object,
+            flux: object,
+            **more: object,
+        ) -> None:
+            ra_a, dec_a = np.asarray(ra, float), np.asarray(dec, float)
+            n = len(ra_a)
+            if n == 0:
+                return
+            xy = wcs.all_world2pix(np.column_stack([ra_a, dec_a]), 0)
+            nan = np.full(n, np.nan)
+            row = {
+                "id": np.asarray(ids, str),
+                "x": xy[:, 0],
+                "y": xy[:, 1],
+                "ra": ra_a,
+                "dec": dec_a,
+                "mag": np.asarray(mag, float),
+                "flux": np.asarray(flux, float),
+                "kind": np.full(n, kind, np.int8),
+                "in_ref": np.zeros(n, bool),
+                "ref_mag": nan,
+                "ref_err": nan,
+                "ref_colour": nan,
+                "n": nan,
+                "r_eff_px": nan,
+                "q": nan,
+                "theta": nan,
+                "motion_x": np.zeros(n),
+                "motion_y": np.zeros(n),
+            }
+            row.update({k: np.asarray(v) for k, v in more.items()})
+            parts.append(row)
+
+        stars = self.stars(float(centre[0]), float(centre[1]), radius)
         if len(stars):
-            xy = wcs.all_world2pix(np.column_stack([stars["ra"], stars["dec"]]), 0)
             mag = np.asarray(stars[f"{cb}mag"])
             colour = np.asarray(stars[f"{c1}mag"]) - np.asarray(stars[f"{c2}mag"])
-            flux = self._flux_e(mag, colour, band, cond, t)
-            ids.append(np.asarray(stars["id"]))
-            x, y = xy[:, 0], xy[:, 1]
-            ra, dec = np.asarray(stars["ra"]), np.asarray(stars["dec"])
-            kind = np.zeros(len(stars), np.int8)
-            in_ref = np.asarray(stars["rmag_cat"]) < self.catalog_depth
-            ref_mag = np.asarray(stars[f"{cb}mag_cat"])
-            ref_err = np.asarray(stars[f"e_{cb}mag"])
-            ref_colour = np.asarray(stars[f"{c1}mag_cat"]) - np.asarray(stars[f"{c2}mag_cat"])
-        else:
-            x = y = ra = dec = mag = flux = ref_mag = ref_err = ref_colour = np.zeros(0)
-            kind = np.zeros(0, np.int8)
-            in_ref = np.zeros(0, bool)
+            part(
+                0,
+                stars["id"],
+                stars["ra"],
+                stars["dec"],
+                mag,
+                self._flux_e(mag, colour, band, cond, t),
+                in_ref=np.asarray(stars["rmag_cat"]) < self.catalog_depth,
+                ref_mag=np.asarray(stars[f"{cb}mag_cat"], float),
+                ref_err=np.asarray(stars[f"e_{cb}mag"], float),
+                ref_colour=np.asarray(stars[f"{c1}mag_cat"]) - np.asarray(stars[f"{c2}mag_cat"]),
+            )
         rows = self._transients_on_frame(spec, cond, wcs, mid_exposure(spec))
         if rows:
-            ids.append(np.array([r[0] for r in rows]))
-            x = np.concatenate([x, [r[3] for r in rows]])
-            y = np.concatenate([y, [r[4] for r in rows]])
-            ra = np.concatenate([ra, [r[1] for r in rows]])
-            dec = np.concatenate([dec, [r[2] for r in rows]])
-            mag = np.concatenate([mag, [r[5] for r in rows]])
-            flux = np.concatenate([flux, [r[6] for r in rows]])
-            kind = np.concatenate([kind, np.ones(len(rows), np.int8)])
-            in_ref = np.concatenate([in_ref, np.zeros(len(rows), bool)])
-            nan = np.full(len(rows), np.nan)
-            ref_mag = np.concatenate([ref_mag, nan])
-            ref_err = np.concatenate([ref_err, nan])
-            ref_colour = np.concatenate([ref_colour, nan])
+            part(1, *zip(*[(r[0], r[1], r[2], r[5], r[6]) for r in rows], strict=True))
+        if self.realistic:
+            galaxies = self.galaxies(float(centre[0]), float(centre[1]), radius)
+            if len(galaxies):
+                mag = np.asarray(galaxies[f"{cb}mag"])
+                colour = np.asarray(galaxies[f"{c1}mag"]) - np.asarray(galaxies[f"{c2}mag"])
+                part(
+                    2,
+                    galaxies["id"],
+                    galaxies["ra"],
+                    galaxies["dec"],
+                    mag,
+                    self._flux_e(mag, colour, band, cond, t),
+                    n=np.asarray(galaxies["n"], float),
+                    r_eff_px=np.asarray(galaxies["r_eff"], float) / self.pixel_scale_arcsec,
+                    q=np.asarray(galaxies["q"], float),
+                    theta=np.radians(np.asarray(galaxies["pa"], float)),
+                )
+            planets = self.minor_planets_at(
+                float(centre[0]), float(centre[1]), radius, mid_exposure(spec)
+            )
+            if planets:
+                mags = [p.magnitude(band) for p, _, _ in planets]
+                end = spec.date_obs + timedelta(seconds=t)
+                ends = [
+                    wcs.all_world2pix(np.array([p.position(spec.date_obs), p.position(end)]), 0)
+                    for p, _, _ in planets
+                ]
+                part(
+                    3,
+                    [p.name for p, _, _ in planets],
+                    [a for _, a, _ in planets],
+                    [d for _, _, d in planets],
+                    mags,
+                    [float(self._flux_e(m, 0.0, band, cond, t)) for m in mags],
+                    motion_x=np.array([e[1, 0] - e[0, 0] for e in ends]),
+                    motion_y=np.array([e[1, 1] - e[0, 1] for e in ends]),
+                )
+            trail = self.trail(spec)
+            if trail is not None:
+                knots = realism.trail_points(trail, self.shape, 40.0)
+                if len(knots):
+                    world = wcs.all_pix2world(knots, 0)
+                    part(
+                        4,
+                        [f"trail-{k}" for k in range(len(knots))],
+                        world[:, 0],
+                        world[:, 1],
+                        np.full(len(knots), np.nan),
+                        np.full(
+                            len(knots),
+                            trail.e_per_px * 4.0 * cond.fwhm_arcsec / self.pixel_scale_arcsec,
+                        ),
+                    )
+        if not parts:
+            empty = {k: np.zeros(0) for k in ("x", "y", "ra", "dec", "mag", "flux")}
+            return empty | {
+                "id": np.zeros(0, str),
+                "kind": np.zeros(0, np.int8),
+                "in_ref": np.zeros(0, bool),
+                **{
+                    k: np.zeros(0)
+                    for k in (
+                        *("ref_mag", "ref_err", "ref_colour", "n", "r_eff_px", "q", "theta"),
+                        *("motion_x", "motion_y"),
+                    )
+                },
+            }
+        merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         margin = 30
+        x, y = merged["x"], merged["y"]
         keep = (x > -margin) & (x < nx + margin) & (y > -margin) & (y < ny + margin)
-        out = {
-            "id": np.concatenate(ids)[keep] if ids else np.zeros(0, str),
-            "x": np.asarray(x, float)[keep],
-            "y": np.asarray(y, float)[keep],
-            "ra": np.asarray(ra, float)[keep],
-            "dec": np.asarray(dec, float)[keep],
-            "mag": np.asarray(mag, float)[keep],
-            "flux": np.asarray(flux, float)[keep],
-            "kind": kind[keep],
-            "in_ref": in_ref[keep],
-            "ref_mag": np.asarray(ref_mag, float)[keep],
-            "ref_err": np.asarray(ref_err, float)[keep],
-            "ref_colour": np.asarray(ref_colour, float)[keep],
-        }
-        return out
+        # Galaxies are big: keep those whose light reaches the frame.
+        reach = np.where(np.isfinite(merged["r_eff_px"]), 8 * merged["r_eff_px"], 0.0)
+        keep |= (x > -reach) & (x < nx + reach) & (y > -reach) & (y < ny + reach)
+        return {k: v[keep] for k, v in merged.items()}
+
+    def _render_light(
+        self, image: np.ndarray, spec: FrameSpec, cond: FrameConditions, sources: dict
+    ) -> None:
+        """Add every source's light (and a satellite trail) to ``image`` in place."""
+        fwhm_px = cond.fwhm_arcsec / self.pixel_scale_arcsec
+        point = sources["kind"] != 2
+        point &= sources["kind"] != 4
+        if cond.psf_beta is None:
+            sel = np.nonzero(point)[0]
+            self._render_sources(
+                image,
+                sources["x"][sel],
+                sources["y"][sel],
+                sources["flux"][sel],
+                fwhm_px * FWHM_TO_SIGMA,
+            )
+            return
+        beta = cond.psf_beta
+        sel = np.nonzero(point & (sources["kind"] != 3))[0]
+        x, y, flux = sources["x"][sel], sources["y"][sel], sources["flux"][sel]
+        # Minor planets trail during the exposure: nine points along their path.
+        steps = np.linspace(-0.5, 0.5, 9)
+        for k in np.nonzero(sources["kind"] == 3)[0]:
+            x = np.concatenate([x, sources["x"][k] + steps * sources["motion_x"][k]])
+            y = np.concatenate([y, sources["y"][k] + steps * sources["motion_y"][k]])
+            flux = np.concatenate([flux, np.full(9, sources["flux"][k] / 9.0)])
+        realism.moffat_points(image, x, y, flux, fwhm_px, beta)
+        kernel = realism.moffat_kernel(fwhm_px, beta)
+        for k in np.nonzero(sources["kind"] == 2)[0]:
+            realism.add_sersic(
+                image,
+                float(sources["x"][k]),
+                float(sources["y"][k]),
+                float(sources["flux"][k]),
+                n=float(sources["n"][k]),
+                r_eff_px=float(sources["r_eff_px"][k]),
+                q=float(sources["q"][k]),
+                theta_rad=float(sources["theta"][k]),
+                kernel=kernel,
+            )
+        trail = self.trail(spec)
+        if trail is not None:
+            realism.add_trail(image, trail, fwhm_px, beta)
 
     def _render_sources(
         self, image: np.ndarray, x: np.ndarray, y: np.ndarray, flux: np.ndarray, sigma: float
@@ -529,9 +771,16 @@ class SyntheticSky:
         return rows[:, None] + cols[None, :]
 
     def _cosmic_rays(
-        self, image: np.ndarray, rng: np.random.Generator, seconds: float
+        self,
+        image: np.ndarray,
+        rng: np.random.Generator,
+        seconds: float,
+        hits: list[tuple[float, float, float]] | None = None,
     ) -> np.ndarray:
-        """Add cosmic-ray tracks (electrons) in place; return the mask of hit pixels."""
+        """Add cosmic-ray tracks (electrons) in place; return the mask of hit pixels.
+
+        ``hits``, when given, receives each track's centre (x, y) and electrons.
+        """
         ny, nx = image.shape
         mask = np.zeros(image.shape, bool)
         n = int(rng.poisson(self.cosmic_rays_per_s * seconds * nx * ny / 4096**2))
@@ -552,6 +801,8 @@ class SyntheticSky:
             deposit = energy[k] / len(flat_idx) * rng.uniform(0.6, 1.4, len(flat_idx))
             image[yy, xx] += deposit.astype(np.float32)
             mask[yy, xx] = True
+            if hits is not None:
+                hits.append((float(xx.mean()), float(yy.mean()), float(deposit.sum())))
         return mask
 
     def _noise_rng(self, spec: FrameSpec) -> np.random.Generator:
@@ -566,10 +817,9 @@ class SyntheticSky:
         wcs = self.wcs(spec)
         t = spec.exposure_time_s
         inst = self._instrument(spec.instrument_id)
-        sigma = cond.fwhm_arcsec / self.pixel_scale_arcsec * FWHM_TO_SIGMA
         model = self._sky_image(cond, t)
         sources = self._sources(spec, cond, wcs)
-        self._render_sources(model, sources["x"], sources["y"], sources["flux"], sigma)
+        self._render_light(model, spec, cond, sources)
         rng = self._noise_rng(spec)
         z = rng.standard_normal(self.shape, dtype=np.float32)
         rn2 = np.float32(self.read_noise_e**2)
@@ -591,8 +841,12 @@ class SyntheticSky:
         ) * np.sqrt(bad_values + rn2)
         bpm[inst.bad] |= BPM_BAD
         del model
-        cr = self._cosmic_rays(sci, rng, t + 30.0)
+        hits: list[tuple[float, float, float]] | None = [] if self.realistic else None
+        cr = self._cosmic_rays(sci, rng, t + 30.0, hits)
         bpm[cr] |= BPM_COSMIC_RAY
+        if hits:
+            # BANZAI flags cosmic rays without replacing them: the strong ones are detected.
+            sources = realism.append_sources(sources, 5, "cosmic-ray", np.array(hits), wcs)
         saturated = sci >= np.float32(self.saturation_e)
         sci[saturated] = np.float32(self.saturation_e)
         bpm[saturated] |= BPM_SATURATED
@@ -608,6 +862,8 @@ class SyntheticSky:
             read_noise_e=self.read_noise_e,
             pixel_scale=self.pixel_scale_arcsec,
             band=spec.filter or "",
+            psf_beta=cond.psf_beta,
+            nan_flagged_fwhm=self.realistic,
         )
         catalog, l1 = measure_catalog(
             pixels,
@@ -646,9 +902,8 @@ class SyntheticSky:
         kind = spec.configuration_type
         if kind == "EXPOSE":
             assert spec.filter is not None
-            sigma = cond.fwhm_arcsec / self.pixel_scale_arcsec * FWHM_TO_SIGMA
             light = self._sky_image(cond, t)
-            self._render_sources(light, *self._source_arrays(spec, cond, wcs), sigma)
+            self._render_light(light, spec, cond, self._sources(spec, cond, wcs))
             light *= self._flat(inst, spec.instrument_id, spec.filter)
         elif kind == "SKYFLAT":
             assert spec.filter is not None
@@ -686,12 +941,6 @@ class SyntheticSky:
         return fits.HDUList(
             [fits.PrimaryHDU(), image_hdu(raw, header, "SCI", compress=self.compress)]
         )
-
-    def _source_arrays(
-        self, spec: FrameSpec, cond: FrameConditions, wcs: WCS
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        sources = self._sources(spec, cond, wcs)
-        return sources["x"], sources["y"], sources["flux"]
 
 
 class SkyReferenceCatalog:

@@ -1,0 +1,372 @@
+"""Difference imaging, candidates on the difference, real-bogus scores and vetting.
+
+The scene (benchmarks/transient_scenes.py) holds what the real sky holds and the old sandbox did
+not: Sérsic galaxies (n = 1 and 4), a 19 mag transient 1" from the nucleus of a 15.5 mag host
+whose CAT row BANZAI flagged deblended with a NaN FWHM, a star fainter than the reference
+catalogue's r = 19, a minor planet on the science frame only, cosmic rays, sky gradients, and a
+reference taken on another night with other seeing, pointing and transparency.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from datetime import UTC, datetime
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import requests
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+from astropy.table import QTable, Table
+
+from benchmarks.transient_scenes import Scene, pair, render, standard_scene
+from followup.exceptions import PhotometryError, ServiceError
+from followup.photometry import find_candidates, measure_targets
+from followup.photometry.difference import cutouts, subtract
+from followup.photometry.realbogus import score
+from followup.photometry.transients import find_transients, measure_difference
+from followup.photometry.vetting import SkybotMinorPlanets, passing, vet_candidates
+
+WHEN = datetime(2026, 3, 1, 4, 2, 30, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def scene() -> Scene:
+    return standard_scene(1)
+
+
+@pytest.fixture(scope="module")
+def frames(scene: Scene):
+    return pair(scene, 1)
+
+
+@pytest.fixture(scope="module")
+def difference(frames):
+    science, reference = frames
+    return subtract(science, reference)
+
+
+@pytest.fixture(scope="module")
+def found(scene: Scene, frames, difference) -> QTable:
+    return find_transients(frames[0], difference, catalog=scene.catalog())
+
+
+def _kind(scene: Scene, kind: str):
+    return [s for s in scene.sources if s.kind == kind]
+
+
+def _near(table: QTable, ra: float, dec: float, radius: float = 1.5) -> QTable:
+    if not len(table):
+        return table
+    sep = SkyCoord(table["ra"], table["dec"]).separation(SkyCoord(ra, dec, unit="deg")).arcsec
+    return table[sep <= radius]
+
+
+def test_the_science_cat_flags_the_transient_deblended_with_nan_fwhm(scene: Scene, frames) -> None:
+    cat = Table.read(frames[0]["CAT"])
+    t = _kind(scene, "transient")[0]
+    sep = SkyCoord(cat["ra"], cat["dec"], unit="deg").separation(SkyCoord(t.ra, t.dec, unit="deg"))
+    row = cat[int(np.argmin(sep.arcsec))]
+    assert row["flag"] & 2 and (np.ma.is_masked(row["fwhm"]) or math.isnan(row["fwhm"]))
+
+
+def test_transient_on_its_host_is_found_and_measured_host_subtracted(scene: Scene, found) -> None:
+    t = _kind(scene, "transient")[0]
+    hit = _near(found, t.ra, t.dec)
+    assert len(hit) == 1
+    row = hit[0]
+    assert row["real"] and row["score"] > 0.8
+    assert abs(row["mag"].value - t.mag) < 3 * row["mag_err"].value
+    # 19 mag in 300 s: a clear detection with a host-subtracted flux near 91 uJy.
+    assert row["snr"] > 15
+    assert (
+        abs(row["flux_ujy"].value - 10 ** (-0.4 * (t.mag - 23.9))) < 3 * row["flux_err_ujy"].value
+    )
+
+
+def test_forced_photometry_on_the_difference_leaves_the_host_out(
+    scene: Scene, frames, difference
+) -> None:
+    t = _kind(scene, "transient")[0]
+    catalog = scene.catalog()
+    [diff] = measure_difference(frames[0], difference, [("T", t.ra, t.dec)], catalog=catalog)
+    [direct] = measure_targets(frames[0], [("T", t.ra, t.dec)], catalog=catalog)
+    true_ujy = 10 ** (-0.4 * (t.mag - 23.9))
+    assert abs(diff.flux_ujy - true_ujy) < 3 * diff.flux_err_ujy
+    assert diff.mag is not None and abs(diff.mag - t.mag) < 3 * diff.mag_err
+    # On the frame itself the host's light is in the aperture: far brighter than the truth.
+    assert direct.flux_ujy > true_ujy + 10 * direct.flux_err_ujy
+
+
+def test_nothing_real_at_the_galaxies_the_faint_star_or_the_cosmic_rays(
+    scene: Scene, found
+) -> None:
+    real = found[found["real"] & (found["snr"] >= 5)]
+    positions = [(s.ra, s.dec) for s in _kind(scene, "transient") + _kind(scene, "asteroid")]
+    expected = {(round(ra, 5), round(dec, 5)) for ra, dec in positions}
+    assert len(real) == len(expected)
+    for galaxy in _kind(scene, "galaxy")[1:]:
+        assert not len(_near(real, galaxy.ra, galaxy.dec, 10.0))
+    faint = [s for s in _kind(scene, "star") if s.mag > 20]
+    assert faint and not len(_near(found, faint[0].ra, faint[0].dec, 3.0))
+
+
+def test_the_catalogue_match_finder_takes_the_faint_star_and_misses_the_transient(
+    scene: Scene, frames
+) -> None:
+    """What issue 14 measured on the real sky, reproduced: why the difference is needed."""
+    old = find_candidates(frames[0], scene.catalog())
+    faint = next(s for s in _kind(scene, "star") if s.mag > 20)
+    assert len(_near(old, faint.ra, faint.dec, 1.5)) == 1
+
+
+def test_difference_errors_are_honest_on_blank_sky(difference) -> None:
+    fr = difference.frame
+    ok = ~fr.mask & (fr.err > 0)
+    z = fr.data[ok] / fr.err[ok]
+    z = z[np.abs(z) < 10]
+    assert 0.8 < np.std(z) < 1.2
+    assert abs(np.median(z)) < 0.1
+
+
+def test_flux_scale_and_direction(difference) -> None:
+    # Reference zero point 23.45 against 23.30: the reference is 0.15 mag more sensitive.
+    assert difference.scale == pytest.approx(10 ** (-0.4 * 0.15), rel=0.03)
+    assert difference.convolved == "reference"  # the reference has the better seeing
+    assert difference.n_stars >= 8
+
+
+def test_a_reference_with_worse_seeing_convolves_the_science(scene: Scene) -> None:
+    science, reference = pair(scene, 2, science_fwhm=1.6, reference_fwhm=2.4)
+    d = subtract(science, reference)
+    assert d.convolved == "science"
+    assert d.frame.fwhm == pytest.approx(2.4 / 0.389, rel=0.05)
+    t = _kind(scene, "transient")[0]
+    [m] = measure_difference(science, d, [("T", t.ra, t.dec)], catalog=scene.catalog())
+    assert m.mag is not None and abs(m.mag - t.mag) < 3 * m.mag_err
+
+
+def test_cutouts_are_frame_products(found, difference) -> None:
+    row = found[0]
+    stamps = cutouts(difference, row["x"].value, row["y"].value, half=20)
+    assert set(stamps) == {"science", "reference", "difference"}
+    assert all(s.shape == (41, 41) for s in stamps.values())
+    centre = stamps["difference"][18:23, 18:23].sum()
+    assert centre > 10 * np.nanstd(stamps["difference"][:8, :8]) * 5
+
+
+def test_other_band_is_refused(scene: Scene, frames) -> None:
+    other = render(scene, seed=5, fwhm_arcsec=2.0, kinds=("star",))
+    other[1].header["FILTER"] = "gp"
+    with pytest.raises(PhotometryError, match="gp"):
+        subtract(frames[0], other)
+
+
+def test_score_penalises_dipoles_cosmic_rays_and_flagged_cores() -> None:
+    clean = {"sharpness": 1.0, "fwhm_ratio": 1.0, "negative_fraction": 0.05, "dipole": -1.0,
+             "masked_fraction": 0.0}  # fmt: skip
+    assert score(clean)[0] == pytest.approx(1.0)
+    dipole = clean | {"negative_fraction": 0.45, "dipole": -12.0}
+    cosmic = clean | {"sharpness": 6.0, "fwhm_ratio": 0.3}
+    flagged = clean | {"masked_fraction": 0.8}
+    for features, word in ((dipole, "dipole"), (cosmic, "sharper"), (flagged, "flagged")):
+        value, reasons = score(features)
+        assert value < 0.1 and any(word in r for r in reasons)
+
+
+# --- vetting ---------------------------------------------------------------------------------
+
+
+def _skybot_votable(objects: list[tuple[str, float, float, float]]) -> bytes:
+    table = Table()
+    coords = SkyCoord([o[1] for o in objects], [o[2] for o in objects], unit="deg")
+    table["num"] = ["-"] * len(objects)
+    table["name"] = [o[0] for o in objects]
+    table["ra"] = [c.ra.to_string(unit="hourangle", sep=" ", precision=3) for c in coords]
+    table["de"] = [c.dec.to_string(sep=" ", precision=2, alwayssign=True) for c in coords]
+    table["class"] = ["MB>Inner"] * len(objects)
+    table["magV"] = [o[3] for o in objects]
+    table["angdist"] = [1.0] * len(objects)
+    buffer = io.BytesIO()
+    table.write(buffer, format="votable")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def skybot(monkeypatch: pytest.MonkeyPatch):
+    """SkyBoT answered at requests.Session level: what astroquery sends is recorded."""
+    answers: dict[str, bytes] = {}
+    sent: list[dict] = []
+
+    def request(self, method, url, params=None, **kwargs):
+        sent.append({"method": method, "url": url, "params": params})
+        response = requests.Response()
+        response.status_code = 200
+        response._content = answers["body"]
+        response.url = url
+        response.headers["Content-Type"] = "text/xml"
+        return response
+
+    monkeypatch.setattr(requests.Session, "request", request)
+    return SimpleNamespace(answers=answers, sent=sent)
+
+
+class _Map:
+    """A stand-in sky map: one credible level and one distance along every line of sight."""
+
+    has_distance = True
+
+    def __init__(self, level: float, mean: float, std: float) -> None:
+        self.level, self.mean, self.std = level, mean, std
+
+    def searched_probability(self, ra, dec) -> float:
+        return self.level
+
+    def distance_along(self, ra, dec):
+        return SimpleNamespace(mean_mpc=self.mean, std_mpc=self.std)
+
+
+def _galaxies(scene: Scene, distance: float) -> QTable:
+    host = _kind(scene, "galaxy")[0]
+    table = QTable()
+    table["name"] = ["HOST1"]
+    table["ra"] = [host.ra] * u.deg
+    table["dec"] = [host.dec] * u.deg
+    table["distance"] = [distance] * u.Mpc
+    table["distance_err"] = [distance * 0.1] * u.Mpc
+    return table
+
+
+def test_vetting_keeps_the_kilonova_and_removes_the_minor_planet(
+    scene: Scene, found, skybot
+) -> None:
+    planet = _kind(scene, "asteroid")[0]
+    skybot.answers["body"] = _skybot_votable(
+        [("2010 AB1", planet.ra + 0.3 / 3600, planet.dec, 19.6)]
+    )
+    checks = vet_candidates(
+        found,
+        when=WHEN,
+        stars=scene.catalog(),
+        galaxies=_galaxies(scene, 40.0),
+        skymap=_Map(0.42, 45.0, 8.0),
+        minor_planets=SkybotMinorPlanets(url="http://sandbox.test/skybot/conesearch.php"),
+    )
+    assert skybot.sent and skybot.sent[0]["url"] == "http://sandbox.test/skybot/conesearch.php"
+    assert skybot.sent[0]["params"]["-ep"]
+    kept = passing(found, checks)
+    assert len(kept) == 1
+    t = _kind(scene, "transient")[0]
+    assert len(_near(kept, t.ra, t.dec)) == 1
+    reasons = kept["reasons"][0]
+    assert "host HOST1" in reasons and "distances agree" in reasons and "42.0%" in reasons
+    [planet_check] = [
+        c
+        for c, row in zip(checks, found, strict=True)
+        if len(_near(QTable(row), planet.ra, planet.dec))
+    ]
+    assert not planet_check.passed and planet_check.minor_planet == "2010 AB1"
+    assert any("minor planet 2010 AB1" in r for r in planet_check.reasons)
+
+
+def test_vetting_reasons_for_a_far_host_a_star_and_the_map(scene: Scene, found, skybot) -> None:
+    skybot.answers["body"] = _skybot_votable([])
+    t = _kind(scene, "transient")[0]
+    row = _near(found, t.ra, t.dec)
+    far = vet_candidates(row, galaxies=_galaxies(scene, 200.0), skymap=_Map(0.5, 45.0, 8.0))[0]
+    assert not far.passed and any("disagree" in r for r in far.reasons)
+    outside = vet_candidates(row, skymap=_Map(0.999, 45.0, 8.0))[0]
+    assert not outside.passed and any("outside" in r for r in outside.reasons)
+    star = Table({"ra": [t.ra], "dec": [t.dec + 0.2 / 3600], "r": [18.2]})
+    variable = vet_candidates(row, stars=star)[0]
+    assert not variable.passed and any("variable" in r for r in variable.reasons)
+    unchecked = vet_candidates(row)[0]
+    assert unchecked.passed and "minor planets not checked" in unchecked.reasons
+
+
+def test_skybot_failure_is_a_service_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self, *args, **kwargs):
+        raise requests.ConnectionError("refused")
+
+    monkeypatch.setattr(requests.Session, "request", broken)
+    with pytest.raises(ServiceError, match="SkyBoT"):
+        SkybotMinorPlanets(url="http://sandbox.test/skybot").objects(150.0, -20.0, 0.1, WHEN)
+
+
+def test_saved_difference_measures_the_same(
+    scene: Scene, frames, difference, found, tmp_path
+) -> None:
+    from followup.photometry.transients import (
+        load_difference,
+        measure_saved_difference,
+        save_difference,
+    )
+
+    path = save_difference(
+        difference, found.meta["zero_point_fit"], tmp_path / "d.fits", candidates=found[:2]
+    )
+    t = _kind(scene, "transient")[0]
+    [saved] = measure_saved_difference(path, [("T", t.ra, t.dec)], frame_name="f")
+    [direct] = measure_difference(
+        frames[0], difference, [("T", t.ra, t.dec)], catalog=scene.catalog()
+    )
+    assert saved.flux_ujy == pytest.approx(direct.flux_ujy, rel=1e-4)
+    assert saved.zero_point == pytest.approx(direct.zero_point)
+    from astropy.io import fits
+
+    with fits.open(path) as hdul:
+        assert hdul["CUT0"].data.shape == (3, 51, 51)
+        assert len(hdul["CANDS"].data) == 2
+    fr, zp = load_difference(path)
+    assert fr.fwhm == pytest.approx(difference.frame.fwhm)
+    assert zp.zero_point == pytest.approx(found.meta["zero_point"])
+
+
+def test_search_frame_keeps_the_kilonova_writes_products_and_says_why(
+    scene: Scene, frames, skybot, tmp_path
+) -> None:
+    from followup.photometry.transients import search_frame
+
+    planet = _kind(scene, "asteroid")[0]
+    skybot.answers["body"] = _skybot_votable([("2010 AB1", planet.ra, planet.dec, 19.6)])
+    asked = []
+
+    def reference_for(ra: float, dec: float, band: str):
+        asked.append((ra, dec, band))
+        return frames[1]
+
+    kept = search_frame(
+        frames[0],
+        reference_for,
+        catalog=scene.catalog(),
+        minor_planets=SkybotMinorPlanets(url="http://sandbox.test/skybot"),
+        products=tmp_path / "diff.fits",
+    )
+    assert asked and asked[0][2] == "rp"
+    t = _kind(scene, "transient")[0]
+    assert len(kept) == 1 and len(_near(kept, t.ra, t.dec)) == 1
+    assert any("minor planet 2010 AB1" in " ".join(r) for _, _, r in kept.meta["rejected"])
+    assert (tmp_path / "diff.fits").is_file()
+
+
+def test_skybot_client_reads_the_sandbox_stand_in() -> None:
+    from datetime import timedelta
+
+    from sandbox import skybot as skybot_app
+    from sandbox.serving import serve
+    from tests.test_sky_realistic import PEAK, make_sky
+
+    sky = make_sky()
+    (planet,) = sky.minor_planets
+    when = PEAK + timedelta(hours=3)
+    ra, dec = planet.position(when)
+    with serve(skybot_app.create_app(sky)) as url:
+        client = SkybotMinorPlanets(url=url + skybot_app.CONE_SEARCH_PATH)
+        found = client.objects(ra, dec, 0.01, when)
+        later = client.objects(ra, dec, 0.005, when + timedelta(hours=3))
+    assert list(found["name"]) == [planet.name]
+    assert found["ra"][0] == pytest.approx(ra, abs=1e-4)
+    assert found["dec"][0] == pytest.approx(dec, abs=1e-4)
+    assert len(later) == 0
