@@ -16,7 +16,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 from pydantic import SecretStr
 
 from blocks import LcoCredentials
@@ -71,9 +70,9 @@ approval:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def harness() -> Iterator[None]:
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+def harness(prefect_api: object) -> Iterator[None]:
+    """Flows of this module run against the session's Prefect API (``tests/conftest.py``)."""
+    yield
 
 
 @pytest.fixture
