@@ -11,13 +11,12 @@ from flows.approvals import RequestApproval, ask
 from flows.events import REQUEST_COMPLETED, REQUEST_SUBMITTED, emit_followup_event
 from flows.pointings import update_treasure_map
 from flows.runtime import Runtime, load_runtime
+from followup.cadence import PlannedRequest, plan_epochs
 from followup.lco import (
     RequestGroupSpec,
     Semester,
     at_submission,
     build_request_group,
-    epoch_windows,
-    make_group_name,
 )
 from followup.ledger import Ledger, RequestRow
 from followup.models import (
@@ -44,41 +43,21 @@ def _plan_requests(
     strategy: ObservingStrategy,
     proposal: str,
     semesters: list[Semester],
-) -> list[tuple[ObservationRequest, RequestGroupSpec]]:
+) -> list[PlannedRequest]:
     """One request group per target and epoch of the strategy's cadence."""
     planned_at = utcnow()
-    windows = epoch_windows(strategy, planned_at, semesters=semesters)
-    planned = []
-    for target in targets[: strategy.max_targets]:
-        for epoch, (start, end) in enumerate(windows):
-            name = make_group_name(
-                alert.event_id,
-                target.name,
-                epoch=epoch,
-                filters=strategy.filters,
-                plan=strategy.name,
-            )
-            request = ObservationRequest(
-                event_id=alert.event_id,
-                target_name=target.name,
-                epoch=epoch,
-                group_name=name,
-                filters=strategy.filters,
-                observation_type=strategy.observation_type,
-                window_start=start,
-                window_end=end,
-            )
-            spec = RequestGroupSpec(
-                target=target,
-                strategy=strategy,
-                proposal=proposal,
-                group_name=name,
-                window_start=start,
-                window_end=end,
-                planned_at=planned_at,
-            )
-            planned.append((request, spec))
-    return planned
+    return [
+        planned
+        for target in targets[: strategy.max_targets]
+        for planned in plan_epochs(
+            alert.event_id,
+            target,
+            strategy,
+            proposal=proposal,
+            now=planned_at,
+            semesters=semesters,
+        )
+    ]
 
 
 def _describe(alert: Alert, strategy: ObservingStrategy, planned: list, reason: str) -> str:

@@ -184,24 +184,7 @@ def hermes_outgoing(
         message_text=f"{_capitalised(team_phrase(team))} report forced photometry of "
         f"{len(targets)} target(s) of {alert.event_id} with the Las Cumbres Observatory network.",
     )
-    report = Report(
-        destination=ReportDestination.HERMES,
-        event_id=alert.event_id,
-        content_hash=content_hash(message.to_payload()),
-        status=ReportStatus.DRAFT,
-        # What resolve_unconfirmed_hermes looks a lost send up by.
-        payload={
-            **{key: getattr(message, key) for key in LOOKUP_KEYS},
-            "text": message.message_text,
-        },
-    )
-    return Outgoing(
-        report=report,
-        content=message,
-        markdown=render_markdown(message),
-        text=message.message_text,
-        public=is_public_topic(message.topic),
-    )
+    return _hermes_outgoing(alert, message)
 
 
 def _capitalised(text: str) -> str:
@@ -368,11 +351,17 @@ def non_detection_outgoing(
         topic=topic,
         catalog=catalog,
     )
+    return _hermes_outgoing(alert, message)
+
+
+def _hermes_outgoing(alert: Alert, message: HermesMessage) -> Outgoing:
+    """A HERMES message as a draft report, keeping what a lost send is looked up by."""
     report = Report(
         destination=ReportDestination.HERMES,
         event_id=alert.event_id,
         content_hash=content_hash(message.to_payload()),
         status=ReportStatus.DRAFT,
+        # What resolve_unconfirmed_hermes looks a lost send up by.
         payload={
             **{key: getattr(message, key) for key in LOOKUP_KEYS},
             "text": message.message_text,

@@ -22,7 +22,7 @@ from followup.bounded import fits_hdus
 from followup.exceptions import SkymapError
 from followup.skymap.sky import SkyMap
 
-__all__ = ["FlatTable", "flat_columns", "flat_to_multiorder"]
+__all__ = ["HEADER_META_KEYS", "FlatTable", "flat_columns", "flat_to_multiorder"]
 
 _BLOCK_ORDER = 10
 """Blocks of ``4**10`` (a million) nested pixels: 8 MB of float64 per layer."""
@@ -30,7 +30,8 @@ _BLOCK_ORDER = 10
 _TFORM = {"D": ">f8", "E": ">f4", "K": ">i8", "J": ">i4", "I": ">i2", "B": "u1"}
 _TFORM_RE = re.compile(r"^\s*(\d*)\s*([A-Z])\s*$")
 _FILL = {"PROB": 0.0, "DISTMU": np.inf, "DISTSIGMA": 1.0, "DISTNORM": 0.0}
-_META_KEYS = (
+# The header keys a sky map keeps as its metadata (here and in reading.py).
+HEADER_META_KEYS = (
     "OBJECT",
     "DATE-OBS",
     "MJD-OBS",
@@ -117,7 +118,7 @@ def flat_columns(data: bytes | bytearray) -> FlatTable | None:
         columns = {name: table[name].reshape(-1) for name in names}
         units = {name: str(cards.get(f"TUNIT{i}", "")).strip() for i, name in enumerate(names, 1)}
         header = {key.upper(): value for key, value in cards.items()}
-        meta = {key: header[key] for key in _META_KEYS if key in header}
+        meta = {key: header[key] for key in HEADER_META_KEYS if key in header}
         return FlatTable(columns, units, header, meta)
     return None
 

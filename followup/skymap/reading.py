@@ -15,7 +15,7 @@ from astropy.io import fits
 
 from followup.bounded import DecodeLimitExceeded, fits_declared_end, inflate
 from followup.exceptions import SkymapError
-from followup.skymap.flat import flat_columns, flat_to_multiorder
+from followup.skymap.flat import HEADER_META_KEYS, flat_columns, flat_to_multiorder
 from followup.skymap.pixels import SR_PER_DEG2
 from followup.skymap.sky import SkyMap, SkymapSource
 
@@ -235,24 +235,8 @@ def _find_healpix_hdu(hdul: fits.HDUList) -> fits.BinTableHDU:
 
 
 def _header_meta(header: fits.Header) -> dict[str, Any]:
-    keep = (
-        "OBJECT",
-        "DATE-OBS",
-        "MJD-OBS",
-        "DATE",
-        "CREATOR",
-        "ORIGIN",
-        "INSTRUME",
-        "REFERENC",
-        "DISTMEAN",
-        "DISTSTD",
-        "LOGBCI",
-        "LOGBSN",
-        "VCSVERS",
-        "RUNTIME",
-    )
     meta: dict[str, Any] = {}
-    for key in keep:
+    for key in HEADER_META_KEYS:
         if key in header:
             value = header[key]
             if isinstance(value, np.generic):
