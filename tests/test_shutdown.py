@@ -729,8 +729,19 @@ def test_make_production_stops_on_sigterm_and_on_ctrl_c_after_a_restart(tmp_path
 
 @pytest.mark.slow
 def test_the_dispatcher_cuts_runs_short_after_its_grace_and_they_end_crashed(
-    prefect_server,
+    prefect_server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # This module's stack fixture points this process (settings and environment) at its own
+    # server, which test_the_whole_stack_stops_within_the_limit has stopped: back to the session's.
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server.api_url)
+    monkeypatch.setenv("PREFECT_HOME", str(prefect_server.home))
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}):
+        _dispatcher_cuts_runs_short()
+
+
+def _dispatcher_cuts_runs_short() -> None:
     from prefect.client.orchestration import get_client
 
     from flows.dispatch import Dispatcher
