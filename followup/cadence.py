@@ -290,26 +290,18 @@ def _plan(
         f"without frames; requested again as {name} (attempt {attempt}) while "
         f"{row.event_id} is live, until {until:%Y-%m-%d %H:%M} UTC"
     )
-    request = ObservationRequest(
-        event_id=row.event_id,
-        target_name=target.name,
-        epoch=row.epoch,
-        attempt=attempt,
-        group_name=name,
-        filters=filters,
-        observation_type=strategy.observation_type,
-        window_start=start,
-        window_end=end,
-    )
-    spec = RequestGroupSpec(
-        target=target,
-        strategy=strategy,
+    request, spec = _planned(
+        row.event_id,
+        target,
+        strategy,
         proposal=proposal,
-        group_name=name,
-        window_start=start,
-        window_end=end,
-        planned_at=now,
-        observation_note=f"requested again: {replaces} closed unobserved",
+        name=name,
+        epoch=row.epoch,
+        window=(start, end),
+        now=now,
+        attempt=attempt,
+        filters=filters,
+        note=f"requested again: {replaces} closed unobserved",
     )
     return Rerequest(request=request, spec=spec, replaces=replaces, reason=reason)
 
@@ -347,27 +339,59 @@ def plan_epochs(
         name = make_group_name(
             event_id, target.name, epoch=epoch, filters=strategy.filters, plan=strategy.name
         )
-        request = ObservationRequest(
-            event_id=event_id,
-            target_name=target.name,
-            epoch=epoch,
-            group_name=name,
-            filters=strategy.filters,
-            observation_type=strategy.observation_type,
-            window_start=start,
-            window_end=end,
+        planned.append(
+            _planned(
+                event_id,
+                target,
+                strategy,
+                proposal=proposal,
+                name=name,
+                epoch=epoch,
+                window=(start, end),
+                now=now,
+            )
         )
-        spec = RequestGroupSpec(
-            target=target,
-            strategy=strategy,
-            proposal=proposal,
-            group_name=name,
-            window_start=start,
-            window_end=end,
-            planned_at=now,
-        )
-        planned.append((request, spec))
     return planned
+
+
+def _planned(
+    event_id: str,
+    target: Target,
+    strategy: ObservingStrategy,
+    *,
+    proposal: str,
+    name: str,
+    epoch: int,
+    window: tuple[datetime, datetime],
+    now: datetime,
+    attempt: int = 0,
+    filters: list[str] | None = None,
+    note: str = "",
+) -> PlannedRequest:
+    """The ledger's request and the portal's group spec of one epoch (one attempt) of a target."""
+    start, end = window
+    request = ObservationRequest(
+        event_id=event_id,
+        target_name=target.name,
+        epoch=epoch,
+        attempt=attempt,
+        group_name=name,
+        filters=strategy.filters if filters is None else filters,
+        observation_type=strategy.observation_type,
+        window_start=start,
+        window_end=end,
+    )
+    spec = RequestGroupSpec(
+        target=target,
+        strategy=strategy,
+        proposal=proposal,
+        group_name=name,
+        window_start=start,
+        window_end=end,
+        planned_at=now,
+        observation_note=note,
+    )
+    return request, spec
 
 
 def candidate_strategies(
