@@ -23,6 +23,7 @@ from flows.report import report
 from flows.retract import event_tag
 from flows.runtime import load_runtime
 from flows.targets import select_targets
+from followup.replanning import superseded_targets
 from followup.summary import event_summary, summary_markdown
 from tasks.alerts import load_alert
 from tasks.artifacts import publish_markdown, publish_plot
@@ -99,6 +100,9 @@ def followup(
         report(alert_id, event_id, settings)
     else:
         logger.warning("%s: no observable target (%d dropped)", event_id, len(plan.dropped))
+        if superseded_targets(runtime.ledger, event_id):
+            # The new map dropped every field: its pending requests are cancelled all the same.
+            observe(alert_id, event_id, settings, wait=False)
 
     summary = event_summary(runtime.ledger, event_id)
     publish_markdown("summary", event_id, summary_markdown(summary), f"follow-up of {event_id}")

@@ -8,11 +8,17 @@ from prefect import flow, get_run_logger
 from prefect.states import Completed, State
 
 from flows.approvals import RequestApproval, ask
-from flows.events import REQUEST_COMPLETED, REQUEST_SUBMITTED, emit_followup_event
+from flows.events import (
+    REQUEST_CANCELED,
+    REQUEST_COMPLETED,
+    REQUEST_SUBMITTED,
+    emit_followup_event,
+)
 from flows.pointings import update_treasure_map
 from flows.runtime import Runtime, load_runtime
 from followup.cadence import PlannedRequest, plan_epochs
 from followup.lco import (
+    PortalClient,
     RequestGroupSpec,
     Semester,
     at_submission,
@@ -29,10 +35,11 @@ from followup.models import (
     Target,
     utcnow,
 )
-from followup.observing import SubmitOutcome
+from followup.observing import CancelResult, SubmitOutcome
+from followup.replanning import PlanVersion, current_targets, superseded_targets
 from followup.strategies import StrategyEdit, choose_strategy, edit_problems, needs_approval
 from tasks.artifacts import publish_table
-from tasks.lco import decline_request, refresh_states, submit_request
+from tasks.lco import cancel_superseded, decline_request, refresh_states, submit_request
 
 __all__ = ["observe", "wait_for_requests"]
 
@@ -60,11 +67,21 @@ def _plan_requests(
     ]
 
 
-def _describe(alert: Alert, strategy: ObservingStrategy, planned: list, reason: str) -> str:
+def _describe(
+    alert: Alert,
+    strategy: ObservingStrategy,
+    planned: list,
+    reason: str,
+    version: PlanVersion | None = None,
+) -> str:
     lines = [
         f"### Telescope time for {alert.event_id} ({alert.alert_type.value})",
         f"**Why approval is needed:** {reason}",
         "",
+    ]
+    if version is not None:
+        lines += [version.markdown(), ""]
+    lines += [
         f"Strategy **{strategy.name}**: {strategy.instrument_type}, filters "
         f"{', '.join(strategy.filters)}, {strategy.exposure_count} x {strategy.exposure_time_s:.0f} s, "
         f"{strategy.observation_type.value}, {strategy.epochs} epoch(s).",
@@ -108,12 +125,24 @@ def _edit(form: RequestApproval) -> StrategyEdit:
     )
 
 
+def _approval_subject(alert: Alert, version: PlanVersion | None) -> str:
+    """``requests:<event>:<alert type>``, with ``:v<n>`` from the second plan version on.
+
+    Two UPDATEs of one event are two plans: the second must not reuse the first's decision.
+    """
+    subject = f"requests:{alert.event_id}:{alert.alert_type.value.lower()}"
+    return (
+        f"{subject}:v{version.version}" if version is not None and version.version > 1 else subject
+    )
+
+
 def _ask_for_time(
     runtime: Runtime,
     alert: Alert,
     strategy: ObservingStrategy,
     planned: list[tuple[ObservationRequest, RequestGroupSpec]],
     reason: str,
+    version: PlanVersion | None = None,
 ) -> tuple[Approval, ObservingStrategy | None]:
     """A person's decision on the planned requests, and the strategy as approved (None: declined).
 
@@ -124,9 +153,9 @@ def _ask_for_time(
     rules = runtime.strategies.approval
     decision, answer = ask(
         runtime.ledger,
-        subject=f"requests:{alert.event_id}:{alert.alert_type.value.lower()}",
+        subject=_approval_subject(alert, version),
         event_id=alert.event_id,
-        description=_describe(alert, strategy, planned, reason),
+        description=_describe(alert, strategy, planned, reason, version),
         form=RequestApproval(
             filters=strategy.filters,
             exposure_time_s=strategy.exposure_time_s,
@@ -189,6 +218,47 @@ def wait_for_requests(
         time.sleep(min(poll_frequency_seconds, max(0.0, deadline - time.monotonic())))
 
 
+def _current_targets(ledger: Ledger, event_id: str) -> list[Target]:
+    """The targets of the event's latest plan version, best first (all stored ones without one)."""
+    stored = {t.name: Target.model_validate(t.data) for t in ledger.events.targets(event_id)}
+    names = current_targets(ledger, event_id)
+    if names is None:
+        return list(stored.values())
+    return [stored[name] for name in names if name in stored]
+
+
+def _cancel_superseded(runtime: Runtime, alert: Alert, portal: PortalClient) -> list[CancelResult]:
+    """Cancel at LCO the pending requests of targets a plan version dropped, with the reason.
+
+    Reads only the ledger (every version's dropped targets not taken back since), so a rerun
+    or a later alert finishes what a crashed run left, and cancels nothing twice.
+    """
+    ledger = runtime.ledger
+    reasons = superseded_targets(ledger, alert.event_id)
+    if not reasons:
+        return []
+    runtime.fence(alert, "LCO")
+    refresh_states(portal, ledger, alert.event_id)
+    results = cancel_superseded(portal, ledger, alert.event_id, reasons)
+    for result in results:
+        emit_followup_event(
+            REQUEST_CANCELED,
+            alert.event_id,
+            payload={
+                "canceled": result.canceled,
+                "state": result.state,
+                "message": result.message,
+                "reason": result.reason,
+            },
+            group=result.group_name,
+        )
+    if results:
+        get_run_logger().info(
+            "%s: %d request(s) of dropped fields cancelled", alert.event_id, len(results)
+        )
+    return results
+
+
 @flow(name="observe", flow_run_name="observe-{event_id}")
 def observe(
     alert_id: int, event_id: str = "", settings: str = "default", wait: bool = True
@@ -206,12 +276,15 @@ def observe(
     ledger = runtime.ledger
     row, _ = ledger.alerts.get(alert_id)
     alert = Alert.model_validate(row.summary)
-    targets = [Target.model_validate(t.data) for t in ledger.events.targets(alert.event_id)]
+    portal = runtime.settings.lco.get_portal_client()
+    _cancel_superseded(runtime, alert, portal)
+    targets = _current_targets(ledger, alert.event_id)
     if not targets:
         logger.warning("%s has no targets: nothing to observe", alert.event_id)
-        return []
+        return requests_rows(ledger, alert.event_id)
+    version_row = ledger.plans.latest(alert.event_id)
+    version = PlanVersion.from_row(version_row) if version_row is not None else None
     strategy = choose_strategy(alert, runtime.strategies)
-    portal = runtime.settings.lco.get_portal_client()
     semesters = portal.list_semesters(ending_after=utcnow())
     proposal = runtime.settings.lco.proposal_id
     planned = _plan_requests(alert, targets, strategy, proposal, semesters)
@@ -219,7 +292,7 @@ def observe(
         strategy, alert, rules=runtime.strategies.approval, n_requests=len(planned)
     )
     if required:
-        decision, approved = _ask_for_time(runtime, alert, strategy, planned, reason)
+        decision, approved = _ask_for_time(runtime, alert, strategy, planned, reason, version)
         if approved is None:
             for request, _ in planned:
                 decline_request(ledger, request, f"declined by {decision.decided_by}")

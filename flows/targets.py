@@ -11,8 +11,8 @@ from followup.models import utcnow
 from followup.strategies import choose_strategy
 from followup.targeting import Plan
 from tasks.alerts import load_alert
-from tasks.artifacts import publish_table
-from tasks.targets import fetch_alert_skymap, plan_alert_targets, store_targets
+from tasks.artifacts import publish_markdown, publish_table
+from tasks.targets import fetch_alert_skymap, plan_alert_targets, record_version, store_targets
 
 __all__ = ["select_targets", "table_rows"]
 
@@ -35,11 +35,14 @@ def table_rows(table: Any) -> list[dict[str, Any]]:
 
 @flow(name="select-targets", flow_run_name="select-targets-{event_id}")
 def select_targets(alert_id: int, event_id: str = "", settings: str = "default") -> Plan:
-    """Plan the event's targets and store them in the ledger.
+    """Plan the event's targets, store them as the event's next plan version, and in the ledger.
 
-    Fields tiling the credible region, galaxies in the credible volume, or the position of a
-    well-localised source; each with its visibility windows from the LCO sites. Targets never
-    visible are kept in the plan's dropped list with the reason.
+    Fields of the instrument's fixed grid holding the most observable probability, galaxies in
+    the credible volume, or the position of a well-localised source; each with its visibility
+    windows from the LCO sites. Targets never visible are kept in the plan's dropped list with
+    the reason. Each alert of an event makes a new plan version, diffed from the last (fields
+    added, kept, dropped; probability gained): only the added targets are stored, and
+    ``observe`` cancels the requests of the dropped ones. A rerun reuses the alert's version.
     """
     runtime = load_runtime(settings)
     alert = fetch_alert_skymap(load_alert(runtime.ledger, alert_id))
@@ -52,7 +55,21 @@ def select_targets(alert_id: int, event_id: str = "", settings: str = "default")
         span_hours=runtime.settings.planning_span_hours,
         catalog=runtime.settings.get_galaxy_catalog(),
     )
-    store_targets(runtime.ledger, plan)
+    version = record_version(
+        runtime.ledger,
+        plan,
+        strategy,
+        alert_id=alert_id,
+        alert=alert,
+        max_fields=runtime.settings.max_targets,
+    )
+    store_targets(runtime.ledger, plan, version)
+    publish_markdown(
+        "plan-version",
+        alert.event_id,
+        version.markdown(),
+        f"{version.summary()}",
+    )
     publish_table(
         "targets",
         alert.event_id,

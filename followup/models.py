@@ -371,6 +371,9 @@ class ObservingStrategy(_Model):
         epochs: Number of epochs (for example 3 for three nights).
         cadence_hours: Hours between epoch window starts.
         max_targets: At most this many targets are requested per alert.
+        min_probability: A field or galaxy holding less sky-map probability is not requested,
+            and a pending request whose field falls below it in a new map of the event is
+            cancelled (0: any field holding probability is worth its time).
         exposure_time_per_filter_s: Per-filter exposure times in seconds overriding
             ``exposure_time_s`` (MuSCAT's per-channel times, or longer exposures in blue filters).
         acceptability_threshold: Percent of a request that counts as done; None leaves it to
@@ -398,6 +401,7 @@ class ObservingStrategy(_Model):
     epochs: int = Field(default=1, ge=1)
     cadence_hours: float = Field(default=24.0, gt=0)
     max_targets: int = Field(default=5, ge=1)
+    min_probability: float = Field(default=0.0, ge=0, le=1)
     acceptability_threshold: float | None = Field(default=None, ge=0, le=100)
     rerequests: int = Field(default=1, ge=0, le=5)
     followup_hours: float | None = Field(default=None, gt=0)

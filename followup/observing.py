@@ -43,6 +43,7 @@ __all__ = [
     "SubmitOutcome",
     "SubmitResult",
     "cancel_event_requests",
+    "cancel_superseded_requests",
     "mark_declined",
     "refresh_request_states",
     "submit_once",
@@ -106,12 +107,14 @@ class CancelResult(BaseModel):
         canceled: True when the group is CANCELED now.
         state: Its state afterwards (COMPLETED, WINDOW_EXPIRED... when it had already finished).
         message: The portal's refusal for a group that had already finished.
+        reason: Why it was cancelled, when a new plan dropped its target.
     """
 
     group_name: str
     canceled: bool
     state: LcoState | None
     message: str | None = None
+    reason: str | None = None
 
 
 def _record(ledger: Ledger, group: RequestGroup, *, portal: PortalClient) -> RequestRow:
@@ -418,8 +421,68 @@ def cancel_event_requests(
         ClaimHeld: A submission elsewhere held a request for longer than ``wait_s``.
     """
     claim = _Claim(owner=owner or new_owner(), wait_s=wait_s)
+    rows = ledger.requests.for_event(event_id)
+    return _cancel_rows(portal, ledger, [(row, "retracted") for row in rows], claim, sleep)
+
+
+def cancel_superseded_requests(
+    portal: PortalClient,
+    ledger: Ledger,
+    event_id: str,
+    reasons: Mapping[str, str],
+    *,
+    owner: str | None = None,
+    wait_s: float = DEFAULT_WAIT_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[CancelResult]:
+    """Cancel the pending requests of the targets a new plan dropped, recording why.
+
+    The same exchange as :func:`cancel_event_requests` for the requests of the targets named in
+    ``reasons`` only; each request's ledger ``detail`` records its target's reason. A request
+    cancelled before (state CANCELED) or finished is left alone, so a rerun cancels nothing twice.
+
+    Args:
+        portal: Observation Portal client.
+        ledger: The ledger.
+        event_id: The event.
+        reasons: Why each dropped target was dropped, by target name
+            (:func:`followup.replanning.superseded_targets`).
+        owner: Who claims the requests (default: unique to this call).
+        wait_s: How long to wait for a submission in progress elsewhere.
+        sleep: Injectable sleep, for tests.
+
+    Raises:
+        ClaimHeld: A submission elsewhere held a request for longer than ``wait_s``.
+    """
+    if not reasons:
+        return []
+    names = {t.id: t.name for t in ledger.events.targets(event_id)}
+    rows = [
+        (row, f"cancelled: {reasons[names[row.target_id]]}")
+        for row in ledger.requests.for_event(event_id)
+        if names.get(row.target_id) in reasons
+        and (row.local_status == RequestStatus.CLAIMED or row.state == LcoState.PENDING)
+    ]
+    claim = _Claim(owner=owner or new_owner(), wait_s=wait_s)
+    return _cancel_rows(portal, ledger, rows, claim, sleep, record_reason=True)
+
+
+def _cancel_rows(
+    portal: PortalClient,
+    ledger: Ledger,
+    rows: Sequence[tuple[RequestRow, str]],
+    claim: _Claim,
+    sleep: Callable[[float], None],
+    *,
+    record_reason: bool = False,
+) -> list[CancelResult]:
+    """Cancel each row's group that may still be observed (see :func:`cancel_event_requests`).
+
+    ``rows`` pairs each request with the reason recorded when it is never sent (and, with
+    ``record_reason``, when it is cancelled at the portal, beside the portal's message).
+    """
     results: list[CancelResult] = []
-    for row in ledger.requests.for_event(event_id):
+    for row, reason in rows:
         row, held = _hold_row(ledger, row, claim, sleep)
         if held:
             try:
@@ -432,7 +495,7 @@ def cancel_event_requests(
             # Recorded while held (finish releases), so no submission slips in between.
             if found is None:
                 ledger.requests.finish(
-                    row.group_name, local_status=RequestStatus.DECLINED, detail="retracted"
+                    row.group_name, local_status=RequestStatus.DECLINED, detail=reason
                 )
                 results.append(
                     CancelResult(
@@ -440,6 +503,7 @@ def cancel_event_requests(
                         canceled=True,
                         state=None,
                         message="never submitted",
+                        reason=reason if record_reason else None,
                     )
                 )
                 continue
@@ -450,13 +514,17 @@ def cancel_event_requests(
             continue
         outcome = portal.cancel_request_group(int(row.group_id))
         state = outcome.group.requests[0].state if outcome.group.requests else outcome.group.state
-        ledger.requests.update(row.group_name, state=state, detail=outcome.message)
+        detail = outcome.message
+        if record_reason:
+            detail = f"{reason} ({outcome.message})" if outcome.message else reason
+        ledger.requests.update(row.group_name, state=state, detail=detail)
         results.append(
             CancelResult(
                 group_name=row.group_name,
                 canceled=outcome.canceled,
                 state=state,
                 message=outcome.message,
+                reason=reason if record_reason else None,
             )
         )
     return results

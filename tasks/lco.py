@@ -15,13 +15,20 @@ from followup.observing import (
     StateChange,
     SubmitResult,
     cancel_event_requests,
+    cancel_superseded_requests,
     mark_declined,
     refresh_request_states,
     submit_once,
 )
 from tasks.retry import SERVICE_RETRIES
 
-__all__ = ["cancel_requests", "decline_request", "refresh_states", "submit_request"]
+__all__ = [
+    "cancel_requests",
+    "cancel_superseded",
+    "decline_request",
+    "refresh_states",
+    "submit_request",
+]
 
 
 @task(
@@ -89,4 +96,25 @@ def cancel_requests(portal: PortalClient, ledger: Ledger, event_id: str) -> list
         sum(r.canceled for r in results),
         sum(not r.canceled for r in results),
     )
+    return results
+
+
+@task(
+    name="cancel superseded requests",
+    task_run_name="cancel superseded requests of {event_id}",
+    cache_policy=NO_CACHE,
+    **SERVICE_RETRIES,
+)
+def cancel_superseded(
+    portal: PortalClient, ledger: Ledger, event_id: str, reasons: dict[str, str]
+) -> list[CancelResult]:
+    """Cancel the pending requests of targets a new plan version dropped, with the reason.
+
+    A retry (or a rerun) finds the requests it cancelled CANCELED in the ledger and leaves them.
+    """
+    results = cancel_superseded_requests(portal, ledger, event_id, reasons)
+    for result in results:
+        get_run_logger().info(
+            "%s: %s (%s)", result.group_name, result.state or "never sent", result.reason
+        )
     return results

@@ -10,12 +10,19 @@ from prefect.cache_policies import NO_CACHE
 from followup.galaxies import GalaxyCatalog
 from followup.ledger import Ledger
 from followup.models import Alert, ObservingStrategy
+from followup.replanning import PlanVersion, record_plan_version, version_targets
 from followup.skymap import SkyMap, read_skymap
 from followup.skymap.fetch import SkymapFetcher, with_fetched_skymap
 from followup.targeting import Plan, plan_targets, plot_plan
 from tasks.retry import SERVICE_RETRIES
 
-__all__ = ["plan_alert_targets", "plot_targets", "store_targets"]
+__all__ = [
+    "fetch_alert_skymap",
+    "plan_alert_targets",
+    "plot_targets",
+    "record_version",
+    "store_targets",
+]
 
 
 @task(name="plan targets", cache_policy=NO_CACHE, **SERVICE_RETRIES)
@@ -37,6 +44,7 @@ def plan_alert_targets(
         span_hours=span_hours,
         max_airmass=strategy.max_airmass,
         min_moon_distance_deg=strategy.min_lunar_distance_deg,
+        min_probability=strategy.min_probability,
         catalog=catalog,
         allow_empty=True,
     )
@@ -53,9 +61,28 @@ def plan_alert_targets(
 
 
 @task(name="store targets", cache_policy=NO_CACHE)
-def store_targets(ledger: Ledger, plan: Plan) -> int:
-    """Store the plan's targets (a target already stored under its name is kept)."""
-    return len(ledger.events.save_targets(plan.event_id, plan.targets))
+def store_targets(ledger: Ledger, plan: Plan, version: PlanVersion | None = None) -> int:
+    """Store the plan's targets, or those the version adds (a target stored before is kept)."""
+    targets = plan.targets if version is None else version_targets(plan, version)
+    return len(ledger.events.save_targets(plan.event_id, targets))
+
+
+@task(name="record plan version", cache_policy=NO_CACHE)
+def record_version(
+    ledger: Ledger,
+    plan: Plan,
+    strategy: ObservingStrategy,
+    *,
+    alert_id: int,
+    alert: Alert,
+    max_fields: int | None = None,
+) -> PlanVersion:
+    """The alert's plan as the event's next version, diffed from the last (a rerun reuses it)."""
+    version = record_plan_version(
+        ledger, plan, strategy, alert_id=alert_id, alert=alert, max_fields=max_fields
+    )
+    get_run_logger().info("%s%s", version.summary(), " (recorded before)" if version.reused else "")
+    return version
 
 
 @task(name="plot targets", cache_policy=NO_CACHE)

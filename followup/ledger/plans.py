@@ -36,6 +36,16 @@ class PlanStore:
         row = self.latest(event_id)
         return [PlanField(**f) for f in row.fields] if row is not None else []
 
+    def for_alert(self, event_id: str, alert_id: int) -> PlanVersionRow | None:
+        """The version an alert made, if it made one (a rerun reuses it)."""
+        with self._db.session() as s:
+            return s.scalar(
+                select(PlanVersionRow)
+                .where(PlanVersionRow.event_id == event_id, PlanVersionRow.alert_id == alert_id)
+                .order_by(PlanVersionRow.version)
+                .limit(1)
+            )
+
     def versions(self, event_id: str) -> list[PlanVersionRow]:
         """All versions of an event, oldest first."""
         with self._db.session() as s:
@@ -57,7 +67,12 @@ class PlanStore:
         hours: float = 0.0,
         observable_probability: float | None = None,
     ) -> PlanVersionRow:
-        """Store the next version of the event's plan (its fields are ``diff.fields``)."""
+        """Store the next version of the event's plan (its fields are ``diff.fields``).
+
+        Raises:
+            IntegrityError: Another caller stored the same version number first (the caller
+                reads :meth:`for_alert` again, or diffs against the new latest version).
+        """
         with self._db.session() as s:
             last = s.scalar(
                 select(func.max(PlanVersionRow.version)).where(PlanVersionRow.event_id == event_id)
