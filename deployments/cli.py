@@ -43,7 +43,9 @@ def demo(
         str,
         typer.Option(
             help="kilonova: one near the map's peak; empty: no counterpart in the fields "
-            "(ends with the coverage, Treasure Map pointings and no-counterpart Circular)."
+            "(ends with the coverage, Treasure Map pointings and no-counterpart Circular); "
+            "update: a PRELIMINARY then an UPDATE with a moved map (both plan versions, the "
+            "cancelled requests and the new submissions)."
         ),
     ] = "kilonova",
     sky: Annotated[

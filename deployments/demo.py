@@ -38,8 +38,9 @@ __all__ = [
     "run_demo",
 ]
 
-SCENARIOS = ("kilonova", "empty")
-"""``kilonova``: the sandbox's sky holds one near the map's peak; ``empty``: nothing new."""
+SCENARIOS = ("kilonova", "empty", "update")
+"""``kilonova``: the sandbox's sky holds one near the map's peak; ``empty``: nothing new;
+``update``: a PRELIMINARY then an UPDATE with a moved map (:mod:`deployments.demo_update`)."""
 TRANSIENT_OFFSET_DEG = (0.03, -0.02)  # from the sky map's peak: inside the first field
 KILONOVA_PEAK_MAG = {"gp": 19.3, "rp": 19.0, "ip": 18.9, "zs": 18.9}
 DEMO_HOST = HostGalaxy(
@@ -472,11 +473,27 @@ def run_demo(
     ``seed`` is the sandbox's seed (see :class:`sandbox.server.SandboxConfig`); None takes
     ``FOLLOWUP_SANDBOX_SEED`` from the environment, else the fixed default. ``sky`` is the
     sandbox's sky (``plain`` or ``realistic``). ``scenario`` is ``kilonova`` (a kilonova near
-    the map's peak) or ``empty`` (nothing new in the fields: the run ends with the coverage, the
-    Treasure Map pointings and the no-counterpart Circular).
+    the map's peak), ``empty`` (nothing new in the fields: the run ends with the coverage, the
+    Treasure Map pointings and the no-counterpart Circular) or ``update`` (a PRELIMINARY then an
+    UPDATE with a moved map: both plan versions, the cancellations and the new submissions).
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}, not {scenario!r}")
+    if scenario == "update":
+        if alert_path is not None:
+            raise ValueError("--scenario update makes its own two alerts: leave out --alert")
+        from deployments.demo_update import run_update_demo
+
+        return run_update_demo(
+            root=root,
+            once=once,
+            summary_json=summary_json,
+            approve=approve,
+            ui_port=ui_port,
+            timeout_s=timeout_s,
+            seed=seed,
+            sky=sky,
+        )
     from followup.alerts import parse_message
 
     started = time.monotonic()

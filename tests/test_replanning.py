@@ -188,3 +188,23 @@ def test_requests_of_dropped_fields_are_cancelled_once_with_the_reason(
     assert cancel_superseded_requests(client, sqlite_ledger, EVENT, reasons) == []
     assert submit_current(sqlite_ledger, client) == second
     assert len(httpx.get(f"{url}/sandbox/requests").json()["results"]) == len(at_portal)
+
+
+def test_the_approval_form_shows_the_difference_the_hours_and_the_coverage(
+    sqlite_ledger: Ledger, alerts
+) -> None:
+    from flows.observe import _approval_subject, _describe
+
+    _, v1 = version_of(sqlite_ledger, alerts, "PRELIMINARY")
+    _, v2 = version_of(sqlite_ledger, alerts, "UPDATE")
+    _, update, _ = alerts["UPDATE"]
+    text = _describe(update, STRATEGY, [], "more than 0 h", v2)
+    assert "**Plan version 2:**" in text
+    assert f"covers {100 * v2.covered_probability:.2f}% of the map in {v2.hours:.1f} h" in text
+    for field in v2.diff.dropped:
+        assert f"| dropped | {field.name} |" in text
+    for field in v2.diff.added:
+        assert f"| added | {field.name} |" in text
+    # A second plan is a new question: it does not reuse the first plan's decision.
+    assert _approval_subject(alerts["PRELIMINARY"][1], v1) == f"requests:{EVENT}:preliminary"
+    assert _approval_subject(update, v2) == f"requests:{EVENT}:update:v2"
