@@ -226,7 +226,7 @@ def print_update_summary(data: dict[str, Any]) -> None:
         print(f"  {alert_type:<12} {run['name']}: {run['state']}  {run['url']}")
     print(line)
     for v in data["plan_versions"]:
-        print(f"Plan version {v['version']} ({v['alert_type']}): {v['summary']}")
+        print(v["summary"])
         for change in ("added", "kept", "dropped"):
             for f in v[change]:
                 why = f"  ({f['reason']})" if f.get("reason") else ""

@@ -45,6 +45,7 @@ from followup.tiling import (
     InstrumentField,
     field_name,
     get_instrument_field,
+    in_field,
 )
 from followup.visibility import VisibilityCalculator
 
@@ -53,6 +54,7 @@ __all__ = [
     "GalaxyRule",
     "Plan",
     "error_region_skymap",
+    "pack_galaxies",
     "plan_targets",
     "plot_plan",
 ]
@@ -93,7 +95,8 @@ class GalaxyRule(BaseModel):
     Attributes:
         enabled: Switch galaxy targeting off entirely.
         level: Credible level of the region and volume.
-        max_galaxies: At most this many galaxies in the volume.
+        max_galaxies: With more galaxies in the volume, the top this many of the 3-D ranking
+            are targeted (packed into fields when more than the plan's targets).
         min_galaxies: At least this many.
         max_area_deg2: Larger regions are tiled without querying the catalog.
         max_distance_mpc: Farther events are tiled (catalog incompleteness).
@@ -434,7 +437,14 @@ def _plan_skymap(
         "skymap_summary": summary,
     }
     galaxy_plan, reason, n_in, catalog_name = _maybe_galaxies(
-        sky, calc, rule, catalog, max_targets, min_window_minutes
+        sky,
+        calc,
+        rule,
+        catalog,
+        max_targets,
+        min_window_minutes,
+        inst=inst,
+        min_probability=min_probability,
     )
     if galaxy_plan is not None:
         return {
@@ -461,6 +471,9 @@ def _maybe_galaxies(
     catalog: GalaxyCatalog | None,
     max_targets: int,
     min_window_minutes: float,
+    *,
+    inst: InstrumentField | None = None,
+    min_probability: float = 0.0,
 ) -> tuple[dict[str, Any] | None, str, int | None, str | None]:
     """Galaxy targets when the rule allows, else ``None`` with the reason for tiling."""
     if not rule.enabled:
@@ -501,41 +514,53 @@ def _maybe_galaxies(
     n_in = len(members)
     if n_in < rule.min_galaxies:
         return None, f"{n_in} catalogued galaxies in the {rule.level:.0%} volume", n_in, name
+    reason = f"{n_in} catalogued galaxies in the {rule.level:.0%} volume"
     if n_in > rule.max_galaxies:
-        return (
-            None,
-            f"{n_in} galaxies in the {rule.level:.0%} volume > {rule.max_galaxies} for the facility",
-            n_in,
-            name,
-        )
+        # More than the facility can visit: the best of the 3-D ranking, not tiling instead.
+        members = members[: rule.max_galaxies]
+        reason += f" (> {rule.max_galaxies}: the top {rule.max_galaxies} of the 3-D ranking)"
+    else:
+        reason += f" (<= {rule.max_galaxies})"
+    reason += f", weight {ranked.meta['weight_mode']}"
     ra = members["ra"].to_value(u.deg)
     dec = members["dec"].to_value(u.deg)
-    vis = calc.windows(ra, dec, min_window_minutes=min_window_minutes)
+    prob = np.clip(np.asarray(members["probability"], dtype=float), 0.0, None)
+    if len(members) > max_targets and inst is not None:
+        groups = pack_galaxies(ra, dec, prob, inst)
+        reason += f", packed into {len(groups)} {inst.instrument_type} field(s)"
+    else:
+        groups = [[i] for i in range(len(members))]
+    leads = [g[0] for g in groups]
+    vis = calc.windows(ra[leads], dec[leads], min_window_minutes=min_window_minutes)
     targets: list[Target] = []
     dropped: list[DroppedTarget] = []
     used: set[str] = set()
     cumulative = 0.0
-    for i in range(n_in):
+    for group, windows, why in zip(groups, vis.windows, vis.reasons, strict=True):
         if len(targets) >= max_targets:
             break
+        i = group[0]
         tname = _target_name(str(members["name"][i]), ra[i], dec[i], "G")
         if tname in used:
             tname = field_name(ra[i], dec[i], prefix="G")
         used.add(tname)
-        prob = float(members["probability"][i])
-        if not vis.windows[i]:
+        p = float(prob[group].sum())
+        if p < min_probability:
+            why = f"holds p = {p:.2g}, below the strategy's minimum {min_probability:g}"
+            windows = []
+        if not windows:
             dropped.append(
                 DroppedTarget(
                     name=tname,
                     ra=float(ra[i]),
                     dec=float(dec[i]),
-                    reason=vis.reasons[i],
+                    reason=why,
                     kind=TargetKind.GALAXY,
-                    probability=prob,
+                    probability=p,
                 )
             )
             continue
-        cumulative += prob
+        cumulative += p
         dist = float(members["distance"][i].to_value(u.Mpc))
         targets.append(
             Target(
@@ -544,16 +569,13 @@ def _maybe_galaxies(
                 dec=float(dec[i]),
                 kind=TargetKind.GALAXY,
                 rank=len(targets) + 1,
-                probability=min(max(prob, 0.0), 1.0),
+                probability=min(max(p, 0.0), 1.0),
                 cumulative_probability=min(cumulative, 1.0),
                 distance_mpc=dist if math.isfinite(dist) else None,
-                windows=vis.windows[i],
+                instrument_type=inst.instrument_type if len(group) > 1 and inst else None,
+                windows=windows,
             )
         )
-    reason = (
-        f"{n_in} catalogued galaxies in the {rule.level:.0%} volume "
-        f"(<= {rule.max_galaxies}), weight {ranked.meta['weight_mode']}"
-    )
     return (
         {
             "strategy": "galaxies",
@@ -565,6 +587,39 @@ def _maybe_galaxies(
         n_in,
         name,
     )
+
+
+def pack_galaxies(
+    ra: np.ndarray, dec: np.ndarray, probability: np.ndarray, inst: InstrumentField
+) -> list[list[int]]:
+    """Galaxies packed into fields of the instrument, best field first.
+
+    Each field is centred on the best galaxy not yet in a field and takes every other such galaxy
+    inside it (a 5% margin within the field's edges for the pointing); fields are ordered by the
+    summed probability of their galaxies.
+
+    Args:
+        ra: Galaxy RA in degrees, best of the 3-D ranking first.
+        dec: Galaxy Dec in degrees.
+        probability: Each galaxy's probability.
+        inst: The instrument's field.
+
+    Returns:
+        Indices of the galaxies of each field, its central galaxy first.
+    """
+    n = len(ra)
+    taken = np.zeros(n, dtype=bool)
+    groups: list[list[int]] = []
+    width, height = 0.95 * inst.width_deg, 0.95 * inst.height_deg
+    for i in range(n):
+        if taken[i]:
+            continue
+        inside = in_field(ra[i], dec[i], ra, dec, width, height) & ~taken
+        inside[i] = True
+        members = [i, *(int(j) for j in np.flatnonzero(inside) if j != i)]
+        taken[members] = True
+        groups.append(members)
+    return sorted(groups, key=lambda g: -float(np.sum(probability[g])))
 
 
 def _plan_tiling(

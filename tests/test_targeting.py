@@ -161,13 +161,36 @@ def test_galaxy_plan_when_the_volume_holds_few_galaxies(gw_bytes, catalog_file):
     assert 0 < plan.covered_probability < 1
 
 
+def test_more_galaxies_than_the_facility_takes_keep_the_top_of_the_ranking_packed(
+    gw_bytes, catalog_file
+):
+    catalog = LocalGalaxyCatalog(catalog_file)
+    alert = gw_alert(gw_bytes)
+    full = plan_targets(alert, max_targets=40, start=START, catalog=catalog)
+    order = [t.name for t in full.targets]  # 40 > the galaxies: each its own target
+    assert full.strategy == "galaxies" and "packed" not in full.strategy_reason
+    top = plan_targets(
+        alert, start=START, max_targets=40, catalog=catalog, galaxy_rule=GalaxyRule(max_galaxies=10)
+    )
+    assert top.strategy == "galaxies"  # not tiling: the best of the 3-D ranking
+    assert "the top 10 of the 3-D ranking" in top.strategy_reason
+    assert [t.name for t in top.targets] == [n for n in order if n in {t.name for t in top.targets}]
+    assert {t.name for t in top.targets} <= set(order[:10]) and top.targets[0].name == "PEAKGAL"
+    # Fewer targets than galaxies: galaxies share fields, each field's probability their sum.
+    packed = plan_targets(
+        alert, start=START, max_targets=3, catalog=catalog, galaxy_rule=GalaxyRule(max_galaxies=10)
+    )
+    assert "packed into" in packed.strategy_reason and len(packed.targets) == 3
+    singles = {t.name: t.probability for t in top.targets}
+    assert packed.targets[0].name == "PEAKGAL"
+    assert packed.targets[0].probability >= singles["PEAKGAL"]
+    probabilities = [t.probability for t in packed.targets]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert packed.covered_probability >= sum(sorted(singles.values(), reverse=True)[:3]) - 1e-9
+
+
 def test_galaxy_rule_thresholds_fall_back_to_tiling(gw_bytes, catalog_file):
     catalog = LocalGalaxyCatalog(catalog_file)
-    few = plan_targets(
-        gw_alert(gw_bytes), start=START, catalog=catalog, galaxy_rule=GalaxyRule(max_galaxies=10)
-    )
-    assert few.strategy == "tiling"
-    assert "> 10 for the facility" in few.strategy_reason
     far = plan_targets(
         gw_alert(gw_bytes),
         start=START,
