@@ -33,6 +33,7 @@ from sandbox.lco import LcoSandboxState, ScaledClock, create_archive_app, create
 from sandbox.serving import ServedApp
 from sandbox.sky import SyntheticSky
 from sandbox.sky.truth import frame_truth_record
+from sandbox.skymaps import SkymapStore, add_skymap_routes
 from sandbox.specs import FrameRenderer, FrameSpec, Transient
 from sandbox.times import UtcDatetime, utcnow
 
@@ -207,9 +208,15 @@ def create_control_app(
     urls: dict[str, str],
     sky: SyntheticSky | None = None,
     lco: LcoSandboxState | None = None,
+    skymaps: SkymapStore | None = None,
 ) -> FastAPI:
-    """The sandbox's own control app: where things are, and the truth."""
+    """The sandbox's own control app: where things are, the truth, and sky maps by URL.
+
+    Sky maps are served at GraceDB's paths (:mod:`sandbox.skymaps`), for notices that carry
+    only a sky-map URL.
+    """
     app = FastAPI(title="followup sandbox control")
+    add_skymap_routes(app, skymaps if skymaps is not None else SkymapStore())
 
     @app.get("/sandbox/frames/{basename}/truth")
     def get_frame_truth(basename: str) -> dict[str, Any]:
