@@ -218,6 +218,21 @@ def wait_for_requests(
         time.sleep(min(poll_frequency_seconds, max(0.0, deadline - time.monotonic())))
 
 
+def _new_requests(
+    ledger: Ledger,
+    planned: list[tuple[ObservationRequest, RequestGroupSpec]],
+    version: PlanVersion | None,
+) -> list[tuple[ObservationRequest, RequestGroupSpec]]:
+    """What a person is asked about: from the second plan version on, only requests not yet made.
+
+    The fields a new version keeps were requested (and approved) before; they are not asked
+    about, nor declined, again.
+    """
+    if version is None or version.version <= 1:
+        return planned
+    return [p for p in planned if ledger.requests.find(p[0].group_name) is None]
+
+
 def _current_targets(ledger: Ledger, event_id: str) -> list[Target]:
     """The targets of the event's latest plan version, best first (all stored ones without one)."""
     stored = {t.name: Target.model_validate(t.data) for t in ledger.events.targets(event_id)}
@@ -288,13 +303,14 @@ def observe(
     semesters = portal.list_semesters(ending_after=utcnow())
     proposal = runtime.settings.lco.proposal_id
     planned = _plan_requests(alert, targets, strategy, proposal, semesters)
+    asked = _new_requests(ledger, planned, version)
     required, reason = needs_approval(
-        strategy, alert, rules=runtime.strategies.approval, n_requests=len(planned)
+        strategy, alert, rules=runtime.strategies.approval, n_requests=len(asked)
     )
-    if required:
-        decision, approved = _ask_for_time(runtime, alert, strategy, planned, reason, version)
+    if required and asked:
+        decision, approved = _ask_for_time(runtime, alert, strategy, asked, reason, version)
         if approved is None:
-            for request, _ in planned:
+            for request, _ in asked:
                 decline_request(ledger, request, f"declined by {decision.decided_by}")
             rows = requests_rows(ledger, alert.event_id)
             publish_table("requests", alert.event_id, rows, "LCO requests (declined)")

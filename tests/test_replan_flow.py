@@ -30,7 +30,7 @@ from followup.skymap import make_gaussian_skymap
 from sandbox.lco import LcoSandboxState, ManualClock, create_portal_app
 from tests.lco_support import TOKEN, serve
 from tests.ledger_support import store_alert
-from tests.test_flow_approvals import save_settings
+from tests.test_flow_approvals import answer, description, in_thread, paused, save_settings
 from tests.test_planversions import overlap_fraction
 
 pytestmark = pytest.mark.slow
@@ -148,3 +148,64 @@ def test_an_update_cancels_superseded_requests_and_submits_its_new_fields(
     # The reruns: the same two versions, the same groups in the same states.
     assert len(ledger.plans.versions(event_id)) == 2
     assert after == seen["UPDATE"]
+
+
+def test_the_update_asks_only_about_its_new_fields_and_shows_the_difference(
+    tmp_path: Path,
+) -> None:
+    from flows.observe import observe
+    from flows.targets import select_targets
+
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    event_id = "S261206" + "".join(random.choices(string.ascii_lowercase, k=3))
+    now = utcnow()
+    ra, dec = observable_position(now)
+    state = LcoSandboxState(ManualClock(now), None, token=TOKEN, completion_delay_s=10**6)
+    texts: dict[str, str] = {}
+    runs: set[str] = set()
+    with serve(create_portal_app(state)) as url:
+        ledger = save_settings(
+            name,
+            tmp_path,
+            strategies_yaml=BOOK.replace("observation_types: []", "observation_types: [NORMAL]"),
+            lco=LcoCredentials(
+                api_token=SecretStr(TOKEN),
+                proposal_id="SANDBOX-001",
+                portal_url=url,
+                archive_url="https://archive.test",
+            ),
+        )
+        for alert_type, (dra, ddec, sigma) in MAPS.items():
+            skymap = make_gaussian_skymap(ra + dra, dec + ddec, sigma, object_name=event_id)
+            raw = make_lvk_alert(event_id, alert_type, skymap=skymap, far=1e-10, significant=True)
+            alert_id = store_alert(
+                ledger, parse_message(raw), raw=raw, uuid=str(uuid.uuid4())
+            ).alert_id
+            select_targets(alert_id, event_id, name)
+            thread, out = in_thread(
+                lambda alert_id=alert_id: observe(alert_id, event_id, name, wait=False)
+            )
+            run = paused(f"approve-requests:{event_id}", runs, timeout=120)
+            texts[alert_type] = description(run)
+            answer(run, approved=True, reviewer="on-call")
+            thread.join(120)
+            assert "error" not in out, out.get("error")
+
+    _, v2 = ledger.plans.versions(event_id)
+    targets = {t.id: t.name for t in ledger.events.targets(event_id)}
+    rows = {targets[r.target_id]: r for r in ledger.requests.for_event(event_id)}
+    text = texts["UPDATE"]
+    assert f"**Plan version 2:** {len(v2.diff['added'])} added" in text
+    assert f"in {v2.hours:.1f} h of telescope time" in text
+    assert f"covers {100 * v2.covered_probability:.2f}% of the map" in text
+    for field in v2.diff["dropped"]:
+        assert f"| dropped | {field['name']} |" in text
+    for field in v2.diff["added"]:  # asked about, and submitted
+        assert rows[field["name"]].group_name in text
+        assert rows[field["name"]].local_status == RequestStatus.SUBMITTED
+    for field in v2.diff["kept"]:  # in the difference, but not asked about again
+        assert f"| kept | {field['name']} |" in text
+        assert rows[field["name"]].group_name not in text
+    assert "**Plan version 1:**" in texts["PRELIMINARY"]
+    [decision] = ledger.approvals.for_subject(f"requests:{event_id}:update:v2")
+    assert decision.approved and decision.decided_by == "on-call"
