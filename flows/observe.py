@@ -36,7 +36,12 @@ from followup.models import (
     utcnow,
 )
 from followup.observing import CancelResult, SubmitOutcome
-from followup.replanning import PlanVersion, current_targets, superseded_targets
+from followup.replanning import (
+    PlanVersion,
+    again_after_cancel,
+    current_targets,
+    superseded_targets,
+)
 from followup.strategies import StrategyEdit, choose_strategy, edit_problems, needs_approval
 from tasks.artifacts import publish_table
 from tasks.lco import cancel_superseded, decline_request, refresh_states, submit_request
@@ -65,6 +70,19 @@ def _plan_requests(
             semesters=semesters,
         )
     ]
+
+
+def _plan_current(
+    ledger: Ledger,
+    alert: Alert,
+    targets: list[Target],
+    strategy: ObservingStrategy,
+    proposal: str,
+    semesters: list[Semester],
+) -> list[PlannedRequest]:
+    """:func:`_plan_requests`, a field taken back after a plan dropped it as a new attempt."""
+    planned = _plan_requests(alert, targets, strategy, proposal, semesters)
+    return again_after_cancel(ledger, planned, plan=strategy.name)
 
 
 def _describe(
@@ -302,7 +320,7 @@ def observe(
     strategy = choose_strategy(alert, runtime.strategies)
     semesters = portal.list_semesters(ending_after=utcnow())
     proposal = runtime.settings.lco.proposal_id
-    planned = _plan_requests(alert, targets, strategy, proposal, semesters)
+    planned = _plan_current(ledger, alert, targets, strategy, proposal, semesters)
     asked = _new_requests(ledger, planned, version)
     required, reason = needs_approval(
         strategy, alert, rules=runtime.strategies.approval, n_requests=len(asked)
@@ -317,7 +335,7 @@ def observe(
             return rows
         if approved != strategy:
             strategy = approved
-            planned = _plan_requests(alert, targets, strategy, proposal, semesters)
+            planned = _plan_current(ledger, alert, targets, strategy, proposal, semesters)
     runtime.fence(alert, "LCO")  # before the portal client goes to the submitting task
     for request, spec in planned:
         # Rapid-response and time-critical windows are timed now, after any approval.

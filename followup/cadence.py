@@ -49,6 +49,7 @@ from followup.models import (
     Target,
     TargetKind,
 )
+from followup.replanning import superseded_targets
 from followup.strategies import StrategyBook, choose_strategy, live_until
 
 __all__ = [
@@ -201,7 +202,9 @@ def plan_rerequests(
     """The epochs of an event to request again now, each with a new window.
 
     An epoch is requested again when its latest request is submitted, ``WINDOW_EXPIRED`` and has
-    no frame, its strategy allows another attempt (``rerequests``), and the event is live: not
+    no frame, its field was not dropped by a later plan version
+    (:func:`followup.replanning.superseded_targets`), its strategy allows another attempt
+    (``rerequests``), and the event is live: not
     retracted and ``now`` before :func:`~followup.strategies.live_until` from the event time (the
     first alert's arrival when the alerts give none). A later attempt left ``claimed`` (a crash
     mid-submission) is planned again under its own name, so the caller's exactly-once submission
@@ -225,9 +228,12 @@ def plan_rerequests(
     event_time = (alert.event_time if alert else None) or event.first_alert_at
     targets = {t.id: Target.model_validate(t.data) for t in ledger.events.targets(event_id)}
     observed = _rows_with_frames(ledger, event_id)
+    dropped = superseded_targets(ledger, event_id)
     plans = []
     for row in _latest_attempts(ledger.requests.for_event(event_id)):
         target = targets.get(row.target_id)
+        if target is not None and target.name in dropped:
+            continue  # a later plan version dropped the field: not requested again
         resume = row.local_status == RequestStatus.CLAIMED and attempt_of(row) > 0
         expired = (
             row.local_status == RequestStatus.SUBMITTED

@@ -458,7 +458,7 @@ def cancel_superseded_requests(
         return []
     names = {t.id: t.name for t in ledger.events.targets(event_id)}
     rows = [
-        (row, f"cancelled: {reasons[names[row.target_id]]}")
+        (row, f"cancelled: {reasons[names[row.target_id]]}")  # replanning.CANCELLED_BY_PLAN
         for row in ledger.requests.for_event(event_id)
         if names.get(row.target_id) in reasons
         and (row.local_status == RequestStatus.CLAIMED or row.state == LcoState.PENDING)

@@ -19,15 +19,25 @@ import logging
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 
+from followup.lco import RequestGroupSpec, make_group_name
 from followup.ledger import Ledger
-from followup.ledger.schema import PlanVersionRow
-from followup.models import Alert, ObservingStrategy, Target, TargetKind
+from followup.ledger.requests import attempt_of, request_filters_key
+from followup.ledger.schema import PlanVersionRow, RequestRow
+from followup.models import (
+    Alert,
+    LcoState,
+    ObservationRequest,
+    ObservingStrategy,
+    Target,
+    TargetKind,
+)
 from followup.planversions import PlanDiff, diff_plan, plan_fields, probability_now
 from followup.skymap import SkyMap
 from followup.strategies import estimate_hours
 from followup.targeting import Plan, error_region_skymap
 
 __all__ = [
+    "CANCELLED_BY_PLAN",
     "PlanVersion",
     "alert_skymap",
     "current_targets",
@@ -37,6 +47,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+CANCELLED_BY_PLAN = "cancelled: dropped by plan"
+"""How the ledger's ``detail`` of a request cancelled because a plan version dropped it begins."""
 
 
 class PlanVersion(BaseModel):
@@ -228,3 +241,62 @@ def version_targets(plan: Plan, version: PlanVersion) -> list[Target]:
             )
         targets.append(target)
     return targets
+
+
+def _cancelled_by_plan(row: RequestRow) -> bool:
+    return row.state == LcoState.CANCELED and (row.detail or "").startswith(CANCELLED_BY_PLAN)
+
+
+def again_after_cancel(
+    ledger: Ledger,
+    planned: list[tuple[ObservationRequest, RequestGroupSpec]],
+    *,
+    plan: str,
+) -> list[tuple[ObservationRequest, RequestGroupSpec]]:
+    """The planned requests, each re-added field's as a new attempt of its cancelled request.
+
+    A field a plan version dropped (its requests cancelled) and a later one takes back must be
+    requested again, not found cancelled in the ledger. Its request becomes attempt ``n + 1``
+    of the same (target, filters, epoch) when the latest attempt was cancelled by a plan, with a
+    deterministic name; when a later attempt exists already, the request is that one, so a
+    rerun finds it and sends nothing twice.
+
+    Args:
+        ledger: The ledger.
+        planned: The requests of the current version (first attempts).
+        plan: The strategy's name (part of the group name).
+
+    Returns:
+        ``planned`` with the re-added fields' requests renamed.
+    """
+    if not planned:
+        return planned
+    event_id = planned[0][0].event_id
+    names = {t.id: t.name for t in ledger.events.targets(event_id)}
+    latest: dict[tuple[str, str, int], RequestRow] = {}
+    for row in ledger.requests.for_event(event_id):
+        key = (names.get(row.target_id, ""), row.filters_key.partition(";a")[0], row.epoch)
+        if key not in latest or attempt_of(row) > attempt_of(latest[key]):
+            latest[key] = row
+    out = []
+    for request, spec in planned:
+        row = latest.get((request.target_name, request_filters_key(request), request.epoch))
+        if row is not None and _cancelled_by_plan(row):
+            attempt = attempt_of(row) + 1
+            name = make_group_name(
+                event_id,
+                request.target_name,
+                epoch=request.epoch,
+                filters=request.filters,
+                plan=plan,
+                attempt=attempt,
+            )
+            request = request.model_copy(update={"attempt": attempt, "group_name": name})
+            spec = spec.model_copy(update={"group_name": name})
+        elif row is not None and attempt_of(row) > request.attempt:
+            # Asked again before (after a cancellation or an expired window): that is the one.
+            name = row.group_name
+            request = request.model_copy(update={"attempt": attempt_of(row), "group_name": name})
+            spec = spec.model_copy(update={"group_name": name})
+        out.append((request, spec))
+    return out

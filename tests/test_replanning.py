@@ -22,6 +22,7 @@ from followup.ledger import Ledger
 from followup.models import Alert, LcoState, RequestStatus, Target
 from followup.observing import cancel_superseded_requests, submit_once
 from followup.replanning import (
+    again_after_cancel,
     current_targets,
     record_plan_version,
     superseded_targets,
@@ -55,6 +56,7 @@ STRATEGY = load_strategies(BOOK).strategies["t-gw"]
 MAPS = {  # centre RA, Dec and sigma in degrees: the UPDATE moved a degree and shrank
     "PRELIMINARY": (60.0, -30.0, 0.5),
     "UPDATE": (61.0, -29.5, 0.4),
+    "INITIAL": (60.0, -30.0, 0.5),  # back where the PRELIMINARY was
 }
 
 
@@ -141,10 +143,10 @@ def submit_current(ledger: Ledger, client: PortalClient) -> list[str]:
     names = []
     for name in current_targets(ledger, EVENT) or []:
         target = Target.model_validate(stored[name].data)
-        for planned in plan_epochs(
+        planned = plan_epochs(
             EVENT, target, STRATEGY, proposal="SANDBOX-001", now=START, semesters=semesters
-        ):
-            request, spec = planned
+        )
+        for request, spec in again_after_cancel(ledger, planned, plan=STRATEGY.name):
             spec = at_submission(spec, now=START, semesters=semesters)
             submit_once(client, ledger, request, build_request_group(spec))
             names.append(request.group_name)
@@ -208,3 +210,59 @@ def test_the_approval_form_shows_the_difference_the_hours_and_the_coverage(
     # A second plan is a new question: it does not reuse the first plan's decision.
     assert _approval_subject(alerts["PRELIMINARY"][1], v1) == f"requests:{EVENT}:preliminary"
     assert _approval_subject(update, v2) == f"requests:{EVENT}:update:v2"
+
+
+def test_a_field_taken_back_after_its_cancellation_is_requested_again_once(
+    sqlite_ledger: Ledger, alerts, portal
+) -> None:
+    client, url = portal
+    version_of(sqlite_ledger, alerts, "PRELIMINARY")
+    first = submit_current(sqlite_ledger, client)
+    _, v2 = version_of(sqlite_ledger, alerts, "UPDATE")
+    cancel_superseded_requests(
+        client, sqlite_ledger, EVENT, superseded_targets(sqlite_ledger, EVENT)
+    )
+    submit_current(sqlite_ledger, client)
+    _, v3 = version_of(sqlite_ledger, alerts, "INITIAL")  # the map moved back
+    back = {f.name for f in v3.diff.added} & {f.name for f in v2.diff.dropped}
+    assert back, v3.diff
+    assert not set(superseded_targets(sqlite_ledger, EVENT)) & back
+
+    third = submit_current(sqlite_ledger, client)
+    again = submit_current(sqlite_ledger, client)  # a rerun: the same names, nothing new
+
+    assert third == again
+    at_portal = {
+        g["name"]: g["state"] for g in httpx.get(f"{url}/sandbox/requests").json()["results"]
+    }
+    targets = {t.id: t.name for t in sqlite_ledger.events.targets(EVENT)}
+    for name in back:
+        rows = [r for r in sqlite_ledger.requests.for_event(EVENT) if targets[r.target_id] == name]
+        cancelled, renewed = sorted(rows, key=lambda r: r.id)
+        assert cancelled.group_name in first and at_portal[cancelled.group_name] == "CANCELED"
+        assert "_e0a1_" in renewed.group_name and at_portal[renewed.group_name] == "PENDING"
+        assert renewed.group_name in third
+
+
+def test_an_expired_epoch_of_a_dropped_field_is_not_requested_again(
+    sqlite_ledger: Ledger, alerts, portal
+) -> None:
+    from followup.cadence import plan_rerequests
+    from followup.observing import refresh_request_states
+
+    client, url = portal
+    version_of(sqlite_ledger, alerts, "PRELIMINARY")
+    submit_current(sqlite_ledger, client)
+    for row in sqlite_ledger.requests.for_event(EVENT):  # every window closed unobserved
+        httpx.post(
+            f"{url}/sandbox/requests/{row.request_id}/state", json={"state": "WINDOW_EXPIRED"}
+        ).raise_for_status()
+    refresh_request_states(client, sqlite_ledger, event_id=EVENT)
+    _, v2 = version_of(sqlite_ledger, alerts, "UPDATE")
+    assert v2.diff.kept and v2.diff.dropped
+
+    again = plan_rerequests(
+        sqlite_ledger, EVENT, load_strategies(BOOK), proposal="SANDBOX-001", now=START
+    )
+
+    assert {r.request.target_name for r in again} == {f.name for f in v2.diff.kept}
