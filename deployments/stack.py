@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
@@ -28,6 +29,7 @@ from deployments.processes import (
     wait_until,
 )
 from followup.ledger import Ledger
+from followup.skymap.fetch import HOSTS_ENV as SKYMAP_HOSTS_ENV
 from sandbox.broker import TansuBroker
 from sandbox.server import SandboxConfig, SandboxUrls
 from sandbox.skybot import CONE_SEARCH_PATH
@@ -276,6 +278,10 @@ class LocalStack:
         )
         process.wait_ready(urls_path.exists, timeout=60)
         self.urls = SandboxUrls.model_validate(json.loads(urls_path.read_text()))
+        # The sandbox serves sky maps for notices that carry only a URL (sandbox.skymaps): its
+        # control app is an allowed sky-map host of the processes started after it.
+        hosts = [h for h in self._env.get(SKYMAP_HOSTS_ENV, "").split(",") if h.strip()]
+        self._env[SKYMAP_HOSTS_ENV] = ",".join([*hosts, urlsplit(self.urls.control).netloc])
 
     def save_blocks(self) -> None:
         """Register the block types and save documents pointing at the sandbox and the broker."""
