@@ -289,6 +289,7 @@ def _plan_alert_file(
             span_hours=strategy.window_hours,
             max_airmass=max_airmass or strategy.max_airmass,
             min_moon_distance_deg=strategy.min_lunar_distance_deg,
+            min_probability=strategy.min_probability,
             allow_empty=True,
         )
     except (FollowupError, ValueError, OSError) as exc:
