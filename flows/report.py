@@ -9,6 +9,11 @@ under (destination, event, target, content hash) before it is sent, so rerunning
 nothing twice; a decline is recorded. A HERMES send whose answer was lost is looked up in
 HERMES's message query (here, and again by every later run) instead of being sent again. A test or
 mock alert reaches no service that is not a sandbox (:mod:`followup.drills`).
+
+Only a candidate that passed vetting (its vetting kept in the ledger by ``process-frames``) is
+reported to TNS, and its form shows what a person decides on: the science, reference and
+difference cutouts and the light curve (PNG plots, also artifacts of the run), the real-bogus
+score and every vetting reason.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from flows.approvals import ReportApproval, ask
 from flows.events import REPORT_SENT, emit_followup_event
 from flows.pointings import event_coverage
 from flows.runtime import Runtime, load_runtime
+from followup.evidence import CandidateVetting, cutouts_png, evidence_markdown, read_cutouts
 from followup.exceptions import FollowupError
 from followup.ledger import ReportRow
 from followup.models import (
@@ -31,6 +37,7 @@ from followup.models import (
     Target,
     TargetKind,
 )
+from followup.photometry import build_light_curve, plot_light_curve
 from followup.reporting import circular_email
 from followup.reporting.findings import CandidateFinding, Coverage
 from followup.reporting.gcn import Circular
@@ -44,7 +51,7 @@ from followup.reporting.outbox import (
     non_detection_outgoing,
     tns_outgoing,
 )
-from tasks.artifacts import publish_markdown, publish_table
+from tasks.artifacts import image_link, publish_markdown, publish_plot, publish_table
 from tasks.reports import (
     decline_report,
     deliver_report,
@@ -119,7 +126,7 @@ def _build(
         )
     if settings.send_tns:
         reporter = settings.tns.get_reporter()
-        for candidate in detected:
+        for candidate in _vetted(runtime, alert.event_id, detected):
             at_report = tns_outgoing(alert, candidate, measurements, reporter=reporter)
             if at_report is not None:
                 outgoing.append(at_report)
@@ -129,6 +136,74 @@ def _build(
 def _detected(targets: list[Target], measurements: list[Measurement]) -> list[Target]:
     found = {m.target_name for m in measurements if m.is_detection}
     return [t for t in targets if t.kind is TargetKind.CANDIDATE and t.name in found]
+
+
+def _vetting(runtime: Runtime, event_id: str, name: str) -> CandidateVetting | None:
+    row = runtime.ledger.events.get_target(event_id, name)
+    return None if row is None or row.vetting is None else CandidateVetting(**row.vetting)
+
+
+def _vetted(runtime: Runtime, event_id: str, candidates: list[Target]) -> list[Target]:
+    """The candidates that passed vetting; the others never reach the TNS form."""
+    kept = []
+    for c in candidates:
+        vetting = _vetting(runtime, event_id, c.name)
+        if vetting is not None and vetting.passed:
+            kept.append(c)
+        else:
+            why = "was not vetted" if vetting is None else "did not pass vetting"
+            get_run_logger().info("%s %s: no TNS report", c.name, why)
+    return kept
+
+
+def _plot_link(runtime: Runtime, kind: str, event_id: str, png: bytes, description: str) -> str:
+    """Publish a plot (an artifact of this run) and return where Markdown finds it."""
+    settings = runtime.settings
+    path = publish_plot(
+        kind,
+        event_id,
+        png,
+        description,
+        plots_dir=settings.plots_dir,
+        plots_base_url=settings.plots_base_url,
+    )
+    return image_link(path, plots_base_url=settings.plots_base_url)
+
+
+def _evidence(
+    runtime: Runtime, event_id: str, name: str, measurements: list[Measurement]
+) -> str | None:
+    """A candidate's cutouts, light curve, score and reasons, as Markdown and an artifact."""
+    vetting = _vetting(runtime, event_id, name)
+    if vetting is None:
+        return None
+    cutouts = None
+    for d in vetting.detections:
+        if d.difference is None or d.index is None:
+            continue
+        try:
+            stamps = read_cutouts(d.difference, d.index)
+        except (OSError, KeyError) as exc:  # the product was moved or pruned
+            get_run_logger().warning("%s: no cutouts from %s: %s", name, d.difference, exc)
+            continue
+        png = cutouts_png(stamps, title=f"{name} on {d.frame}" if d.frame else name, score=d.score)
+        cutouts = _plot_link(
+            runtime, f"cutouts-{name}", event_id, png, f"{name}: science, reference, difference"
+        )
+        break
+    curve = build_light_curve(m for m in measurements if m.target_name == name)
+    light_curve = _plot_link(
+        runtime,
+        f"light-curve-{name}",
+        event_id,
+        plot_light_curve(curve, title=f"{name} ({event_id}): difference photometry"),
+        f"light curve of {name}",
+    )
+    markdown = evidence_markdown(name, vetting, cutouts=cutouts, light_curve=light_curve)
+    publish_markdown(
+        f"candidate-{name}", event_id, markdown, f"{name}: cutouts, light curve, score, vetting"
+    )
+    return markdown
 
 
 def _findings(runtime: Runtime, event_id: str, candidates: list[Target]) -> list[CandidateFinding]:
@@ -187,8 +262,10 @@ def _circular(
     return circular
 
 
-def _settle(runtime: Runtime, alert: Alert, outgoing: Outgoing) -> ReportRow:
-    """Ask a person when the send is public, then deliver what they approved."""
+def _settle(
+    runtime: Runtime, alert: Alert, outgoing: Outgoing, *, evidence: str | None = None
+) -> ReportRow:
+    """Ask a person when the send is public (``evidence`` below the message), then deliver."""
     if outgoing.destination is ReportDestination.GCN and not runtime.settings.send_gcn:
         row, _ = runtime.ledger.reports.claim(outgoing.report)  # a draft: people email it
         return row
@@ -197,7 +274,7 @@ def _settle(runtime: Runtime, alert: Alert, outgoing: Outgoing) -> ReportRow:
             runtime.ledger,
             subject=outgoing.approval_subject,
             event_id=alert.event_id,
-            description=outgoing.markdown,
+            description=outgoing.markdown + (f"\n\n---\n\n{evidence}" if evidence else ""),
             form=ReportApproval(text=outgoing.text),
             timeout_s=runtime.settings.approval_timeout_s,
             check=lambda form: outgoing.text_problems(form.text),
@@ -239,9 +316,13 @@ def report(alert_id: int, event_id: str = "", settings: str = "default") -> list
         for t in ledger.events.targets(alert.event_id)
         if t.name in measured
     ]
-    rows = [
-        _settle(runtime, alert, o) for o in _build(runtime, alert, targets, measurements, coverage)
-    ]
+    rows = []
+    for o in _build(runtime, alert, targets, measurements, coverage):
+        evidence = None
+        asked = bool(ledger.approvals.for_subject(o.approval_subject))
+        if o.destination is ReportDestination.TNS and o.report.target_name and not asked:
+            evidence = _evidence(runtime, alert.event_id, o.report.target_name, measurements)
+        rows.append(_settle(runtime, alert, o, evidence=evidence))
     circular = _circular(runtime, alert, targets, measurements, coverage)
     if circular is not None:  # after TNS: it names the objects TNS designated
         rows.append(_settle(runtime, alert, circular))

@@ -188,7 +188,8 @@ def cutouts_png(
         low, high = _limits(image)
         ax.imshow(image, origin="lower", cmap="gray", vmin=low, vmax=high, interpolation="nearest")
         ny, nx = image.shape
-        cx, cy, gap, arm = (nx - 1) / 2, (ny - 1) / 2, 3, 6
+        cx, cy = (nx - 1) / 2, (ny - 1) / 2
+        gap, arm = max(3.0, 0.14 * nx), max(4.0, 0.12 * nx)  # ticks clear of the source
         for xs, ys in (
             ((cx - gap - arm, cx - gap), (cy, cy)),
             ((cx + gap, cx + gap + arm), (cy, cy)),
