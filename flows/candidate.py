@@ -212,7 +212,8 @@ def start_candidate_followups(runtime: Runtime, event_id: str) -> dict[str, str]
     Each start is claimed in the ledger first (one compare-and-set on the target), and the run
     is recorded on the target with the claim released in one update; a candidate someone else
     is starting is left to them. A start that fails is released and logged, not raised: the
-    frames' photometry goes on, and the next ``process-frames`` run tries again.
+    frames' photometry goes on, and the next ``process-frames`` run tries again. Nothing starts
+    while the strategy book names no candidate strategies (the runs could only fail).
 
     Returns:
         The run id started by this call for each candidate, by name.
@@ -220,7 +221,16 @@ def start_candidate_followups(runtime: Runtime, event_id: str) -> dict[str, str]
     logger = get_run_logger()
     ledger = runtime.ledger
     started: dict[str, str] = {}
-    for row in ledger.events.to_follow(event_id):
+    waiting = ledger.events.to_follow(event_id)
+    if waiting and runtime.strategies.candidates is None:
+        logger.info(
+            "%s: the strategy book names no candidate strategies (candidates:): %d vetted "
+            "candidate(s) not followed",
+            event_id,
+            len(waiting),
+        )
+        return started
+    for row in waiting:
         owner = new_owner()
         dead = row.claimed_by if holder_is_dead(row.claimed_by) else None
         if not ledger.events.claim_follow(event_id, row.name, owner, take_from=dead):
