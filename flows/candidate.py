@@ -2,7 +2,8 @@
 
 A candidate that passed vetting gets the book's point-source cadence (MuSCAT's g, r, i and z at
 once), submitted exactly once; the run then pauses for a person to approve (or edit, or decline)
-a FLOYDS spectrum, which carries the arcs and lamp flats LCO takes beside it.
+a FLOYDS spectrum, which carries the arcs and lamp flats LCO takes beside it. The question shows
+the candidate's cutouts, light curve, score and vetting reasons (:mod:`flows.evidence`).
 
 ``process-frames`` starts one run per new vetted candidate (:func:`start_candidate_followups`):
 a run of the ``follow-candidate`` deployment that it does not wait for (the spectrum's question
@@ -19,6 +20,7 @@ from prefect.exceptions import ObjectNotFound
 
 from flows.approvals import RequestApproval, ask
 from flows.events import REQUEST_SUBMITTED, emit_followup_event
+from flows.evidence import candidate_evidence
 from flows.observe import requests_rows
 from flows.retract import event_tag
 from flows.runtime import Runtime, load_runtime
@@ -79,11 +81,17 @@ def _approved_spectrum(
     runtime: Runtime, event_id: str, candidate: Target, strategy: ObservingStrategy
 ) -> tuple[str, ObservingStrategy | None]:
     """Who decided, and the spectrum strategy as approved (None: declined or timed out)."""
+    subject = f"spectrum:{event_id}:{candidate.name}"
+    description = _describe(event_id, candidate, strategy)
+    if not runtime.ledger.approvals.for_subject(subject):  # a person is to be asked: show why
+        measurements = runtime.ledger.frames.measurements(event_id)
+        evidence = candidate_evidence(runtime, event_id, candidate.name, measurements)
+        description += f"\n\n---\n\n{evidence}" if evidence else ""
     decision, answer = ask(
         runtime.ledger,
-        subject=f"spectrum:{event_id}:{candidate.name}",
+        subject=subject,
         event_id=event_id,
-        description=_describe(event_id, candidate, strategy),
+        description=description,
         form=RequestApproval(
             filters=strategy.filters,
             exposure_time_s=strategy.exposure_time_s,

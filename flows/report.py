@@ -24,9 +24,9 @@ from prefect import flow, get_run_logger
 
 from flows.approvals import ReportApproval, ask
 from flows.events import REPORT_SENT, emit_followup_event
+from flows.evidence import candidate_evidence, vetted_candidates
 from flows.pointings import event_coverage
 from flows.runtime import Runtime, load_runtime
-from followup.evidence import CandidateVetting, cutouts_png, evidence_markdown, read_cutouts
 from followup.exceptions import FollowupError
 from followup.ledger import ReportRow
 from followup.models import (
@@ -37,7 +37,6 @@ from followup.models import (
     Target,
     TargetKind,
 )
-from followup.photometry import build_light_curve, plot_light_curve
 from followup.reporting import circular_email
 from followup.reporting.findings import CandidateFinding, Coverage
 from followup.reporting.gcn import Circular
@@ -51,7 +50,7 @@ from followup.reporting.outbox import (
     non_detection_outgoing,
     tns_outgoing,
 )
-from tasks.artifacts import image_link, publish_markdown, publish_plot, publish_table
+from tasks.artifacts import publish_markdown, publish_table
 from tasks.reports import (
     decline_report,
     deliver_report,
@@ -126,7 +125,7 @@ def _build(
         )
     if settings.send_tns:
         reporter = settings.tns.get_reporter()
-        for candidate in _vetted(runtime, alert.event_id, detected):
+        for candidate in vetted_candidates(runtime, alert.event_id, detected):
             at_report = tns_outgoing(alert, candidate, measurements, reporter=reporter)
             if at_report is not None:
                 outgoing.append(at_report)
@@ -136,74 +135,6 @@ def _build(
 def _detected(targets: list[Target], measurements: list[Measurement]) -> list[Target]:
     found = {m.target_name for m in measurements if m.is_detection}
     return [t for t in targets if t.kind is TargetKind.CANDIDATE and t.name in found]
-
-
-def _vetting(runtime: Runtime, event_id: str, name: str) -> CandidateVetting | None:
-    row = runtime.ledger.events.get_target(event_id, name)
-    return None if row is None or row.vetting is None else CandidateVetting(**row.vetting)
-
-
-def _vetted(runtime: Runtime, event_id: str, candidates: list[Target]) -> list[Target]:
-    """The candidates that passed vetting; the others never reach the TNS form."""
-    kept = []
-    for c in candidates:
-        vetting = _vetting(runtime, event_id, c.name)
-        if vetting is not None and vetting.passed:
-            kept.append(c)
-        else:
-            why = "was not vetted" if vetting is None else "did not pass vetting"
-            get_run_logger().info("%s %s: no TNS report", c.name, why)
-    return kept
-
-
-def _plot_link(runtime: Runtime, kind: str, event_id: str, png: bytes, description: str) -> str:
-    """Publish a plot (an artifact of this run) and return where Markdown finds it."""
-    settings = runtime.settings
-    path = publish_plot(
-        kind,
-        event_id,
-        png,
-        description,
-        plots_dir=settings.plots_dir,
-        plots_base_url=settings.plots_base_url,
-    )
-    return image_link(path, plots_base_url=settings.plots_base_url)
-
-
-def _evidence(
-    runtime: Runtime, event_id: str, name: str, measurements: list[Measurement]
-) -> str | None:
-    """A candidate's cutouts, light curve, score and reasons, as Markdown and an artifact."""
-    vetting = _vetting(runtime, event_id, name)
-    if vetting is None:
-        return None
-    cutouts = None
-    for d in vetting.detections:
-        if d.difference is None or d.index is None:
-            continue
-        try:
-            stamps = read_cutouts(d.difference, d.index)
-        except (OSError, KeyError) as exc:  # the product was moved or pruned
-            get_run_logger().warning("%s: no cutouts from %s: %s", name, d.difference, exc)
-            continue
-        png = cutouts_png(stamps, title=f"{name} on {d.frame}" if d.frame else name, score=d.score)
-        cutouts = _plot_link(
-            runtime, f"cutouts-{name}", event_id, png, f"{name}: science, reference, difference"
-        )
-        break
-    curve = build_light_curve(m for m in measurements if m.target_name == name)
-    light_curve = _plot_link(
-        runtime,
-        f"light-curve-{name}",
-        event_id,
-        plot_light_curve(curve, title=f"{name} ({event_id}): difference photometry"),
-        f"light curve of {name}",
-    )
-    markdown = evidence_markdown(name, vetting, cutouts=cutouts, light_curve=light_curve)
-    publish_markdown(
-        f"candidate-{name}", event_id, markdown, f"{name}: cutouts, light curve, score, vetting"
-    )
-    return markdown
 
 
 def _findings(runtime: Runtime, event_id: str, candidates: list[Target]) -> list[CandidateFinding]:
@@ -321,7 +252,9 @@ def report(alert_id: int, event_id: str = "", settings: str = "default") -> list
         evidence = None
         asked = bool(ledger.approvals.for_subject(o.approval_subject))
         if o.destination is ReportDestination.TNS and o.report.target_name and not asked:
-            evidence = _evidence(runtime, alert.event_id, o.report.target_name, measurements)
+            evidence = candidate_evidence(
+                runtime, alert.event_id, o.report.target_name, measurements
+            )
         rows.append(_settle(runtime, alert, o, evidence=evidence))
     circular = _circular(runtime, alert, targets, measurements, coverage)
     if circular is not None:  # after TNS: it names the objects TNS designated

@@ -304,6 +304,7 @@ def test_where_nothing_is_deployed_the_candidate_is_followed_as_a_subflow_once(
     from prefect.client.orchestration import get_client
 
     from flows import candidate as module
+    from followup.photometry import associate_candidates
     from tests.candidate_support import kilonova, vetted_table
 
     monkeypatch.setattr(module, "FOLLOW_CANDIDATE", f"follow-candidate/none-{uuid.uuid4().hex}")
@@ -320,6 +321,12 @@ def test_where_nothing_is_deployed_the_candidate_is_followed_as_a_subflow_once(
         thread, out = in_thread(lambda: store("vetted"))
         run = paused(f"approve-spectrum:{event}", set())
         assert submit.call_count == 2  # the MuSCAT cadence went first
+        # The question shows the candidate as the search saw it (no plots URL: embedded).
+        [shown_name] = [c["name"] for c in associate_candidates([table])]
+        shown = description(run)
+        assert f"![{shown_name}: science, reference, difference](data:image/png;base64," in shown
+        assert f"![{shown_name}: light curve](data:image/png;base64," in shown
+        assert "**Real-bogus score:** 1.00" in shown and "- real-bogus score 1.00" in shown
         answer(run, approved=False, reviewer="on-call")
         thread.join(120)
         assert "error" not in out, out.get("error")
