@@ -191,11 +191,16 @@ def _start(event_id: str, name: str, settings: str) -> str | None:
         The run's id; None when the subflow fallback did not complete (a later run tries again).
     """
     logger = get_run_logger()
-    parameters = {"event_id": event_id, "candidate_name": name, "vetted": True}
+    parameters = {
+        "event_id": event_id,
+        "candidate_name": name,
+        "vetted": True,
+        "settings": settings,
+    }
     try:
         run = run_deployment(
             FOLLOW_CANDIDATE,
-            parameters={**parameters, "settings": settings},
+            parameters=parameters,
             flow_run_name=f"candidate-{event_id}-{name}",
             tags=[event_tag(event_id)],
             # Should the ledger lose the answer (a crash between start and record), the next
@@ -205,7 +210,7 @@ def _start(event_id: str, name: str, settings: str) -> str | None:
         )
     except ObjectNotFound:
         logger.info("%s: follow-candidate is not deployed; following %s here", event_id, name)
-        state = follow_candidate(event_id, name, True, settings, return_state=True)
+        state = follow_candidate(**parameters, return_state=True)
         if not state.is_completed():
             logger.warning("%s: follow-candidate of %s ended %s", event_id, name, state.name)
             return None
