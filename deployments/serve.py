@@ -34,6 +34,7 @@ from prefect.schedules import Cron, Interval
 
 from blocks import StartedBy
 from deployments.processes import descendants, exit_deadline, terminate_tree
+from flows.candidate import follow_candidate
 from flows.drill import drill
 from flows.events import ALERT_ACCEPTED, ALERT_RETRACTED
 from flows.followup import followup
@@ -218,6 +219,14 @@ def build_deployments(
             name="process-frames", parameters=stage, entrypoint_type=MODULE
         ),
         report.to_deployment(name="report", parameters=stage, entrypoint_type=MODULE),
+        follow_candidate.to_deployment(
+            entrypoint_type=MODULE,
+            name="follow-candidate",
+            description=(
+                "A vetted candidate: its MuSCAT cadence, then a FLOYDS spectrum once approved."
+            ),
+            parameters=stage,
+        ),
     ]
 
 

@@ -2,16 +2,27 @@
 
 A candidate that passed vetting gets the book's point-source cadence (MuSCAT's g, r, i and z at
 once), submitted exactly once; the run then pauses for a person to approve (or edit, or decline)
-a FLOYDS spectrum, which carries the arcs and lamp flats LCO takes beside it.
+a FLOYDS spectrum, which carries the arcs and lamp flats LCO takes beside it. The question shows
+the candidate's cutouts, light curve, score and vetting reasons (:mod:`flows.evidence`).
+
+``process-frames`` starts one run per new vetted candidate (:func:`start_candidate_followups`):
+a run of the ``follow-candidate`` deployment that it does not wait for (the spectrum's question
+may stay open for hours), or, where nothing is deployed (a flow run in a notebook or a test), a
+subflow. The ledger keeps the run started for each candidate, so each gets exactly one, whatever
+reruns and retries do.
 """
 
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
+from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
 
 from flows.approvals import RequestApproval, ask
 from flows.events import REQUEST_SUBMITTED, emit_followup_event
+from flows.evidence import candidate_evidence
 from flows.observe import requests_rows
+from flows.retract import event_tag
 from flows.runtime import Runtime, load_runtime
 from followup.cadence import (
     PlannedRequest,
@@ -20,13 +31,17 @@ from followup.cadence import (
     plan_candidate_spectrum,
 )
 from followup.lco import PortalClient, Semester, at_submission, build_request_group
+from followup.ledger.claims import holder_is_dead, new_owner
 from followup.models import Alert, AlertDecision, ObservingStrategy, Target, utcnow
 from followup.observing import SubmitOutcome
 from followup.strategies import StrategyEdit, edit_problems
 from tasks.artifacts import publish_table
 from tasks.lco import decline_request, submit_request
 
-__all__ = ["follow_candidate"]
+__all__ = ["FOLLOW_CANDIDATE", "follow_candidate", "start_candidate_followups"]
+
+FOLLOW_CANDIDATE = "follow-candidate/follow-candidate"
+"""The deployment ``process-frames`` starts for each new vetted candidate."""
 
 
 def _send(
@@ -66,11 +81,17 @@ def _approved_spectrum(
     runtime: Runtime, event_id: str, candidate: Target, strategy: ObservingStrategy
 ) -> tuple[str, ObservingStrategy | None]:
     """Who decided, and the spectrum strategy as approved (None: declined or timed out)."""
+    subject = f"spectrum:{event_id}:{candidate.name}"
+    description = _describe(event_id, candidate, strategy)
+    if not runtime.ledger.approvals.for_subject(subject):  # a person is to be asked: show why
+        measurements = runtime.ledger.frames.measurements(event_id)
+        evidence = candidate_evidence(runtime, event_id, candidate.name, measurements)
+        description += f"\n\n---\n\n{evidence}" if evidence else ""
     decision, answer = ask(
         runtime.ledger,
-        subject=f"spectrum:{event_id}:{candidate.name}",
+        subject=subject,
         event_id=event_id,
-        description=_describe(event_id, candidate, strategy),
+        description=description,
         form=RequestApproval(
             filters=strategy.filters,
             exposure_time_s=strategy.exposure_time_s,
@@ -161,3 +182,82 @@ def follow_candidate(
     rows = requests_rows(ledger, event_id)
     publish_table("requests", event_id, rows, f"LCO requests of {event_id}")
     return rows
+
+
+def _start(event_id: str, name: str, settings: str) -> str | None:
+    """Start the candidate's run: the deployment's without waiting, else a subflow.
+
+    Returns:
+        The run's id; None when the subflow fallback did not complete (a later run tries again).
+    """
+    logger = get_run_logger()
+    parameters = {
+        "event_id": event_id,
+        "candidate_name": name,
+        "vetted": True,
+        "settings": settings,
+    }
+    try:
+        run = run_deployment(
+            FOLLOW_CANDIDATE,
+            parameters=parameters,
+            flow_run_name=f"candidate-{event_id}-{name}",
+            tags=[event_tag(event_id)],
+            # Should the ledger lose the answer (a crash between start and record), the next
+            # start of the same candidate gets this run back instead of a second one.
+            idempotency_key=f"follow-candidate:{settings}:{event_id}:{name}",
+            timeout=0,
+        )
+    except ObjectNotFound:
+        logger.info("%s: follow-candidate is not deployed; following %s here", event_id, name)
+        state = follow_candidate(**parameters, return_state=True)
+        if not state.is_completed():
+            logger.warning("%s: follow-candidate of %s ended %s", event_id, name, state.name)
+            return None
+        return str(state.state_details.flow_run_id)
+    logger.info("%s: started follow-candidate run %s for %s", event_id, run.name, name)
+    return str(run.id)
+
+
+def start_candidate_followups(runtime: Runtime, event_id: str) -> dict[str, str]:
+    """Start ``follow-candidate`` once for each vetted candidate of the event that has no run.
+
+    Each start is claimed in the ledger first (one compare-and-set on the target), and the run
+    is recorded on the target with the claim released in one update; a candidate someone else
+    is starting is left to them. A start that fails is released and logged, not raised: the
+    frames' photometry goes on, and the next ``process-frames`` run tries again. Nothing starts
+    while the strategy book names no candidate strategies (the runs could only fail).
+
+    Returns:
+        The run id started by this call for each candidate, by name.
+    """
+    logger = get_run_logger()
+    ledger = runtime.ledger
+    started: dict[str, str] = {}
+    waiting = ledger.events.to_follow(event_id)
+    if waiting and runtime.strategies.candidates is None:
+        logger.info(
+            "%s: the strategy book names no candidate strategies (candidates:): %d vetted "
+            "candidate(s) not followed",
+            event_id,
+            len(waiting),
+        )
+        return started
+    for row in waiting:
+        owner = new_owner()
+        dead = row.claimed_by if holder_is_dead(row.claimed_by) else None
+        if not ledger.events.claim_follow(event_id, row.name, owner, take_from=dead):
+            logger.info("%s: %s is being followed by %s", event_id, row.name, row.claimed_by)
+            continue
+        try:
+            run_id = _start(event_id, row.name, runtime.name)
+        except Exception:
+            ledger.events.release_follow(event_id, row.name, owner)
+            logger.exception("%s: could not start follow-candidate for %s", event_id, row.name)
+            continue
+        if run_id is None:
+            ledger.events.release_follow(event_id, row.name, owner)
+            continue
+        ledger.events.set_follow_run(event_id, row.name, run_id, owner)
+        started[row.name] = run_id
+    return started

@@ -16,8 +16,10 @@ from prefect.futures import wait
 from prefect.states import Completed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.candidate import start_candidate_followups
 from flows.coverage import update_coverage
 from flows.runtime import LcoToken, Runtime, load_runtime
+from followup.evidence import vettings_of
 from followup.exceptions import PhotometryError, ReductionError, ServiceError
 from followup.lco import ArchiveClient
 from followup.ledger import RequestRow
@@ -181,7 +183,7 @@ def _new_transients(
 def _save_candidates(
     runtime: Runtime, event_id: str, found: list[Any], targets: list[Target]
 ) -> None:
-    """Candidates seen on enough frames, stored as targets of the event."""
+    """Candidates seen on enough frames, stored as targets of the event, and followed."""
     merged = associate_candidates(found, min_frames=runtime.settings.candidate_min_frames)
     rank = max((t.rank for t in targets), default=0)
     candidates = [
@@ -196,6 +198,12 @@ def _save_candidates(
         for i, c in enumerate(merged, start=1)
     ]
     runtime.ledger.events.save_targets(event_id, candidates)
+    # Their vetting (score, reasons, cutouts) for the forms a person answers; each one that
+    # passed gets its own follow-up run, once (the ledger remembers it across reruns).
+    for name, vetting in vettings_of(merged, found).items():
+        if vetting is not None:
+            runtime.ledger.events.record_vetting(event_id, name, vetting)
+    start_candidate_followups(runtime, event_id)
 
 
 def _record_errors(

@@ -9,6 +9,11 @@ under (destination, event, target, content hash) before it is sent, so rerunning
 nothing twice; a decline is recorded. A HERMES send whose answer was lost is looked up in
 HERMES's message query (here, and again by every later run) instead of being sent again. A test or
 mock alert reaches no service that is not a sandbox (:mod:`followup.drills`).
+
+Only a candidate that passed vetting (its vetting kept in the ledger by ``process-frames``) is
+reported to TNS, and its form shows what a person decides on: the science, reference and
+difference cutouts and the light curve (PNG plots, also artifacts of the run), the real-bogus
+score and every vetting reason.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from prefect import flow, get_run_logger
 
 from flows.approvals import ReportApproval, ask
 from flows.events import REPORT_SENT, emit_followup_event
+from flows.evidence import candidate_evidence, vetted_candidates
 from flows.pointings import event_coverage
 from flows.runtime import Runtime, load_runtime
 from followup.exceptions import FollowupError
@@ -119,7 +125,7 @@ def _build(
         )
     if settings.send_tns:
         reporter = settings.tns.get_reporter()
-        for candidate in detected:
+        for candidate in vetted_candidates(runtime, alert.event_id, detected):
             at_report = tns_outgoing(alert, candidate, measurements, reporter=reporter)
             if at_report is not None:
                 outgoing.append(at_report)
@@ -187,8 +193,10 @@ def _circular(
     return circular
 
 
-def _settle(runtime: Runtime, alert: Alert, outgoing: Outgoing) -> ReportRow:
-    """Ask a person when the send is public, then deliver what they approved."""
+def _settle(
+    runtime: Runtime, alert: Alert, outgoing: Outgoing, *, evidence: str | None = None
+) -> ReportRow:
+    """Ask a person when the send is public (``evidence`` below the message), then deliver."""
     if outgoing.destination is ReportDestination.GCN and not runtime.settings.send_gcn:
         row, _ = runtime.ledger.reports.claim(outgoing.report)  # a draft: people email it
         return row
@@ -197,7 +205,7 @@ def _settle(runtime: Runtime, alert: Alert, outgoing: Outgoing) -> ReportRow:
             runtime.ledger,
             subject=outgoing.approval_subject,
             event_id=alert.event_id,
-            description=outgoing.markdown,
+            description=outgoing.markdown + (f"\n\n---\n\n{evidence}" if evidence else ""),
             form=ReportApproval(text=outgoing.text),
             timeout_s=runtime.settings.approval_timeout_s,
             check=lambda form: outgoing.text_problems(form.text),
@@ -239,9 +247,15 @@ def report(alert_id: int, event_id: str = "", settings: str = "default") -> list
         for t in ledger.events.targets(alert.event_id)
         if t.name in measured
     ]
-    rows = [
-        _settle(runtime, alert, o) for o in _build(runtime, alert, targets, measurements, coverage)
-    ]
+    rows = []
+    for o in _build(runtime, alert, targets, measurements, coverage):
+        evidence = None
+        asked = bool(ledger.approvals.for_subject(o.approval_subject))
+        if o.destination is ReportDestination.TNS and o.report.target_name and not asked:
+            evidence = candidate_evidence(
+                runtime, alert.event_id, o.report.target_name, measurements
+            )
+        rows.append(_settle(runtime, alert, o, evidence=evidence))
     circular = _circular(runtime, alert, targets, measurements, coverage)
     if circular is not None:  # after TNS: it names the objects TNS designated
         rows.append(_settle(runtime, alert, circular))

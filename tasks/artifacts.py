@@ -10,7 +10,7 @@ from typing import Any
 
 from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
 
-__all__ = ["artifact_key", "publish_markdown", "publish_plot", "publish_table"]
+__all__ = ["artifact_key", "image_link", "publish_markdown", "publish_plot", "publish_table"]
 
 
 def artifact_key(kind: str, event_id: str) -> str:
@@ -69,3 +69,15 @@ def publish_plot(
             description=description,
         )
     return path
+
+
+def image_link(path: Path, *, plots_base_url: str = "") -> str:
+    """Where Markdown finds a published plot: its public URL, else the PNG as a data URI.
+
+    Args:
+        path: The PNG, as :func:`publish_plot` wrote it.
+        plots_base_url: Public URL of the plots directory (empty: embed the image).
+    """
+    if plots_base_url:
+        return f"{plots_base_url.rstrip('/')}/{path.name}"
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()

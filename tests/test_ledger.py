@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from followup.exceptions import LedgerError
 from followup.ledger import IncomingMessage, Ledger, MessageOutcome, StoredMessage
@@ -493,3 +493,76 @@ def test_migration_0008_adds_pointings_once_per_field_and_band(tmp_path: Path) -
     ledger.pointings.update(first.id, remote_id=7, status="completed", depth=20.5)
     (row,) = ledger.pointings.for_event("S1")
     assert (row.remote_id, row.status, row.depth) == (7, "completed", 20.5)
+
+
+def test_migration_0010_gives_targets_vetting_and_follow_runs(tmp_path: Path) -> None:
+    ledger = Ledger(f"sqlite:///{tmp_path / 'old.db'}")
+    ledger.migrate("0009")
+    store_alert(ledger, make_alert("S250101ab"))
+    with ledger.engine.begin() as connection:  # a target stored before the columns existed
+        connection.execute(
+            text(
+                "INSERT INTO targets (event_id, name, ra, dec, kind, rank, probability, data, "
+                "created_at) VALUES ('S250101ab', 'F001', 10, -20, 'field', 1, 0.3, '{}', "
+                "'2025-01-01 12:00:00')"
+            )
+        )
+    ledger.migrate()
+    columns = {c["name"] for c in inspect(ledger.engine).get_columns("targets")}
+    assert {"vetting", "follow_run_id", "claimed_by", "claim_expires_at"} <= columns
+    (row,) = ledger.events.targets("S250101ab")
+    assert row.vetting is None and row.follow_run_id is None
+    assert ledger.events.to_follow("S250101ab") == []
+    ledger.dispose()
+
+
+def add_candidate(ledger: Ledger, name: str, *, passed: bool | None) -> None:
+    from followup.evidence import CandidateVetting
+
+    ledger.events.save_targets(
+        "S250101ab",
+        [Target(name=name, ra=10.0, dec=-20.0, kind="candidate", rank=2, probability=0)],
+    )
+    if passed is not None:
+        vetting = CandidateVetting(passed=passed, score=0.9, reasons=["real-bogus score 0.90"])
+        ledger.events.record_vetting("S250101ab", name, vetting)
+
+
+def test_each_vetted_candidate_is_started_once_by_one_owner(ledger: Ledger) -> None:
+    add_target(ledger)  # a field: never followed as a candidate
+    add_candidate(ledger, "C1", passed=True)
+    add_candidate(ledger, "C2", passed=False)  # vetted out
+    add_candidate(ledger, "C3", passed=None)  # never vetted (a catalog search)
+    assert [r.name for r in ledger.events.to_follow("S250101ab")] == ["C1"]
+    assert not ledger.events.claim_follow("S250101ab", "F001", "a")
+    assert ledger.events.claim_follow("S250101ab", "C1", "a")
+    assert not ledger.events.claim_follow("S250101ab", "C1", "b")  # a is starting it
+    assert not ledger.events.set_follow_run("S250101ab", "C1", "run-b", "b")
+    assert ledger.events.set_follow_run("S250101ab", "C1", "run-a", "a")
+    row = ledger.events.get_target("S250101ab", "C1")
+    assert (row.follow_run_id, row.claimed_by, row.claim_expires_at) == ("run-a", None, None)
+    assert row.vetting["reasons"] == ["real-bogus score 0.90"]
+    assert ledger.events.to_follow("S250101ab") == []
+    assert not ledger.events.claim_follow("S250101ab", "C1", "b")  # started: never again
+
+
+def test_a_follow_claim_given_up_or_run_out_can_be_taken(ledger: Ledger) -> None:
+    add_target(ledger)
+    add_candidate(ledger, "C1", passed=True)
+    assert ledger.events.claim_follow("S250101ab", "C1", "a")
+    ledger.events.release_follow("S250101ab", "C1", "b")  # not b's: nothing happens
+    assert not ledger.events.claim_follow("S250101ab", "C1", "b")
+    ledger.events.release_follow("S250101ab", "C1", "a")  # a's start failed
+    assert ledger.events.claim_follow("S250101ab", "C1", "b", lease=timedelta(0))
+    # b died holding it: its lease ran out, c takes over (and a's late answer is not recorded).
+    assert ledger.events.claim_follow("S250101ab", "C1", "c")
+    assert not ledger.events.set_follow_run("S250101ab", "C1", "run-b", "b")
+    assert ledger.events.get_target("S250101ab", "C1").follow_run_id is None
+
+
+def test_recording_the_vetting_of_an_unknown_target_fails(ledger: Ledger) -> None:
+    from followup.evidence import CandidateVetting
+
+    add_target(ledger)
+    with pytest.raises(LookupError, match="no target 'C9'"):
+        ledger.events.record_vetting("S250101ab", "C9", CandidateVetting(passed=True))

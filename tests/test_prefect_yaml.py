@@ -151,6 +151,12 @@ def test_deploy_all_creates_every_deployment_in_the_pool(deployed) -> None:
         assert deployment.work_pool_name == POOL
         assert deployment.parameters == declared.get("parameters", {})
         assert deployment.pull_steps == load_prefect_yaml()["pull"]
+    from prefect.client.orchestration import get_client
+
+    from flows.candidate import FOLLOW_CANDIDATE
+
+    with get_client(sync_client=True) as client:  # the name process-frames starts it by
+        assert client.read_deployment_by_name(FOLLOW_CANDIDATE).work_pool_name == POOL
     listener = deployments["listener"]
     assert listener.global_concurrency_limit is not None
     assert listener.global_concurrency_limit.limit == 1
@@ -315,3 +321,18 @@ def test_a_process_worker_runs_a_deployed_flow_through_the_pull_step(
     assert done is not None, worker.tail(60)
     assert done.state.is_completed(), f"{done.state}\n{worker.tail(60)}"
     assert done.name.startswith("refresh-requests-")
+
+
+def test_the_deployment_process_frames_starts_is_declared_in_both() -> None:
+    """``process-frames`` starts ``follow-candidate`` by name: both declarations must hold it."""
+    from flows.candidate import FOLLOW_CANDIDATE, follow_candidate
+
+    flow_name, _, deployment = FOLLOW_CANDIDATE.partition("/")
+    assert flow_name == follow_candidate.name
+    declared, served = yaml_deployments()[deployment], served_deployments()[deployment]
+    assert declared["entrypoint"] == "flows.candidate:follow_candidate"
+    assert served.flow_name == flow_name
+    # Only the settings are fixed: the event and the candidate come with each run.
+    assert declared["parameters"] == {"settings": "default"}
+    required = set(follow_candidate.parameters.required)
+    assert required == {"event_id", "candidate_name", "vetted"}

@@ -200,7 +200,17 @@ class TargetRow(Base):
     rank: Mapped[int] = mapped_column(Integer)
     probability: Mapped[float] = mapped_column(Float)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # A candidate's vetting (followup.evidence.CandidateVetting; NULL: never vetted), the
+    # follow-candidate run started for it (NULL: none yet) and who is starting it now, until
+    # when (migration 0010; see followup.ledger.claims).
+    vetting: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    follow_run_id: Mapped[str | None] = mapped_column(String(36))
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    claim_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, default=utcnow, onupdate=utcnow
+    )
 
 
 class PlanVersionRow(Base):
