@@ -7,6 +7,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,8 +32,53 @@ SLOW_TIMEOUT_S = 400.0
 setup) on a quiet machine; stretched by ``FOLLOWUP_TEST_PATIENCE`` like every stack deadline."""
 
 
+STACK_MODULES = frozenset(
+    {
+        "test_end_to_end.py",
+        "test_faults.py",
+        "test_observatory.py",
+        "test_requests_stack.py",
+        "test_scale.py",
+        "test_shutdown.py",
+    }
+)
+"""Modules that start whole stacks (Prefect server, Kafka, the sandbox, serve, the listener, workers)
+or the demo. Under ``make test``'s two xdist workers they run first, one after the other, on one
+worker (:func:`pytest_xdist_make_scheduler`)."""
+
+
+def _is_stack_module(path: str | Path) -> bool:
+    return Path(path).name in STACK_MODULES
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadfile`` with the stack modules as one unit, handed out first.
+
+    Every other module goes to one worker whole (its module fixtures are built once), in
+    collection order; the stack modules form one unit, so two stacks never compete for the two
+    cores, and it starts at once, beside the unit tests, because it is the longest. (xdist's own
+    ``loadgroup`` cannot do it here: it renames items in a way pytest 9 no longer honours.)
+    """
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class StacksFirst(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "stack modules" if _is_stack_module(path) else path
+
+    # Units in collection order, where the workers put the stack modules first.
+    config.option.loadscopereorder = False
+    return StacksFirst(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     from tests.stack_support import patient
+
+    if hasattr(config, "workerinput"):  # an xdist worker: the stack modules first
+        items.sort(key=lambda item: not _is_stack_module(item.path))
 
     slow_timeout = pytest.mark.timeout(patient(SLOW_TIMEOUT_S))
     for item in items:
@@ -44,6 +90,33 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "remote_data" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """An xdist worker sends its summary sections (tests/summary.py) to the controller."""
+    from tests.summary import SECTIONS
+
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["summary_sections"] = SECTIONS
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """The controller keeps the summary sections a finished xdist worker sent."""
+    from tests.summary import merge
+
+    merge(getattr(node, "workeroutput", {}).get("summary_sections", {}))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.summary import SECTIONS
+
+    for title, lines in SECTIONS.items():
+        terminalreporter.section(title)
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -6,6 +6,7 @@ import io
 import math
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 import pytest
@@ -106,13 +107,18 @@ class Run:
     flags: np.ndarray
 
 
-def _run(field: Field, method: str, catalog: object) -> Run:
+def _frames(field: Field) -> list[tuple[Any, np.ndarray, Any]]:
+    """The field's N_FRAMES frames (spec, pixels, truth), rendered once for every method."""
+    specs = [spec(200 + number) for number in range(N_FRAMES)]
+    return [(s, field.sky.render(s), field.sky.frame_truth(s)) for s in specs]
+
+
+def _run(
+    field: Field, method: str, catalog: object, frames: list[tuple[Any, np.ndarray, Any]]
+) -> Run:
     rows: dict[str, list[float]] = {k: [] for k in Run.__dataclass_fields__}
     names = [t.name for t in field.transients]
-    for number in range(N_FRAMES):
-        s = spec(200 + number)
-        data = field.sky.render(s)
-        truth = field.sky.frame_truth(s)
+    for _, data, truth in frames:
         cat = field.refcat if catalog == "refcat" else None
         table = photometry_table(
             data,
@@ -154,10 +160,11 @@ def _run(field: Field, method: str, catalog: object) -> Run:
 
 @pytest.fixture(scope="module")
 def runs(field: Field) -> dict[tuple[str, str], Run]:
+    frames = _frames(field)  # the same pixels for each method: rendering is deterministic
     return {
-        ("aperture", "refcat"): _run(field, "aperture", "refcat"),
-        ("psf", "refcat"): _run(field, "psf", "refcat"),
-        ("aperture", "CAT"): _run(field, "aperture", "CAT"),
+        ("aperture", "refcat"): _run(field, "aperture", "refcat", frames),
+        ("psf", "refcat"): _run(field, "psf", "refcat", frames),
+        ("aperture", "CAT"): _run(field, "aperture", "CAT", frames),
     }
 
 

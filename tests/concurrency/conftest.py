@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.summary import add
+
 FIGURES: list[str] = []
 
 
@@ -13,8 +15,6 @@ def figures() -> list[str]:
     return FIGURES
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+def pytest_sessionfinish(session: pytest.Session) -> None:
     if FIGURES:
-        terminalreporter.section("concurrency: what was tried")
-        for line in FIGURES:
-            terminalreporter.write_line(line)
+        add("concurrency: what was tried", *FIGURES)

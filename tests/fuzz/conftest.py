@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 
 from tests.fuzz.support import TALLIES
+from tests.summary import add
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+def pytest_sessionfinish(session: pytest.Session) -> None:
     if not TALLIES:
         return
-    terminalreporter.section("fuzz: what was tried (FUZZ_EXAMPLES raises the counts)")
-    terminalreporter.write_line(
-        f"{'target':34s} {'messages':>8s} {'worst ms':>9s} {'worst MB':>9s}  outcomes"
+    add(
+        "fuzz: what was tried (FUZZ_EXAMPLES raises the counts)",
+        f"{'target':34s} {'messages':>8s} {'worst ms':>9s} {'worst MB':>9s}  outcomes",
+        *(tally.line() for tally in TALLIES.values()),
     )
-    for tally in TALLIES.values():
-        terminalreporter.write_line(tally.line())
