@@ -300,7 +300,7 @@ def bright_star_radius(mag: np.ndarray | float) -> np.ndarray:
     """
     mag = np.asarray(mag, float)
     radius = BRIGHT_STAR_RADIUS_ARCSEC * 10 ** (0.2 * (BRIGHT_STAR_MAG - mag))
-    return np.where(np.isfinite(mag) & (mag < BRIGHT_STAR_MAG), radius, 0.0)
+    return np.where(np.isfinite(mag) & (mag <= BRIGHT_STAR_MAG), radius, 0.0)
 
 
 def _candidate_mag(row: Any) -> float:
@@ -317,7 +317,7 @@ def _check_bright_stars(v: Vetting, ra: float, dec: float, mag: float, stars: Ta
     if "r" not in stars.colnames or not len(stars):
         return
     star_mag = np.asarray(stars["r"], float)
-    bright = np.isfinite(star_mag) & (star_mag < BRIGHT_STAR_MAG)
+    bright = np.isfinite(star_mag) & (star_mag <= BRIGHT_STAR_MAG)
     if not bright.any():
         return
     sep = _separation_arcsec(
