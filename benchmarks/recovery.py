@@ -174,6 +174,22 @@ def _archive(sky: SyntheticSky, seed: int, kilonova: Transient) -> Any:
     return ArchiveClient("bench-token", base_url=ARCHIVE_URL, transport=client._transport)
 
 
+def _masked_at(product: Path, kilonova: Transient) -> str:
+    """Why the difference could not show the kilonova, when its pixel is flagged there."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    with fits.open(product) as hdul:
+        x, y = WCS(hdul["SCI"].header).all_world2pix([[kilonova.ra, kilonova.dec]], 0)[0]
+        flags = hdul["BPM"].data
+        ny, nx = flags.shape
+        if not (0 <= round(y) < ny and 0 <= round(x) < nx):
+            return " [off the frame]"
+        if int(flags[round(y), round(x)]) == 0:
+            return ""
+    return " [flagged on the difference: off the reference's footprint or beside a masked pixel]"
+
+
 def run_seed(seed: int) -> Outcome:
     """Replay the demo's frame stage, with difference imaging, on one seed's realistic sky."""
     warnings.simplefilter("ignore")
@@ -225,7 +241,8 @@ def run_seed(seed: int) -> Outcome:
         near = sorted(merged, key=separation)
         if not near or separation(near[0]) > MATCH_ARCSEC:
             per_frame = []
-            for (_, spec), table in zip(frames, found, strict=False):
+            searched = [(f, p) for f, p in zip(frames, differences, strict=True) if p is not None]
+            for ((_, spec), product), table in zip(searched, found, strict=True):
                 seps = [separation({"ra": float(r["ra"].value), "dec": float(r["dec"].value)})
                         for r in table]  # fmt: skip
                 nearest = f"{min(seps):.2f} arcsec" if seps else "no candidate"
@@ -235,7 +252,7 @@ def run_seed(seed: int) -> Outcome:
                     if separation({"ra": ra, "dec": dec}) <= MATCH_ARCSEC
                 ]
                 why = f" (set aside: {rejected[0]})" if rejected else ""
-                per_frame.append(f"{spec.filter}: {nearest}{why}")
+                per_frame.append(f"{spec.filter}: {nearest}{why}{_masked_at(product, kilonova)}")
             out.reason = "not found (nearest candidate per frame: " + ", ".join(per_frame) + ")"
             out.reason += "".join(f"; {p}" for p in problems)
             out.seconds = time.perf_counter() - t0

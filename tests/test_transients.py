@@ -454,3 +454,14 @@ def test_vetting_sets_aside_residuals_in_bright_star_halos() -> None:
     # In the halo but within 2.5 mag of the star: too bright to be its residual.
     [bright] = vet_candidates(candidate(15.0), stars=star(13.5, 3.0))
     assert bright.passed and any("bright enough" in r for r in bright.reasons)
+
+
+def test_a_negative_share_without_a_significant_lobe_is_noise() -> None:
+    base = {"sharpness": 1.1, "fwhm_ratio": 1.05, "dipole": -1.4, "masked_fraction": 0.1}
+    # Seed 2 of the recovery benchmark: the kilonova at S/N 19 on its host, 23 % of the
+    # filtered flux around it negative but nowhere below -1.4 sigma: real.
+    faint, why = score(base | {"negative_fraction": 0.23})
+    assert faint > 0.9 and not why
+    # The same share with a -4 sigma lobe beside it is a subtraction residual.
+    ring, why = score(base | {"negative_fraction": 0.23, "dipole": -4.0})
+    assert ring < 0.5 and "negative residual around it" in why
