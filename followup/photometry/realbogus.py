@@ -34,6 +34,8 @@ __all__ = ["REAL_SCORE", "detect_difference_sources", "score"]
 
 REAL_SCORE = 0.5
 """Sources scoring below this are bogus."""
+NEGATIVE_LOBE_SNR = 3.0
+"""The negative share counts only where some pixel within 2 FWHM is this negative (S/N)."""
 
 
 def _significance(frame: PreparedFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -210,8 +212,9 @@ def score(features: dict[str, float]) -> tuple[float, list[str]]:
     """Real-bogus score in [0, 1] and the reasons it is low.
 
     Each factor is 1 for a clean point source and falls smoothly past a limit:
-    sharpness beyond 0.4-2.5, width beyond 0.6-1.6 PSF, negative fraction above 0.15, a negative
-    lobe below -5 sigma, more than 20 % of the core masked.
+    sharpness beyond 0.4-2.5, width beyond 0.6-1.6 PSF, negative fraction above 0.15 (when the
+    negative side reaches -3 sigma somewhere within 2 FWHM), a negative lobe below -5 sigma, more
+    than 20 % of the core masked.
     """
     reasons: list[str] = []
     factors: list[float] = []
@@ -229,7 +232,10 @@ def score(features: dict[str, float]) -> tuple[float, list[str]]:
 
     band(features["sharpness"], 0.4, 2.5, 0.5, "sharper or flatter than the PSF")
     band(features["fwhm_ratio"], 0.6, 1.6, 0.25, "wider or narrower than the PSF")
-    band(features["negative_fraction"], 0.0, 0.15, 0.07, "negative residual around it")
+    # A negative share with no significant negative pixel is the noise of a faint source or of
+    # its host's light, not a subtraction residual: only a lobe of 3 sigma or more counts.
+    if features["dipole"] <= -NEGATIVE_LOBE_SNR or not math.isfinite(features["dipole"]):
+        band(features["negative_fraction"], 0.0, 0.15, 0.07, "negative residual around it")
     band(-features["dipole"], -math.inf, 5.0, 2.0, "dipole (negative lobe beside it)")
     band(features["masked_fraction"], 0.0, 0.2, 0.15, "on flagged pixels")
     total = float(np.prod(factors))

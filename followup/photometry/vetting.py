@@ -7,6 +7,11 @@ A candidate passes when nothing explains it away:
 - no known minor planet is there at that time (IMCCE SkyBoT through astroquery; the sandbox
   stands in at another URL);
 - no catalogued point source (a star, perhaps variable) lies within ``star_radius_arcsec``;
+- it is not in the halo of a bright catalogued star (:func:`bright_star_radius`) while much
+  fainter than it: what a difference leaves in the wings of a 12-14 mag star, whose PSF changes
+  from night to night beyond what one convolution kernel matches, is a ring of point-like
+  residuals seen on every frame (ZTF's real-bogus uses the nearest star's distance and
+  magnitude for the same reason);
 - if a galaxy of the catalogue lies within 30 kpc (projected) its distance agrees with the GW
   distance along that line of sight (the sky map's conditional distance) within
   ``distance_sigma``; a candidate without a host is kept (hostless kilonovae exist);
@@ -37,10 +42,17 @@ __all__ = [
     "MinorPlanets",
     "SkybotMinorPlanets",
     "Vetting",
+    "bright_star_radius",
     "passing",
     "vet_candidates",
 ]
 
+BRIGHT_STAR_MAG = 15.0
+"""Catalogued stars brighter than this (r) have a halo candidates are checked against."""
+BRIGHT_STAR_RADIUS_ARCSEC = 3.0
+"""Halo radius of a star of :data:`BRIGHT_STAR_MAG`; it grows 1.58x per magnitude brighter."""
+HALO_CONTRAST_MAG = 2.5
+"""A candidate in a halo is a residual when it is this much fainter than the star, or more."""
 HOST_KPC = 30.0
 """Largest projected offset of a transient from its host galaxy."""
 MIN_SNR = 5.0
@@ -226,6 +238,7 @@ def vet_candidates(
             _check_minor_planets(v, ras[k], decs[k], objects, minor_planet_radius_arcsec)
         if stars is not None:
             _check_stars(v, ras[k], decs[k], stars, star_radius_arcsec)
+            _check_bright_stars(v, ras[k], decs[k], _candidate_mag(row), stars)
         if galaxies is not None:
             _check_host(v, ras[k], decs[k], galaxies, skymap, distance_sigma)
         if skymap is not None:
@@ -277,6 +290,55 @@ def _check_stars(v: Vetting, ra: float, dec: float, stars: Table, radius: float)
         v.reasons.append(f"catalogued star{mag} {sep[j]:.1f}\u2033 away: a variable star")
     else:
         v.reasons.append(f"no catalogued star within {radius:.1f}\u2033")
+
+
+def bright_star_radius(mag: np.ndarray | float) -> np.ndarray:
+    """Radius (arcsec) of a catalogued star's halo: 3" at r = 15, x1.58 per magnitude brighter.
+
+    0 for stars fainter than :data:`BRIGHT_STAR_MAG`. The scaling follows the radius at which a
+    Moffat (beta 2.5-4.5) wing falls to a fixed surface brightness.
+    """
+    mag = np.asarray(mag, float)
+    radius = BRIGHT_STAR_RADIUS_ARCSEC * 10 ** (0.2 * (BRIGHT_STAR_MAG - mag))
+    return np.where(np.isfinite(mag) & (mag <= BRIGHT_STAR_MAG), radius, 0.0)
+
+
+def _candidate_mag(row: Any) -> float:
+    """The candidate's AB magnitude from its flux (NaN when not positive)."""
+    if "flux_ujy" in row.colnames:
+        flux = _value(row["flux_ujy"])
+        return 23.9 - 2.5 * math.log10(flux) if flux > 0 else math.nan
+    if "mag" in row.colnames:
+        return _value(row["mag"])
+    return math.nan
+
+
+def _check_bright_stars(v: Vetting, ra: float, dec: float, mag: float, stars: Table) -> None:
+    if "r" not in stars.colnames or not len(stars):
+        return
+    star_mag = np.asarray(stars["r"], float)
+    bright = np.isfinite(star_mag) & (star_mag <= BRIGHT_STAR_MAG)
+    if not bright.any():
+        return
+    sep = _separation_arcsec(
+        ra, dec, np.asarray(stars["ra"])[bright], np.asarray(stars["dec"])[bright]
+    )
+    radius = bright_star_radius(star_mag[bright])
+    inside = sep <= radius
+    if not inside.any():
+        return
+    j = int(np.argmin(np.where(inside, star_mag[bright], np.inf)))
+    if math.isfinite(mag) and mag < star_mag[bright][j] + HALO_CONTRAST_MAG:
+        v.reasons.append(
+            f"in the halo of a r {star_mag[bright][j]:.1f} star ({sep[j]:.1f}\u2033) but bright"
+            " enough not to be its residual"
+        )
+        return
+    v.passed = False
+    v.reasons.append(
+        f"in the halo of a r {star_mag[bright][j]:.1f} star {sep[j]:.1f}\u2033 away (within"
+        f" {radius[j]:.1f}\u2033): a residual of its wings"
+    )
 
 
 def _check_host(
