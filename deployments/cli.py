@@ -48,7 +48,7 @@ def demo(
     ] = "kilonova",
     sky: Annotated[
         str, typer.Option(help="Sandbox sky: plain (stars only) or realistic (galaxies...).")
-    ] = "plain",
+    ] = "realistic",
 ) -> None:
     """Run the whole loop on a real-format LVK alert against the sandbox.
 
@@ -114,7 +114,7 @@ def sandbox(
     ] = None,
     sky: Annotated[
         str, typer.Option(help="Sandbox sky: plain (stars only) or realistic (galaxies...).")
-    ] = "plain",
+    ] = "realistic",
 ) -> None:
     """Run the stand-ins for LCO, HERMES, TNS, GCN, Vizier, SkyBoT, IRSA and PS1 alone."""
     from sandbox.server import SandboxConfig, SandboxServer, sandbox_seed
