@@ -49,6 +49,10 @@ def demo(
     sky: Annotated[
         str, typer.Option(help="Sandbox sky: plain (stars only) or realistic (galaxies...).")
     ] = "realistic",
+    timeout: Annotated[
+        float,
+        typer.Option(help="Seconds the follow-up run may take before the demo gives up on it."),
+    ] = 600.0,
 ) -> None:
     """Run the whole loop on a real-format LVK alert against the sandbox.
 
@@ -69,6 +73,7 @@ def demo(
             seed=seed,
             scenario=scenario,
             sky=sky,
+            timeout_s=timeout,
         )
     raise typer.Exit(code)
 
