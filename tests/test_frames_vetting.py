@@ -158,3 +158,85 @@ def test_field_galaxies_queries_the_planners_catalogue_around_the_field(tmp_path
     assert sorted(galaxies["name"]) == ["CORNER", "NEAR"]
     assert u.Quantity(galaxies["distance"]).unit == u.Mpc
     assert "distance_err" in galaxies.colnames
+
+
+# --------------------------------------------------------------------------------------------
+# In a real flow (the session's Prefect API): what process-frames hands the search
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_flow_reads_the_latest_map_and_the_planners_galaxies(
+    prefect_api: object, tmp_path: Path
+) -> None:
+    import uuid
+
+    from prefect import flow
+
+    from flows.frames import _galaxies_around, _latest_skymap
+    from flows.runtime import load_runtime
+    from followup.alerts.mock import make_lvk_alert
+    from followup.models import AlertDecision
+    from tests.lco_support import target
+    from tests.ledger_support import store_alert
+    from tests.test_flow_approvals import save_settings
+
+    glade = tmp_path / "glade.csv"
+    glade.write_text(
+        "GWGC name,RA,DEC,d_L,d_L err,B\n"
+        "HOST-A,150.30,-20.45,110.0,11.0,15.1\n"
+        "HOST-B,151.05,-20.95,60.0,6.0,16.0\n"
+        "AWAY,155.00,-25.00,100.0,10.0,15.5\n"
+    )
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    ledger = save_settings(name, tmp_path, galaxy_catalog=str(glade))
+    raw = make_demo_alert().raw  # with its multi-order sky map embedded
+    alert = parse_message(raw)
+    event_id = alert.event_id
+    store_alert(ledger, alert, raw=raw, uuid=str(uuid.uuid4()))
+    # A later alert the rules rejected is passed over (only accepted alerts are read).
+    update = make_lvk_alert(event_id, "UPDATE")
+    store_alert(
+        ledger,
+        parse_message(update),
+        raw=update,
+        uuid=str(uuid.uuid4()),
+        decision=AlertDecision.REJECTED,
+    )
+    fields = [target("GAL-001"), target("GAL-002", ra=151.0, dec=-21.0), target("GAL-001")]
+
+    @flow
+    def probe() -> tuple[object, dict]:
+        runtime = load_runtime(name)
+        return _latest_skymap(runtime, event_id), _galaxies_around(runtime, fields)
+
+    skymap, galaxies = probe()
+    assert skymap is not None and skymap.has_distance
+    assert skymap.object_name in (None, event_id)
+    assert sorted(galaxies) == ["GAL-001", "GAL-002"]  # one query per field
+    assert list(galaxies["GAL-001"]["name"]) == ["HOST-A"]
+    assert list(galaxies["GAL-002"]["name"]) == ["HOST-B"]
+    assert u.Quantity(galaxies["GAL-001"]["distance"]).to_value(u.Mpc)[0] == pytest.approx(110.0)
+
+
+@pytest.mark.slow
+def test_without_a_galaxy_catalogue_the_flow_queries_none(
+    prefect_api: object, tmp_path: Path
+) -> None:
+    import uuid
+
+    from prefect import flow
+
+    from flows.frames import _galaxies_around
+    from flows.runtime import load_runtime
+    from tests.lco_support import target
+    from tests.test_flow_approvals import save_settings
+
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    save_settings(name, tmp_path)
+
+    @flow
+    def probe() -> dict:
+        return _galaxies_around(load_runtime(name), [target("GAL-001")])
+
+    assert probe() == {}
