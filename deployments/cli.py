@@ -50,7 +50,11 @@ def demo(
     ] = "kilonova",
     sky: Annotated[
         str, typer.Option(help="Sandbox sky: plain (stars only) or realistic (galaxies...).")
-    ] = "plain",
+    ] = "realistic",
+    timeout: Annotated[
+        float,
+        typer.Option(help="Seconds the follow-up run may take before the demo gives up on it."),
+    ] = 600.0,
 ) -> None:
     """Run the whole loop on a real-format LVK alert against the sandbox.
 
@@ -71,6 +75,7 @@ def demo(
             seed=seed,
             scenario=scenario,
             sky=sky,
+            timeout_s=timeout,
         )
     raise typer.Exit(code)
 
@@ -116,7 +121,7 @@ def sandbox(
     ] = None,
     sky: Annotated[
         str, typer.Option(help="Sandbox sky: plain (stars only) or realistic (galaxies...).")
-    ] = "plain",
+    ] = "realistic",
 ) -> None:
     """Run the stand-ins for LCO, HERMES, TNS, GCN, Vizier, SkyBoT, IRSA and PS1 alone."""
     from sandbox.server import SandboxConfig, SandboxServer, sandbox_seed

@@ -20,14 +20,25 @@ from flows.candidate import start_candidate_followups
 from flows.coverage import update_coverage
 from flows.runtime import LcoToken, Runtime, load_runtime
 from followup.evidence import vettings_of
-from followup.exceptions import PhotometryError, ReductionError, ServiceError
+from followup.exceptions import CatalogError, PhotometryError, ReductionError, ServiceError
 from followup.lco import ArchiveClient
 from followup.ledger import RequestRow
-from followup.models import Frame, LcoState, Measurement, RequestStatus, Target, TargetKind
+from followup.models import (
+    AlertDecision,
+    Frame,
+    LcoState,
+    Measurement,
+    RequestStatus,
+    Target,
+    TargetKind,
+)
 from followup.photometry import associate_candidates, build_light_curve, plot_light_curve
+from tasks.alerts import load_alert
 from tasks.artifacts import publish_plot, publish_table
 from tasks.frames import (
+    alert_skymap,
     download_frame,
+    field_galaxies,
     find_frame_candidates,
     list_request_frames,
     measure_difference_frame,
@@ -35,6 +46,7 @@ from tasks.frames import (
     reduce_raw,
     search_frame_transients,
 )
+from tasks.targets import fetch_alert_skymap
 
 __all__ = ["download_frames", "frames_task_runner", "process_frames"]
 
@@ -44,6 +56,9 @@ SEARCHED_KINDS = (TargetKind.FIELD, TargetKind.GALAXY)
 UNUSABLE = (ReductionError, PhotometryError)
 """What a frame that cannot be read or measured raises (truncated, no WCS...): that frame is set
 aside with the reason, the others go on."""
+FIELD_RADIUS_DEG = 0.4
+"""Galaxies this close to a searched target's centre may host its candidates (a Sinistro or
+QHY600 field reaches about 0.3 deg from its centre at the corners)."""
 UNAVAILABLE = (ServiceError,)
 """What a frame that could not be downloaded raises once its task's retries are spent (gone,
 refused, corrupted, the archive down): set aside the same way."""
@@ -153,18 +168,28 @@ def _new_candidates(
 
 
 def _new_transients(
-    runtime: Runtime, event_id: str, frames: list[Frame], targets: list[Target], before: datetime
+    runtime: Runtime,
+    event_id: str,
+    frames: list[Frame],
+    fields: list[Target],
+    targets: list[Target],
+    before: datetime,
 ) -> tuple[dict[int, str], dict[int, Path]]:
     """Transients on the differences of field and galaxy frames and their references.
 
-    Each frame is subtracted from the earlier archive frame of its field (fetched once per field
-    and band); what the vetting passes on enough frames is stored as candidate targets.
+    Each frame (of the target in ``fields`` at the same index) is subtracted from the earlier
+    archive frame of its field (fetched once per field and band). The vetting knows the event's
+    latest sky map (the credible level at each candidate, the distance along its line of sight)
+    and the galaxies the planner's catalogue holds around each field (hosts and their
+    distances); what it passes on enough frames is stored as candidate targets.
 
     Returns:
         The reason each frame could not be searched, and each searched frame's difference.
     """
     settings = runtime.settings
     archive = settings.lco.get_archive_client(credential_source=LcoToken(runtime.name))
+    skymap = _latest_skymap(runtime, event_id)
+    galaxies = _galaxies_around(runtime, fields)
     futures = search_frame_transients.map(
         unmapped(archive),
         frames,
@@ -173,11 +198,57 @@ def _new_transients(
         unmapped(settings.products_dir),
         unmapped(before),
         unmapped(settings.skybot_url),
+        [galaxies.get(t.name) for t in fields],
+        unmapped(skymap),
     )
     searched, errors = _per_frame(frames, futures)
     _save_candidates(runtime, event_id, [table for _, table in searched], targets)
     differences = {frame.frame_id: Path(table.meta["difference"]) for frame, table in searched}
     return errors, differences
+
+
+def _latest_skymap(runtime: Runtime, event_id: str) -> Any:
+    """The sky map of the event's latest accepted alert that has one; None if none has."""
+    accepted = [
+        row
+        for row in runtime.ledger.alerts.for_event(event_id)
+        if row.decision == AlertDecision.ACCEPTED
+    ]
+    for row in reversed(accepted):
+        alert = fetch_alert_skymap(load_alert(runtime.ledger, row.id))
+        skymap = alert_skymap(alert)
+        if skymap is not None:
+            return skymap
+    get_run_logger().warning("%s: no sky map; candidates are not placed in one", event_id)
+    return None
+
+
+def _galaxies_around(runtime: Runtime, fields: list[Target]) -> dict[str, Any]:
+    """The planner's catalogued galaxies around each searched field, by target name.
+
+    Empty when no galaxy catalogue is configured (the host check is then left out); a field
+    whose query fails after its retries is vetted without it, and the run says so.
+    """
+    catalog = runtime.settings.get_galaxy_catalog()
+    if catalog is None:
+        return {}
+    unique = list({t.name: t for t in fields}.values())
+    futures = field_galaxies.map(
+        unmapped(catalog),
+        [t.ra for t in unique],
+        [t.dec for t in unique],
+        unmapped(FIELD_RADIUS_DEG),
+    )
+    wait(list(futures))
+    galaxies: dict[str, Any] = {}
+    for target, future in zip(unique, futures, strict=True):
+        try:
+            galaxies[target.name] = future.result()
+        except (CatalogError, ServiceError) as exc:
+            get_run_logger().warning(
+                "%s: no galaxies (%s); its candidates' hosts are not checked", target.name, exc
+            )
+    return galaxies
 
 
 def _save_candidates(
@@ -264,8 +335,14 @@ def process_frames(
     differences: dict[int, Path] = {}
     if search_frames and runtime.settings.difference_imaging:
         before = ledger.alerts.get(alert_id)[0].issued_at
+        by_name = {t.name: t for t in targets}
+        fields = [
+            by_name[names[target_of_request[row.id]]]
+            for row, f in fetched
+            if names.get(target_of_request[row.id]) in searched
+        ]
         found_errors, differences = _new_transients(
-            runtime, event_id, search_frames, targets, before
+            runtime, event_id, search_frames, fields, targets, before
         )
         errors |= found_errors
     elif search_frames:

@@ -10,17 +10,21 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from followup.catalogs import ReferenceCatalog
+from followup.galaxies import GalaxyCatalog
 from followup.lco import ArchiveClient
-from followup.models import Frame, Measurement
+from followup.models import Alert, Frame, Measurement
 from followup.photometry import find_candidates, measure_targets
 from followup.photometry.references import ReferenceCache
 from followup.photometry.transients import measure_saved_difference, search_frame
 from followup.photometry.vetting import SkybotMinorPlanets
 from followup.reduction import reduce_raw_frames
+from followup.skymap import SkyMap, read_skymap
 from tasks.retry import SERVICE_RETRIES
 
 __all__ = [
+    "alert_skymap",
     "download_frame",
+    "field_galaxies",
     "find_frame_candidates",
     "list_request_frames",
     "measure_difference_frame",
@@ -87,6 +91,33 @@ def measure_frame(
     return measured
 
 
+@task(name="read sky map", cache_policy=NO_CACHE)
+def alert_skymap(alert: Alert) -> SkyMap | None:
+    """The alert's sky map (the combined one of a coincidence, if any); None without one."""
+    source = alert.external_coinc.combined_skymap if alert.external_coinc else None
+    source = source or alert.skymap
+    return read_skymap(source) if source else None
+
+
+@task(
+    name="galaxies of a field",
+    task_run_name="galaxies within {radius_deg} deg of {ra:.4f} {dec:+.4f}",
+    **_RETRY,
+)
+def field_galaxies(catalog: GalaxyCatalog, ra: float, dec: float, radius_deg: float) -> QTable:
+    """The catalogued galaxies around a field (its candidates' possible hosts), any distance."""
+    galaxies = catalog.query(ra=ra, dec=dec, radius_deg=radius_deg)
+    get_run_logger().info(
+        "%d galaxies of %s within %.2f deg of %.4f %+.4f",
+        len(galaxies),
+        catalog.name,
+        radius_deg,
+        ra,
+        dec,
+    )
+    return galaxies
+
+
 @task(name="search frame", task_run_name="search {frame.basename} against its reference", **_RETRY)
 def search_frame_transients(
     archive: ArchiveClient,
@@ -96,8 +127,14 @@ def search_frame_transients(
     products_dir: Path,
     before: datetime,
     skybot_url: str = "",
+    galaxies: QTable | None = None,
+    skymap: SkyMap | None = None,
 ) -> QTable:
-    """Vetted candidates on the difference of the frame and its field's reference."""
+    """Vetted candidates on the difference of the frame and its field's reference.
+
+    ``galaxies`` (around the frame) and ``skymap`` (the event's latest) add the host-distance
+    and credible-level checks; None leaves them out.
+    """
     cache = ReferenceCache(references_dir)
 
     def reference_for(ra: float, dec: float, band: str) -> Path:
@@ -108,6 +145,8 @@ def search_frame_transients(
         reference_for,
         catalog=catalog,
         minor_planets=SkybotMinorPlanets(url=skybot_url) if skybot_url else None,
+        galaxies=galaxies,
+        skymap=skymap,
         products=Path(products_dir) / f"{frame.basename}-diff.fits",
     )
     logger = get_run_logger()
@@ -118,6 +157,12 @@ def search_frame_transients(
         found.meta["found"],
         Path(found.meta["reference"]).name,
     )
+    if found.meta.get("left_out"):
+        logger.warning(
+            "%s: %d more source(s) scoring as real were not measured: a poor PSF match?",
+            frame.basename,
+            found.meta["left_out"],
+        )
     for ra, dec, reasons in found.meta["rejected"]:
         logger.info("%s: %.5f %+.5f set aside: %s", frame.basename, ra, dec, "; ".join(reasons))
     return found

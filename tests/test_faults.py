@@ -213,6 +213,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, alert_a: DemoAlert) -> Itera
             completion_delay_s=3600.0,  # the operator completes requests
             frame_shape=(2048, 2048),
             transients=[transient],
+            # Faults are under test, not the sky: the plain sky's catalogue-matched candidates
+            # keep this module's minutes bounded (test_end_to_end runs the realistic one).
+            sky="plain",
             **SECRETS,
         ),
         settings_overrides={

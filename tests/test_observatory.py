@@ -65,7 +65,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, demo, chromium) -> Iterator[
     options = StackOptions(
         root=root,
         ui_port=port,
-        sandbox=SandboxConfig(completion_delay_s=5.0, transients=[demo.transient]),
+        # The UI is under test, not the sky: the plain sky's frames are measured in seconds.
+        sandbox=SandboxConfig(completion_delay_s=5.0, transients=[demo.transient], sky="plain"),
         settings_overrides={"strategies_yaml": ALWAYS_ASK},
         listener_workers=1,
     )

@@ -28,6 +28,7 @@ from followup.photometry.targets import frame_zero_point, measurement_of, photom
 from followup.photometry.zeropoint import CatalogLike, ZeroPoint
 
 __all__ = [
+    "MAX_SOURCES",
     "difference_zero_point",
     "find_transients",
     "load_difference",
@@ -36,6 +37,12 @@ __all__ = [
     "save_difference",
     "search_frame",
 ]
+
+
+MAX_SOURCES = 200
+"""Most sources of one difference measured and vetted by :func:`search_frame`. A clean 4k
+difference holds a few; thousands mean the PSFs were poorly matched (rings around every star),
+and measuring each (about 50 ms with its neighbours fitted) would take minutes per frame."""
 
 
 def difference_zero_point(
@@ -54,6 +61,7 @@ def find_transients(
     min_score: float = 0.0,
     options: PhotometryOptions | None = None,
     margin_px: float = 20.0,
+    max_sources: int | None = None,
 ) -> QTable:
     """Candidates on the difference of a frame and its reference, calibrated and scored.
 
@@ -65,6 +73,10 @@ def find_transients(
         min_score: Keep sources scoring at least this (0 keeps all, with their score).
         options: How fluxes are measured (aperture by default, as for the zero point).
         margin_px: Sources closer to the edge than this are left out.
+        max_sources: Measure at most this many (the highest S/N); how many were left out is
+            ``meta["left_out"]``. Each source costs a forced measurement with its neighbours
+            fitted, and a difference with thousands of sources (a poor PSF match) would
+            otherwise take many minutes.
 
     Returns:
         QTable, highest S/N first: ``ra``, ``dec`` (deg), ``x``, ``y`` (pix), ``flux``,
@@ -88,6 +100,9 @@ def find_transients(
     y = np.asarray(found["y"].value, float)
     inside = (x >= margin_px) & (x < nx - margin_px) & (y >= margin_px) & (y < ny - margin_px)
     found = found[inside & (np.asarray(found["score"], float) >= min_score)]
+    left_out = max(0, len(found) - max_sources) if max_sources is not None else 0
+    if left_out:
+        found = found[:max_sources]  # highest S/N first
     zero_point, frame_flags = difference_zero_point(diff, catalog, options)
     meta = {
         "zero_point": zero_point.zero_point,
@@ -100,6 +115,7 @@ def find_transients(
         "frame": diff.science.name,
         "origin": "difference",
         "zero_point_fit": zero_point,
+        "left_out": left_out,
     }
     if not len(found):
         table = QTable(meta=meta)
@@ -309,8 +325,11 @@ def search_frame(
     *,
     catalog: CatalogLike = None,
     minor_planets: Any = None,
+    galaxies: QTable | None = None,
+    skymap: Any = None,
     products: str | Path | None = None,
     snr_min: float = 5.0,
+    max_sources: int | None = MAX_SOURCES,
 ) -> QTable:
     """Search one frame for transients against its reference, vetted frame by frame.
 
@@ -321,8 +340,14 @@ def search_frame(
         catalog: Star catalogue (REFCAT2-like): the zero point, and stars at a candidate's
             position (variables). None: the frame's CAT for the zero point, no star check.
         minor_planets: :class:`~followup.photometry.vetting.MinorPlanets` (SkyBoT), or None.
+        galaxies: Catalogued galaxies around the frame (:mod:`followup.galaxies` columns): a
+            candidate's host and whether its distance agrees with the map's; None: not checked.
+        skymap: The event's latest :class:`followup.skymap.SkyMap`: the credible level at each
+            candidate and the distance along its line of sight; None: not checked.
         products: Where to write the difference, its error and the candidates' cutouts.
         snr_min: Detection threshold on the difference.
+        max_sources: At most this many sources scoring as real are measured and vetted (the
+            highest S/N); ``meta["left_out"]`` says how many more there were.
 
     Returns:
         The candidates that passed (:func:`~followup.photometry.vetting.passing`: with
@@ -343,15 +368,31 @@ def search_frame(
     centre = sci.wcs.pixel_to_world((nx - 1) / 2.0, (ny - 1) / 2.0)
     reference = reference_for(float(centre.ra.deg), float(centre.dec.deg), sci.band)
     diff = subtract(sci, reference)
-    found = find_transients(sci, diff, catalog=catalog, snr_min=snr_min)
+    # Only what scores as real can pass the vetting: the rest is not worth measuring.
+    found = find_transients(
+        sci,
+        diff,
+        catalog=catalog,
+        snr_min=snr_min,
+        min_score=REAL_SCORE,
+        max_sources=max_sources,
+    )
     stars = reference_table(sci, catalog)[0] if catalog is not None else None
     when = mid_exposure(sci.header, sci.exptime)
-    vettings = vet_candidates(found, when=when, stars=stars, minor_planets=minor_planets)
+    vettings = vet_candidates(
+        found,
+        when=when,
+        stars=stars,
+        minor_planets=minor_planets,
+        galaxies=galaxies,
+        skymap=skymap,
+    )
     kept = passing(found, vettings)
     kept.meta.update(
         {
             "reference": str(reference),
             "found": len(found),
+            "left_out": found.meta["left_out"],
             "rejected": [
                 (float(row["ra"].value), float(row["dec"].value), v.reasons)
                 for row, v in zip(found, vettings, strict=True)
