@@ -50,7 +50,7 @@ def demo(
     ] = "kilonova",
     sky: Annotated[
         str, typer.Option(help="Sandbox sky: plain (stars only) or realistic (galaxies...).")
-    ] = "realistic",
+    ] = "plain",
     timeout: Annotated[
         float,
         typer.Option(help="Seconds the follow-up run may take before the demo gives up on it."),
@@ -121,7 +121,7 @@ def sandbox(
     ] = None,
     sky: Annotated[
         str, typer.Option(help="Sandbox sky: plain (stars only) or realistic (galaxies...).")
-    ] = "realistic",
+    ] = "plain",
 ) -> None:
     """Run the stand-ins for LCO, HERMES, TNS, GCN, Vizier, SkyBoT, IRSA and PS1 alone."""
     from sandbox.server import SandboxConfig, SandboxServer, sandbox_seed

@@ -467,7 +467,7 @@ def run_demo(
     timeout_s: float = 600.0,
     seed: int | None = None,
     scenario: str = "kilonova",
-    sky: str = "realistic",
+    sky: str = "plain",
 ) -> int:
     """Run the demo; return the exit code (0 when the follow-up run completed).
 

@@ -153,15 +153,30 @@ def _per_frame(
 
 
 def _new_candidates(
-    runtime: Runtime, event_id: str, frames: list[Frame], targets: list[Target]
+    runtime: Runtime,
+    event_id: str,
+    frames: list[Frame],
+    fields: list[Target],
+    targets: list[Target],
 ) -> dict[int, str]:
     """Transients in the frames of fields and galaxies: stored as candidate targets.
+
+    Sources absent from the candidate catalogue, vetted as the difference path vets (minor
+    planets, the host's distance, the credible level in the event's latest map).
 
     Returns:
         The reason each frame that could not be searched was set aside, by archive frame id.
     """
-    catalog = runtime.settings.get_candidate_catalog()
-    searched, errors = _per_frame(frames, find_frame_candidates.map(frames, unmapped(catalog)))
+    settings = runtime.settings
+    galaxies = _galaxies_around(runtime, fields)
+    futures = find_frame_candidates.map(
+        frames,
+        unmapped(settings.get_candidate_catalog()),
+        unmapped(settings.skybot_url),
+        [galaxies.get(t.name) for t in fields],
+        unmapped(_latest_skymap(runtime, event_id)),
+    )
+    searched, errors = _per_frame(frames, futures)
     found = [table for _, table in searched]
     _save_candidates(runtime, event_id, found, targets)
     return errors
@@ -333,20 +348,20 @@ def process_frames(
     names = {t.id: t.name for t in ledger.events.targets(event_id)}
     search_frames = [f for row, f in fetched if names.get(target_of_request[row.id]) in searched]
     differences: dict[int, Path] = {}
+    by_name = {t.name: t for t in targets}
+    fields = [
+        by_name[names[target_of_request[row.id]]]
+        for row, f in fetched
+        if names.get(target_of_request[row.id]) in searched
+    ]
     if search_frames and runtime.settings.difference_imaging:
         before = ledger.alerts.get(alert_id)[0].issued_at
-        by_name = {t.name: t for t in targets}
-        fields = [
-            by_name[names[target_of_request[row.id]]]
-            for row, f in fetched
-            if names.get(target_of_request[row.id]) in searched
-        ]
         found_errors, differences = _new_transients(
             runtime, event_id, search_frames, fields, targets, before
         )
         errors |= found_errors
     elif search_frames:
-        errors |= _new_candidates(runtime, event_id, search_frames, targets)
+        errors |= _new_candidates(runtime, event_id, search_frames, fields, targets)
     frames = [f for f in frames if f.frame_id not in errors]
     update_coverage(runtime, event_id, frames, frame_rows)
     rows = {t.name: t for t in ledger.events.targets(event_id)}

@@ -93,8 +93,8 @@ def vettings_of(
             :func:`~followup.photometry.associate_candidates`.
         tables: The per-frame tables of vetted candidates (``ra``, ``dec``, ``score``,
             ``reasons``; ``meta["difference"]`` and ``meta["frame"]`` when written), in any
-            order. Their rows passed vetting on their frame: a table without a ``score`` column
-            (a catalog search, which vets nothing) gives no vetting.
+            order. Their rows passed vetting on their frame (a catalogue search has ``reasons``
+            but no ``score``); a table without ``reasons`` was not vetted and gives no vetting.
         radius_arcsec: A row this close to a candidate is its detection.
 
     Returns:
@@ -103,7 +103,7 @@ def vettings_of(
     tables = list(tables)
     found: dict[str, list[Detection]] = {c["name"]: [] for c in candidates}
     for table in tables:
-        if "score" not in table.colnames or not len(table):
+        if "reasons" not in table.colnames or not len(table):
             continue
         ra = np.array([_value(v) for v in table["ra"]])
         dec = np.array([_value(v) for v in table["dec"]])
@@ -118,7 +118,7 @@ def vettings_of(
             found[c["name"]].append(
                 Detection(
                     frame=Path(str(meta.get("frame", ""))).name,
-                    score=_value(row["score"]),
+                    score=_value(row["score"]) if "score" in table.colnames else None,
                     reasons=_reasons(row["reasons"]) if "reasons" in table.colnames else [],
                     difference=str(meta["difference"]) if meta.get("difference") else None,
                     index=k if meta.get("difference") else None,

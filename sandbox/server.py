@@ -119,9 +119,10 @@ class SandboxConfig(BaseModel):
         sky: ``realistic``: a sky no kinder than the real one (Sérsic galaxies where the GLADE+
             stand-in lists them, faint field galaxies, a Moffat PSF, moonlight, satellite trails,
             minor planets, hosts, NaN FWHM on flagged CAT rows; see
-            :class:`sandbox.sky.SyntheticSky`), the default: the pipeline finds candidates by
-            difference imaging. ``plain``: stars and transients only, for what catalogue
-            matching needs (every galaxy and star below r = 19 would be a candidate).
+            :class:`sandbox.sky.SyntheticSky`), where the pipeline finds candidates by
+            difference imaging. ``plain`` (the default until the realistic demo measures every
+            band within 3 sigma): stars and transients only, for what catalogue matching needs
+            (every galaxy and star below r = 19 would be a candidate).
         catalog_depth: Faintest r magnitude of the reference catalogue the Vizier stand-in serves.
             None: 19.0 on the realistic sky (where ATLAS-REFCAT2 stops), 23.5 on the plain one
             (every star of the synthetic field, so that catalogue matching works).
@@ -147,7 +148,7 @@ class SandboxConfig(BaseModel):
     cache_dir: str = ".followup/sandbox-frames"
     renderer: str = "synthetic"
     seed: int = DEFAULT_SEED
-    sky: Literal["realistic", "plain"] = "realistic"
+    sky: Literal["realistic", "plain"] = "plain"
     catalog_depth: float | None = None
     frame_shape: tuple[int, int] = (4096, 4096)
     transients: list[Transient] = Field(default_factory=list)

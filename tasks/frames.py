@@ -13,7 +13,8 @@ from followup.catalogs import ReferenceCatalog
 from followup.galaxies import GalaxyCatalog
 from followup.lco import ArchiveClient
 from followup.models import Alert, Frame, Measurement
-from followup.photometry import find_candidates, measure_targets
+from followup.photometry import measure_targets
+from followup.photometry.candidates import search_catalog_frame
 from followup.photometry.references import ReferenceCache
 from followup.photometry.transients import measure_saved_difference, search_frame
 from followup.photometry.vetting import SkybotMinorPlanets
@@ -68,10 +69,29 @@ def reduce_raw(science: list[Frame], calibrations: list[Frame], out_dir: Path) -
 
 
 @task(name="find candidates", task_run_name="find candidates on {frame.basename}", **_RETRY)
-def find_frame_candidates(frame: Frame, catalog: ReferenceCatalog | None) -> QTable:
-    """Sources on the frame with no reference-catalogue counterpart."""
-    found = find_candidates(frame.local_path, catalog)
-    get_run_logger().info("%s: %d candidate(s)", frame.basename, len(found))
+def find_frame_candidates(
+    frame: Frame,
+    catalog: ReferenceCatalog | None,
+    skybot_url: str = "",
+    galaxies: QTable | None = None,
+    skymap: SkyMap | None = None,
+) -> QTable:
+    """Sources on the frame with no reference-catalogue counterpart, vetted.
+
+    Minor planets (SkyBoT at ``skybot_url``), hosts (``galaxies``) and the credible level
+    (``skymap``) are checked as on a difference; what fails is logged with its reasons.
+    """
+    found = search_catalog_frame(
+        frame.local_path,
+        catalog,
+        minor_planets=SkybotMinorPlanets(url=skybot_url) if skybot_url else None,
+        galaxies=galaxies,
+        skymap=skymap,
+    )
+    logger = get_run_logger()
+    logger.info("%s: %d candidate(s) passed vetting", frame.basename, len(found))
+    for ra, dec, reasons in found.meta["rejected"]:
+        logger.info("%s: %.5f %+.5f set aside: %s", frame.basename, ra, dec, "; ".join(reasons))
     return found
 
 

@@ -64,11 +64,17 @@ def test_a_candidates_vetting_gathers_every_frame_best_score_first() -> None:
     assert vetting.reasons == ["score 0.95", "no star", "score 0.70", "hostless"]
 
 
-def test_a_catalog_search_vets_nothing() -> None:
+def test_an_unvetted_table_gives_no_vetting_and_a_catalogue_one_no_score() -> None:
     table = frame_table("f1", [(RA, DEC, 0.9, "x")])
+    unvetted = table.copy()
+    unvetted.remove_columns(["score", "reasons"])
+    merged = associate_candidates([unvetted])
+    assert vettings_of(merged, [unvetted]) == {merged[0]["name"]: None}
+    # A catalogue search vets too (minor planets, the map), without a real-bogus score.
     table.remove_column("score")
-    merged = associate_candidates([table])
-    assert vettings_of(merged, [table]) == {merged[0]["name"]: None}
+    (vetting,) = vettings_of(merged, [table]).values()
+    assert vetting is not None and vetting.passed and vetting.score is None
+    assert vetting.reasons == ["x"] and vetting.detections[0].score is None
 
 
 def test_cutouts_are_read_from_the_product_and_drawn_side_by_side(tmp_path) -> None:

@@ -36,6 +36,7 @@ from followup.photometry import (
     photometry_table,
     plot_light_curve,
 )
+from followup.photometry.candidates import search_catalog_frame
 from followup.reduction import (
     BPM_BAD,
     BPM_COSMIC_RAY,
@@ -303,6 +304,55 @@ def test_find_candidates_finds_the_transients_and_no_star(field: Field) -> None:
         assert np.all(star_sep > 1.5 * u.arcsec)
     # Without a reference catalogue every source is a candidate.
     assert len(find_candidates(data, None)) > len(visible) + 5
+
+
+class _Planets:
+    """A SkyBoT stand-in: one minor planet at a given place, whenever asked."""
+
+    def __init__(self, ra: float, dec: float) -> None:
+        self.ra, self.dec, self.asked = ra, dec, []
+
+    def objects(self, ra: float, dec: float, radius_deg: float, when: Any) -> Table:
+        self.asked.append(when)
+        return Table({"name": ["2010 AB1"], "ra": [self.ra], "dec": [self.dec], "v_mag": [19.5]})
+
+
+class _Map:
+    """A sky map stand-in: one credible level everywhere, no distance."""
+
+    has_distance = False
+
+    def __init__(self, level: float) -> None:
+        self.level = level
+
+    def searched_probability(self, ra: Any, dec: Any) -> float:
+        return self.level
+
+
+def test_catalogue_candidates_are_vetted_for_minor_planets_and_the_map(field: Field) -> None:
+    """The catalogue path vets as the difference path does; what fails is kept with its reasons."""
+    s = spec(301)
+    data = field.sky.render(s)
+    truth = field.sky.frame_truth(s)
+    bright = truth.transients[np.argmin(truth.transients["mag"])]
+    found = find_candidates(data, field.refcat)
+
+    inside = search_catalog_frame(data, field.refcat, skymap=_Map(0.5))
+    assert len(inside) == len(found) and not inside.meta["rejected"]
+    reasons = str(inside["reasons"][0])
+    assert "no real-bogus score" in reasons and "minor planets not checked" in reasons
+    assert "inside the 50.0% credible region" in reasons
+
+    outside = search_catalog_frame(data, field.refcat, skymap=_Map(0.999))
+    assert len(outside) == 0 and len(outside.meta["rejected"]) == len(found)
+    assert all(any("outside" in r for r in why) for _, _, why in outside.meta["rejected"])
+
+    planets = _Planets(float(bright["ra"]), float(bright["dec"]))
+    vetted = search_catalog_frame(data, field.refcat, minor_planets=planets)
+    assert len(vetted) == len(found) - 1 and planets.asked  # asked at mid-exposure
+    ((ra, dec, why),) = vetted.meta["rejected"]
+    assert abs(dec - bright["dec"]) * 3600 < 1.5
+    assert abs(ra - bright["ra"]) * 3600 < 1.5 and any("2010 AB1" in r for r in why)
 
 
 @pytest.mark.parametrize(("cat_bit", "pixel_flag"), [(1, BPM_BAD), (16, BPM_COSMIC_RAY)])

@@ -17,7 +17,7 @@ from followup.photometry.frame import AnyFrame, PreparedFrame, pixel_scale, prep
 from followup.photometry.zeropoint import CatalogLike, reference_table
 from followup.reduction import BPM_BAD, BPM_COSMIC_RAY
 
-__all__ = ["associate_candidates", "candidate_name", "find_candidates"]
+__all__ = ["associate_candidates", "candidate_name", "find_candidates", "search_catalog_frame"]
 
 # BANZAI's CAT flag bits (banzai/photometry.py).
 _CAT_BAD_PIXEL = 1
@@ -239,3 +239,58 @@ def associate_candidates(
         if len(g["frames"]) >= min_frames
     ]
     return sorted(merged, key=lambda c: -c["best_snr"])
+
+
+def search_catalog_frame(
+    frame: AnyFrame,
+    reference_catalog: CatalogLike,
+    *,
+    minor_planets: Any = None,
+    galaxies: QTable | None = None,
+    skymap: Any = None,
+) -> QTable:
+    """Catalogue-match candidates of a frame (:func:`find_candidates`), vetted.
+
+    The checks that need no difference image run as on the difference path
+    (:func:`~followup.photometry.vetting.vet_candidates`): a known minor planet there at
+    mid-exposure, the host galaxy's distance against the map's along that line of sight, and the
+    credible level in the event's latest map. A catalogue star cannot be there (that is what
+    made it a candidate), and there is no real-bogus score.
+
+    Args:
+        frame: A reduced frame.
+        reference_catalog: As for :func:`find_candidates`.
+        minor_planets: SkyBoT or a stand-in; None: not checked (and the reasons say so).
+        galaxies: Catalogued galaxies around the frame; None: hosts not checked.
+        skymap: The event's latest sky map; None: not checked.
+
+    Returns:
+        The candidates that passed, with ``reasons``; ``meta["rejected"]`` holds
+        ``[(ra, dec, reasons)]`` of the others.
+
+    Raises:
+        ServiceError: SkyBoT failed.
+    """
+    from followup.photometry.targets import mid_exposure
+    from followup.photometry.vetting import passing, vet_candidates
+
+    prepared = prepare_frame(frame)
+    found = find_candidates(prepared, reference_catalog)
+    vettings = vet_candidates(
+        found,
+        when=mid_exposure(prepared.header, prepared.exptime),
+        minor_planets=minor_planets,
+        galaxies=galaxies,
+        skymap=skymap,
+    )
+    kept = passing(found, vettings)
+    kept.meta["rejected"] = [
+        (_deg(row["ra"]), _deg(row["dec"]), v.reasons)
+        for row, v in zip(found, vettings, strict=True)
+        if not v.passed
+    ]
+    return kept
+
+
+def _deg(cell: Any) -> float:
+    return float(cell.to_value(u.deg) if hasattr(cell, "to_value") else cell)

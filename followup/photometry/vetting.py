@@ -254,7 +254,10 @@ def vet_candidates(
 
 
 def _check_score(v: Vetting, row: Any, min_score: float) -> None:
-    score = float(row["score"]) if "score" in row.colnames else 1.0
+    if "score" not in row.colnames:  # found by catalogue match: no difference to score on
+        v.reasons.append("no real-bogus score: found by catalogue match, not on a difference")
+        return
+    score = float(row["score"])
     snr = float(row["snr"]) if "snr" in row.colnames else math.inf
     bogus = str(row["bogus_reasons"]) if "bogus_reasons" in row.colnames else ""
     if score < min_score:
