@@ -34,7 +34,9 @@ __all__ = [
     "DemoAlert",
     "approve_paused_runs",
     "artifact_records",
+    "conclude",
     "make_demo_alert",
+    "print_stop_times",
     "run_demo",
 ]
 
@@ -544,15 +546,35 @@ def run_demo(
             data = build_summary(
                 stack, event_id, run, approver.approved, time.monotonic() - started, scenario
             )
-            print_summary(data)
-            if summary_json is not None:
-                summary_json.write_text(json.dumps(data, indent=2, default=str))
-            if not once:
-                print("the stack stays up; press Ctrl-C to stop it", flush=True)
-                with contextlib.suppress(KeyboardInterrupt):
-                    threading.Event().wait()
-            return 0 if data["succeeded"] else 1
+            return conclude(data, print_summary, summary_json, once=once)
     finally:
-        if stack.stop_s is not None:
-            times = ", ".join(f"{name} {s:.1f} s" for name, s in stack.stop_times.items())
-            print(f"stack stopped in {stack.stop_s:.1f} s ({times})", flush=True)
+        print_stop_times(stack)
+
+
+def conclude(
+    data: dict[str, Any],
+    show: Callable[[dict[str, Any]], None],
+    summary_json: Path | None,
+    *,
+    once: bool,
+) -> int:
+    """Print a demo's summary (and write it as JSON), keep the stack up unless ``once``.
+
+    Returns:
+        The demo's exit code: 0 when it succeeded.
+    """
+    show(data)
+    if summary_json is not None:
+        summary_json.write_text(json.dumps(data, indent=2, default=str))
+    if not once:
+        print("the stack stays up; press Ctrl-C to stop it", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+    return 0 if data["succeeded"] else 1
+
+
+def print_stop_times(stack: LocalStack) -> None:
+    """How long the stack and each of its parts took to stop, once it has stopped."""
+    if stack.stop_s is not None:
+        times = ", ".join(f"{name} {s:.1f} s" for name, s in stack.stop_times.items())
+        print(f"stack stopped in {stack.stop_s:.1f} s ({times})", flush=True)

@@ -14,9 +14,6 @@ UPDATE finds the PRELIMINARY's requests pending, as it would at LCO minutes afte
 
 from __future__ import annotations
 
-import contextlib
-import json
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,7 +22,13 @@ from typing import Any
 
 import yaml
 
-from deployments.demo import AutoApprover, _wait_final, sandbox_records
+from deployments.demo import (
+    AutoApprover,
+    _wait_final,
+    conclude,
+    print_stop_times,
+    sandbox_records,
+)
 from deployments.processes import wait_until
 from deployments.stack import DEMO_STRATEGIES, LocalStack, StackOptions
 from followup.ledger import Ledger
@@ -302,15 +305,6 @@ def run_update_demo(
             data = build_update_summary(
                 stack, event_id, runs, before_update, approver.approved, time.monotonic() - started
             )
-            print_update_summary(data)
-            if summary_json is not None:
-                summary_json.write_text(json.dumps(data, indent=2, default=str))
-            if not once:
-                print("the stack stays up; press Ctrl-C to stop it", flush=True)
-                with contextlib.suppress(KeyboardInterrupt):
-                    threading.Event().wait()
-            return 0 if data["succeeded"] else 1
+            return conclude(data, print_update_summary, summary_json, once=once)
     finally:
-        if stack.stop_s is not None:
-            times = ", ".join(f"{name} {s:.1f} s" for name, s in stack.stop_times.items())
-            print(f"stack stopped in {stack.stop_s:.1f} s ({times})", flush=True)
+        print_stop_times(stack)
