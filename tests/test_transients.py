@@ -497,7 +497,7 @@ def test_a_reference_covering_part_of_the_frame_is_completed_by_another(
 
     t = _kind(scene, "transient")[0]
     sci = prepare_frame(frames[0])
-    ny, nx = sci.shape
+    nx = sci.shape[1]
     tx = float(sci.wcs.all_world2pix([[t.ra, t.dec]], 0)[0][0])
     # The centre's reference stops 40 pixels short of the transient (on either side of it).
     if tx > nx / 2:
@@ -515,7 +515,7 @@ def test_a_reference_covering_part_of_the_frame_is_completed_by_another(
 
     before = search_frame(frames[0], only_the_centre, catalog=scene.catalog())
     assert len(_near(before, t.ra, t.dec)) == 0  # masked: off the reference
-    paths, refs = covering_references(sci, reference_for)
+    _, refs = covering_references(sci, reference_for)
     assert len(refs) == 2 and refs[0] is main and len(asked) >= 2
     kept = search_frame(frames[0], reference_for, catalog=scene.catalog())
     assert len(_near(kept, t.ra, t.dec)) == 1

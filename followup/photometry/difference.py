@@ -450,7 +450,10 @@ def subtract(science: AnyFrame, reference: AnyFrame | Sequence[AnyFrame]) -> Dif
             the PSFs.
     """
     sci = ensure_fwhm(prepare_frame(science))
-    several = isinstance(reference, list | tuple)
+    from astropy.io import fits
+
+    # An HDUList is a list too: it is one frame.
+    several = isinstance(reference, list | tuple) and not isinstance(reference, fits.HDUList)
     refs = [ensure_fwhm(prepare_frame(r)) for r in (reference if several else [reference])]
     for ref in refs:
         if sci.band != ref.band:
