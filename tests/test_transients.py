@@ -465,3 +465,67 @@ def test_a_negative_share_without_a_significant_lobe_is_noise() -> None:
     # The same share with a -4 sigma lobe beside it is a subtraction residual.
     ring, why = score(base | {"negative_fraction": 0.23, "dipole": -4.0})
     assert ring < 0.5 and "negative residual around it" in why
+
+
+def _crop(frame, x0: int, x1: int):
+    """The part of a frame between columns ``x0`` and ``x1`` (a reference of another pointing)."""
+    from dataclasses import replace
+
+    from followup.photometry.frame import prepare_frame
+
+    fr = prepare_frame(frame)
+    cat = fr.catalog
+    if cat is not None:
+        cat = cat[(np.asarray(cat["x"]) > x0 + 1) & (np.asarray(cat["x"]) <= x1)]
+        cat["x"] = np.asarray(cat["x"], float) - x0
+    return replace(
+        fr,
+        data=fr.data[:, x0:x1].copy(),
+        err=fr.err[:, x0:x1].copy(),
+        flags=fr.flags[:, x0:x1].copy(),
+        wcs=fr.wcs[:, x0:x1],
+        catalog=cat,
+    )
+
+
+def test_a_reference_covering_part_of_the_frame_is_completed_by_another(
+    scene: Scene, frames
+) -> None:
+    """The centre's reference misses the transient's side; one asked for there covers it."""
+    from followup.photometry.frame import prepare_frame
+    from followup.photometry.transients import covering_references, search_frame
+
+    t = _kind(scene, "transient")[0]
+    sci = prepare_frame(frames[0])
+    nx = sci.shape[1]
+    tx = float(sci.wcs.all_world2pix([[t.ra, t.dec]], 0)[0][0])
+    # The centre's reference stops 40 pixels short of the transient (on either side of it).
+    if tx > nx / 2:
+        main, other = _crop(frames[1], 0, round(tx) - 40), _crop(frames[1], nx // 3, nx)
+    else:
+        main, other = _crop(frames[1], round(tx) + 40, nx), _crop(frames[1], 0, 2 * nx // 3)
+    asked = []
+
+    def reference_for(ra: float, dec: float, band: str):
+        asked.append((ra, dec))
+        return main if _on(main, ra, dec) else other
+
+    def only_the_centre(ra: float, dec: float, band: str):
+        return main
+
+    before = search_frame(frames[0], only_the_centre, catalog=scene.catalog())
+    assert len(_near(before, t.ra, t.dec)) == 0  # masked: off the reference
+    _, refs = covering_references(sci, reference_for)
+    assert len(refs) == 2 and refs[0] is main and len(asked) >= 2
+    kept = search_frame(frames[0], reference_for, catalog=scene.catalog())
+    assert len(_near(kept, t.ra, t.dec)) == 1
+    assert len(kept.meta["references"]) == 2
+    # Nothing else but the minor planet (not vetted here): no seam between the two parts.
+    planet = _kind(scene, "asteroid")[0]
+    assert len(kept) == 1 + len(_near(kept, planet.ra, planet.dec))
+
+
+def _on(frame, ra: float, dec: float) -> bool:
+    x, y = frame.wcs.all_world2pix([[ra, dec]], 0)[0]
+    ny, nx = frame.shape
+    return bool(8 <= x < nx - 8 and 8 <= y < ny - 8)

@@ -26,6 +26,7 @@ the zero point, since its PSF is the difference's.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -46,6 +47,7 @@ from followup.reduction import BPM_BAD, BPM_SATURATED
 
 __all__ = [
     "Difference",
+    "combine_references",
     "correlation_factor",
     "cutouts",
     "fit_kernel",
@@ -97,9 +99,19 @@ class Difference:
 
 
 def resample_reference(
-    reference: PreparedFrame, science: PreparedFrame, *, grid_step: int = GRID_STEP
+    reference: PreparedFrame,
+    science: PreparedFrame,
+    *,
+    grid_step: int = GRID_STEP,
+    box: tuple[int, int, int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The reference's data, error and flags on the science frame's pixel grid.
+
+    Args:
+        reference: The prepared reference.
+        science: The prepared science frame.
+        grid_step: Pixels between exact WCS evaluations.
+        box: ``(y0, y1, x0, x1)``: only this part of the science grid (default: all of it).
 
     Returns:
         ``(data, err, flags)``; pixels the reference does not cover are flagged ``BPM_BAD``
@@ -110,11 +122,12 @@ def resample_reference(
     """
     from scipy import ndimage
 
-    ny, nx = science.shape
+    y0, y1, x0, x1 = box if box is not None else (0, science.shape[0], 0, science.shape[1])
+    ny, nx = y1 - y0, x1 - x0
     gy = np.unique(np.append(np.arange(0, ny, grid_step), ny - 1)).astype(float)
     gx = np.unique(np.append(np.arange(0, nx, grid_step), nx - 1)).astype(float)
     mx, my = np.meshgrid(gx, gy)
-    ra, dec = science.wcs.all_pix2world(mx.ravel(), my.ravel(), 0)
+    ra, dec = science.wcs.all_pix2world(mx.ravel() + x0, my.ravel() + y0, 0)
     rx, ry = reference.wcs.all_world2pix(ra, dec, 0)
     rx, ry = rx.reshape(mx.shape), ry.reshape(mx.shape)
     rny, rnx = reference.shape
@@ -147,6 +160,131 @@ def resample_reference(
     data[bad] = 0.0
     err = np.where(bad, 0.0, err).astype(np.float32)
     return data, err, flags
+
+
+def combine_references(
+    references: Sequence[PreparedFrame], science: PreparedFrame
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Several references, resampled onto the science grid, as one with a single PSF and scale.
+
+    An earlier frame of a field rarely has the same pointing, so one reference may leave part
+    of the science frame uncovered. Each reference, in the order given, fills the pixels those
+    before it leave flagged (off their footprint or masked); where several cover, the first is
+    taken. So that one kernel matches the whole mosaic, each part is convolved with a Gaussian
+    to the broadest part's FWHM (its error propagated with the Gaussian's noise correlation)
+    and scaled to the first reference's flux from the science frame's stars in each part.
+
+    Args:
+        references: Prepared references of the science frame's band, the main one first.
+        science: The prepared science frame.
+
+    Returns:
+        ``(data, err, flags, fwhm)`` on the science grid, as :func:`resample_reference`, and
+        the mosaic's FWHM in science pixels. A reference that fills no pixel, or whose part
+        has too few stars to scale it, is left out (its pixels stay flagged).
+
+    Raises:
+        PhotometryError: The first reference does not overlap the science frame.
+    """
+    from scipy import ndimage
+
+    from followup.photometry.frame import pixel_scale
+
+    data, err, flags = resample_reference(references[0], science)
+    scale = pixel_scale(science.wcs)
+    fwhms = [references[0].fwhm * pixel_scale(references[0].wcs) / scale]
+    owner = np.where((flags & BPM_BAD) == 0, 0, -1).astype(np.int8)
+    layers: list[tuple[tuple[int, int, int, int], np.ndarray, np.ndarray, np.ndarray]] = []
+    ny, nx = science.shape
+    pad = 64  # room for the Gaussian and the stars' stamps around a filled part
+    for ref in references[1:]:
+        hole = owner < 0
+        if not hole.any():
+            break
+        rows, cols = np.nonzero(hole.any(axis=1))[0], np.nonzero(hole.any(axis=0))[0]
+        box = (
+            max(0, int(rows[0]) - pad),
+            min(ny, int(rows[-1]) + 1 + pad),
+            max(0, int(cols[0]) - pad),
+            min(nx, int(cols[-1]) + 1 + pad),
+        )
+        try:
+            d, e, f = resample_reference(ref, science, box=box)
+        except PhotometryError:
+            continue
+        y0, y1, x0, x1 = box
+        fills = hole[y0:y1, x0:x1] & ((f & BPM_BAD) == 0)
+        if fills.sum() < 100:
+            continue
+        owner[y0:y1, x0:x1][fills] = len(fwhms)
+        layers.append((box, d, e, f))
+        fwhms.append(ref.fwhm * pixel_scale(ref.wcs) / scale)
+    if not layers:
+        return data, err, flags, fwhms[0]
+    fwhm = max(fwhms)
+    sci_data = np.where(science.mask, 0.0, science.data).astype(np.float32)
+    stamp_half = max(8, math.ceil(2.0 * max(science.fwhm, fwhm)))
+    # Each part to the broadest part's PSF; then each pixel from the first part usable there.
+    matched = []
+    owner = np.full(science.shape, -1, np.int8)
+    for k, (box, d, e, f) in enumerate([((0, ny, 0, nx), data, err, flags), *layers]):
+        y0, y1, x0, x1 = box
+        width = math.sqrt(max(fwhm**2 - fwhms[k] ** 2, 0.0)) * FWHM_TO_SIGMA
+        if width > 0.15:
+            # The variance goes through g**2, a Gaussian of width sigma / sqrt(2) times
+            # sum(g**2), and carries g's noise correlation.
+            d = ndimage.gaussian_filter(d, width, mode="nearest", truncate=4.0)
+            var = ndimage.gaussian_filter(np.square(e), width / math.sqrt(2), truncate=4.0)
+            g = _gaussian(width)
+            k2 = float(np.sum(np.square(g, dtype=float)))
+            e = np.sqrt(np.clip(var * np.float32(correlation_factor(g, fwhm) * k2), 0, None))
+            grown = ndimage.maximum_filter(
+                ((f & BPM_BAD) > 0).view(np.uint8), size=2 * math.ceil(4 * width) + 1
+            )
+            f = np.where(grown > 0, f | BPM_BAD, f).astype(np.uint8)
+        free = owner[y0:y1, x0:x1] < 0
+        owner[y0:y1, x0:x1][free & ((f & BPM_BAD) == 0)] = k
+        matched.append((box, d, e, f))
+    out_d = np.zeros_like(data)
+    out_e = np.zeros_like(err)
+    out_f = np.full_like(flags, BPM_BAD)
+    first_ratio: float | None = None
+    first_level: float | None = None
+    for k, (box, d, e, f) in enumerate(matched):
+        y0, y1, x0, x1 = box
+        where = owner[y0:y1, x0:x1] == k
+        if not where.any():
+            continue
+        own = np.full(science.shape, BPM_BAD, np.uint8)
+        own[y0:y1, x0:x1][where] = 0
+        xy = _stars(science, own, 2 * stamp_half) - np.array([x0, y0])
+        try:
+            ratio = _flux_ratio(d, sci_data[y0:y1, x0:x1], xy, stamp_half)
+        except PhotometryError:
+            if first_ratio is None:
+                raise
+            continue
+        if first_ratio is None:
+            first_ratio = ratio
+        factor = np.float32(ratio / first_ratio)
+        # The sky of each night differs: each part's level is that of the science frame less
+        # a common offset, or a step between parts would fringe the difference with sources.
+        use = where & ~science.mask[y0:y1, x0:x1]
+        level = float(np.median((sci_data[y0:y1, x0:x1] - d * factor)[use][::7]))
+        if first_level is None:
+            first_level = level
+        out_d[y0:y1, x0:x1][where] = d[where] * factor + np.float32(level - first_level)
+        out_e[y0:y1, x0:x1][where] = e[where] * factor
+        out_f[y0:y1, x0:x1][where] = f[where]
+    return out_d, out_e, out_f, fwhm
+
+
+def _gaussian(sigma: float) -> np.ndarray:
+    """A normalised circular Gaussian kernel of width ``sigma`` pixels."""
+    half = max(1, math.ceil(4.0 * sigma))
+    yy, xx = np.mgrid[-half : half + 1, -half : half + 1]
+    g = np.exp(-(xx**2 + yy**2) / (2.0 * sigma * sigma))
+    return (g / g.sum()).astype(np.float32)
 
 
 def _linear_weights(grid: np.ndarray, n: int) -> np.ndarray:
@@ -297,29 +435,39 @@ def fit_kernel(
     return np.asarray(kernel), float(coef[nb]), int(use.sum()), float(np.sqrt(np.median(chi[use])))
 
 
-def subtract(science: AnyFrame, reference: AnyFrame) -> Difference:
+def subtract(science: AnyFrame, reference: AnyFrame | Sequence[AnyFrame]) -> Difference:
     """The difference of a science frame and a reference of the same field and band.
 
     Args:
         science: A reduced science frame (electrons, WCS).
         reference: A reduced frame of the same band covering the science frame (any telescope,
-            exposure time or depth; better seeing and depth give a cleaner difference).
+            exposure time or depth; better seeing and depth give a cleaner difference), or
+            several, first the main one: each fills what those before it leave uncovered
+            (:func:`combine_references`).
 
     Raises:
         PhotometryError: Unreadable frames, different bands, no overlap, too few stars to match
             the PSFs.
     """
     sci = ensure_fwhm(prepare_frame(science))
-    ref = ensure_fwhm(prepare_frame(reference))
-    if sci.band != ref.band:
-        raise PhotometryError(
-            f"the reference {ref.label} is in {ref.band}, the science frame in {sci.band}"
-        )
-    r_data, r_err, r_flags = resample_reference(ref, sci)
+    from astropy.io import fits
+
+    # An HDUList is a list too: it is one frame.
+    several = isinstance(reference, list | tuple) and not isinstance(reference, fits.HDUList)
+    refs = [ensure_fwhm(prepare_frame(r)) for r in (reference if several else [reference])]
+    for ref in refs:
+        if sci.band != ref.band:
+            raise PhotometryError(
+                f"the reference {ref.label} is in {ref.band}, the science frame in {sci.band}"
+            )
     # The resampled reference's FWHM in science pixels.
     from followup.photometry.frame import pixel_scale
 
-    fwhm_ref = ref.fwhm * pixel_scale(ref.wcs) / pixel_scale(sci.wcs)
+    if len(refs) == 1:
+        r_data, r_err, r_flags = resample_reference(refs[0], sci)
+        fwhm_ref = refs[0].fwhm * pixel_scale(refs[0].wcs) / pixel_scale(sci.wcs)
+    else:
+        r_data, r_err, r_flags, fwhm_ref = combine_references(refs, sci)
     ref_sharper = fwhm_ref <= sci.fwhm
     sigma_k = math.sqrt(abs(sci.fwhm**2 - fwhm_ref**2)) * FWHM_TO_SIGMA
     half = max(4, math.ceil(3.0 * max(sigma_k, 0.5 * FWHM_TO_SIGMA * max(sci.fwhm, fwhm_ref))))

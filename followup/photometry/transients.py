@@ -28,7 +28,10 @@ from followup.photometry.targets import frame_zero_point, measurement_of, photom
 from followup.photometry.zeropoint import CatalogLike, ZeroPoint
 
 __all__ = [
+    "COVER_GRID",
+    "MAX_REFERENCES",
     "MAX_SOURCES",
+    "covering_references",
     "difference_zero_point",
     "find_transients",
     "load_difference",
@@ -43,6 +46,74 @@ MAX_SOURCES = 200
 """Most sources of one difference measured and vetted by :func:`search_frame`. A clean 4k
 difference holds a few; thousands mean the PSFs were poorly matched (rings around every star),
 and measuring each (about 50 ms with its neighbours fitted) would take minutes per frame."""
+
+
+COVER_GRID = 5
+"""Points on a side of the grid whose coverage by the references is checked."""
+MAX_REFERENCES = 5
+"""Most references combined for one frame (each costs a resampling of the frame)."""
+
+
+def covering_references(
+    science: PreparedFrame, reference_for: Any, *, grid: int = COVER_GRID
+) -> tuple[list[Any], list[PreparedFrame]]:
+    """References that together cover the science frame, the one of its centre first.
+
+    An archive answers ``covers=POINT(ra dec)`` with earlier frames that contain the point,
+    which rarely share the science frame's pointing: the reference of the frame's centre may
+    leave a strip of it (where a transient can be) uncovered. Points on a ``grid`` x ``grid``
+    lattice over the frame that no reference covers yet are asked for in turn, and what they
+    bring is kept, up to :data:`MAX_REFERENCES`.
+
+    Args:
+        science: The prepared science frame.
+        reference_for: ``(ra, dec, band) -> path`` of a reference covering the position.
+        grid: Points on a side of the lattice (corners and edges included, inset by 1 %).
+
+    Returns:
+        ``(paths, frames)``: each reference's path and prepared frame, the centre's first.
+
+    Raises:
+        PhotometryError: No reference of the frame's centre.
+    """
+    from followup.exceptions import FollowupError
+    from followup.photometry.frame import prepare_frame
+
+    ny, nx = science.shape
+    centre = science.wcs.pixel_to_world((nx - 1) / 2.0, (ny - 1) / 2.0)
+    first = reference_for(float(centre.ra.deg), float(centre.dec.deg), science.band)
+    paths = [first]
+    frames = [prepare_frame(first)]
+    fx = np.linspace(0.01 * (nx - 1), 0.99 * (nx - 1), grid)
+    fy = np.linspace(0.01 * (ny - 1), 0.99 * (ny - 1), grid)
+    gx, gy = (a.ravel() for a in np.meshgrid(fx, fy))
+    ra, dec = science.wcs.all_pix2world(gx, gy, 0)
+    # The centre's grid point first, then outwards: the nearest strips are filled first.
+    order = np.argsort(np.hypot(gx - (nx - 1) / 2.0, gy - (ny - 1) / 2.0), kind="stable")
+    for k in order:
+        if len(frames) >= MAX_REFERENCES:
+            break
+        if any(_covers(f, float(ra[k]), float(dec[k])) for f in frames):
+            continue
+        try:
+            path = reference_for(float(ra[k]), float(dec[k]), science.band)
+        except FollowupError:
+            continue  # that part stays uncovered (flagged on the difference)
+        if any(str(path) == str(p) for p in paths):
+            continue
+        frame = prepare_frame(path)
+        if not _covers(frame, float(ra[k]), float(dec[k])):
+            continue
+        paths.append(path)
+        frames.append(frame)
+    return paths, frames
+
+
+def _covers(frame: PreparedFrame, ra: float, dec: float, margin_px: float = 8.0) -> bool:
+    """True when a position falls on a frame, ``margin_px`` inside its edges."""
+    x, y = frame.wcs.all_world2pix([[ra, dec]], 0)[0]
+    ny, nx = frame.shape
+    return bool(margin_px <= x < nx - margin_px and margin_px <= y < ny - margin_px)
 
 
 def difference_zero_point(
@@ -364,10 +435,9 @@ def search_frame(
     from followup.photometry.zeropoint import reference_table
 
     sci = prepare_frame(science)
-    ny, nx = sci.shape
-    centre = sci.wcs.pixel_to_world((nx - 1) / 2.0, (ny - 1) / 2.0)
-    reference = reference_for(float(centre.ra.deg), float(centre.dec.deg), sci.band)
-    diff = subtract(sci, reference)
+    paths, references = covering_references(sci, reference_for)
+    reference = paths[0]
+    diff = subtract(sci, references if len(references) > 1 else references[0])
     # Only what scores as real can pass the vetting: the rest is not worth measuring.
     found = find_transients(
         sci,
@@ -391,6 +461,7 @@ def search_frame(
     kept.meta.update(
         {
             "reference": str(reference),
+            "references": [str(p) for p in paths],
             "found": len(found),
             "left_out": found.meta["left_out"],
             "rejected": [
