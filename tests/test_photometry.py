@@ -347,6 +347,16 @@ def test_catalogue_candidates_are_vetted_for_minor_planets_and_the_map(field: Fi
     assert len(outside) == 0 and len(outside.meta["rejected"]) == len(found)
     assert all(any("outside" in r for r in why) for _, _, why in outside.meta["rejected"])
 
+    # No time in the header: still searched and vetted, only not for minor planets.
+    with fits.open(io.BytesIO(data)) as hdul:
+        del hdul["SCI"].header["DATE-OBS"], hdul["SCI"].header["MJD-OBS"]
+        buffer = io.BytesIO()
+        hdul.writeto(buffer)
+    undated = search_catalog_frame(buffer.getvalue(), field.refcat, skymap=_Map(0.5))
+    assert len(undated) == len(found)
+    with pytest.raises(PhotometryError):
+        search_catalog_frame(buffer.getvalue(), field.refcat, minor_planets=_Planets(0.0, 0.0))
+
     planets = _Planets(float(bright["ra"]), float(bright["dec"]))
     vetted = search_catalog_frame(data, field.refcat, minor_planets=planets)
     assert len(vetted) == len(found) - 1 and planets.asked  # asked at mid-exposure

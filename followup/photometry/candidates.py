@@ -276,9 +276,12 @@ def search_catalog_frame(
 
     prepared = prepare_frame(frame)
     found = find_candidates(prepared, reference_catalog)
+    # A header without DATE-OBS or MJD-OBS still lets the frame be searched, only not for
+    # minor planets (they need the time).
+    when = mid_exposure(prepared.header, prepared.exptime) if minor_planets is not None else None
     vettings = vet_candidates(
         found,
-        when=mid_exposure(prepared.header, prepared.exptime),
+        when=when,
         minor_planets=minor_planets,
         galaxies=galaxies,
         skymap=skymap,
