@@ -345,6 +345,17 @@ def _plan_alert_file(
 # ---------------------------------------------------------------------------------------------
 
 
+def _read_file(path: str) -> bytes:
+    """The bytes of ``path``; exit 2 with the reason when it cannot be read."""
+    from pathlib import Path
+
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        typer.echo(f"cannot read {path}: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
 def _skymap_area90(data: bytes) -> tuple[float | None, str | None]:
     """The 90% credible area of sky-map bytes via followup.skymap, when that module exists."""
     import importlib
@@ -462,16 +473,11 @@ def parse_alert(
 ) -> None:
     """Parse an alert of any supported format and print it normalised (exit 2 when invalid)."""
     import json
-    from pathlib import Path
 
     from followup.alerts import parse_message
     from followup.exceptions import AlertParseError
 
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        typer.echo(f"cannot read {path}: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    raw = _read_file(path)
     try:
         alert = parse_message(raw)
     except AlertParseError as exc:
@@ -499,17 +505,11 @@ def publish_alert(
     ),
 ) -> None:
     """Publish a file to a topic with hop-client (drills: the local broker, no credentials)."""
-    from pathlib import Path
-
     from followup.alerts import detect_format
     from followup.exceptions import AlertParseError
     from followup.stream import Publisher
 
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        typer.echo(f"cannot read {path}: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    raw = _read_file(path)
     try:
         fmt = detect_format(raw)
     except AlertParseError:
