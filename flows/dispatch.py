@@ -227,12 +227,14 @@ class Dispatcher:
             with get_client(sync_client=True) as client:
                 # Its subflows ran in the same process and died with it: they would sit in
                 # Running too, so each unfinished one is marked, naming the run it died in.
+                # The deepest first and the run itself last: once it shows Crashed, nothing
+                # under it still shows Running (a person or a test reading it then sees all).
                 for run_id, message in [
-                    (flow_run_id, f"worker process failed: {error!r}"),
                     *(
                         (child, f"its parent run {flow_run_id} crashed: {error!r}")
-                        for child in _descendants(client, flow_run_id)
+                        for child in reversed(_descendants(client, flow_run_id))
                     ),
+                    (flow_run_id, f"worker process failed: {error!r}"),
                 ]:
                     run = client.read_flow_run(run_id)
                     if run.state is None or not run.state.is_final():

@@ -62,6 +62,26 @@ def test_a_killed_worker_leaves_a_crashed_run_and_a_working_pool(dispatcher) -> 
     assert alive.state.is_completed()
 
 
+def test_a_run_shows_crashed_only_once_its_subflows_do(dispatcher) -> None:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    d, _ = dispatcher
+    parent = wait_final(d.dispatch("dispatch-probe/probe", {"x": 4, "die_in_subflow": True}))
+    assert parent.state.is_crashed(), parent.state
+    with get_client(sync_client=True) as client:
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent.id])
+            )
+        )
+    assert len(children) == 1
+    (child,) = children
+    assert child.state.is_crashed(), child.state
+    assert f"its parent run {parent.id} crashed" in child.state.message
+    # Marked before its parent: a reader that sees the parent Crashed never sees it Running.
+    assert child.state.timestamp <= parent.state.timestamp
+
+
 def test_workers_run_their_warmers_with_arguments_before_any_run(dispatcher) -> None:
     d, _ = dispatcher
     warm = wait_final(d.dispatch("dispatch-probe/probe", {"x": 3, "warmed": "ready"}))
