@@ -247,6 +247,10 @@ def prefect_api(prefect_server: object) -> Iterator[object]:
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 
-    yield prefect_server
+    # A paused run here goes on within 0.5 s of the test's answer (2 s in production, where a
+    # person answers): the flows in this process ask again and again (tests/test_flow_approvals).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("flows.approvals.PAUSE_POLL_S", 0.5)
+        yield prefect_server
     EventsWorker.drain_all()
     APILogWorker.drain_all()
