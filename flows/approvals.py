@@ -34,6 +34,9 @@ from followup.models import Approval
 
 __all__ = ["ReportApproval", "RequestApproval", "ask", "recorded_answer"]
 
+PAUSE_POLL_S = 2.0
+"""Seconds between a paused run's looks at its state: how soon it goes on after the answer."""
+
 
 class RequestApproval(RunInput):
     """Approve spending telescope time; filters and exposures can be edited before approving."""
@@ -88,7 +91,7 @@ def _wait_for_person(
     answer = pause_flow_run(
         wait_for_input=model.with_initial_data(description=description, **form),
         timeout=timeout_s,
-        poll_interval=2,
+        poll_interval=PAUSE_POLL_S,
         key=f"approve-{kind}",
     )
     return answer.model_dump()

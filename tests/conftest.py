@@ -185,6 +185,19 @@ def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
     ledger.dispose()
 
 
+SESSION_SERVER_SERVICES = {
+    # Nothing on the session's server runs on a schedule or reads a worker's health: scheduled
+    # runs (``deploy --all`` puts an every-5-min schedule on it), their Late marks and the
+    # foreman's worker checks are work no test asks for.
+    "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_FOREMAN_ENABLED": "false",
+    # Events a test reads back (``/events/filter``) are written within 1 s, not 5 s.
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "1",
+}
+"""The session server's services that differ from Prefect's defaults, in tests only."""
+
+
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """A real Prefect server (SQLite) for the session; this process and its children use it.
@@ -201,7 +214,9 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]
 
     home = tmp_path_factory.mktemp("prefect-home")
     seed_prefect_home(home)
-    server = PrefectServer(home, port=free_port(), log_dir=home / "logs")
+    server = PrefectServer(
+        home, port=free_port(), log_dir=home / "logs", extra_env=SESSION_SERVER_SERVICES
+    )
     server.start()
     saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
     os.environ.update(PREFECT_API_URL=server.api_url, PREFECT_HOME=str(home))
@@ -232,6 +247,10 @@ def prefect_api(prefect_server: object) -> Iterator[object]:
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 
-    yield prefect_server
+    # A paused run here goes on within 0.5 s of the test's answer (2 s in production, where a
+    # person answers): the flows in this process ask again and again (tests/test_flow_approvals).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("flows.approvals.PAUSE_POLL_S", 0.5)
+        yield prefect_server
     EventsWorker.drain_all()
     APILogWorker.drain_all()

@@ -119,23 +119,22 @@ def _run(
 ) -> Run:
     rows: dict[str, list[float]] = {k: [] for k in Run.__dataclass_fields__}
     names = [t.name for t in field.transients]
+    # The transients and the blank positions in one call per frame: each position is measured
+    # on its own (all isolated), and the frame's background and zero point are found once.
+    n = len(names)
+    ra = np.concatenate([[t.ra for t in field.transients], field.blank[:, 0]])
+    dec = np.concatenate([[t.dec for t in field.transients], field.blank[:, 1]])
     for _, data, truth in frames:
         cat = field.refcat if catalog == "refcat" else None
-        table = photometry_table(
+        both = photometry_table(
             data,
-            [t.ra for t in field.transients],
-            [t.dec for t in field.transients],
+            ra,
+            dec,
             catalog=cat,
-            names=names,
+            names=[*names, *(f"blank-{k}" for k in range(len(field.blank)))],
             options=PhotometryOptions(method=method),
         )  # type: ignore[arg-type]
-        blank = photometry_table(
-            data,
-            field.blank[:, 0],
-            field.blank[:, 1],
-            catalog=cat,
-            options=PhotometryOptions(method=method),
-        )  # type: ignore[arg-type]
+        table, blank = both[:n], both[n:]
         true_mag = {row["name"]: row["mag"] for row in truth.transients}
         cond = truth.conditions
         sigma = cond.fwhm_arcsec / field.sky.pixel_scale_arcsec / 2.3548

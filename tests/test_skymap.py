@@ -364,11 +364,17 @@ def test_flat_columns_are_viewed_in_place_and_read_like_astropy():
 
 
 @pytest.mark.parametrize("ordering", ["NESTED", "RING"])
-def test_flat_blocks_give_the_map_they_were_rasterised_from(ordering):
-    # An order-11 map: 48 blocks of 4**10 pixels, merged back to the multi-order original.
-    sky = gaussian_skymap(120.0, -30.0, 0.5, max_order=11)
-    back = read_skymap(sky.to_fits(form="flat", order=11, ordering=ordering), tail_probability=0)
-    assert back.meta["flat_nside"] == 2048
+def test_flat_blocks_give_the_map_they_were_rasterised_from(ordering, monkeypatch):
+    # The reader's blocks scaled down with the map: an order-8 map read in blocks of 4**7 pixels
+    # is, like an order-11 one in its blocks of 4**10, 48 blocks merged back to the multi-order
+    # original (the same code path; writing the order-11 file alone took 10-30 s, its 400 MB).
+    # tests/test_flat_ring.py checks the RING blocks of 4**10 of an NSIDE-2048 map.
+    from followup.skymap import flat
+
+    monkeypatch.setattr(flat, "_BLOCK_ORDER", 7)
+    sky = gaussian_skymap(120.0, -30.0, 4.0, max_order=8)  # 0.5 deg at order 11, scaled
+    back = read_skymap(sky.to_fits(form="flat", order=8, ordering=ordering), tail_probability=0)
+    assert back.meta["flat_nside"] == 256
     assert back.area(0.9) == pytest.approx(sky.area(0.9), rel=1e-6)
     assert back.density(120.0, -30.0) == pytest.approx(sky.density(120.0, -30.0), rel=1e-9)
     # Lossless merging recovers the multi-order pixels (and merges siblings that underflow to 0).
