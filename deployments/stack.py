@@ -167,19 +167,29 @@ class LocalStack:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> LocalStack:
-        """Start everything; return when the listener is reading."""
+        """Start everything; return when the listener is reading.
+
+        What does not depend on another part starts beside it: the broker and the sandbox while
+        the Prefect server starts, serve and the listener together once the Blocks are saved
+        (the listener's warm workers take longest). Each is waited for before anything that
+        uses it.
+        """
         started = time.monotonic()
         self._stopping = False
         # A signal handled by deployments.processes.stop_on_signals stops what has started.
         self._unregister = on_shutdown(self._stop_on_signal)
-        self.server.start()
-        self._env = self.server.client_env()
-        os.environ.update(PREFECT_API_URL=self.server.api_url, PREFECT_HOME=str(self.server.home))
+        self._env = self.server.client_env()  # needs the server's address only
+        self.server.launch()
+        sandbox = self._launch_sandbox()
         self._start_broker()
-        self._start_sandbox()
+        self.server.wait_healthy()
+        os.environ.update(PREFECT_API_URL=self.server.api_url, PREFECT_HOME=str(self.server.home))
+        self._await_sandbox(sandbox)
         self.save_blocks()
-        self._start_serve()
-        self._start_listener()
+        serve = self._launch_serve()
+        listener = self._launch_listener()
+        self._await_serve(serve)
+        self._await_listener(listener)
         if self.options.alarms:
             self.apply_alarms()
         self.startup_s = time.monotonic() - started
@@ -259,15 +269,19 @@ class LocalStack:
         self.processes.append(process)
         return process.start()
 
-    def _start_sandbox(self) -> None:
+    def _sandbox_urls_path(self) -> Path:
+        return self.options.state_dir / "sandbox-urls.json"
+
+    def _launch_sandbox(self) -> ManagedProcess:
+        """Start the sandbox's process (it needs neither Prefect nor the broker)."""
         config_path = self.options.state_dir / "sandbox-config.json"
-        urls_path = self.options.state_dir / "sandbox-urls.json"
+        urls_path = self._sandbox_urls_path()
         urls_path.unlink(missing_ok=True)
         config = self.options.sandbox.model_copy(
             update={"cache_dir": str(self.options.state_dir / "sandbox-frames")}
         )
         config_path.write_text(config.model_dump_json(indent=2))
-        process = self._python(
+        return self._python(
             "sandbox",
             "-m",
             "sandbox.server",
@@ -276,6 +290,10 @@ class LocalStack:
             "--urls-out",
             str(urls_path),
         )
+
+    def _await_sandbox(self, process: ManagedProcess) -> None:
+        """Wait for the sandbox's addresses; later processes may fetch sky maps from it."""
+        urls_path = self._sandbox_urls_path()
         process.wait_ready(urls_path.exists, timeout=60)
         self.urls = SandboxUrls.model_validate(json.loads(urls_path.read_text()))
         # The sandbox serves sky maps for notices that carry only a URL (sandbox.skymaps): its
@@ -388,8 +406,11 @@ class LocalStack:
         ).save(name, overwrite=True)
 
     def _start_serve(self) -> None:
+        self._await_serve(self._launch_serve())
+
+    def _launch_serve(self) -> ManagedProcess:
         name = self.options.settings_name
-        process = self._python(
+        return self._python(
             "serve",
             "-m",
             "deployments.serve",
@@ -400,6 +421,8 @@ class LocalStack:
             "--refresh-interval",
             str(self.options.refresh_interval_s),
         )
+
+    def _await_serve(self, process: ManagedProcess) -> None:
         process.wait_ready(self._deployments_ready, timeout=300)
 
     def _deployments_ready(self) -> bool:
@@ -414,9 +437,15 @@ class LocalStack:
         return True
 
     def _start_listener(self) -> None:
-        ready = self.options.state_dir / "listener.ready"
+        self._await_listener(self._launch_listener())
+
+    def _listener_ready_path(self) -> Path:
+        return self.options.state_dir / "listener.ready"
+
+    def _launch_listener(self) -> ManagedProcess:
+        ready = self._listener_ready_path()
         ready.unlink(missing_ok=True)
-        process = self._python(
+        return self._python(
             "listener",
             "-m",
             "deployments.listener",
@@ -427,7 +456,9 @@ class LocalStack:
             "--ready-file",
             str(ready),
         )
-        process.wait_ready(ready.exists, timeout=300)
+
+    def _await_listener(self, process: ManagedProcess) -> None:
+        process.wait_ready(self._listener_ready_path().exists, timeout=300)
 
     def apply_alarms(self) -> list[Any]:
         """Point the alarm webhook at the sandbox's receiver and create the alarm automations."""
