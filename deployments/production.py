@@ -413,7 +413,7 @@ class ProductionStack(LocalStack):
         # What needs no Prefect server (the sandbox, the broker, the Dask cluster) starts while
         # the server's database is prepared and its processes start; the workers and the
         # listener start together once the deployments are registered.
-        self._env = self.server.client_env()  # needs the server's address only
+        self._env = self._client_env()
         sandbox = self._launch_sandbox()
         self._start_broker()
         dask = None if self.dask_address else self._launch_dask()

@@ -33,6 +33,7 @@ from followup.skymap.fetch import HOSTS_ENV as SKYMAP_HOSTS_ENV
 from sandbox.broker import TansuBroker
 from sandbox.server import SandboxConfig, SandboxUrls
 from sandbox.skybot import CONE_SEARCH_PATH
+from tasks.retry import DELAY_SCALE_ENV
 
 __all__ = ["ALERT_TOPIC", "DEMO_STRATEGIES", "LocalStack", "StackOptions"]
 
@@ -99,6 +100,9 @@ class StackOptions:
             ``/hooks/alarms``, once the listener runs.
         reporting_timeout_s: HTTP timeout of the HERMES and TNS clients (None: their default);
             saved with the Blocks, before any worker loads them.
+        retry_delay_scale: Factor of the service tasks' retry delays in the processes the
+            stack starts (``FOLLOWUP_RETRY_DELAY_SCALE``, :func:`tasks.retry.delay_scale`;
+            None: theirs). The sandbox's faults pass after a count, not a time.
     """
 
     root: Path
@@ -112,6 +116,7 @@ class StackOptions:
     settings_overrides: dict[str, Any] = field(default_factory=dict)
     alarms: bool = True
     reporting_timeout_s: float | None = None
+    retry_delay_scale: float | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -178,7 +183,7 @@ class LocalStack:
         self._stopping = False
         # A signal handled by deployments.processes.stop_on_signals stops what has started.
         self._unregister = on_shutdown(self._stop_on_signal)
-        self._env = self.server.client_env()  # needs the server's address only
+        self._env = self._client_env()
         self.server.launch()
         sandbox = self._launch_sandbox()
         self._start_broker()
@@ -250,6 +255,13 @@ class LocalStack:
         self.stop()
 
     # ------------------------------------------------------------------ parts
+
+    def _client_env(self) -> dict[str, str]:
+        """Environment of the processes the stack starts (needs the server's address only)."""
+        env = self.server.client_env()
+        if self.options.retry_delay_scale is not None:
+            env[DELAY_SCALE_ENV] = str(self.options.retry_delay_scale)
+        return env
 
     def _start_broker(self) -> None:
         if self._stopping:
