@@ -141,8 +141,24 @@ class PrefectServer:
 
     def start(self, timeout: float = 300.0) -> PrefectServer:
         """Start the server and wait for ``/api/health`` (migrations run on first start)."""
+        self.launch()
+        return self.wait_healthy(timeout)
+
+    def launch(self) -> PrefectServer:
+        """Start the server's process and return at once (:meth:`wait_healthy` waits for it).
+
+        What does not need the server (the broker, the sandbox) starts meanwhile.
+        """
         self.home.mkdir(parents=True, exist_ok=True)
         self.process.start()
+        return self
+
+    def wait_healthy(self, timeout: float = 300.0) -> PrefectServer:
+        """Wait for ``/api/health`` of a launched server.
+
+        Raises:
+            ProcessFailed: The server exited first, or ``timeout`` passed.
+        """
         self.process.wait_ready(self.healthy, timeout=timeout)
         return self
 

@@ -69,17 +69,23 @@ DEFAULT_LEDGER_URL = f"postgresql+psycopg2://{PG_SERVER}/followup_ledger"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
 REDIS_CLAIM_KEY = "followup:claimed-by"
 
-_REGISTER_BLOCK_TYPES = """
+_PREPARE_DATABASE = """
 import asyncio
 from prefect.server.database import provide_database_interface
+from prefect.server.database.alembic_commands import alembic_upgrade
 from prefect.server.models.block_registration import run_block_auto_registration
+from prefect.utilities.asyncutils import run_sync_in_worker_thread
 
-async def register():
+async def prepare():
     db = provide_database_interface()
+    # As ``prefect server database upgrade -y`` does, then the server's block registration.
+    await run_sync_in_worker_thread(alembic_upgrade, revision="head", dry_run=False)
+    print("migrations done", flush=True)
     async with await db.session() as session:
         await run_block_auto_registration(session=session)
+    print("block types registered", flush=True)
 
-asyncio.run(register())
+asyncio.run(prepare())
 """
 
 
@@ -320,24 +326,24 @@ class ScaledPrefectServer(PrefectServer):
         )
 
     def migrate(self) -> None:
-        """Migrate the server's database and register the block types, once, in one process."""
+        """Migrate the server's database and register the block types, once, in one process.
+
+        One Python process for both steps: each would otherwise import Prefect's server anew
+        (seconds of CPU per start of the profile).
+        """
         self.home.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / "prefect-migrate.log"
-        for argv in (
-            [sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"],
-            [sys.executable, "-c", _REGISTER_BLOCK_TYPES],
-        ):
-            with log.open("ab") as out:
-                result = subprocess.run(
-                    argv,
-                    env=self.process.env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    timeout=300,
-                    check=False,
-                )
-            if result.returncode != 0:
-                raise ProcessFailed(f"preparing the Prefect database failed; see {log}")
+        with log.open("ab") as out:
+            result = subprocess.run(
+                [sys.executable, "-c", _PREPARE_DATABASE],
+                env=self.process.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=300,
+                check=False,
+            )
+        if result.returncode != 0:
+            raise ProcessFailed(f"preparing the Prefect database failed; see {log}")
 
     def start(self, timeout: float = 180.0) -> ScaledPrefectServer:
         """Migrate, start the API processes and wait for health, then start the services."""
@@ -404,18 +410,25 @@ class ProductionStack(LocalStack):
             api_processes=o.api_processes,
             extra_env=extra,
         )
-        self.server.start()
-        self._env = self.server.client_env()
-        os.environ.update(PREFECT_API_URL=self.server.api_url, PREFECT_HOME=str(self.server.home))
+        # What needs no Prefect server (the sandbox, the broker, the Dask cluster) starts while
+        # the server's database is prepared and its processes start; the workers and the
+        # listener start together once the deployments are registered.
+        self._env = self._client_env()
+        sandbox = self._launch_sandbox()
         self._start_broker()
-        self._start_sandbox()
-        if not self.dask_address:
-            self._start_dask()
+        dask = None if self.dask_address else self._launch_dask()
+        self.server.start()
+        os.environ.update(PREFECT_API_URL=self.server.api_url, PREFECT_HOME=str(self.server.home))
+        self._await_sandbox(sandbox)
+        if dask is not None:
+            self._await_dask(dask)
         self.save_blocks()
         self.deploy()
-        for i in range(o.workers):
-            self._start_worker(i)
-        self._start_listener()
+        workers = [self._launch_worker(i) for i in range(o.workers)]
+        listener = self._launch_listener()
+        for i, worker in enumerate(workers):
+            self._await_worker(i, worker)
+        self._await_listener(listener)
         if o.alarms:
             self.apply_alarms()
         self.startup_s = time.monotonic() - started
@@ -432,8 +445,12 @@ class ProductionStack(LocalStack):
 
     # ------------------------------------------------------------------ parts
 
-    def _start_dask(self) -> None:
-        """A Dask scheduler and its workers as processes of their own, as on separate hosts."""
+    def _launch_dask(self) -> ManagedProcess:
+        """A Dask scheduler and its workers as processes of their own, as on separate hosts.
+
+        Returns:
+            The scheduler's process (:meth:`_await_dask` waits for the workers to join it).
+        """
         port = free_port()
         self.dask_address = f"tcp://127.0.0.1:{port}"
         scheduler = self._python(
@@ -459,6 +476,10 @@ class ProductionStack(LocalStack):
             "--local-directory",
             str(self.options.state_dir / "dask"),
         )
+        return scheduler
+
+    def _await_dask(self, scheduler: ManagedProcess) -> None:
+        """Wait until every Dask worker has joined the scheduler."""
         scheduler.wait_ready(
             lambda: len(dask_workers(self.dask_address)) >= self.options.dask_workers,
             timeout=120,
@@ -495,8 +516,8 @@ class ProductionStack(LocalStack):
         )
         return [d.apply(work_pool_name=self.options.work_pool) for d in deployments]
 
-    def _start_worker(self, index: int) -> ManagedProcess:
-        process = self._python(
+    def _launch_worker(self, index: int) -> ManagedProcess:
+        return self._python(
             f"worker-{index}",
             "-m",
             "prefect",
@@ -511,6 +532,8 @@ class ProductionStack(LocalStack):
             "--limit",
             str(self.options.worker_limit),
         )
+
+    def _await_worker(self, index: int, process: ManagedProcess) -> ManagedProcess:
         process.wait_ready(lambda: self._worker_online(f"{self.owner}-worker-{index}"), timeout=120)
         return process
 

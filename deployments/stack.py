@@ -33,6 +33,7 @@ from followup.skymap.fetch import HOSTS_ENV as SKYMAP_HOSTS_ENV
 from sandbox.broker import TansuBroker
 from sandbox.server import SandboxConfig, SandboxUrls
 from sandbox.skybot import CONE_SEARCH_PATH
+from tasks.retry import DELAY_SCALE_ENV
 
 __all__ = ["ALERT_TOPIC", "DEMO_STRATEGIES", "LocalStack", "StackOptions"]
 
@@ -99,6 +100,9 @@ class StackOptions:
             ``/hooks/alarms``, once the listener runs.
         reporting_timeout_s: HTTP timeout of the HERMES and TNS clients (None: their default);
             saved with the Blocks, before any worker loads them.
+        retry_delay_scale: Factor of the service tasks' retry delays in the processes the
+            stack starts (``FOLLOWUP_RETRY_DELAY_SCALE``, :func:`tasks.retry.delay_scale`;
+            None: theirs). The sandbox's faults pass after a count, not a time.
     """
 
     root: Path
@@ -112,6 +116,7 @@ class StackOptions:
     settings_overrides: dict[str, Any] = field(default_factory=dict)
     alarms: bool = True
     reporting_timeout_s: float | None = None
+    retry_delay_scale: float | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -167,19 +172,29 @@ class LocalStack:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> LocalStack:
-        """Start everything; return when the listener is reading."""
+        """Start everything; return when the listener is reading.
+
+        What does not depend on another part starts beside it: the broker and the sandbox while
+        the Prefect server starts, serve and the listener together once the Blocks are saved
+        (the listener's warm workers take longest). Each is waited for before anything that
+        uses it.
+        """
         started = time.monotonic()
         self._stopping = False
         # A signal handled by deployments.processes.stop_on_signals stops what has started.
         self._unregister = on_shutdown(self._stop_on_signal)
-        self.server.start()
-        self._env = self.server.client_env()
-        os.environ.update(PREFECT_API_URL=self.server.api_url, PREFECT_HOME=str(self.server.home))
+        self._env = self._client_env()
+        self.server.launch()
+        sandbox = self._launch_sandbox()
         self._start_broker()
-        self._start_sandbox()
+        self.server.wait_healthy()
+        os.environ.update(PREFECT_API_URL=self.server.api_url, PREFECT_HOME=str(self.server.home))
+        self._await_sandbox(sandbox)
         self.save_blocks()
-        self._start_serve()
-        self._start_listener()
+        serve = self._launch_serve()
+        listener = self._launch_listener()
+        self._await_serve(serve)
+        self._await_listener(listener)
         if self.options.alarms:
             self.apply_alarms()
         self.startup_s = time.monotonic() - started
@@ -241,6 +256,13 @@ class LocalStack:
 
     # ------------------------------------------------------------------ parts
 
+    def _client_env(self) -> dict[str, str]:
+        """Environment of the processes the stack starts (needs the server's address only)."""
+        env = self.server.client_env()
+        if self.options.retry_delay_scale is not None:
+            env[DELAY_SCALE_ENV] = str(self.options.retry_delay_scale)
+        return env
+
     def _start_broker(self) -> None:
         if self._stopping:
             raise ProcessFailed("not starting the broker: the stack is stopping")
@@ -259,15 +281,19 @@ class LocalStack:
         self.processes.append(process)
         return process.start()
 
-    def _start_sandbox(self) -> None:
+    def _sandbox_urls_path(self) -> Path:
+        return self.options.state_dir / "sandbox-urls.json"
+
+    def _launch_sandbox(self) -> ManagedProcess:
+        """Start the sandbox's process (it needs neither Prefect nor the broker)."""
         config_path = self.options.state_dir / "sandbox-config.json"
-        urls_path = self.options.state_dir / "sandbox-urls.json"
+        urls_path = self._sandbox_urls_path()
         urls_path.unlink(missing_ok=True)
         config = self.options.sandbox.model_copy(
             update={"cache_dir": str(self.options.state_dir / "sandbox-frames")}
         )
         config_path.write_text(config.model_dump_json(indent=2))
-        process = self._python(
+        return self._python(
             "sandbox",
             "-m",
             "sandbox.server",
@@ -276,6 +302,10 @@ class LocalStack:
             "--urls-out",
             str(urls_path),
         )
+
+    def _await_sandbox(self, process: ManagedProcess) -> None:
+        """Wait for the sandbox's addresses; later processes may fetch sky maps from it."""
+        urls_path = self._sandbox_urls_path()
         process.wait_ready(urls_path.exists, timeout=60)
         self.urls = SandboxUrls.model_validate(json.loads(urls_path.read_text()))
         # The sandbox serves sky maps for notices that carry only a URL (sandbox.skymaps): its
@@ -388,8 +418,11 @@ class LocalStack:
         ).save(name, overwrite=True)
 
     def _start_serve(self) -> None:
+        self._await_serve(self._launch_serve())
+
+    def _launch_serve(self) -> ManagedProcess:
         name = self.options.settings_name
-        process = self._python(
+        return self._python(
             "serve",
             "-m",
             "deployments.serve",
@@ -400,6 +433,8 @@ class LocalStack:
             "--refresh-interval",
             str(self.options.refresh_interval_s),
         )
+
+    def _await_serve(self, process: ManagedProcess) -> None:
         process.wait_ready(self._deployments_ready, timeout=300)
 
     def _deployments_ready(self) -> bool:
@@ -414,9 +449,15 @@ class LocalStack:
         return True
 
     def _start_listener(self) -> None:
-        ready = self.options.state_dir / "listener.ready"
+        self._await_listener(self._launch_listener())
+
+    def _listener_ready_path(self) -> Path:
+        return self.options.state_dir / "listener.ready"
+
+    def _launch_listener(self) -> ManagedProcess:
+        ready = self._listener_ready_path()
         ready.unlink(missing_ok=True)
-        process = self._python(
+        return self._python(
             "listener",
             "-m",
             "deployments.listener",
@@ -427,7 +468,9 @@ class LocalStack:
             "--ready-file",
             str(ready),
         )
-        process.wait_ready(ready.exists, timeout=300)
+
+    def _await_listener(self, process: ManagedProcess) -> None:
+        process.wait_ready(self._listener_ready_path().exists, timeout=300)
 
     def apply_alarms(self) -> list[Any]:
         """Point the alarm webhook at the sandbox's receiver and create the alarm automations."""

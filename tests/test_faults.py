@@ -67,6 +67,8 @@ assert STRATEGIES.count("max_targets: 1") == 2 and "max_hours: 0" in STRATEGIES
 REVIEWER = "fault suite operator"
 HTTP_TIMEOUT_S = 2.0
 """HERMES and TNS client timeout in this stack, so that a hang becomes a timeout quickly."""
+RETRY_DELAY_SCALE = 0.1
+"""Factor of the service tasks' retry delays in this stack (:func:`tasks.retry.delay_scale`)."""
 
 
 # ------------------------------------------------------------------ helpers
@@ -226,6 +228,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, alert_a: DemoAlert) -> Itera
         listener_workers=2,
         # Saved with the Blocks: the listener's workers load the settings before the first run.
         reporting_timeout_s=HTTP_TIMEOUT_S,
+        # The stand-ins' faults pass after a count, not a time: a tenth of each retry delay
+        # (0.2 s, 0.5 s, 1 s...) meets the same faults; a Retry-After is still waited for.
+        retry_delay_scale=RETRY_DELAY_SCALE,
     )
     with serving(LocalStack(options)) as stack:
         yield stack

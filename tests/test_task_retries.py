@@ -101,6 +101,36 @@ def test_retry_delays_stretch_to_the_retry_after_just_accepted() -> None:
     assert SERVICE_RETRIES["retry_delay_seconds"] is RETRY_DELAYS_S
 
 
+def test_the_delay_scale_multiplies_every_delay_and_must_be_positive() -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tasks.retry import DELAY_SCALE_ENV, delay_scale
+
+    assert delay_scale({}) == 1.0 and delay_scale({DELAY_SCALE_ENV: " "}) == 1.0
+    assert delay_scale({DELAY_SCALE_ENV: "0.1"}) == 0.1
+    for bad in ("0", "-1", "nan"):
+        with pytest.raises(ValueError, match=DELAY_SCALE_ENV):
+            delay_scale({DELAY_SCALE_ENV: bad})
+    # Read at import, in the process that runs the tasks (a stack passes it to its processes).
+    printed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json, tasks.retry as r; print(json.dumps(r.RETRY_DELAYS_S))",
+        ],
+        env={**os.environ, DELAY_SCALE_ENV: "0.1"},
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert [round(x, 6) for x in json.loads(printed)] == [0.2, 0.5, 1.0, 3.0, 6.0, 12.0]
+
+
 # ------------------------------------------------------------------------------ in Prefect
 
 
