@@ -108,6 +108,8 @@ class Dispatcher:
             otherwise pay for): ``"module:function"`` or ``("module:function", args)``.
         heartbeats: Keep Prefect's flow-run heartbeats in the workers (see
             :func:`execute_flow_run`; off: they delay every subflow's end by up to a second).
+        deployment_wait_s: How long a deployment not registered yet is waited for: serve
+            registers them as it starts, and the listener may start beside it.
     """
 
     def __init__(
@@ -117,6 +119,7 @@ class Dispatcher:
         workers: int = 2,
         warmers: tuple[Warmer, ...] = (),
         heartbeats: bool = False,
+        deployment_wait_s: float = 120.0,
     ) -> None:
         if not flows:
             raise ValueError("a dispatcher needs at least one deployment to start")
@@ -124,6 +127,7 @@ class Dispatcher:
         self.workers = workers
         self.warmers = tuple(warmers)
         self.heartbeats = heartbeats
+        self.deployment_wait_s = deployment_wait_s
         self._pool: ProcessPoolExecutor | None = None
         self._deployment_ids: dict[str, UUID] = {}
         self._lock = threading.Lock()
@@ -147,16 +151,27 @@ class Dispatcher:
         return pool
 
     def deployment_id(self, deployment: str) -> UUID:
-        """A deployment's id (looked up once).
+        """A deployment's id (looked up once; waited for up to ``deployment_wait_s``).
 
         Raises:
-            prefect.exceptions.ObjectNotFound: The deployment is not registered.
+            prefect.exceptions.ObjectNotFound: The deployment is still not registered.
         """
         if deployment not in self._deployment_ids:
             from prefect.client.orchestration import get_client
+            from prefect.exceptions import ObjectNotFound
 
+            deadline = time.monotonic() + self.deployment_wait_s
             with get_client(sync_client=True) as client:
-                self._deployment_ids[deployment] = client.read_deployment_by_name(deployment).id
+                while True:
+                    try:
+                        found = client.read_deployment_by_name(deployment)
+                        break
+                    except ObjectNotFound:
+                        if time.monotonic() >= deadline:
+                            raise
+                        logger.info("waiting for deployment %s to be registered", deployment)
+                        time.sleep(0.5)
+            self._deployment_ids[deployment] = found.id
         return self._deployment_ids[deployment]
 
     def dispatch(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -10,6 +11,7 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
 from flows.dispatch import Dispatcher
 from tests.dispatch_flows import probe
+from tests.stack_support import patient
 
 pytestmark = pytest.mark.slow
 
@@ -80,6 +82,29 @@ def test_a_run_shows_crashed_only_once_its_subflows_do(dispatcher) -> None:
     assert f"its parent run {parent.id} crashed" in child.state.message
     # Marked before its parent: a reader that sees the parent Crashed never sees it Running.
     assert child.state.timestamp <= parent.state.timestamp
+
+
+def test_a_deployment_registered_after_the_dispatcher_started_is_waited_for(
+    prefect_server,
+) -> None:
+    from prefect.exceptions import ObjectNotFound
+
+    late = Dispatcher(
+        {"dispatch-probe/probe-late": "tests.dispatch_flows:probe"},
+        deployment_wait_s=patient(60),
+    )
+    # serve registers its deployments while the listener starts beside it
+    registering = threading.Timer(1.0, lambda: probe.to_deployment(name="probe-late").apply())
+    registering.start()
+    try:
+        found = late.deployment_id("dispatch-probe/probe-late")
+    finally:
+        registering.join()
+    with get_client(sync_client=True) as client:
+        assert found == client.read_deployment_by_name("dispatch-probe/probe-late").id
+    never = Dispatcher({"dispatch-probe/never": "tests.dispatch_flows:probe"}, deployment_wait_s=1)
+    with pytest.raises(ObjectNotFound):
+        never.deployment_id("dispatch-probe/never")
 
 
 def test_workers_run_their_warmers_with_arguments_before_any_run(dispatcher) -> None:
