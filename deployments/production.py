@@ -384,9 +384,9 @@ class ProductionStack(LocalStack):
         self.redis_db_url = ""
         self.dask_address = options.dask_address
 
-    def client_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
-        """The base client environment; a 500 (a database timeout) is retried like a 503."""
-        env = super().client_env(base)
+    def _client_env(self) -> dict[str, str]:
+        """The stack's client environment; a 500 (a database timeout) is retried like a 503."""
+        env = super()._client_env()
         env.setdefault("PREFECT_CLIENT_RETRY_EXTRA_CODES", "500")
         return env
 
