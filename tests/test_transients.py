@@ -72,17 +72,6 @@ def test_the_science_cat_flags_the_transient_deblended_with_nan_fwhm(scene: Scen
     assert row["flag"] & 2 and (np.ma.is_masked(row["fwhm"]) or math.isnan(row["fwhm"]))
 
 
-_CORE_RESIDUAL = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "open: with the host now integrated over its pixels, the 15.5 mag n = 4 host leaves "
-        "+15 uJy (0.7 % of its light, 4 sigma) in the difference at its core with stars "
-        "matching; the pixel-centre host left +5 uJy by the chance of its sub-pixel phase"
-    ),
-)
-
-
-@_CORE_RESIDUAL
 def test_transient_on_its_host_is_found_and_measured_host_subtracted(scene: Scene, found) -> None:
     t = _kind(scene, "transient")[0]
     hit = _near(found, t.ra, t.dec)
@@ -97,7 +86,6 @@ def test_transient_on_its_host_is_found_and_measured_host_subtracted(scene: Scen
     )
 
 
-@_CORE_RESIDUAL
 def test_forced_photometry_on_the_difference_leaves_the_host_out(
     scene: Scene, frames, difference
 ) -> None:

@@ -16,7 +16,9 @@ Features (columns of :func:`detect_difference_sources`):
 - ``fwhm_ratio`` -- second-moment width of the source over the PSF's;
 - ``negative_fraction`` -- the share of the absolute flux within 2 FWHM that is negative;
 - ``dipole`` -- the most negative matched-filter S/N within 2 FWHM;
-- ``masked_fraction`` -- the share of the PSF core on flagged pixels of either image.
+- ``masked_fraction`` -- the share of the PSF core on flagged pixels of either image;
+- ``elongation`` -- major over minor axis of the same second moments (~1 for a point source; a
+  satellite trail's segment, or a streaked asteroid's, is long and thin).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ __all__ = ["REAL_SCORE", "detect_difference_sources", "score"]
 
 REAL_SCORE = 0.5
 """Sources scoring below this are bogus."""
+MAX_ELONGATION = 1.6
+"""Axis ratio beyond which a source stops looking like a point source."""
 NEGATIVE_LOBE_SNR = 3.0
 """The negative share counts only where some pixel within 2 FWHM is this negative (S/N)."""
 
@@ -112,7 +116,14 @@ def detect_difference_sources(
     table["dec"] = dec * u.deg
     table["snr"] = snr_map[py, px].astype(float)
     table["flux"] = flux_map[py, px].astype(float) * u.electron
-    for name in ("sharpness", "fwhm_ratio", "negative_fraction", "dipole", "masked_fraction"):
+    for name in (
+        "sharpness",
+        "fwhm_ratio",
+        "negative_fraction",
+        "dipole",
+        "masked_fraction",
+        "elongation",
+    ):
         table[name] = np.array([r[name] for r in rows], float)
     scores = [score(r) for r in rows]
     table["score"] = np.array([s for s, _ in scores], float)
@@ -189,6 +200,17 @@ def _features(
         fwhm_ratio = measured / expected
     else:
         fwhm_ratio = 0.0
+    # Elongation: the axis ratio of the same second moments (a trail's or a blend's segment is
+    # long in one direction, a point source round).
+    elongation = 1.0
+    if pos.sum() > 0:
+        wsum = pos.sum()
+        mxx = float((pos * (xx - x) ** 2).sum() / wsum)
+        myy = float((pos * (yy - y) ** 2).sum() / wsum)
+        mxy = float((pos * (xx - x) * (yy - y)).sum() / wsum)
+        spread = math.sqrt(max(((mxx - myy) / 2) ** 2 + mxy**2, 0.0))
+        major, minor = (mxx + myy) / 2 + spread, (mxx + myy) / 2 - spread
+        elongation = math.sqrt(major / minor) if minor > 1e-6 else math.inf
     flux = float(d[inner].sum())
     peak = float(d[yi - y0, xi - x0]) if (y0 <= yi < y1 and x0 <= xi < x1) else 0.0
     predicted = flux / (2 * math.pi * sigma * sigma) if flux > 0 else 0.0
@@ -205,6 +227,7 @@ def _features(
         "negative_fraction": negative,
         "dipole": dipole,
         "masked_fraction": masked,
+        "elongation": elongation,
     }
 
 
@@ -238,5 +261,6 @@ def score(features: dict[str, float]) -> tuple[float, list[str]]:
         band(features["negative_fraction"], 0.0, 0.15, 0.07, "negative residual around it")
     band(-features["dipole"], -math.inf, 5.0, 2.0, "dipole (negative lobe beside it)")
     band(features["masked_fraction"], 0.0, 0.2, 0.15, "on flagged pixels")
+    band(features.get("elongation", 1.0), 0.0, MAX_ELONGATION, 0.25, "elongated (a trail?)")
     total = float(np.prod(factors))
     return total, reasons
