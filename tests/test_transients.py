@@ -517,3 +517,83 @@ def _on(frame, ra: float, dec: float) -> bool:
     x, y = frame.wcs.all_world2pix([[ra, dec]], 0)[0]
     ny, nx = frame.shape
     return bool(8 <= x < nx - 8 and 8 <= y < ny - 8)
+
+
+@pytest.mark.parametrize("e_per_px", [300.0, 1500.0])
+def test_a_satellite_trail_is_elongated_not_real(difference, e_per_px: float) -> None:
+    """A trail's segments on the difference are not point sources (they filled the source cap)."""
+    from dataclasses import replace
+
+    from followup.photometry.frame import FWHM_TO_SIGMA
+    from followup.photometry.realbogus import REAL_SCORE, detect_difference_sources
+
+    fr = difference.frame
+    sigma = fr.fwhm * FWHM_TO_SIGMA
+    ny, nx = fr.shape
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    # A line through (100, 60) at 33 degrees; 300 to 1500 electrons per pixel of length (an 8th
+    # to 6th magnitude satellite at 0.6 deg/s on a 23.3 zero point).
+    angle = math.radians(33.0)
+    dist = (xx - 100.0) * math.sin(angle) - (yy - 60.0) * math.cos(angle)
+    line = e_per_px * np.exp(-(dist**2) / (2 * sigma**2)) / (math.sqrt(2 * math.pi) * sigma)
+    trailed = replace(fr, data=(fr.data + np.where(fr.mask, 0.0, line)).astype(np.float32))
+    found = detect_difference_sources(
+        trailed, psf_frame=difference.matched_science, psf_stars=difference.stars
+    )
+    on = (
+        np.abs(
+            (np.asarray(found["x"].value) - 100.0) * math.sin(angle)
+            - (np.asarray(found["y"].value) - 60.0) * math.cos(angle)
+        )
+        < 2 * fr.fwhm
+    )
+    assert on.sum() >= 20  # the trail is found, segment after segment...
+    trail = found[on]
+    assert np.median(trail["elongation"]) > 1.6
+    # ...and (nearly) none of its segments scores as real.
+    assert np.sum(np.asarray(trail["score"]) >= REAL_SCORE) <= 0.05 * on.sum()
+    said = ["elongated" in r for r in trail["bogus_reasons"]]
+    assert np.mean(said) >= 0.8
+    # Point sources stay round: the transient is still real.
+    clean = detect_difference_sources(
+        fr, psf_frame=difference.matched_science, psf_stars=difference.stars
+    )
+    assert np.max(clean["score"]) > 0.9 and np.min(clean["elongation"][:3]) < 1.4
+
+
+def test_a_reference_of_another_night_fills_the_transient_side_at_its_scale(
+    scene: Scene, frames
+) -> None:
+    """Two references of two nights: each part is matched with its own kernel and scale."""
+    from followup.photometry.frame import prepare_frame
+
+    t = _kind(scene, "transient")[0]
+    sci = prepare_frame(frames[0])
+    nx = sci.shape[1]
+    tx = float(sci.wcs.all_world2pix([[t.ra, t.dec]], 0)[0][0])
+    # Another night: 0.25 mag more transparent than the first reference, other seeing.
+    night2 = render(
+        scene, seed=77, fwhm_arcsec=1.6, sky_e=450.0, shift_px=(-3.4, 5.2),
+        kinds=("star", "galaxy"), zp=23.70, date_obs="2025-12-02T04:00:00",
+    )  # fmt: skip
+    if tx > nx / 2:
+        main, other = _crop(frames[1], 0, round(tx) - 40), _crop(night2, nx // 3, nx)
+    else:
+        main, other = _crop(frames[1], round(tx) + 40, nx), _crop(night2, 0, 2 * nx // 3)
+    d = subtract(frames[0], [main, other])
+    [m] = measure_difference(frames[0], d, [("T", t.ra, t.dec)], catalog=scene.catalog())
+    assert m.mag is not None and abs(m.mag - t.mag) < 3 * m.mag_err
+    # The second night's part has honest errors too: blank sky scatters as they say.
+    from photutils.aperture import CircularAperture, aperture_photometry
+
+    fr = d.frame
+    side = slice(round(tx) - 40, nx) if tx > nx / 2 else slice(0, round(tx) + 40)
+    rng = np.random.default_rng(4)
+    xs = rng.uniform(side.start + 30, side.stop - 30, 400)
+    ys = rng.uniform(30, fr.shape[0] - 30, 400)
+    phot = aperture_photometry(
+        fr.data, CircularAperture(np.column_stack([xs, ys]), r=fr.fwhm), error=fr.err, mask=fr.mask
+    )
+    pulls = np.asarray(phot["aperture_sum"]) / np.asarray(phot["aperture_sum_err"])
+    pulls = pulls[np.isfinite(pulls)]
+    assert 0.8 < 1.4826 * np.median(np.abs(pulls - np.median(pulls))) < 1.25

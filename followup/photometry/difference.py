@@ -560,6 +560,14 @@ def subtract(science: AnyFrame, reference: AnyFrame | Sequence[AnyFrame]) -> Dif
             (y0, y1, x0, x1), ref_d, ref_e, ref_f = layers[k]
             stars = _clean(xy, ref_f, (y0, x0), half + stamp_half)
         box = (slice(y0, y1), slice(x0, x1))
+        # Convolved only around the pixels the part fills (its stars may lie further out).
+        rows = np.nonzero(region[box].any(axis=1))[0]
+        cols = np.nonzero(region[box].any(axis=0))[0]
+        reach = 2 * half + 2
+        out = (
+            slice(max(0, int(rows[0]) - reach), min(y1 - y0, int(rows[-1]) + 1 + reach)),
+            slice(max(0, int(cols[0]) - reach), min(x1 - x0, int(cols[-1]) + 1 + reach)),
+        )
         try:
             part = _match_part(
                 sci_data[box],
@@ -572,6 +580,7 @@ def subtract(science: AnyFrame, reference: AnyFrame | Sequence[AnyFrame]) -> Dif
                 half=half,
                 stamp_half=stamp_half,
                 fwhm=sci.fwhm if ref_sharper else fwhm_ref,
+                out=out,
             )
         except PhotometryError:
             if k == 0:
@@ -579,15 +588,19 @@ def subtract(science: AnyFrame, reference: AnyFrame | Sequence[AnyFrame]) -> Dif
             r_flags[region] |= BPM_BAD  # too few stars to match this part: left out
             continue
         main = main or part
-        inside = region[box]
-        diff[box][inside] = part.diff[inside]
-        var[box][inside] = part.var[inside]
+        obox = (
+            slice(y0 + out[0].start, y0 + out[0].stop),
+            slice(x0 + out[1].start, x0 + out[1].stop),
+        )
+        inside = region[obox]
+        diff[obox][inside] = part.diff[inside]
+        var[obox][inside] = part.var[inside]
         parts.append(k)
-        matched[box][inside] = part.matched[inside]
+        matched[obox][inside] = part.matched[inside]
         if conv_sci is not None and conv_var is not None:
             assert part.conv_sci is not None and part.conv_var is not None
-            conv_sci[box][inside] = part.conv_sci[inside]
-            conv_var[box][inside] = part.conv_var[inside]
+            conv_sci[obox][inside] = part.conv_sci[inside]
+            conv_var[obox][inside] = part.conv_var[inside]
     assert main is not None
     kernel, scale, n, rms, gamma = main.kernel, main.scale, main.n_stars, main.rms, main.gamma
     if ref_sharper:
@@ -689,22 +702,26 @@ def _match_part(
     half: int,
     stamp_half: int,
     fwhm: float,
+    out: tuple[slice, slice] | None = None,
 ) -> _Part:
     """Fit the kernel and flux scale on the stars ``xy`` and subtract, on arrays of one box.
 
-    ``fwhm`` is the difference's (the blurrier image's) FWHM, for the noise correlation.
+    ``fwhm`` is the difference's (the blurrier image's) FWHM, for the noise correlation; the
+    outputs cover ``out`` of the box (all of it by default): the fit needs only the stars'
+    stamps, the convolutions only the pixels to fill.
     """
     variance = np.square(sci_err) + np.square(r_err)
+    o = out or (slice(None), slice(None))
     if ref_sharper:
         kernel, bkg, n, rms = fit_kernel(
             r_data, sci_data, variance, xy, sigma_k=sigma_k, half=half, stamp_half=stamp_half
         )
         kernel *= _flux_ratio(r_data, sci_data, xy, stamp_half, kernel) / kernel.sum()
         scale = float(kernel.sum())
-        matched = _convolve(r_data, kernel) + np.float32(bkg)
+        matched = _convolve(r_data[o], kernel) + np.float32(bkg)
         gamma = correlation_factor(kernel, fwhm)
-        var = np.square(sci_err) + np.float32(gamma) * _convolve(np.square(r_err), kernel**2)
-        return _Part(sci_data - matched, var, matched, None, None, kernel, scale, n, rms, gamma)
+        var = np.square(sci_err[o]) + np.float32(gamma) * _convolve(np.square(r_err[o]), kernel**2)
+        return _Part(sci_data[o] - matched, var, matched, None, None, kernel, scale, n, rms, gamma)
     kernel, bkg, n, rms = fit_kernel(
         sci_data, r_data, variance, xy, sigma_k=sigma_k, half=half, stamp_half=stamp_half
     )
@@ -713,13 +730,13 @@ def _match_part(
     if not total > 0:
         raise PhotometryError("the fitted PSF-matching kernel has no positive flux")
     scale = 1.0 / total
-    conv_sci = _convolve(sci_data, kernel / total)
-    matched = ((r_data - np.float32(bkg)) * np.float32(scale)).astype(np.float32)
+    conv_sci = _convolve(sci_data[o], kernel / total)
+    matched = ((r_data[o] - np.float32(bkg)) * np.float32(scale)).astype(np.float32)
     gamma = correlation_factor(kernel, fwhm)
     conv_var = np.float32(gamma) * np.clip(
-        _convolve(np.square(sci_err), (kernel / total) ** 2), 0, None
+        _convolve(np.square(sci_err[o]), (kernel / total) ** 2), 0, None
     )
-    var = conv_var + np.square(r_err * np.float32(scale))
+    var = conv_var + np.square(r_err[o] * np.float32(scale))
     return _Part(conv_sci - matched, var, matched, conv_sci, conv_var, kernel, scale, n, rms, gamma)
 
 

@@ -17,8 +17,8 @@ Features (columns of :func:`detect_difference_sources`):
 - ``negative_fraction`` -- the share of the absolute flux within 2 FWHM that is negative;
 - ``dipole`` -- the most negative matched-filter S/N within 2 FWHM;
 - ``masked_fraction`` -- the share of the PSF core on flagged pixels of either image;
-- ``elongation`` -- major over minor axis of the same second moments (~1 for a point source; a
-  satellite trail's segment, or a streaked asteroid's, is long and thin).
+- ``elongation`` -- major over minor axis of the footprint of significant pixels within 3 FWHM
+  (~1 for a point source; a satellite trail's segment, or a streaked asteroid's, is a strip).
 """
 
 from __future__ import annotations
@@ -200,17 +200,25 @@ def _features(
         fwhm_ratio = measured / expected
     else:
         fwhm_ratio = 0.0
-    # Elongation: the axis ratio of the same second moments (a trail's or a blend's segment is
-    # long in one direction, a point source round).
+    # Elongation: the axis ratio of the footprint of significant pixels (S/N above 3 and above
+    # 30 % of the peak's on the filtered map) within 3 FWHM. A point source's is round whatever its S/N; a satellite
+    # trail's crosses the window as a strip (a faint trail's segments are otherwise as round,
+    # sharp and wide as the PSF within 1.5 FWHM, and a few hundred of them filled the cap).
+    big = math.ceil(3.0 * fw)
+    bx0, bx1 = max(0, xi - big), min(nx, xi + big + 1)
+    by0, by1 = max(0, yi - big), min(ny, yi + big + 1)
+    gy, gx = np.mgrid[by0:by1, bx0:bx1]
+    window = snr_map[by0:by1, bx0:bx1]
+    level = max(3.0, 0.3 * float(snr_map[yi, xi])) if (0 <= yi < ny and 0 <= xi < nx) else 3.0
+    foot = (window > level) & ((gx - x) ** 2 + (gy - y) ** 2 <= (3.0 * fw) ** 2)
     elongation = 1.0
-    if pos.sum() > 0:
-        wsum = pos.sum()
-        mxx = float((pos * (xx - x) ** 2).sum() / wsum)
-        myy = float((pos * (yy - y) ** 2).sum() / wsum)
-        mxy = float((pos * (xx - x) * (yy - y)).sum() / wsum)
-        spread = math.sqrt(max(((mxx - myy) / 2) ** 2 + mxy**2, 0.0))
-        major, minor = (mxx + myy) / 2 + spread, (mxx + myy) / 2 - spread
-        elongation = math.sqrt(major / minor) if minor > 1e-6 else math.inf
+    if foot.sum() >= 3:
+        fx, fy = gx[foot].astype(float), gy[foot].astype(float)
+        mxx, myy = float(np.var(fx)), float(np.var(fy))
+        mxy = float(np.mean((fx - fx.mean()) * (fy - fy.mean())))
+        spread = math.sqrt(((mxx - myy) / 2) ** 2 + mxy**2)
+        major, minor = (mxx + myy) / 2 + spread + 1 / 12, (mxx + myy) / 2 - spread + 1 / 12
+        elongation = math.sqrt(major / minor)
     flux = float(d[inner].sum())
     peak = float(d[yi - y0, xi - x0]) if (y0 <= yi < y1 and x0 <= xi < x1) else 0.0
     predicted = flux / (2 * math.pi * sigma * sigma) if flux > 0 else 0.0
