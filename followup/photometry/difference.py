@@ -609,8 +609,13 @@ def subtract(science: AnyFrame, reference: AnyFrame | Sequence[AnyFrame]) -> Dif
         spoilers = r_flags > 0
     else:
         assert conv_sci is not None and conv_var is not None
+        # Pixels no reference matched hold nothing convolved: flagged for the zero point.
         matched_science = replace(
-            sci, data=conv_sci, err=np.sqrt(conv_var).astype(np.float32), fwhm=fwhm_ref
+            sci,
+            data=conv_sci,
+            err=np.sqrt(conv_var).astype(np.float32),
+            flags=sci.flags | (r_flags & BPM_BAD),
+            fwhm=fwhm_ref,
         )
         fwhm = fwhm_ref
         spoilers = sci.mask | (r_flags > 0)
