@@ -597,3 +597,35 @@ def test_a_reference_of_another_night_fills_the_transient_side_at_its_scale(
     pulls = np.asarray(phot["aperture_sum"]) / np.asarray(phot["aperture_sum_err"])
     pulls = pulls[np.isfinite(pulls)]
     assert 0.8 < 1.4826 * np.median(np.abs(pulls - np.median(pulls))) < 1.25
+
+
+def test_flux_ratio_is_measured_between_matched_psfs() -> None:
+    """Moffat stars of two nights (beta 4 and 3): apertures of 2 FWHM lose different shares of
+    the wings, so the ratio of raw aperture fluxes is biased; after the kernel less so."""
+    from followup.photometry.difference import _flux_ratio, fit_kernel
+    from followup.photometry.frame import FWHM_TO_SIGMA
+    from sandbox.sky.realism import moffat_points
+
+    rng = np.random.default_rng(11)
+    n, size = 40, 700
+    x = rng.uniform(40, size - 40, n)
+    y = rng.uniform(40, size - 40, n)
+    flux = 10 ** rng.uniform(5.0, 6.0, n)
+    ref = np.full((size, size), 300.0, np.float32)
+    sci = np.full((size, size), 300.0, np.float32)
+    moffat_points(ref, x, y, flux, 4.0, 4.0)
+    moffat_points(sci, x, y, 0.9 * flux, 5.2, 3.0)
+    ref_noisy = (ref + rng.normal(0, 1, ref.shape) * np.sqrt(ref)).astype(np.float32)
+    sci_noisy = (sci + rng.normal(0, 1, sci.shape) * np.sqrt(sci)).astype(np.float32)
+    xy = np.column_stack([x, y])
+    half, stamp = 12, 11
+    sigma_k = math.sqrt(5.2**2 - 4.0**2) * FWHM_TO_SIGMA
+    kernel, *_ = fit_kernel(
+        ref_noisy, sci_noisy, sci + ref, xy, sigma_k=sigma_k, half=half, stamp_half=stamp
+    )
+    raw = _flux_ratio(ref_noisy, sci_noisy, xy, stamp)
+    matched = _flux_ratio(ref_noisy, sci_noisy, xy, stamp, kernel)
+    # Raw apertures: 3.4 % low here. Matched: closer, though the kernel does not rebuild all of
+    # the lower-beta wings within its reach (2.2 % low: open, see the recovery benchmark).
+    assert abs(raw / 0.9 - 1) > 0.02
+    assert abs(matched - 0.9) < 0.75 * abs(raw - 0.9)
