@@ -583,10 +583,35 @@ def subtract(science: AnyFrame, reference: AnyFrame | Sequence[AnyFrame]) -> Dif
                 out=out,
             )
         except PhotometryError:
-            if k == 0:
+            if k == 0 or main is None:
                 raise
-            r_flags[region] |= BPM_BAD  # too few stars to match this part: left out
-            continue
+            # Too few stars of its own: the part is matched as the mosaic has it (scaled to the
+            # first reference's flux) with the first reference's kernel.
+            y0, y1, x0, x1 = 0, ny, 0, nx
+            out = (
+                slice(
+                    max(0, int(rows[0]) + box[0].start - reach),
+                    min(ny, int(rows[-1]) + box[0].start + 1 + reach),
+                ),
+                slice(
+                    max(0, int(cols[0]) + box[1].start - reach),
+                    min(nx, int(cols[-1]) + box[1].start + 1 + reach),
+                ),
+            )
+            part = _match_part(
+                sci_data,
+                sci.err,
+                r_data,
+                r_err,
+                xy[:0],
+                ref_sharper=ref_sharper,
+                sigma_k=sigma_k,
+                half=half,
+                stamp_half=stamp_half,
+                fwhm=sci.fwhm if ref_sharper else fwhm_ref,
+                out=out,
+                fixed=(main.kernel, main.background),
+            )
         main = main or part
         obox = (
             slice(y0 + out[0].start, y0 + out[0].stop),
@@ -693,6 +718,7 @@ class _Part:
     n_stars: int
     rms: float
     gamma: float
+    background: float = 0.0
 
 
 def _match_part(
@@ -708,29 +734,37 @@ def _match_part(
     stamp_half: int,
     fwhm: float,
     out: tuple[slice, slice] | None = None,
+    fixed: tuple[np.ndarray, float] | None = None,
 ) -> _Part:
     """Fit the kernel and flux scale on the stars ``xy`` and subtract, on arrays of one box.
 
     ``fwhm`` is the difference's (the blurrier image's) FWHM, for the noise correlation; the
     outputs cover ``out`` of the box (all of it by default): the fit needs only the stars'
-    stamps, the convolutions only the pixels to fill.
+    stamps, the convolutions only the pixels to fill. ``fixed``: ``(kernel, background)``
+    fitted elsewhere, applied as they are.
     """
     variance = np.square(sci_err) + np.square(r_err)
     o = out or (slice(None), slice(None))
+    if fixed is not None:
+        kernel, bkg, n, rms = fixed[0].copy(), fixed[1], 0, math.nan
     if ref_sharper:
-        kernel, bkg, n, rms = fit_kernel(
-            r_data, sci_data, variance, xy, sigma_k=sigma_k, half=half, stamp_half=stamp_half
-        )
-        kernel *= _flux_ratio(r_data, sci_data, xy, stamp_half, kernel) / kernel.sum()
+        if fixed is None:
+            kernel, bkg, n, rms = fit_kernel(
+                r_data, sci_data, variance, xy, sigma_k=sigma_k, half=half, stamp_half=stamp_half
+            )
+            kernel *= _flux_ratio(r_data, sci_data, xy, stamp_half, kernel) / kernel.sum()
         scale = float(kernel.sum())
         matched = _convolve(r_data[o], kernel) + np.float32(bkg)
         gamma = correlation_factor(kernel, fwhm)
         var = np.square(sci_err[o]) + np.float32(gamma) * _convolve(np.square(r_err[o]), kernel**2)
-        return _Part(sci_data[o] - matched, var, matched, None, None, kernel, scale, n, rms, gamma)
-    kernel, bkg, n, rms = fit_kernel(
-        sci_data, r_data, variance, xy, sigma_k=sigma_k, half=half, stamp_half=stamp_half
-    )
-    kernel *= _flux_ratio(sci_data, r_data, xy, stamp_half, kernel) / kernel.sum()
+        return _Part(
+            sci_data[o] - matched, var, matched, None, None, kernel, scale, n, rms, gamma, bkg
+        )
+    if fixed is None:
+        kernel, bkg, n, rms = fit_kernel(
+            sci_data, r_data, variance, xy, sigma_k=sigma_k, half=half, stamp_half=stamp_half
+        )
+        kernel *= _flux_ratio(sci_data, r_data, xy, stamp_half, kernel) / kernel.sum()
     total = float(kernel.sum())
     if not total > 0:
         raise PhotometryError("the fitted PSF-matching kernel has no positive flux")
@@ -742,7 +776,9 @@ def _match_part(
         _convolve(np.square(sci_err[o]), (kernel / total) ** 2), 0, None
     )
     var = conv_var + np.square(r_err[o] * np.float32(scale))
-    return _Part(conv_sci - matched, var, matched, conv_sci, conv_var, kernel, scale, n, rms, gamma)
+    return _Part(
+        conv_sci - matched, var, matched, conv_sci, conv_var, kernel, scale, n, rms, gamma, bkg
+    )
 
 
 NOISE_SAMPLES = 2000
