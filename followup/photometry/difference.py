@@ -170,9 +170,10 @@ def combine_references(
     An earlier frame of a field rarely has the same pointing, so one reference may leave part
     of the science frame uncovered. Each reference, in the order given, fills the pixels those
     before it leave flagged (off their footprint or masked); where several cover, the first is
-    taken. So that one kernel matches the whole mosaic, each part is convolved with a Gaussian
-    to the broadest part's FWHM (its error propagated with the Gaussian's noise correlation)
-    and scaled to the first reference's flux from the science frame's stars in each part.
+    taken. When the mosaic is the blurrier image (the science will be convolved to it), each
+    part is convolved with a Gaussian to the broadest part's FWHM (its error propagated with
+    the Gaussian's noise correlation); each part is scaled to the first reference's flux from
+    the science frame's stars in it.
 
     Args:
         references: Prepared references of the science frame's band, the main one first.
@@ -186,7 +187,7 @@ def combine_references(
     Raises:
         PhotometryError: The first reference does not overlap the science frame.
     """
-    data, err, flags, fwhm, _, _ = _combine(references, science)
+    data, err, flags, fwhm, *_ = _combine(references, science)
     return data, err, flags, fwhm
 
 
@@ -237,7 +238,8 @@ def _combine(
         fwhms.append(ref.fwhm * pixel_scale(ref.wcs) / scale)
     if not layers:
         owner0 = np.where((flags & BPM_BAD) == 0, 0, -1).astype(np.int8)
-        return data, err, flags, fwhms[0], owner0, [((0, ny, 0, nx), data, err, flags)]
+        whole = [((0, ny, 0, nx), data, err, flags)]
+        return data, err, flags, fwhms[0], owner0, whole, fwhms[:1]
     fwhm = max(fwhms)
     sci_data = np.where(science.mask, 0.0, science.data).astype(np.float32)
     stamp_half = max(8, math.ceil(2.0 * max(science.fwhm, fwhm)))
@@ -247,7 +249,7 @@ def _combine(
     for k, (box, d, e, f) in enumerate([((0, ny, 0, nx), data, err, flags), *layers]):
         y0, y1, x0, x1 = box
         width = math.sqrt(max(fwhm**2 - fwhms[k] ** 2, 0.0)) * FWHM_TO_SIGMA
-        if width > 0.15:
+        if width > 0.15 and fwhm > science.fwhm:
             # The variance goes through g**2, a Gaussian of width sigma / sqrt(2) times
             # sum(g**2), and carries g's noise correlation.
             d = ndimage.gaussian_filter(d, width, mode="nearest", truncate=4.0)
@@ -294,7 +296,8 @@ def _combine(
         out_d[y0:y1, x0:x1][where] = d[where] * factor + np.float32(level - first_level)
         out_e[y0:y1, x0:x1][where] = e[where] * factor
         out_f[y0:y1, x0:x1][where] = f[where]
-    return out_d, out_e, out_f, fwhm, owner, matched
+    psfs = [fwhm if fwhm > science.fwhm else f for f in fwhms]
+    return out_d, out_e, out_f, fwhm, owner, matched, psfs
 
 
 def _gaussian(sigma: float) -> np.ndarray:
@@ -522,11 +525,16 @@ def subtract(science: AnyFrame, reference: AnyFrame | Sequence[AnyFrame]) -> Dif
     if len(refs) == 1:
         r_data, r_err, r_flags = resample_reference(refs[0], sci)
         fwhm_ref = refs[0].fwhm * pixel_scale(refs[0].wcs) / pixel_scale(sci.wcs)
+        psfs = [fwhm_ref]
     else:
-        r_data, r_err, r_flags, fwhm_ref, owner, layers = _combine(refs, sci)
+        r_data, r_err, r_flags, fwhm_ref, owner, layers, psfs = _combine(refs, sci)
     ref_sharper = fwhm_ref <= sci.fwhm
     sigma_k = math.sqrt(abs(sci.fwhm**2 - fwhm_ref**2)) * FWHM_TO_SIGMA
-    half = max(4, math.ceil(3.0 * max(sigma_k, 0.5 * FWHM_TO_SIGMA * max(sci.fwhm, fwhm_ref))))
+    # Each part's kernel width: a part of the mosaic keeps its own PSF when the references are
+    # the sharper (only the science is convolved to one PSF when they are the blurrier).
+    sigmas = [math.sqrt(abs(sci.fwhm**2 - f**2)) * FWHM_TO_SIGMA for f in psfs]
+    widest = max([sigma_k, *sigmas])
+    half = max(4, math.ceil(3.0 * max(widest, 0.5 * FWHM_TO_SIGMA * max(sci.fwhm, fwhm_ref))))
     stamp_half = max(8, math.ceil(2.0 * max(sci.fwhm, fwhm_ref)))
     xy = _stars(sci, r_flags, half + stamp_half)
     sci_data = np.where(sci.mask, 0.0, sci.data).astype(np.float32)
@@ -576,7 +584,7 @@ def subtract(science: AnyFrame, reference: AnyFrame | Sequence[AnyFrame]) -> Dif
                 ref_e if k else ref_e[box],
                 stars - np.array([x0, y0]),
                 ref_sharper=ref_sharper,
-                sigma_k=sigma_k,
+                sigma_k=sigmas[k] if k < len(sigmas) else sigma_k,
                 half=half,
                 stamp_half=stamp_half,
                 fwhm=sci.fwhm if ref_sharper else fwhm_ref,
