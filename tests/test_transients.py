@@ -72,17 +72,6 @@ def test_the_science_cat_flags_the_transient_deblended_with_nan_fwhm(scene: Scen
     assert row["flag"] & 2 and (np.ma.is_masked(row["fwhm"]) or math.isnan(row["fwhm"]))
 
 
-_CORE_RESIDUAL = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "open: with the host now integrated over its pixels, the 15.5 mag n = 4 host leaves "
-        "+15 uJy (0.7 % of its light, 4 sigma) in the difference at its core with stars "
-        "matching; the pixel-centre host left +5 uJy by the chance of its sub-pixel phase"
-    ),
-)
-
-
-@_CORE_RESIDUAL
 def test_transient_on_its_host_is_found_and_measured_host_subtracted(scene: Scene, found) -> None:
     t = _kind(scene, "transient")[0]
     hit = _near(found, t.ra, t.dec)
@@ -97,7 +86,6 @@ def test_transient_on_its_host_is_found_and_measured_host_subtracted(scene: Scen
     )
 
 
-@_CORE_RESIDUAL
 def test_forced_photometry_on_the_difference_leaves_the_host_out(
     scene: Scene, frames, difference
 ) -> None:
@@ -529,3 +517,115 @@ def _on(frame, ra: float, dec: float) -> bool:
     x, y = frame.wcs.all_world2pix([[ra, dec]], 0)[0]
     ny, nx = frame.shape
     return bool(8 <= x < nx - 8 and 8 <= y < ny - 8)
+
+
+@pytest.mark.parametrize("e_per_px", [300.0, 1500.0])
+def test_a_satellite_trail_is_elongated_not_real(difference, e_per_px: float) -> None:
+    """A trail's segments on the difference are not point sources (they filled the source cap)."""
+    from dataclasses import replace
+
+    from followup.photometry.frame import FWHM_TO_SIGMA
+    from followup.photometry.realbogus import REAL_SCORE, detect_difference_sources
+
+    fr = difference.frame
+    sigma = fr.fwhm * FWHM_TO_SIGMA
+    ny, nx = fr.shape
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    # A line through (100, 60) at 33 degrees; 300 to 1500 electrons per pixel of length (an 8th
+    # to 6th magnitude satellite at 0.6 deg/s on a 23.3 zero point).
+    angle = math.radians(33.0)
+    dist = (xx - 100.0) * math.sin(angle) - (yy - 60.0) * math.cos(angle)
+    line = e_per_px * np.exp(-(dist**2) / (2 * sigma**2)) / (math.sqrt(2 * math.pi) * sigma)
+    trailed = replace(fr, data=(fr.data + np.where(fr.mask, 0.0, line)).astype(np.float32))
+    found = detect_difference_sources(
+        trailed, psf_frame=difference.matched_science, psf_stars=difference.stars
+    )
+    on = (
+        np.abs(
+            (np.asarray(found["x"].value) - 100.0) * math.sin(angle)
+            - (np.asarray(found["y"].value) - 60.0) * math.cos(angle)
+        )
+        < 2 * fr.fwhm
+    )
+    assert on.sum() >= 20  # the trail is found, segment after segment...
+    trail = found[on]
+    assert np.median(trail["elongation"]) > 1.6
+    # ...and (nearly) none of its segments scores as real.
+    assert np.sum(np.asarray(trail["score"]) >= REAL_SCORE) <= 0.05 * on.sum()
+    said = ["elongated" in r for r in trail["bogus_reasons"]]
+    assert np.mean(said) >= 0.8
+    # Point sources stay round: the transient is still real.
+    clean = detect_difference_sources(
+        fr, psf_frame=difference.matched_science, psf_stars=difference.stars
+    )
+    assert np.max(clean["score"]) > 0.9 and np.min(clean["elongation"][:3]) < 1.4
+
+
+def test_a_reference_of_another_night_fills_the_transient_side_at_its_scale(
+    scene: Scene, frames
+) -> None:
+    """Two references of two nights: each part is matched with its own kernel and scale."""
+    from followup.photometry.frame import prepare_frame
+
+    t = _kind(scene, "transient")[0]
+    sci = prepare_frame(frames[0])
+    nx = sci.shape[1]
+    tx = float(sci.wcs.all_world2pix([[t.ra, t.dec]], 0)[0][0])
+    # Another night: 0.25 mag more transparent than the first reference, other seeing.
+    night2 = render(
+        scene, seed=77, fwhm_arcsec=1.6, sky_e=450.0, shift_px=(-3.4, 5.2),
+        kinds=("star", "galaxy"), zp=23.70, date_obs="2025-12-02T04:00:00",
+    )  # fmt: skip
+    if tx > nx / 2:
+        main, other = _crop(frames[1], 0, round(tx) - 40), _crop(night2, nx // 3, nx)
+    else:
+        main, other = _crop(frames[1], round(tx) + 40, nx), _crop(night2, 0, 2 * nx // 3)
+    d = subtract(frames[0], [main, other])
+    [m] = measure_difference(frames[0], d, [("T", t.ra, t.dec)], catalog=scene.catalog())
+    assert m.mag is not None and abs(m.mag - t.mag) < 3 * m.mag_err
+    # The second night's part has honest errors too: blank sky scatters as they say.
+    from photutils.aperture import CircularAperture, aperture_photometry
+
+    fr = d.frame
+    side = slice(round(tx) - 40, nx) if tx > nx / 2 else slice(0, round(tx) + 40)
+    rng = np.random.default_rng(4)
+    xs = rng.uniform(side.start + 30, side.stop - 30, 400)
+    ys = rng.uniform(30, fr.shape[0] - 30, 400)
+    phot = aperture_photometry(
+        fr.data, CircularAperture(np.column_stack([xs, ys]), r=fr.fwhm), error=fr.err, mask=fr.mask
+    )
+    pulls = np.asarray(phot["aperture_sum"]) / np.asarray(phot["aperture_sum_err"])
+    pulls = pulls[np.isfinite(pulls)]
+    assert 0.8 < 1.4826 * np.median(np.abs(pulls - np.median(pulls))) < 1.25
+
+
+def test_flux_ratio_is_measured_between_matched_psfs() -> None:
+    """Moffat stars of two nights (beta 4 and 3): apertures of 2 FWHM lose different shares of
+    the wings, so the ratio of raw aperture fluxes is biased; after the kernel less so."""
+    from followup.photometry.difference import _flux_ratio, fit_kernel
+    from followup.photometry.frame import FWHM_TO_SIGMA
+    from sandbox.sky.realism import moffat_points
+
+    rng = np.random.default_rng(11)
+    n, size = 40, 700
+    x = rng.uniform(40, size - 40, n)
+    y = rng.uniform(40, size - 40, n)
+    flux = 10 ** rng.uniform(5.0, 6.0, n)
+    ref = np.full((size, size), 300.0, np.float32)
+    sci = np.full((size, size), 300.0, np.float32)
+    moffat_points(ref, x, y, flux, 4.0, 4.0)
+    moffat_points(sci, x, y, 0.9 * flux, 5.2, 3.0)
+    ref_noisy = (ref + rng.normal(0, 1, ref.shape) * np.sqrt(ref)).astype(np.float32)
+    sci_noisy = (sci + rng.normal(0, 1, sci.shape) * np.sqrt(sci)).astype(np.float32)
+    xy = np.column_stack([x, y])
+    half, stamp = 12, 11
+    sigma_k = math.sqrt(5.2**2 - 4.0**2) * FWHM_TO_SIGMA
+    kernel, *_ = fit_kernel(
+        ref_noisy, sci_noisy, sci + ref, xy, sigma_k=sigma_k, half=half, stamp_half=stamp
+    )
+    raw = _flux_ratio(ref_noisy, sci_noisy, xy, stamp)
+    matched = _flux_ratio(ref_noisy, sci_noisy, xy, stamp, kernel)
+    # Raw apertures: 3.4 % low here. Matched: closer, though the kernel does not rebuild all of
+    # the lower-beta wings within its reach (2.2 % low: open, see the recovery benchmark).
+    assert abs(raw / 0.9 - 1) > 0.02
+    assert abs(matched - 0.9) < 0.75 * abs(raw - 0.9)

@@ -16,7 +16,9 @@ Features (columns of :func:`detect_difference_sources`):
 - ``fwhm_ratio`` -- second-moment width of the source over the PSF's;
 - ``negative_fraction`` -- the share of the absolute flux within 2 FWHM that is negative;
 - ``dipole`` -- the most negative matched-filter S/N within 2 FWHM;
-- ``masked_fraction`` -- the share of the PSF core on flagged pixels of either image.
+- ``masked_fraction`` -- the share of the PSF core on flagged pixels of either image;
+- ``elongation`` -- major over minor axis of the footprint of significant pixels within 3 FWHM
+  (~1 for a point source; a satellite trail's segment, or a streaked asteroid's, is a strip).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ __all__ = ["REAL_SCORE", "detect_difference_sources", "score"]
 
 REAL_SCORE = 0.5
 """Sources scoring below this are bogus."""
+MAX_ELONGATION = 1.6
+"""Axis ratio beyond which a source stops looking like a point source."""
 NEGATIVE_LOBE_SNR = 3.0
 """The negative share counts only where some pixel within 2 FWHM is this negative (S/N)."""
 
@@ -112,7 +116,14 @@ def detect_difference_sources(
     table["dec"] = dec * u.deg
     table["snr"] = snr_map[py, px].astype(float)
     table["flux"] = flux_map[py, px].astype(float) * u.electron
-    for name in ("sharpness", "fwhm_ratio", "negative_fraction", "dipole", "masked_fraction"):
+    for name in (
+        "sharpness",
+        "fwhm_ratio",
+        "negative_fraction",
+        "dipole",
+        "masked_fraction",
+        "elongation",
+    ):
         table[name] = np.array([r[name] for r in rows], float)
     scores = [score(r) for r in rows]
     table["score"] = np.array([s for s, _ in scores], float)
@@ -189,6 +200,25 @@ def _features(
         fwhm_ratio = measured / expected
     else:
         fwhm_ratio = 0.0
+    # Elongation: the axis ratio of the footprint of significant pixels (S/N above 3 and above
+    # 30 % of the peak's on the filtered map) within 3 FWHM. A point source's is round whatever its S/N; a satellite
+    # trail's crosses the window as a strip (a faint trail's segments are otherwise as round,
+    # sharp and wide as the PSF within 1.5 FWHM, and a few hundred of them filled the cap).
+    big = math.ceil(3.0 * fw)
+    bx0, bx1 = max(0, xi - big), min(nx, xi + big + 1)
+    by0, by1 = max(0, yi - big), min(ny, yi + big + 1)
+    gy, gx = np.mgrid[by0:by1, bx0:bx1]
+    window = snr_map[by0:by1, bx0:bx1]
+    level = max(3.0, 0.3 * float(snr_map[yi, xi])) if (0 <= yi < ny and 0 <= xi < nx) else 3.0
+    foot = (window > level) & ((gx - x) ** 2 + (gy - y) ** 2 <= (3.0 * fw) ** 2)
+    elongation = 1.0
+    if foot.sum() >= 3:
+        fx, fy = gx[foot].astype(float), gy[foot].astype(float)
+        mxx, myy = float(np.var(fx)), float(np.var(fy))
+        mxy = float(np.mean((fx - fx.mean()) * (fy - fy.mean())))
+        spread = math.sqrt(((mxx - myy) / 2) ** 2 + mxy**2)
+        major, minor = (mxx + myy) / 2 + spread + 1 / 12, (mxx + myy) / 2 - spread + 1 / 12
+        elongation = math.sqrt(major / minor)
     flux = float(d[inner].sum())
     peak = float(d[yi - y0, xi - x0]) if (y0 <= yi < y1 and x0 <= xi < x1) else 0.0
     predicted = flux / (2 * math.pi * sigma * sigma) if flux > 0 else 0.0
@@ -205,6 +235,7 @@ def _features(
         "negative_fraction": negative,
         "dipole": dipole,
         "masked_fraction": masked,
+        "elongation": elongation,
     }
 
 
@@ -238,5 +269,6 @@ def score(features: dict[str, float]) -> tuple[float, list[str]]:
         band(features["negative_fraction"], 0.0, 0.15, 0.07, "negative residual around it")
     band(-features["dipole"], -math.inf, 5.0, 2.0, "dipole (negative lobe beside it)")
     band(features["masked_fraction"], 0.0, 0.2, 0.15, "on flagged pixels")
+    band(features.get("elongation", 1.0), 0.0, MAX_ELONGATION, 0.25, "elongated (a trail?)")
     total = float(np.prod(factors))
     return total, reasons

@@ -209,7 +209,14 @@ def find_transients(
     for name in ("mag", "mag_err", "limit_mag_5sigma"):
         table[name] = phot[name]
     table["flags"] = np.asarray(phot["flags"]) | frame_flags
-    for name in ("sharpness", "fwhm_ratio", "negative_fraction", "dipole", "masked_fraction"):
+    for name in (
+        "sharpness",
+        "fwhm_ratio",
+        "negative_fraction",
+        "dipole",
+        "masked_fraction",
+        "elongation",
+    ):
         table[name] = found[name]
     table["detection_snr"] = found["snr"]
     table["score"] = found["score"]
