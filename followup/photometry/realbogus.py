@@ -32,7 +32,17 @@ from astropy.table import QTable
 
 from followup.photometry.frame import FWHM_TO_SIGMA, MASKED_BITS, PreparedFrame
 
-__all__ = ["REAL_SCORE", "detect_difference_sources", "score"]
+__all__ = ["FEATURES", "REAL_SCORE", "detect_difference_sources", "score"]
+
+FEATURES = (
+    "sharpness",
+    "fwhm_ratio",
+    "negative_fraction",
+    "dipole",
+    "masked_fraction",
+    "elongation",
+)
+"""The measured features of a difference source, columns of the detection table."""
 
 REAL_SCORE = 0.5
 """Sources scoring below this are bogus."""
@@ -116,14 +126,7 @@ def detect_difference_sources(
     table["dec"] = dec * u.deg
     table["snr"] = snr_map[py, px].astype(float)
     table["flux"] = flux_map[py, px].astype(float) * u.electron
-    for name in (
-        "sharpness",
-        "fwhm_ratio",
-        "negative_fraction",
-        "dipole",
-        "masked_fraction",
-        "elongation",
-    ):
+    for name in FEATURES:
         table[name] = np.array([r[name] for r in rows], float)
     scores = [score(r) for r in rows]
     table["score"] = np.array([s for s, _ in scores], float)

@@ -23,7 +23,7 @@ from followup.models import Measurement
 from followup.photometry.difference import Difference, subtract
 from followup.photometry.frame import AnyFrame, PreparedFrame
 from followup.photometry.options import PhotometryOptions
-from followup.photometry.realbogus import REAL_SCORE, detect_difference_sources
+from followup.photometry.realbogus import FEATURES, REAL_SCORE, detect_difference_sources
 from followup.photometry.targets import frame_zero_point, measurement_of, photometry_table
 from followup.photometry.zeropoint import CatalogLike, ZeroPoint
 
@@ -209,14 +209,7 @@ def find_transients(
     for name in ("mag", "mag_err", "limit_mag_5sigma"):
         table[name] = phot[name]
     table["flags"] = np.asarray(phot["flags"]) | frame_flags
-    for name in (
-        "sharpness",
-        "fwhm_ratio",
-        "negative_fraction",
-        "dipole",
-        "masked_fraction",
-        "elongation",
-    ):
+    for name in FEATURES:
         table[name] = found[name]
     table["detection_snr"] = found["snr"]
     table["score"] = found["score"]
