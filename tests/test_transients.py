@@ -476,22 +476,32 @@ def _crop(frame, x0: int, x1: int):
     )
 
 
-def test_a_reference_covering_part_of_the_frame_is_completed_by_another(
-    scene: Scene, frames
-) -> None:
-    """The centre's reference misses the transient's side; one asked for there covers it."""
+def _split_at_the_transient(scene: Scene, frames, other_source):
+    """The transient, the prepared science frame, the transient's x, and two references.
+
+    The main one (cut from ``frames[1]``) stops 40 pixels short of the transient, on either side
+    of it; the other (cut from ``other_source``) covers the transient's side.
+    """
     from followup.photometry.frame import prepare_frame
-    from followup.photometry.transients import covering_references, search_frame
 
     t = _kind(scene, "transient")[0]
     sci = prepare_frame(frames[0])
     nx = sci.shape[1]
     tx = float(sci.wcs.all_world2pix([[t.ra, t.dec]], 0)[0][0])
-    # The centre's reference stops 40 pixels short of the transient (on either side of it).
     if tx > nx / 2:
-        main, other = _crop(frames[1], 0, round(tx) - 40), _crop(frames[1], nx // 3, nx)
+        main, other = _crop(frames[1], 0, round(tx) - 40), _crop(other_source, nx // 3, nx)
     else:
-        main, other = _crop(frames[1], round(tx) + 40, nx), _crop(frames[1], 0, 2 * nx // 3)
+        main, other = _crop(frames[1], round(tx) + 40, nx), _crop(other_source, 0, 2 * nx // 3)
+    return t, sci, tx, main, other
+
+
+def test_a_reference_covering_part_of_the_frame_is_completed_by_another(
+    scene: Scene, frames
+) -> None:
+    """The centre's reference misses the transient's side; one asked for there covers it."""
+    from followup.photometry.transients import covering_references, search_frame
+
+    t, sci, _, main, other = _split_at_the_transient(scene, frames, frames[1])
     asked = []
 
     def reference_for(ra: float, dec: float, band: str):
@@ -565,21 +575,13 @@ def test_a_reference_of_another_night_fills_the_transient_side_at_its_scale(
     scene: Scene, frames
 ) -> None:
     """Two references of two nights: each part is matched with its own kernel and scale."""
-    from followup.photometry.frame import prepare_frame
-
-    t = _kind(scene, "transient")[0]
-    sci = prepare_frame(frames[0])
-    nx = sci.shape[1]
-    tx = float(sci.wcs.all_world2pix([[t.ra, t.dec]], 0)[0][0])
     # Another night: 0.25 mag more transparent than the first reference, other seeing.
     night2 = render(
         scene, seed=77, fwhm_arcsec=1.6, sky_e=450.0, shift_px=(-3.4, 5.2),
         kinds=("star", "galaxy"), zp=23.70, date_obs="2025-12-02T04:00:00",
     )  # fmt: skip
-    if tx > nx / 2:
-        main, other = _crop(frames[1], 0, round(tx) - 40), _crop(night2, nx // 3, nx)
-    else:
-        main, other = _crop(frames[1], round(tx) + 40, nx), _crop(night2, 0, 2 * nx // 3)
+    t, sci, tx, main, other = _split_at_the_transient(scene, frames, night2)
+    nx = sci.shape[1]
     d = subtract(frames[0], [main, other])
     [m] = measure_difference(frames[0], d, [("T", t.ra, t.dec)], catalog=scene.catalog())
     assert m.mag is not None and abs(m.mag - t.mag) < 3 * m.mag_err
