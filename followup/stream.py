@@ -914,6 +914,10 @@ class Publisher:
             return
         producer, self._producer = self._producer, None
         unsent = producer.close()
+        # Nothing may hold the producer once closed, not even this frame in the traceback of the
+        # error below: librdkafka stops only when it is freed, and until then it keeps dialling
+        # a broker that was not there (and writes so to stderr).
+        del producer
         if unsent:
             raise RuntimeError(f"{unsent} messages were not delivered to {self.broker}")
 

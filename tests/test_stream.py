@@ -447,3 +447,21 @@ def test_stream_arguments_are_checked() -> None:
     assert stream.topics == ("t1", "t2", "t3") and "g" in repr(stream)
     with pytest.raises(ValueError, match="exactly one"):
         stream.run()
+
+
+def test_a_publisher_that_could_not_deliver_lets_go_of_its_producer() -> None:
+    """librdkafka stops dialling only once its producer is freed: the error must not hold it."""
+    import weakref
+
+    class Unsent:
+        def close(self) -> int:
+            return 1
+
+    publisher = Publisher("kafka://127.0.0.1:1/alerts")
+    producer = Unsent()
+    freed = weakref.ref(producer)
+    publisher._producer, producer = producer, None
+    with pytest.raises(RuntimeError, match="1 messages were not delivered") as caught:
+        publisher.close()
+    assert caught.value.__traceback__ is not None  # the frames are still alive here
+    assert freed() is None
