@@ -31,6 +31,7 @@ import httpx
 import psutil
 
 __all__ = [
+    "SERVE_READY",
     "ManagedProcess",
     "ProcessFailed",
     "descendants",
@@ -50,6 +51,9 @@ logger = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
 """``prctl`` option: the signal this process receives when the thread that created it exits."""
+
+SERVE_READY = "serving "
+"""What ``deployments.serve`` prints once its deployments are registered, as its runner starts."""
 
 _prctl: Callable[..., int] | None = None
 if sys.platform.startswith("linux"):
@@ -208,8 +212,12 @@ class ManagedProcess:
         self.cwd = cwd
         self.stop_signal = stop_signal
         self.proc: subprocess.Popen[bytes] | None = None
+        self.log_start = 0
+        """Size of the log file when the child last started: what follows is its own output."""
         self.stop_s: float | None = None
         """Seconds the last :meth:`stop` (or :func:`stop_all`) took for this process."""
+        self.returncode: int | None = None
+        """The exit status the last :meth:`stop` saw (negative: the signal that ended it)."""
 
     def __repr__(self) -> str:
         return f"ManagedProcess({self.name!r}, pid={self.pid})"
@@ -232,6 +240,7 @@ class ManagedProcess:
         """
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
+        self.log_start = log.seek(0, os.SEEK_END)
         parent = os.getpid()
         try:
             self.proc = subprocess.Popen(
@@ -255,6 +264,15 @@ class ManagedProcess:
         except FileNotFoundError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+    def output(self) -> str:
+        """What the child wrote since it last started (the log is appended to across restarts)."""
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(self.log_start)
+                return log.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
 
     def wait_ready(self, check: Callable[[], bool], *, timeout: float) -> None:
         """Wait until ``check`` passes.
@@ -332,6 +350,8 @@ def stop_all(processes: Sequence[ManagedProcess], *, grace: float = 6.0) -> None
         _wait_dead(tree[process.proc.pid], timeout=max(0.0, reap_by - time.monotonic()))
         process.stop_s = time.monotonic() - started
     for process in running:
+        assert process.proc is not None
+        process.returncode = process.proc.poll()
         process.proc = None
 
 

@@ -33,7 +33,7 @@ from prefect.runner import Runner
 from prefect.schedules import Cron, Interval
 
 from blocks import StartedBy
-from deployments.processes import descendants, exit_deadline, terminate_tree
+from deployments.processes import SERVE_READY, descendants, exit_deadline, terminate_tree
 from flows.candidate import follow_candidate
 from flows.drill import drill
 from flows.events import ALERT_ACCEPTED, ALERT_RETRACTED
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     for deployment in deployments:
         runner.add_deployment(deployment)
-    print(f"serving {len(deployments)} deployments; Ctrl-C or SIGTERM stops", flush=True)
+    print(f"{SERVE_READY}{len(deployments)} deployments; Ctrl-C or SIGTERM stops", flush=True)
     with contextlib.suppress(KeyboardInterrupt, SystemExit):
         asyncio.run(runner.start())
 

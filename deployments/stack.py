@@ -21,6 +21,7 @@ from pydantic import SecretStr
 
 from deployments.prefect_server import PrefectServer
 from deployments.processes import (
+    SERVE_READY,
     ManagedProcess,
     ProcessFailed,
     free_port,
@@ -435,7 +436,12 @@ class LocalStack:
         )
 
     def _await_serve(self, process: ManagedProcess) -> None:
-        process.wait_ready(self._deployments_ready, timeout=300)
+        # The deployments outlive a restart of serve: this process is ready once it says it
+        # serves them (its runner starts then), not as soon as they exist. A signal before that
+        # lands while it is still registering them.
+        process.wait_ready(
+            lambda: SERVE_READY in process.output() and self._deployments_ready(), timeout=300
+        )
 
     def _deployments_ready(self) -> bool:
         from prefect.client.orchestration import get_client

@@ -99,6 +99,18 @@ def test_stop_all_ends_a_tree_that_ignores_signals_and_escapes_its_group(tmp_pat
     print(f"\nstop_all of a tree ignoring SIGINT and SIGTERM (one escaped): {took:.2f} s")
 
 
+def test_a_restarted_process_reads_its_own_output_in_the_shared_log(tmp_path: Path) -> None:
+    said = "import sys; print(sys.argv[1], flush=True)"
+    first = ManagedProcess("echo", [sys.executable, "-c", said, "one"], env={}, log_dir=tmp_path)
+    first.start()
+    assert _wait_for(lambda: first.proc is not None and first.proc.poll() is not None, 30)
+    assert first.output() == "one\n"
+    second = ManagedProcess("echo", [sys.executable, "-c", said, "two"], env={}, log_dir=tmp_path)
+    second.start()
+    assert _wait_for(lambda: second.output() == "two\n", 30), second.output()
+    assert second.log_path.read_text() == "one\ntwo\n"  # one log, appended
+
+
 def test_stop_all_stops_polite_processes_together_without_waiting_the_grace(
     tmp_path: Path,
 ) -> None:
@@ -119,7 +131,10 @@ def test_stop_all_stops_polite_processes_together_without_waiting_the_grace(
     took = time.monotonic() - started
 
     assert _gone([pid for pid in pids if pid is not None])
-    assert took < 2.0, f"three processes that exit on SIGINT took {took:.2f} s"
+    seen = [(p.name, p.stop_s, p.returncode, p.output()) for p in polite]
+    assert took < 2.0, f"three processes that exit on SIGINT took {took:.2f} s: {seen}"
+    # Each ended on the SIGINT (Python re-raises it after KeyboardInterrupt), none on a SIGKILL.
+    assert all(p.returncode == -signal.SIGINT for p in polite), seen
     assert all(not p.running for p in polite)
 
 
