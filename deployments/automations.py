@@ -19,6 +19,7 @@ from typing import Any
 from uuid import UUID
 
 from flows.events import APPROVAL_WAITING, LISTENER_HEARTBEAT
+from followup.http import client_settings
 
 __all__ = [
     "ALARMS",
@@ -226,7 +227,7 @@ def remove_automations(options: AlarmOptions | None = None) -> list[str]:
 
     options = options or AlarmOptions()
     deleted = []
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         for alarm in ALARMS:
             for automation in client.read_automations_by_name(options.name(alarm)):
                 client.delete_automation(automation.id)

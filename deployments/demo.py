@@ -23,6 +23,7 @@ import httpx
 
 from deployments.stack import LocalStack, StackOptions
 from followup.alerts.mock import make_mock_bns_alert
+from followup.http import client_settings
 from followup.models import Alert
 from followup.reporting.findings import Coverage
 from followup.summary import EventSummary, event_summary
@@ -132,7 +133,7 @@ class AutoApprover(threading.Thread):
 
         while not self.stop.wait(1.0):
             try:
-                with get_client(sync_client=True) as client:
+                with get_client(sync_client=True, httpx_settings=client_settings()) as client:
                     for name in approve_paused_runs(client, self.REVIEWER, "approved by the demo"):
                         self.approved.append(name)
             except Exception:  # the server may be busy; try again next second
@@ -232,7 +233,7 @@ def artifact_records(event_id: str) -> list[dict[str, Any]]:
 
     suffix = artifact_key("", event_id).strip("-")
     records = []
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         artifacts = client.read_latest_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_=suffix))
         )
@@ -266,7 +267,7 @@ def artifact_records(event_id: str) -> list[dict[str, Any]]:
 def _flow_run(flow_run_id: str) -> Any:
     from prefect.client.orchestration import get_client
 
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         return client.read_flow_run(flow_run_id)
 
 
@@ -276,7 +277,7 @@ def flow_run_names(flow_run_id: str) -> list[str]:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
     names: list[str] = []
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         pending = [client.read_flow_run(flow_run_id)]
         while pending:
             run = pending.pop(0)

@@ -30,6 +30,8 @@ from types import FrameType
 import httpx
 import psutil
 
+from followup.http import tls_context
+
 __all__ = [
     "SERVE_READY",
     "ManagedProcess",
@@ -75,7 +77,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 def http_ok(url: str, timeout: float = 1.0) -> bool:
     """True when a GET of ``url`` answers 2xx."""
     try:
-        return httpx.get(url, timeout=timeout).is_success
+        return httpx.get(url, timeout=timeout, verify=tls_context()).is_success
     except httpx.HTTPError:
         return False
 

@@ -49,6 +49,7 @@ from deployments.processes import (
     wait_until,
 )
 from deployments.stack import LocalStack, StackOptions
+from followup.http import client_settings
 
 __all__ = [
     "BurstResult",
@@ -509,7 +510,10 @@ class ProductionStack(LocalStack):
         from deployments.serve import build_deployments
 
         name = self.options.settings_name
-        with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
+        with (
+            get_client(sync_client=True, httpx_settings=client_settings()) as client,
+            contextlib.suppress(ObjectAlreadyExists),
+        ):
             client.create_work_pool(WorkPoolCreate(name=self.options.work_pool, type="process"))
         deployments = build_deployments(
             name, name, refresh_interval_s=self.options.refresh_interval_s
@@ -541,7 +545,7 @@ class ProductionStack(LocalStack):
         from prefect.client.orchestration import get_client
 
         try:
-            with get_client(sync_client=True) as client:
+            with get_client(sync_client=True, httpx_settings=client_settings()) as client:
                 workers = client.read_workers_for_work_pool(self.options.work_pool)
         except Exception:
             return False
@@ -589,7 +593,7 @@ def followup_runs() -> dict[str, list[Any]]:
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 
     runs: dict[str, list[Any]] = {}
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         found = client.read_flow_runs(
             deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["followup"])),
             limit=200,

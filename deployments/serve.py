@@ -45,6 +45,7 @@ from flows.observe import observe
 from flows.report import report
 from flows.retract import retract
 from flows.targets import select_targets
+from followup.http import client_settings
 
 __all__ = ["RERUN_PHOTOMETRY_CRON", "QuickRunner", "build_deployments", "main", "stop_flow_runs"]
 
@@ -108,7 +109,7 @@ def stop_flow_runs(processes: list[psutil.Process]) -> list[str]:
 
     crashed = []
     try:
-        with get_client(sync_client=True) as client:
+        with get_client(sync_client=True, httpx_settings=client_settings()) as client:
             for run in sorted(runs):
                 state = client.read_flow_run(run).state
                 if state is None or not state.is_final():

@@ -29,6 +29,7 @@ from deployments.processes import (
     stop_all,
     wait_until,
 )
+from followup.http import client_settings
 from followup.ledger import Ledger
 from followup.skymap.fetch import HOSTS_ENV as SKYMAP_HOSTS_ENV
 from sandbox.broker import TansuBroker
@@ -447,7 +448,7 @@ class LocalStack:
         from prefect.client.orchestration import get_client
 
         try:
-            with get_client(sync_client=True) as client:
+            with get_client(sync_client=True, httpx_settings=client_settings()) as client:
                 client.read_deployment_by_name("followup/followup")
                 client.read_deployment_by_name("retract/retract")
         except Exception:

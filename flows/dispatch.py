@@ -25,6 +25,8 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 from uuid import UUID
 
+from followup.http import client_settings
+
 __all__ = ["Dispatcher", "Warmer", "execute_flow_run", "load_entrypoint"]
 
 logger = logging.getLogger(__name__)
@@ -67,7 +69,7 @@ def execute_flow_run(entrypoint: str, flow_run_id: str, heartbeats: bool = False
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     flow = load_entrypoint(entrypoint)
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         flow_run = client.read_flow_run(flow_run_id)
     updates = {} if heartbeats else {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
     with temporary_settings(updates=updates):
@@ -161,7 +163,7 @@ class Dispatcher:
             from prefect.exceptions import ObjectNotFound
 
             deadline = time.monotonic() + self.deployment_wait_s
-            with get_client(sync_client=True) as client:
+            with get_client(sync_client=True, httpx_settings=client_settings()) as client:
                 while True:
                     try:
                         found = client.read_deployment_by_name(deployment)
@@ -194,7 +196,7 @@ class Dispatcher:
         from prefect.states import Pending
 
         entrypoint = self.flows[deployment]
-        with get_client(sync_client=True) as client:
+        with get_client(sync_client=True, httpx_settings=client_settings()) as client:
             flow_run = client.create_flow_run_from_deployment(
                 self.deployment_id(deployment),
                 parameters=parameters,
@@ -239,7 +241,7 @@ class Dispatcher:
         from prefect.states import Crashed
 
         try:
-            with get_client(sync_client=True) as client:
+            with get_client(sync_client=True, httpx_settings=client_settings()) as client:
                 # Its subflows ran in the same process and died with it: they would sit in
                 # Running too, so each unfinished one is marked, naming the run it died in.
                 # The deepest first and the run itself last: once it shows Crashed, nothing

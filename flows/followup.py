@@ -23,6 +23,7 @@ from flows.report import report
 from flows.retract import event_tag
 from flows.runtime import load_runtime
 from flows.targets import select_targets
+from followup.http import client_settings
 from followup.replanning import superseded_targets
 from followup.summary import event_summary, summary_markdown
 from tasks.alerts import load_alert
@@ -53,7 +54,7 @@ def _tag_run(event_id: str) -> None:
         return
     tag = event_tag(event_id)
     if tag not in run.tags:
-        with get_client(sync_client=True) as client:
+        with get_client(sync_client=True, httpx_settings=client_settings()) as client:
             client.update_flow_run(run.id, tags=[*run.tags, tag])
 
 

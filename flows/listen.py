@@ -21,6 +21,7 @@ from prefect.runtime import flow_run
 from prefect.states import Cancelled, State
 
 from flows.listener import run_listener
+from followup.http import client_settings
 
 __all__ = ["listen", "watch_for_cancellation"]
 
@@ -51,7 +52,7 @@ def watch_for_cancellation(
 
     while not stop.wait(interval_s):
         try:
-            with get_client(sync_client=True) as client:
+            with get_client(sync_client=True, httpx_settings=client_settings()) as client:
                 run = client.read_flow_run(flow_run_id)
         except Exception as exc:  # the API is down for a moment; the listener keeps reading
             logger.warning("could not read this run's state (%s); still listening", exc)

@@ -17,6 +17,7 @@ from flows.events import REQUEST_CANCELED, emit_followup_event
 from flows.observe import requests_rows
 from flows.pointings import update_treasure_map
 from flows.runtime import load_runtime
+from followup.http import client_settings
 from tasks.artifacts import publish_table
 from tasks.lco import cancel_requests, refresh_states
 
@@ -33,7 +34,7 @@ def event_tag(event_id: str) -> str:
 def _cancel_running_followups(event_id: str, own_run_ids: set[str]) -> list[str]:
     """Ask Prefect to cancel active runs of the event (they would submit more requests)."""
     cancelled = []
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         runs = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(
                 tags=FlowRunFilterTags(all_=[event_tag(event_id)]),

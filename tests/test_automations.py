@@ -26,6 +26,7 @@ from deployments.automations import (
     save_alarm_webhook,
 )
 from flows.events import APPROVAL_WAITING, LISTENER_HEARTBEAT, emit_followup_event
+from followup.http import client_settings
 
 LISTENER = "ops-test"
 OPTIONS = AlarmOptions(heartbeat_within_s=10, listener=LISTENER, prefix="opstest")
@@ -89,7 +90,7 @@ def alarms(prefect_server, receiver) -> list[Any]:
     # The URL is a secret: the API hands it out obfuscated.
     from prefect.client.orchestration import get_client
 
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         document = client.read_block_document_by_name(
             "opstest-alarms", "webhook", include_secrets=False
         )
@@ -146,7 +147,7 @@ def test_an_approval_waiting_calls_the_webhook_with_a_link_to_the_run(alarms, re
     assert body["timeout_s"] == 600
     run_id = str(state.state_details.flow_run_id)
     assert body["flow_run_id"] == run_id
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         assert body["flow_run"] == client.read_flow_run(run_id).name == "approve-probe"
     assert body["flow_run_url"].endswith(f"/runs/flow-run/{run_id}")
     assert "MS250101ap waits for a person" in body["text"]
@@ -163,7 +164,7 @@ def test_a_failed_followup_run_calls_the_webhook(alarms, receiver) -> None:
     deployment_id = followup.to_deployment(
         name="followup", entrypoint_type=EntrypointType.MODULE_PATH
     ).apply()
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         run = client.create_flow_run_from_deployment(
             deployment_id,
             parameters={
@@ -245,7 +246,7 @@ def test_the_listener_flow_beats_until_cancelled_then_the_silence_alarm_fires(
     thread.start()
 
     def listen_run() -> Any:
-        with get_client(sync_client=True) as client:
+        with get_client(sync_client=True, httpx_settings=client_settings()) as client:
             from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
             runs = client.read_flow_runs(
@@ -268,12 +269,12 @@ def test_the_listener_flow_beats_until_cancelled_then_the_silence_alarm_fires(
     assert len(beats) >= 3, "the listener emitted no heartbeats from its flow run"
     assert beats[0]["payload"]["group_id"] == LISTENER
 
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         client.set_flow_run_state(run_.id, Cancelling(message="stopped by the test"))
     thread.join(60)
     assert not thread.is_alive(), "the listener did not stop after its run was cancelled"
     assert result["state"].is_cancelled(), result["state"]
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         assert client.read_flow_run(run_.id).state.is_cancelled()
 
     stopped = time.monotonic()

@@ -12,6 +12,7 @@ from prefect.blocks.core import Block
 from prefect.testing.standard_test_suites import BlockStandardTestSuite
 
 import blocks
+from followup.http import client_settings
 
 BLOCKS = sorted(
     (obj for obj in vars(blocks).values() if inspect.isclass(obj) and issubclass(obj, Block)),
@@ -59,7 +60,7 @@ def test_prefect_block_register_registers_every_block(prefect_server) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"Successfully registered {len(BLOCKS)} blocks" in result.stdout
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         for block in BLOCKS:
             block_type = client.read_block_type_by_slug(block.get_block_type_slug())
             assert block_type.name == block.get_block_type_name()

@@ -24,6 +24,7 @@ import pytest
 from pydantic import SecretStr
 
 from blocks import LcoCredentials
+from followup.http import client_settings
 from followup.lco import PortalClient, RequestGroupSpec, build_request_group, make_group_name
 from followup.ledger import Ledger
 from followup.ledger.requests import attempt_of
@@ -236,7 +237,7 @@ def runs_of(deployment_id: Any) -> list[Any]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         return client.read_flow_runs(
             deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
         )
@@ -333,7 +334,7 @@ def test_where_nothing_is_deployed_the_candidate_is_followed_as_a_subflow_once(
         [(candidate, run_id)] = out["result"].items()
         assert store("vetted") == out["result"]  # no second run: no question, no request
     assert submit.call_count == 2
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         child = client.read_flow_run(run_id)
     assert child.name == f"candidate-{event}-{candidate}" and child.state.is_completed()
     assert child.parent_task_run_id is not None

@@ -10,6 +10,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
 from flows.dispatch import Dispatcher
+from followup.http import client_settings
 from tests.dispatch_flows import probe
 from tests.stack_support import patient
 
@@ -30,7 +31,7 @@ def dispatcher(prefect_server):
 
 def wait_final(flow_run_id: str, timeout: float = 60.0):
     deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         while time.monotonic() < deadline:
             run = client.read_flow_run(flow_run_id)
             if run.state and run.state.is_final():
@@ -49,7 +50,7 @@ def test_dispatched_run_belongs_to_the_deployment_and_completes(dispatcher) -> N
     assert run.name == "probe-21"
     # No runner or worker serves this deployment: only the dispatcher can have run it.
     assert time.monotonic() - started < 30
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         runs = client.read_flow_runs(
             deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
         )
@@ -70,7 +71,7 @@ def test_a_run_shows_crashed_only_once_its_subflows_do(dispatcher) -> None:
     d, _ = dispatcher
     parent = wait_final(d.dispatch("dispatch-probe/probe", {"x": 4, "die_in_subflow": True}))
     assert parent.state.is_crashed(), parent.state
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         children = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(
                 parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent.id])
@@ -100,7 +101,7 @@ def test_a_deployment_registered_after_the_dispatcher_started_is_waited_for(
         found = late.deployment_id("dispatch-probe/probe-late")
     finally:
         registering.join()
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         assert found == client.read_deployment_by_name("dispatch-probe/probe-late").id
     never = Dispatcher({"dispatch-probe/never": "tests.dispatch_flows:probe"}, deployment_wait_s=1)
     with pytest.raises(ObjectNotFound):

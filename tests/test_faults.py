@@ -41,6 +41,7 @@ import pytest
 
 from deployments.demo import TRANSIENT_OFFSET_DEG, DemoAlert, approve_paused_runs, make_demo_alert
 from deployments.stack import DEMO_STRATEGIES, LocalStack, StackOptions
+from followup.http import client_settings
 from followup.models import utcnow
 from followup.summary import event_summary
 from sandbox.server import SandboxConfig
@@ -79,7 +80,7 @@ def runs_named(fragment: str) -> list[Any]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         return client.read_flow_runs(
             flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=fragment))
         )
@@ -88,7 +89,7 @@ def runs_named(fragment: str) -> list[Any]:
 def read_run(run_id: Any) -> Any:
     from prefect.client.orchestration import get_client
 
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         return client.read_flow_run(run_id)
 
 
@@ -161,7 +162,7 @@ class Operator(threading.Thread):
 
         while not self.stop.wait(0.5):
             try:
-                with get_client(sync_client=True) as client:
+                with get_client(sync_client=True, httpx_settings=client_settings()) as client:
                     for name in approve_paused_runs(client, REVIEWER, "", skip=self._held):
                         self.approved.append(name)
                 groups = httpx.get(f"{self.portal}/sandbox/requests", timeout=5).json()
@@ -528,7 +529,7 @@ def test_prefect_server_restart_while_a_run_waits_for_approval(stack, held_run, 
     for process in stack.processes:
         assert process.running, f"{process.name} died with the server:\n{process.tail()}"
 
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         client.resume_flow_run(
             approval.id, run_input={"approved": True, "reviewer": REVIEWER, "comment": "restart"}
         )
@@ -581,7 +582,7 @@ def test_a_worker_killed_mid_flow_crashes_its_runs_and_the_rerun_completes(
 
     # The rerun: the UI's Retry button; the served deployment's runner picks it up.
     operator.held.discard(event)
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         client.set_flow_run_state(
             held_run, AwaitingRetry(message="retry after a crash"), force=True
         )
@@ -628,7 +629,7 @@ def test_damaged_frames_are_set_aside_with_their_reason(stack, held_run, alert_b
     assert runs and all(r.state.is_completed() for r in runs), runs
     assert all("2 frame(s) set aside" in (r.state.message or "") for r in runs), runs
     key = artifact_key("frame-errors", event)
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         (table,) = client.read_latest_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
         )
@@ -642,7 +643,7 @@ def _every_log_line() -> list[str]:
     from prefect.client.orchestration import get_client
 
     lines: list[str] = []
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         while True:
             page = client.read_logs(limit=200, offset=len(lines))
             lines += [f"{log.name} {log.message}" for log in page]
@@ -654,7 +655,7 @@ def _every_event() -> list[str]:
     from prefect.client.orchestration import get_client
 
     found: list[str] = []
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         page = client.read_events(limit=50)
         while True:
             found += [event.model_dump_json() for event in page.events]
@@ -672,7 +673,7 @@ def test_secrets_never_leak_into_logs_artifacts_parameters_or_events(stack, held
     places: dict[str, str] = {p.name: p.read_text(errors="replace") for p in logs}
     places["flow run logs (API)"] = "\n".join(_every_log_line())
     places["events (API)"] = "\n".join(_every_event())
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         runs = client.read_flow_runs(limit=200)
         artifacts = client.read_artifacts(limit=200)
         documents = client.read_block_documents(include_secrets=False)
@@ -723,7 +724,7 @@ def test_blocks_store_credentials_as_secrets(stack) -> None:
     for block, fields in expected.items():
         assert set(block.model_json_schema()["secret_fields"]) == fields, block.__name__
     name = stack.options.settings_name
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         for block, field in (
             (LcoCredentials, "api_token"),
             (HermesCredentials, "api_token"),

@@ -44,6 +44,7 @@ from blocks import (
 )
 from followup.alerts import parse_message
 from followup.alerts.mock import make_lvk_alert
+from followup.http import client_settings
 from followup.ledger import Ledger
 from followup.models import (
     Alert,
@@ -144,7 +145,7 @@ def in_thread(run: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]
 def paused(prefix: str, seen: set[str], timeout: float = 60.0) -> Any:
     """The next paused run whose name starts with ``prefix`` (not one of ``seen``)."""
     deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         while time.monotonic() < deadline:
             runs = client.read_flow_runs(
                 flow_run_filter=FlowRunFilter(
@@ -162,12 +163,12 @@ def paused(prefix: str, seen: set[str], timeout: float = 60.0) -> Any:
 
 def description(run: Any) -> str:
     keyset = keyset_from_paused_state(run.state)
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         return json.loads(client.read_flow_run_input(run.id, keyset["description"]))
 
 
 def answer(run: Any, **run_input: Any) -> None:
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         result = client.resume_flow_run(run.id, run_input=run_input)
     assert result.status.value == "ACCEPT", result
 

@@ -230,3 +230,19 @@ def test_clients_travel_to_another_process_without_their_connections() -> None:
     copy = pickle.loads(pickle.dumps(portal))
     assert copy.base_url == portal.base_url == "https://portal.test"
     assert copy._client is not portal._client and not copy._client.is_closed
+
+
+def test_clients_share_the_process_tls_context() -> None:
+    """Loading the CA bundle costs ~40 ms a time: one verifying context serves every client."""
+    import pickle
+    import ssl
+
+    from followup.http import client_settings, tls_context
+
+    context = tls_context()
+    assert isinstance(context, ssl.SSLContext) and context.verify_mode == ssl.CERT_REQUIRED
+    assert client_settings() == {"verify": context}
+    first = ServiceClient("https://one.example/")
+    second = pickle.loads(pickle.dumps(ServiceClient("https://two.example/")))
+    for client in (first, second):
+        assert client._client._transport._pool._ssl_context is context

@@ -20,6 +20,7 @@ import pytest
 
 from deployments.demo import make_demo_alert
 from deployments.stack import DEMO_STRATEGIES, LocalStack, StackOptions
+from followup.http import client_settings
 from sandbox.server import SandboxConfig
 from tests.stack_support import flow_runs, patient, serving, wait_for
 
@@ -202,7 +203,7 @@ def test_plots_embedded_as_data_urls_render_in_both_uis(stack, demo, page, tmp_p
     key = f"sky-plot-{demo.event_id.lower()}"
 
     def sky_plot() -> Any:
-        with get_client(sync_client=True) as client:
+        with get_client(sync_client=True, httpx_settings=client_settings()) as client:
             found = client.read_artifacts(
                 artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
             )

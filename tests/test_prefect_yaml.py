@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from deployments.serve import build_deployments
+from followup.http import client_settings
 from tests.stack_support import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,7 +137,7 @@ def deployed(prefect_server) -> dict[str, Any]:
     started = time.monotonic()
     result = prefect_cli(prefect_server, "--no-prompt", "deploy", "--all")
     deploy_s = time.monotonic() - started
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         deployments = {d.name: d for d in client.read_deployments() if d.work_pool_name == POOL}
     return {"deployments": deployments, "output": result.stdout, "deploy_s": deploy_s}
 
@@ -155,7 +156,9 @@ def test_deploy_all_creates_every_deployment_in_the_pool(deployed) -> None:
 
     from flows.candidate import FOLLOW_CANDIDATE
 
-    with get_client(sync_client=True) as client:  # the name process-frames starts it by
+    with get_client(
+        sync_client=True, httpx_settings=client_settings()
+    ) as client:  # the name process-frames starts it by
         assert client.read_deployment_by_name(FOLLOW_CANDIDATE).work_pool_name == POOL
     listener = deployments["listener"]
     assert listener.global_concurrency_limit is not None
@@ -180,7 +183,7 @@ def test_deploy_all_creates_each_schedule(deployed) -> None:
 def test_deploy_all_creates_each_trigger_as_an_automation(deployed) -> None:
     from prefect.client.orchestration import get_client
 
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         for name, declared in yaml_deployments().items():
             for trigger in declared.get("triggers", []):
                 (automation,) = client.read_automations_by_name(trigger["name"])
@@ -196,7 +199,7 @@ def runs_of(deployment_id: Any) -> list[Any]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         return client.read_flow_runs(
             deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
         )
@@ -278,7 +281,7 @@ def test_a_process_worker_runs_a_deployed_flow_through_the_pull_step(
 
     followup_settings(tmp_path).save("yaml-smoke", overwrite=True)
     refresh = deployed["deployments"]["refresh-requests"]
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         # Its own queue, so the worker runs this run only (not the trigger tests' runs).
         run = client.create_flow_run_from_deployment(
             refresh.id, parameters={"settings": "yaml-smoke"}, work_queue_name="smoke"
@@ -311,7 +314,7 @@ def test_a_process_worker_runs_a_deployed_flow_through_the_pull_step(
     try:
 
         def final() -> Any:
-            with get_client(sync_client=True) as client:
+            with get_client(sync_client=True, httpx_settings=client_settings()) as client:
                 current = client.read_flow_run(run.id)
             return current if current.state and current.state.is_final() else None
 

@@ -20,6 +20,7 @@ import pytest
 
 from deployments.demo import DemoAlert, make_demo_alert
 from deployments.stack import DEMO_STRATEGIES, LocalStack, StackOptions
+from followup.http import client_settings
 from followup.lco import group_name_prefix
 from sandbox.server import SandboxConfig
 from tests.stack_support import flow_runs, serving, wait_for
@@ -83,7 +84,7 @@ def active_runs() -> list[str]:
     from prefect.client.schemas.objects import StateType
 
     active = [StateType.PENDING, StateType.RUNNING, StateType.PAUSED]
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         runs = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(
                 state=FlowRunFilterState(type=FlowRunFilterStateType(any_=active))

@@ -27,6 +27,7 @@ from deployments.processes import (
     stop_all,
     terminate_tree,
 )
+from followup.http import client_settings
 
 SHUTDOWN_LIMIT_S = 10.0
 """Every entry point must have stopped all its processes this long after the signal."""
@@ -556,14 +557,14 @@ def test_serve_stops_on_sigterm_with_a_flow_run_in_progress_and_serves_again(sta
         workers=1,
     ).save("shutdown-serve", overwrite=True)
     (serve,) = [p for p in stack.processes if p.name == "serve"]
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         deployment = client.read_deployment_by_name("listen/listener")
         run = client.create_flow_run_from_deployment(
             deployment.id, parameters={"listener_settings": "shutdown-serve", "name": "serve"}
         )
 
     def running() -> bool:
-        with get_client(sync_client=True) as client:
+        with get_client(sync_client=True, httpx_settings=client_settings()) as client:
             state = client.read_flow_run(run.id).state
         return bool(state and state.is_running() and descendants(serve.pid))
 
@@ -579,7 +580,7 @@ def test_serve_stops_on_sigterm_with_a_flow_run_in_progress_and_serves_again(sta
     assert time.monotonic() - started < SHUTDOWN_LIMIT_S + 1
 
     def final() -> str | None:
-        with get_client(sync_client=True) as client:
+        with get_client(sync_client=True, httpx_settings=client_settings()) as client:
             state = client.read_flow_run(run.id).state
         return state.type.value if state and state.is_final() else None
 
@@ -775,7 +776,7 @@ def _dispatcher_cuts_runs_short() -> None:
     run_id = dispatcher.dispatch("dispatch-probe/probe-shutdown", {"x": 1, "sleep_s": 120})
 
     def state() -> str | None:
-        with get_client(sync_client=True) as client:
+        with get_client(sync_client=True, httpx_settings=client_settings()) as client:
             found = client.read_flow_run(run_id).state
         return found.type.value if found else None
 

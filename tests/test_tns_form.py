@@ -24,6 +24,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
 from followup.evidence import CandidateVetting, vettings_of
+from followup.http import client_settings
 from followup.ledger import Ledger
 from followup.models import Frame, ObservationRequest, ReportDestination, Target, TargetKind
 from followup.photometry import associate_candidates
@@ -80,7 +81,7 @@ def detected(ledger: Ledger, event_id: str, name: str, ra: float, dec: float) ->
 
 
 def tns_forms(event_id: str) -> list[Any]:
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         return client.read_flow_runs(
             flow_run_filter=FlowRunFilter(
                 name=FlowRunFilterName(like_=f"approve-report:tns:{event_id}:")
@@ -147,7 +148,7 @@ def test_only_the_vetted_candidate_reaches_the_tns_form_and_it_shows_the_evidenc
     assert [(r.target_name, r.status) for r in tns] == [(good, "declined")]
 
     # The same evidence is an artifact of the report run, with the cutouts as an image artifact.
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
         artifacts = {a.key: a for a in client.read_latest_artifacts() if event.lower() in a.key}
     evidence = artifacts[f"candidate-{good.lower().replace('.', '-')}-{event.lower()}"]
     assert f"{PLOTS}/cutouts-" in evidence.data and "**Real-bogus score:**" in evidence.data
