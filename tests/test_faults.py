@@ -217,7 +217,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, alert_a: DemoAlert) -> Itera
             frame_shape=(2048, 2048),
             transients=[transient],
             # Faults are under test, not the sky: the plain sky's catalogue-matched candidates
-            # keep this module's minutes bounded (test_end_to_end runs the realistic one).
+            # keep this module's minutes bounded (the realistic sky's difference search is
+            # tested in test_transients, test_candidate_flow and test_tns_form).
             sky="plain",
             **SECRETS,
         ),
