@@ -110,6 +110,19 @@ def die_with_parent(parent_pid: int | None = None, sig: int = signal.SIGTERM) ->
         os._exit(1)
 
 
+def _child_setup(parent_pid: int) -> None:
+    """In a managed child after fork: stop signals act by default, and it dies with its parent.
+
+    A shell starts background jobs with SIGINT ignored (``make production &``, ``nohup``), and an
+    ignored signal stays ignored across exec: the child would never see the SIGINT that
+    :func:`stop_all` sends first, and would be killed after the grace instead of stopping.
+    """
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+    die_with_parent(parent_pid)
+
+
 def stop_with_make() -> None:
     """Under ``make`` (``MAKELEVEL`` is set), receive SIGTERM when make ends.
 
@@ -253,7 +266,7 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=lambda: die_with_parent(parent),  # prctl only: safe after fork
+                preexec_fn=lambda: _child_setup(parent),
             )
         finally:
             log.close()

@@ -112,6 +112,24 @@ def test_a_restarted_process_reads_its_own_output_in_the_shared_log(tmp_path: Pa
     assert second.log_path.read_text() == "one\ntwo\n"  # one log, appended
 
 
+def test_a_child_hears_sigint_even_when_its_starter_ignores_it(tmp_path: Path) -> None:
+    """A shell's background job (``make production &``) starts with SIGINT ignored."""
+    ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        polite = ManagedProcess(
+            "polite",
+            [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(120)"],
+            env=dict(os.environ),
+            log_dir=tmp_path,
+        ).start()
+    finally:
+        signal.signal(signal.SIGINT, ignored)
+    assert _wait_for(lambda: "up" in polite.output(), 30)
+    stop_all([polite], grace=8.0)
+    assert polite.returncode == -signal.SIGINT and polite.stop_s is not None
+    assert polite.stop_s < 2.0, polite.stop_s
+
+
 def test_stop_all_stops_polite_processes_together_without_waiting_the_grace(
     tmp_path: Path,
 ) -> None:
