@@ -167,10 +167,13 @@ def approve_paused_runs(
     for run in client.read_flow_runs(flow_run_filter=paused):
         if skip is not None and skip(run.name):
             continue
-        client.resume_flow_run(
+        result = client.resume_flow_run(
             run.id, run_input={"approved": True, "reviewer": reviewer, "comment": comment}
         )
-        yield run.name
+        # Prefect pauses a run before it saves the form, and refuses an answer in between: the
+        # run stays paused, and is answered on a later pass.
+        if result.status.value == "ACCEPT":
+            yield run.name
 
 
 def _truth(control_url: str, summary: EventSummary) -> dict[int, dict[str, Any]]:

@@ -16,6 +16,7 @@ replay the same sky.
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import subprocess
@@ -77,6 +78,54 @@ def wait_for(check: Callable[[], Any], timeout: float, interval: float = 0.5) ->
             return value
         time.sleep(interval)
     return check()
+
+
+FORM_NOT_SAVED = "Run input schema not found."
+"""Prefect's refusal of an answer sent between a run's pause and the saving of its form."""
+
+
+def answer_form(run_id: Any, run_input: dict[str, Any], timeout: float = 60.0) -> None:
+    """Answer a paused run's form through the resume API, as a person does in the UI.
+
+    Prefect marks the run Paused before it saves the form (its schema, then its description), and
+    rejects an answer sent in between; a person never sees the form then, so the answer is sent
+    again until it is accepted. Any other refusal fails at once, with its reason.
+    """
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
+
+        def sent() -> bool:
+            result = client.resume_flow_run(run_id, run_input=run_input)
+            if result.status.value == "ACCEPT":
+                return True
+            reason = getattr(result.details, "reason", None)
+            assert reason == FORM_NOT_SAVED, f"the answer was refused: {result}"
+            return False
+
+        assert wait_for(sent, timeout, interval=0.2), f"the form of {run_id} was never saved"
+
+
+def form_text(run: Any, timeout: float = 60.0) -> str:
+    """The description a paused run's form shows, once Prefect has saved it."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import PrefectHTTPStatusError
+    from prefect.input.run_input import keyset_from_paused_state
+
+    keyset = keyset_from_paused_state(run.state)
+    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
+
+        def read() -> str | None:
+            try:
+                return json.loads(client.read_flow_run_input(run.id, keyset["description"]))
+            except PrefectHTTPStatusError as error:
+                if error.response.status_code != 404:
+                    raise
+                return None
+
+        text = wait_for(read, timeout, interval=0.2)
+    assert text is not None, f"the form of {run.name} has no description after {timeout} s"
+    return text
 
 
 def flow_runs(name: str) -> list[Any]:

@@ -46,7 +46,7 @@ from followup.models import utcnow
 from followup.summary import event_summary
 from sandbox.server import SandboxConfig
 from sandbox.specs import Transient
-from tests.stack_support import patient, serving, wait_for
+from tests.stack_support import answer_form, patient, serving, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -513,7 +513,6 @@ def held_run(stack, operator, alert_b, faulty_run) -> str:
 
 
 def test_prefect_server_restart_while_a_run_waits_for_approval(stack, held_run, alert_b) -> None:
-    from prefect.client.orchestration import get_client
 
     event = alert_b.event_id
     name = f"approve-requests:{event}:preliminary"
@@ -530,10 +529,7 @@ def test_prefect_server_restart_while_a_run_waits_for_approval(stack, held_run, 
     for process in stack.processes:
         assert process.running, f"{process.name} died with the server:\n{process.tail()}"
 
-    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
-        client.resume_flow_run(
-            approval.id, run_input={"approved": True, "reviewer": REVIEWER, "comment": "restart"}
-        )
+    answer_form(approval.id, {"approved": True, "reviewer": REVIEWER, "comment": "restart"})
     done = final_run(approval.id, timeout=60)
     assert done.state.is_completed(), done.state
     assert wait_for(lambda: groups_of(stack, event), 60), "nothing submitted after the approval"

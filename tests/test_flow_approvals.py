@@ -31,7 +31,6 @@ from prefect.client.schemas.filters import (
     FlowRunFilterStateType,
 )
 from prefect.client.schemas.objects import StateType
-from prefect.input.run_input import keyset_from_paused_state
 from pydantic import SecretStr
 
 from blocks import (
@@ -59,6 +58,7 @@ from tests.blocks_support import followup_settings
 from tests.lco_support import target
 from tests.ledger_support import store_alert
 from tests.reporting.conftest import make_measurement
+from tests.stack_support import answer_form, form_text
 from tests.test_lco_client import group_body
 
 pytestmark = pytest.mark.slow
@@ -162,15 +162,11 @@ def paused(prefix: str, seen: set[str], timeout: float = 60.0) -> Any:
 
 
 def description(run: Any) -> str:
-    keyset = keyset_from_paused_state(run.state)
-    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
-        return json.loads(client.read_flow_run_input(run.id, keyset["description"]))
+    return form_text(run)
 
 
 def answer(run: Any, **run_input: Any) -> None:
-    with get_client(sync_client=True, httpx_settings=client_settings()) as client:
-        result = client.resume_flow_run(run.id, run_input=run_input)
-    assert result.status.value == "ACCEPT", result
+    answer_form(run.id, run_input)
 
 
 @contextmanager

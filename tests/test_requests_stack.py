@@ -23,7 +23,7 @@ from deployments.stack import DEMO_STRATEGIES, LocalStack, StackOptions
 from followup.http import client_settings
 from followup.lco import group_name_prefix
 from sandbox.server import SandboxConfig
-from tests.stack_support import flow_runs, serving, wait_for
+from tests.stack_support import answer_form, flow_runs, serving, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -109,12 +109,8 @@ def paused_approval(event_id: str, timeout: float = 120) -> Any:
 
 def answer(event_id: str, *, approved: bool) -> None:
     """Answer the event's approval form through Prefect's resume API."""
-    from prefect.flow_runs import resume_flow_run
-
     run = paused_approval(event_id)
-    resume_flow_run(
-        run.id, run_input={"approved": approved, "reviewer": REVIEWER, "comment": "stack test"}
-    )
+    answer_form(run.id, {"approved": approved, "reviewer": REVIEWER, "comment": "stack test"})
 
 
 def portal_groups(stack: LocalStack, event_id: str) -> list[dict[str, Any]]:
