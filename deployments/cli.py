@@ -49,12 +49,16 @@ def demo(
         ),
     ] = "kilonova",
     sky: Annotated[
-        str, typer.Option(help="Sandbox sky: plain (stars only) or realistic (galaxies...).")
-    ] = "plain",
+        str,
+        typer.Option(
+            help="Sandbox sky: realistic (galaxies, faint stars, a shallow reference catalogue: "
+            "candidates come from differences) or plain (stars only, catalogue matching)."
+        ),
+    ] = "realistic",
     timeout: Annotated[
         float,
         typer.Option(help="Seconds the follow-up run may take before the demo gives up on it."),
-    ] = 600.0,
+    ] = 1200.0,
 ) -> None:
     """Run the whole loop on a real-format LVK alert against the sandbox.
 

@@ -470,10 +470,10 @@ def run_demo(
     summary_json: Path | None = None,
     approve: str = "auto",
     ui_port: int = 4200,
-    timeout_s: float = 600.0,
+    timeout_s: float = 1200.0,
     seed: int | None = None,
     scenario: str = "kilonova",
-    sky: str = "plain",
+    sky: str = "realistic",
 ) -> int:
     """Run the demo; return the exit code (0 when the follow-up run completed).
 
