@@ -50,6 +50,7 @@ __all__ = [
     "combine_references",
     "correlation_factor",
     "cutouts",
+    "fill_small_holes",
     "fit_kernel",
     "resample_reference",
     "subtract",
@@ -138,7 +139,10 @@ def resample_reference(
     coords = np.empty((2, ny, nx), np.float32)
     coords[0] = wy @ ry @ wx.T
     coords[1] = wy @ rx @ wx.T
-    ref_data = np.where(reference.mask, 0.0, reference.data).astype(np.float32)
+    # Cosmic rays and hot pixels are filled in (their error says so) rather than flagged: a
+    # flagged pixel grows by the interpolation's and the kernel's reach on the difference.
+    ref_in, ref_err, filled = fill_small_holes(reference.data, reference.err, reference.flags)
+    ref_data = np.where(reference.mask & ~filled, 0.0, ref_in).astype(np.float32)
     data = ndimage.map_coordinates(
         ref_data, coords, order=3, mode="constant", cval=0.0, output=np.float32
     )
@@ -150,10 +154,11 @@ def resample_reference(
     outside = (iy < 0) | (iy >= rny) | (ix < 0) | (ix >= rnx)
     np.clip(iy, 0, rny - 1, out=iy)
     np.clip(ix, 0, rnx - 1, out=ix)
-    err = reference.err[iy, ix]
+    err = ref_err[iy, ix]
     ref_flags = reference.flags[iy, ix]
+    bad = ((ref_flags & MASKED_BITS) > 0) & ~filled[iy, ix]
     del iy, ix
-    bad = ((ref_flags & MASKED_BITS) > 0) | outside
+    bad |= outside
     bad = ndimage.maximum_filter(bad.view(np.uint8), size=3) > 0
     flags = np.where(bad, BPM_BAD, 0).astype(np.uint8)
     flags |= ref_flags & BPM_SATURATED
@@ -317,6 +322,78 @@ def _linear_weights(grid: np.ndarray, n: int) -> np.ndarray:
     weights[np.arange(n), k] = 1.0 - t
     weights[np.arange(n), k + 1] = t
     return weights
+
+
+FILL_MAX_PIXELS = 30
+"""Largest cluster of flagged pixels (a cosmic ray, a hot or bad pixel) filled in before an image
+is resampled or convolved; larger ones (bad columns, saturated stars) stay flagged."""
+
+
+def fill_small_holes(
+    data: np.ndarray,
+    err: np.ndarray,
+    flags: np.ndarray,
+    *,
+    max_pixels: int = FILL_MAX_PIXELS,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Small clusters of flagged pixels filled from their neighbours, with errors that say so.
+
+    A convolution spreads a flagged pixel over the kernel's footprint: flagging that footprint
+    turned each cosmic ray or hot pixel of the image convolved (about 1,600 on a 300 s Sinistro
+    frame) into a blank square 11-25 pixels on a side on the difference, 2-4 % of the frame,
+    and a kilonova that fell in one was lost (seed 2 of ``benchmarks/recovery.py``). Each
+    cluster of at most ``max_pixels`` flagged pixels with no saturated pixel is filled with a
+    Gaussian-weighted mean (sigma 1 pixel) of the unflagged pixels around it; its error is the
+    neighbours' error and their spread added in quadrature (large where the cluster lies on a
+    star's or a nucleus's slope), so the fill's uncertainty propagates into the difference's
+    error instead of a flag.
+
+    Args:
+        data: Image (electrons).
+        err: Its error.
+        flags: Its BPM; clusters are of :data:`MASKED_BITS` pixels.
+        max_pixels: Largest cluster filled.
+
+    Returns:
+        ``(data, err, filled)``: copies with the clusters filled, and the mask of filled pixels.
+    """
+    from scipy import ndimage
+
+    masked = (flags & MASKED_BITS) > 0
+    filled = np.zeros(masked.shape, bool)
+    if not masked.any():
+        return data, err, filled
+    labels, n = ndimage.label(masked, structure=np.ones((3, 3), bool))
+    owners = labels[masked]  # counted over the flagged pixels only: a full-frame pass is slow
+    sizes = np.bincount(owners, minlength=n + 1)
+    saturated = np.bincount(owners, weights=(flags[masked] & BPM_SATURATED) > 0, minlength=n + 1)
+    out_d = np.array(data, np.float32, copy=True)
+    out_e = np.array(err, np.float32, copy=True)
+    ny, nx = masked.shape
+    pad = 4
+    for k, where in enumerate(ndimage.find_objects(labels), start=1):
+        if where is None or sizes[k] > max_pixels or saturated[k] > 0:
+            continue
+        y0, y1 = max(0, where[0].start - pad), min(ny, where[0].stop + pad)
+        x0, x1 = max(0, where[1].start - pad), min(nx, where[1].stop + pad)
+        box = (slice(y0, y1), slice(x0, x1))
+        good = ~masked[box]
+        hole = labels[box] == k
+        d = np.where(good, data[box], 0.0).astype(float)
+        num = ndimage.gaussian_filter(d, 1.0, mode="constant", truncate=4.0)
+        den = ndimage.gaussian_filter(good.astype(float), 1.0, mode="constant", truncate=4.0)
+        if not np.all(den[hole] > 0.02):
+            continue  # too few unflagged pixels near it: it stays flagged
+        ring = good & ndimage.binary_dilation(hole, np.ones((3, 3), bool), iterations=2)
+        if ring.sum() < 4:
+            continue
+        values = np.asarray(data[box][ring], float)
+        spread = float(np.std(values))
+        noise2 = float(np.median(np.square(np.asarray(err[box][ring], float))))
+        out_d[box][hole] = (num[hole] / den[hole]).astype(np.float32)
+        out_e[box][hole] = np.float32(math.sqrt(noise2 + spread * spread))
+        filled[box][hole] = True
+    return out_d, out_e, filled
 
 
 def _basis(sigma_k: float, half: int) -> list[np.ndarray]:
@@ -537,7 +614,15 @@ def subtract(science: AnyFrame, reference: AnyFrame | Sequence[AnyFrame]) -> Dif
     half = max(4, math.ceil(3.0 * max(widest, 0.5 * FWHM_TO_SIGMA * max(sci.fwhm, fwhm_ref))))
     stamp_half = max(8, math.ceil(2.0 * max(sci.fwhm, fwhm_ref)))
     xy = _stars(sci, r_flags, half + stamp_half)
-    sci_data = np.where(sci.mask, 0.0, sci.data).astype(np.float32)
+    sci_err = sci.err
+    sci_filled = np.zeros(sci.shape, bool)
+    sci_in = sci.data
+    if not ref_sharper:
+        # The science is convolved: its cosmic rays and hot pixels are filled in, as the
+        # reference's are when it is the one convolved (they stay flagged themselves).
+        sci_in, sci_err, sci_filled = fill_small_holes(sci.data, sci.err, sci.flags)
+    sci_data = np.where(sci.mask & ~sci_filled, 0.0, sci_in).astype(np.float32)
+    del sci_in
     ny, nx = sci.shape
     if owner is None:
         owner = np.zeros(sci.shape, np.int8)
@@ -579,7 +664,7 @@ def subtract(science: AnyFrame, reference: AnyFrame | Sequence[AnyFrame]) -> Dif
         try:
             part = _match_part(
                 sci_data[box],
-                sci.err[box],
+                sci_err[box],
                 ref_d if k else ref_d[box],
                 ref_e if k else ref_e[box],
                 stars - np.array([x0, y0]),
@@ -608,7 +693,7 @@ def subtract(science: AnyFrame, reference: AnyFrame | Sequence[AnyFrame]) -> Dif
             )
             part = _match_part(
                 sci_data,
-                sci.err,
+                sci_err,
                 r_data,
                 r_err,
                 xy[:0],
@@ -651,7 +736,7 @@ def subtract(science: AnyFrame, reference: AnyFrame | Sequence[AnyFrame]) -> Dif
             fwhm=fwhm_ref,
         )
         fwhm = fwhm_ref
-        spoilers = sci.mask | (r_flags > 0)
+        spoilers = (sci.mask & ~sci_filled) | (r_flags > 0)
     # A masked pixel of the convolved image spoils every pixel within the kernel's reach.
     from scipy import ndimage
 
