@@ -24,6 +24,7 @@ Everything here is plain hop-client/confluent-kafka (no Prefect).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -913,11 +914,17 @@ class Publisher:
         if self._producer is None:
             return
         producer, self._producer = self._producer, None
-        unsent = producer.close()
-        # Nothing may hold the producer once closed, not even this frame in the traceback of the
-        # error below: librdkafka stops only when it is freed, and until then it keeps dialling
-        # a broker that was not there (and writes so to stderr).
-        del producer
+        # hop's producer keeps one adc producer per topic, each around a librdkafka handle whose
+        # callbacks point back at it: a cycle the garbage collector cannot see through, so the
+        # handle lives (and dials a broker that was not there, writing so to stderr) until it is
+        # closed. hop's close raises when a message timed out and then closes nothing.
+        clients = [record.producer for record in getattr(producer, "producers", {}).values()]
+        try:
+            unsent = producer.close()
+        finally:
+            del producer
+            for client in clients:
+                _close_kafka_handle(client)
         if unsent:
             raise RuntimeError(f"{unsent} messages were not delivered to {self.broker}")
 
@@ -926,6 +933,16 @@ class Publisher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _close_kafka_handle(client: Any) -> None:
+    """Drop what an adc producer still queues and close its librdkafka handle (at once)."""
+    handle = getattr(client, "_producer", None)
+    if handle is None or not hasattr(handle, "close"):
+        return
+    with contextlib.suppress(Exception):
+        handle.purge()
+        handle.close()
 
 
 def publish(

@@ -465,3 +465,16 @@ def test_a_publisher_that_could_not_deliver_lets_go_of_its_producer() -> None:
         publisher.close()
     assert caught.value.__traceback__ is not None  # the frames are still alive here
     assert freed() is None
+
+
+def test_a_publisher_to_an_absent_broker_closes_its_kafka_handle() -> None:
+    """hop raises on close when a message timed out; the librdkafka handle is closed anyway."""
+    publisher = Publisher("kafka://127.0.0.1:1", produce_timeout_s=1.0)
+    publisher.send(b"x", topic="alerts")
+    handles = [record.producer._producer for record in publisher._producer.producers.values()]
+    assert handles
+    with pytest.raises(Exception, match=r"deliver|timed out"):
+        publisher.close()
+    for handle in handles:
+        with pytest.raises(RuntimeError, match="closed"):
+            handle.flush(0)
