@@ -19,6 +19,7 @@ from sqlalchemy import select
 from followup.alerts.mock import make_gcn_notice, make_lvk_alert
 from followup.ingest import Ingestor, IngestStatus
 from followup.ledger import Ledger, MessageRow
+from followup.models import utcnow
 from followup.rules import TriggerRules
 from followup.stream import AlertStream, Heartbeat, Publisher, StreamStats, publish
 from sandbox.broker import BrokerError, TansuBroker
@@ -61,6 +62,20 @@ class Runner:
             self.stats = self.stream.run(stop=self.stop, **kwargs)
         except BaseException as exc:
             self.error = exc
+
+    def caught_up_beat(self) -> Heartbeat:
+        """The first heartbeat, sent after this call, that reports no lag.
+
+        A heartbeat is sent between batches, so the last one kept may predate the batch that the
+        caller just saw handled (and show no lag only because the producer had not sent the rest
+        yet): only a heartbeat taken after the call describes what has been handled by then.
+        """
+        since = utcnow()
+        wait_until(
+            lambda: any(b.time > since and b.total_lag == 0 for b in self.beats),
+            what="a heartbeat with no lag",
+        )
+        return next(b for b in self.beats if b.time > since and b.total_lag == 0)
 
     def __enter__(self) -> Runner:
         self.thread.start()
@@ -163,8 +178,7 @@ def test_broker_restart_mid_stream_stores_every_message_once(
             what="every message stored",
         )
         wait_until(lambda: sum(o.status is IngestStatus.DUPLICATE for o in outcomes) >= 10)
-        wait_until(lambda: runner.beats and runner.beats[-1].total_lag == 0, what="no lag")
-        live = runner.beats[-1]
+        live = runner.caught_up_beat()
     assert runner.error is None and runner.stats is not None
     uuids = stored_uuids(sqlite_ledger)
     assert len(uuids) == len(set(uuids)) == 70  # every message exactly once
@@ -355,8 +369,7 @@ def test_heartbeat_reports_offsets_lag_and_outages(tansu: TansuBroker) -> None:
         stream_for(tansu), handler=lambda raw, meta: seen.append((meta.partition, meta.offset))
     ) as runner:
         wait_until(lambda: len(seen) == 6)
-        wait_until(lambda: runner.beats[-1].total_lag == 0)
-        beat = runner.beats[-1]
+        beat = runner.caught_up_beat()
         assert beat.connected and beat.messages == 6 and beat.group_id == "test-listener"
         assert sum(o + 1 for o in beat.last_offsets.values()) == 6
         # The producer picks partitions as it likes (all six on one, now and then): the lag is
