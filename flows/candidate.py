@@ -18,7 +18,7 @@ from prefect import flow, get_run_logger
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
-from flows.approvals import RequestApproval, ask
+from flows.approvals import ask_for_strategy
 from flows.events import REQUEST_SUBMITTED, emit_followup_event
 from flows.evidence import candidate_evidence
 from flows.observe import requests_rows
@@ -34,7 +34,6 @@ from followup.lco import PortalClient, Semester, at_submission, build_request_gr
 from followup.ledger.claims import holder_is_dead, new_owner
 from followup.models import Alert, AlertDecision, ObservingStrategy, Target, utcnow
 from followup.observing import SubmitOutcome
-from followup.strategies import StrategyEdit, edit_problems
 from tasks.artifacts import publish_table
 from tasks.lco import decline_request, submit_request
 
@@ -87,36 +86,17 @@ def _approved_spectrum(
         measurements = runtime.ledger.frames.measurements(event_id)
         evidence = candidate_evidence(runtime, event_id, candidate.name, measurements)
         description += f"\n\n---\n\n{evidence}" if evidence else ""
-    decision, answer = ask(
+    decision, approved = ask_for_strategy(
         runtime.ledger,
         subject=subject,
         event_id=event_id,
         description=description,
-        form=RequestApproval(
-            filters=strategy.filters,
-            exposure_time_s=strategy.exposure_time_s,
-            exposure_count=strategy.exposure_count,
-        ),
+        strategy=strategy,
+        rules=runtime.strategies.approval,
+        n_requests=1,
         timeout_s=runtime.settings.approval_timeout_s,
-        check=lambda form: edit_problems(
-            strategy,
-            StrategyEdit(
-                filters=form.filters,
-                exposure_time_s=form.exposure_time_s,
-                exposure_count=form.exposure_count,
-            ),
-            rules=runtime.strategies.approval,
-            n_requests=1,
-        ),
     )
-    if not decision.approved:
-        return decision.decided_by, None
-    edit = {
-        "filters": answer.filters,
-        "exposure_time_s": answer.exposure_time_s,
-        "exposure_count": answer.exposure_count,
-    }
-    return decision.decided_by, strategy.model_copy(update=edit)
+    return decision.decided_by, approved
 
 
 @flow(name="follow-candidate", flow_run_name="candidate-{event_id}-{candidate_name}")
