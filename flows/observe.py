@@ -46,7 +46,33 @@ from followup.strategies import choose_strategy, needs_approval
 from tasks.artifacts import publish_table
 from tasks.lco import cancel_superseded, decline_request, refresh_states, submit_request
 
-__all__ = ["observe", "wait_for_requests"]
+__all__ = ["observe", "submit_planned", "wait_for_requests"]
+
+
+def submit_planned(
+    portal: PortalClient,
+    ledger: Ledger,
+    planned: list[PlannedRequest],
+    semesters: list[Semester],
+) -> None:
+    """Submit planned requests, announcing each one that reached the portal.
+
+    Rapid-response and time-critical windows are timed now, at submission (after any
+    approval), not when the requests were planned.
+    """
+    for request, spec in planned:
+        spec = at_submission(spec, now=utcnow(), semesters=semesters)
+        request = request.model_copy(
+            update={"window_start": spec.window_start, "window_end": spec.window_end}
+        )
+        result = submit_request(portal, ledger, request, build_request_group(spec))
+        if result.outcome in {SubmitOutcome.SUBMITTED, SubmitOutcome.FOUND}:
+            emit_followup_event(
+                REQUEST_SUBMITTED,
+                request.event_id,
+                payload={"request_id": result.request_id, "group_id": result.group_id},
+                group=request.group_name,
+            )
 
 
 def _plan_requests(
@@ -318,20 +344,7 @@ def observe(
             strategy = approved
             planned = _plan_current(ledger, alert, targets, strategy, proposal, semesters)
     runtime.fence(alert, "LCO")  # before the portal client goes to the submitting task
-    for request, spec in planned:
-        # Rapid-response and time-critical windows are timed now, after any approval.
-        spec = at_submission(spec, now=utcnow(), semesters=semesters)
-        request = request.model_copy(
-            update={"window_start": spec.window_start, "window_end": spec.window_end}
-        )
-        result = submit_request(portal, ledger, request, build_request_group(spec))
-        if result.outcome in {SubmitOutcome.SUBMITTED, SubmitOutcome.FOUND}:
-            emit_followup_event(
-                REQUEST_SUBMITTED,
-                alert.event_id,
-                payload={"request_id": result.request_id, "group_id": result.group_id},
-                group=request.group_name,
-            )
+    submit_planned(portal, ledger, planned, semesters)
     update_treasure_map(alert.event_id, settings)  # on the Treasure Map as soon as requested
     if wait:
         wait_for_requests(
