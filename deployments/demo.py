@@ -513,21 +513,18 @@ def run_demo(
         demo = make_demo_alert()
         raw, event_id, transient = demo.raw, demo.event_id, demo.transient
     transients = [] if scenario == "empty" else [transient]
-    options = StackOptions(
-        root=root,
-        ui_port=ui_port,
-        sandbox=SandboxConfig(
-            completion_delay_s=15.0,
-            transients=transients,
-            seed=seed,
-            sky=sky,  # type: ignore[arg-type]
-        ),
+    stack = demo_stack(
+        StackOptions(
+            root=root,
+            ui_port=ui_port,
+            sandbox=SandboxConfig(
+                completion_delay_s=15.0,
+                transients=transients,
+                seed=seed,
+                sky=sky,  # type: ignore[arg-type]
+            ),
+        )
     )
-    print(
-        f"starting the stack (Prefect UI on http://127.0.0.1:{ui_port}), sandbox seed {seed} ...",
-        flush=True,
-    )
-    stack = LocalStack(options)
     try:
         with stack:
             print(
@@ -541,7 +538,7 @@ def run_demo(
             flow_run_id = stack.wait_for_run(event_id, timeout=120)
             if flow_run_id is None:
                 print(
-                    f"the listener started no follow-up run for {event_id}; see {options.log_dir}"
+                    f"the listener started no follow-up run for {event_id}; see {stack.options.log_dir}"
                 )
                 return 1
             print(f"follow-up run: {stack.server.flow_run_url(flow_run_id)}", flush=True)
@@ -553,6 +550,16 @@ def run_demo(
             return conclude(data, print_summary, summary_json, once=once)
     finally:
         print_stop_times(stack)
+
+
+def demo_stack(options: StackOptions) -> LocalStack:
+    """The demo's local stack (not started yet), announced with its UI port and sandbox seed."""
+    print(
+        f"starting the stack (Prefect UI on http://127.0.0.1:{options.ui_port}), "
+        f"sandbox seed {options.sandbox.seed} ...",
+        flush=True,
+    )
+    return LocalStack(options)
 
 
 def conclude(

@@ -26,6 +26,7 @@ from deployments.demo import (
     AutoApprover,
     _wait_final,
     conclude,
+    demo_stack,
     print_stop_times,
     sandbox_records,
 )
@@ -268,22 +269,19 @@ def run_update_demo(
     seed = sandbox_seed() if seed is None else seed
     alerts = make_update_alerts()
     event_id = alerts.event_id
-    options = StackOptions(
-        root=root,
-        ui_port=ui_port,
-        sandbox=SandboxConfig(
-            completion_delay_s=3600.0,
-            transients=[],
-            seed=seed,
-            sky=sky,  # type: ignore[arg-type]
-        ),
-        settings_overrides={"strategies_yaml": update_strategies(), "max_wait_s": 5.0},
+    stack = demo_stack(
+        StackOptions(
+            root=root,
+            ui_port=ui_port,
+            sandbox=SandboxConfig(
+                completion_delay_s=3600.0,
+                transients=[],
+                seed=seed,
+                sky=sky,  # type: ignore[arg-type]
+            ),
+            settings_overrides={"strategies_yaml": update_strategies(), "max_wait_s": 5.0},
+        )
     )
-    print(
-        f"starting the stack (Prefect UI on http://127.0.0.1:{ui_port}), sandbox seed {seed} ...",
-        flush=True,
-    )
-    stack = LocalStack(options)
     try:
         with stack:
             approver = AutoApprover()

@@ -30,9 +30,10 @@ from pydantic import Field
 
 from flows.events import APPROVAL_WAITING, emit_followup_event
 from followup.ledger import Ledger
-from followup.models import Approval
+from followup.models import Approval, ObservingStrategy
+from followup.strategies import ApprovalRules, StrategyEdit, edit_problems
 
-__all__ = ["ReportApproval", "RequestApproval", "ask", "recorded_answer"]
+__all__ = ["ReportApproval", "RequestApproval", "ask", "ask_for_strategy", "recorded_answer"]
 
 PAUSE_POLL_S = 2.0
 """Seconds between a paused run's looks at its state: how soon it goes on after the answer."""
@@ -47,6 +48,23 @@ class RequestApproval(RunInput):
     exposure_time_s: float = Field(description="Exposure time per frame, seconds.")
     exposure_count: int = Field(description="Frames per filter per epoch.")
     comment: str = Field(default="", description="Why (recorded in the ledger).")
+
+    @classmethod
+    def of(cls, strategy: ObservingStrategy) -> RequestApproval:
+        """The form with ``strategy``'s filters and exposures as its initial values."""
+        return cls(
+            filters=strategy.filters,
+            exposure_time_s=strategy.exposure_time_s,
+            exposure_count=strategy.exposure_count,
+        )
+
+    def edit(self) -> StrategyEdit:
+        """The filters and exposures as the person left them."""
+        return StrategyEdit(
+            filters=self.filters,
+            exposure_time_s=self.exposure_time_s,
+            exposure_count=self.exposure_count,
+        )
 
 
 class ReportApproval(RunInput):
@@ -172,3 +190,47 @@ def ask(
     ledger.approvals.record(decision, form=answer.model_dump())
     logger.info("%s: approved=%s by %s", subject, decision.approved, decision.decided_by)
     return decision, answer
+
+
+def ask_for_strategy(
+    ledger: Ledger,
+    *,
+    subject: str,
+    event_id: str,
+    description: str,
+    strategy: ObservingStrategy,
+    rules: ApprovalRules,
+    n_requests: int,
+    timeout_s: int,
+) -> tuple[Approval, ObservingStrategy | None]:
+    """Ask a person for telescope time under ``strategy``, its filters and exposures editable.
+
+    An edit is checked (filters of the instrument, exposure bounds, telescope hours:
+    :func:`followup.strategies.edit_problems`) before it is recorded, and a rerun gets the
+    recorded edit back, so the same group names.
+
+    Args:
+        ledger: Where the decision is recorded.
+        subject: What is decided on, as for :func:`ask`.
+        event_id: The event.
+        description: Markdown shown above the form.
+        strategy: The strategy the requests are planned with.
+        rules: The approval rules an edit must keep.
+        n_requests: How many requests the strategy plans (for the telescope hours).
+        timeout_s: Seconds to wait for a valid answer.
+
+    Returns:
+        The decision, and the strategy as approved (None: declined or timed out).
+    """
+    decision, answer = ask(
+        ledger,
+        subject=subject,
+        event_id=event_id,
+        description=description,
+        form=RequestApproval.of(strategy),
+        timeout_s=timeout_s,
+        check=lambda form: edit_problems(strategy, form.edit(), rules=rules, n_requests=n_requests),
+    )
+    if not decision.approved:
+        return decision, None
+    return decision, strategy.model_copy(update=answer.edit().model_dump())

@@ -18,48 +18,25 @@ from prefect import flow, get_run_logger
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
-from flows.approvals import RequestApproval, ask
-from flows.events import REQUEST_SUBMITTED, emit_followup_event
+from flows.approvals import ask_for_strategy
 from flows.evidence import candidate_evidence
-from flows.observe import requests_rows
+from flows.observe import requests_rows, submit_planned
 from flows.retract import event_tag
 from flows.runtime import Runtime, load_runtime
 from followup.cadence import (
-    PlannedRequest,
     candidate_strategies,
     plan_candidate_cadence,
     plan_candidate_spectrum,
 )
-from followup.lco import PortalClient, Semester, at_submission, build_request_group
 from followup.ledger.claims import holder_is_dead, new_owner
 from followup.models import Alert, AlertDecision, ObservingStrategy, Target, utcnow
-from followup.observing import SubmitOutcome
-from followup.strategies import StrategyEdit, edit_problems
 from tasks.artifacts import publish_table
-from tasks.lco import decline_request, submit_request
+from tasks.lco import decline_request
 
 __all__ = ["FOLLOW_CANDIDATE", "follow_candidate", "start_candidate_followups"]
 
 FOLLOW_CANDIDATE = "follow-candidate/follow-candidate"
 """The deployment ``process-frames`` starts for each new vetted candidate."""
-
-
-def _send(
-    runtime: Runtime, portal: PortalClient, planned: list[PlannedRequest], semesters: list[Semester]
-) -> None:
-    for request, spec in planned:
-        spec = at_submission(spec, now=utcnow(), semesters=semesters)
-        request = request.model_copy(
-            update={"window_start": spec.window_start, "window_end": spec.window_end}
-        )
-        result = submit_request(portal, runtime.ledger, request, build_request_group(spec))
-        if result.outcome in {SubmitOutcome.SUBMITTED, SubmitOutcome.FOUND}:
-            emit_followup_event(
-                REQUEST_SUBMITTED,
-                request.event_id,
-                payload={"request_id": result.request_id, "group_id": result.group_id},
-                group=request.group_name,
-            )
 
 
 def _describe(event_id: str, candidate: Target, strategy: ObservingStrategy) -> str:
@@ -87,36 +64,17 @@ def _approved_spectrum(
         measurements = runtime.ledger.frames.measurements(event_id)
         evidence = candidate_evidence(runtime, event_id, candidate.name, measurements)
         description += f"\n\n---\n\n{evidence}" if evidence else ""
-    decision, answer = ask(
+    decision, approved = ask_for_strategy(
         runtime.ledger,
         subject=subject,
         event_id=event_id,
         description=description,
-        form=RequestApproval(
-            filters=strategy.filters,
-            exposure_time_s=strategy.exposure_time_s,
-            exposure_count=strategy.exposure_count,
-        ),
+        strategy=strategy,
+        rules=runtime.strategies.approval,
+        n_requests=1,
         timeout_s=runtime.settings.approval_timeout_s,
-        check=lambda form: edit_problems(
-            strategy,
-            StrategyEdit(
-                filters=form.filters,
-                exposure_time_s=form.exposure_time_s,
-                exposure_count=form.exposure_count,
-            ),
-            rules=runtime.strategies.approval,
-            n_requests=1,
-        ),
     )
-    if not decision.approved:
-        return decision.decided_by, None
-    edit = {
-        "filters": answer.filters,
-        "exposure_time_s": answer.exposure_time_s,
-        "exposure_count": answer.exposure_count,
-    }
-    return decision.decided_by, strategy.model_copy(update=edit)
+    return decision.decided_by, approved
 
 
 @flow(name="follow-candidate", flow_run_name="candidate-{event_id}-{candidate_name}")
@@ -163,7 +121,7 @@ def follow_candidate(
         now=utcnow(),
         semesters=semesters,
     )
-    _send(runtime, portal, cadence, semesters)
+    submit_planned(portal, runtime.ledger, cadence, semesters)
     decided_by, approved = _approved_spectrum(runtime, event_id, candidate, spectrum)
     planned = plan_candidate_spectrum(
         event_id,
@@ -178,7 +136,7 @@ def follow_candidate(
     if approved is None:
         decline_request(ledger, planned[0], f"spectrum declined by {decided_by}")
     else:
-        _send(runtime, portal, [planned], semesters)
+        submit_planned(portal, runtime.ledger, [planned], semesters)
     rows = requests_rows(ledger, event_id)
     publish_table("requests", event_id, rows, f"LCO requests of {event_id}")
     return rows

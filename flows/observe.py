@@ -7,7 +7,7 @@ import time
 from prefect import flow, get_run_logger
 from prefect.states import Completed, State
 
-from flows.approvals import RequestApproval, ask
+from flows.approvals import ask_for_strategy
 from flows.events import (
     REQUEST_CANCELED,
     REQUEST_COMPLETED,
@@ -42,11 +42,37 @@ from followup.replanning import (
     current_targets,
     superseded_targets,
 )
-from followup.strategies import StrategyEdit, choose_strategy, edit_problems, needs_approval
+from followup.strategies import choose_strategy, needs_approval
 from tasks.artifacts import publish_table
 from tasks.lco import cancel_superseded, decline_request, refresh_states, submit_request
 
-__all__ = ["observe", "wait_for_requests"]
+__all__ = ["observe", "submit_planned", "wait_for_requests"]
+
+
+def submit_planned(
+    portal: PortalClient,
+    ledger: Ledger,
+    planned: list[PlannedRequest],
+    semesters: list[Semester],
+) -> None:
+    """Submit planned requests, announcing each one that reached the portal.
+
+    Rapid-response and time-critical windows are timed now, at submission (after any
+    approval), not when the requests were planned.
+    """
+    for request, spec in planned:
+        spec = at_submission(spec, now=utcnow(), semesters=semesters)
+        request = request.model_copy(
+            update={"window_start": spec.window_start, "window_end": spec.window_end}
+        )
+        result = submit_request(portal, ledger, request, build_request_group(spec))
+        if result.outcome in {SubmitOutcome.SUBMITTED, SubmitOutcome.FOUND}:
+            emit_followup_event(
+                REQUEST_SUBMITTED,
+                request.event_id,
+                payload={"request_id": result.request_id, "group_id": result.group_id},
+                group=request.group_name,
+            )
 
 
 def _plan_requests(
@@ -135,14 +161,6 @@ def requests_rows(ledger: Ledger, event_id: str) -> list[dict]:
     ]
 
 
-def _edit(form: RequestApproval) -> StrategyEdit:
-    return StrategyEdit(
-        filters=form.filters,
-        exposure_time_s=form.exposure_time_s,
-        exposure_count=form.exposure_count,
-    )
-
-
 def _approval_subject(alert: Alert, version: PlanVersion | None) -> str:
     """``requests:<event>:<alert type>``, with ``:v<n>`` from the second plan version on.
 
@@ -164,29 +182,18 @@ def _ask_for_time(
 ) -> tuple[Approval, ObservingStrategy | None]:
     """A person's decision on the planned requests, and the strategy as approved (None: declined).
 
-    The form's filters and exposures may be edited; an edit is checked (filters of the
-    instrument, exposure bounds, telescope hours: :func:`followup.strategies.edit_problems`)
-    before it is recorded, and a rerun gets the recorded edit back, so the same group names.
+    See :func:`flows.approvals.ask_for_strategy`.
     """
-    rules = runtime.strategies.approval
-    decision, answer = ask(
+    return ask_for_strategy(
         runtime.ledger,
         subject=_approval_subject(alert, version),
         event_id=alert.event_id,
         description=_describe(alert, strategy, planned, reason, version),
-        form=RequestApproval(
-            filters=strategy.filters,
-            exposure_time_s=strategy.exposure_time_s,
-            exposure_count=strategy.exposure_count,
-        ),
+        strategy=strategy,
+        rules=runtime.strategies.approval,
+        n_requests=len(planned),
         timeout_s=runtime.settings.approval_timeout_s,
-        check=lambda form: edit_problems(
-            strategy, _edit(form), rules=rules, n_requests=len(planned)
-        ),
     )
-    if not decision.approved:
-        return decision, None
-    return decision, strategy.model_copy(update=_edit(answer).model_dump())
 
 
 def _submitted(rows: list[RequestRow]) -> list[RequestRow]:
@@ -337,20 +344,7 @@ def observe(
             strategy = approved
             planned = _plan_current(ledger, alert, targets, strategy, proposal, semesters)
     runtime.fence(alert, "LCO")  # before the portal client goes to the submitting task
-    for request, spec in planned:
-        # Rapid-response and time-critical windows are timed now, after any approval.
-        spec = at_submission(spec, now=utcnow(), semesters=semesters)
-        request = request.model_copy(
-            update={"window_start": spec.window_start, "window_end": spec.window_end}
-        )
-        result = submit_request(portal, ledger, request, build_request_group(spec))
-        if result.outcome in {SubmitOutcome.SUBMITTED, SubmitOutcome.FOUND}:
-            emit_followup_event(
-                REQUEST_SUBMITTED,
-                alert.event_id,
-                payload={"request_id": result.request_id, "group_id": result.group_id},
-                group=request.group_name,
-            )
+    submit_planned(portal, ledger, planned, semesters)
     update_treasure_map(alert.event_id, settings)  # on the Treasure Map as soon as requested
     if wait:
         wait_for_requests(

@@ -6,6 +6,7 @@ local stack (``demo``, ``listen``, ``sandbox``...) to this Typer app.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import typer
@@ -82,6 +83,17 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _start_time(start: str | None) -> datetime:
+    """The ``--start`` option as a UTC time (a naive one is read as UTC); now without it."""
+    if not start:
+        return datetime.now(UTC)
+    try:
+        when = datetime.fromisoformat(start.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise _fail(f"--start {start!r} is not an ISO date") from exc
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
 @app.command("skymap")
 def skymap_command(
     file: str = typer.Argument(..., help="Sky map FITS file (multi-order or flat, .gz ok)."),
@@ -152,7 +164,6 @@ def plan_command(
     only carries a URL, and the strategy the pipeline would choose sets the instrument, airmass,
     Moon distance and number of targets.
     """
-    from datetime import UTC, datetime
     from pathlib import Path
 
     from followup.exceptions import FollowupError
@@ -177,14 +188,7 @@ def plan_command(
         raise _fail("give either --skymap FILE or --ra and --dec (with --radius)")
     max_targets = max_targets or 5
     max_airmass = max_airmass or 1.6
-    when = datetime.now(UTC)
-    if start:
-        try:
-            when = datetime.fromisoformat(start.replace("Z", "+00:00"))
-        except ValueError as exc:
-            raise _fail(f"--start {start!r} is not an ISO date") from exc
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
+    when = _start_time(start)
     try:
         sky = read_skymap(skymap) if skymap else None
         if sky is not None:
@@ -258,7 +262,6 @@ def _plan_alert_file(
 ) -> None:
     """``followup plan ALERT_FILE``: the pipeline's strategy and planning for one alert."""
     import json
-    from datetime import UTC, datetime
     from pathlib import Path
 
     from followup.alerts import parse_message
@@ -267,14 +270,7 @@ def _plan_alert_file(
     from followup.strategies import choose_strategy, estimate_hours, load_strategies
     from followup.targeting import plan_targets
 
-    when = datetime.now(UTC)
-    if start:
-        try:
-            when = datetime.fromisoformat(start.replace("Z", "+00:00"))
-        except ValueError as exc:
-            raise _fail(f"--start {start!r} is not an ISO date") from exc
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
+    when = _start_time(start)
     try:
         alert = parse_message(Path(path).read_bytes())
         if alert.skymap is None and alert.skymap_url:

@@ -34,7 +34,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from dateutil.parser import parse as parse_date
 from fastapi import FastAPI, Request
@@ -188,28 +188,19 @@ def create_app(state: HermesSandboxState | None = None) -> FastAPI:
 
     @app.post("/api/v0/submit_message/validate/")
     async def validate(request: Request) -> Response:
-        token, refused = _authenticate(state, request)
-        if refused:
-            return refused
-        fault, _ = await _injected(state, "validate")
-        if fault:
-            return fault
-        payload, bad = await _read_json(request)
-        if bad:
-            return bad
-        return JSONResponse(validate_hermes_message(payload, context=state.context(token)))
+        admitted = await _admit(state, request, "validate")
+        if isinstance(admitted, Response):
+            return admitted
+        return JSONResponse(
+            validate_hermes_message(admitted.payload, context=state.context(admitted.token))
+        )
 
     @app.post("/api/v0/submit_message/")
     async def submit(request: Request) -> Response:
-        token, refused = _authenticate(state, request)
-        if refused:
-            return refused
-        fault, after_store = await _injected(state, "submit")
-        if fault:
-            return fault
-        payload, bad = await _read_json(request)
-        if bad:
-            return bad
+        admitted = await _admit(state, request, "submit")
+        if isinstance(admitted, Response):
+            return admitted
+        token, payload, after_store = admitted
         errors = validate_hermes_message(payload, context=state.context(token))
         if errors:
             return JSONResponse(errors, 400)
@@ -317,6 +308,34 @@ def _archived(record: dict[str, Any], stamp: datetime) -> dict[str, Any]:
         "annotations": {},
         "message": message,
     }
+
+
+class _Admitted(NamedTuple):
+    """A POST that passed authentication, the injected faults and JSON parsing."""
+
+    token: str | None
+    payload: Any
+    after_store: Response | None
+
+
+async def _admit(
+    state: HermesSandboxState, request: Request, endpoint: str
+) -> _Admitted | Response:
+    """The request's token, body and after-publishing fault; or the answer that ends it first.
+
+    The checks run in HERMES's order: a bad token (403), an injected fault, unparseable JSON
+    (400).
+    """
+    token, refused = _authenticate(state, request)
+    if refused:
+        return refused
+    fault, after_store = await _injected(state, endpoint)
+    if fault:
+        return fault
+    payload, bad = await _read_json(request)
+    if bad:
+        return bad
+    return _Admitted(token, payload, after_store)
 
 
 async def _read_json(request: Request) -> tuple[Any, JSONResponse | None]:

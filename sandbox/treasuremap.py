@@ -68,21 +68,12 @@ _LVK_ID = re.compile(r"^(M?S\d{6}[a-z]{1,3}|GW\d{6}(_\d{6})?)$")
 _TIME_FORMATS = ("%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S")
 
 
-def _is_float(value: Any) -> bool:
+def _is_number(value: Any, kind: type[float] | type[int]) -> bool:
+    """Whether ``kind(value)`` reads the value (a bool is not a number here)."""
     if isinstance(value, bool):
         return False
     try:
-        float(value)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def _is_int(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    try:
-        int(value)
+        kind(value)
     except (TypeError, ValueError):
         return False
     return True
@@ -135,7 +126,7 @@ class TreasureMapState:
         return bool(_LVK_ID.match(graceid)) or graceid in self.events
 
     def _instrument(self, value: Any) -> int | None:
-        if _is_int(value) and int(value) in self.instruments:
+        if _is_number(value, int) and int(value) in self.instruments:
             return int(value)
         if isinstance(value, str):
             return next((i for i, n in self.instruments.items() if n == value), None)
@@ -149,7 +140,7 @@ class TreasureMapState:
         record: dict[str, Any] = {"submitterid": user}
         planned = "id" in p
         if planned:
-            existing = self.pointings.get(int(p["id"])) if _is_int(p["id"]) else None
+            existing = self.pointings.get(int(p["id"])) if _is_number(p["id"], int) else None
             if existing is None or existing["submitterid"] != user:
                 return None, ["Invalid planned pointing id"]
             if existing["status"] != "planned":
@@ -166,7 +157,7 @@ class TreasureMapState:
             record["status"] = "completed"
         if not planned:
             ra, dec = p.get("ra", p.get("RA")), p.get("dec", p.get("DEC"))
-            if not (_is_float(ra) and _is_float(dec)) or not (
+            if not (_is_number(ra, float) and _is_number(dec, float)) or not (
                 0 <= float(ra) < 360 and -90 <= float(dec) <= 90
             ):
                 errors.append(
@@ -189,7 +180,7 @@ class TreasureMapState:
                     "energy regime of your observation"
                 )
         if "depth" in p:
-            if _is_float(p["depth"]):
+            if _is_number(p["depth"], float):
                 record["depth"] = float(p["depth"])
             else:
                 errors.append("Invalid depth. Must be decimal")
@@ -202,7 +193,7 @@ class TreasureMapState:
         else:
             errors.append("Invalid depth_unit. Must be ab_mag, vega_mag, flux_erg, or flux_jy")
         if "pos_angle" in p:
-            if _is_float(p["pos_angle"]):
+            if _is_number(p["pos_angle"], float):
                 record["pos_angle"] = float(p["pos_angle"])
             else:
                 errors.append("Invalid pos_angle. Must be decimal")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 
@@ -157,6 +158,20 @@ class EventStore:
             False when ``owner`` no longer held the claim (its lease ran out and another took it):
             the run it started is then the same one (the start is idempotent), not recorded twice.
         """
+        return self._give_up_follow(event_id, name, owner, {"follow_run_id": run_id})
+
+    def release_follow(self, event_id: str, name: str, owner: str) -> None:
+        """Give up ``owner``'s claim on a candidate without a run (its start failed)."""
+        self._give_up_follow(event_id, name, owner, None)
+
+    def _give_up_follow(
+        self, event_id: str, name: str, owner: str, values: dict[str, Any] | None
+    ) -> bool:
+        """Clear ``owner``'s claim on a candidate, setting ``values`` in the same statement.
+
+        Returns:
+            False when ``owner`` no longer held the claim.
+        """
         return compare_and_set(
             self._db,
             TargetRow,
@@ -166,18 +181,5 @@ class EventStore:
             owner,
             states=(TargetRow.kind, [TargetKind.CANDIDATE.value]),
             lease=None,
-            values={"follow_run_id": run_id},
-        )
-
-    def release_follow(self, event_id: str, name: str, owner: str) -> None:
-        """Give up ``owner``'s claim on a candidate without a run (its start failed)."""
-        compare_and_set(
-            self._db,
-            TargetRow,
-            (TargetRow.event_id == event_id)
-            & (TargetRow.name == name)
-            & (TargetRow.claimed_by == owner),
-            owner,
-            states=(TargetRow.kind, [TargetKind.CANDIDATE.value]),
-            lease=None,
+            values=values,
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 
 from followup.coverage import FieldDepth, FrameDepth
@@ -54,15 +56,18 @@ class FrameStore:
         Raises:
             KeyError: No such frame row.
         """
-        with self._db.session() as s:
-            row = s.get(FrameRow, frame_row_id)
-            if row is None:
-                raise KeyError(f"no frame row {frame_row_id}")
-            row.error = error[:4000] if error else None
-            return row
+        return self._set(frame_row_id, error=error[:4000] if error else None)
 
     def record_depth(self, frame_row_id: int, depth: FrameDepth) -> FrameRow:
         """Store a frame's depth (a later measurement replaces it).
+
+        Raises:
+            KeyError: No such frame row.
+        """
+        return self._set(frame_row_id, depth=depth.model_dump(mode="json"))
+
+    def _set(self, frame_row_id: int, **columns: Any) -> FrameRow:
+        """Set columns of one frame row.
 
         Raises:
             KeyError: No such frame row.
@@ -71,7 +76,8 @@ class FrameStore:
             row = s.get(FrameRow, frame_row_id)
             if row is None:
                 raise KeyError(f"no frame row {frame_row_id}")
-            row.depth = depth.model_dump(mode="json")
+            for column, value in columns.items():
+                setattr(row, column, value)
             return row
 
     def depths(self, event_id: str) -> list[FieldDepth]:

@@ -365,6 +365,29 @@ def measurement_of(
     )
 
 
+def targets_on_frame(
+    fr: PreparedFrame, targets: Sequence[tuple[str, float, float]], margin_px: float
+) -> tuple[SkyCoord, list[str]]:
+    """The targets that lie on the frame, at least ``margin_px`` from its edge.
+
+    Args:
+        fr: The frame, with its WCS.
+        targets: ``(name, ra, dec)`` of each target (degrees).
+        margin_px: Targets closer than this to the frame's edge are left out.
+
+    Returns:
+        The coordinates and names of the targets on the frame, in the order given (both empty
+        when none is on it).
+    """
+    if not targets:
+        return SkyCoord([], [], unit="deg"), []
+    coords = SkyCoord([t[1] for t in targets], [t[2] for t in targets], unit="deg")
+    x, y = fr.wcs.all_world2pix(coords.ra.deg, coords.dec.deg, 0)
+    ny, nx = fr.shape
+    on = (x >= margin_px) & (x <= nx - 1 - margin_px) & (y >= margin_px) & (y <= ny - 1 - margin_px)
+    return coords[on], [t[0] for t, k in zip(targets, on, strict=True) if k]
+
+
 def measure_targets(
     frame: AnyFrame,
     targets: Sequence[tuple[str, float, float]],
@@ -393,19 +416,14 @@ def measure_targets(
     """
     options = options or PhotometryOptions()
     fr = prepare_frame(frame, fwhm=options.fwhm)
-    if not targets:
-        return []
-    coords = SkyCoord([t[1] for t in targets], [t[2] for t in targets], unit="deg")
-    x, y = fr.wcs.all_world2pix(coords.ra.deg, coords.dec.deg, 0)
-    ny, nx = fr.shape
-    on = (x >= margin_px) & (x <= nx - 1 - margin_px) & (y >= margin_px) & (y <= ny - 1 - margin_px)
-    if not on.any():
+    coords, names = targets_on_frame(fr, targets, margin_px)
+    if not names:
         return []
     table = photometry_table(
         fr,
-        coords[on],
+        coords,
         catalog=catalog,
-        names=[t[0] for t, k in zip(targets, on, strict=True) if k],
+        names=names,
         options=options,
     )
     return [measurement_of(row, table, fr, frame_name=frame_name) for row in table]

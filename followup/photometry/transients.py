@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from astropy import units as u
-from astropy.coordinates import SkyCoord
 from astropy.table import QTable, Table
 
 from followup.models import Measurement
@@ -24,7 +22,12 @@ from followup.photometry.difference import Difference, subtract
 from followup.photometry.frame import AnyFrame, PreparedFrame
 from followup.photometry.options import PhotometryOptions
 from followup.photometry.realbogus import FEATURES, REAL_SCORE, detect_difference_sources
-from followup.photometry.targets import frame_zero_point, measurement_of, photometry_table
+from followup.photometry.targets import (
+    frame_zero_point,
+    measurement_of,
+    photometry_table,
+    targets_on_frame,
+)
 from followup.photometry.zeropoint import CatalogLike, ZeroPoint
 
 __all__ = [
@@ -251,20 +254,14 @@ def measure_difference(
     options = options or PhotometryOptions()
     diff = reference if isinstance(reference, Difference) else subtract(science, reference)
     fr = diff.frame
-    if not targets:
-        return []
-    coords = SkyCoord([t[1] for t in targets], [t[2] for t in targets], unit="deg")
-    x, y = fr.wcs.all_world2pix(coords.ra.deg, coords.dec.deg, 0)
-    ny, nx = fr.shape
-    on = (x >= margin_px) & (x <= nx - 1 - margin_px) & (y >= margin_px) & (y <= ny - 1 - margin_px)
-    if not on.any():
+    coords, names = targets_on_frame(fr, targets, margin_px)
+    if not names:
         return []
     zero_point, frame_flags = difference_zero_point(diff, catalog, options)
     table = photometry_table(
         fr,
-        coords[on].ra.deg * u.deg,
-        coords[on].dec.deg * u.deg,
-        names=[t[0] for t, k in zip(targets, on, strict=True) if k],
+        coords,
+        names=names,
         zero_point=zero_point,
         options=options,
     )
@@ -371,19 +368,13 @@ def measure_saved_difference(
 ) -> list[Measurement]:
     """Forced photometry of targets on a difference written by :func:`save_difference`."""
     fr, zero_point = load_difference(path)
-    if not targets:
-        return []
-    coords = SkyCoord([t[1] for t in targets], [t[2] for t in targets], unit="deg")
-    x, y = fr.wcs.all_world2pix(coords.ra.deg, coords.dec.deg, 0)
-    ny, nx = fr.shape
-    on = (x >= margin_px) & (x <= nx - 1 - margin_px) & (y >= margin_px) & (y <= ny - 1 - margin_px)
-    if not on.any():
+    coords, names = targets_on_frame(fr, targets, margin_px)
+    if not names:
         return []
     table = photometry_table(
         fr,
-        coords[on].ra.deg * u.deg,
-        coords[on].dec.deg * u.deg,
-        names=[t[0] for t, k in zip(targets, on, strict=True) if k],
+        coords,
+        names=names,
         zero_point=zero_point,
         options=options or PhotometryOptions(),
     )

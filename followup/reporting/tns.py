@@ -750,13 +750,7 @@ class TnsClient(ServiceClient):
                     notes.append(
                         f"reply: still 404 after {polls} polls, but {found.full_name} carries our internal name"
                     )
-                    return self._outcome(
-                        TnsOutcomeStatus.FOUND,
-                        objname=found.objname,
-                        report_id=report_id,
-                        sends=sends,
-                        notes=notes,
-                    )
+                    return self._found_or_unconfirmed(found, report_id, sends, notes)
             if self._clock() + wait > deadline:
                 break
             self._sleep(wait)

@@ -171,16 +171,21 @@ class _Fields:
             return None
         return self.clean[key]
 
+    def _given(self, key: str) -> Any:
+        """The field's value; None, with its error recorded, when it is missing or null."""
+        if key not in self.raw:
+            self.errors[key] = [_REQUIRED]
+            return None
+        if self.raw[key] is None:
+            self.errors[key] = [_NULL]
+        return self.raw[key]
+
     def many(
         self, key: str, reader: Callable[[Any], tuple[dict[str, Any], Any]], *, empty: str
     ) -> list[Any] | None:
         """A nested list: per-item errors in position, ``{}`` for valid items."""
-        if key not in self.raw:
-            self.errors[key] = [_REQUIRED]
-            return None
-        value = self.raw[key]
+        value = self._given(key)
         if value is None:
-            self.errors[key] = [_NULL]
             return None
         if not isinstance(value, list):
             self.errors[key] = {
@@ -200,12 +205,8 @@ class _Fields:
         return self.clean[key]
 
     def nested(self, key: str, reader: Callable[[Any], tuple[dict[str, Any], Any]]) -> Any:
-        if key not in self.raw:
-            self.errors[key] = [_REQUIRED]
-            return None
-        value = self.raw[key]
+        value = self._given(key)
         if value is None:
-            self.errors[key] = [_NULL]
             return None
         errors, clean = reader(value)
         if errors:

@@ -179,23 +179,19 @@ def image_hdu(
     if not compress:
         return fits.ImageHDU(data, header=header, name=name)
     rows = min(64, data.shape[0])
-    if data.dtype.kind == "f":
-        return fits.CompImageHDU(
-            data,
-            header=header,
-            name=name,
-            compression_type="RICE_1",
-            tile_shape=(rows, data.shape[1]),
-            quantize_level=quantize,
-            # A fixed dither seed (the default uses the clock) keeps the pixels reproducible.
-            dither_seed=1 + zlib.crc32(name.encode()) % 10000,
-        )
+    # A fixed dither seed (the default uses the clock) keeps the pixels reproducible.
+    quantized = (
+        {"quantize_level": quantize, "dither_seed": 1 + zlib.crc32(name.encode()) % 10000}
+        if data.dtype.kind == "f"
+        else {}
+    )
     return fits.CompImageHDU(
         data,
         header=header,
         name=name,
         compression_type="RICE_1",
         tile_shape=(rows, data.shape[1]),
+        **quantized,
     )
 
 
