@@ -28,7 +28,7 @@ from astropy.table import QTable
 from pydantic import BaseModel, ConfigDict, Field
 
 from followup.exceptions import CatalogError, ServiceUnavailable, TargetingError
-from followup.fieldgrid import plan_observable_fields
+from followup.fieldgrid import FieldChoice, plan_observable_fields
 from followup.galaxies import GalaxyCatalog, WeightMode, rank_galaxies, region_cone
 from followup.models import (
     Alert,
@@ -622,6 +622,17 @@ def pack_galaxies(
     return sorted(groups, key=lambda g: -float(np.sum(probability[g])))
 
 
+def _dropped_field(choice: FieldChoice, reason: str) -> DroppedTarget:
+    """A grid field the plan leaves out, with the reason."""
+    return DroppedTarget(
+        name=choice.name,
+        ra=choice.ra,
+        dec=choice.dec,
+        reason=reason,
+        probability=choice.probability,
+    )
+
+
 def _plan_tiling(
     sky: SkyMap,
     inst: InstrumentField,
@@ -650,15 +661,7 @@ def _plan_tiling(
     cumulative = 0.0
     for choice, windows, reason in zip(chosen, vis.windows, vis.reasons, strict=True):
         if not windows:  # screened on a coarse grid: the exact windows have the last word
-            dropped.append(
-                DroppedTarget(
-                    name=choice.name,
-                    ra=choice.ra,
-                    dec=choice.dec,
-                    reason=reason,
-                    probability=choice.probability,
-                )
-            )
+            dropped.append(_dropped_field(choice, reason))
             continue
         cumulative += choice.probability
         targets.append(
@@ -676,15 +679,7 @@ def _plan_tiling(
         )
     for choice in grid.fields:
         if not choice.requested and choice.probability < min_probability:
-            dropped.append(
-                DroppedTarget(
-                    name=choice.name,
-                    ra=choice.ra,
-                    dec=choice.dec,
-                    reason=choice.reason,
-                    probability=choice.probability,
-                )
-            )
+            dropped.append(_dropped_field(choice, choice.reason))
     if grid.unobservable:
         hidden = calc.windows(
             [f.ra for f in grid.unobservable],
@@ -693,12 +688,8 @@ def _plan_tiling(
         )
         for choice, reason in zip(grid.unobservable, hidden.reasons, strict=True):
             dropped.append(
-                DroppedTarget(
-                    name=choice.name,
-                    ra=choice.ra,
-                    dec=choice.dec,
-                    reason=reason or f"observable for less than {min_window_minutes:g} min",
-                    probability=choice.probability,
+                _dropped_field(
+                    choice, reason or f"observable for less than {min_window_minutes:g} min"
                 )
             )
     return {
