@@ -336,8 +336,7 @@ def run_seed(seed: int, truth: bool = False) -> Outcome:
         for (_, spec), product in zip(frames, differences, strict=True):
             if product is None:
                 continue
-            truth = sky.frame_truth(spec)
-            true_mag = float(truth.transients["mag"][0])
+            true_mag = float(sky.frame_truth(spec).transients["mag"][0])
             try:
                 measured = measure_saved_difference(product, target, frame_name=spec.basename)
             except FollowupError as exc:
