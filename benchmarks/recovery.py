@@ -215,7 +215,11 @@ def _truth_lines(
     from followup.photometry.frame import prepare_frame
     from followup.photometry.options import PhotometryOptions
     from followup.photometry.targets import photometry_table
-    from followup.photometry.transients import covering_references, difference_zero_point
+    from followup.photometry.transients import (
+        covering_references,
+        difference_zero_point,
+        on_difference,
+    )
     from sandbox.sky import SyntheticSky
 
     dark = kilonova.model_copy(
@@ -223,6 +227,7 @@ def _truth_lines(
     )
     sky0 = SyntheticSky(seed=seed, transients=[dark], catalog_depth=CATALOG_DEPTH, realistic=True)
     options = PhotometryOptions()
+    measured = on_difference(options)  # the difference is measured as the pipeline does
     ra, dec = position
     lines = []
     for path, spec in frames:
@@ -233,16 +238,17 @@ def _truth_lines(
         reference = refs if len(refs) > 1 else refs[0]
         diff = subtract(science, reference)
         zp, _ = difference_zero_point(diff, catalog, options)
-        with_it = photometry_table(diff.frame, [ra], [dec], zero_point=zp, options=options)
+        with_it = photometry_table(diff.frame, [ra], [dec], zero_point=zp, options=measured)
         without = subtract(prepare_frame(sky0.render(spec)), reference)
-        host = photometry_table(without.frame, [ra], [dec], zero_point=zp, options=options)
+        host = photometry_table(without.frame, [ra], [dec], zero_point=zp, options=measured)
         f, e = float(with_it["flux"][0].value), float(with_it["flux_err"][0].value)
         f0 = float(host["flux"][0].value)
         alone = zp.zero_point - 2.5 * math.log10(max(f - f0, 1e-3) / science.exptime) - mag
         x, y = (float(v) for v in diff.frame.wcs.all_world2pix([[ra, dec]], 0)[0])
         empty = local_empty_positions(diff.frame, x, y)
-        noise = empty_aperture_noise(diff.frame, empty, options)
-        errors = measure_apertures(diff.frame, empty, radius=zp.fwhm or diff.frame.fwhm)
+        noise = empty_aperture_noise(diff.frame, empty, measured)
+        radius = zp.fwhm or diff.frame.fwhm
+        errors = measure_apertures(diff.frame, empty, radius=radius, background=False)
         median_err = float(np.nanmedian(errors["aperture_flux_err"].value))
         lines.append(
             f"{spec.filter} [{diff.convolved} convolved, {len(refs)} reference(s)] host-only "
@@ -330,8 +336,7 @@ def run_seed(seed: int, truth: bool = False) -> Outcome:
         for (_, spec), product in zip(frames, differences, strict=True):
             if product is None:
                 continue
-            truth = sky.frame_truth(spec)
-            true_mag = float(truth.transients["mag"][0])
+            true_mag = float(sky.frame_truth(spec).transients["mag"][0])
             try:
                 measured = measure_saved_difference(product, target, frame_name=spec.basename)
             except FollowupError as exc:

@@ -36,10 +36,13 @@ def measure_apertures(
     *,
     radius: float | None = None,
     annulus: tuple[float, float] | None = None,
+    background: bool = True,
 ) -> QTable:
     """Forced aperture photometry on a frame whose FWHM is known.
 
-    See :func:`followup.photometry.aperture_photometry_at` for the method and the columns.
+    See :func:`followup.photometry.aperture_photometry_at` for the method and the columns. With
+    ``background`` False (a difference image, whose background is zero) the annulus is not
+    subtracted and adds nothing to the error; its statistics are still reported.
     """
     from photutils.aperture import CircularAperture, aperture_photometry
 
@@ -52,6 +55,9 @@ def measure_apertures(
     )
     sky = annulus_stats(frame, xy, r_in, r_out)
     sky_var = sky.median_variance()
+    level = sky.median if background else np.zeros(len(xy))
+    if not background:
+        sky_var = np.zeros(len(xy))
     n = len(xy)
     flux = np.full(n, np.nan)
     flux_err = np.full(n, np.nan)
@@ -72,7 +78,7 @@ def measure_apertures(
         weights = am.data
         good = (weights > 0) & ~cut_mask
         area_good = float(np.sum(weights[good]))
-        net = raw_sum[k] - sky.median[k] * area_good
+        net = raw_sum[k] - level[k] * area_good
         var = raw_err[k] ** 2 + area_good**2 * sky_var[k]
         if np.any((weights > 0) & cut_mask):
             bbox = am.bbox
@@ -90,10 +96,10 @@ def measure_apertures(
             flags[k] |= PhotometryFlag.SATURATED
         if np.any(good):
             cut_data = am.cutout(frame.data, fill_value=np.nan)
-            peak[k] = float(np.nanmax(np.where(good, cut_data, -np.inf))) - sky.median[k]
+            peak[k] = float(np.nanmax(np.where(good, cut_data, -np.inf))) - level[k]
         flux[k] = net
         flux_err[k] = math.sqrt(var) if var > 0 else np.nan
-    flags[edge_flags(xy, r_out, frame.shape)] |= PhotometryFlag.NEAR_EDGE
+    flags[edge_flags(xy, r_out if background else radius, frame.shape)] |= PhotometryFlag.NEAR_EDGE
     table = QTable(meta={"radius": radius, "annulus": (r_in, r_out), "fwhm": frame.fwhm})
     table["x"] = xy[:, 0] * u.pix
     table["y"] = xy[:, 1] * u.pix

@@ -22,6 +22,11 @@ class PhotometryOptions:
         colour_term: Fit a colour term in the zero point (BANZAI's colour for the band): None
             (the default) fits it wherever the reference catalogue has both bands of the colour
             for enough stars; True always; False never.
+        local_background: Subtract each position's background, the median of an annulus at 3-5
+            FWHM (the default: a frame's sky). False on a difference image, whose background is
+            zero by construction: there an annulus holds nothing but noise and what the
+            subtraction left of a host, and its median biases the flux (near a host's nucleus
+            the residual in the annulus is not the one in the aperture) and adds noise.
 
     Example:
         >>> photometry_table(frame, ra, dec, options=PhotometryOptions(method="psf"))  # doctest: +SKIP
@@ -34,6 +39,7 @@ class PhotometryOptions:
     aperture_radius: float | None = None
     fwhm: float | None = None
     colour_term: bool | None = None
+    local_background: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in ("aperture", "psf"):

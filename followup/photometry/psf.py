@@ -35,10 +35,13 @@ def measure_psf(
     *,
     fit_radius: float | None = None,
     annulus: tuple[float, float] | None = None,
+    background: bool = True,
 ) -> QTable:
     """Forced PSF photometry on a frame whose FWHM is known.
 
-    See :func:`followup.photometry.psf_photometry_at` for the method and the columns.
+    See :func:`followup.photometry.psf_photometry_at` for the method and the columns. With
+    ``background`` False (a difference image) no background is subtracted: the annulus only
+    gives the pixels' noise for the weights.
     """
     xy = np.atleast_2d(np.asarray(xy, float))
     sigma = frame.fwhm * FWHM_TO_SIGMA
@@ -46,6 +49,9 @@ def measure_psf(
     r_in, r_out = annulus if annulus is not None else (3.0 * frame.fwhm, 5.0 * frame.fwhm)
     sky = annulus_stats(frame, xy, r_in, r_out)
     sky_var = sky.median_variance()
+    if not background:
+        sky.median[:] = 0.0
+        sky_var[:] = 0.0
     ny, nx = frame.shape
     n = len(xy)
     columns = {name: np.full(n, np.nan) for name in ("flux", "flux_err", "chi2", "peak", "masked")}
@@ -78,7 +84,8 @@ def measure_psf(
         )
         for name, value in zip(("flux", "flux_err", "chi2", "peak"), fit, strict=True):
             columns[name][k] = value
-    flags[edge_flags(xy, r_out, frame.shape)] |= PhotometryFlag.NEAR_EDGE
+    reach = r_out if background else fit_radius
+    flags[edge_flags(xy, reach, frame.shape)] |= PhotometryFlag.NEAR_EDGE
     table = QTable(meta={"fwhm": frame.fwhm, "fit_radius": fit_radius, "annulus": (r_in, r_out)})
     table["x"] = xy[:, 0] * u.pix
     table["y"] = xy[:, 1] * u.pix

@@ -40,6 +40,7 @@ __all__ = [
     "load_difference",
     "measure_difference",
     "measure_saved_difference",
+    "on_difference",
     "save_difference",
     "search_frame",
 ]
@@ -117,6 +118,18 @@ def _covers(frame: PreparedFrame, ra: float, dec: float, margin_px: float = 8.0)
     x, y = frame.wcs.all_world2pix([[ra, dec]], 0)[0]
     ny, nx = frame.shape
     return bool(margin_px <= x < nx - margin_px and margin_px <= y < ny - margin_px)
+
+
+def on_difference(options: PhotometryOptions) -> PhotometryOptions:
+    """How positions are measured on a difference: as ``options`` says, with no local background.
+
+    The difference's background is zero by construction (what the sky gradients left of it is
+    removed by :func:`~followup.photometry.difference.subtract`); an annulus around a position
+    holds only noise and what the subtraction left of a host, which differs from what it left in
+    the aperture. The zero point is still measured with ``options`` on the PSF-matched science
+    frame, where the sky is.
+    """
+    return replace(options, local_background=False)
 
 
 def difference_zero_point(
@@ -204,7 +217,7 @@ def find_transients(
         found["dec"],
         names=[f"d{k}" for k in range(len(found))],
         zero_point=zero_point,
-        options=options,
+        options=on_difference(options),
     )
     table = QTable(meta=meta)
     for name in ("ra", "dec", "x", "y", "flux", "flux_err", "snr", "flux_ujy", "flux_err_ujy"):
@@ -263,7 +276,7 @@ def measure_difference(
         coords,
         names=names,
         zero_point=zero_point,
-        options=options,
+        options=on_difference(options),
     )
     table["flags"] = np.asarray(table["flags"]) | frame_flags
     name = frame_name or diff.science.name
@@ -376,7 +389,7 @@ def measure_saved_difference(
         coords,
         names=names,
         zero_point=zero_point,
-        options=options or PhotometryOptions(),
+        options=on_difference(options or PhotometryOptions()),
     )
     return [measurement_of(row, table, fr, frame_name=frame_name) for row in table]
 

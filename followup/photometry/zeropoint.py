@@ -252,11 +252,11 @@ def instrumental_fluxes(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, QTable]:
     """Total-flux estimates (before aperture correction), errors, flags and the raw table."""
     if options.method == "psf":
-        table = measure_psf(frame, xy)
+        table = measure_psf(frame, xy, background=options.local_background)
         flux, err = table["psf_flux"], table["psf_flux_err"]
     else:
         radius = options.aperture_radius if options.aperture_radius is not None else frame.fwhm
-        table = measure_apertures(frame, xy, radius=radius)
+        table = measure_apertures(frame, xy, radius=radius, background=options.local_background)
         flux, err = table["aperture_flux"], table["aperture_flux_err"]
     return (
         np.asarray(flux.value, float),
