@@ -293,3 +293,59 @@ def test_concurrent_renders_agree() -> None:
         a = fits.open(io.BytesIO(data))["SCI"].data
         b = fits.open(io.BytesIO(fresh.render(s)))["SCI"].data
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("offset", [-3, 2, 4, 7])
+def test_a_dead_column_beside_a_star_does_not_move_its_centroid(offset: int) -> None:
+    """A dead column in the Kron aperture flags the row; the centroid stays (BANZAI's segment)."""
+    from astropy.wcs import WCS as _WCS
+
+    from sandbox.sky.catalog import ReducedPixels, measure_catalog
+
+    ny = nx = 121
+    fwhm, sky_e, flux = 6.0, 1200.0, 40_000.0
+    sigma = fwhm / 2.3548
+    x0, y0 = 60.3, 59.6
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    star = (
+        flux * np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * sigma**2)) / (2 * np.pi * sigma**2)
+    )
+    rng = np.random.default_rng(3)
+    sci = (sky_e + star + rng.normal(0, np.sqrt(sky_e), (ny, nx))).astype(np.float32)
+    bpm = np.zeros((ny, nx), np.uint8)
+    column = round(x0) + offset
+    sci[:, column] = 15.0  # dead: a bias-level trough far below the sky
+    bpm[:, column] = BPM_BAD
+    frame = ReducedPixels(
+        sci=sci,
+        err=np.full((ny, nx), np.sqrt(sky_e + 49.0), np.float32),
+        bpm=bpm,
+        fwhm_px=fwhm,
+        exptime=300.0,
+        sky_e=sky_e,
+        read_noise_e=7.0,
+        pixel_scale=0.389,
+        band="rp",
+    )
+    wcs = _WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [RA, DEC]
+    wcs.wcs.crpix = [61, 61]
+    wcs.wcs.cdelt = [-0.389 / 3600, 0.389 / 3600]
+    one = np.ones(1)
+    sources = {
+        "x": one * x0,
+        "y": one * y0,
+        "flux": one * flux,
+        "kind": np.zeros(1, int),
+        "in_ref": np.zeros(1, bool),
+        "ref_mag": one * np.nan,
+        "ref_err": one * np.nan,
+        "ref_colour": one * np.nan,
+    }
+    table, _ = measure_catalog(frame, sources, wcs, lambda name: np.random.default_rng(0))
+    (row,) = table
+    assert row["flag"] & 1, "the bad pixels in the aperture are flagged"
+    # 0-based truth, 1-based CAT: the centroid moves by a fraction of a pixel (the window loses
+    # the column's side), not by the FWHM that the trough pulled it before.
+    assert abs(row["x"] - 1 - x0) < 0.5 and abs(row["y"] - 1 - y0) < 0.3, (row["x"], row["y"])

@@ -21,7 +21,20 @@ from sandbox.sky.model import BPM_BAD, BPM_COSMIC_RAY, BPM_SATURATED, COLOUR, FW
 __all__ = ["ReducedPixels", "measure_catalog"]
 
 _CHUNK = 400
-_KEYS = ("flux", "flux_err", "flags", "bkg", "mx", "my", "x2", "y2", "xy", "peak")
+_KEYS = (
+    "flux",
+    "flux_err",
+    "flags",
+    "det_flux",
+    "det_err",
+    "bkg",
+    "mx",
+    "my",
+    "x2",
+    "y2",
+    "xy",
+    "peak",
+)
 
 
 @dataclass(frozen=True)
@@ -224,7 +237,7 @@ def _flag(
     """
     ny, nx = frame.sci.shape
     flux, pix_flags = m["flux"][:, 0], m["flags"][:, 0].astype(int)
-    det_flux, det_err = m["flux"][:, 1], m["flux_err"][:, 1]
+    det_flux, det_err = m["det_flux"], m["det_err"]
     x, y = sources["x"][idx], sources["y"][idx]
     detected = (det_flux / det_err >= 3.0) & (flux > 0)
     flag = np.zeros(len(idx), np.int16)
@@ -431,8 +444,8 @@ def _measure_sources(
     """Aperture fluxes, local background and windowed moments of sources at known positions.
 
     Apertures use an anti-aliased edge (weight ``clip(r + 0.5 - d, 0, 1)``); the background is
-    the median of unflagged annulus pixels; errors add the background's uncertainty. ``padded``
-    holds the science, error and mask images padded by ``half`` pixels on every side.
+    the median of unflagged annulus pixels; errors add the background's uncertainty. Dead pixels
+    are left out of the detection flux (radius ``radii[1]``) and the moments only. ``padded`` holds the science, error and mask images padded by ``half`` pixels on every side.
     """
     import bottleneck as bn
 
@@ -459,6 +472,16 @@ def _measure_sources(
     good = np.isfinite(sub) & np.isfinite(var_stamps)
     sub = np.where(good, sub, 0.0)
     var_stamps = np.where(good, var_stamps, 0.0)
+    # BANZAI detects and centres a source on its segment, and a dead pixel, far below the sky,
+    # is never in one: it takes from the Kron and aperture fluxes (summed without a mask) but
+    # neither from the detection nor from the position.
+    dead = ((bstamps & BPM_BAD) > 0) & (sub < 0)
+    detection = np.where(good & ~dead, np.clip(radii[1] + 0.5 - rr, 0.0, 1.0), 0.0)
+    det_flux = (detection * sub).sum(axis=(1, 2))
+    det_err = np.sqrt(
+        (detection * var_stamps).sum(axis=(1, 2))
+        + (detection.sum(axis=(1, 2)) * 1.2533 * bkg_std) ** 2 / n_ann
+    )
     fluxes = np.empty((n, len(radii)))
     errors = np.empty((n, len(radii)))
     flags = np.empty((n, len(radii)), np.int64)
@@ -471,7 +494,7 @@ def _measure_sources(
         )
         flags[:, k] = np.bitwise_or.reduce(np.where(weight > 0, bstamps, 0).reshape(n, -1), axis=1)
     window = np.exp(-(rr**2) / (2 * (2 * sigma) ** 2)) * (rr <= 6 * sigma)
-    wsub = sub * window
+    wsub = np.where(dead, 0.0, sub) * window
     norm = wsub.sum(axis=(1, 2))
     norm = np.where(norm > 0, norm, np.nan)
     mx = (wsub * dx).sum(axis=(1, 2)) / norm
@@ -492,6 +515,8 @@ def _measure_sources(
         "flux": fluxes,
         "flux_err": errors,
         "flags": flags,
+        "det_flux": det_flux,
+        "det_err": det_err,
         "bkg": bkg,
         "mx": np.nan_to_num(mx),
         "my": np.nan_to_num(my),
