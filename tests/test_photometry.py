@@ -374,7 +374,7 @@ def test_a_candidate_beside_a_bad_pixel_is_kept_and_one_on_it_is_not(
     truth = field.sky.frame_truth(s)
     row = truth.transients[np.argmin(truth.transients["mag"])]
 
-    def found(offset: tuple[int, int]) -> bool:
+    def found(offset: tuple[int, int], column: bool = False) -> bool:
         frame = read_frame(data)
         cat = frame.catalog
         (i,) = np.nonzero(
@@ -382,7 +382,10 @@ def test_a_candidate_beside_a_bad_pixel_is_kept_and_one_on_it_is_not(
         )[0][:1]
         cat["flag"][i] |= cat_bit  # as the CAT marks one inside the aperture
         x, y = round(float(cat["x"][i])) - 1 + offset[0], round(float(cat["y"][i])) - 1 + offset[1]
-        frame.ccd.flags[y, x] |= pixel_flag
+        if column:  # a dead column, as the sandbox's detectors have
+            frame.ccd.flags[:, x] |= pixel_flag
+        else:
+            frame.ccd.flags[y, x] |= pixel_flag
         cands = find_candidates(frame, field.refcat)
         sep = np.hypot(
             (cands["ra"].value - row["ra"]) * math.cos(math.radians(DEC)),
@@ -391,6 +394,9 @@ def test_a_candidate_beside_a_bad_pixel_is_kept_and_one_on_it_is_not(
         return bool(sep.size and sep.min() * 3600 < 1.0)
 
     assert found((5, 0)), "a flagged pixel 5 px away lost the transient"
+    # Half a FWHM (2"-2.5" seeing) from a bad column: the column cannot have made the source.
+    assert found((2, 0), column=True), "a flagged column 2 px away lost the transient"
+    assert found((-2, 0), column=True), "a flagged column 2 px away lost the transient"
     assert not found((0, 0)), "a source on a flagged pixel was kept"
 
 

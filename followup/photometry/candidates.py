@@ -28,8 +28,14 @@ _CAT_COSMIC_RAY = 16
 
 
 def _bad_core(fr: PreparedFrame, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """True where a bad or cosmic-ray pixel lies within half a FWHM of (x, y) (0-based pixels)."""
-    radius = max(1.5, 0.5 * fr.fwhm) if math.isfinite(fr.fwhm) else 2.0
+    """True where a bad or cosmic-ray pixel lies on the centroid (x, y) (0-based pixels).
+
+    A source made by a hot pixel, a bad column or a hit has its centroid on them; a real source
+    beside them keeps its centroid where it is, give or take a pixel. So "on" is within a
+    quarter FWHM (at least 1 px): a transient 2-3 px from a dead column (half a FWHM at 2"
+    seeing on a Sinistro) is kept, as BANZAI, which masks such pixels before extracting, keeps it.
+    """
+    radius = max(1.0, 0.25 * fr.fwhm) if math.isfinite(fr.fwhm) else 1.0
     half = math.ceil(radius)
     ny, nx = fr.shape
     bad = np.zeros(len(x), bool)
@@ -49,8 +55,8 @@ def _catalog_sources(fr: PreparedFrame) -> dict[str, np.ndarray]:
 
     Saturated sources and off-image Kron apertures are dropped. Bits 1 and 16 say a bad pixel or
     a cosmic ray lies somewhere in the Kron aperture (about 1.3 FWHM): a real transient beside a
-    hot pixel or a hit must not be lost, so such a source is dropped only when one touches its
-    core, as one made by them would. Sources much sharper than the PSF are dropped too.
+    hot pixel or a hit must not be lost, so such a source is dropped only when one lies on its
+    centroid, as on one made by them. Sources much sharper than the PSF are dropped too.
     """
     cat = fr.catalog
     assert cat is not None
@@ -105,7 +111,7 @@ def find_candidates(
     """Transient candidates: sources on the frame with no reference-catalogue counterpart.
 
     Sources come from the frame's CAT when it has one (BANZAI's detections; flagged sources --
-    saturation, off-image Kron apertures, bad pixels or cosmic rays in the core -- are dropped,
+    saturation, off-image Kron apertures, bad pixels or cosmic rays on the centroid -- are dropped,
     as are sources much sharper than the PSF) or else from :func:`detect_sources`. A source is a
     candidate when its S/N is at least ``snr_min`` and no catalogue star lies within
     ``match_radius_arcsec`` (within one FWHM, if larger, for sources the CAT marks as deblended).
