@@ -553,21 +553,7 @@ def fit_kernel(
         weights.append(1.0 / var.ravel().astype(float))
     if len(rows) < MIN_STARS:
         raise PhotometryError(f"only {len(rows)} clean stars to match the PSFs (need {MIN_STARS})")
-    use = np.ones(len(rows), bool)
-    coef = np.zeros(nb + 1)
-    chi = np.zeros(len(rows))
-    for _ in range(3):
-        a = np.vstack([rows[k] * np.sqrt(weights[k])[:, None] for k in np.nonzero(use)[0]])
-        b = np.concatenate([rhs[k] * np.sqrt(weights[k]) for k in np.nonzero(use)[0]])
-        coef, *_ = np.linalg.lstsq(a, b, rcond=None)
-        chi = np.array(
-            [np.mean((rhs[k] - rows[k] @ coef) ** 2 * weights[k]) for k in range(len(rows))]
-        )
-        limit = np.median(chi[use]) + 3 * 1.4826 * np.median(np.abs(chi[use] - np.median(chi[use])))
-        new = chi <= max(limit, 1.5)
-        if new.sum() < MIN_STARS or (new == use).all():
-            break
-        use = new
+    coef, use, chi = _clipped_fit(rows, rhs, weights)
     kernel = sum(c * b for c, b in zip(coef[:nb], basis, strict=True))
     return np.asarray(kernel), float(coef[nb]), int(use.sum()), float(np.sqrt(np.median(chi[use])))
 
@@ -685,8 +671,26 @@ def fit_wings(
         weights.append(w)
     if len(rows) < MIN_STARS:
         return embedded
+    coef, _, _ = _clipped_fit(rows, rhs, weights)
+    return np.asarray(sum(c * b for c, b in zip(coef, basis, strict=True)))
+
+
+def _clipped_fit(
+    rows: list[np.ndarray], rhs: list[np.ndarray], weights: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted least squares over star stamps, stars that fit badly clipped (three passes).
+
+    Args:
+        rows: Each star's design matrix (pixels x coefficients).
+        rhs: Each star's target pixels.
+        weights: Each star's inverse pixel variances.
+
+    Returns:
+        The coefficients, which stars were used, and each star's mean chi-square.
+    """
     use = np.ones(len(rows), bool)
-    coef = np.zeros(len(basis))
+    coef = np.zeros(rows[0].shape[1])
+    chi = np.zeros(len(rows))
     for _ in range(3):
         idx = np.nonzero(use)[0]
         a = np.vstack([rows[k] * np.sqrt(weights[k])[:, None] for k in idx])
@@ -700,7 +704,7 @@ def fit_wings(
         if new.sum() < MIN_STARS or (new == use).all():
             break
         use = new
-    return np.asarray(sum(c * b for c, b in zip(coef, basis, strict=True)))
+    return coef, use, chi
 
 
 def subtract(science: AnyFrame, reference: AnyFrame | Sequence[AnyFrame]) -> Difference:
