@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import erfa
 import numpy as np
 from astropy import units as u
-from astropy.coordinates import CIRS, SkyCoord, get_body, get_sun
+from astropy.coordinates import CIRS, Latitude, Longitude, get_body, get_sun
+from astropy.coordinates.erfa_astrom import erfa_astrom
 from astropy.time import Time
 
 from followup.models import VisibilityWindow
@@ -290,17 +292,28 @@ class VisibilityCalculator:
         hour_angle = self.era(t) + lon - ra
         return np.sin(lat) * np.sin(dec) + np.cos(lat) * np.cos(dec) * np.cos(hour_angle)
 
-    def to_cirs(self, ra_deg: Any, dec_deg: Any) -> tuple[np.ndarray, np.ndarray]:
-        """ICRS degrees to CIRS radians at the middle of the span."""
-        coords = SkyCoord(
-            np.atleast_1d(np.asarray(ra_deg, dtype=float)) * u.deg,
-            np.atleast_1d(np.asarray(dec_deg, dtype=float)) * u.deg,
-            frame="icrs",
-        )
+    @functools.cached_property
+    def _astrom(self) -> np.ndarray:
+        """ERFA astrometry context of ICRS to CIRS at the middle of the span (astropy's)."""
         with _quiet_iers():
             mid = self.start + (self.span_s / 2) * u.s
-            cirs = coords.transform_to(CIRS(obstime=mid))
-        return cirs.ra.rad, cirs.dec.rad
+            return erfa_astrom.get().apco(CIRS(obstime=mid))
+
+    def to_cirs(self, ra_deg: Any, dec_deg: Any) -> tuple[np.ndarray, np.ndarray]:
+        """ICRS degrees to CIRS radians at the middle of the span.
+
+        The steps of astropy's ICRS to CIRS transform for a direction without distance
+        (light deflection, aberration, bias-precession-nutation), with its astrometry context
+        computed once per calculator rather than once per call.
+        """
+        ra = Longitude(np.atleast_1d(np.asarray(ra_deg, dtype=float)) * u.deg).radian
+        dec = Latitude(np.atleast_1d(np.asarray(dec_deg, dtype=float)) * u.deg).radian
+        astrom = self._astrom
+        direction = erfa.s2c(ra, dec)
+        natural = erfa.ld(1.0, direction, direction, astrom["eh"], astrom["em"], 1e-6)
+        proper = erfa.ab(natural, astrom["v"], astrom["em"], astrom["bm1"])
+        cirs_ra, cirs_dec = erfa.c2s(erfa.rxp(astrom["bpn"], proper))
+        return np.asarray(erfa.anp(cirs_ra), dtype=float), np.asarray(cirs_dec, dtype=float)
 
     def altitude(self, ra_deg: Any, dec_deg: Any, t_seconds: Any) -> np.ndarray:
         """Altitude in degrees of targets at times, shape ``(n_targets, n_sites, n_times)``."""
@@ -320,7 +333,10 @@ class VisibilityCalculator:
 
         ``high``: above the airmass limit; ``ok``: above it with the Sun down.
         """
-        ra, dec = self.to_cirs(ra_deg, dec_deg)
+        return self._grid(*self.to_cirs(ra_deg, dec_deg))
+
+    def _grid(self, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`observable_grid` of CIRS positions in radians."""
         # sin(alt) = sin(lat) sin(dec) + cos(lat) cos(dec) cos(ERA + lon - ra) is a dot product
         # of a per-target vector with a per-(site, time) vector: one matrix product.
         target = np.stack([np.sin(dec), np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra)], 1)
@@ -424,7 +440,7 @@ class VisibilityCalculator:
         n_targets = ra_arr.size
         n_sites = len(self.sites)
         ra_c, dec_c = self.to_cirs(ra_arr, dec_arr)
-        high, ok = self.observable_grid(ra_arr, dec_arr)
+        high, ok = self._grid(ra_c, dec_c)
         n_t = self.t.size
         flat = ok.reshape(n_targets * n_sites, n_t)
         padded = np.zeros((flat.shape[0], n_t + 2), dtype=np.int8)

@@ -315,3 +315,20 @@ def test_hour_angle_limits_match_a_direct_hour_angle(telescope_class):
     t = np.full(ra.size, calc.t[40])
     if telescope_class != "2m0":
         np.testing.assert_array_equal(calc._in_hour_angle(ra, t, site), inside[:, 0, 40])
+
+
+def test_to_cirs_is_astropys_icrs_to_cirs_at_the_middle_of_the_span():
+    from astropy.coordinates import CIRS
+
+    calc = VisibilityCalculator(MOON_START, span_hours=10)
+    rng = np.random.default_rng(11)
+    ra = np.concatenate([rng.uniform(-20, 380, 2000), [0.0, 360.0, 180.0]])
+    dec = np.concatenate([np.degrees(np.arcsin(rng.uniform(-1, 1, 2000))), [90.0, -90.0, 0.0]])
+    mid = calc.start + 5 * u.hour
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = SkyCoord(ra * u.deg, dec * u.deg).transform_to(CIRS(obstime=mid))
+    got_ra, got_dec = calc.to_cirs(ra, dec)
+    np.testing.assert_allclose(got_ra, want.ra.rad, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got_dec, want.dec.rad, rtol=0, atol=1e-12)
+    assert calc.to_cirs(10.0, 20.0)[0].shape == (1,)
