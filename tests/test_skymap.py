@@ -260,6 +260,20 @@ def test_flatten_indices_of_overlapping_pixels_are_unique():
     assert _flatten_indices(np.zeros(0, np.int64), np.zeros(0, np.int64), 4).size == 0
 
 
+def test_probability_in_pixels_finer_than_a_partial_map():
+    # Two order-3 pixels and four order-4 children of a third; the rest of the sky is uncovered.
+    order = np.array([3, 3, 4, 4, 4, 4])
+    ipix = np.array([10, 11, 48, 49, 50, 51])
+    sky = SkyMap(4 * 4**order + ipix, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    target = 6
+    got = sky.probability_in_pixels(target, np.arange(12 * 4**target))
+    assert got.sum() == pytest.approx(1.0, abs=1e-12)
+    for o, p, prob in zip(order, ipix, sky.prob, strict=True):
+        children = (p << (2 * (target - o))) + np.arange(4 ** (target - o))
+        assert_allclose(got[children], prob / 4 ** (target - o), rtol=1e-12)
+    assert np.count_nonzero(got) == 2 * 4**3 + 4 * 4**2  # uncovered pixels hold 0
+
+
 def test_probability_in_pixels_is_exact_at_any_order():
     sky = gaussian_skymap(80.0, 0.0, 2.0)
     for order in (0, 4, sky.max_order):
