@@ -614,4 +614,5 @@ def warm_up() -> float:
     t0 = time.perf_counter()
     calc = VisibilityCalculator(datetime.now(UTC), span_hours=1.0)
     calc.windows([0.0], [0.0])
+    calc.moon_distance_deg([0.0], [0.0])  # the Moon is computed on first use
     return time.perf_counter() - t0
