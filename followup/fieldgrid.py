@@ -59,15 +59,44 @@ def _row_columns(inst: InstrumentField, dec_lo: np.ndarray, height: float) -> np
     return np.maximum(1, np.ceil(360.0 * widest / inst.width_deg)).astype(np.int64)
 
 
-def grid_cell(inst: str | InstrumentField, ra: Any, dec: Any) -> np.ndarray:
-    """The grid field (as one integer key, row * 2**32 + column) whose cell holds each position."""
-    inst = get_instrument_field(inst)
+def _row_col(inst: InstrumentField, ra: Any, dec: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row and column of the grid cell holding each position, and the columns of every row."""
     n_rows, height = _rows(inst)
+    row_columns = _row_columns(inst, -90.0 + np.arange(n_rows) * height, height)
     dec_arr = np.asarray(dec, dtype=float)
     row = np.clip(np.floor((dec_arr + 90.0) / height).astype(np.int64), 0, n_rows - 1)
-    cols = _row_columns(inst, -90.0 + row * height, height)
+    cols = row_columns[row]
     col = np.floor(np.mod(np.asarray(ra, dtype=float), 360.0) / (360.0 / cols)).astype(np.int64)
-    return row * 2**32 + np.minimum(col, cols - 1)
+    return row, np.minimum(col, cols - 1), row_columns
+
+
+def grid_cell(inst: str | InstrumentField, ra: Any, dec: Any) -> np.ndarray:
+    """The grid field (as one integer key, row * 2**32 + column) whose cell holds each position."""
+    row, col, _ = _row_col(get_instrument_field(inst), ra, dec)
+    return row * 2**32 + col
+
+
+_DENSE_CELLS = 1 << 24
+"""Grids with up to this many cells are indexed with a flat array rather than a sort."""
+
+
+def _cells(inst: InstrumentField, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(grid_cell(inst, ra, dec), return_inverse=True)``, without a sort.
+
+    Cells are numbered row by row (the order of their keys), so the cells present are the
+    non-zero entries of a flat array over the grid.
+    """
+    row, col, row_columns = _row_col(inst, ra, dec)
+    first = np.concatenate([[0], np.cumsum(row_columns)])
+    if first[-1] > _DENSE_CELLS:
+        return np.unique(row * 2**32 + col, return_inverse=True)
+    flat = first[row] + col
+    present = np.zeros(int(first[-1]), dtype=bool)
+    present[flat] = True
+    number = np.cumsum(present) - 1
+    cells = np.flatnonzero(present)
+    rows = np.searchsorted(first, cells, side="right") - 1
+    return rows * 2**32 + (cells - first[rows]), number[flat]
 
 
 def grid_fields(inst: str | InstrumentField, keys: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -211,7 +240,7 @@ def plan_observable_fields(
     pixels = sky.credible_pixels(level, order=order)
     prob = sky.probability_in_pixels(order, pixels)
     pra, pdec = _centres(pixels, order)
-    keys, inverse = np.unique(grid_cell(inst, pra, pdec), return_inverse=True)
+    keys, inverse = _cells(inst, pra, pdec)
     cell_prob = np.bincount(inverse, weights=prob, minlength=keys.size)
     cra, cdec = grid_fields(inst, keys)
     # Observability changes slowly across the sky: screen the coarse pixels holding the cells.

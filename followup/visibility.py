@@ -15,6 +15,7 @@ follows from the Earth rotation angle, which is linear in time. That agrees with
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import warnings
 from collections.abc import Iterator, Sequence
@@ -22,9 +23,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import erfa
 import numpy as np
 from astropy import units as u
-from astropy.coordinates import CIRS, SkyCoord, get_body, get_sun
+from astropy.coordinates import CIRS, Latitude, Longitude, get_body, get_sun
+from astropy.coordinates.erfa_astrom import erfa_astrom
 from astropy.time import Time
 
 from followup.models import VisibilityWindow
@@ -45,6 +48,14 @@ ERA_RATE_RAD_S = 2 * math.pi * 1.00273781191135448 / 86400.0
 """Rate of the Earth rotation angle in radians per (UT1) second."""
 
 _BISECT_STEPS = 20
+
+EPHEMERIS_STEP_S = 3600.0
+"""The Sun and the Moon are computed this far apart and interpolated (cubic) in between.
+
+Computing them (ERFA ephemerides and the GCRS to CIRS transform) costs about 30 microseconds
+per time, and the grid has hundreds. The Moon moves about 0.5 deg an hour along a smooth path:
+the interpolation is good to about 1e-6 deg (checked in the tests).
+"""
 
 
 @dataclass(frozen=True)
@@ -184,17 +195,12 @@ class VisibilityCalculator:
         self.t = np.linspace(0.0, self.span_s, n)
         self.lat = np.radians([s.lat_deg for s in self.sites])
         self.lon = np.radians([s.lon_deg for s in self.sites])
+        n_nodes = max(4, math.ceil(self.span_s / EPHEMERIS_STEP_S) + 1)
+        # Ephemeris times: hourly (at least four, for the cubic), or the grid when as coarse.
+        self._t_eph = self.t if n_nodes >= self.t.size else np.linspace(0.0, self.span_s, n_nodes)
         with _quiet_iers():
-            times = self.start + self.t * u.s
             self.era0 = float(self.start.earth_rotation_angle(0 * u.deg).rad)
-            sun = get_sun(times).transform_to(CIRS(obstime=times))
-            moon = get_body("moon", times).transform_to(CIRS(obstime=times))
-        self.sun_ra = np.unwrap(sun.ra.rad)
-        self.sun_dec = sun.dec.rad
-        self.moon_ra = np.unwrap(moon.ra.rad)
-        self.moon_dec = moon.dec.rad
-        elongation = _separation(self.sun_ra, self.sun_dec, self.moon_ra, self.moon_dec)
-        self.moon_illumination = (1.0 - np.cos(elongation)) / 2.0
+        self.sun_ra, self.sun_dec = self._ephemeris(get_sun)
         self.sin_alt_min = math.sin(math.radians(self.alt_min_deg))
         self.sin_sun_max = math.sin(math.radians(self.sun_alt_max_deg))
         sun_sin = self._sin_alt(self.sun_ra, self.sun_dec, self.t)  # (site, time)
@@ -211,6 +217,58 @@ class VisibilityCalculator:
                 cos_lat * np.sin(local),
             ]
         ).reshape(3, -1)
+        # Hour-angle limits as a distance from their centre c: |HA - c| <= w, i.e.
+        # cos(HA - c) >= cos(w), and cos(local - c - ra) is again a dot product (see
+        # observable_grid). Limits 24 h or more apart do not limit.
+        self._ha_limited = False
+        if self.limits is not None:
+            neg = math.radians(15.0 * self.limits.ha_limit_neg_h)
+            pos = math.radians(15.0 * self.limits.ha_limit_pos_h)
+            self._ha_limited = pos - neg < 2 * math.pi
+            self._ha_centre = (pos + neg) / 2
+            self._cos_ha_half = math.cos((pos - neg) / 2)
+            shifted = (local - self._ha_centre).reshape(-1)
+            self._ha_basis = np.stack([np.cos(shifted), np.sin(shifted)])
+
+    def _ephemeris(self, body: Any) -> tuple[np.ndarray, np.ndarray]:
+        """CIRS RA (unwrapped) and Dec in radians of a body on the grid, from ``self._t_eph``.
+
+        Args:
+            body: ``get_sun`` or a ``get_body``-like callable of an astropy Time.
+        """
+        with _quiet_iers():
+            times = self.start + self._t_eph * u.s
+            cirs = body(times).transform_to(CIRS(obstime=times))
+        ra = np.unwrap(cirs.ra.rad)
+        dec = cirs.dec.rad
+        if self._t_eph is self.t:
+            return ra, dec
+        return _interp_cubic(self.t, self._t_eph, ra), _interp_cubic(self.t, self._t_eph, dec)
+
+    @functools.cached_property
+    def _moon(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The Moon on the grid: CIRS RA, Dec (radians) and illuminated fraction.
+
+        Computed on first use: plans without a Moon rule do not pay for it.
+        """
+        ra, dec = self._ephemeris(functools.partial(get_body, "moon"))
+        elongation = _separation(self.sun_ra, self.sun_dec, ra, dec)
+        return ra, dec, (1.0 - np.cos(elongation)) / 2.0
+
+    @property
+    def moon_ra(self) -> np.ndarray:
+        """CIRS right ascension of the (geocentric) Moon on the grid, radians, unwrapped."""
+        return self._moon[0]
+
+    @property
+    def moon_dec(self) -> np.ndarray:
+        """CIRS declination of the Moon on the grid, radians."""
+        return self._moon[1]
+
+    @property
+    def moon_illumination(self) -> np.ndarray:
+        """Illuminated fraction of the Moon on the grid (from its elongation)."""
+        return self._moon[2]
 
     # ------------------------------------------------------------------ geometry
     def era(self, t: np.ndarray) -> np.ndarray:
@@ -234,17 +292,28 @@ class VisibilityCalculator:
         hour_angle = self.era(t) + lon - ra
         return np.sin(lat) * np.sin(dec) + np.cos(lat) * np.cos(dec) * np.cos(hour_angle)
 
-    def to_cirs(self, ra_deg: Any, dec_deg: Any) -> tuple[np.ndarray, np.ndarray]:
-        """ICRS degrees to CIRS radians at the middle of the span."""
-        coords = SkyCoord(
-            np.atleast_1d(np.asarray(ra_deg, dtype=float)) * u.deg,
-            np.atleast_1d(np.asarray(dec_deg, dtype=float)) * u.deg,
-            frame="icrs",
-        )
+    @functools.cached_property
+    def _astrom(self) -> np.ndarray:
+        """ERFA astrometry context of ICRS to CIRS at the middle of the span (astropy's)."""
         with _quiet_iers():
             mid = self.start + (self.span_s / 2) * u.s
-            cirs = coords.transform_to(CIRS(obstime=mid))
-        return cirs.ra.rad, cirs.dec.rad
+            return erfa_astrom.get().apco(CIRS(obstime=mid))
+
+    def to_cirs(self, ra_deg: Any, dec_deg: Any) -> tuple[np.ndarray, np.ndarray]:
+        """ICRS degrees to CIRS radians at the middle of the span.
+
+        The steps of astropy's ICRS to CIRS transform for a direction without distance
+        (light deflection, aberration, bias-precession-nutation), with its astrometry context
+        computed once per calculator rather than once per call.
+        """
+        ra = Longitude(np.atleast_1d(np.asarray(ra_deg, dtype=float)) * u.deg).radian
+        dec = Latitude(np.atleast_1d(np.asarray(dec_deg, dtype=float)) * u.deg).radian
+        astrom = self._astrom
+        direction = erfa.s2c(ra, dec)
+        natural = erfa.ld(1.0, direction, direction, astrom["eh"], astrom["em"], 1e-6)
+        proper = erfa.ab(natural, astrom["v"], astrom["em"], astrom["bm1"])
+        cirs_ra, cirs_dec = erfa.c2s(erfa.rxp(astrom["bpn"], proper))
+        return np.asarray(erfa.anp(cirs_ra), dtype=float), np.asarray(cirs_dec, dtype=float)
 
     def altitude(self, ra_deg: Any, dec_deg: Any, t_seconds: Any) -> np.ndarray:
         """Altitude in degrees of targets at times, shape ``(n_targets, n_sites, n_times)``."""
@@ -264,26 +333,27 @@ class VisibilityCalculator:
 
         ``high``: above the airmass limit; ``ok``: above it with the Sun down.
         """
-        ra, dec = self.to_cirs(ra_deg, dec_deg)
+        return self._grid(*self.to_cirs(ra_deg, dec_deg))
+
+    def _grid(self, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`observable_grid` of CIRS positions in radians."""
         # sin(alt) = sin(lat) sin(dec) + cos(lat) cos(dec) cos(ERA + lon - ra) is a dot product
         # of a per-target vector with a per-(site, time) vector: one matrix product.
         target = np.stack([np.sin(dec), np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra)], 1)
         sin_alt = (target @ self._basis).reshape(ra.size, len(self.sites), self.t.size)
         high = sin_alt > self.sin_alt_site[None, :, None]
-        if self.limits is not None:
-            high &= self._in_hour_angle(ra[:, None, None], self.t[None, None, :], None)
+        if self._ha_limited:
+            cos_ha = (np.stack([np.cos(ra), np.sin(ra)], 1) @ self._ha_basis).reshape(high.shape)
+            high &= cos_ha >= self._cos_ha_half
         ok = high & self.dark[None, :, :]
         if self.min_moon_distance_deg > 0:
             ok &= self.moon_clear(ra, dec, self.t)[:, None, :]
         return high, ok
 
-    def _in_hour_angle(self, ra: np.ndarray, t: np.ndarray, site: np.ndarray | None) -> np.ndarray:
-        """True where the hour angle is within the telescope class's limits."""
-        assert self.limits is not None
-        lon = self.lon.reshape(-1, 1) if site is None else self.lon[site]
-        hour_angle = np.mod(self.era(t) + lon - ra + math.pi, 2 * math.pi) - math.pi
-        hours = np.degrees(hour_angle) / 15.0
-        return (hours >= self.limits.ha_limit_neg_h) & (hours <= self.limits.ha_limit_pos_h)
+    def _in_hour_angle(self, ra: np.ndarray, t: np.ndarray, site: np.ndarray) -> np.ndarray:
+        """True where the hour angle is within the telescope class's limits (one shape)."""
+        hour_angle = self.era(t) + self.lon[site] - ra
+        return np.cos(hour_angle - self._ha_centre) >= self._cos_ha_half
 
     def moon_clear(self, ra: np.ndarray, dec: np.ndarray, t: np.ndarray) -> np.ndarray:
         """True where CIRS positions (radians) are far enough from the Moon at times ``t``.
@@ -341,7 +411,7 @@ class VisibilityCalculator:
         """Observability of CIRS positions at times ``t`` from sites ``site`` (all one shape)."""
         ok = self._sin_alt(ra, dec, t, site) > self.sin_alt_site[site]
         ok &= self._sun_sin_alt(t, site) < self.sin_sun_max
-        if self.limits is not None:
+        if self._ha_limited:
             ok &= self._in_hour_angle(ra, t, site)
         if self.min_moon_distance_deg > 0:
             ok &= self.moon_clear(ra, dec, t)
@@ -370,7 +440,7 @@ class VisibilityCalculator:
         n_targets = ra_arr.size
         n_sites = len(self.sites)
         ra_c, dec_c = self.to_cirs(ra_arr, dec_arr)
-        high, ok = self.observable_grid(ra_arr, dec_arr)
+        high, ok = self._grid(ra_c, dec_c)
         n_t = self.t.size
         flat = ok.reshape(n_targets * n_sites, n_t)
         padded = np.zeros((flat.shape[0], n_t + 2), dtype=np.int8)
@@ -466,6 +536,25 @@ class VisibilityCalculator:
         return VisibilityResult(windows=windows, reasons=reasons, hours=hours)
 
 
+def _interp_cubic(t: np.ndarray, nodes: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Cubic (Lagrange, four nearest nodes) interpolation on equally spaced ``nodes``.
+
+    Linear when there are fewer than four nodes.
+    """
+    if nodes.size < 4:
+        return np.interp(t, nodes, values)
+    x = (t - nodes[0]) / (nodes[1] - nodes[0])
+    i = np.clip(np.floor(x).astype(np.int64) - 1, 0, nodes.size - 4)
+    u = x - i  # position among nodes i .. i + 3, at 0, 1, 2, 3
+    v0, v1, v2, v3 = (values[i + k] for k in range(4))
+    return (
+        -v0 * (u - 1) * (u - 2) * (u - 3) / 6
+        + v1 * u * (u - 2) * (u - 3) / 2
+        - v2 * u * (u - 1) * (u - 3) / 2
+        + v3 * u * (u - 1) * (u - 2) / 6
+    )
+
+
 def _separation(ra1: Any, dec1: Any, ra2: Any, dec2: Any) -> np.ndarray:
     """Angular separation in radians."""
     cos_sep = np.sin(dec1) * np.sin(dec2) + np.cos(dec1) * np.cos(dec2) * np.cos(ra1 - ra2)
@@ -525,4 +614,5 @@ def warm_up() -> float:
     t0 = time.perf_counter()
     calc = VisibilityCalculator(datetime.now(UTC), span_hours=1.0)
     calc.windows([0.0], [0.0])
+    calc.moon_distance_deg([0.0], [0.0])  # the Moon is computed on first use
     return time.perf_counter() - t0

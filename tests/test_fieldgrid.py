@@ -32,6 +32,23 @@ def test_the_grid_is_fixed_and_its_cells_hold_their_centres():
 
 
 @pytest.mark.parametrize("instrument", sorted(INSTRUMENT_FIELDS))
+def test_cells_of_positions_equal_a_unique_of_their_keys(instrument, monkeypatch):
+    from followup import fieldgrid
+
+    inst = INSTRUMENT_FIELDS[instrument]
+    rng = np.random.default_rng(2)
+    ra = np.concatenate([rng.uniform(-400, 800, 20000), [0.0, 360.0, -1e-12, 359.9999999]])
+    dec = np.concatenate([np.degrees(np.arcsin(rng.uniform(-1, 1, 20000))), [90, -90, 0, 89.99]])
+    want_keys, want_index = np.unique(grid_cell(inst, ra, dec), return_inverse=True)
+    for dense_limit in (fieldgrid._DENSE_CELLS, 0):  # flat array, then the np.unique fallback
+        monkeypatch.setattr(fieldgrid, "_DENSE_CELLS", dense_limit)
+        keys, index = fieldgrid._cells(inst, ra, dec)
+        np.testing.assert_array_equal(keys, want_keys)
+        np.testing.assert_array_equal(index, want_index)
+        assert keys.dtype == np.int64
+
+
+@pytest.mark.parametrize("instrument", sorted(INSTRUMENT_FIELDS))
 def test_field_probabilities_agree_with_a_fine_grid_integration(instrument):
     inst = INSTRUMENT_FIELDS[instrument]
     sky = gaussian_skymap(150.0, 20.0, 3 * inst.height_deg, max_order=11)

@@ -223,6 +223,57 @@ def test_region_as_moc_and_pixel_list():
     assert sky.probability_in_pixels(order - 2, coarse).sum() > 0.9
 
 
+def _flatten_by_unique(ipix: np.ndarray, order: np.ndarray, target: int) -> np.ndarray:
+    """Reference: expand every pixel at ``target``, then sort and de-duplicate."""
+    parts = [np.empty(0, dtype=np.int64)]
+    for o, p in zip(order.tolist(), ipix.tolist(), strict=True):
+        if o >= target:
+            parts.append(np.array([p >> (2 * (o - target))], dtype=np.int64))
+        else:
+            parts.append((p << (2 * (target - o))) + np.arange(4 ** (target - o), dtype=np.int64))
+    return np.unique(np.concatenate(parts))
+
+
+def test_credible_pixels_equal_a_sort_and_unique_of_all_children():
+    # Multi-order map with pixels coarser and finer than the requested orders.
+    sky = gaussian_skymap(80.0, 10.0, 3.0)
+    assert np.unique(sky.order).size > 2
+    for level in (0.5, 0.9, 0.999, 1.0):
+        mask = sky.region_mask(level)
+        for order in (2, int(sky.order.min()), sky.max_order - 1, sky.max_order, sky.max_order + 2):
+            got = sky.credible_pixels(level, order=order)
+            want = _flatten_by_unique(sky.ipix[mask], sky.order[mask], order)
+            assert got.dtype == np.int64
+            np.testing.assert_array_equal(got, want)
+
+
+def test_flatten_indices_of_overlapping_pixels_are_unique():
+    from followup.skymap.pixels import _flatten_indices
+
+    rng = np.random.default_rng(3)
+    order = rng.integers(0, 7, 300)
+    ipix = np.array([rng.integers(0, 12 * 4 ** int(o)) for o in order], dtype=np.int64)
+    for target in (0, 3, 5, 8):
+        np.testing.assert_array_equal(
+            _flatten_indices(ipix, order, target), _flatten_by_unique(ipix, order, target)
+        )
+    assert _flatten_indices(np.zeros(0, np.int64), np.zeros(0, np.int64), 4).size == 0
+
+
+def test_probability_in_pixels_finer_than_a_partial_map():
+    # Two order-3 pixels and four order-4 children of a third; the rest of the sky is uncovered.
+    order = np.array([3, 3, 4, 4, 4, 4])
+    ipix = np.array([10, 11, 48, 49, 50, 51])
+    sky = SkyMap(4 * 4**order + ipix, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    target = 6
+    got = sky.probability_in_pixels(target, np.arange(12 * 4**target))
+    assert got.sum() == pytest.approx(1.0, abs=1e-12)
+    for o, p, prob in zip(order, ipix, sky.prob, strict=True):
+        children = (p << (2 * (target - o))) + np.arange(4 ** (target - o))
+        assert_allclose(got[children], prob / 4 ** (target - o), rtol=1e-12)
+    assert np.count_nonzero(got) == 2 * 4**3 + 4 * 4**2  # uncovered pixels hold 0
+
+
 def test_probability_in_pixels_is_exact_at_any_order():
     sky = gaussian_skymap(80.0, 0.0, 2.0)
     for order in (0, 4, sky.max_order):

@@ -239,3 +239,96 @@ def test_moon_and_airmass_windows_agree_with_astroplan(offset_deg):
     agree = float(np.mean(ours == theirs))
     assert agree >= 0.97, (agree, int(ours.sum()), int(theirs.sum()))
     assert ours.any() == theirs.any()
+
+
+# ------------------------------------------------------------------ interpolated ephemerides
+
+
+def test_interpolated_sun_and_moon_match_the_exact_ones_over_a_night(monkeypatch):
+    from followup import visibility
+
+    kwargs = {"span_hours": 14.5, "min_moon_distance_deg": 20.0, "max_moon_illumination": 0.9}
+    calc = VisibilityCalculator(MOON_START, **kwargs)
+    assert calc._t_eph.size < calc.t.size  # hourly ephemeris, five-minute grid
+    monkeypatch.setattr(visibility, "EPHEMERIS_STEP_S", 1.0)  # the Sun and Moon at every step
+    exact = VisibilityCalculator(MOON_START, **kwargs)
+    assert exact._t_eph is exact.t
+    moon = np.degrees(
+        visibility._separation(calc.moon_ra, calc.moon_dec, exact.moon_ra, exact.moon_dec)
+    )
+    sun = np.degrees(visibility._separation(calc.sun_ra, calc.sun_dec, exact.sun_ra, exact.sun_dec))
+    assert moon.max() < 1e-4  # the brief allows 0.1 deg; cubic interpolation does far better
+    assert sun.max() < 1e-4
+    assert np.abs(calc.moon_illumination - exact.moon_illumination).max() < 1e-6
+    np.testing.assert_array_equal(calc.dark, exact.dark)
+    rng = np.random.default_rng(5)
+    ra = rng.uniform(0, 360, 3000)
+    dec = np.degrees(np.arcsin(rng.uniform(-1, 1, 3000)))
+    for got, want in zip(
+        calc.observable_grid(ra, dec), exact.observable_grid(ra, dec), strict=True
+    ):
+        np.testing.assert_array_equal(got, want)
+    ours = calc.windows(ra[:300], dec[:300])
+    theirs = exact.windows(ra[:300], dec[:300])
+    assert ours.reasons == theirs.reasons
+    for mine, ref in zip(ours.windows, theirs.windows, strict=True):
+        assert [w.site for w in mine] == [w.site for w in ref]
+        for a, b in zip(mine, ref, strict=True):
+            assert abs((a.start - b.start).total_seconds()) < 1.0
+            assert abs((a.end - b.end).total_seconds()) < 1.0
+
+
+def test_moon_is_computed_only_when_a_rule_or_a_caller_needs_it():
+    calc = VisibilityCalculator(MOON_START, span_hours=2)
+    assert "_moon" not in calc.__dict__
+    calc.windows([10.0], [-30.0])
+    assert "_moon" not in calc.__dict__
+    assert calc.moon_illumination.shape == calc.t.shape
+    assert calc.moon_illumination.max() > 0.9  # two days before full Moon
+
+
+@pytest.mark.parametrize("telescope_class", ["1m0", "0m4", "2m0"])
+def test_hour_angle_limits_match_a_direct_hour_angle(telescope_class):
+    from followup.visibility import POINTING_LIMITS
+
+    limits = POINTING_LIMITS[telescope_class]
+    calc = VisibilityCalculator(START, max_airmass=3.0, telescope_class=telescope_class)
+    free = VisibilityCalculator(START, max_airmass=3.0, sites=calc.sites)
+    free.sin_alt_site = calc.sin_alt_site  # same horizons, no hour-angle rule
+    rng = np.random.default_rng(7)
+    ra_deg = rng.uniform(0, 360, 4000)
+    dec_deg = np.degrees(np.arcsin(rng.uniform(-1, 1, 4000)))
+    high, _ = calc.observable_grid(ra_deg, dec_deg)
+    high_free, _ = free.observable_grid(ra_deg, dec_deg)
+    ra, _ = calc.to_cirs(ra_deg, dec_deg)
+    ha = calc.era(calc.t)[None, None, :] + calc.lon[None, :, None] - ra[:, None, None]
+    hours = np.degrees(np.mod(ha + np.pi, 2 * np.pi) - np.pi) / 15.0
+    inside = (hours >= limits.ha_limit_neg_h) & (hours <= limits.ha_limit_pos_h)
+    want = high_free & inside
+    near_limit = (np.abs(hours - limits.ha_limit_neg_h) < 1e-9) | (
+        np.abs(hours - limits.ha_limit_pos_h) < 1e-9
+    )
+    assert not np.any((high != want) & ~near_limit)
+    assert (high_free & ~inside).any() == (telescope_class != "2m0")
+    # The refinement uses the same rule, element by element.
+    site = np.zeros(ra.size, dtype=np.int64)
+    t = np.full(ra.size, calc.t[40])
+    if telescope_class != "2m0":
+        np.testing.assert_array_equal(calc._in_hour_angle(ra, t, site), inside[:, 0, 40])
+
+
+def test_to_cirs_is_astropys_icrs_to_cirs_at_the_middle_of_the_span():
+    from astropy.coordinates import CIRS
+
+    calc = VisibilityCalculator(MOON_START, span_hours=10)
+    rng = np.random.default_rng(11)
+    ra = np.concatenate([rng.uniform(-20, 380, 2000), [0.0, 360.0, 180.0]])
+    dec = np.concatenate([np.degrees(np.arcsin(rng.uniform(-1, 1, 2000))), [90.0, -90.0, 0.0]])
+    mid = calc.start + 5 * u.hour
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = SkyCoord(ra * u.deg, dec * u.deg).transform_to(CIRS(obstime=mid))
+    got_ra, got_dec = calc.to_cirs(ra, dec)
+    np.testing.assert_allclose(got_ra, want.ra.rad, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got_dec, want.dec.rad, rtol=0, atol=1e-12)
+    assert calc.to_cirs(10.0, 20.0)[0].shape == (1,)

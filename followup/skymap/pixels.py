@@ -30,16 +30,28 @@ def _nested_lonlat(ipix: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def _flatten_indices(ipix: np.ndarray, order: np.ndarray, target: int) -> np.ndarray:
-    """Nested indices at ``target`` covering pixels given at mixed orders (sorted, unique)."""
-    parts = []
-    for o in np.unique(order):
-        sel = ipix[order == o]
-        if o >= target:
-            parts.append(np.unique(sel >> (2 * (int(o) - target))))
-        else:
-            k = 4 ** (target - int(o))
-            base = sel << (2 * (target - int(o)))
-            parts.append((base[:, None] + np.arange(k, dtype=np.int64)[None, :]).ravel())
-    if not parts:
-        return np.empty(0, dtype=np.int64)
-    return np.unique(np.concatenate(parts))
+    """Nested indices at ``target`` covering pixels given at mixed orders (sorted, unique).
+
+    Each pixel becomes a range of indices at ``target``: its children when it is coarser, its
+    parent when finer. When the ranges do not overlap (always so for the pixels of a multi-order
+    map, which partition the sky), the result is their concatenation in order of start, with no
+    sort or de-duplication of the (possibly millions of) expanded indices.
+    """
+    ipix = np.asarray(ipix, dtype=np.int64).ravel()
+    order = np.asarray(order, dtype=np.int64).ravel()
+    fine = order > target
+    # Finer pixels: their parents, which several of them may share.
+    parents = np.unique(ipix[fine] >> (2 * (order[fine] - target)))
+    shift = 2 * (target - order[~fine])
+    start = np.concatenate([ipix[~fine] << shift, parents])
+    count = np.concatenate([np.left_shift(1, shift, dtype=np.int64), np.ones_like(parents)])
+    by_start = np.argsort(start, kind="stable")
+    start = start[by_start]
+    count = count[by_start]
+    total = int(count.sum())
+    # Index k of the result lies in range j: start[j] + (k - first output index of range j).
+    offset = np.repeat(start - (np.cumsum(count) - count), count)
+    out = offset + np.arange(total, dtype=np.int64)
+    if np.any(start[1:] < start[:-1] + count[:-1]):
+        return np.unique(out)  # overlapping ranges (not from a map): de-duplicate
+    return out

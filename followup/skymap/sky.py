@@ -453,6 +453,8 @@ class SkyMap:
         area_req = 4 * math.pi / (12.0 * 4.0**order)
         dens = self.probdensity[self._sort[i0c]]
         whole = np.where(contains, dens * area_req, 0.0)
+        if order >= self.max_order:
+            return whole  # no map pixel is finer: a pixel is inside one, or outside the map
         # Case 2: the requested pixel holds whole map pixels: sum their probabilities.
         lo = np.searchsorted(starts, a, side="left")
         hi = np.searchsorted(starts, b, side="left")
