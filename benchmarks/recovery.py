@@ -1,6 +1,7 @@
 """Recovery of the demo's kilonova over many skies: found on the difference, vetted, measured true.
 
-Usage: ``python benchmarks/recovery.py [--quick] [--seeds N] [--seed S ...] [--jobs J] [--strict]``
+Usage: ``python benchmarks/recovery.py [--quick] [--seeds N] [--seed S ...] [--jobs J] [--strict]
+[--sky realistic|plain]``
 
 For each seed the demo is replayed without servers, on the sky the demo runs on: the demo's alert
 (``make_demo_alert``: a Gaussian sky map around a position LCO can observe, the kilonova 0.03 deg
@@ -25,6 +26,13 @@ each of its measurements is a detection within 3 sigma of the true magnitude at 
 no other candidate survives (the demo must report nothing else). Failing seeds are printed with
 the reason and a command that replays them.
 
+``--sky plain`` replays the same seeds on the sandbox's *plain* sky (stars and transients only,
+the reference catalogue to r = 23.5: ``SandboxConfig(sky="plain")``, which the stack tests run
+on) through what ``process-frames`` runs there instead (``find_frame_candidates`` and
+``measure_frame``): ``search_catalog_frame`` (the frame's BANZAI-like CAT against the catalogue,
+vetted for minor planets), ``associate_candidates`` with the same 2 frames, and ``measure_targets``
+of every candidate on every frame itself. The pass criterion is the same.
+
 The goal is at least 49 of 50 seeds (``--strict`` exits 1 below 98 %). ``--quick`` runs 5 seeds.
 
 ``--truth`` says, per frame, where a magnitude went wrong (it doubles the cost): the frame is
@@ -44,6 +52,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -57,6 +66,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 if TYPE_CHECKING:
+    from astropy.table import QTable
+
+    from followup.models import Measurement
     from sandbox.sky import SyntheticSky
     from sandbox.specs import FrameSpec, Transient
 
@@ -67,7 +79,8 @@ MAX_PULL = 3.0
 GOAL = 49 / 50
 BANDS = ("gp", "rp")
 EXPOSURE_S = 300.0
-CATALOG_DEPTH = 19.0  # SandboxConfig.catalog_depth on the realistic sky: ATLAS-REFCAT2's depth
+SKIES = ("realistic", "plain")
+CATALOG_DEPTH = {"realistic": 19.0, "plain": 23.5}  # SandboxConfig.catalog_depth's defaults
 MIN_FRAMES = 2  # FollowupSettings.candidate_min_frames
 ARCHIVE_URL = "http://testserver"
 
@@ -87,6 +100,21 @@ class Outcome:
     others: list[str] = field(default_factory=list)
     truth: list[str] = field(default_factory=list)
     seconds: float = 0.0
+
+
+Target = tuple[str, float, float]
+
+
+@dataclass
+class Route:
+    """What ``process-frames`` runs on one kind of sky: how a frame is searched and measured."""
+
+    search: Callable[[Path, FrameSpec], tuple[QTable, Path]]
+    """A frame's vetted candidates, and the file its candidates are measured on."""
+    measure: Callable[[Path, list[Target], FrameSpec], list[Measurement]]
+    """Forced photometry of the targets on that file."""
+    reference_for: Callable[[float, float, str], Path] | None = None
+    """The reference of a field in a band (difference imaging only)."""
 
 
 class SkyMinorPlanets:
@@ -111,7 +139,7 @@ class SkyMinorPlanets:
 
 
 def _frames(
-    seed: int, folder: Path
+    seed: int, folder: Path, sky_kind: str = "realistic"
 ) -> tuple[Transient, SyntheticSky, datetime, list[tuple[Path, FrameSpec]]]:
     """The demo's kilonova, its sky, the event time, and the frames that hold it (on disk)."""
     from deployments.demo import make_demo_alert
@@ -127,7 +155,10 @@ def _frames(
         alert, max_targets=3, start=now, span_hours=24.0, max_airmass=2.0, allow_empty=True
     )
     sky = SyntheticSky(
-        seed=seed, transients=[demo.transient], catalog_depth=CATALOG_DEPTH, realistic=True
+        seed=seed,
+        transients=[demo.transient],
+        catalog_depth=CATALOG_DEPTH[sky_kind],
+        realistic=sky_kind == "realistic",
     )
     kilonova = demo.transient
     frames: list[tuple[Path, FrameSpec]] = []
@@ -184,7 +215,7 @@ def _archive(sky: SyntheticSky, seed: int, kilonova: Transient) -> Any:
 
 
 def _masked_at(product: Path, kilonova: Transient) -> str:
-    """Why the difference could not show the kilonova, when its pixel is flagged there."""
+    """Why the image searched (a difference or a frame) cannot show the kilonova: flagged there."""
     from astropy.io import fits
     from astropy.wcs import WCS
 
@@ -196,7 +227,7 @@ def _masked_at(product: Path, kilonova: Transient) -> str:
             return " [off the frame]"
         if int(flags[round(y), round(x)]) == 0:
             return ""
-    return " [flagged on the difference: off the reference's footprint or beside a masked pixel]"
+    return " [flagged where searched: off the reference's footprint or beside a masked pixel]"
 
 
 def _truth_lines(
@@ -225,7 +256,9 @@ def _truth_lines(
     dark = kilonova.model_copy(
         update={"peak_mag": {b: m + 30.0 for b, m in kilonova.peak_mag.items()}}
     )
-    sky0 = SyntheticSky(seed=seed, transients=[dark], catalog_depth=CATALOG_DEPTH, realistic=True)
+    sky0 = SyntheticSky(
+        seed=seed, transients=[dark], catalog_depth=CATALOG_DEPTH["realistic"], realistic=True
+    )
     options = PhotometryOptions()
     measured = on_difference(options)  # the difference is measured as the pipeline does
     ra, dec = position
@@ -258,40 +291,80 @@ def _truth_lines(
     return lines
 
 
-def run_seed(seed: int, truth: bool = False) -> Outcome:
-    """Replay the demo's frame stage, with difference imaging, on one seed's realistic sky."""
+def _difference_route(
+    sky: SyntheticSky,
+    seed: int,
+    kilonova: Transient,
+    event: datetime,
+    catalog: Any,
+    folder: Path,
+) -> Route:
+    """The realistic sky's route: each frame's difference against its field's reference."""
+    from followup.photometry.references import ReferenceCache
+    from followup.photometry.transients import measure_saved_difference, search_frame
+
+    archive = _archive(sky, seed, kilonova)
+    cache = ReferenceCache(folder / "references")
+    planets = SkyMinorPlanets(sky)
+
+    def reference_for(ra: float, dec: float, band: str) -> Path:
+        return cache.fetch(archive, ra, dec, band, before=event)
+
+    def search(path: Path, spec: FrameSpec) -> tuple[QTable, Path]:
+        product = folder / f"{spec.basename}-diff.fits"
+        return search_frame(
+            path, reference_for, catalog=catalog, minor_planets=planets, products=product
+        ), product
+
+    def measure(product: Path, targets: list[Target], spec: FrameSpec) -> list[Measurement]:
+        return measure_saved_difference(product, targets, frame_name=spec.basename)
+
+    return Route(search, measure, reference_for)
+
+
+def _catalog_route(sky: SyntheticSky, catalog: Any) -> Route:
+    """The plain sky's route: each frame's CAT against the catalogue, measured on the frame."""
+    from followup.photometry import measure_targets
+    from followup.photometry.candidates import search_catalog_frame
+
+    planets = SkyMinorPlanets(sky)
+
+    def search(path: Path, spec: FrameSpec) -> tuple[QTable, Path]:
+        return search_catalog_frame(path, catalog, minor_planets=planets), path
+
+    def measure(path: Path, targets: list[Target], spec: FrameSpec) -> list[Measurement]:
+        return measure_targets(path, targets, catalog=catalog, frame_name=spec.basename)
+
+    return Route(search, measure)
+
+
+def run_seed(seed: int, truth: bool = False, sky_kind: str = "realistic") -> Outcome:
+    """Replay the demo's frame stage on one seed's sky, as ``process-frames`` runs it there."""
     warnings.simplefilter("ignore")
     from followup.exceptions import FollowupError
     from followup.photometry import associate_candidates
-    from followup.photometry.references import ReferenceCache
-    from followup.photometry.transients import measure_saved_difference, search_frame
     from sandbox.sky import SkyReferenceCatalog
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="followup-recovery-") as tmp:
-        kilonova, sky, event, frames = _frames(seed, Path(tmp))
+        kilonova, sky, event, frames = _frames(seed, Path(tmp), sky_kind)
         out = Outcome(seed=seed, passed=False, frames=len(frames))
         if len(frames) < MIN_FRAMES:
             out.reason = f"the demo's fields hold the kilonova on {len(frames)} frame(s)"
             out.seconds = time.perf_counter() - t0
             return out
         catalog = SkyReferenceCatalog(sky)
-        archive = _archive(sky, seed, kilonova)
-        cache = ReferenceCache(Path(tmp) / "references")
-        planets = SkyMinorPlanets(sky)
-
-        def reference_for(ra: float, dec: float, band: str) -> Path:
-            return cache.fetch(archive, ra, dec, band, before=event)
+        if sky_kind == "realistic":
+            route = _difference_route(sky, seed, kilonova, event, catalog, Path(tmp))
+        else:
+            route = _catalog_route(sky, catalog)
 
         found = []
         differences: list[Path | None] = []
         problems = []
         for path, spec in frames:
-            product = Path(tmp) / f"{spec.basename}-diff.fits"
             try:
-                table = search_frame(
-                    path, reference_for, catalog=catalog, minor_planets=planets, products=product
-                )
+                table, product = route.search(path, spec)
             except FollowupError as exc:
                 problems.append(f"{spec.filter}: not searched: {exc}")
                 differences.append(None)
@@ -338,7 +411,7 @@ def run_seed(seed: int, truth: bool = False) -> Outcome:
                 continue
             true_mag = float(sky.frame_truth(spec).transients["mag"][0])
             try:
-                measured = measure_saved_difference(product, target, frame_name=spec.basename)
+                measured = route.measure(product, target, spec)
             except FollowupError as exc:
                 bad.append(f"{spec.filter}: {exc}")
                 continue
@@ -357,9 +430,9 @@ def run_seed(seed: int, truth: bool = False) -> Outcome:
             )
             if abs(pull) > MAX_PULL:
                 bad.append(f"{spec.filter}: {out.lines[-1]}")
-        if truth:
+        if truth and route.reference_for is not None:
             out.truth = _truth_lines(
-                seed, kilonova, sky, frames, reference_for, catalog, target[0][1:]
+                seed, kilonova, sky, frames, route.reference_for, catalog, target[0][1:]
             )
         if out.others:
             bad.append(f"{len(out.others)} other candidate(s): " + ", ".join(out.others))
@@ -379,20 +452,26 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="processes (the machine has 2 cores)")
     parser.add_argument("--strict", action="store_true", help="exit 1 below the 98 %% goal")
     parser.add_argument(
-        "--truth", action="store_true", help="per frame: host-only residual, kilonova alone, noise"
+        "--truth",
+        action="store_true",
+        help="per frame: host-only residual, kilonova alone, noise (realistic sky only)",
+    )
+    parser.add_argument(
+        "--sky", choices=SKIES, default="realistic", help="the sandbox's sky (and its route)"
     )
     args = parser.parse_args()
     seeds = args.seed or list(range(args.seeds or (5 if args.quick else 50)))
     print(
         f"recovery benchmark: the demo's kilonova on {len(seeds)} seed(s), 4096x4096 "
-        f"{'/'.join(BANDS)} frames of {EXPOSURE_S:.0f} s on the realistic sky, difference imaging, "
+        f"{'/'.join(BANDS)} frames of {EXPOSURE_S:.0f} s on the {args.sky} sky, "
+        f"{'difference imaging' if args.sky == 'realistic' else 'catalogue matching'}, "
         f"{args.jobs} process(es)",
         flush=True,
     )
     start = time.perf_counter()
     outcomes: list[Outcome] = []
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        for out in pool.map(run_seed, seeds, [args.truth] * len(seeds)):
+        for out in pool.map(run_seed, seeds, [args.truth] * len(seeds), [args.sky] * len(seeds)):
             outcomes.append(out)
             status = "ok  " if out.passed else "FAIL"
             detail = "; ".join(out.lines) if out.passed else out.reason
@@ -425,6 +504,7 @@ def main() -> None:
     failed = [o.seed for o in outcomes if not o.passed]
     if failed:
         replay = " ".join(f"--seed {s}" for s in failed)
+        replay += "" if args.sky == "realistic" else f" --sky {args.sky}"
         print(f"  failed seeds: {failed}; replay: python benchmarks/recovery.py {replay}")
     if args.strict and passed < GOAL * len(outcomes):
         sys.exit(1)

@@ -8,6 +8,7 @@ from datetime import timedelta
 import numpy as np
 import pytest
 from astropy.io import fits
+from astropy.table import Table
 from astropy.wcs import WCS
 
 from sandbox.sky import BPM_BAD, BPM_COSMIC_RAY, BPM_SATURATED, SyntheticSky
@@ -295,27 +296,26 @@ def test_concurrent_renders_agree() -> None:
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("offset", [-3, 2, 4, 7])
-def test_a_dead_column_beside_a_star_does_not_move_its_centroid(offset: int) -> None:
-    """A dead column in the Kron aperture flags the row; the centroid stays (BANZAI's segment)."""
-    from astropy.wcs import WCS as _WCS
-
+def _catalog_of(
+    stars: list[tuple[float, float, float]], *, fwhm: float = 6.0, dead_column: int | None = None
+) -> Table:
+    """The sandbox's CAT of a 121 x 121 frame of Gaussian stars ``(x, y, flux)`` (0-based)."""
     from sandbox.sky.catalog import ReducedPixels, measure_catalog
 
     ny = nx = 121
-    fwhm, sky_e, flux = 6.0, 1200.0, 40_000.0
+    sky_e = 1200.0
     sigma = fwhm / 2.3548
-    x0, y0 = 60.3, 59.6
     yy, xx = np.mgrid[0:ny, 0:nx]
-    star = (
-        flux * np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * sigma**2)) / (2 * np.pi * sigma**2)
+    light = sum(
+        f * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2)) / (2 * np.pi * sigma**2)
+        for x, y, f in stars
     )
     rng = np.random.default_rng(3)
-    sci = (sky_e + star + rng.normal(0, np.sqrt(sky_e), (ny, nx))).astype(np.float32)
+    sci = (sky_e + light + rng.normal(0, np.sqrt(sky_e), (ny, nx))).astype(np.float32)
     bpm = np.zeros((ny, nx), np.uint8)
-    column = round(x0) + offset
-    sci[:, column] = 15.0  # dead: a bias-level trough far below the sky
-    bpm[:, column] = BPM_BAD
+    if dead_column is not None:
+        sci[:, dead_column] = 15.0  # dead: a bias-level trough far below the sky
+        bpm[:, dead_column] = BPM_BAD
     frame = ReducedPixels(
         sci=sci,
         err=np.full((ny, nx), np.sqrt(sky_e + 49.0), np.float32),
@@ -327,25 +327,56 @@ def test_a_dead_column_beside_a_star_does_not_move_its_centroid(offset: int) -> 
         pixel_scale=0.389,
         band="rp",
     )
-    wcs = _WCS(naxis=2)
+    wcs = WCS(naxis=2)
     wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
     wcs.wcs.crval = [RA, DEC]
     wcs.wcs.crpix = [61, 61]
     wcs.wcs.cdelt = [-0.389 / 3600, 0.389 / 3600]
-    one = np.ones(1)
+    n = len(stars)
     sources = {
-        "x": one * x0,
-        "y": one * y0,
-        "flux": one * flux,
-        "kind": np.zeros(1, int),
-        "in_ref": np.zeros(1, bool),
-        "ref_mag": one * np.nan,
-        "ref_err": one * np.nan,
-        "ref_colour": one * np.nan,
+        "x": np.array([x for x, _, _ in stars]),
+        "y": np.array([y for _, y, _ in stars]),
+        "flux": np.array([f for _, _, f in stars]),
+        "kind": np.zeros(n, int),
+        "in_ref": np.zeros(n, bool),
+        "ref_mag": np.full(n, np.nan),
+        "ref_err": np.full(n, np.nan),
+        "ref_colour": np.full(n, np.nan),
     }
     table, _ = measure_catalog(frame, sources, wcs, lambda name: np.random.default_rng(0))
+    return table
+
+
+@pytest.mark.parametrize("offset", [-3, 2, 4, 7])
+def test_a_dead_column_beside_a_star_does_not_move_its_centroid(offset: int) -> None:
+    """A dead column in the Kron aperture flags the row; the centroid stays (BANZAI's segment)."""
+    x0, y0 = 60.3, 59.6
+    table = _catalog_of([(x0, y0, 40_000.0)], dead_column=round(x0) + offset)
     (row,) = table
     assert row["flag"] & 1, "the bad pixels in the aperture are flagged"
     # 0-based truth, 1-based CAT: the centroid moves by a fraction of a pixel (the window loses
     # the column's side), not by the FWHM that the trough pulled it before.
     assert abs(row["x"] - 1 - x0) < 0.5 and abs(row["y"] - 1 - y0) < 0.3, (row["x"], row["y"])
+
+
+@pytest.mark.parametrize("distance_fwhm", [3.1, 3.5, 4.0])
+def test_a_bright_star_beyond_the_blend_distance_does_not_pull_a_faint_centroid(
+    distance_fwhm: float,
+) -> None:
+    """A faint star just beyond 3 FWHM of a 14th-magnitude one keeps its own centroid.
+
+    Not deblended (flag 0), it is centred by SEP's window (about the PSF's sigma, cut at 4 of
+    them), which the bright star's core does not reach. A window twice as wide moved it 2
+    arcsec towards the bright star: off its catalogue position, an uncatalogued "candidate"
+    (recovery benchmark on the plain sky, seed 2).
+    """
+    fwhm = 5.0
+    faint = (40.3, 60.6, 4_400.0)
+    bright = (faint[0] + distance_fwhm * fwhm, 60.1, 2_100_000.0)
+    table = _catalog_of([faint, bright], fwhm=fwhm)
+    row = table[np.argmin(table["flux"])]
+    assert row["flag"] & 2 == 0, "beyond 3 FWHM: not deblended"
+    assert abs(row["x"] - 1 - faint[0]) < 0.5 and abs(row["y"] - 1 - faint[1]) < 0.5, (
+        row["x"] - 1,
+        row["y"] - 1,
+    )

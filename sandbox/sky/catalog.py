@@ -493,14 +493,24 @@ def _measure_sources(
             (weight * var_stamps).sum(axis=(1, 2)) + (area * 1.2533 * bkg_std) ** 2 / n_ann
         )
         flags[:, k] = np.bitwise_or.reduce(np.where(weight > 0, bstamps, 0).reshape(n, -1), axis=1)
-    window = np.exp(-(rr**2) / (2 * (2 * sigma) ** 2)) * (rr <= 6 * sigma)
-    wsub = np.where(dead, 0.0, sub) * window
+    # The position comes from the source's own light, as BANZAI's from its segment: a window of
+    # the PSF's sigma cut at 4 of them (the windowed centroid's, ``sep.winpos`` with 2/2.35 of
+    # the half-light radius), which a bright star beyond the deblending distance (3 FWHM) does
+    # not reach, so it does not pull a faint neighbour's centroid (a window twice as wide did,
+    # by arcseconds). One step from the true position, not iterated: its noise is about half
+    # the converged centroid's, far within the 1.5 arcsec that catalogue matching allows.
+    light = np.where(dead, 0.0, sub)
+    centring = light * (np.exp(-(rr**2) / (2 * sigma**2)) * (rr <= 4 * sigma))
+    total = centring.sum(axis=(1, 2))
+    total = np.where(total > 0, total, np.nan)
+    mx = (centring * dx).sum(axis=(1, 2)) / total
+    my = (centring * dy).sum(axis=(1, 2)) / total
+    # The shape: second moments through a window twice as wide, about its own centroid.
+    wsub = light * (np.exp(-(rr**2) / (2 * (2 * sigma) ** 2)) * (rr <= 6 * sigma))
     norm = wsub.sum(axis=(1, 2))
     norm = np.where(norm > 0, norm, np.nan)
-    mx = (wsub * dx).sum(axis=(1, 2)) / norm
-    my = (wsub * dy).sum(axis=(1, 2)) / norm
-    ddx = dx - mx[:, None, None]
-    ddy = dy - my[:, None, None]
+    ddx = dx - ((wsub * dx).sum(axis=(1, 2)) / norm)[:, None, None]
+    ddy = dy - ((wsub * dy).sum(axis=(1, 2)) / norm)[:, None, None]
     x2 = (wsub * ddx**2).sum(axis=(1, 2)) / norm
     y2 = (wsub * ddy**2).sum(axis=(1, 2)) / norm
     xy = (wsub * ddx * ddy).sum(axis=(1, 2)) / norm
