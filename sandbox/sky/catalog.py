@@ -445,7 +445,8 @@ def _measure_sources(
 
     Apertures use an anti-aliased edge (weight ``clip(r + 0.5 - d, 0, 1)``); the background is
     the median of unflagged annulus pixels; errors add the background's uncertainty. Dead pixels
-    are left out of the detection flux (radius ``radii[1]``) and the moments only. ``padded`` holds the science, error and mask images padded by ``half`` pixels on every side.
+    are left out of the detection flux (radius ``radii[1]``) and the moments only. ``padded``
+    holds the science, error and mask images padded by ``half`` pixels on every side.
     """
     import bottleneck as bn
 
