@@ -33,7 +33,7 @@ def _bad_core(fr: PreparedFrame, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     A source made by a hot pixel, a bad column or a hit has its centroid on them; a real source
     beside them keeps its centroid where it is, give or take a pixel. So "on" is within a
     quarter FWHM (at least 1 px): a transient 2-3 px from a dead column (half a FWHM at 2"
-    seeing on a Sinistro) is kept, as BANZAI, which masks such pixels before extracting, keeps it.
+    seeing on a Sinistro) is kept, as BANZAI, whose segments never hold a dead pixel, detects it.
     """
     radius = max(1.0, 0.25 * fr.fwhm) if math.isfinite(fr.fwhm) else 1.0
     half = math.ceil(radius)
