@@ -29,6 +29,7 @@ from astropy import units as u
 from astropy.coordinates import CIRS, Latitude, Longitude, get_body, get_sun
 from astropy.coordinates.erfa_astrom import erfa_astrom
 from astropy.time import Time
+from scipy.interpolate import CubicSpline
 
 from followup.models import VisibilityWindow
 from followup.sites import Site, configure_offline_iers, get_sites
@@ -50,7 +51,7 @@ ERA_RATE_RAD_S = 2 * math.pi * 1.00273781191135448 / 86400.0
 _BISECT_STEPS = 20
 
 EPHEMERIS_STEP_S = 3600.0
-"""The Sun and the Moon are computed this far apart and interpolated (cubic) in between.
+"""The Sun and the Moon are computed this far apart and interpolated (cubic spline) in between.
 
 Computing them (ERFA ephemerides and the GCRS to CIRS transform) costs about 30 microseconds
 per time, and the grid has hundreds. The Moon moves about 0.5 deg an hour along a smooth path:
@@ -243,7 +244,8 @@ class VisibilityCalculator:
         dec = cirs.dec.rad
         if self._t_eph is self.t:
             return ra, dec
-        return _interp_cubic(self.t, self._t_eph, ra), _interp_cubic(self.t, self._t_eph, dec)
+        ra, dec = CubicSpline(self._t_eph, np.stack([ra, dec], axis=1))(self.t).T
+        return ra, dec
 
     @functools.cached_property
     def _moon(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -534,25 +536,6 @@ class VisibilityCalculator:
                     f"in the next {span_h:g} h"
                 )
         return VisibilityResult(windows=windows, reasons=reasons, hours=hours)
-
-
-def _interp_cubic(t: np.ndarray, nodes: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Cubic (Lagrange, four nearest nodes) interpolation on equally spaced ``nodes``.
-
-    Linear when there are fewer than four nodes.
-    """
-    if nodes.size < 4:
-        return np.interp(t, nodes, values)
-    x = (t - nodes[0]) / (nodes[1] - nodes[0])
-    i = np.clip(np.floor(x).astype(np.int64) - 1, 0, nodes.size - 4)
-    u = x - i  # position among nodes i .. i + 3, at 0, 1, 2, 3
-    v0, v1, v2, v3 = (values[i + k] for k in range(4))
-    return (
-        -v0 * (u - 1) * (u - 2) * (u - 3) / 6
-        + v1 * u * (u - 2) * (u - 3) / 2
-        - v2 * u * (u - 1) * (u - 3) / 2
-        + v3 * u * (u - 1) * (u - 2) / 6
-    )
 
 
 def _separation(ra1: Any, dec1: Any, ra2: Any, dec2: Any) -> np.ndarray:
