@@ -12,7 +12,7 @@ from followup.strategies import choose_strategy
 from followup.targeting import Plan
 from tasks.alerts import load_alert
 from tasks.artifacts import publish_markdown, publish_table
-from tasks.targets import fetch_alert_skymap, plan_alert_targets, record_version, store_targets
+from tasks.targets import fetch_alert_skymap, plan_alert_targets, record_version
 
 __all__ = ["select_targets", "table_rows"]
 
@@ -45,7 +45,9 @@ def select_targets(alert_id: int, event_id: str = "", settings: str = "default")
     ``observe`` cancels the requests of the dropped ones. A rerun reuses the alert's version.
     """
     runtime = load_runtime(settings)
-    alert = fetch_alert_skymap(load_alert(runtime.ledger, alert_id))
+    alert = load_alert(runtime.ledger, alert_id)
+    if alert.skymap_url and not alert.skymap:  # a task only when there is something to fetch
+        alert = fetch_alert_skymap(alert)
     strategy = choose_strategy(alert, runtime.strategies)
     plan = plan_alert_targets(
         alert,
@@ -63,7 +65,6 @@ def select_targets(alert_id: int, event_id: str = "", settings: str = "default")
         alert=alert,
         max_fields=runtime.settings.max_targets,
     )
-    store_targets(runtime.ledger, plan, version)
     publish_markdown(
         "plan-version",
         alert.event_id,

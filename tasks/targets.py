@@ -21,7 +21,6 @@ __all__ = [
     "plan_alert_targets",
     "plot_targets",
     "record_version",
-    "store_targets",
 ]
 
 
@@ -60,13 +59,6 @@ def plan_alert_targets(
     return plan
 
 
-@task(name="store targets", cache_policy=NO_CACHE)
-def store_targets(ledger: Ledger, plan: Plan, version: PlanVersion | None = None) -> int:
-    """Store the plan's targets, or those the version adds (a target stored before is kept)."""
-    targets = plan.targets if version is None else version_targets(plan, version)
-    return len(ledger.events.save_targets(plan.event_id, targets))
-
-
 @task(name="record plan version", cache_policy=NO_CACHE)
 def record_version(
     ledger: Ledger,
@@ -77,11 +69,22 @@ def record_version(
     alert: Alert,
     max_fields: int | None = None,
 ) -> PlanVersion:
-    """The alert's plan as the event's next version, diffed from the last (a rerun reuses it)."""
+    """Store the alert's plan as the event's next version, and the targets that version adds.
+
+    The version is diffed from the last (a rerun reuses it); a target stored before is kept. One
+    task, not two: both are ledger writes on the path from the alert to the telescope
+    request, where every task run costs its round trips to the Prefect API.
+    """
     version = record_plan_version(
         ledger, plan, strategy, alert_id=alert_id, alert=alert, max_fields=max_fields
     )
-    get_run_logger().info("%s%s", version.summary(), " (recorded before)" if version.reused else "")
+    stored = ledger.events.save_targets(plan.event_id, version_targets(plan, version))
+    get_run_logger().info(
+        "%s%s; %d target(s) stored",
+        version.summary(),
+        " (recorded before)" if version.reused else "",
+        len(stored),
+    )
     return version
 
 
