@@ -41,6 +41,11 @@ _SAMPLES = 48
 _SCREEN_ORDER = 6
 """Observability is screened on HEALPix pixels of this order (0.9 deg) holding cell centres."""
 
+_MAX_RANKING_PIXELS = 1 << 19
+"""At most this many pixels rank the cells coarsely. A small field on a wide map would need millions
+at half the field's width (MUSCAT on a 1,200 deg2 map: 1.2 million, a quarter of a second for their
+centres alone); coarser pixels rank as well, since the best cells are integrated exactly after."""
+
 
 def _rows(inst: InstrumentField) -> tuple[int, float]:
     """Number of declination rows and their height in degrees."""
@@ -235,9 +240,13 @@ def plan_observable_fields(
         The plan of fields.
     """
     inst = get_instrument_field(instrument)
-    # Pixels half a field wide: every cell holds a few pixel centres for the coarse ranking.
+    # Pixels half a field wide: every cell holds a few pixel centres for the coarse ranking
+    # (coarser where that would be too many: _MAX_RANKING_PIXELS).
     order = _order_for(min(inst.width_deg, inst.height_deg) / 2, high=11)
     pixels = sky.credible_pixels(level, order=order)
+    while pixels.size > _MAX_RANKING_PIXELS and order > _SCREEN_ORDER:
+        order -= 1
+        pixels = sky.credible_pixels(level, order=order)
     prob = sky.probability_in_pixels(order, pixels)
     pra, pdec = _centres(pixels, order)
     keys, inverse = _cells(inst, pra, pdec)

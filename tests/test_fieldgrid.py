@@ -136,3 +136,28 @@ def test_s190425z_gets_its_observable_part(samples, start):
             mid = window.start + (window.end - window.start) / 2
             t = np.array([(mid - calc.start_datetime).total_seconds()])
             assert calc.moon_clear(ra_c, dec_c, t).all(), (target.name, window)
+
+
+def test_a_wide_map_is_ranked_on_coarser_pixels_and_plans_as_well(monkeypatch):
+    # MUSCAT's 9' field on a 1,200 deg2 map would rank 1.2 million pixels; the planner caps the
+    # count by taking coarser ones. Forced here on a small map: the same fields' worth of
+    # probability comes out, and the cap really changed the pixels the ranking used.
+    from followup import fieldgrid
+
+    sky = gaussian_skymap(60.0, -30.0, 2.0, max_order=10)
+    calc = VisibilityCalculator(datetime(2026, 12, 6, tzinfo=UTC), max_airmass=2.0)
+    fine = plan_observable_fields(sky, SINISTRO, calc, max_fields=10)
+    orders: list[int] = []
+    credible = SkyMap.credible_pixels
+
+    def spy(self, level, order=None):
+        orders.append(order)
+        return credible(self, level, order=order)
+
+    monkeypatch.setattr(SkyMap, "credible_pixels", spy)
+    monkeypatch.setattr(fieldgrid, "_MAX_RANKING_PIXELS", 2_000)
+    coarse = plan_observable_fields(sky, SINISTRO, calc, max_fields=10)
+    assert len(orders) > 1 and orders[-1] < orders[0]
+    assert len(coarse.requested) == len(fine.requested) == 10
+    assert coarse.covered_probability == pytest.approx(fine.covered_probability, rel=0.03)
+    assert coarse.observable_probability == pytest.approx(fine.observable_probability, rel=1e-3)
