@@ -37,7 +37,7 @@ $(CHROMIUM):
 	fi
 
 demo: $(STAMP)
-	$(BIN)/followup demo $(if $(ONCE),--once) $(if $(SCENARIO),--scenario $(SCENARIO)) $(if $(ALERT),--alert $(ALERT)) $(if $(SUMMARY_JSON),--summary-json $(SUMMARY_JSON)) $(if $(TIMEOUT),--timeout $(TIMEOUT))
+	$(BIN)/followup demo $(if $(ONCE),--once) $(if $(SCENARIO),--scenario $(SCENARIO)) $(if $(ALERT),--alert $(ALERT)) $(if $(SUMMARY_JSON),--summary-json $(SUMMARY_JSON)) $(if $(TIMEOUT),--timeout $(TIMEOUT)) $(if $(FIELDS),--fields $(FIELDS))
 
 # The production profile on this machine: Prefect on PostgreSQL (2 API processes, Redis), the
 # ledger on PostgreSQL, 2 process workers, a local Dask cluster (README: Production profile).

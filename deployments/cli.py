@@ -59,6 +59,14 @@ def demo(
         float,
         typer.Option(help="Seconds the follow-up run may take before the demo gives up on it."),
     ] = 1200.0,
+    fields: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Most fields of the map observed (the kilonova is in the first); each is two "
+            "more frames to search against their references.",
+        ),
+    ] = 3,
 ) -> None:
     """Run the whole loop on a real-format LVK alert against the sandbox.
 
@@ -80,6 +88,7 @@ def demo(
             scenario=scenario,
             sky=sky,
             timeout_s=timeout,
+            fields=fields,
         )
     raise typer.Exit(code)
 

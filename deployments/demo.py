@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from deployments.stack import LocalStack, StackOptions
+from deployments.stack import DEMO_STRATEGIES, LocalStack, StackOptions
 from followup.alerts.mock import make_mock_bns_alert
 from followup.http import client_settings
 from followup.models import Alert
@@ -36,11 +36,14 @@ __all__ = [
     "approve_paused_runs",
     "artifact_records",
     "conclude",
+    "demo_strategies",
     "make_demo_alert",
     "print_stop_times",
     "run_demo",
 ]
 
+DEMO_FIELDS = 3
+"""Fields the demo observes by default (its strategy's ``max_targets``)."""
 SCENARIOS = ("kilonova", "empty", "update")
 """``kilonova``: the sandbox's sky holds one near the map's peak; ``empty``: nothing new;
 ``update``: a PRELIMINARY then an UPDATE with a moved map (:mod:`deployments.demo_update`)."""
@@ -91,6 +94,24 @@ def make_demo_alert(
         host=DEMO_HOST,
     )
     return DemoAlert(raw=mock.raw, event_id=mock.event_id, transient=transient)
+
+
+def demo_strategies(fields: int = DEMO_FIELDS) -> str:
+    """The demo's strategies observing at most ``fields`` fields of a GW map.
+
+    The kilonova lies in the first field (the map's most probable); each further field is two
+    more frames, each searched against the references that cover it.
+
+    Raises:
+        ValueError: ``fields`` is below 1.
+    """
+    import yaml
+
+    if fields < 1:
+        raise ValueError(f"the demo observes at least one field, not {fields}")
+    book = yaml.safe_load(DEMO_STRATEGIES)
+    book["strategies"]["demo-gw"]["max_targets"] = fields
+    return yaml.safe_dump(book, sort_keys=False)
 
 
 def _transient_for(alert: Alert) -> Transient:
@@ -474,6 +495,7 @@ def run_demo(
     seed: int | None = None,
     scenario: str = "kilonova",
     sky: str = "realistic",
+    fields: int = DEMO_FIELDS,
 ) -> int:
     """Run the demo; return the exit code (0 when the follow-up run completed).
 
@@ -483,12 +505,21 @@ def run_demo(
     the map's peak), ``empty`` (nothing new in the fields: the run ends with the coverage, the
     Treasure Map pointings and the no-counterpart Circular) or ``update`` (a PRELIMINARY then an
     UPDATE with a moved map: both plan versions, the cancellations and the new submissions).
+    ``fields`` is the most fields of a GW map observed (:func:`demo_strategies`); the update
+    scenario keeps its own.
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}, not {scenario!r}")
+    overrides = (
+        {"strategies_yaml": demo_strategies(fields), "max_targets": fields}
+        if fields != DEMO_FIELDS
+        else {}
+    )
     if scenario == "update":
         if alert_path is not None:
             raise ValueError("--scenario update makes its own two alerts: leave out --alert")
+        if overrides:
+            raise ValueError("--scenario update plans its own fields: leave out --fields")
         from deployments.demo_update import run_update_demo
 
         return run_update_demo(
@@ -523,6 +554,7 @@ def run_demo(
                 seed=seed,
                 sky=sky,  # type: ignore[arg-type]
             ),
+            settings_overrides=overrides,
         )
     )
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import math
 from datetime import UTC, datetime
 
 import pytest
@@ -60,3 +61,32 @@ def test_runs_of_one_day_point_at_the_same_field() -> None:
     same = (morning.transient.ra, morning.transient.dec)
     assert (evening.transient.ra, evening.transient.dec) == same
     assert (next_week.transient.ra, next_week.transient.dec) != same
+
+
+def test_demo_fields_lower_the_gw_strategy_only() -> None:
+    """``followup demo --fields N``: at most N fields of a GW map, all else the demo's."""
+    import yaml
+
+    from deployments.demo import demo_strategies
+    from deployments.stack import DEMO_STRATEGIES
+
+    book, two = yaml.safe_load(DEMO_STRATEGIES), yaml.safe_load(demo_strategies(2))
+    assert two["strategies"]["demo-gw"]["max_targets"] == 2
+    two["strategies"]["demo-gw"]["max_targets"] = book["strategies"]["demo-gw"]["max_targets"]
+    assert two == book
+    with pytest.raises(ValueError, match="at least one field"):
+        demo_strategies(0)
+
+
+def test_the_kilonova_is_in_the_first_of_two_fields() -> None:
+    """What the end-to-end test, on two fields, relies on."""
+    from sandbox.lco.frames import FIELD_HALF_WIDTH_DEG
+
+    when = datetime(2026, 12, 7, 5, tzinfo=UTC)
+    demo = make_demo_alert(when, event_id="MS261207abc")
+    plan = plan_targets(parse_message(demo.raw), start=when, max_targets=2, max_airmass=2.0)
+    assert len(plan.targets) == 2
+    first = plan.targets[0]
+    half = FIELD_HALF_WIDTH_DEG["1M0-SCICAM-SINISTRO"][0]
+    assert abs(demo.transient.dec - first.dec) < half
+    assert abs((demo.transient.ra - first.ra) * math.cos(math.radians(first.dec))) < half

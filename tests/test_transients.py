@@ -805,3 +805,34 @@ def test_a_host_with_moffat_wings_leaves_little_in_the_kilonova_aperture(
     assert abs(d.scale - 0.9) < 0.01 * 0.9
     [m] = measure_difference(sci, d, [("T", ra, dec)], catalog=refcat)
     assert abs(m.flux_ujy) < 0.03 * true_ujy
+
+
+@pytest.mark.parametrize("box", [None, (20, 300, 5, 251)])
+def test_resampling_reads_only_what_it_reaches_and_gives_the_same_pixels(
+    frames, box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Half a science frame (an odd shift from the reference) takes the same pixels from the
+    part of the reference its grid reaches as from the whole of it, holes filled alike."""
+    from dataclasses import replace
+
+    from followup.photometry import difference
+    from followup.photometry.frame import prepare_frame
+
+    reference = prepare_frame(frames[1])
+    ny, nx = reference.shape
+    flags = reference.flags.copy()  # holes to fill (hot pixels, small cosmic rays), a bad column
+    rng = np.random.default_rng(5)
+    flags[rng.integers(0, ny, 400), rng.integers(0, nx, 400)] |= difference.BPM_BAD
+    flags[100:103, 160:162] |= difference.BPM_BAD
+    flags[:, 351] |= difference.BPM_BAD
+    reference = replace(reference, flags=flags)
+    science = _crop(frames[0], nx // 2 - 1, nx)
+    margin = difference.REACH_MARGIN
+    start, stop = difference._reach(np.array([301.3, 400.5], np.float32), 1000)
+    assert (start, stop) == (300 - margin, 402 + margin)  # an even start, below 301 - margin
+    assert difference._reach(np.array([np.nan], np.float32), 1000) == (0, 1000)
+    part = difference.resample_reference(reference, science, box=box)
+    monkeypatch.setattr(difference, "REACH_MARGIN", 10 * nx)  # the whole reference
+    whole = difference.resample_reference(reference, science, box=box)
+    for a, b in zip(part, whole, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -142,10 +142,19 @@ def resample_reference(
     coords = np.empty((2, ny, nx), np.float32)
     coords[0] = wy @ ry @ wx.T
     coords[1] = wy @ rx @ wx.T
+    # Only the part of the reference the grid reaches is filled and spline-filtered (the same
+    # pixels come out: see REACH_MARGIN); its coordinates shift by whole pixels, exactly.
+    cy0, cy1 = _reach(coords[0], rny)
+    cx0, cx1 = _reach(coords[1], rnx)
+    part = (slice(cy0, cy1), slice(cx0, cx1))
+    coords[0] -= np.float32(cy0)
+    coords[1] -= np.float32(cx0)
     # Cosmic rays and hot pixels are filled in (their error says so) rather than flagged: a
     # flagged pixel grows by the interpolation's and the kernel's reach on the difference.
-    ref_in, ref_err, filled = fill_small_holes(reference.data, reference.err, reference.flags)
-    ref_data = np.where(reference.mask & ~filled, 0.0, ref_in).astype(np.float32)
+    ref_in, ref_err, filled = fill_small_holes(
+        reference.data[part], reference.err[part], reference.flags[part]
+    )
+    ref_data = np.where(reference.mask[part] & ~filled, 0.0, ref_in).astype(np.float32)
     data = ndimage.map_coordinates(
         ref_data, coords, order=3, mode="constant", cval=0.0, output=np.float32
     )
@@ -154,11 +163,11 @@ def resample_reference(
     iy = np.rint(coords[0]).astype(np.int32)
     ix = np.rint(coords[1]).astype(np.int32)
     del coords
-    outside = (iy < 0) | (iy >= rny) | (ix < 0) | (ix >= rnx)
-    np.clip(iy, 0, rny - 1, out=iy)
-    np.clip(ix, 0, rnx - 1, out=ix)
+    outside = (iy < -cy0) | (iy >= rny - cy0) | (ix < -cx0) | (ix >= rnx - cx0)
+    np.clip(iy, 0, cy1 - cy0 - 1, out=iy)
+    np.clip(ix, 0, cx1 - cx0 - 1, out=ix)
     err = ref_err[iy, ix]
-    ref_flags = reference.flags[iy, ix]
+    ref_flags = reference.flags[part][iy, ix]
     bad = ((ref_flags & MASKED_BITS) > 0) & ~filled[iy, ix]
     del iy, ix
     bad |= outside
@@ -168,6 +177,32 @@ def resample_reference(
     data[bad] = 0.0
     err = np.where(bad, 0.0, err).astype(np.float32)
     return data, err, flags
+
+
+REACH_MARGIN = 96
+"""Pixels of the reference kept around those a resampling reaches. Filling a hole reads at most
+``FILL_MAX_PIXELS`` + 4 pixels from it, and the cubic spline's prefilter carries an edge's
+effect a factor 0.268 less a pixel further (1e-19 at 60 pixels): with this margin the resampled
+pixels are those of the whole reference."""
+
+
+def _reach(coords: np.ndarray, size: int) -> tuple[int, int]:
+    """``(start, stop)`` of the reference pixels ``coords`` reach along one axis.
+
+    Widened by :data:`REACH_MARGIN`, within ``0..size``; the whole axis when no coordinate is
+    finite.
+    """
+    lowest, highest = float(np.nanmin(coords)), float(np.nanmax(coords))
+    if not (math.isfinite(lowest) and math.isfinite(highest)):
+        return 0, size
+    low = math.floor(lowest) - REACH_MARGIN
+    high = math.ceil(highest) + 1 + REACH_MARGIN
+    # An even start: ``rint`` rounds halves to even, so the nearest pixel of a coordinate
+    # shifted by it is the nearest pixel of the coordinate, shifted.
+    start, stop = max(0, low - low % 2), min(size, high)
+    if stop <= start:  # all of it off the reference on this axis: any one pixel will do
+        return (0, 1) if high <= 0 else (size - 1, size)
+    return start, stop
 
 
 def combine_references(
