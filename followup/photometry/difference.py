@@ -233,12 +233,6 @@ def _combine(
             max(0, int(cols[0]) - pad),
             min(nx, int(cols[-1]) + 1 + pad),
         )
-        own = ref.fwhm * pixel_scale(ref.wcs) / scale
-        if fwhms[0] <= science.fwhm < own:
-            # The main reference is the sharper: a blurrier one would have every part (and
-            # the science) convolved to its PSF, the whole frame's depth lost for a strip.
-            # That strip is left uncovered instead (another reference may still fill it).
-            continue
         try:
             d, e, f = resample_reference(ref, science, box=box)
         except PhotometryError:
@@ -249,7 +243,7 @@ def _combine(
             continue
         owner[y0:y1, x0:x1][fills] = len(fwhms)
         layers.append((box, d, e, f))
-        fwhms.append(own)
+        fwhms.append(ref.fwhm * pixel_scale(ref.wcs) / scale)
     if not layers:
         owner0 = np.where((flags & BPM_BAD) == 0, 0, -1).astype(np.int8)
         whole = [((0, ny, 0, nx), data, err, flags)]
