@@ -689,3 +689,34 @@ def test_options_are_checked_on_entry() -> None:
     with pytest.raises(ValueError, match="aperture_radius"):
         PhotometryOptions(aperture_radius=0.0)
     assert PhotometryOptions().method == "aperture"
+
+
+@pytest.mark.parametrize("trail", [False, True])
+def test_a_satellite_trail_does_not_set_the_frame_fwhm(trail: bool) -> None:
+    """BANZAI's L1FWHM, taken over by a trail's segments, is overruled by the round stars."""
+    from astropy.table import Table
+    from astropy.wcs import WCS
+
+    from followup.photometry.frame import _header_fwhm
+
+    rng = np.random.default_rng(3)
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.cdelt = [-0.389 / 3600, 0.389 / 3600]
+    n_stars, n_trail = 200, 260 if trail else 0
+    fwhm = np.concatenate([rng.normal(6.7, 0.3, n_stars), rng.normal(13.8, 0.4, n_trail)])
+    b = np.concatenate([np.full(n_stars, 2.0), np.full(n_trail, 2.0)])
+    a = np.concatenate([rng.uniform(2.0, 2.3, n_stars), np.full(n_trail, 4.2)])
+    flux = rng.uniform(3e3, 1e5, n_stars + n_trail)
+    cat = Table(
+        {"fwhm": fwhm, "flag": np.zeros(len(fwhm), int), "a": a, "b": b,
+         "flux": flux, "fluxerr": np.sqrt(flux + 2e4)}
+    )  # fmt: skip
+    # The sandbox's L1FWHM, a median over the bright unflagged rows: the trail's, 13 px.
+    bright = flux / np.sqrt(flux + 2e4) >= 20
+    header = fits.Header({"L1FWHM": float(np.median(fwhm[bright])) * 0.389})
+    got = _header_fwhm(header, cat, wcs)
+    assert got is not None
+    assert abs(got - 6.7) < 0.2
+    if not trail:
+        assert got == pytest.approx(header["L1FWHM"] / 0.389, rel=1e-6)  # agreeing: L1FWHM

@@ -65,6 +65,8 @@ MIN_STARS = 6
 """Fewest clean stars a kernel is fitted on."""
 BACKGROUND_BOX = 128
 """Cell of the smooth background removed from the difference (pixels)."""
+RING = 3
+"""Pixels beside a flagged reference pixel its resampled neighbours' spline rings into."""
 
 
 @dataclass
@@ -912,13 +914,16 @@ def subtract(science: AnyFrame, reference: AnyFrame | Sequence[AnyFrame]) -> Dif
             fwhm=fwhm_ref,
         )
         fwhm = fwhm_ref
-        spoilers = (sci.mask & ~sci_filled) | (r_flags > 0)
+        # Only the science is convolved: a flagged reference pixel spoils itself and what the
+        # resampling's spline rings into beside it, not the kernel's reach (a reference's bad
+        # column 6 px from seed 22's kilonova flagged it, 16 px of columns lost).
+        spoilers = sci.mask & ~sci_filled
     # A masked pixel of the convolved image spoils every pixel within the kernel's core (its
     # wings hold a few per cent of the flux, spread thin).
     from scipy import ndimage
 
     spoiled = ndimage.maximum_filter(spoilers.astype(np.uint8), size=2 * half + 1) > 0
-    spoiled |= r_flags > 0
+    spoiled |= ndimage.maximum_filter((r_flags > 0).view(np.uint8), size=2 * RING + 1) > 0
     flags = sci.flags.copy()
     flags[spoiled & ((sci.flags & MASKED_BITS) == 0)] |= BPM_BAD
     flags |= r_flags & BPM_SATURATED
@@ -927,9 +932,15 @@ def subtract(science: AnyFrame, reference: AnyFrame | Sequence[AnyFrame]) -> Dif
     masked = (flags & MASKED_BITS) > 0
     # Sky gradients differ between the nights (Moon, twilight): what is left of them is smooth
     # and is removed like a background, point sources and their residuals being clipped out.
+    # Each part of a mosaic has its own (another night's sky, its own kernel's background):
+    # one mesh across a seam smoothed the step between two parts into ramps, half the step
+    # on either side, and a step of 0.9 sigma a pixel made a row of S/N 6-9 sources on it.
     if min(diff.shape) >= 2 * BACKGROUND_BOX:
-        smooth, _ = mesh_background(diff, masked, BACKGROUND_BOX)
-        diff -= smooth
+        if len(parts) > 1:
+            _remove_part_backgrounds(diff, masked, owner, parts)
+        else:
+            smooth, _ = mesh_background(diff, masked, BACKGROUND_BOX)
+            diff -= smooth
     diff[masked] = 0.0
     if len(parts) > 1:
         # Each part's errors are scaled to the noise its difference shows: kernels fitted on
@@ -959,6 +970,47 @@ def subtract(science: AnyFrame, reference: AnyFrame | Sequence[AnyFrame]) -> Dif
         stars=xy,
         noise_correlation=gamma,
     )
+
+
+def _remove_part_backgrounds(
+    diff: np.ndarray, masked: np.ndarray, owner: np.ndarray, parts: Sequence[int]
+) -> None:
+    """Subtract from each part of a mosaic's difference (in place) a smooth background of its own.
+
+    Each part's mesh is made of its own unmasked pixels only, and its boxes beyond the part
+    continue the nearest box's level, so the background does not bend towards the next part's
+    level at the seam.
+    """
+    for k in parts:
+        region = owner == k
+        rows, cols = np.nonzero(region.any(axis=1))[0], np.nonzero(region.any(axis=0))[0]
+        box = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
+        inside = region[box]
+        mask = masked[box] | ~inside
+        if mask.all():
+            continue
+        # A plane first: a part narrower than a few boxes has its edge beyond its outer boxes'
+        # centres, where the mesh cannot follow a slope (a kernel whose sum varies over the
+        # part leaves one on another night's sky).
+        yy, xx = np.nonzero(~mask)
+        step = max(1, len(yy) // 200_000)
+        yy, xx = yy[::step], xx[::step]
+        values = diff[box][yy, xx].astype(float)
+        design = np.column_stack([np.ones(len(yy)), xx / 1000.0, yy / 1000.0])
+        use = np.ones(len(values), bool)
+        for _ in range(5):
+            coef = np.linalg.lstsq(design[use], values[use], rcond=None)[0]
+            resid = values - design @ coef
+            mad = 1.4826 * float(np.median(np.abs(resid[use])))
+            new = np.abs(resid) <= 3.0 * mad
+            if new.sum() < 100 or (new == use).all():
+                break
+            use = new
+        gy, gx = np.mgrid[0 : inside.shape[0], 0 : inside.shape[1]]
+        plane = (coef[0] + coef[1] * gx / 1000.0 + coef[2] * gy / 1000.0).astype(np.float32)
+        part = diff[box] - plane
+        smooth, _ = mesh_background(part, mask, BACKGROUND_BOX, fill="nearest")
+        diff[box][inside] = (part - smooth)[inside]
 
 
 def _clean(xy: np.ndarray, flags: np.ndarray, origin: tuple[int, int], half: int) -> np.ndarray:

@@ -135,6 +135,43 @@ def _convolve_full(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return fft.irfft2(product, fast)[: shape[0], : shape[1]].astype(np.float32)
 
 
+CUSP_PIXELS = 4
+"""Pixels either side of a galaxy's centre integrated on the fine grid :data:`CUSP_SUB`."""
+CUSP_SUB = 8
+"""Sub-samples a side of a pixel near a galaxy's centre."""
+CORE_SUB = 32
+"""Sub-samples a side of the 3 x 3 pixels at a galaxy's centre."""
+
+
+def _sersic_pixels(
+    half: int,
+    sub: int,
+    *,
+    n: float,
+    r_eff_px: float,
+    q: float,
+    theta_rad: float,
+    dx: float,
+    dy: float,
+) -> np.ndarray:
+    """A Sérsic profile's mean over each of (2 half + 1)**2 pixels, from ``sub`` x ``sub`` points.
+
+    The galaxy's centre is ``(-dx, -dy)`` from the middle pixel's centre; the profile is 1 at
+    r_eff and 0 beyond 8 r_eff. Means, not sums: pixels integrated on different grids agree.
+    """
+    grid = (np.arange((2 * half + 1) * sub) + 0.5) / sub - half - 0.5
+    gx = grid[None, :] + dx
+    gy = grid[:, None] + dy
+    # Major axis along (-sin t, cos t) in pixels (east = -x, north = +y).
+    u = -gx * math.sin(theta_rad) + gy * math.cos(theta_rad)
+    v = gx * math.cos(theta_rad) + gy * math.sin(theta_rad)
+    radius = np.sqrt(u**2 + (v / q) ** 2)
+    profile = np.exp(-_sersic_b(n) * ((radius / r_eff_px) ** (1.0 / n) - 1.0))
+    profile[radius > 8.0 * r_eff_px] = 0.0
+    size = 2 * half + 1
+    return profile.reshape(size, sub, size, sub).mean(axis=(1, 3))
+
+
 def add_sersic(
     image: np.ndarray,
     x: float,
@@ -160,17 +197,16 @@ def add_sersic(
     half = int(min(max(math.ceil(8.0 * r_eff_px), 3), max_half))
     sub = 3 if half <= 30 else 2 if half <= 100 else 1
     ix, iy = round(x), round(y)
-    grid = (np.arange((2 * half + 1) * sub) + 0.5) / sub - half - 0.5
-    dx = grid[None, :] + ix - x
-    dy = grid[:, None] + iy - y
-    # Major axis along (-sin t, cos t) in pixels (east = -x, north = +y).
-    u = -dx * math.sin(theta_rad) + dy * math.cos(theta_rad)
-    v = dx * math.cos(theta_rad) + dy * math.sin(theta_rad)
-    radius = np.sqrt(u**2 + (v / q) ** 2)
-    profile = np.exp(-_sersic_b(n) * ((radius / r_eff_px) ** (1.0 / n) - 1.0))
-    profile[radius > 8.0 * r_eff_px] = 0.0
-    size = 2 * half + 1
-    pixels = profile.reshape(size, sub, size, sub).sum(axis=(1, 3))
+    shape = dict(n=n, r_eff_px=r_eff_px, q=q, theta_rad=theta_rad, dx=ix - x, dy=iy - y)
+    pixels = _sersic_pixels(half, sub, **shape)
+    # The cusp: a profile sampled at a few points a pixel changes with where the centre falls
+    # within the pixel (an n = 3.4 nucleus held 44 % more light within 4 px on a pixel's
+    # centre than on its corner), so two pointings of one galaxy differed by a point source
+    # at its nucleus. The central pixels are integrated finely, the very centre more so.
+    for reach, fine in ((min(half, CUSP_PIXELS), CUSP_SUB), (min(half, 1), CORE_SUB)):
+        if fine > sub:
+            inner = _sersic_pixels(reach, fine, **shape)
+            pixels[half - reach : half + reach + 1, half - reach : half + reach + 1] = inner
     total = pixels.sum()
     if not total > 0:
         return
