@@ -542,12 +542,22 @@ def test_prefect_server_restart_while_a_run_waits_for_approval(stack, held_run, 
 
 
 def _worker_talking_to(stack: LocalStack, port: int) -> psutil.Process | None:
-    """The listener's worker process with a connection open to ``port`` (the portal)."""
+    """The listener's worker process with a connection open to ``port`` (the portal).
+
+    Open means ``ESTABLISHED``: a worker whose run used the portal earlier keeps its kept-alive
+    connection in ``CLOSE_WAIT`` once the portal has closed it for idleness. Killing that idle
+    worker instead broke the pool, whose other workers, the held run's among them, then got
+    SIGTERM: the run crashed by its own hand ("aborted by a termination signal"), not as a
+    dead worker's.
+    """
     listener = next(p for p in stack.processes if p.name == "listener")
     assert listener.pid is not None
     for child in psutil.Process(listener.pid).children(recursive=True):
         try:
-            if any(c.raddr and c.raddr.port == port for c in child.net_connections("tcp")):
+            if any(
+                c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+                for c in child.net_connections("tcp")
+            ):
                 return child
         except psutil.Error:
             continue
