@@ -1006,7 +1006,8 @@ def _remove_part_backgrounds(
             if new.sum() < 100 or (new == use).all():
                 break
             use = new
-        gy, gx = np.mgrid[0 : inside.shape[0], 0 : inside.shape[1]]
+        # Broadcast rows and columns: two full index grids of a 4k part are 256 MB.
+        gy, gx = np.ogrid[0 : inside.shape[0], 0 : inside.shape[1]]
         plane = (coef[0] + coef[1] * gx / 1000.0 + coef[2] * gy / 1000.0).astype(np.float32)
         part = diff[box] - plane
         smooth, _ = mesh_background(part, mask, BACKGROUND_BOX, fill="nearest")
