@@ -46,7 +46,7 @@ def select_targets(alert_id: int, event_id: str = "", settings: str = "default")
     """
     runtime = load_runtime(settings)
     alert = load_alert(runtime.ledger, alert_id)
-    if alert.skymap_url and not alert.skymap:  # a task only when there is something to fetch
+    if alert.skymap_to_fetch:  # a task only when there is something to fetch
         alert = fetch_alert_skymap(alert)
     strategy = choose_strategy(alert, runtime.strategies)
     plan = plan_alert_targets(

@@ -243,6 +243,11 @@ class Alert(_Model):
         return self.alert_type is AlertType.RETRACTION
 
     @property
+    def skymap_to_fetch(self) -> bool:
+        """True when the alert names its sky map by URL only (it has not been fetched)."""
+        return bool(self.skymap_url) and not self.skymap
+
+    @property
     def dedupe_key(self) -> tuple[str, str, str]:
         """The key two copies of one alert share: event id, alert type and issue time."""
         return (self.event_id, self.alert_type.value, self.issued_at.isoformat())

@@ -102,7 +102,7 @@ def plot_targets(alert: Alert, plan: Plan) -> bytes:
 @task(name="fetch sky map", cache_policy=NO_CACHE, **SERVICE_RETRIES)
 def fetch_alert_skymap(alert: Alert) -> Alert:
     """The alert with its sky map fetched, when it carries only a URL (allowed hosts only)."""
-    if alert.skymap or not alert.skymap_url:
+    if not alert.skymap_to_fetch:
         return alert
     with SkymapFetcher() as fetcher:
         fetched = with_fetched_skymap(alert, fetcher)

@@ -146,7 +146,7 @@ def with_fetched_skymap(alert: Alert, fetcher: SkymapFetcher) -> Alert:
     Raises:
         SkymapError: The URL may not be fetched or the download failed.
     """
-    if alert.skymap or not alert.skymap_url:
+    if not alert.skymap_to_fetch:
         return alert
     try:
         data = fetcher.fetch(alert.skymap_url)
