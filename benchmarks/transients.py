@@ -150,7 +150,7 @@ def run_pair(seed: int, size: int, compare: bool) -> PairResult:
         reproject_interp((ref.data, ref.wcs), sci.wcs, shape_out=sci.shape, order="bicubic")
         out.seconds["reproject_wall"] = time.perf_counter() - wall
         out.seconds["reproject_cpu"] = time.process_time() - cpu
-        from followup.photometry.difference import resample_reference
+        from followup.photometry.registration import resample_reference
 
         wall, cpu = time.perf_counter(), time.process_time()
         resample_reference(ref, sci)
