@@ -1,4 +1,5 @@
-"""Shared fixtures: the samples folder, ledgers on SQLite and PostgreSQL, free ports."""
+"""Shared fixtures: the samples folder, ledgers on SQLite and PostgreSQL, free ports, the
+difference-imaging scene and its frame pair."""
 
 from __future__ import annotations
 
@@ -129,6 +130,23 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
         if (line := sandbox_seed_report(item)) is not None:
             report.sections.append(("sandbox seed", line))
+
+
+@pytest.fixture(scope="module")
+def scene() -> Any:
+    """The difference-imaging tests' sky (``benchmarks/transient_scenes.py``: stars, two hosts,
+    a transient on one, a minor planet, a star fainter than the reference catalogue)."""
+    from benchmarks.transient_scenes import standard_scene
+
+    return standard_scene(1)
+
+
+@pytest.fixture(scope="module")
+def frames(scene: Any) -> Any:
+    """The scene's science frame and its reference of another night (``pair``)."""
+    from benchmarks.transient_scenes import pair
+
+    return pair(scene, 1)
 
 
 @pytest.fixture(scope="session")

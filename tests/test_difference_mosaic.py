@@ -10,9 +10,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pytest
 
-from benchmarks.transient_scenes import Scene, pair, render, standard_scene
+from benchmarks.transient_scenes import Scene, render
 from followup.photometry.difference import subtract
 from followup.photometry.transients import measure_difference
 from tests.transient_support import (
@@ -21,16 +20,6 @@ from tests.transient_support import (
     on_frame,
     split_at_the_transient,
 )
-
-
-@pytest.fixture(scope="module")
-def scene() -> Scene:
-    return standard_scene(1)
-
-
-@pytest.fixture(scope="module")
-def frames(scene: Scene):
-    return pair(scene, 1)
 
 
 def test_a_reference_covering_part_of_the_frame_is_completed_by_another(

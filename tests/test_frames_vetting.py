@@ -16,22 +16,12 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.table import QTable
 
-from benchmarks.transient_scenes import Scene, pair, standard_scene
+from benchmarks.transient_scenes import Scene
 from deployments.demo import DEMO_HOST, make_demo_alert
 from followup.alerts import parse_message
 from followup.galaxies import LocalGalaxyCatalog
 from followup.photometry.transients import search_frame
 from tasks.frames import alert_skymap, field_galaxies
-
-
-@pytest.fixture(scope="module")
-def scene() -> Scene:
-    return standard_scene(1)
-
-
-@pytest.fixture(scope="module")
-def frames(scene: Scene):
-    return pair(scene, 1)
 
 
 def _host(scene: Scene):

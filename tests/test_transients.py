@@ -21,7 +21,7 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.table import QTable, Table
 
-from benchmarks.transient_scenes import Scene, pair, render, standard_scene
+from benchmarks.transient_scenes import Scene, pair, render
 from followup.exceptions import PhotometryError, ServiceError
 from followup.photometry import find_candidates, measure_targets
 from followup.photometry.difference import cutouts, subtract
@@ -31,16 +31,6 @@ from followup.photometry.vetting import SkybotMinorPlanets, passing, vet_candida
 from tests.transient_support import near, of_kind
 
 WHEN = datetime(2026, 3, 1, 4, 2, 30, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def scene() -> Scene:
-    return standard_scene(1)
-
-
-@pytest.fixture(scope="module")
-def frames(scene: Scene):
-    return pair(scene, 1)
 
 
 @pytest.fixture(scope="module")

@@ -77,3 +77,13 @@ def with_cosmic_ray(frame, x: int, y: int):
     hdul["SCI"].data = data
     hdul["BPM"].data = bpm
     return hdul
+
+
+def with_bad_column(frame, column: int):
+    """A copy of a frame with a bad column (zeros, flagged ``BPM_BAD``) at ``column``."""
+    hdul = frame.copy()
+    data, bpm = hdul["SCI"].data.copy(), hdul["BPM"].data.copy()
+    data[:, column] = 0.0
+    bpm[:, column] |= 1
+    hdul["SCI"].data, hdul["BPM"].data = data, bpm
+    return hdul
