@@ -69,8 +69,6 @@ __all__ = [
 
 BACKGROUND_BOX = 128
 """Cell of the smooth background removed from the difference (pixels)."""
-
-
 RING = 3
 """Pixels beside a flagged reference pixel its resampled neighbours' spline rings into."""
 

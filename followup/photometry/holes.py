@@ -19,7 +19,8 @@ __all__ = ["FILLED_LINE", "fill_small_holes", "fill_thin_lines"]
 
 FILL_MAX_PIXELS = 30
 """Largest cluster of flagged pixels (a cosmic ray, a hot or bad pixel) filled in before an image
-is resampled or convolved; larger ones (bad columns, saturated stars) stay flagged."""
+is resampled or convolved; larger ones stay flagged unless they are thin lines
+(:func:`fill_thin_lines`); saturated ones always do."""
 
 
 def fill_small_holes(

@@ -38,8 +38,10 @@ def resample_reference(
         box: ``(y0, y1, x0, x1)``: only this part of the science grid (default: all of it).
 
     Returns:
-        ``(data, err, flags)``; pixels the reference does not cover are flagged ``BPM_BAD``
-        with zero data and error.
+        ``(data, err, flags)``; pixels the reference does not cover, or masked there and not
+        filled, are flagged ``BPM_BAD`` with zero data and error; pixels filled across a bad
+        column or row (:func:`~followup.photometry.holes.fill_thin_lines`) carry
+        :data:`~followup.photometry.holes.FILLED_LINE`, not a BANZAI bit.
 
     Raises:
         PhotometryError: The frames do not overlap.
