@@ -37,6 +37,9 @@ def test_bad_columns_and_rows_are_filled_across_with_errors_that_say_so() -> Non
     assert not filled_small.any()  # all too big for the small-hole fill
     out, out_err, lines = fill_thin_lines(data, err, flags, filled_small)
     assert lines[:, 30][12:].all() and lines[:, 70:72][12:].all()
+    from followup.photometry.holes import _LINE_NODES, LINE_MAX_WIDTH
+
+    assert max(length for length, _ in _LINE_NODES) == LINE_MAX_WIDTH
     crossings = [30, 50, 51, 52, 70, 71]
     assert np.delete(lines[10], crossings).all()  # across the row
     assert not lines[10, crossings].any()  # where a row meets a column: no good nodes
