@@ -322,7 +322,6 @@ def subtract(science: AnyFrame, reference: AnyFrame | Sequence[AnyFrame]) -> Dif
     main: _Part | None = None
     parts: list[int] = []
     part_spoiled = np.zeros(sci.shape, bool)
-    own_spoiled: np.ndarray | None = None
     for k in range(int(owner.max()) + 1):
         region = owner == k
         if not region.any():
@@ -396,16 +395,14 @@ def subtract(science: AnyFrame, reference: AnyFrame | Sequence[AnyFrame]) -> Dif
                 # The part's own reference is convolved with its holes as zeros: what the kernel
                 # spreads them over is spoiled, also where another part fills the holes.
                 own_holes = ((ref_f[out] & BPM_BAD) > 0).view(np.uint8)
-                own_spoiled = ndimage.maximum_filter(own_holes, size=2 * half + 1) > 0
+                spread = ndimage.maximum_filter(own_holes, size=2 * half + 1) > 0
+                part_spoiled[y0:y1, x0:x1][out] |= spread & region[y0:y1, x0:x1][out]
         main = main or part
         obox = (
             slice(y0 + out[0].start, y0 + out[0].stop),
             slice(x0 + out[1].start, x0 + out[1].stop),
         )
         inside = region[obox]
-        if own_spoiled is not None:
-            part_spoiled[obox][inside & own_spoiled] = True
-            own_spoiled = None
         diff[obox][inside] = part.diff[inside]
         var[obox][inside] = part.var[inside]
         parts.append(k)

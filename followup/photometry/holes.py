@@ -156,49 +156,51 @@ def fill_thin_lines(
     out_d = np.array(data, np.float32, copy=True)
     out_e = np.array(err, np.float32, copy=True)
     good = ~masked
-    for axis in (1, 0):  # across columns first (Sinistro's defects), then across rows
-        ys, xs = np.nonzero(todo & ~lines)
-        if not len(ys):
-            break
-        along = xs if axis == 1 else ys
-        size = masked.shape[axis]
-
-        def at(offset: int, ys: np.ndarray = ys, xs: np.ndarray = xs, axis: int = axis):
-            if axis == 1:
-                return ys, xs + offset
-            return ys + offset, xs
-
-        def inside(offset: int, along: np.ndarray = along, size: int = size) -> np.ndarray:
-            return (along + offset >= 0) & (along + offset < size)
-
-        def test(mask: np.ndarray, offset: int) -> np.ndarray:
-            ok = inside(offset)
-            hit = np.zeros(len(ok), bool)
-            yy, xx = at(offset)
-            hit[ok] = mask[yy[ok], xx[ok]]
-            return hit
-
-        before, after = test(todo, -1), test(todo, 1)
-        runs = {
-            (1, 0): ~before & ~after,
-            (2, 0): ~before & after & ~test(todo, 2),
-            (2, 1): before & ~after & ~test(todo, -2),
-        }
-        for key, (cubic, straight) in _LINE_NODES.items():
-            sel = runs[key].copy()
-            for offset in cubic:
-                sel &= test(good, offset)
-            if not sel.any():
-                continue
-            wc = _lagrange(cubic)
-            ws = _lagrange(straight)
-            py, px = ys[sel], xs[sel]
-            vals = [out_d[at(o, py, px)] for o in cubic]
-            errs = [out_e[at(o, py, px)] for o in cubic]
-            value = sum(w * v for w, v in zip(wc, vals, strict=True))
-            line = sum(w * vals[cubic.index(o)] for w, o in zip(ws, straight, strict=True))
-            noise2 = sum(w * w * e.astype(float) ** 2 for w, e in zip(wc, errs, strict=True))
-            out_d[py, px] = np.asarray(value, np.float32)
-            out_e[py, px] = np.sqrt(noise2 + (value - line) ** 2).astype(np.float32)
-            lines[py, px] = True
+    # Across columns first (Sinistro's defects), then across rows: the same on the transposes,
+    # views that write through.
+    _fill_across_columns(out_d, out_e, todo, good, lines)
+    _fill_across_columns(out_d.T, out_e.T, todo.T, good.T, lines.T)
     return out_d, out_e, lines
+
+
+def _fill_across_columns(
+    data: np.ndarray, err: np.ndarray, todo: np.ndarray, good: np.ndarray, lines: np.ndarray
+) -> None:
+    """:func:`fill_thin_lines` across the columns, in place on ``data``, ``err`` and ``lines``.
+
+    The pixels filled are those of ``todo`` not yet in ``lines``; ``good`` are the nodes.
+    """
+    ys, xs = np.nonzero(todo & ~lines)
+    if not len(ys):
+        return
+    nx = todo.shape[1]
+
+    def test(mask: np.ndarray, offset: int) -> np.ndarray:
+        x = xs + offset
+        ok = (x >= 0) & (x < nx)
+        hit = np.zeros(len(xs), bool)
+        hit[ok] = mask[ys[ok], x[ok]]
+        return hit
+
+    before, after = test(todo, -1), test(todo, 1)
+    runs = {
+        (1, 0): ~before & ~after,
+        (2, 0): ~before & after & ~test(todo, 2),
+        (2, 1): before & ~after & ~test(todo, -2),
+    }
+    for key, (cubic, straight) in _LINE_NODES.items():
+        sel = runs[key].copy()
+        for offset in cubic:
+            sel &= test(good, offset)
+        if not sel.any():
+            continue
+        wc, ws = _lagrange(cubic), _lagrange(straight)
+        py, px = ys[sel], xs[sel]
+        vals = [data[py, px + o] for o in cubic]
+        errs = [err[py, px + o] for o in cubic]
+        value = sum(w * v for w, v in zip(wc, vals, strict=True))
+        line = sum(w * vals[cubic.index(o)] for w, o in zip(ws, straight, strict=True))
+        noise2 = sum(w * w * e.astype(float) ** 2 for w, e in zip(wc, errs, strict=True))
+        data[py, px] = np.asarray(value, np.float32)
+        err[py, px] = np.sqrt(noise2 + (value - line) ** 2).astype(np.float32)
+        lines[py, px] = True
