@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 from deployments.stack import DEMO_STRATEGIES, LocalStack, StackOptions
 from followup.alerts.mock import make_mock_bns_alert
@@ -42,7 +43,7 @@ __all__ = [
     "run_demo",
 ]
 
-DEMO_FIELDS = 3
+DEMO_FIELDS = int(yaml.safe_load(DEMO_STRATEGIES)["strategies"]["demo-gw"]["max_targets"])
 """Fields the demo observes by default (its strategy's ``max_targets``)."""
 SCENARIOS = ("kilonova", "empty", "update")
 """``kilonova``: the sandbox's sky holds one near the map's peak; ``empty``: nothing new;
@@ -105,8 +106,6 @@ def demo_strategies(fields: int = DEMO_FIELDS) -> str:
     Raises:
         ValueError: ``fields`` is below 1.
     """
-    import yaml
-
     if fields < 1:
         raise ValueError(f"the demo observes at least one field, not {fields}")
     book = yaml.safe_load(DEMO_STRATEGIES)
