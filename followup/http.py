@@ -98,6 +98,7 @@ __all__ = [
     "client_settings",
     "flatten_errors",
     "parse_retry_after",
+    "required_secret",
     "response_body",
     "status_rule",
     "tls_context",
@@ -364,6 +365,22 @@ a Dask worker); what is pickled is the callable, never the credential."""
 
 
 # ------------------------------------------------------------------------------- auth
+def required_secret(value: SecretStr | str, what: str) -> SecretStr:
+    """A client's credential as a :class:`~pydantic.SecretStr`, refused when empty.
+
+    Args:
+        value: The credential, plain or already wrapped.
+        what: What it is, for the error (``"a HERMES API token"``).
+
+    Raises:
+        ValueError: The credential is empty.
+    """
+    secret = value if isinstance(value, SecretStr) else SecretStr(value)
+    if not secret.get_secret_value():
+        raise ValueError(f"{what} is required")
+    return secret
+
+
 class TokenAuth(httpx.Auth):
     """``Authorization: Token <key>``: DRF token authentication (LCO portal and archive, HERMES).
 

@@ -34,7 +34,7 @@ import httpx
 from pydantic import BaseModel, Field, SecretStr
 
 from followup.exceptions import AuthenticationError, RequestRejected, UncertainOutcome
-from followup.http import ServiceClient
+from followup.http import ServiceClient, required_secret
 from followup.ledger import Ledger, PointingRow
 
 __all__ = [
@@ -252,9 +252,7 @@ class TreasureMapClient(ServiceClient):
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        token = api_token if isinstance(api_token, SecretStr) else SecretStr(api_token)
-        if not token.get_secret_value():
-            raise ValueError("a Treasure Map API token is required")
+        token = required_secret(api_token, "a Treasure Map API token")
         self._token = token
         self._prefix = f"api/{api_version}"
         super().__init__(base_url, timeout=timeout, transport=transport, secrets=[token])

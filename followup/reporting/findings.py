@@ -25,16 +25,21 @@ from pydantic import BaseModel, Field
 
 from followup.models import Measurement
 from followup.reporting.bands import band_label
+from followup.reporting.circular_text import (
+    calibration_sentence,
+    cited,
+    finish,
+    listed,
+    mag_text,
+    observed_when,
+    opening,
+    table,
+    team_phrase,
+    wrap,
+)
 from followup.reporting.equipment import equipment_of
 from followup.reporting.extinction import Extinction
-from followup.reporting.gcn import (
-    Circular,
-    _subject_problem,
-    _table,
-    _wrap,
-    relative_time,
-    team_phrase,
-)
+from followup.reporting.gcn import Circular, checked_subject
 from followup.reporting.hermes import HermesData, HermesMessage, HermesPhotometry, HermesTarget
 
 __all__ = [
@@ -150,49 +155,6 @@ def sexagesimal(ra: float, dec: float) -> str:
     return f"{int(h) % 24:02d}:{int(m):02d}:{s:05.2f} {sign}{int(d):02d}:{int(dm):02d}:{ds:04.1f}"
 
 
-def _opening(observers: Sequence[str], team: str) -> list[str]:
-    if not observers or not all(o.strip() for o in observers):
-        raise ValueError("observers must list the authors")
-    if not team.strip():
-        raise ValueError("team must name the team the authors report for")
-    return [*_wrap(f"{', '.join(observers)} report on behalf of {team_phrase(team)}:"), ""]
-
-
-def _subject(name: str, result: str) -> str:
-    subject = f"{name}: LCO {result}"
-    problem = _subject_problem(subject)
-    if problem:
-        raise ValueError(f"GCN would refuse the subject {subject!r}: {problem}")
-    return subject
-
-
-def _and(items: Sequence[str]) -> str:
-    items = list(items)
-    return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else items[0]
-
-
-def _when(first: datetime, last: datetime, event_time: datetime | None) -> str:
-    when = (
-        f"at {first:%Y-%m-%d %H:%M:%S} UT"
-        if first == last
-        else f"between {first:%Y-%m-%d %H:%M:%S} and {last:%Y-%m-%d %H:%M:%S} UT"
-    )
-    if event_time is not None:
-        when += f" (starting {relative_time((first - event_time).total_seconds())})"
-    return when
-
-
-def _cite(references: Sequence[str]) -> str:
-    return f" ({'; '.join(references)})" if references else ""
-
-
-def _tail(lines: list[str], closing: str | None, acknowledgement: str | None) -> str:
-    for sentence in (closing, acknowledgement):
-        if sentence:
-            lines += ["", *_wrap(sentence)]
-    return "\n".join(lines).rstrip() + "\n"
-
-
 def no_counterpart_circular(
     event_id: str,
     coverage: Coverage,
@@ -230,8 +192,8 @@ def no_counterpart_circular(
     Raises:
         ValueError: No authors or team, or a subject GCN would refuse.
     """
-    lines = _opening(observers, team)
-    subject = _subject(name, "optical upper limits")
+    lines = opening(observers, team)
+    subject = checked_subject(name, "optical upper limits")
     fields = sorted(coverage.fields, key=lambda f: (f.date_obs, f.name, f.band))
     n_fields = len({f.name for f in fields})
     bands = sorted({f.band for f in fields}, key=band_label)
@@ -239,11 +201,11 @@ def no_counterpart_circular(
     region = f"{coverage.credible_level * 100:.0f}% credible region"
     of_map = f" of the {coverage.skymap} sky map" if coverage.skymap else ""
     area = f" ({coverage.area_deg2:.1f} deg2 observed)" if coverage.area_deg2 else ""
-    lines += _wrap(
+    lines += wrap(
         f"We observed {n_fields} field{'s' if n_fields != 1 else ''} in the localization of "
-        f"{name}{_cite(references)} with the {_and(cameras)} of the Las Cumbres Observatory "
-        f"network {_when(fields[0].date_obs, fields[-1].date_obs, event_time)}, in the "
-        f"{_and([band_label(b) for b in bands])} filter{'s' if len(bands) != 1 else ''}. "
+        f"{name}{cited(references)} with the {listed(cameras)} of the Las Cumbres Observatory "
+        f"network {observed_when(fields[0].date_obs, fields[-1].date_obs, event_time)}, in the "
+        f"{listed([band_label(b) for b in bands])} filter{'s' if len(bands) != 1 else ''}. "
         f"The fields cover {coverage.fraction_of_region * 100:.0f}% of the probability in the "
         f"{region}{of_map}{area}."
     )
@@ -255,7 +217,7 @@ def no_counterpart_circular(
         if len(depths) > 1:
             text += f" (median; {min(depths):.1f} to {max(depths):.1f})"
         limits.append(text)
-    lines += _wrap(
+    lines += wrap(
         "Comparing the images with reference catalogs and earlier images, we find no new "
         f"source brighter than the 5-sigma limits of the fields: {'; '.join(limits)} AB mag. "
         "The fields and their limits are:"
@@ -272,21 +234,17 @@ def no_counterpart_circular(
             row.append(f"{(f.date_obs - event_time).total_seconds() / 3600.0:.2f}")
         row += [band_label(f.band), f"{f.probability:.3f}", f"> {f.depth:.1f}"]
         rows.append(row)
-    lines += _table(rows, header)
+    lines += table(rows, header)
     if len(fields) > max_rows:
         lines.append(f"({len(fields) - max_rows} further fields are not listed here.)")
     lines.append("")
-    calibration = "Magnitudes are in the AB system"
-    calibration += f", calibrated against {catalog}," if catalog else ""
-    if extinction is not None:
-        calibration += (
-            " and are not corrected for Galactic extinction (median over the fields "
-            f"{extinction.text(bands)}; {extinction.source})."
-        )
-    else:
-        calibration += " and are not corrected for Galactic extinction."
-    lines += _wrap(calibration)
-    body = _tail(lines, closing, acknowledgement)
+    reddening = (
+        f" (median over the fields {extinction.text(bands)}; {extinction.source})"
+        if extinction is not None
+        else ""
+    )
+    lines += wrap(calibration_sentence(catalog, reddening))
+    body = finish(lines, closing, acknowledgement)
     return Circular(subject=subject, body=body, event_id=event_id)
 
 
@@ -296,16 +254,11 @@ def _point_row(
     row = [f"{m.date_obs:%Y-%m-%d %H:%M:%S}"]
     if event_time is not None:
         row.append(f"{(m.date_obs - event_time).total_seconds() / 3600.0:.2f}")
-    mag = (
-        f"{m.mag:.2f} +/- {m.mag_err:.2f}"
-        if m.is_detection and m.mag_err is not None
-        else (f"{m.mag:.2f}" if m.is_detection else f"> {m.limit_mag_5sigma:.2f}")
-    )
     row += [
         equipment_of(m, instrument_type=instrument_type).label,
         band_label(m.band),
         "-" if m.exposure_time_s is None else f"{m.exposure_time_s:g}",
-        mag,
+        mag_text(m),
     ]
     return row
 
@@ -360,9 +313,9 @@ def candidates_circular(
     missing = [c.name for c in candidates if c.name not in by_target]
     if missing:
         raise ValueError(f"candidates without photometry: {missing}")
-    lines = _opening(observers, team)
+    lines = opening(observers, team)
     plural = len(candidates) != 1
-    subject = _subject(name, f"optical candidate counterpart{'s' if plural else ''}")
+    subject = checked_subject(name, f"optical candidate counterpart{'s' if plural else ''}")
     points = [m for c in candidates for m in by_target[c.name]]
     first = min(m.date_obs for m in points)
     last = max(m.date_obs for m in points)
@@ -372,13 +325,13 @@ def candidates_circular(
         searched = (
             f"In {n_fields} field{'s' if n_fields != 1 else ''} covering "
             f"{coverage.fraction_of_region * 100:.0f}% of the probability in the "
-            f"{coverage.credible_level * 100:.0f}% credible region of {name}{_cite(references)}"
+            f"{coverage.credible_level * 100:.0f}% credible region of {name}{cited(references)}"
         )
     else:
-        searched = f"In the localization of {name}{_cite(references)}"
-    lines += _wrap(
-        f"{searched}, observed with the {_and(cameras)} of the Las Cumbres Observatory network "
-        f"{_when(first, last, event_time)}, we find {len(candidates)} "
+        searched = f"In the localization of {name}{cited(references)}"
+    lines += wrap(
+        f"{searched}, observed with the {listed(cameras)} of the Las Cumbres Observatory network "
+        f"{observed_when(first, last, event_time)}, we find {len(candidates)} "
         f"candidate counterpart{'s' if plural else ''}:"
     )
     for c in candidates:
@@ -400,24 +353,21 @@ def candidates_circular(
             bands = sorted({m.band for m in own}, key=band_label)
             lines.append(f"  Galactic extinction: {c.extinction.text(bands)}")
         if c.remark:
-            lines += ["  " + line for line in _wrap(c.remark)]
+            lines += ["  " + line for line in wrap(c.remark)]
         lines.append("")
         header = ["Date (UT)"]
         if event_time is not None:
             header.append("T-T0 (h)")
         header += ["Telescope", "Filter", "Exp (s)", "AB mag"]
         rows = [_point_row(m, event_time, instrument_type) for m in own[:max_rows_per_candidate]]
-        lines += ["  " + line for line in _table(rows, header)]
+        lines += ["  " + line for line in table(rows, header)]
         if len(own) > max_rows_per_candidate:
             lines.append(
                 f"  ({len(own) - max_rows_per_candidate} further points are not listed here.)"
             )
     lines.append("")
-    calibration = "Magnitudes are in the AB system"
-    calibration += f", calibrated against {catalog}," if catalog else ""
-    calibration += " and are not corrected for Galactic extinction; limits are 5-sigma."
-    lines += _wrap(calibration)
-    body = _tail(lines, closing, acknowledgement)
+    lines += wrap(calibration_sentence(catalog, "; limits are 5-sigma"))
+    body = finish(lines, closing, acknowledgement)
     return Circular(subject=subject, body=body, event_id=event_id)
 
 

@@ -14,7 +14,6 @@ not look like an auto-reply (``subjectIsValid`` in nasa-gcn/gcn.nasa.gov
 from __future__ import annotations
 
 import re
-import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -25,9 +24,20 @@ import httpx
 from pydantic import BaseModel, Field, SecretStr
 
 from followup.exceptions import UncertainOutcome
-from followup.http import BearerAuth, ServiceClient
+from followup.http import BearerAuth, ServiceClient, required_secret
 from followup.models import Measurement, Target
 from followup.reporting.bands import band_label
+from followup.reporting.circular_text import (
+    calibration_sentence,
+    cited,
+    finish,
+    listed,
+    mag_text,
+    observed_when,
+    opening,
+    table,
+    wrap,
+)
 from followup.reporting.equipment import equipment_of
 
 __all__ = [
@@ -39,14 +49,13 @@ __all__ = [
     "CircularRecord",
     "GcnCircularsClient",
     "alert_names",
+    "checked_subject",
     "circular_email",
     "draft_circular",
     "event_label",
     "gcn_event_name",
     "parse_event_from_subject",
-    "relative_time",
     "subject_is_valid",
-    "team_phrase",
 ]
 
 GCN_URL = "https://gcn.nasa.gov/"
@@ -167,6 +176,19 @@ def _subject_problem(subject: str) -> str | None:
     return None
 
 
+def checked_subject(name: str, result: str, facility: str = "LCO") -> str:
+    """``<event>: <facility> <result>``, the subject of a follow-up Circular.
+
+    Raises:
+        ValueError: GCN would refuse the subject (:func:`subject_is_valid`), and why.
+    """
+    subject = f"{name}: {facility} {result}"
+    problem = _subject_problem(subject)
+    if problem:
+        raise ValueError(f"GCN would refuse the subject {subject!r}: {problem}")
+    return subject
+
+
 def event_label(event_id: str) -> str:
     """The event as a follow-up subject names it.
 
@@ -256,18 +278,6 @@ def alert_names(extra: Mapping[str, Any], title: str | None = None) -> list[str]
     return [*names, *([title] if title else [])]
 
 
-def team_phrase(team: str) -> str:
-    """``the <team>`` once, whether or not the setting already starts with "the"."""
-    team = " ".join(team.split())
-    return team if team.lower().startswith("the ") else f"the {team}"
-
-
-def relative_time(delta_s: float) -> str:
-    """``1.50 h after the event`` or ``0.13 h before the event`` (never a negative "after")."""
-    hours = abs(delta_s) / 3600.0
-    return f"{hours:.2f} h {'after' if delta_s >= 0 else 'before'} the event"
-
-
 class Circular(BaseModel):
     """A GCN Circular ready to submit or mail.
 
@@ -327,26 +337,6 @@ class CircularRecord(BaseModel):
 
 
 # ------------------------------------------------------------------------------- the draft
-def _mag_text(m: Measurement) -> str:
-    if m.is_detection:
-        err = f" +/- {m.mag_err:.2f}" if m.mag_err is not None else ""
-        return f"{m.mag:.2f}{err}"
-    return f"> {m.limit_mag_5sigma:.2f}"
-
-
-def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> list[str]:
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows, strict=True)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-
-    return [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
-
-
-def _wrap(text: str) -> list[str]:
-    return textwrap.wrap(text, width=78, break_long_words=False, break_on_hyphens=False)
-
-
 def _hours(delta_s: float) -> str:
     return f"{delta_s / 3600.0:.2f}"
 
@@ -402,10 +392,7 @@ def draft_circular(
     points = sorted(measurements, key=lambda m: (m.date_obs, m.target_name))
     if not points:
         raise ValueError("a Circular needs at least one measurement")
-    if not observers or not all(o.strip() for o in observers):
-        raise ValueError("observers must list the authors")
-    if not team.strip():
-        raise ValueError("team must name the team the authors report for")
+    lines = opening(observers, team)
     if max_rows < 1:
         raise ValueError("max_rows must be >= 1")
     by_name = {t.name: t for t in targets}
@@ -417,48 +404,36 @@ def draft_circular(
     name = label or event_label(event_id)
     detections = [m for m in points if m.is_detection]
     result = "optical candidate counterpart" if detections else "optical upper limits"
-    subject = f"{name}: {facility} {result}"
-    problem = _subject_problem(subject)
-    if problem:
-        raise ValueError(f"GCN would refuse the subject {subject!r}: {problem}")
+    subject = checked_subject(name, result, facility)
 
     n_targets = len({m.target_name for m in points})
-    first, last = points[0].date_obs, points[-1].date_obs
-    when = f"between {first:%Y-%m-%d %H:%M:%S} and {last:%Y-%m-%d %H:%M:%S} UT"
-    if first == last:
-        when = f"at {first:%Y-%m-%d %H:%M:%S} UT"
-    if event_time is not None:
-        when += f" (starting {relative_time((first - event_time).total_seconds())})"
+    when = observed_when(points[0].date_obs, points[-1].date_obs, event_time)
     filters = sorted({band_label(m.band) for m in points})
-    cite = f" ({'; '.join(references)})" if references else ""
     equipment = {id(m): equipment_of(m, instrument_type=instrument_type).label for m in points}
     cameras = sorted(set(equipment.values()))
-    with_what = ", ".join(cameras[:-1]) + " and " + cameras[-1] if len(cameras) > 1 else cameras[0]
 
-    lines = [*_wrap(f"{', '.join(observers)} report on behalf of {team_phrase(team)}:"), ""]
-    lines += _wrap(
-        f"We observed {n_targets} target{'s' if n_targets != 1 else ''} in the localization of {name}{cite} "
-        f"with the {with_what} of the Las Cumbres Observatory network {when}, in the "
-        f"{', '.join(filters)} "
-        f"filter{'s' if len(filters) != 1 else ''}."
+    lines += wrap(
+        f"We observed {n_targets} target{'s' if n_targets != 1 else ''} in the localization of "
+        f"{name}{cited(references)} with the {listed(cameras)} of the Las Cumbres Observatory "
+        f"network {when}, in the {', '.join(filters)} filter{'s' if len(filters) != 1 else ''}."
     )
     lines.append("")
     if detections:
         det_names = sorted({m.target_name for m in detections})
-        lines += _wrap(
+        lines += wrap(
             f"Forced photometry detects a source (S/N >= 5) at {len(det_names)} of the {n_targets} "
             f"target position{'s' if n_targets != 1 else ''}:"
         )
         if by_name:
             lines.append("")
-            lines += _table(
+            lines += table(
                 [(n, f"{by_name[n].ra:.5f}", f"{by_name[n].dec:+.5f}") for n in det_names],
                 ("Target", "RA (deg)", "Dec (deg)"),
             )
         lines.append("")
-        lines += _wrap("The photometry (AB magnitudes; limits are 5-sigma) is:")
+        lines += wrap("The photometry (AB magnitudes; limits are 5-sigma) is:")
     else:
-        lines += _wrap(
+        lines += wrap(
             "Forced photometry at the target positions detects no source at S/N >= 5. "
             "The 5-sigma upper limits (AB) are:"
         )
@@ -477,21 +452,15 @@ def draft_circular(
             equipment[id(m)],
             band_label(m.band),
             "-" if m.exposure_time_s is None else f"{m.exposure_time_s:g}",
-            _mag_text(m),
+            mag_text(m),
         ]
         rows.append(row)
-    lines += _table(rows, header)
+    lines += table(rows, header)
     if len(points) > max_rows:
         lines.append(f"({len(points) - max_rows} further measurements are not listed here.)")
     lines.append("")
-    calibration = "Magnitudes are in the AB system"
-    calibration += f", calibrated against {catalog}," if catalog else ""
-    calibration += " and are not corrected for Galactic extinction."
-    lines += _wrap(calibration)
-    for sentence in (closing, acknowledgement):
-        if sentence:
-            lines += ["", *_wrap(sentence)]
-    body = "\n".join(lines).rstrip() + "\n"
+    lines += wrap(calibration_sentence(catalog))
+    body = finish(lines, closing, acknowledgement)
     return Circular(subject=subject, body=body, event_id=event_id)
 
 
@@ -555,9 +524,7 @@ class GcnCircularsClient(ServiceClient):
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        token = access_token if isinstance(access_token, SecretStr) else SecretStr(access_token)
-        if not token.get_secret_value():
-            raise ValueError("a GCN access token is required")
+        token = required_secret(access_token, "a GCN access token")
         super().__init__(
             base_url,
             auth=BearerAuth(token),

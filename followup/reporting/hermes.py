@@ -24,7 +24,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from followup.exceptions import AuthenticationError, RequestRejected, UncertainOutcome
-from followup.http import ServiceClient, TokenAuth, flatten_errors
+from followup.http import ServiceClient, TokenAuth, flatten_errors, required_secret
 from followup.models import Measurement, Target
 from followup.reporting.bands import band_label
 from followup.reporting.equipment import equipment_of
@@ -456,9 +456,7 @@ class HermesClient(ServiceClient):
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        token = api_token if isinstance(api_token, SecretStr) else SecretStr(api_token)
-        if not token.get_secret_value():
-            raise ValueError("a HERMES API token is required")
+        token = required_secret(api_token, "a HERMES API token")
         super().__init__(
             base_url,
             auth=TokenAuth(token),

@@ -35,6 +35,7 @@ from followup.reporting.at_report import (
     build_at_report,
     discovery_points,
 )
+from followup.reporting.circular_text import team_phrase
 from followup.reporting.delivery import Delivery, deliver_once
 from followup.reporting.findings import (
     CandidateFinding,
@@ -49,7 +50,6 @@ from followup.reporting.gcn import (
     alert_names,
     draft_circular,
     gcn_event_name,
-    team_phrase,
 )
 from followup.reporting.hermes import (
     HermesClient,

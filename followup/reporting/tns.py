@@ -51,7 +51,7 @@ import httpx
 from pydantic import SecretStr
 
 from followup.exceptions import NotFound, RequestRejected, ServiceUnavailable, UncertainOutcome
-from followup.http import ServiceClient, response_body
+from followup.http import ServiceClient, required_secret, response_body
 from followup.reporting.at_report import (
     AT_TYPES,
     FLUX_UNIT_AB_MAG,
@@ -192,9 +192,7 @@ class TnsClient(ServiceClient):
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
-        if not key.get_secret_value():
-            raise ValueError("a TNS api_key is required")
+        key = required_secret(api_key, "a TNS api_key")
         self._api_key = key
         self.marker = tns_marker(bot_id, bot_name, kind=marker_type)
         self.rate_limit = TnsRateLimit()
