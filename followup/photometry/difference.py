@@ -584,17 +584,20 @@ def _match_part(
     stamps, the convolutions only the pixels to fill. ``fixed``: ``(kernel, background)``
     fitted elsewhere, applied as they are.
     """
-    variance = np.square(sci_err) + np.square(r_err)
     o = out or (slice(None), slice(None))
     if fixed is not None:
         kernel, bkg, n, rms = fixed[0].copy(), fixed[1], 0, math.nan
+    else:
+        variance = np.square(sci_err) + np.square(r_err)
+        # The kernel takes the sharper image to the blurrier one: its core, its wings, then the
+        # stars' flux ratio for its sum.
+        sharp, blurred = (r_data, sci_data) if ref_sharper else (sci_data, r_data)
+        kernel, bkg, n, rms = fit_kernel(
+            sharp, blurred, variance, xy, sigma_k=sigma_k, half=half, stamp_half=stamp_half
+        )
+        kernel = fit_wings(sharp, blurred, variance, xy, kernel, wing_half=wing_half)
+        kernel *= flux_ratio(sharp, blurred, xy, stamp_half, kernel) / kernel.sum()
     if ref_sharper:
-        if fixed is None:
-            kernel, bkg, n, rms = fit_kernel(
-                r_data, sci_data, variance, xy, sigma_k=sigma_k, half=half, stamp_half=stamp_half
-            )
-            kernel = fit_wings(r_data, sci_data, variance, xy, kernel, wing_half=wing_half)
-            kernel *= flux_ratio(r_data, sci_data, xy, stamp_half, kernel) / kernel.sum()
         scale = float(kernel.sum())
         matched = convolve(r_data[o], kernel) + np.float32(bkg)
         gamma = correlation_factor(kernel, fwhm)
@@ -602,12 +605,6 @@ def _match_part(
         return _Part(
             sci_data[o] - matched, var, matched, None, None, kernel, scale, n, rms, gamma, bkg
         )
-    if fixed is None:
-        kernel, bkg, n, rms = fit_kernel(
-            sci_data, r_data, variance, xy, sigma_k=sigma_k, half=half, stamp_half=stamp_half
-        )
-        kernel = fit_wings(sci_data, r_data, variance, xy, kernel, wing_half=wing_half)
-        kernel *= flux_ratio(sci_data, r_data, xy, stamp_half, kernel) / kernel.sum()
     total = float(kernel.sum())
     if not total > 0:
         raise PhotometryError("the fitted PSF-matching kernel has no positive flux")
