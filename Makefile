@@ -46,9 +46,8 @@ production: $(STAMP)
 	$(BIN)/python -m deployments.production $(if $(ROOT),--root $(ROOT))
 
 # TEST_WORKERS: pytest-xdist workers (default 2, one per core), a module whole on one of them;
-# the stack modules run one after the other on one worker while the other takes the rest
-# (tests/conftest.py). TEST_WORKERS=0 runs it in one process. On a fresh clone, 2 cores, quiet:
-# 814 s with two workers, 1268 s in one process.
+# the demo's module on one worker and the other stack modules one after the other on the second,
+# first, then the rest (tests/conftest.py). TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
 
 test: $(STAMP) $(CHROMIUM)

@@ -44,8 +44,13 @@ STACK_MODULES = frozenset(
     }
 )
 """Modules that start whole stacks (Prefect server, Kafka, the sandbox, serve, the listener, workers)
-or the demo. Under ``make test``'s two xdist workers they run first, one after the other, on one
-worker (:func:`pytest_xdist_make_scheduler`)."""
+or the demo. Under ``make test``'s two xdist workers they run first (:func:`pytest_xdist_make_scheduler`):
+the demo's module on one worker, the others one after the other on the second."""
+
+ALONE_STACK_MODULE = "test_end_to_end.py"
+"""The stack module that is a unit of its own: the demo, about a fifth of the suite's CPU, most of
+it searching 4k frames under deadlines sized for a busy machine. With the other stacks on one
+worker it made that worker's unit the suite's critical path; on its own it runs beside them."""
 
 
 def _is_stack_module(path: str | Path) -> bool:
@@ -54,12 +59,13 @@ def _is_stack_module(path: str | Path) -> bool:
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """``--dist loadfile`` with the stack modules as one unit, handed out first.
+    """``--dist loadfile`` with the stack modules as two units, handed out first.
 
     Every other module goes to one worker whole (its module fixtures are built once), in
-    collection order; the stack modules form one unit, so two stacks never compete for the two
-    cores, and it starts at once, beside the unit tests, because it is the longest. (xdist's own
-    ``loadgroup`` cannot do it here: it renames items in a way pytest 9 no longer honours.)
+    collection order. The demo's module is one unit and the other stack modules another, so the
+    two longest units start at once, one on each worker, and the unit tests fill in after them;
+    the stacks that restart servers and time their shutdowns run one after the other. (xdist's
+    own ``loadgroup`` cannot do it here: it renames items in a way pytest 9 no longer honours.)
     """
     if config.getvalue("dist") != "loadfile":
         return None
@@ -68,7 +74,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     class StacksFirst(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
-            return "stack modules" if _is_stack_module(path) else path
+            if _is_stack_module(path) and Path(path).name != ALONE_STACK_MODULE:
+                return "stack modules"
+            return path
 
     # Units in collection order, where the workers put the stack modules first.
     config.option.loadscopereorder = False
@@ -78,8 +86,13 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     from tests.stack_support import patient
 
-    if hasattr(config, "workerinput"):  # an xdist worker: the stack modules first
-        items.sort(key=lambda item: not _is_stack_module(item.path))
+    if hasattr(config, "workerinput"):  # an xdist worker: the demo, the stack modules, the rest
+        items.sort(
+            key=lambda item: (
+                not _is_stack_module(item.path),
+                item.path.name != ALONE_STACK_MODULE,
+            )
+        )
 
     slow_timeout = pytest.mark.timeout(patient(SLOW_TIMEOUT_S))
     for item in items:
