@@ -46,8 +46,8 @@ production: $(STAMP)
 	$(BIN)/python -m deployments.production $(if $(ROOT),--root $(ROOT))
 
 # TEST_WORKERS: pytest-xdist workers (default 2, one per core), a module whole on one of them;
-# the demo's module on one worker and the other stack modules one after the other on the second,
-# first, then the rest (tests/conftest.py). TEST_WORKERS=0 runs it in one process.
+# the stack modules first (the demo and the burst on one worker, the others one after the other
+# on the second), then the rest (tests/conftest.py). TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
 
 test: $(STAMP) $(CHROMIUM)

@@ -44,27 +44,34 @@ STACK_MODULES = frozenset(
     }
 )
 """Modules that start whole stacks (Prefect server, Kafka, the sandbox, serve, the listener, workers)
-or the demo. Under ``make test``'s two xdist workers they run first (:func:`pytest_xdist_make_scheduler`):
-the demo's module on one worker, the others one after the other on the second."""
+or the demo. Under ``make test``'s two xdist workers they run first (:func:`pytest_xdist_make_scheduler`)."""
 
-ALONE_STACK_MODULE = "test_end_to_end.py"
-"""The stack module that is a unit of its own: the demo, about a fifth of the suite's CPU, most of
-it searching 4k frames under deadlines sized for a busy machine. With the other stacks on one
-worker it made that worker's unit the suite's critical path; on its own it runs beside them."""
+ALONE_STACK_MODULES = ("test_end_to_end.py", "test_scale.py")
+"""Stack modules that are units of their own, run one after the other on one worker while the other
+stack modules run one after the other on the second: the demo (142 CPU-s on a quiet machine, most
+of it searching 4k frames) and the production profile's burst (its asserts count runs, requests
+and frames, not seconds). With all six on one worker, that worker was the suite's critical path:
+a quiet fresh clone used 79 % of two cores."""
 
 
-def _is_stack_module(path: str | Path) -> bool:
-    return Path(path).name in STACK_MODULES
+def _unit_rank(path: str | Path) -> int:
+    """Where a module's unit stands: the demo, the other stacks, the burst, then the rest."""
+    name = Path(path).name
+    if name not in STACK_MODULES:
+        return 3
+    if name in ALONE_STACK_MODULES:
+        return ALONE_STACK_MODULES.index(name) * 2
+    return 1
 
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """``--dist loadfile`` with the stack modules as two units, handed out first.
+    """``--dist loadfile`` with the stack modules in three units, handed out first.
 
-    Every other module goes to one worker whole (its module fixtures are built once), in
-    collection order. The demo's module is one unit and the other stack modules another, so the
-    two longest units start at once, one on each worker, and the unit tests fill in after them;
-    the stacks that restart servers and time their shutdowns run one after the other. (xdist's
+    Every module goes to one worker whole (its module fixtures are built once), in collection
+    order (:func:`_unit_rank`). The stack modules that restart servers and time their shutdowns
+    form one unit, which starts on one worker; the demo starts on the other, and the burst, next
+    in line, goes to the worker that finishes first (the demo's), before any unit test. (xdist's
     own ``loadgroup`` cannot do it here: it renames items in a way pytest 9 no longer honours.)
     """
     if config.getvalue("dist") != "loadfile":
@@ -74,9 +81,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     class StacksFirst(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
-            if _is_stack_module(path) and Path(path).name != ALONE_STACK_MODULE:
-                return "stack modules"
-            return path
+            return "stack modules" if _unit_rank(path) == 1 else path
 
     # Units in collection order, where the workers put the stack modules first.
     config.option.loadscopereorder = False
@@ -86,13 +91,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     from tests.stack_support import patient
 
-    if hasattr(config, "workerinput"):  # an xdist worker: the demo, the stack modules, the rest
-        items.sort(
-            key=lambda item: (
-                not _is_stack_module(item.path),
-                item.path.name != ALONE_STACK_MODULE,
-            )
-        )
+    if hasattr(config, "workerinput"):  # an xdist worker: the stack modules' units first
+        items.sort(key=lambda item: _unit_rank(item.path))
 
     slow_timeout = pytest.mark.timeout(patient(SLOW_TIMEOUT_S))
     for item in items:
