@@ -46,22 +46,20 @@ STACK_MODULES = frozenset(
 """Modules that start whole stacks (Prefect server, Kafka, the sandbox, serve, the listener, workers)
 or the demo. Under ``make test``'s two xdist workers they run first (:func:`pytest_xdist_make_scheduler`)."""
 
-ALONE_STACK_MODULES = ("test_end_to_end.py", "test_scale.py")
-"""Stack modules that are units of their own, run one after the other on one worker while the other
-stack modules run one after the other on the second: the demo (142 CPU-s on a quiet machine, most
-of it searching 4k frames) and the production profile's burst (its asserts count runs, requests
-and frames, not seconds). With all six on one worker, that worker was the suite's critical path:
-a quiet fresh clone used 79 % of two cores."""
+ALONE_STACK_MODULES = {"test_end_to_end.py": 0, "test_scale.py": 2}
+"""Stack modules that are units of their own, with their place in line (:func:`_unit_rank`): the
+demo (142 CPU-s on a quiet machine, most of it searching 4k frames) starts on one worker while the
+other stack modules run one after the other on the second, and the production profile's burst
+(its asserts count runs, requests and frames, not seconds) follows the demo. With all six stack
+modules on one worker, that worker was the suite's critical path."""
 
 
 def _unit_rank(path: str | Path) -> int:
-    """Where a module's unit stands: the demo, the other stacks, the burst, then the rest."""
+    """Where a module's unit stands: the demo 0, the other stacks 1, the burst 2, the rest 3."""
     name = Path(path).name
     if name not in STACK_MODULES:
         return 3
-    if name in ALONE_STACK_MODULES:
-        return ALONE_STACK_MODULES.index(name) * 2
-    return 1
+    return ALONE_STACK_MODULES.get(name, 1)
 
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)
