@@ -95,10 +95,14 @@ def _static_flags(
 ) -> np.ndarray:
     """The BPM bits the masters imply: low flat response, hot pixels, the given bad pixels."""
     flags = np.zeros(shape, np.uint8)
-    if flat is not None:
-        flags[~(flat >= np.float32(flagging.low_flat))] |= BPM_LOW_FLAT  # also catches NaN
+    test = np.empty(shape, np.bool_)
+    if flat is not None:  # "not >=" also catches NaN
+        np.invert(np.greater_equal(flat, np.float32(flagging.low_flat), out=test), out=test)
+        np.bitwise_or(flags, BPM_LOW_FLAT, out=flags, where=test)
     if dark is not None and flagging.hot_dark is not None:
-        flags[dark * np.float32(gain) > np.float32(flagging.hot_dark)] |= BPM_BAD
+        electrons = np.multiply(dark, np.float32(gain))
+        np.greater(electrons, np.float32(flagging.hot_dark), out=test)
+        np.bitwise_or(flags, BPM_BAD, out=flags, where=test)
     if flagging.bad_pixel_mask is not None:
         bpm = np.asarray(flagging.bad_pixel_mask)
         if bpm.shape != shape:
@@ -223,9 +227,8 @@ class MasterCalibration:
         self.has_flat = flat is not None
         self.inv_flat: np.ndarray | None = None
         if flat_data is not None:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                inv = np.where(flat_data > 0, np.float32(1.0) / flat_data, np.float32(0.0))
-            self.inv_flat = inv.astype(np.float32)
+            self.inv_flat = np.zeros(self.shape, np.float32)
+            np.divide(np.float32(1.0), flat_data, out=self.inv_flat, where=flat_data > 0)
         self.static_flags = _static_flags(
             self.shape, flat_data, self.dark, gain, flagging or PixelFlagging()
         )
