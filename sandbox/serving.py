@@ -66,9 +66,13 @@ class ServedApp:
             time.sleep(0.01)
         return self
 
+    def request_stop(self) -> None:
+        """Ask uvicorn to stop, without waiting (several apps then stop together)."""
+        self._server.should_exit = True
+
     def stop(self) -> None:
         """Stop serving and release the port."""
-        self._server.should_exit = True
+        self.request_stop()
         if self._thread.is_alive():
             self._thread.join(10)
         self._sock.close()
