@@ -54,12 +54,36 @@ other stack modules run one after the other on the second, and the production pr
 modules on one worker, that worker was the suite's critical path."""
 
 
-def _unit_rank(path: str | Path) -> int:
-    """Where a module's unit stands: the demo 0, the other stacks 1, the burst 2, the rest 3."""
+LONG_MODULES = (
+    "test_automations.py",
+    "test_flow_approvals.py",
+    "test_candidate_flow.py",
+    "test_stream.py",
+    "test_replan_flow.py",
+    "test_photometry.py",
+    "test_claims.py",
+    "test_prefect_yaml.py",
+    "test_sandbox_server.py",
+    "test_ledger.py",
+    "test_blocks_standard.py",
+    "test_task_retries.py",
+)
+"""The other modules that take longest (10 to 64 s each on a worker, ``--durations=0`` of a
+quiet run), longest first: handed out before the short ones, so that the suite does not end with
+one worker in a long module while the other has nothing left to do."""
+
+
+def _unit_rank(path: str | Path) -> tuple[int, int]:
+    """Where a module's unit stands: the demo 0, the other stacks 1, the burst 2, the rest 3.
+
+    Within the rest, :data:`LONG_MODULES` in their order, then the others in collection order.
+    """
     name = Path(path).name
-    if name not in STACK_MODULES:
-        return 3
-    return ALONE_STACK_MODULES.get(name, 1)
+    if name in STACK_MODULES:
+        return ALONE_STACK_MODULES.get(name, 1), 0
+    if name in LONG_MODULES:
+        return 3, LONG_MODULES.index(name)
+    return 3, len(LONG_MODULES)
 
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)
@@ -79,7 +103,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     class StacksFirst(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
-            return "stack modules" if _unit_rank(path) == 1 else path
+            return "stack modules" if _unit_rank(path)[0] == 1 else path
 
     # Units in collection order, where the workers put the stack modules first.
     config.option.loadscopereorder = False

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
-from tests.stack_support import patient
+from tests.stack_support import patient, seed_prefect_home
 
 # The demo (the realistic sky, as make demo runs it, on one field) takes about two minutes on two
 # quiet cores and several at a load of 5-7: its deadline and the test's are stretched for a busy
@@ -39,6 +39,9 @@ FIELDS = 1
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("demo")
+    # The demo's server starts on a migrated database, as every stack of the suite does; a first
+    # start's migrations are run by the copy's own making (tests/stack_support.py).
+    seed_prefect_home(root / ".prefect")
     summary = root / "summary.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     script = shutil.which("followup", path=str(Path(sys.executable).parent))

@@ -439,9 +439,11 @@ def test_followup_demo_stops_on_sigterm_mid_run_and_on_ctrl_c_after_a_restart(
     tmp_path: Path,
 ) -> None:
     from deployments.processes import free_port
+    from tests.stack_support import seed_prefect_home
 
     port = free_port()
     argv = [str(BIN / "followup"), "demo", "--port", str(port)]
+    seed_prefect_home(tmp_path / ".prefect")  # as every stack of the suite starts
     ledger_url = f"sqlite:///{tmp_path / '.followup' / 'ledger.db'}"
     api_url = f"http://127.0.0.1:{port}/api"
 
