@@ -194,7 +194,8 @@ def serving(stack: S) -> Iterator[S]:
     (:func:`seed_prefect_home`).
 
     The stack sets PREFECT_API_URL and PREFECT_HOME in the environment and another module's
-    session server may be active in the settings, so both are restored afterwards. Before the
+    session server may be active in the settings, so both are restored afterwards (unless set
+    again meanwhile by another: the session's server, started by a test of the stack's module). Before the
     stack stops, what this process queued (events, logs) is sent to its server, and the workers
     bound to it are forgotten: later modules must get workers for their own server.
     """
@@ -218,7 +219,13 @@ def serving(stack: S) -> Iterator[S]:
             APILogWorker.drain_all()
     finally:
         _serving_seeds.remove(seed)
+        ours = {"PREFECT_API_URL": stack.server.api_url, "PREFECT_HOME": home and str(home)}
         for key, value in saved.items():
+            if os.environ.get(key) != ours[key]:
+                # Set since by someone else, such as the session's server when a test of a stack
+                # module was its first user: theirs to keep, or the processes this one spawns
+                # later (a dispatcher's workers) would find no server and start one of their own.
+                continue
             if value is None:
                 os.environ.pop(key, None)
             else:

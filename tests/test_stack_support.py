@@ -3,6 +3,7 @@ fails), deadlines stretched for a busy machine, and servers started on a migrate
 
 from __future__ import annotations
 
+import os
 from contextlib import nullcontext
 from pathlib import Path
 from types import SimpleNamespace
@@ -53,6 +54,35 @@ def test_serving_replays_the_seed_the_environment_names(monkeypatch: pytest.Monk
     kept = FakeStack(seed=5)
     with serving(kept):  # type: ignore[type-var]
         assert kept.options.sandbox.seed == 5
+
+
+class EnvironmentStack(FakeStack):
+    """A fake stack that points the environment at its server, as a started stack does."""
+
+    def __init__(self, home: Path) -> None:
+        super().__init__(seed=5)
+        self.server.home = home
+        self.server.database_url = "postgresql+asyncpg://unused"  # no migrated copy to make
+
+    def __enter__(self) -> EnvironmentStack:
+        os.environ.update(PREFECT_API_URL=self.server.api_url, PREFECT_HOME=str(self.server.home))
+        return self
+
+
+def test_serving_puts_back_the_environment_unless_another_server_took_it_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:7/api")
+    monkeypatch.delenv("PREFECT_HOME", raising=False)
+    with serving(EnvironmentStack(tmp_path / "a")):  # type: ignore[type-var]
+        assert os.environ["PREFECT_API_URL"] == "http://127.0.0.1:9/api"
+    assert os.environ["PREFECT_API_URL"] == "http://127.0.0.1:7/api"
+    assert "PREFECT_HOME" not in os.environ
+    # The session's server, started by a test of the stack's module, sets both while it serves.
+    with serving(EnvironmentStack(tmp_path / "b")):  # type: ignore[type-var]
+        os.environ.update(PREFECT_API_URL="http://127.0.0.1:8/api", PREFECT_HOME="session")
+    assert os.environ["PREFECT_API_URL"] == "http://127.0.0.1:8/api"
+    assert os.environ["PREFECT_HOME"] == "session"
 
 
 @pytest.mark.parametrize(
