@@ -194,10 +194,10 @@ def serving(stack: S) -> Iterator[S]:
     (:func:`seed_prefect_home`).
 
     The stack sets PREFECT_API_URL and PREFECT_HOME in the environment and another module's
-    session server may be active in the settings, so both are restored afterwards (unless set
-    again meanwhile by another: the session's server, started by a test of the stack's module). Before the
-    stack stops, what this process queued (events, logs) is sent to its server, and the workers
-    bound to it are forgotten: later modules must get workers for their own server.
+    session server may be active in the settings, so both are restored afterwards, unless another
+    set them meanwhile (the session's server, started by a test of the stack's module). Before
+    the stack stops, what this process queued (events, logs) is sent to its server, and the
+    workers bound to it are forgotten: later modules must get workers for their own server.
     """
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker

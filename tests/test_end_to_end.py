@@ -1,8 +1,9 @@
 """``followup demo --once`` end to end: a real Prefect server, a real Tansu broker, the sandbox.
 
-The demo runs as a user runs it (the console script, in a fresh directory) and the test reads its
-JSON summary: the loop completed, every measured magnitude lies within 3 sigma of the sandbox's
-truth, the portal holds exactly one request group per target, and the stand-ins stored the reports.
+The demo runs as a user runs it (the console script, in a fresh directory, there on a migrated
+Prefect database as every server of the suite) and the test reads its JSON summary: the loop
+completed, every measured magnitude lies within 3 sigma of the sandbox's truth, the portal holds
+exactly one request group per target, and the stand-ins stored the reports.
 
 It observes one field of the map (``--fields 1``; ``make demo`` observes three): the kilonova's,
 the map's most probable. Its two 4k frames are searched against a mosaic of four 4k references
