@@ -173,6 +173,7 @@ class _StarFit:
     def __init__(self, stamp: np.ndarray, weight: np.ndarray, x0: int, y0: int) -> None:
         self.stamp, self.weight = stamp, weight
         ny, nx = stamp.shape
+        self.box = (x0, x0 + nx, y0, y0 + ny)
         self.x_edges = np.arange(x0, x0 + nx + 1) - 0.5
         self.y_edges = np.arange(y0, y0 + ny + 1) - 0.5
 
@@ -190,10 +191,8 @@ class _StarFit:
 
     def residual(self, p: np.ndarray) -> np.ndarray:
         """(stamp - flux * model) * weight, flattened."""
-        sigma = abs(p[3])
-        ex = self._axis(self.x_edges, p[0], sigma)[0]
-        ey = self._axis(self.y_edges, p[1], sigma)[0]
-        return ((self.stamp - p[2] * np.outer(ey, ex)) * self.weight).ravel()
+        model = gaussian_pixels(p[0], p[1], abs(p[3]), *self.box)
+        return ((self.stamp - p[2] * model) * self.weight).ravel()
 
     def jacobian(self, p: np.ndarray) -> np.ndarray:
         """The residuals' derivatives by x, y, flux and sigma (columns)."""
